@@ -1,0 +1,122 @@
+/* mqhub plugin ABI, version 1.
+ *
+ * A plugin is a shared object (dlopen'ed by mqhubd) exporting one symbol:
+ *
+ *     const mqhub_plugin_t *mqhub_plugin_entry(void);
+ *
+ * The returned descriptor names the ABI version it was built against and its
+ * own size; the host refuses a plugin whose abi_version differs from
+ * MQHUB_PLUGIN_ABI or whose size is smaller than the version-1 descriptor.
+ * init() receives the host's function table (mqhub_host_api_t) and an opaque
+ * per-instance handle (mqhub_host_t) to pass back to every call.
+ *
+ * Threads: every host function, and every plugin callback, runs on the
+ * daemon's one libuv loop thread (api->loop()). A plugin that starts a thread
+ * must hop back to the loop (uv_async_t) before calling the host.
+ *
+ * Compatibility: members are only ever appended to these structs; a plugin
+ * checks api->size before using a member added after version 1.
+ * See docs/plugins.md for a walk-through and a minimal out-of-tree plugin.
+ */
+#ifndef MQHUB_PLUGIN_H
+#define MQHUB_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MQHUB_PLUGIN_ABI 1
+
+/* Opaque: one per loaded plugin instance (owned by the host). */
+typedef struct mqhub_host mqhub_host_t;
+/* Opaque: one per client connection a transport opened (owned by the host). */
+typedef struct mqhub_session mqhub_session_t;
+
+enum mqhub_log_level { MQHUB_LOG_DEBUG, MQHUB_LOG_INFO, MQHUB_LOG_WARN, MQHUB_LOG_ERROR };
+
+/* Called once per request with the complete response map (MessagePack).
+ * @msgpack is valid only during the call: copy what you keep. */
+typedef void (*mqhub_reply_cb)(void *arg, const char *msgpack, size_t len);
+
+/* Called when the host pushes a server message ({"push": kind, ...}) to a
+ * session. @msgpack is valid only during the call. */
+typedef void (*mqhub_push_cb)(void *push_arg, const char *msgpack, size_t len);
+
+typedef struct mqhub_host_api {
+    uint32_t abi_version; /* MQHUB_PLUGIN_ABI of the host */
+    uint32_t size;        /* sizeof(mqhub_host_api_t) of the host */
+
+    /* The daemon's event loop. Plugins add their handles to it. */
+    uv_loop_t *(*loop)(mqhub_host_t *host);
+
+    /* Configuration values from this plugin's table in the config file
+     * (transport "tcp" { listen = "..." }). config_string returns NULL when the
+     * key is absent or not a string; the pointer lives as long as the plugin.
+     * config_int returns @def when the key is absent; -1 and logs when it is
+     * not an integer. */
+    const char *(*config_string)(mqhub_host_t *host, const char *key);
+    int64_t (*config_int)(mqhub_host_t *host, const char *key, int64_t def);
+
+    /* Open a session for a new client connection. @transport names the
+     * transport ("tcp"), @peer the remote address for logs. @push/@push_arg
+     * receive server pushes (may be NULL for transports without push).
+     * Returns NULL on out-of-memory. */
+    mqhub_session_t *(*session_open)(mqhub_host_t *host, const char *peer,
+                                     mqhub_push_cb push, void *push_arg);
+
+    /* Close a session. Replies still outstanding for it are dropped (their
+     * callbacks are never called after this returns). */
+    void (*session_close)(mqhub_session_t *session);
+
+    /* Submit one request (a MessagePack map, PROTOCOL.md). The host parses it
+     * before returning (the buffer may be reused at once) and calls @cb exactly
+     * once with the response, maybe before request() returns, maybe much later
+     * (long-poll), never after session_close(). Responses to pipelined
+     * requests may arrive out of order. Returns 0; a malformed frame still
+     * gets a BAD_REQUEST response through @cb. */
+    int (*request)(mqhub_session_t *session, const char *msgpack, size_t len,
+                   mqhub_reply_cb cb, void *arg);
+
+    /* Structured log line: level, plugin name, message. */
+    void (*log)(mqhub_host_t *host, int level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+    /* Add @delta to the counter @name (created on first use), exported with
+     * the daemon's metrics as mqhub_plugin_<plugin>_<name>. */
+    void (*metric_add)(mqhub_host_t *host, const char *name, int64_t delta);
+
+    /* The largest frame a client may send, in bytes (config max_frame). */
+    size_t (*max_frame)(mqhub_host_t *host);
+} mqhub_host_api_t;
+
+typedef struct mqhub_plugin {
+    uint32_t abi_version; /* MQHUB_PLUGIN_ABI the plugin was built against */
+    uint32_t size;        /* sizeof(mqhub_plugin_t) */
+    const char *name;     /* short name, [a-z0-9_]+ */
+
+    /* Start: add handles to the loop, listen. Return 0, or nonzero with a
+     * sentence in @errmsg (errlen bytes); the host then refuses the plugin and
+     * never calls stop or fini. @state receives the plugin's private pointer. */
+    int (*init)(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
+                char *errmsg, size_t errlen);
+
+    /* Shutdown step 1: stop accepting, close connections (uv_close their
+     * handles). The host keeps running the loop until every handle is closed. */
+    void (*stop)(void *state);
+
+    /* Shutdown step 2, after the loop drained: free @state. */
+    void (*fini)(void *state);
+} mqhub_plugin_t;
+
+typedef const mqhub_plugin_t *(*mqhub_plugin_entry_fn)(void);
+
+#define MQHUB_PLUGIN_ENTRY "mqhub_plugin_entry"
+
+#ifdef __cplusplus
+}
+#endif
+#endif
