@@ -147,6 +147,71 @@ uint64_t fsm_now(fsm_t *f);
 /* SHA-256 of the whole state (store content), for determinism checks. */
 void fsm_digest(fsm_t *f, unsigned char out[32]);
 
+/* ---- fsm.c <-> queue.c (private: nothing outside these two files uses it) ----
+ * fsm.c decodes entries and commands, finds the handler in its op table and
+ * wraps what the handler packs into a complete response map; queue.c owns the
+ * queues (store records + in-memory indexes). Adding an op: one line in fsm.c's
+ * op table + one handler. */
+typedef struct queues queues_t;
+
+/* One command being applied (or read). A handler validates @req, changes the
+ * state, and packs its result fields into @pk as map entries (fsm_reply_key()
+ * then the value), or returns fsm_fail(). @pk is NULL when replies are not
+ * emitted (followers): handlers then skip the work done only for the reply. */
+typedef struct fsm_cmd {
+    const msgpack_object *req; /* the request map */
+    uint64_t now;              /* the entry's clock, ms */
+    msgpack_packer *pk;
+    uint32_t n_fields;         /* map entries packed into pk */
+    char err[320];             /* the sentence of the failure */
+} fsm_cmd_t;
+/* Returns 0 or a negative MQHUB_E* code (a business error, reported in the
+ * reply; the state is unchanged by a failed command). */
+typedef int (*fsm_op_fn)(queues_t *qs, fsm_cmd_t *c);
+
+/* Argument helpers for handlers. All failures are MQHUB_EBAD_REQUEST with a
+ * sentence naming the field. fsm_arg: the value of @key in @map, or NULL. */
+const msgpack_object *fsm_arg(const msgpack_object *map, const char *key);
+int fsm_fail(fsm_cmd_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A str field; when absent and not @required, *s = NULL, *len = 0. */
+int fsm_arg_str(fsm_cmd_t *c, const msgpack_object *map, const char *key, bool required,
+                const char **s, size_t *len);
+/* An unsigned integer field within [min, max]; *out unchanged when absent. */
+int fsm_arg_uint(fsm_cmd_t *c, const msgpack_object *map, const char *key, uint64_t min,
+                 uint64_t max, uint64_t *out);
+/* Pack @key as the next reply field (no-op when c->pk is NULL). */
+void fsm_reply_key(fsm_cmd_t *c, const char *key);
+void fsm_pack_str(msgpack_packer *pk, const char *s, size_t len);
+
+/* queue.c: the queues of one state machine over @st (not owned). */
+int queue_state_new(queues_t **out, store_t *st);
+void queue_state_free(queues_t *qs);
+void queue_set_ready_cb(queues_t *qs, fsm_ready_cb cb, void *arg);
+/* Drop the in-memory indexes and rebuild them from the store (after load). */
+int queue_rebuild(queues_t *qs);
+/* Around each entry: begin promotes due delayed/locked messages; end flushes
+ * dirty queue records and calls the ready callback. end returns
+ * MQHUB_EINTERNAL when a store write failed during the entry. */
+void queue_begin(queues_t *qs, uint64_t now);
+int queue_end(queues_t *qs);
+uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len);
+uint64_t queue_next_due(queues_t *qs, uint64_t now);
+/* Handlers (see PROTOCOL.md for each op). */
+int queue_op_create(queues_t *qs, fsm_cmd_t *c);
+int queue_op_delete(queues_t *qs, fsm_cmd_t *c);
+int queue_op_purge(queues_t *qs, fsm_cmd_t *c);
+int queue_op_set(queues_t *qs, fsm_cmd_t *c);
+int queue_op_rewind(queues_t *qs, fsm_cmd_t *c);
+int queue_op_get(queues_t *qs, fsm_cmd_t *c);
+int queue_op_list(queues_t *qs, fsm_cmd_t *c);
+int queue_op_send(queues_t *qs, fsm_cmd_t *c);
+int queue_op_send_batch(queues_t *qs, fsm_cmd_t *c);
+int queue_op_receive(queues_t *qs, fsm_cmd_t *c);
+int queue_op_delete_msgs(queues_t *qs, fsm_cmd_t *c);
+int queue_op_change_visibility(queues_t *qs, fsm_cmd_t *c);
+int queue_op_tick(queues_t *qs, fsm_cmd_t *c);
+
 /* ======================================================================
  * replica.c — one raft group on the loop: raft_uv + raft_uv_tcp storage and
  * transport, bootstrap on first start, group commit of submitted commands,
@@ -187,7 +252,20 @@ bool replica_is_leader(replica_t *r);
 /* Client address of the current leader, NULL while unknown. */
 const char *replica_leader_address(replica_t *r);
 uint64_t replica_id(replica_t *r);
-/* Close raft; pending commands fail with MQHUB_EUNAVAILABLE; @cb when done. */
+/* Counters for cluster.status and metrics. */
+typedef struct replica_stats {
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t last_applied;
+    uint64_t leader_id;          /* 0 while unknown */
+    uint64_t entries;            /* raft entries this node proposed */
+    uint64_t commands;           /* commands in them */
+} replica_stats_t;
+void replica_stats(replica_t *r, replica_stats_t *out);
+/* Close raft; pending commands fail with MQHUB_EUNAVAILABLE (each callback
+ * still runs exactly once, some of them before this returns); @cb when done,
+ * after which @r is freed. Call it from the loop, not from a replica_done_cb.
+ * replica_start() failing after raft_init also cleans up through the loop. */
 void replica_stop(replica_t *r, void (*cb)(void *arg), void *arg);
 
 /* ======================================================================
@@ -199,12 +277,19 @@ typedef struct config_transport {
     int table_ref;   /* registry ref of its table in config->L */
 } config_transport_t;
 
+/* A queue or topic declared in the file; the hub creates it at start. */
+typedef struct config_object {
+    char *name;
+    char *attrs;             /* msgpack map, the "attrs" of queue/topic.create */
+    size_t attrs_len;
+} config_object_t;
+
 typedef struct config {
     void *L;                 /* lua_State kept for plugin config lookups */
     uint64_t node_id;
     char *data_dir;
     char *raft_address;
-    replica_peer_t *peers;
+    replica_peer_t *peers;   /* strings owned by the config */
     unsigned n_peers;
     config_transport_t *transports;
     unsigned n_transports;
@@ -213,13 +298,27 @@ typedef struct config {
     int log_level;
     unsigned snapshot_threshold;
     char *plugin_dir;
+    /* Added by config.c: */
+    char *path;              /* the file loaded, NULL for defaults */
+    char *client_address;    /* node.client, else the tcp transport's listen */
+    unsigned snapshot_trailing;
+    config_object_t *queues;
+    unsigned n_queues;
+    config_object_t *topics;
+    unsigned n_topics;
 } config_t;
 
-/* Load @path (NULL: defaults). Errors name the file, line and problem. */
+/* Load @path (NULL: defaults). Errors name the file, line and problem
+ * ("mqhub.conf:3: node.id must be a positive integer"): 0 or
+ * MQHUB_EBAD_REQUEST with @errmsg set. */
 int config_load(config_t **out, const char *path, char *errmsg, size_t errlen);
 void config_free(config_t *c);
+/* A string field of @t's table (valid until config_free), NULL when absent or
+ * not a string. */
 const char *config_transport_string(config_t *c, const config_transport_t *t,
                                     const char *key);
+/* An integer field of @t's table: 0 with *out = @def when absent, 0 with the
+ * value, or MQHUB_EBAD_REQUEST when present but not an integer. */
 int config_transport_int(config_t *c, const config_transport_t *t, const char *key,
                          int64_t def, int64_t *out);
 
@@ -235,6 +334,41 @@ int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t 
 void hub_stop(hub_t *h, void (*cb)(void *arg), void *arg);
 void hub_free(hub_t *h);
 
+/* The host side of the plugin ABI: plugin.c's host table forwards to these,
+ * the semantics are those of mqhub_host_api_t (include/mqhub/plugin.h).
+ * @transport names the plugin that opened the session (for logs). */
+uv_loop_t *hub_loop(hub_t *h);
+size_t hub_max_frame(hub_t *h);
+mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *peer,
+                                  mqhub_push_cb push, void *push_arg);
+void hub_session_close(mqhub_session_t *s);
+int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb cb,
+                void *arg);
+/* True once the session answered a frame it could not read (not one map, or
+ * no uint id): the reply carries no id, so the stream is out of sync and the
+ * transport closes the connection after writing the reply. */
+bool hub_session_broken(mqhub_session_t *s);
+/* Counters, created on first use; hub_metric_get returns 0 for unknown names. */
+void hub_metric_add(hub_t *h, const char *name, int64_t delta);
+int64_t hub_metric_get(hub_t *h, const char *name);
+
+/* Pure request decoding (also the fuzz target): @buf must hold exactly one
+ * MessagePack map with "op" (str) and "id" (uint). @u is initialised by the
+ * caller and destroyed after the view is no longer used. Returns 0, or
+ * MQHUB_EBAD_REQUEST with a sentence in @errmsg; has_id tells whether the id
+ * was readable (then it is echoed in the error reply). */
+typedef struct hub_request_view {
+    const msgpack_object *map;
+    const char *op;
+    size_t op_len;
+    uint64_t id;
+    bool has_id;
+} hub_request_view_t;
+int hub_decode_request(msgpack_unpacked *u, const char *buf, size_t len,
+                       hub_request_view_t *v, char *errmsg, size_t errlen);
+/* The value of @key in the map @map, or NULL. */
+const msgpack_object *hub_map_get(const msgpack_object *map, const char *key);
+
 /* ======================================================================
  * plugin.c — loading plugins and the host function table.
  * ====================================================================== */
@@ -244,7 +378,12 @@ typedef struct plugin plugin_t;
  * returns MQHUB_EINTERNAL with "plugin <file>: <reason>" in @errmsg. */
 int plugin_load(plugin_t **out, hub_t *hub, config_t *cfg, const config_transport_t *t,
                 char *errmsg, size_t errlen);
+/* Shutdown step 1: the plugin's stop() (close its handles). */
 void plugin_stop(plugin_t *p);
+/* Shutdown step 2, after the loop drained: fini() and dlclose. Also valid on
+ * a plugin that was never stopped when its init added no handle. */
 void plugin_unload(plugin_t *p);
+/* The plugin's own name (its descriptor's). */
+const char *plugin_name(const plugin_t *p);
 
 #endif

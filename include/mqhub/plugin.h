@@ -91,6 +91,13 @@ typedef struct mqhub_host_api {
 
     /* The largest frame a client may send, in bytes (config max_frame). */
     size_t (*max_frame)(mqhub_host_t *host);
+
+    /* Appended after max_frame (check api->size): nonzero once the host
+     * answered a frame of this session that it could not read (not exactly
+     * one MessagePack map, or no unsigned "id"). That reply carries no id, so
+     * the client can no longer match responses: write it, then close the
+     * connection. Checked by the transport after each reply. */
+    int (*session_broken)(mqhub_session_t *session);
 } mqhub_host_api_t;
 
 typedef struct mqhub_plugin {

@@ -1,0 +1,511 @@
+/* bench.c: mqhub-bench, a load generator for a running mqhubd.
+ *
+ *   mqhub-bench produce|consume|both [--server H:P] [--connections N]
+ *       [--size B] [--batch N] [--window N] [--duration S | --count N]
+ *       [--queue Q] [--json]
+ *
+ * One thread per connection, each driving libmqhub's pipelined API: keep
+ * --window requests in flight, poll for answers. Producers send (or
+ * send_batch when --batch > 1) and record send->ack latency per request in a
+ * log-linear histogram; consumers receive up to --batch messages and delete
+ * them. It always stops by itself (duration, count, or a consumer idle for
+ * 2 s after the producers finished). Start at main(), then producer() and
+ * consumer(). docs/client.md shows figures.
+ */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "mqhub/client.h"
+
+#define HIST_SUB 32   /* sub-buckets per power of two: ~3% resolution */
+#define HIST_BUCKETS (64 * HIST_SUB)
+#define IDLE_STOP_MS 2000
+
+typedef struct hist {
+    uint64_t b[HIST_BUCKETS];
+    uint64_t n;
+} hist_t;
+
+typedef struct bench {
+    const char *server, *queue;
+    unsigned conns, size, batch, window;
+    double duration;   /* seconds, 0 when --count */
+    uint64_t count;    /* messages per role, 0 when --duration */
+    bool json;
+    uint64_t t_start, t_end; /* ms */
+    atomic_uint_fast64_t produced, consumed, claimed, errors;
+    atomic_int producers_left;
+    char *body;
+} bench_t;
+
+typedef struct worker {
+    bench_t *b;
+    pthread_t tid;
+    bool producer;
+    hist_t hist;
+    mqhub_client_t *c;
+    unsigned inflight;
+    uint64_t done; /* messages acknowledged / consumed by this worker */
+    msgpack_zone zone;
+    msgpack_object args; /* the request arguments, built once */
+    /* consumer: receipts waiting for a delete */
+    char **receipts;
+    size_t n_receipts, cap_receipts;
+    uint64_t last_msg_ms;
+    int failed;
+} worker_t;
+
+typedef struct req {
+    worker_t *w;
+    uint64_t t0_us;
+} req_t;
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* ------------------------------------------------------------ histogram */
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < HIST_SUB)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned shift = msb - 5; /* keep 5 bits below the msb (HIST_SUB = 32) */
+    return (msb - 4) * HIST_SUB + (unsigned)((v >> shift) & (HIST_SUB - 1));
+}
+
+static uint64_t hist_value(unsigned i)
+{
+    if (i < HIST_SUB)
+        return i;
+    unsigned msb = i / HIST_SUB + 4, shift = msb - 5;
+    return ((uint64_t)(HIST_SUB + i % HIST_SUB) << shift) + ((1ull << shift) >> 1);
+}
+
+static void hist_add(hist_t *h, uint64_t v)
+{
+    unsigned i = hist_index(v);
+    h->b[i < HIST_BUCKETS ? i : HIST_BUCKETS - 1]++;
+    h->n++;
+}
+
+static uint64_t hist_pct(const hist_t *h, double p)
+{
+    uint64_t want = (uint64_t)(p / 100.0 * (double)h->n + 0.5), seen = 0;
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen >= want && h->b[i])
+            return hist_value(i);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- requests */
+
+/* Build {queue, msgs: [{body} x batch]} or {queue, max, wait} into w->args. */
+static int build_args(worker_t *w)
+{
+    bench_t *b = w->b;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + !w->producer);
+    msgpack_pack_str_with_body(&pk, "queue", 5);
+    msgpack_pack_str_with_body(&pk, b->queue, strlen(b->queue));
+    if (w->producer) {
+        msgpack_pack_str_with_body(&pk, "msgs", 4);
+        msgpack_pack_array(&pk, b->batch);
+        for (unsigned i = 0; i < b->batch; i++) {
+            msgpack_pack_map(&pk, 1);
+            msgpack_pack_str_with_body(&pk, "body", 4);
+            msgpack_pack_bin_with_body(&pk, b->body, b->size);
+        }
+    } else {
+        msgpack_pack_str_with_body(&pk, "max", 3);
+        msgpack_pack_uint32(&pk, b->batch);
+        msgpack_pack_str_with_body(&pk, "wait", 4);
+        msgpack_pack_uint32(&pk, 1);
+    }
+    msgpack_zone_init(&w->zone, sb.size + 4096);
+    char *copy = msgpack_zone_malloc(&w->zone, sb.size);
+    memcpy(copy, sb.data, sb.size);
+    int rc = msgpack_unpack(copy, sb.size, &off, &w->zone, &w->args);
+    msgpack_sbuffer_destroy(&sb);
+    return rc == MSGPACK_UNPACK_SUCCESS ? 0 : -1;
+}
+
+static bool produce_more(worker_t *w)
+{
+    bench_t *b = w->b;
+    if (b->count)
+        return atomic_fetch_add(&b->claimed, b->batch) < b->count;
+    return now_us() / 1000 < b->t_end;
+}
+
+static void acked(worker_t *w, uint64_t t0_us, uint64_t n, int status)
+{
+    w->inflight--;
+    if (status != 0) {
+        atomic_fetch_add(&w->b->errors, 1);
+        return;
+    }
+    hist_add(&w->hist, now_us() - t0_us);
+    w->done += n;
+    atomic_fetch_add(&w->b->produced, n);
+}
+
+static void on_send(void *arg, const mqhub_send_result_t *res)
+{
+    req_t *r = arg;
+    acked(r->w, r->t0_us, 1, res->status);
+    free(r);
+}
+
+static void on_batch(void *arg, int status, const msgpack_object *resp, const char *errmsg)
+{
+    req_t *r = arg;
+    const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
+    uint64_t n = res && res->type == MSGPACK_OBJECT_ARRAY ? res->via.array.size : 0;
+    acked(r->w, r->t0_us, n, status);
+    free(r);
+}
+
+static int submit_produce(worker_t *w)
+{
+    req_t *r = malloc(sizeof *r);
+    if (!r)
+        return -1;
+    *r = (req_t){w, now_us()};
+    int rc = w->b->batch == 1
+                 ? mqhub_client_send_async(w->c, w->b->queue, w->b->body, w->b->size, NULL,
+                                           on_send, r)
+                 : mqhub_client_call_async(w->c, "send_batch", &w->args, on_batch, r);
+    if (rc != 0) {
+        free(r);
+        return rc;
+    }
+    w->inflight++;
+    return 0;
+}
+
+static void *producer(void *arg)
+{
+    worker_t *w = arg;
+    bool more = true;
+    while (more || w->inflight > 0) {
+        while (more && w->inflight < w->b->window) {
+            more = produce_more(w);
+            if (more && submit_produce(w) != 0) {
+                fprintf(stderr, "mqhub-bench: submit: %s\n", mqhub_client_errmsg(w->c));
+                w->failed = 1;
+                more = false;
+            }
+        }
+        if (w->inflight > 0 && mqhub_client_poll(w->c, 100) < 0)
+            break;
+    }
+    atomic_fetch_sub(&w->b->producers_left, 1);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- consumer */
+
+static void keep_receipts(worker_t *w, const msgpack_object *msgs)
+{
+    for (uint32_t i = 0; msgs && i < msgs->via.array.size; i++) {
+        const msgpack_object *r = mqhub_map_get(&msgs->via.array.ptr[i], "receipt");
+        if (!r || r->type != MSGPACK_OBJECT_STR)
+            continue;
+        if (w->n_receipts == w->cap_receipts) {
+            w->cap_receipts = w->cap_receipts ? w->cap_receipts * 2 : 256;
+            w->receipts = realloc(w->receipts, w->cap_receipts * sizeof *w->receipts);
+        }
+        w->receipts[w->n_receipts++] = strndup(r->via.str.ptr, r->via.str.size);
+    }
+}
+
+static void on_receive(void *arg, int status, const msgpack_object *resp, const char *errmsg)
+{
+    worker_t *w = arg;
+    w->inflight--;
+    if (status != 0) {
+        atomic_fetch_add(&w->b->errors, 1);
+        return;
+    }
+    const msgpack_object *msgs = mqhub_map_get(resp, "msgs");
+    if (msgs && msgs->type == MSGPACK_OBJECT_ARRAY && msgs->via.array.size > 0) {
+        keep_receipts(w, msgs);
+        w->last_msg_ms = now_us() / 1000;
+    }
+}
+
+static void on_delete(void *arg, int status, const msgpack_object *resp, const char *errmsg)
+{
+    req_t *r = arg;
+    const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
+    uint64_t n = 0;
+    r->w->inflight--;
+    for (uint32_t i = 0; res && res->type == MSGPACK_OBJECT_ARRAY && i < res->via.array.size; i++)
+        n += mqhub_map_get(&res->via.array.ptr[i], "code") == NULL;
+    if (status != 0)
+        atomic_fetch_add(&r->w->b->errors, 1);
+    r->w->done += n;
+    atomic_fetch_add(&r->w->b->consumed, n);
+    free(r);
+}
+
+/* Delete every kept receipt (chunks of 256). */
+static int submit_deletes(worker_t *w)
+{
+    while (w->n_receipts > 0) {
+        size_t n = w->n_receipts < 256 ? w->n_receipts : 256;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_zone zone;
+        msgpack_object args;
+        size_t off = 0;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 2);
+        msgpack_pack_str_with_body(&pk, "queue", 5);
+        msgpack_pack_str_with_body(&pk, w->b->queue, strlen(w->b->queue));
+        msgpack_pack_str_with_body(&pk, "receipts", 8);
+        msgpack_pack_array(&pk, n);
+        for (size_t i = 0; i < n; i++) {
+            char *rc = w->receipts[--w->n_receipts];
+            msgpack_pack_str_with_body(&pk, rc, strlen(rc));
+            free(rc);
+        }
+        msgpack_zone_init(&zone, 4096);
+        msgpack_unpack(sb.data, sb.size, &off, &zone, &args);
+        req_t *r = malloc(sizeof *r);
+        *r = (req_t){w, now_us()};
+        int rc = mqhub_client_call_async(w->c, "delete", &args, on_delete, r);
+        msgpack_zone_destroy(&zone);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc != 0) {
+            free(r);
+            return rc;
+        }
+        w->inflight++;
+    }
+    return 0;
+}
+
+static bool consume_more(worker_t *w)
+{
+    bench_t *b = w->b;
+    uint64_t t = now_us() / 1000;
+    if (b->count)
+        return atomic_load(&b->consumed) + w->n_receipts < b->count &&
+               !(atomic_load(&b->producers_left) == 0 && t - w->last_msg_ms > IDLE_STOP_MS &&
+                 atomic_load(&b->consumed) >= atomic_load(&b->produced));
+    if (t >= b->t_end)
+        return false;
+    return true;
+}
+
+static void *consumer(void *arg)
+{
+    worker_t *w = arg;
+    bool more = true;
+    w->last_msg_ms = now_us() / 1000;
+    while (more || w->inflight > 0 || w->n_receipts > 0) {
+        if (submit_deletes(w) != 0)
+            break;
+        more = more && consume_more(w);
+        /* Keep a few receives outstanding; the rest of the window is deletes. */
+        unsigned recv_window = w->b->window < 4 ? w->b->window : 4;
+        while (more && w->inflight < recv_window) {
+            if (mqhub_client_call_async(w->c, "receive", &w->args, on_receive, w) != 0) {
+                w->failed = 1;
+                more = false;
+                break;
+            }
+            w->inflight++;
+        }
+        if (w->inflight > 0 && mqhub_client_poll(w->c, 100) < 0)
+            break;
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(FILE *f)
+{
+    fputs("usage: mqhub-bench produce|consume|both [options]\n"
+          "  --server H:P       hub (env MQHUB_SERVER, default 127.0.0.1:6200)\n"
+          "  --connections N    producers and consumers each (default 4)\n"
+          "  --size B           body bytes (default 100)\n"
+          "  --batch N          send_batch size / receive max (default 1 = send)\n"
+          "  --window N         requests in flight per connection (default 64)\n"
+          "  --duration S       run S seconds (default 5)\n"
+          "  --count N          or: produce / consume N messages\n"
+          "  --queue Q          queue (default bench; created if missing)\n"
+          "  --json             print one JSON object\n", f);
+}
+
+static int parse(bench_t *b, int argc, char **argv, int *mode)
+{
+    static const struct option opts[] = {
+        {"server", 1, NULL, 's'}, {"connections", 1, NULL, 'c'}, {"size", 1, NULL, 'z'},
+        {"batch", 1, NULL, 'b'},  {"window", 1, NULL, 'w'},      {"duration", 1, NULL, 'd'},
+        {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
+        {"help", 0, NULL, 'h'},   {NULL, 0, NULL, 0},
+    };
+    const char *env = getenv("MQHUB_SERVER");
+    int o;
+    *b = (bench_t){.server = env && *env ? env : "127.0.0.1:6200", .queue = "bench",
+                   .conns = 4, .size = 100, .batch = 1, .window = 64, .duration = 5};
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 's': b->server = optarg; break;
+        case 'c': b->conns = (unsigned)atoi(optarg); break;
+        case 'z': b->size = (unsigned)atoi(optarg); break;
+        case 'b': b->batch = (unsigned)atoi(optarg); break;
+        case 'w': b->window = (unsigned)atoi(optarg); break;
+        case 'd': b->duration = atof(optarg); b->count = 0; break;
+        case 'n': b->count = strtoull(optarg, NULL, 10); b->duration = 0; break;
+        case 'q': b->queue = optarg; break;
+        case 'j': b->json = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    if (optind != argc - 1 || b->conns < 1 || b->conns > 256 || b->batch < 1 ||
+        b->batch > MQHUB_BATCH_MAX || b->window < 1 || (b->duration <= 0 && !b->count) ||
+        b->duration > 3600)
+        return -1;
+    const char *m = argv[optind];
+    *mode = !strcmp(m, "produce") ? 1 : !strcmp(m, "consume") ? 2 : !strcmp(m, "both") ? 3 : 0;
+    return *mode ? 0 : -1;
+}
+
+static int prepare_queue(bench_t *b)
+{
+    mqhub_client_t *c;
+    char err[512];
+    mqhub_queue_attrs_t a = {0};
+    int rc = mqhub_client_connect(&c, b->server, NULL, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "mqhub-bench: %s\nis mqhubd running? start it with `make run`\n", err);
+        return 3;
+    }
+    if (b->size > 65536) {
+        a.set = MQHUB_ATTR_MAX_MSG_SIZE;
+        a.max_msg_size = b->size;
+    }
+    rc = mqhub_client_queue_create(c, b->queue, a.set ? &a : NULL);
+    if (rc != 0 && rc != MQHUB_EEXISTS)
+        fprintf(stderr, "mqhub-bench: queue.create %s: %s\n", b->queue, mqhub_client_errmsg(c));
+    mqhub_client_close(c);
+    return rc != 0 && rc != MQHUB_EEXISTS ? 1 : 0;
+}
+
+static void report(bench_t *b, worker_t *w, unsigned n, double secs)
+{
+    hist_t h = {0};
+    for (unsigned i = 0; i < n; i++) {
+        if (!w[i].producer)
+            continue;
+        for (unsigned j = 0; j < HIST_BUCKETS; j++)
+            h.b[j] += w[i].hist.b[j];
+        h.n += w[i].hist.n;
+    }
+    double prod = (double)atomic_load(&b->produced), cons = (double)atomic_load(&b->consumed);
+    double p50 = hist_pct(&h, 50) / 1e3, p99 = hist_pct(&h, 99) / 1e3,
+           p999 = hist_pct(&h, 99.9) / 1e3;
+    if (b->json) {
+        json_t *j = json_pack("{s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:f,s:f,s:I,s:i,s:i,s:i,s:i}",
+                              "seconds", secs, "produced", (json_int_t)prod, "produce_msgs_per_s",
+                              prod / secs, "produce_mb_per_s", prod * b->size / secs / 1e6,
+                              "consumed", (json_int_t)cons, "consume_msgs_per_s", cons / secs,
+                              "latency_p50_ms", p50, "latency_p99_ms", p99, "latency_p999_ms",
+                              p999, "errors", (json_int_t)atomic_load(&b->errors), "connections",
+                              (int)b->conns, "size", (int)b->size, "batch", (int)b->batch,
+                              "window", (int)b->window);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        putchar('\n');
+        json_decref(j);
+        return;
+    }
+    printf("%.2f s, %u connections, %u-byte bodies, batch %u, window %u\n", secs, b->conns,
+           b->size, b->batch, b->window);
+    if (prod > 0)
+        printf("produced  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s   send->ack p50 %.3f ms  "
+               "p99 %.3f ms  p99.9 %.3f ms\n", prod, prod / secs, prod * b->size / secs / 1e6,
+               p50, p99, p999);
+    if (cons > 0)
+        printf("consumed  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s\n", cons, cons / secs,
+               cons * b->size / secs / 1e6);
+    printf("errors    %llu\n", (unsigned long long)atomic_load(&b->errors));
+}
+
+static int run(bench_t *b, int mode)
+{
+    unsigned n = b->conns * ((mode & 1) + (mode >> 1 & 1)), started = 0;
+    worker_t *w = calloc(n, sizeof *w);
+    mqhub_client_opts_t o = {.window = b->window, .client_name = "mqhub-bench"};
+    char err[512];
+    int rc = 0;
+    b->t_start = now_us() / 1000;
+    b->t_end = b->t_start + (uint64_t)(b->duration * 1000);
+    atomic_store(&b->producers_left, (mode & 1) ? (int)b->conns : 0);
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        w[i].b = b;
+        w[i].producer = (mode & 1) && i < b->conns;
+        if (mqhub_client_connect(&w[i].c, b->server, &o, err, sizeof err) != 0 ||
+            build_args(&w[i]) != 0) {
+            fprintf(stderr, "mqhub-bench: connect %s: %s\n", b->server, err);
+            rc = 3;
+            break;
+        }
+        pthread_create(&w[i].tid, NULL, w[i].producer ? producer : consumer, &w[i]);
+        started++;
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(w[i].tid, NULL);
+    double secs = (double)(now_us() / 1000 - b->t_start) / 1e3;
+    if (rc == 0)
+        report(b, w, n, secs > 0 ? secs : 1e-3);
+    for (unsigned i = 0; i < n; i++) {
+        rc |= w[i].failed;
+        mqhub_client_close(w[i].c);
+        if (w[i].c)
+            msgpack_zone_destroy(&w[i].zone);
+        free(w[i].receipts);
+    }
+    free(w);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    bench_t b;
+    int mode;
+    if (parse(&b, argc, argv, &mode) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    b.body = malloc(b.size ? b.size : 1);
+    memset(b.body, 'x', b.size);
+    int rc = prepare_queue(&b);
+    if (rc == 0)
+        rc = run(&b, mode);
+    free(b.body);
+    return rc;
+}

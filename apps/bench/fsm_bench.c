@@ -1,0 +1,255 @@
+/* fsm_bench.c: mqhub-fsm-bench — the state machine alone, no raft, no network.
+ *
+ *   mqhub-fsm-bench [-n N] [--size BYTES] [--batch K] [--dir DIR]
+ *
+ * Applies N sends (BYTES each), then N receives, then N deletes, K commands
+ * per entry, through fsm_entry_encode + fsm_apply_entry exactly as raft would
+ * on the leader (replies encoded). Prints ops/s per phase, the RSS growth per
+ * backlog message after the send phase, and the size and time of a snapshot
+ * of that backlog (raft keeps it in memory until it is written). Start at
+ * main(); each phase is one call of run_phase().
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct bench {
+    fsm_t *f;
+    uint64_t now;
+    size_t size;
+    unsigned batch;
+    char **receipts; /* one per message, from the receive phase */
+    size_t n_receipts;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long rss_kib(void)
+{
+    long pages = 0, resident = 0;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(fp);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* Pack command @i of a phase into @sb. */
+typedef void (*make_cmd_fn)(struct bench *b, size_t i, msgpack_packer *pk);
+
+static void make_send(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    static char *body;
+    if (!body && !(body = calloc(1, b->size)))
+        abort();
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "send");
+    pack_str(pk, "queue");
+    pack_str(pk, "bench");
+    pack_str(pk, "body");
+    msgpack_pack_bin(pk, b->size);
+    msgpack_pack_bin_body(pk, body, b->size);
+    (void)i;
+}
+
+static void make_receive(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "receive");
+    pack_str(pk, "queue");
+    pack_str(pk, "bench");
+    pack_str(pk, "visibility");
+    msgpack_pack_uint32(pk, 43200);
+    (void)b, (void)i;
+}
+
+static void make_delete(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "delete");
+    pack_str(pk, "queue");
+    pack_str(pk, "bench");
+    pack_str(pk, "receipts");
+    msgpack_pack_array(pk, 1);
+    pack_str(pk, i < b->n_receipts ? b->receipts[i] : "none");
+}
+
+static const msgpack_object *map_get(const msgpack_object *m, const char *key)
+{
+    for (uint32_t i = 0; m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+            memcmp(kv->key.via.str.ptr, key, kv->key.via.str.size) == 0)
+            return &kv->val;
+    }
+    return NULL;
+}
+
+/* Keep the receipts of receive replies; count failed replies. */
+static void note_reply(struct bench *b, const char *data, size_t len, size_t *failed)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *ok = map_get(&u.data, "ok"), *msgs = map_get(&u.data, "msgs");
+        if (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN || !ok->via.boolean)
+            (*failed)++;
+        for (uint32_t i = 0; msgs && i < msgs->via.array.size; i++) {
+            const msgpack_object *r = map_get(&msgs->via.array.ptr[i], "receipt");
+            if (r && r->type == MSGPACK_OBJECT_STR)
+                b->receipts[b->n_receipts++] = strndup(r->via.str.ptr, r->via.str.size);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+static int run_phase(struct bench *b, const char *name, size_t n, make_cmd_fn make)
+{
+    char **cmds = calloc(b->batch, sizeof(*cmds));
+    size_t *lens = calloc(b->batch, sizeof(*lens)), failed = 0;
+    double t0 = now_s();
+    for (size_t done = 0; done < n;) {
+        unsigned k = 0;
+        for (; k < b->batch && done + k < n; k++) {
+            msgpack_sbuffer sb;
+            msgpack_packer pk;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            make(b, done + k, &pk);
+            lens[k] = sb.size;
+            cmds[k] = msgpack_sbuffer_release(&sb);
+        }
+        struct raft_buffer buf;
+        fsm_result_t *r = NULL;
+        b->now += 1;
+        if (fsm_entry_encode(b->now, (const char *const *)cmds, lens, k, &buf) != 0 ||
+            fsm_apply_entry(b->f, buf.base, buf.len, &r) != 0) {
+            fprintf(stderr, "%s: apply failed\n", name);
+            return 1;
+        }
+        raft_free(buf.base);
+        for (unsigned i = 0; i < k; i++) {
+            note_reply(b, r->data + r->off[i], r->off[i + 1] - r->off[i], &failed);
+            free(cmds[i]);
+        }
+        fsm_result_free(r);
+        done += k;
+    }
+    double dt = now_s() - t0;
+    printf("%-8s %10zu ops %8.3f s %12.0f ops/s%s\n", name, n, dt, (double)n / dt,
+           failed ? " (some replies failed!)" : "");
+    free(cmds);
+    free(lens);
+    return failed ? 1 : 0;
+}
+
+static void snapshot_cost(struct bench *b, size_t n)
+{
+    struct raft_fsm *rf = fsm_raft(b->f);
+    struct raft_buffer *bufs;
+    unsigned nb;
+    long before = rss_kib();
+    double t0 = now_s();
+    if (rf->snapshot(rf, &bufs, &nb) != 0) {
+        fprintf(stderr, "snapshot failed\n");
+        return;
+    }
+    double dt = now_s() - t0;
+    size_t bytes = 0;
+    for (unsigned i = 0; i < nb; i++)
+        bytes += bufs[i].len;
+    printf("snapshot %10zu bytes (%.0f B/msg) in %.3f s, RSS +%ld KiB while held\n", bytes,
+           (double)bytes / (double)n, dt, rss_kib() - before);
+    rf->snapshot_finalize(rf, &bufs, &nb);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"size", required_argument, 0, 's'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"dir", required_argument, 0, 'd'},
+                                         {0, 0, 0, 0}};
+    struct bench b = {.now = 1700000000000ULL, .size = 1024, .batch = 64};
+    size_t n = 100000;
+    char dir[256] = "", err[256];
+    const char *tmp = getenv("TMPDIR");
+    int c, rc = 0;
+    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n': n = strtoull(optarg, NULL, 10); break;
+        case 's': b.size = strtoull(optarg, NULL, 10); break;
+        case 'b': b.batch = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
+        default:
+            fprintf(stderr, "usage: %s [-n N] [--size BYTES] [--batch K] [--dir DIR]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (!b.batch || b.size > 1048576 || !n) {
+        fprintf(stderr, "need -n >= 1, --batch >= 1, --size <= 1048576\n");
+        return 2;
+    }
+    bool own_dir = !dir[0];
+    if (own_dir) {
+        snprintf(dir, sizeof(dir), "%s/mqhub-fsm-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            return 1;
+        }
+    }
+    if (fsm_open(&b.f, dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    b.receipts = calloc(n, sizeof(*b.receipts));
+    char create[] = "\x83\xa2op\xacqueue.create\xa4name\xa5" "bench\xa5" "attrs\x81\xac"
+                    "max_msg_size\xce\x00\x10\x00\x00";
+    const char *cmd = create;
+    size_t len = sizeof(create) - 1;
+    struct raft_buffer buf;
+    fsm_entry_encode(b.now, &cmd, &len, 1, &buf);
+    fsm_apply_entry(b.f, buf.base, buf.len, NULL);
+    raft_free(buf.base);
+
+    printf("mqhub-fsm-bench: n=%zu size=%zu batch=%u dir=%s\n", n, b.size, b.batch, dir);
+    long rss0 = rss_kib();
+    rc |= run_phase(&b, "send", n, make_send);
+    long rss1 = rss_kib();
+    printf("backlog  %10zu msgs  RSS +%ld KiB = %.1f bytes/msg (KC page cache included)\n", n,
+           rss1 - rss0, (double)(rss1 - rss0) * 1024.0 / (double)n);
+    snapshot_cost(&b, n);
+    rc |= run_phase(&b, "receive", n, make_receive);
+    rc |= run_phase(&b, "delete", n, make_delete);
+    for (size_t i = 0; i < b.n_receipts; i++)
+        free(b.receipts[i]);
+    free(b.receipts);
+    fsm_close(b.f);
+    if (own_dir) {
+        char path[300];
+        snprintf(path, sizeof(path), "%s/state.kct", dir);
+        unlink(path);
+        rmdir(dir);
+    }
+    return rc;
+}

@@ -1,0 +1,344 @@
+/* main.c: the mqhub command-line tool — argument parsing, help, connecting,
+ * exit codes, and dispatch to the commands (queue.c, messages.c).
+ *
+ * Every option is parsed once into a cli_t (options may come before or after
+ * the command words); a command reads what it needs. To add a command: an
+ * entry in `commands`, its help text in `helps`, a cmd_<name>() function.
+ * Exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_SERVER "127.0.0.1:6200"
+
+static const struct {
+    const char *cmd;
+    const char *text;
+} helps[] = {
+    {NULL,
+     "usage: mqhub [--server HOST:PORT] [--token T] [--json] COMMAND ...\n"
+     "\n"
+     "commands:\n"
+     "  ping                         check that the hub answers\n"
+     "  queue create NAME [ATTRS]    create a queue\n"
+     "  queue list [--prefix P]      list queues with their backlog\n"
+     "  queue get NAME               attributes and statistics\n"
+     "  queue set NAME ATTRS         change attributes\n"
+     "  queue delete NAME            delete a queue and its messages\n"
+     "  queue purge NAME             drop every message of a queue\n"
+     "  queue rewind NAME --time MS|--ago S|--seq N   replay retained messages\n"
+     "  send QUEUE [BODY|-]          send one message (- or no body: stdin)\n"
+     "  recv QUEUE                   receive messages\n"
+     "  delete QUEUE RECEIPT...      delete received messages\n"
+     "\n"
+     "common options:\n"
+     "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " DEFAULT_SERVER ")\n"
+     "  --token TOKEN       hello token (env MQHUB_TOKEN)\n"
+     "  --timeout MS        per request (default 10000)\n"
+     "  --json              one JSON document per result, for scripts\n"
+     "  --help              this text; `mqhub COMMAND --help` for a command\n"
+     "\n"
+     "exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect\n"},
+    {"ping", "usage: mqhub ping\n  Sends ping and prints the round-trip time.\n"},
+    {"queue",
+     "usage: mqhub queue create|list|get|set|delete|purge|rewind ...\n"
+     "  see `mqhub queue create --help` etc.\n"},
+    {"queue create",
+     "usage: mqhub queue create NAME [ATTR-OPTIONS] [key=value...]\n"
+     "attributes (also as key=value, e.g. visibility_timeout=60):\n"
+     "  --visibility-timeout S  0-43200 (30)     --polling-wait S   0-30 (0)\n"
+     "  --max-msg-size B        1024-1048576     --retention S      60-1296000\n"
+     "  --rewind-window S       0-retention      --max-backlog N    0 = unbounded\n"
+     "  --delay S               0-3600           --ordered          FIFO per group\n"
+     "  --dead-letter QUEUE:MAX_RECEIVES         --hook SCRIPT\n"},
+    {"queue list",
+     "usage: mqhub queue list [--prefix P] [--offset N] [--limit N]\n"
+     "  Lists queue names with ready / in-flight / delayed counts.\n"},
+    {"queue get", "usage: mqhub queue get NAME\n"},
+    {"queue set",
+     "usage: mqhub queue set NAME [ATTR-OPTIONS] [key=value...]\n"
+     "  Partial update; attributes as for `queue create`.\n"},
+    {"queue delete", "usage: mqhub queue delete NAME\n"},
+    {"queue purge", "usage: mqhub queue purge NAME\n"},
+    {"queue rewind",
+     "usage: mqhub queue rewind NAME (--time MS | --ago SECONDS | --seq N)\n"
+     "  Makes every retained message enqueued at or after the point ready again.\n"},
+    {"send",
+     "usage: mqhub send QUEUE [BODY|-] [options]\n"
+     "  --attr KEY=VALUE   message attribute (repeatable)\n"
+     "  --delay S          deliver after S seconds\n"
+     "  --group G          ordered queues: the message group\n"
+     "  --dedup-id ID      a repeat within 5 minutes is stored once\n"
+     "  --batch-file FILE  one body per line (- for stdin), sent with send_batch\n"
+     "                     in chunks of 256\n"},
+    {"recv",
+     "usage: mqhub recv QUEUE [options]\n"
+     "  --max N            up to N messages per receive (1-256, default 1)\n"
+     "  --wait S           long-poll up to S seconds (0-30)\n"
+     "  --visibility S     lock the messages for S seconds\n"
+     "  --delete           delete what was received (after printing it)\n"
+     "  --follow           keep receiving until Ctrl-C\n"},
+    {"delete", "usage: mqhub delete QUEUE RECEIPT...\n"},
+};
+
+void cli_usage(FILE *f, const char *cmd)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        if ((!cmd && !helps[i].cmd) || (cmd && helps[i].cmd && !strcmp(cmd, helps[i].cmd))) {
+            fputs(helps[i].text, f);
+            return;
+        }
+    }
+    fputs(helps[0].text, f);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("mqhub: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    cli_usage(stderr, cmd);
+    return CLI_USAGE;
+}
+
+int cli_connect(cli_t *cli)
+{
+    mqhub_client_opts_t o = {.timeout_ms = cli->timeout_ms, .token = cli->token,
+                             .client_name = "mqhub-cli"};
+    char err[512];
+    int rc = mqhub_client_connect(&cli->client, cli->server, &o, err, sizeof err);
+    if (rc == 0)
+        return CLI_OK;
+    if (rc == MQHUB_ECONN) {
+        fprintf(stderr, "mqhub: cannot connect to %s: %s\n"
+                        "is mqhubd running? start it with `make run` "
+                        "(or set --server / MQHUB_SERVER)\n", cli->server, err);
+        return CLI_CONNECT;
+    }
+    fprintf(stderr, "%s: %s\n", mqhub_err_name(rc), err);
+    return CLI_SERVER;
+}
+
+int cli_fail(cli_t *cli, int rc, const char *what)
+{
+    const char *msg = cli->client ? mqhub_client_errmsg(cli->client) : "";
+    if (rc == MQHUB_ECONN) {
+        fprintf(stderr, "mqhub: %s: lost the connection to %s: %s\n", what, cli->server, msg);
+        return CLI_CONNECT;
+    }
+    fprintf(stderr, "%s: %s\n", mqhub_err_name(rc), msg[0] ? msg : mqhub_strerror(rc));
+    return CLI_SERVER;
+}
+
+enum {
+    OPT_SERVER = 256, OPT_TOKEN, OPT_TIMEOUT, OPT_JSON, OPT_HELP, OPT_PREFIX, OPT_OFFSET,
+    OPT_LIMIT, OPT_TIME, OPT_SEQ, OPT_AGO, OPT_ATTR, OPT_DELAY, OPT_GROUP, OPT_DEDUP,
+    OPT_BATCH, OPT_MAX, OPT_WAIT, OPT_VISIBILITY, OPT_DELETE, OPT_FOLLOW, OPT_ORDERED,
+    OPT_QATTR, /* + index into qattr_names */
+};
+
+static const char *const qattr_names[] = {
+    "visibility_timeout", "polling_wait", "max_msg_size", "retention",
+    "rewind_window", "max_backlog", "dead_letter", "hook",
+};
+
+static const struct option options[] = {
+    {"server", required_argument, NULL, OPT_SERVER},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"prefix", required_argument, NULL, OPT_PREFIX},
+    {"offset", required_argument, NULL, OPT_OFFSET},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"time", required_argument, NULL, OPT_TIME},
+    {"seq", required_argument, NULL, OPT_SEQ},
+    {"ago", required_argument, NULL, OPT_AGO},
+    {"attr", required_argument, NULL, OPT_ATTR},
+    {"delay", required_argument, NULL, OPT_DELAY},
+    {"group", required_argument, NULL, OPT_GROUP},
+    {"dedup-id", required_argument, NULL, OPT_DEDUP},
+    {"batch-file", required_argument, NULL, OPT_BATCH},
+    {"max", required_argument, NULL, OPT_MAX},
+    {"wait", required_argument, NULL, OPT_WAIT},
+    {"visibility", required_argument, NULL, OPT_VISIBILITY},
+    {"delete", no_argument, NULL, OPT_DELETE},
+    {"follow", no_argument, NULL, OPT_FOLLOW},
+    {"ordered", no_argument, NULL, OPT_ORDERED},
+    {"visibility-timeout", required_argument, NULL, OPT_QATTR + 0},
+    {"polling-wait", required_argument, NULL, OPT_QATTR + 1},
+    {"max-msg-size", required_argument, NULL, OPT_QATTR + 2},
+    {"retention", required_argument, NULL, OPT_QATTR + 3},
+    {"rewind-window", required_argument, NULL, OPT_QATTR + 4},
+    {"max-backlog", required_argument, NULL, OPT_QATTR + 5},
+    {"dead-letter", required_argument, NULL, OPT_QATTR + 6},
+    {"hook", required_argument, NULL, OPT_QATTR + 7},
+    {NULL, 0, NULL, 0},
+};
+
+static int number(const char *opt, const char *s, long long *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < 0) {
+        fprintf(stderr, "mqhub: --%s takes a number >= 0, not \"%s\"\n", opt, s);
+        return CLI_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+static int msg_attr(cli_t *cli, char *kv)
+{
+    char *eq = strchr(kv, '=');
+    if (!eq || eq == kv || cli->n_msg_attrs == CLI_MAX_ATTRS) {
+        fprintf(stderr, "mqhub: --attr takes KEY=VALUE (at most %d), not \"%s\"\n",
+                CLI_MAX_ATTRS, kv);
+        return CLI_USAGE;
+    }
+    *eq = '\0';
+    cli->msg_attrs[cli->n_msg_attrs++] = (mqhub_attr_t){kv, eq + 1};
+    return 0;
+}
+
+static int queue_attr(cli_t *cli, const char *name, const char *value)
+{
+    if (mqhub_queue_attrs_parse(&cli->attrs, name, value) != 0) {
+        fprintf(stderr, "mqhub: bad queue attribute %s=%s (see `mqhub queue create --help`)\n",
+                name, value);
+        return CLI_USAGE;
+    }
+    return 0;
+}
+
+static int one_option(cli_t *cli, int opt, char *arg)
+{
+    long long v;
+    int rc;
+    switch (opt) {
+    case OPT_SERVER: cli->server = arg; return 0;
+    case OPT_TOKEN: cli->token = arg; return 0;
+    case OPT_JSON: cli->json = true; return 0;
+    case OPT_HELP: cli->help = true; return 0;
+    case OPT_PREFIX: cli->prefix = arg; return 0;
+    case OPT_GROUP: cli->group = arg; return 0;
+    case OPT_DEDUP: cli->dedup_id = arg; return 0;
+    case OPT_BATCH: cli->batch_file = arg; return 0;
+    case OPT_DELETE: cli->del = true; return 0;
+    case OPT_FOLLOW: cli->follow = true; return 0;
+    case OPT_ATTR: return msg_attr(cli, arg);
+    case OPT_ORDERED: return queue_attr(cli, "ordered", "true");
+    case OPT_TIMEOUT:
+        rc = number("timeout", arg, &v);
+        cli->timeout_ms = (int)v;
+        return rc;
+    case OPT_OFFSET: return number("offset", arg, &cli->offset);
+    case OPT_LIMIT: return number("limit", arg, &cli->limit);
+    case OPT_TIME: return number("time", arg, &cli->rewind_time);
+    case OPT_SEQ: return number("seq", arg, &cli->rewind_seq);
+    case OPT_AGO: return number("ago", arg, &cli->rewind_ago);
+    case OPT_DELAY: return number("delay", arg, &cli->delay);
+    case OPT_MAX: return number("max", arg, &cli->max);
+    case OPT_WAIT: return number("wait", arg, &cli->wait);
+    case OPT_VISIBILITY: return number("visibility", arg, &cli->visibility);
+    default:
+        if (opt >= OPT_QATTR && opt < OPT_QATTR + 8)
+            return queue_attr(cli, qattr_names[opt - OPT_QATTR], arg);
+        return CLI_USAGE;
+    }
+}
+
+static int parse(cli_t *cli, int argc, char **argv)
+{
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        if (opt == '?' || opt == ':') {
+            fprintf(stderr, "mqhub: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
+            return CLI_USAGE;
+        }
+        int rc = one_option(cli, opt == 'h' ? OPT_HELP : opt, optarg);
+        if (rc != 0)
+            return rc;
+    }
+    cli->args = argv + optind;
+    cli->n_args = argc - optind;
+    return 0;
+}
+
+static void defaults(cli_t *cli)
+{
+    const char *env = getenv("MQHUB_SERVER");
+    cli->server = env && *env ? env : DEFAULT_SERVER;
+    env = getenv("MQHUB_TOKEN");
+    cli->token = env && *env ? env : NULL;
+    cli->delay = cli->max = cli->wait = cli->visibility = -1;
+    cli->rewind_time = cli->rewind_seq = cli->rewind_ago = -1;
+}
+
+/* The help key of the command words ("queue create", "send", NULL). */
+static const char *help_key(const cli_t *cli, char *buf, size_t size)
+{
+    if (cli->n_args == 0)
+        return NULL;
+    if (!strcmp(cli->args[0], "queue") && cli->n_args > 1) {
+        snprintf(buf, size, "queue %s", cli->args[1]);
+        return buf;
+    }
+    return cli->args[0];
+}
+
+static int run(cli_t *cli)
+{
+    const char *cmd = cli->args[0];
+    cli->args++;
+    cli->n_args--;
+    if (!strcmp(cmd, "ping"))
+        return cmd_ping(cli);
+    if (!strcmp(cmd, "send"))
+        return cmd_send(cli);
+    if (!strcmp(cmd, "recv") || !strcmp(cmd, "receive"))
+        return cmd_recv(cli);
+    if (!strcmp(cmd, "delete"))
+        return cmd_delete(cli);
+    if (!strcmp(cmd, "queue") && cli->n_args > 0) {
+        const char *sub = cli->args[0];
+        cli->args++;
+        cli->n_args--;
+        return cmd_queue(cli, sub);
+    }
+    fprintf(stderr, "mqhub: unknown command \"%s\"; see `mqhub --help`\n", cmd);
+    return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    cli_t cli = {0};
+    char key[64];
+
+    defaults(&cli);
+    int rc = parse(&cli, argc, argv);
+    if (rc != 0) {
+        fprintf(stderr, "see `mqhub --help`\n");
+        return rc;
+    }
+    if (cli.help) {
+        cli_usage(stdout, help_key(&cli, key, sizeof key));
+        return CLI_OK;
+    }
+    if (cli.n_args == 0) {
+        cli_usage(stderr, NULL);
+        return CLI_USAGE;
+    }
+    rc = run(&cli);
+    mqhub_client_close(cli.client);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* client_int.h: what ops.c (and the async wrappers) use from client.c, the
+ * connection and request engine of libmqhub. Not installed. */
+#ifndef MQHUB_CLIENT_INT_H
+#define MQHUB_CLIENT_INT_H
+
+#include <msgpack.h>
+
+#include "mqhub/client.h"
+
+/* Called exactly once per submitted request. @status 0 with the response
+ * map, or a code with the error map (NULL for TIMEOUT/ECONN). The callee may
+ * take the zone owning @resp by setting *@zone to NULL. */
+typedef void (*client_done_fn)(void *arg, int status, const msgpack_object *resp,
+                               msgpack_zone **zone, const char *errmsg);
+
+/* A request being built: a frame with its 4-byte length prefix reserved. */
+typedef struct client_req {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int timeout_ms; /* 0: the handle's */
+} client_req_t;
+
+/* Start {op, id, ...}: @nfields more key/value pairs must be packed on @r->pk. */
+void client_req_init(mqhub_client_t *c, client_req_t *r, const char *op, uint32_t nfields);
+void client_req_free(client_req_t *r);
+/* Pack a NUL-terminated string. */
+void client_pack_str(msgpack_packer *pk, const char *s);
+/* Pack key @k followed by string @v. */
+void client_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void client_pack_kv_uint(msgpack_packer *pk, const char *k, uint64_t v);
+
+/* Hand @r over (always: it is freed or owned from here on). Returns 0 (@fn
+ * will be called once) or a code (@fn never called). @async: count against
+ * the window and wait for a free slot. */
+int client_submit(mqhub_client_t *c, client_req_t *r, bool async, client_done_fn fn,
+                  void *arg);
+/* Submit and wait. On 0 *@out owns the response; on failure c's errmsg is set. */
+int client_call(mqhub_client_t *c, client_req_t *r, mqhub_response_t *out);
+/* Remember the hello token and client name for every (re)connect. */
+void client_set_auth(mqhub_client_t *c, const char *token, const char *client);
+/* Set the handle's errmsg (printf-like). */
+void client_set_errmsg(mqhub_client_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Reading helpers: 0 or MQHUB_EBAD_REQUEST when absent / of another type.
+ * Strings may be msgpack str or bin. */
+int client_get_uint(const msgpack_object *map, const char *key, uint64_t *out);
+int client_get_str(const msgpack_object *map, const char *key, const char **p, size_t *len);
+/* Copy a string field into @buf (cut to fit, NUL-terminated); "" when absent. */
+void client_copy_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,334 @@
+/* libmqhub: the C client library of mqhub (wire protocol: docs/protocol.md).
+ *
+ * Two ways to talk to a hub over one handle:
+ *   - blocking calls, one function per operation (mqhub_client_queue_create,
+ *     mqhub_client_send, mqhub_client_receive, ...): each returns when the
+ *     answer has arrived or its timeout has passed;
+ *   - pipelined calls (mqhub_client_send_async, mqhub_client_call_async): submit
+ *     up to `window` requests without waiting; answers are matched by id and
+ *     delivered to callbacks from mqhub_client_poll() / mqhub_client_flush().
+ * Both may be mixed; a blocking call delivers pending async answers while it
+ * waits.
+ *
+ * Return codes: 0 on success, a negative MQHUB_E* code of mqhub/errors.h (the
+ * server's code, or MQHUB_ETIMEOUT when a call's timeout passed), or
+ * MQHUB_ECONN (below) when the connection failed or was lost.
+ * mqhub_client_errmsg() then holds the server's sentence or what failed.
+ *
+ * Retries: NOT_LEADER makes the handle reconnect to the leader the server
+ * named and resend (at most 5 hops); UNAVAILABLE is retried after 50 ms,
+ * doubling up to 2 s, until the call's timeout. Both answers mean the server
+ * did not perform the request, so retrying is safe. A request whose
+ * connection drops after it was written fails with MQHUB_ECONN (the server
+ * may or may not have performed it; use dedup_id to make sends safe to
+ * repeat); the next call reconnects.
+ *
+ * Threads: a handle is used by one thread at a time; distinct handles are
+ * independent. Callbacks run on the thread that calls poll/flush or a
+ * blocking function, and must not close the handle.
+ */
+#ifndef MQHUB_CLIENT_H
+#define MQHUB_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "mqhub/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Client-side code (outside the wire list): connecting failed, or the
+ * connection was lost or the server sent something that is not a frame. */
+#define MQHUB_ECONN (-2001)
+
+#define MQHUB_NAME_MAX 64     /* names: 1-64 of A-Z a-z 0-9 _ - . */
+#define MQHUB_MSG_ID_MAX 96   /* buffer size for a msg_id (longer ids are cut) */
+#define MQHUB_BATCH_MAX 256   /* messages per send_batch */
+
+typedef struct mqhub_client mqhub_client_t;
+
+/* ---------------------------------------------------------------- handle */
+
+typedef struct mqhub_client_opts {
+    int timeout_ms;          /* per call; 0: 10000 */
+    const char *token;       /* when set, connect (and every reconnect) does hello */
+    const char *client_name; /* sent in hello; NULL: "libmqhub" */
+    unsigned window;         /* async requests in flight; 0: 128 */
+} mqhub_client_opts_t;
+
+/* Connect to @address ("host:port") and, when @opts->token is set, say hello
+ * with it. @opts may be NULL (defaults). On success *@out is a new handle the
+ * caller closes with mqhub_client_close().
+ * Returns 0; MQHUB_ECONN (bad address, refused, unreachable, no answer within
+ * the timeout); MQHUB_EUNAUTHORIZED (token refused); MQHUB_ETIMEOUT. On
+ * failure *@out is NULL and @err (may be NULL) receives a sentence. */
+int mqhub_client_connect(mqhub_client_t **out, const char *address,
+                         const mqhub_client_opts_t *opts, char *err, size_t errlen);
+
+/* Close the connection and free the handle. Async requests still pending are
+ * dropped without their callbacks. @c may be NULL. */
+void mqhub_client_close(mqhub_client_t *c);
+
+/* The sentence of the last failed call on @c (server's "error" field or a
+ * local reason); "" after a success. Valid until the next call on @c. */
+const char *mqhub_client_errmsg(const mqhub_client_t *c);
+
+/* Like mqhub_strerror() but also knows MQHUB_ECONN. */
+const char *mqhub_client_strerror(int code);
+
+/* Address ("host:port") the handle is connected (or reconnecting) to. */
+const char *mqhub_client_address(const mqhub_client_t *c);
+
+/* --------------------------------------------------------------- session */
+
+typedef struct mqhub_server_info {
+    char server[32];   /* "mqhub" */
+    unsigned version;  /* protocol version, 1 */
+    uint64_t node;     /* node id */
+    char leader[128];  /* "host:port" or "" when unknown */
+    uint64_t max_frame;
+} mqhub_server_info_t;
+
+/* hello {version: 1, client?, token?}. @token/@client may be NULL. @info may be
+ * NULL. The token is remembered for reconnects. Returns 0,
+ * MQHUB_EUNAUTHORIZED, MQHUB_ETIMEOUT, MQHUB_ECONN. */
+int mqhub_client_hello(mqhub_client_t *c, const char *token, const char *client,
+                       mqhub_server_info_t *info);
+
+/* ping {}. Returns 0, MQHUB_EUNAUTHORIZED, MQHUB_ETIMEOUT, MQHUB_ECONN. */
+int mqhub_client_ping(mqhub_client_t *c);
+
+/* ----------------------------------------------------------------- queues */
+
+enum mqhub_attr_bit {
+    MQHUB_ATTR_VISIBILITY_TIMEOUT = 1u << 0,
+    MQHUB_ATTR_POLLING_WAIT = 1u << 1,
+    MQHUB_ATTR_MAX_MSG_SIZE = 1u << 2,
+    MQHUB_ATTR_RETENTION = 1u << 3,
+    MQHUB_ATTR_REWIND_WINDOW = 1u << 4,
+    MQHUB_ATTR_MAX_BACKLOG = 1u << 5,
+    MQHUB_ATTR_DELAY = 1u << 6,
+    MQHUB_ATTR_DEAD_LETTER = 1u << 7,
+    MQHUB_ATTR_ORDERED = 1u << 8,
+    MQHUB_ATTR_HOOK = 1u << 9,
+};
+
+/* Queue attributes; only the members whose bit is in @set are sent (create,
+ * set) or were present in the answer (get). Units as in the protocol:
+ * seconds, bytes, messages. */
+typedef struct mqhub_queue_attrs {
+    unsigned set; /* enum mqhub_attr_bit */
+    uint32_t visibility_timeout;
+    uint32_t polling_wait;
+    uint32_t max_msg_size;
+    uint32_t retention;
+    uint32_t rewind_window;
+    uint64_t max_backlog;
+    uint32_t delay;
+    char dead_letter_queue[MQHUB_NAME_MAX + 1];
+    uint32_t dead_letter_max_receives;
+    bool ordered;
+    char hook[MQHUB_NAME_MAX + 1]; /* script name; "" detaches */
+} mqhub_queue_attrs_t;
+
+/* Set one attribute from its protocol name and a text value ("60", "true",
+ * "dlq:5" for dead_letter as queue:max_receives). Used by the CLI.
+ * Returns 0 or MQHUB_EBAD_REQUEST (unknown name or bad value). */
+int mqhub_queue_attrs_parse(mqhub_queue_attrs_t *a, const char *name, const char *value);
+
+typedef struct mqhub_queue_stats {
+    uint64_t ready, inflight, delayed, retained, oldest_age_ms;
+    uint64_t sent_total, received_total, deleted_total;
+} mqhub_queue_stats_t;
+
+typedef struct mqhub_queue_info {
+    char name[MQHUB_NAME_MAX + 1];
+    mqhub_queue_attrs_t attrs;
+    mqhub_queue_stats_t stats;
+} mqhub_queue_info_t;
+
+/* queue.create {name, attrs?}; @attrs may be NULL. Returns 0 (also when an
+ * equal queue exists), MQHUB_EEXISTS, MQHUB_EBAD_NAME, MQHUB_EBAD_REQUEST, plus
+ * the common codes (UNAUTHORIZED, UNAVAILABLE, TIMEOUT, ECONN, INTERNAL). */
+int mqhub_client_queue_create(mqhub_client_t *c, const char *name,
+                              const mqhub_queue_attrs_t *attrs);
+/* queue.delete / queue.purge {name}. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
+int mqhub_client_queue_delete(mqhub_client_t *c, const char *name);
+int mqhub_client_queue_purge(mqhub_client_t *c, const char *name);
+/* queue.get {name} into *@out (plain struct, nothing to free).
+ * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
+int mqhub_client_queue_get(mqhub_client_t *c, const char *name, mqhub_queue_info_t *out);
+/* queue.set {name, attrs} (partial update). 0, MQHUB_ENOT_FOUND,
+ * MQHUB_EBAD_REQUEST, MQHUB_EBAD_NAME, common. */
+int mqhub_client_queue_set(mqhub_client_t *c, const char *name,
+                           const mqhub_queue_attrs_t *attrs);
+
+typedef struct mqhub_queue_list {
+    char **names; /* n strings */
+    size_t n;
+    uint64_t total; /* queues matching the prefix, all pages */
+} mqhub_queue_list_t;
+/* queue.list {prefix?, offset?, limit?}: @prefix may be NULL, @limit 0 means
+ * the server default (100). On success the caller owns @out and frees it with
+ * mqhub_queue_list_free(); on failure @out is empty. */
+int mqhub_client_queue_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
+                            uint64_t limit, mqhub_queue_list_t *out);
+void mqhub_queue_list_free(mqhub_queue_list_t *l);
+
+/* queue.rewind {name, time?, seq?}: @time_ms / @seq may be NULL (absent).
+ * *@rewound (may be NULL) gets the count. 0, MQHUB_ENOT_FOUND,
+ * MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_queue_rewind(mqhub_client_t *c, const char *name,
+                              const uint64_t *time_ms, const uint64_t *seq,
+                              uint64_t *rewound);
+
+/* --------------------------------------------------------------- messages */
+
+typedef struct mqhub_attr {
+    const char *key;
+    const char *value;
+} mqhub_attr_t;
+
+typedef struct mqhub_send_opts {
+    bool has_delay;
+    uint32_t delay;            /* seconds, when has_delay */
+    const mqhub_attr_t *attrs; /* n_attrs string pairs, may be NULL */
+    size_t n_attrs;
+    const char *group;         /* ordered queues; NULL: none */
+    const char *dedup_id;      /* NULL: none */
+} mqhub_send_opts_t;
+
+/* Outcome of one send; @status is 0 or the item's MQHUB_E* code. */
+typedef struct mqhub_send_result {
+    int status;
+    char msg_id[MQHUB_MSG_ID_MAX];
+    uint64_t seq;
+    char error[160]; /* server sentence when status != 0 */
+} mqhub_send_result_t;
+
+/* send {queue, body, ...}. @opts and @out may be NULL. Returns 0,
+ * MQHUB_ENOT_FOUND, MQHUB_ETOO_LARGE, MQHUB_EBACKLOG_FULL, MQHUB_EBLOCKED,
+ * MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_send(mqhub_client_t *c, const char *queue, const void *body,
+                      size_t len, const mqhub_send_opts_t *opts, mqhub_send_result_t *out);
+
+typedef struct mqhub_batch_msg {
+    const void *body;
+    size_t len;
+    const mqhub_send_opts_t *opts; /* may be NULL */
+} mqhub_batch_msg_t;
+
+/* send_batch {queue, msgs} with 1..MQHUB_BATCH_MAX messages. @results holds
+ * @n entries (caller's array), filled in order; each has its own status.
+ * Returns 0 when the batch was answered (check each result), or the code of
+ * the whole request (MQHUB_EBAD_REQUEST for n = 0 or > 256, NOT_FOUND, common). */
+int mqhub_client_send_batch(mqhub_client_t *c, const char *queue,
+                            const mqhub_batch_msg_t *msgs, size_t n,
+                            mqhub_send_result_t *results);
+
+typedef struct mqhub_receive_opts {
+    unsigned max;   /* 1..256; 0: 1 */
+    int wait;       /* long-poll seconds 0..30; < 0: the queue's polling_wait */
+    int visibility; /* seconds; < 0: the queue's visibility_timeout */
+} mqhub_receive_opts_t;
+
+typedef struct mqhub_msg {
+    char msg_id[MQHUB_MSG_ID_MAX];
+    uint64_t seq;
+    char *receipt;
+    void *body; /* body_len bytes, plus a NUL after them for convenience */
+    size_t body_len;
+    mqhub_attr_t *attrs; /* n_attrs pairs of NUL-terminated strings */
+    size_t n_attrs;
+    char *group; /* NULL when none */
+    uint64_t enqueued_at, first_received_at, next_visible_at; /* ms since epoch */
+    uint32_t receive_count;
+} mqhub_msg_t;
+
+typedef struct mqhub_msg_list {
+    mqhub_msg_t *msgs;
+    size_t n;
+} mqhub_msg_list_t;
+
+/* receive {queue, max?, wait?, visibility?}. @opts may be NULL. The call's
+ * timeout is stretched to wait + 5 s. On success the caller owns @out (n may
+ * be 0: nothing arrived within wait) and frees it with mqhub_msg_list_free();
+ * on failure @out is empty. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_receive(mqhub_client_t *c, const char *queue,
+                         const mqhub_receive_opts_t *opts, mqhub_msg_list_t *out);
+void mqhub_msg_list_free(mqhub_msg_list_t *l);
+
+/* delete {queue, receipts}. @statuses (may be NULL) receives @n codes, 0 or
+ * e.g. MQHUB_EINVALID_RECEIPT per receipt. Returns 0 when answered, else the
+ * request's code (NOT_FOUND, BAD_REQUEST, common). */
+int mqhub_client_delete(mqhub_client_t *c, const char *queue,
+                        const char *const *receipts, size_t n, int *statuses);
+
+/* change_visibility {queue, receipt, timeout}. *@next_visible_at may be NULL.
+ * 0, MQHUB_EINVALID_RECEIPT, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_change_visibility(mqhub_client_t *c, const char *queue,
+                                   const char *receipt, uint32_t timeout,
+                                   uint64_t *next_visible_at);
+
+/* -------------------------------------------------------- generic calls */
+
+/* A response map and the zone that owns it. */
+typedef struct mqhub_response {
+    msgpack_object map; /* the whole response: id, ok, results or code/error */
+    msgpack_zone *zone;
+} mqhub_response_t;
+void mqhub_response_free(mqhub_response_t *r);
+
+/* Look up @key in a response (or any) map; NULL when absent or not a map. */
+const msgpack_object *mqhub_map_get(const msgpack_object *map, const char *key);
+
+/* Any operation: sends {op: @op, id, ...fields of @args} where @args is a map
+ * msgpack_object or NULL. On 0 the caller owns *@out (free it with
+ * mqhub_response_free()). On an error answer the code is returned, the
+ * sentence is in mqhub_client_errmsg() and *@out is left empty. */
+int mqhub_client_call(mqhub_client_t *c, const char *op, const msgpack_object *args,
+                      mqhub_response_t *out);
+
+/* ------------------------------------------------------ pipelined calls */
+
+/* Called once per async request: @status 0 with the response map @resp (valid
+ * during the call only), or a code with @resp the error map (NULL for
+ * TIMEOUT/ECONN); @errmsg the sentence ("" on success). */
+typedef void (*mqhub_response_cb)(void *arg, int status, const msgpack_object *resp,
+                                  const char *errmsg);
+/* Called once per async send with its result (status, msg_id, seq, error). */
+typedef void (*mqhub_send_cb)(void *arg, const mqhub_send_result_t *res);
+
+/* Queue a request without waiting for its answer. When @window requests are
+ * in flight it first waits (delivering answers) for a free slot, up to the
+ * timeout. Returns 0 (the callback will be called exactly once, from a later
+ * poll/flush/blocking call), MQHUB_ETIMEOUT (no slot freed), MQHUB_ECONN
+ * (cannot connect); on failure the callback is never called. @args as for
+ * mqhub_client_call. */
+int mqhub_client_call_async(mqhub_client_t *c, const char *op,
+                            const msgpack_object *args, mqhub_response_cb cb, void *arg);
+/* send {queue, body, ...} pipelined; @body is copied. Returns as call_async. */
+int mqhub_client_send_async(mqhub_client_t *c, const char *queue, const void *body,
+                            size_t len, const mqhub_send_opts_t *opts, mqhub_send_cb cb,
+                            void *arg);
+
+/* Write what is queued and deliver the answers that arrive within
+ * @timeout_ms (0: only what is already there; < 0: until one arrives).
+ * Returns the number of callbacks called (>= 0) or MQHUB_ECONN when nothing is
+ * in flight and the connection cannot be restored. */
+int mqhub_client_poll(mqhub_client_t *c, int timeout_ms);
+/* Poll until no request is in flight. 0, or MQHUB_ETIMEOUT after
+ * @timeout_ms (< 0: the handle's timeout per request, i.e. no extra bound). */
+int mqhub_client_flush(mqhub_client_t *c, int timeout_ms);
+/* Requests submitted and not yet answered. */
+unsigned mqhub_client_pending(const mqhub_client_t *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

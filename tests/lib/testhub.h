@@ -1,0 +1,63 @@
+/* testhub.h: a real mqhubd for integration tests — a temp dir with a
+ * generated config on free loopback ports, start/stop/kill/restart, and raw
+ * frame helpers for tests that must speak bytes (bad input). Leaf code: only
+ * libc, POSIX and msgpack-c; no core headers, no client library.
+ */
+#ifndef MQHUB_TESTHUB_H
+#define MQHUB_TESTHUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <msgpack.h>
+
+typedef struct testhub_opts {
+    const char *token;         /* auth { token = ... } when set */
+    size_t max_frame;          /* limits { max_frame = ... } when > 0 */
+    const char *extra_config;  /* appended verbatim to the config file */
+} testhub_opts_t;
+
+typedef struct testhub {
+    char mqhubd[512];  /* binary */
+    char dir[256];     /* temp dir: config.lua, data/, mqhubd.log */
+    char address[64];  /* "127.0.0.1:<port>" of the TCP transport */
+    uint16_t port, raft_port;
+    char token[128];   /* "" when none */
+    pid_t pid;         /* 0 when not running */
+} testhub_t;
+
+/* The mqhubd binary: $MQHUBD, else argv[1] when it names an executable. */
+const char *testhub_binary(int argc, char **argv);
+
+/* Create a temp dir and config, start mqhubd, wait until it serves reads
+ * (queue.list answers ok, so a leader exists). 0 or -1 (reason on stderr,
+ * the daemon's log printed). */
+int testhub_start(testhub_t *h, const char *mqhubd, const testhub_opts_t *opts);
+/* Start again on the same dir and ports (after stop or kill). 0 or -1. */
+int testhub_restart(testhub_t *h);
+/* SIGTERM and wait (up to 10 s, then SIGKILL). Returns the exit status, or
+ * -1 when it had to be killed. */
+int testhub_stop(testhub_t *h);
+/* SIGKILL and reap. */
+void testhub_kill(testhub_t *h);
+/* Stop if running, remove the temp dir. */
+void testhub_cleanup(testhub_t *h);
+/* Still running (not exited)? */
+bool testhub_alive(testhub_t *h);
+
+/* Raw connection helpers. */
+int testhub_connect_raw(const testhub_t *h);            /* fd or -1 */
+int testhub_write_all(int fd, const void *p, size_t n);  /* 0 or -1 */
+/* Write one frame (length prefix + @n bytes). */
+int testhub_write_frame(int fd, const void *p, size_t n);
+/* Read one frame within @timeout_ms and unpack it into @zone. 0, or -1 on
+ * EOF / timeout / garbage. */
+int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_object *out);
+/* True when the peer closed @fd within @timeout_ms (EOF or reset). */
+bool testhub_closed(int fd, int timeout_ms);
+/* A string field of a map ("" when absent), copied into @buf. */
+const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+
+#endif

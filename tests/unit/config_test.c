@@ -1,0 +1,262 @@
+/* config_test.c: the Lua configuration file (core/config.c).
+ * Good files fill config_t; each kind of bad file fails with "file:line:
+ * problem"; no file gives the documented defaults.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+/* Each test runs inside its own temp dir, so files are named "mqhub.conf"
+ * and the messages read exactly as a user sees them. */
+static char dir[256];
+static char cwd[4096];
+
+static int setup(void **state)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/mqhub-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!getcwd(cwd, sizeof cwd) || !mkdtemp(dir))
+        return -1;
+    return chdir(dir);
+}
+
+static int teardown(void **state)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (chdir(cwd) != 0)
+        return -1;
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *write_conf(const char *text)
+{
+    FILE *f = fopen("mqhub.conf", "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return "mqhub.conf";
+}
+
+/* Load @text expecting failure; returns the message after the directory. */
+static const char *load_bad(const char *text)
+{
+    static char err[512];
+    config_t *c = NULL;
+    const char *path = write_conf(text);
+    int rv = config_load(&c, path, err, sizeof err);
+    assert_int_equal(rv, MQHUB_EBAD_REQUEST);
+    assert_null(c);
+    return err;
+}
+
+static void test_defaults(void **state)
+{
+    char err[256];
+    config_t *c = NULL;
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), 0);
+    assert_int_equal(c->node_id, 1);
+    assert_string_equal(c->data_dir, "./mqhub-data");
+    assert_string_equal(c->raft_address, "127.0.0.1:6300");
+    assert_int_equal(c->n_peers, 0);
+    assert_int_equal(c->n_transports, 1);
+    assert_string_equal(c->transports[0].name, "tcp");
+    assert_string_equal(config_transport_string(c, &c->transports[0], "listen"),
+                        "127.0.0.1:6200");
+    assert_string_equal(c->client_address, "127.0.0.1:6200");
+    assert_non_null(strstr(c->transports[0].path, "/tcp.so"));
+    assert_null(c->token);
+    assert_int_equal(c->max_frame, 16u << 20);
+    assert_int_equal(c->log_level, MQHUB_LOG_INFO);
+    assert_int_equal(c->n_queues, 0);
+    assert_non_null(c->plugin_dir);
+    config_free(c);
+}
+
+static void test_full_file(void **state)
+{
+    char err[256];
+    config_t *c = NULL;
+    const char *path = write_conf(
+        "-- a full configuration\n"
+        "local base = 6300\n"
+        "node { id = 2, data = \"/var/lib/mqhub\", raft = \"127.0.0.1:\" .. (base + 1),\n"
+        "       plugin_dir = \"/opt/mqhub/plugins\" }\n"
+        "peers { [1] = \"127.0.0.1:6300\", [3] = { raft = \"127.0.0.1:6302\",\n"
+        "        client = \"127.0.0.1:6202\" } }\n"
+        "transport \"tcp\" { listen = \"127.0.0.1:6201\", backlog = 64 }\n"
+        "transport \"websocket\" { listen = \"127.0.0.1:6280\", dashboard = true,\n"
+        "                          path = \"/x/ws.so\" }\n"
+        "queue \"image-requests\" { visibility_timeout = 120,\n"
+        "    dead_letter = { queue = \"image-dlq\", max_receives = 5 } }\n"
+        "queue \"image-dlq\" {}\n"
+        "topic \"payments\" { hook = \"scripts/risk/merchant_spike.lua\" }\n"
+        "auth { token = \"s3cret\" }\n"
+        "log { level = \"debug\" }\n"
+        "limits { max_frame = 1048576 }\n"
+        "snapshot { threshold = 100, trailing = 10 }\n");
+    assert_int_equal(config_load(&c, path, err, sizeof err), 0);
+    assert_int_equal(c->node_id, 2);
+    assert_string_equal(c->data_dir, "/var/lib/mqhub");
+    assert_string_equal(c->raft_address, "127.0.0.1:6301");
+    assert_string_equal(c->plugin_dir, "/opt/mqhub/plugins");
+    assert_int_equal(c->n_peers, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        const replica_peer_t *p = &c->peers[i];
+        if (p->id == 1) {
+            assert_string_equal(p->raft_address, "127.0.0.1:6300");
+            assert_null(p->client_address);
+        } else {
+            assert_int_equal(p->id, 3);
+            assert_string_equal(p->raft_address, "127.0.0.1:6302");
+            assert_string_equal(p->client_address, "127.0.0.1:6202");
+        }
+    }
+    assert_int_equal(c->n_transports, 2);
+    assert_string_equal(c->transports[0].name, "tcp");
+    assert_string_equal(c->transports[0].path, "/opt/mqhub/plugins/tcp.so");
+    assert_string_equal(c->transports[1].path, "/x/ws.so");
+    assert_string_equal(c->client_address, "127.0.0.1:6201");
+    int64_t v = 0;
+    assert_int_equal(config_transport_int(c, &c->transports[0], "backlog", 5, &v), 0);
+    assert_int_equal(v, 64);
+    assert_int_equal(config_transport_int(c, &c->transports[0], "nothing", 5, &v), 0);
+    assert_int_equal(v, 5);
+    assert_int_equal(config_transport_int(c, &c->transports[0], "listen", 5, &v),
+                     MQHUB_EBAD_REQUEST);
+    assert_null(config_transport_string(c, &c->transports[1], "dashboard"));
+    assert_string_equal(c->token, "s3cret");
+    assert_int_equal(c->log_level, MQHUB_LOG_DEBUG);
+    assert_int_equal(c->max_frame, 1048576);
+    assert_int_equal(c->snapshot_threshold, 100);
+    assert_int_equal(c->snapshot_trailing, 10);
+
+    /* Declared queues carry their attrs as a msgpack map. */
+    assert_int_equal(c->n_queues, 2);
+    assert_string_equal(c->queues[0].name, "image-requests");
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, c->queues[0].attrs, c->queues[0].attrs_len,
+                                         NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(u.data.via.map.size, 2);
+    bool saw_vt = false, saw_dl = false;
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        if (kv->key.via.str.size == 18 &&
+            memcmp(kv->key.via.str.ptr, "visibility_timeout", 18) == 0) {
+            assert_int_equal(kv->val.type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+            assert_int_equal(kv->val.via.u64, 120);
+            saw_vt = true;
+        } else {
+            assert_int_equal(kv->val.type, MSGPACK_OBJECT_MAP);
+            assert_int_equal(kv->val.via.map.size, 2);
+            saw_dl = true;
+        }
+    }
+    assert_true(saw_vt && saw_dl);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(c->queues[1].attrs_len, 1); /* {} is an empty map */
+    assert_int_equal((unsigned char)c->queues[1].attrs[0], 0x80);
+    assert_int_equal(c->n_topics, 1);
+    assert_string_equal(c->topics[0].name, "payments");
+    config_free(c);
+}
+
+static void test_syntax_error(void **state)
+{
+    const char *e = load_bad("node { id = 1 }\n\nnode { id = }\n");
+    assert_non_null(strstr(e, "mqhub.conf:3:"));
+}
+
+static void test_wrong_type(void **state)
+{
+    assert_string_equal(load_bad("\n\nnode { id = \"one\" }\n"),
+                        "mqhub.conf:3: node.id must be a positive integer");
+    assert_string_equal(load_bad("node { id = 0 }\n"),
+                        "mqhub.conf:1: node.id must be a positive integer");
+    assert_string_equal(load_bad("node { raft = \"localhost\" }\n"),
+                        "mqhub.conf:1: node.raft must be \"host:port\"");
+    assert_string_equal(load_bad("log { level = \"loud\" }\n"),
+                        "mqhub.conf:1: log.level must be one of debug, info, warn, error");
+    assert_string_equal(load_bad("limits { max_frame = 1.5 }\n"),
+                        "mqhub.conf:1: limits.max_frame must be an integer from 1024 to "
+                        "1073741824");
+    assert_string_equal(load_bad("peers { [2] = 42 }\n"),
+                        "mqhub.conf:1: peers[2] must be \"host:port\" or { raft = ..., "
+                        "client = ... }");
+    assert_string_equal(load_bad("peers { [2] = { raft = \"h:1\", client = 7 } }\n"),
+                        "mqhub.conf:1: peers[2].client must be \"host:port\"");
+    assert_string_equal(load_bad("queue \"q\" { visibility_timeout = print }\n"),
+                        "mqhub.conf:1: queue \"q\": a function cannot be an attribute "
+                        "value");
+    assert_string_equal(load_bad("queue \"bad name\" {}\n"),
+                        "mqhub.conf:1: queue name \"bad name\": names are 1-64 of A-Z "
+                        "a-z 0-9 _ - . starting with a letter or digit");
+}
+
+static void test_unknown_names(void **state)
+{
+    assert_string_equal(load_bad("nodes { id = 1 }\n"),
+                        "mqhub.conf:1: unknown directive 'nodes' (expected node, peers, "
+                        "transport, queue, topic, auth, log, limits, snapshot)");
+    assert_string_equal(load_bad("node { id = 1, dta = \"x\" }\n"),
+                        "mqhub.conf:1: node: unknown field 'dta'");
+    assert_string_equal(load_bad("queue \"q\" { visibilty_timeout = 3 }\n"),
+                        "mqhub.conf:1: queue \"q\": unknown field 'visibilty_timeout'");
+    assert_string_equal(load_bad("\ntransport \"tcp\"\n"),
+                        "mqhub.conf:2: transport needs a table: transport \"name\" { ... }");
+    assert_string_equal(load_bad("queue \"a\" {}\nqueue \"a\" {}\n"),
+                        "mqhub.conf:2: queue \"a\" is declared twice");
+    assert_string_equal(load_bad("node { id = 2 }\npeers { [2] = \"h:1\" }\n"),
+                        "mqhub.conf: peers[2] has this node's id (node.id)");
+}
+
+static void test_runtime_error(void **state)
+{
+    assert_non_null(strstr(load_bad("local x = nil\nlocal y = x.field\n"), "mqhub.conf:2:"));
+    assert_string_equal(load_bad("\nerror({})\n"),
+                        "mqhub.conf:2: error object is a table value");
+}
+
+static void test_missing_file(void **state)
+{
+    char err[512];
+    config_t *c = NULL;
+    assert_int_equal(config_load(&c, "absent.conf", err, sizeof err), MQHUB_EBAD_REQUEST);
+    assert_null(c);
+    assert_non_null(strstr(err, "absent.conf"));
+    assert_non_null(strstr(err, "No such file"));
+}
+
+static void test_binary_refused(void **state)
+{
+    const char *e = load_bad("\x1bLua binary chunk");
+    assert_non_null(strstr(e, "mqhub.conf"));
+    assert_non_null(strstr(e, "binary"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_type, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_binary_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
