@@ -654,7 +654,7 @@ static int pump(mqhub_client_t *c, uint64_t until, bool (*stop)(void *), void *a
                 wake = c->pend[i].deadline;
         n += prepare(c, t, &wake);
         t = now_ms();
-        int ms = wake > t ? (int)(wake - t) : 0;
+        int ms = wake > t ? (int)(wake - t < 60000 ? wake - t : 60000) : 0;
         if (c->fd < 0) {
             if (t >= until || c->n_pend == 0)
                 return n;

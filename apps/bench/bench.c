@@ -30,7 +30,7 @@
 
 typedef struct hist {
     uint64_t b[HIST_BUCKETS];
-    uint64_t n;
+    uint64_t n, max;
 } hist_t;
 
 typedef struct bench {
@@ -98,6 +98,7 @@ static void hist_add(hist_t *h, uint64_t v)
     unsigned i = hist_index(v);
     h->b[i < HIST_BUCKETS ? i : HIST_BUCKETS - 1]++;
     h->n++;
+    h->max = v > h->max ? v : h->max;
 }
 
 static uint64_t hist_pct(const hist_t *h, double p)
@@ -425,17 +426,18 @@ static void report(bench_t *b, worker_t *w, unsigned n, double secs)
         for (unsigned j = 0; j < HIST_BUCKETS; j++)
             h.b[j] += w[i].hist.b[j];
         h.n += w[i].hist.n;
+        h.max = w[i].hist.max > h.max ? w[i].hist.max : h.max;
     }
     double prod = (double)atomic_load(&b->produced), cons = (double)atomic_load(&b->consumed);
     double p50 = hist_pct(&h, 50) / 1e3, p99 = hist_pct(&h, 99) / 1e3,
-           p999 = hist_pct(&h, 99.9) / 1e3;
+           p999 = hist_pct(&h, 99.9) / 1e3, max = h.max / 1e3;
     if (b->json) {
-        json_t *j = json_pack("{s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:f,s:f,s:I,s:i,s:i,s:i,s:i}",
+        json_t *j = json_pack("{s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:f,s:f,s:f,s:I,s:i,s:i,s:i,s:i}",
                               "seconds", secs, "produced", (json_int_t)prod, "produce_msgs_per_s",
                               prod / secs, "produce_mb_per_s", prod * b->size / secs / 1e6,
                               "consumed", (json_int_t)cons, "consume_msgs_per_s", cons / secs,
                               "latency_p50_ms", p50, "latency_p99_ms", p99, "latency_p999_ms",
-                              p999, "errors", (json_int_t)atomic_load(&b->errors), "connections",
+                              p999, "latency_max_ms", max, "errors", (json_int_t)atomic_load(&b->errors), "connections",
                               (int)b->conns, "size", (int)b->size, "batch", (int)b->batch,
                               "window", (int)b->window);
         json_dumpf(j, stdout, JSON_COMPACT);
@@ -447,8 +449,8 @@ static void report(bench_t *b, worker_t *w, unsigned n, double secs)
            b->size, b->batch, b->window);
     if (prod > 0)
         printf("produced  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s   send->ack p50 %.3f ms  "
-               "p99 %.3f ms  p99.9 %.3f ms\n", prod, prod / secs, prod * b->size / secs / 1e6,
-               p50, p99, p999);
+               "p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", prod, prod / secs,
+               prod * b->size / secs / 1e6, p50, p99, p999, max);
     if (cons > 0)
         printf("consumed  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s\n", cons, cons / secs,
                cons * b->size / secs / 1e6);

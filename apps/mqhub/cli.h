@@ -1,4 +1,6 @@
-/* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub). */
+/* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub).
+ * cli_* live in main.c, queue_* in queue.c, messages_* in messages.c, out_* in
+ * out.c. */
 #ifndef MQHUB_CLI_H
 #define MQHUB_CLI_H
 
@@ -52,17 +54,17 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Print usage of @cmd ("send", "queue create", NULL for the overview) to @f. */
 void cli_usage(FILE *f, const char *cmd);
 
-int cmd_ping(cli_t *cli);
-int cmd_queue(cli_t *cli, const char *sub);
-int cmd_send(cli_t *cli);
-int cmd_recv(cli_t *cli);
-int cmd_delete(cli_t *cli);
+/* The commands: each returns the process exit code. */
+int queue_cmd(cli_t *cli, const char *sub);
+int messages_send(cli_t *cli);
+int messages_recv(cli_t *cli);
+int messages_delete(cli_t *cli);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;
-table_t *table_new(unsigned ncols, ...); /* column headings */
-void table_row(table_t *t, ...);         /* ncols strings (copied) */
-void table_print(table_t *t, FILE *f);   /* prints (unless @f is NULL), frees */
+table_t *out_table_new(unsigned ncols, ...); /* column headings */
+void out_table_row(table_t *t, ...);         /* ncols strings (copied) */
+void out_table_print(table_t *t, FILE *f);   /* prints (unless @f is NULL), frees */
 /* Print @j compactly on one line to stdout and drop the reference. */
 void out_json(json_t *j);
 /* A body as JSON: "body" when valid UTF-8, else "body_base64". */

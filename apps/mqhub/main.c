@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -296,24 +297,50 @@ static const char *help_key(const cli_t *cli, char *buf, size_t size)
     return cli->args[0];
 }
 
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int ping(cli_t *cli)
+{
+    if (cli->n_args != 0)
+        return cli_usage_error("ping", "ping takes no arguments");
+    int rc = cli_connect(cli);
+    if (rc != 0)
+        return rc;
+    double t0 = mono_ms();
+    rc = mqhub_client_ping(cli->client);
+    if (rc != 0)
+        return cli_fail(cli, rc, "ping");
+    double rtt = mono_ms() - t0;
+    if (cli->json)
+        out_json(json_pack("{s:b,s:s,s:f}", "ok", 1, "server", cli->server, "rtt_ms", rtt));
+    else
+        printf("pong from %s in %.2f ms\n", cli->server, rtt);
+    return CLI_OK;
+}
+
 static int run(cli_t *cli)
 {
     const char *cmd = cli->args[0];
     cli->args++;
     cli->n_args--;
     if (!strcmp(cmd, "ping"))
-        return cmd_ping(cli);
+        return ping(cli);
     if (!strcmp(cmd, "send"))
-        return cmd_send(cli);
+        return messages_send(cli);
     if (!strcmp(cmd, "recv") || !strcmp(cmd, "receive"))
-        return cmd_recv(cli);
+        return messages_recv(cli);
     if (!strcmp(cmd, "delete"))
-        return cmd_delete(cli);
+        return messages_delete(cli);
     if (!strcmp(cmd, "queue") && cli->n_args > 0) {
         const char *sub = cli->args[0];
         cli->args++;
         cli->n_args--;
-        return cmd_queue(cli, sub);
+        return queue_cmd(cli, sub);
     }
     fprintf(stderr, "mqhub: unknown command \"%s\"; see `mqhub --help`\n", cmd);
     return CLI_USAGE;

@@ -1,7 +1,7 @@
 /* messages.c: `mqhub send`, `mqhub recv` and `mqhub delete`.
  * send takes one body (argument or stdin) or a batch file (one body per line,
  * sent with send_batch in chunks of 256); recv prints what arrived and may
- * delete it, or --follow until Ctrl-C. Start at cmd_send() / cmd_recv().
+ * delete it, or --follow until Ctrl-C. Start at messages_send() / messages_recv().
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -49,9 +49,9 @@ static int send_one(cli_t *cli, const char *queue, const void *body, size_t len)
     }
     char seq[24];
     snprintf(seq, sizeof seq, "%llu", (unsigned long long)res.seq);
-    table_t *t = table_new(2, "MSG_ID", "SEQ");
-    table_row(t, res.msg_id, seq);
-    table_print(t, stdout);
+    table_t *t = out_table_new(2, "MSG_ID", "SEQ");
+    out_table_row(t, res.msg_id, seq);
+    out_table_print(t, stdout);
     return CLI_OK;
 }
 
@@ -134,7 +134,7 @@ static int send_batch_file(cli_t *cli, const char *queue)
     return rc;
 }
 
-int cmd_send(cli_t *cli)
+int messages_send(cli_t *cli)
 {
     if (cli->n_args < 1)
         return cli_usage_error("send", "missing QUEUE");
@@ -191,15 +191,15 @@ static json_t *msg_json(const mqhub_msg_t *m)
 static void print_table(const mqhub_msg_list_t *l)
 {
     char seq[24], count[16], body[256];
-    table_t *t = table_new(5, "SEQ", "MSG_ID", "RECEIVES", "BODY", "RECEIPT");
+    table_t *t = out_table_new(5, "SEQ", "MSG_ID", "RECEIVES", "BODY", "RECEIPT");
     for (size_t i = 0; i < l->n; i++) {
         const mqhub_msg_t *m = &l->msgs[i];
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->seq);
         snprintf(count, sizeof count, "%u", m->receive_count);
         out_body_cell(body, sizeof body, m->body, m->body_len, 60);
-        table_row(t, seq, m->msg_id, count, body, m->receipt);
+        out_table_row(t, seq, m->msg_id, count, body, m->receipt);
     }
-    table_print(t, stdout);
+    out_table_print(t, stdout);
 }
 
 static void print_msgs(const cli_t *cli, const mqhub_msg_list_t *l)
@@ -259,7 +259,7 @@ static int recv_once(cli_t *cli, const char *queue, const mqhub_receive_opts_t *
     return rc;
 }
 
-int cmd_recv(cli_t *cli)
+int messages_recv(cli_t *cli)
 {
     if (cli->n_args != 1)
         return cli_usage_error("recv", cli->n_args ? "give one QUEUE" : "missing QUEUE");
@@ -282,7 +282,7 @@ int cmd_recv(cli_t *cli)
 
 /* ---------------------------------------------------------------- delete */
 
-int cmd_delete(cli_t *cli)
+int messages_delete(cli_t *cli)
 {
     if (cli->n_args < 2)
         return cli_usage_error("delete", "give QUEUE and at least one RECEIPT");
@@ -298,19 +298,19 @@ int cmd_delete(cli_t *cli)
         return cli_fail(cli, rc, "delete");
     }
     json_t *arr = json_array();
-    table_t *t = table_new(2, "RECEIPT", "RESULT");
+    table_t *t = out_table_new(2, "RECEIPT", "RESULT");
     for (size_t i = 0; i < n; i++) {
         bad |= st[i] != 0;
-        table_row(t, cli->args[i + 1], st[i] ? mqhub_err_name(st[i]) : "deleted");
+        out_table_row(t, cli->args[i + 1], st[i] ? mqhub_err_name(st[i]) : "deleted");
         json_array_append_new(arr, st[i] ? json_pack("{s:s,s:s}", "code", mqhub_err_name(st[i]),
                                                      "error", mqhub_strerror(st[i]))
                                          : json_pack("{s:b}", "ok", 1));
     }
     if (cli->json) {
         out_json(json_pack("{s:o}", "results", arr));
-        table_print(t, NULL);
+        out_table_print(t, NULL);
     } else {
-        table_print(t, stdout);
+        out_table_print(t, stdout);
         json_decref(arr);
     }
     free(st);

@@ -1,6 +1,6 @@
 /* out.c: how the mqhub CLI prints: aligned tables for people, compact JSON
  * (jansson) for scripts, and bodies shown as text when they are UTF-8.
- * Start with table_new()/table_row()/table_print() and out_json_body().
+ * Start with out_table_new()/out_table_row()/out_table_print() and out_json_body().
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -29,7 +29,7 @@ static void table_add(table_t *t, va_list ap)
     t->nrows++;
 }
 
-table_t *table_new(unsigned ncols, ...)
+table_t *out_table_new(unsigned ncols, ...)
 {
     va_list ap;
     table_t *t = calloc(1, sizeof *t);
@@ -42,7 +42,7 @@ table_t *table_new(unsigned ncols, ...)
     return t;
 }
 
-void table_row(table_t *t, ...)
+void out_table_row(table_t *t, ...)
 {
     va_list ap;
     va_start(ap, t);
@@ -59,7 +59,7 @@ static size_t width(const char *s)
     return w;
 }
 
-void table_print(table_t *t, FILE *f)
+void out_table_print(table_t *t, FILE *f)
 {
     size_t *w = calloc(t->ncols, sizeof *w);
     if (!w)

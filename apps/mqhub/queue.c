@@ -1,40 +1,13 @@
-/* queue.c: `mqhub ping` and `mqhub queue create|list|get|set|delete|purge|rewind`.
+/* queue.c: `mqhub queue create|list|get|set|delete|purge|rewind`.
  * Each subcommand checks its arguments (usage error: exit 2), connects, makes
  * one library call and prints a table or, with --json, one JSON object.
- * Start at cmd_queue(); add a subcommand as one function and one table entry.
+ * Start at queue_cmd(); add a subcommand as one function and one table entry.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include "cli.h"
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-int cmd_ping(cli_t *cli)
-{
-    if (cli->n_args != 0)
-        return cli_usage_error("ping", "ping takes no arguments");
-    int rc = cli_connect(cli);
-    if (rc != 0)
-        return rc;
-    double t0 = mono_ms();
-    rc = mqhub_client_ping(cli->client);
-    if (rc != 0)
-        return cli_fail(cli, rc, "ping");
-    double rtt = mono_ms() - t0;
-    if (cli->json)
-        out_json(json_pack("{s:b,s:s,s:f}", "ok", 1, "server", cli->server, "rtt_ms", rtt));
-    else
-        printf("pong from %s in %.2f ms\n", cli->server, rtt);
-    return CLI_OK;
-}
 
 /* Trailing key=value arguments (after NAME) are attributes too. */
 static int kv_attrs(cli_t *cli, const char *cmd)
@@ -177,7 +150,7 @@ static void rows_from(table_t *t, const char *prefix, json_t *obj)
         snprintf(key, sizeof key, "%s%s", prefix, k);
         if (json_is_object(v)) {
             char *s = json_dumps(v, JSON_COMPACT);
-            table_row(t, key, s);
+            out_table_row(t, key, s);
             free(s);
             continue;
         }
@@ -187,7 +160,7 @@ static void rows_from(table_t *t, const char *prefix, json_t *obj)
             snprintf(val, sizeof val, "%s", json_string_value(v));
         else
             snprintf(val, sizeof val, "%s", json_is_true(v) ? "true" : "false");
-        table_row(t, key, val);
+        out_table_row(t, key, val);
     }
 }
 
@@ -206,10 +179,10 @@ static int q_get(cli_t *cli)
         out_json(j);
         return CLI_OK;
     }
-    table_t *t = table_new(2, "QUEUE", info.name);
+    table_t *t = out_table_new(2, "QUEUE", info.name);
     rows_from(t, "", json_object_get(j, "attrs"));
     rows_from(t, "", json_object_get(j, "stats"));
-    table_print(t, stdout);
+    out_table_print(t, stdout);
     json_decref(j);
     return CLI_OK;
 }
@@ -235,7 +208,7 @@ static int q_list(cli_t *cli)
         mqhub_queue_list_free(&l);
         return CLI_OK;
     }
-    table_t *t = table_new(4, "NAME", "READY", "INFLIGHT", "DELAYED");
+    table_t *t = out_table_new(4, "NAME", "READY", "INFLIGHT", "DELAYED");
     for (size_t i = 0; i < l.n; i++) {
         mqhub_queue_info_t info;
         bool ok = mqhub_client_queue_get(cli->client, l.names[i], &info) == 0;
@@ -244,9 +217,11 @@ static int q_list(cli_t *cli)
                  (unsigned long long)info.stats.inflight);
         snprintf(delayed, sizeof delayed, ok ? "%llu" : "-",
                  (unsigned long long)info.stats.delayed);
-        table_row(t, l.names[i], ready, inflight, delayed);
+        out_table_row(t, l.names[i], ready, inflight, delayed);
     }
-    table_print(t, stdout);
+    out_table_print(t, stdout);
+    if (l.n == 0)
+        printf("no queues\n");
     if (l.total > l.n)
         printf("(%zu of %llu; use --offset/--limit)\n", l.n, (unsigned long long)l.total);
     mqhub_queue_list_free(&l);
@@ -285,7 +260,7 @@ static int q_rewind(cli_t *cli)
     return CLI_OK;
 }
 
-int cmd_queue(cli_t *cli, const char *sub)
+int queue_cmd(cli_t *cli, const char *sub)
 {
     static const struct {
         const char *name;
