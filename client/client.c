@@ -57,6 +57,8 @@ typedef struct buf {
 
 struct mqhub_client {
     char address[256];
+    char **seeds;          /* the addresses given to connect, tried in turn */
+    unsigned n_seeds, seed;
     char *token, *client_name;
     int timeout_ms;
     unsigned window;
@@ -71,6 +73,8 @@ struct mqhub_client {
     unsigned n_async;
     uint64_t next_id;
     uint64_t delivered; /* callbacks run so far */
+    mqhub_client_push_cb push_cb; /* server pushes (subscribe), or NULL */
+    void *push_arg;
     char errmsg[512];
 };
 
@@ -301,6 +305,39 @@ static int queue_hello(mqhub_client_t *c)
     return buf_append(&c->out, p->frame, p->len);
 }
 
+/* After a failed connect: the next address of the seed list, so a client
+ * given every node of a cluster finds a live one when its node died. */
+static void next_seed(mqhub_client_t *c)
+{
+    if (c->n_seeds < 2)
+        return;
+    c->seed = (c->seed + 1) % c->n_seeds;
+    snprintf(c->address, sizeof c->address, "%s", c->seeds[c->seed]);
+}
+
+/* Split "a,b,c" into c->seeds; c->address becomes the first. */
+static int parse_seeds(mqhub_client_t *c, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return MQHUB_EINTERNAL;
+    for (char *a = strtok_r(copy, ", ", &save); a; a = strtok_r(NULL, ", ", &save)) {
+        char **s = realloc(c->seeds, (c->n_seeds + 1) * sizeof *s);
+        if (!s || !(a = strdup(a))) {
+            free(s ? s : c->seeds);
+            c->seeds = NULL;
+            c->n_seeds = 0;
+            free(copy);
+            return MQHUB_EINTERNAL;
+        }
+        c->seeds = s;
+        c->seeds[c->n_seeds++] = a;
+    }
+    free(copy);
+    snprintf(c->address, sizeof c->address, "%s", c->n_seeds ? c->seeds[0] : list);
+    return 0;
+}
+
 /* Connect to c->address within @timeout_ms. 0 or MQHUB_ECONN (errmsg set). */
 static int conn_open(mqhub_client_t *c, int timeout_ms)
 {
@@ -426,12 +463,20 @@ static bool retry_answer(mqhub_client_t *c, pending_t *p, int code,
                          const msgpack_object *map)
 {
     uint64_t t = now_ms();
+    const char *l;
+    size_t ll;
+    bool named = client_get_str(map, "leader", &l, &ll) == 0 && ll > 0 &&
+                 ll < sizeof c->address;
+    if (code == MQHUB_ENOT_LEADER && !named && c->n_seeds > 1) {
+        /* This node knows no leader (an election, or it is not a member
+         * yet): ask the next node of the list after the back-off. */
+        c->seed = (c->seed + 1) % c->n_seeds;
+        free(c->redirect);
+        c->redirect = strdup(c->seeds[c->seed]);
+    }
+    if (code == MQHUB_ENOT_LEADER && !named)
+        code = MQHUB_EUNAVAILABLE; /* wait for an election to end */
     if (code == MQHUB_ENOT_LEADER && p->hops < MAX_HOPS) {
-        const char *l;
-        size_t ll;
-        if (client_get_str(map, "leader", &l, &ll) != 0 || ll == 0 ||
-            ll >= sizeof c->address)
-            return false;
         free(c->redirect);
         c->redirect = strndup(l, ll);
         p->hops++;
@@ -458,7 +503,14 @@ static int dispatch(mqhub_client_t *c, msgpack_zone *zone, const msgpack_object 
     int delivered = 0;
 
     if (client_get_uint(map, "id", &id) != 0) {
-        /* A push (later issue) or an id-less error before the server closes. */
+        if (map_find(map, "push") != NULL && c->push_cb != NULL) {
+            c->delivered++;
+            client_push_dispatch(c->push_cb, c->push_arg, map);
+            msgpack_zone_free(zone);
+            return 1;
+        }
+        /* A push nobody listens to, or an id-less error before the server
+         * closes. */
         client_copy_str(map, "error", sentence, sizeof sentence);
         if (sentence[0])
             client_set_errmsg(c, "server: %s", sentence);
@@ -580,11 +632,22 @@ static int expire(mqhub_client_t *c, uint64_t t)
     return n;
 }
 
-/* Follow a NOT_LEADER redirect: switch address and reconnect lazily. */
+static bool any_sent(const mqhub_client_t *c)
+{
+    for (size_t i = 0; i < c->n_pend; i++)
+        if (c->pend[i].sent)
+            return true;
+    return false;
+}
+
+/* Follow a NOT_LEADER redirect: switch address and reconnect lazily, once
+ * every request written to the old node has its answer (each pipelined one
+ * gets NOT_LEADER and is resent; dropping the connection earlier would make
+ * them fail with the ambiguous MQHUB_ECONN). */
 static int follow_redirect(mqhub_client_t *c)
 {
     int n = 0;
-    if (!c->redirect)
+    if (!c->redirect || (c->fd >= 0 && any_sent(c)))
         return 0;
     snprintf(c->address, sizeof c->address, "%s", c->redirect);
     free(c->redirect);
@@ -606,8 +669,8 @@ static int prepare(mqhub_client_t *c, uint64_t t, uint64_t *wake)
                 *wake = c->pend[i].retry_at;
         }
     }
-    if (!want)
-        return 0;
+    if (!want || (c->redirect && c->fd >= 0))
+        return 0; /* nothing to send, or draining the old node first */
     if (c->fd < 0) {
         if (t < c->conn_retry_at) {
             if (c->conn_retry_at < *wake)
@@ -615,6 +678,7 @@ static int prepare(mqhub_client_t *c, uint64_t t, uint64_t *wake)
             return 0;
         }
         if (conn_open(c, c->timeout_ms) != 0) {
+            next_seed(c);
             c->conn_failed = true;
             c->conn_retry_at = now_ms() + c->conn_backoff;
             c->conn_backoff = c->conn_backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
@@ -753,7 +817,13 @@ int client_call(mqhub_client_t *c, client_req_t *r, mqhub_response_t *out)
 
 static int finish_connect(mqhub_client_t *c, char *err, size_t errlen)
 {
-    if (conn_open(c, c->timeout_ms) != 0) {
+    int rc = MQHUB_ECONN;
+    for (unsigned i = 0; i < (c->n_seeds ? c->n_seeds : 1) && rc != 0; i++) {
+        rc = conn_open(c, c->timeout_ms);
+        if (rc != 0)
+            next_seed(c);
+    }
+    if (rc != 0) {
         if (err)
             snprintf(err, errlen, "%s", c->errmsg);
         return MQHUB_ECONN;
@@ -761,7 +831,7 @@ static int finish_connect(mqhub_client_t *c, char *err, size_t errlen)
     if (!c->token)
         return 0;
     /* Wait for the hello queued by conn_open. */
-    int rc = mqhub_client_ping(c);
+    rc = mqhub_client_ping(c);
     if (rc != 0 && err)
         snprintf(err, errlen, "%s", c->errmsg);
     return rc;
@@ -781,8 +851,9 @@ int mqhub_client_connect(mqhub_client_t **out, const char *address,
     c->conn_backoff = BACKOFF_START_MS;
     c->token = o.token ? strdup(o.token) : NULL;
     c->client_name = o.client_name ? strdup(o.client_name) : NULL;
-    snprintf(c->address, sizeof c->address, "%s", address);
-    int rc = finish_connect(c, err, errlen);
+    int rc = parse_seeds(c, address);
+    if (rc == 0)
+        rc = finish_connect(c, err, errlen);
     if (rc != 0) {
         mqhub_client_close(c);
         return rc;
@@ -803,6 +874,9 @@ void mqhub_client_close(mqhub_client_t *c)
     free(c->out.p);
     free(c->in.p);
     free(c->redirect);
+    for (unsigned i = 0; i < c->n_seeds; i++)
+        free(c->seeds[i]);
+    free(c->seeds);
     free(c->token);
     free(c->client_name);
     free(c);
@@ -826,15 +900,23 @@ typedef struct poll_state {
 static bool delivered_some(void *arg)
 {
     poll_state_t *ps = arg;
-    return ps->c->delivered > ps->start || ps->c->n_pend == 0;
+    return ps->c->delivered > ps->start || (ps->c->n_pend == 0 && !ps->c->push_cb);
 }
 
+void mqhub_client_on_push(mqhub_client_t *c, mqhub_client_push_cb cb, void *arg)
+{
+    c->push_cb = cb;
+    c->push_arg = arg;
+}
+
+/* With a push callback, poll also waits for pushes when nothing is in
+ * flight; a lost connection then ends the subscriptions: MQHUB_ECONN. */
 int mqhub_client_poll(mqhub_client_t *c, int timeout_ms)
 {
     poll_state_t ps = {c, c->delivered};
     uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
-    if (c->n_pend == 0)
-        return c->fd < 0 && c->conn_failed ? MQHUB_ECONN : 0;
+    if (c->n_pend == 0 && (!c->push_cb || c->fd < 0))
+        return c->fd < 0 && (c->conn_failed || c->push_cb) ? MQHUB_ECONN : 0;
     pump(c, until, delivered_some, &ps);
     return (int)(c->delivered - ps.start);
 }

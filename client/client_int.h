@@ -49,4 +49,7 @@ int client_get_str(const msgpack_object *map, const char *key, const char **p, s
 /* Copy a string field into @buf (cut to fit, NUL-terminated); "" when absent. */
 void client_copy_str(const msgpack_object *map, const char *key, char *buf, size_t size);
 
+/* topic.c: decode the push @map into an mqhub_push_t and call @cb with it. */
+void client_push_dispatch(mqhub_client_push_cb cb, void *arg, const msgpack_object *map);
+
 #endif

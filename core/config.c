@@ -30,6 +30,7 @@
 #define DEFAULT_DATA_DIR "./mqhub-data"
 #define DEFAULT_RAFT "127.0.0.1:6300"
 #define DEFAULT_TCP "127.0.0.1:6200"
+#define DEFAULT_WS "127.0.0.1:6280"
 #define DEFAULT_MAX_FRAME (16u << 20)
 #define MAX_ATTR_DEPTH 8
 
@@ -162,7 +163,7 @@ static bool valid_name(const char *s)
 static int l_config_node(lua_State *L)
 {
     static const char *const fields[] = {"id", "data", "raft", "client", "plugin_dir",
-                                         NULL};
+                                         "join", NULL};
     config_t *c = get_loader(L)->c;
     lua_Integer id;
 
@@ -174,6 +175,11 @@ static int l_config_node(lua_State *L)
     set_address(L, 1, "node", "raft", &c->raft_address);
     set_address(L, 1, "node", "client", &c->client_address);
     set_string(&c->plugin_dir, opt_string(L, 1, "node", "plugin_dir"));
+    int t = lua_getfield(L, 1, "join");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "node.join must be true or false");
+    c->join = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     return 0;
 }
 
@@ -597,18 +603,27 @@ static int dup_default(char **slot, const char *def)
     return *slot ? 0 : MQHUB_EINTERNAL;
 }
 
-static int add_default_transport(lua_State *L, config_t *c)
+/* No transport declared: TCP on DEFAULT_TCP, WebSocket + dashboard on
+ * DEFAULT_WS. */
+static int add_default_transports(lua_State *L, config_t *c)
 {
-    c->transports = calloc(1, sizeof *c->transports);
+    static const char *const names[] = {"tcp", "websocket"};
+    static const char *const listens[] = {DEFAULT_TCP, DEFAULT_WS};
+
+    c->transports = calloc(2, sizeof *c->transports);
     if (!c->transports)
         return MQHUB_EINTERNAL;
-    lua_newtable(L);
-    lua_pushstring(L, DEFAULT_TCP);
-    lua_setfield(L, -2, "listen");
-    c->transports[0].name = strdup("tcp");
-    c->transports[0].table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    c->n_transports = 1;
-    return c->transports[0].name ? 0 : MQHUB_EINTERNAL;
+    for (unsigned i = 0; i < 2; i++) {
+        lua_newtable(L);
+        lua_pushstring(L, listens[i]);
+        lua_setfield(L, -2, "listen");
+        c->transports[i].name = strdup(names[i]);
+        c->transports[i].table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->n_transports++;
+        if (!c->transports[i].name)
+            return MQHUB_EINTERNAL;
+    }
+    return 0;
 }
 
 static int finish(config_t *c, char *errmsg, size_t errlen)
@@ -626,7 +641,7 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
     if (dup_default(&c->data_dir, DEFAULT_DATA_DIR) ||
         dup_default(&c->raft_address, DEFAULT_RAFT) ||
         dup_default(&c->plugin_dir, MQHUB_PLUGIN_DIR) ||
-        (c->n_transports == 0 && add_default_transport(L, c)))
+        (c->n_transports == 0 && add_default_transports(L, c)))
         return MQHUB_EINTERNAL;
     for (unsigned i = 0; i < c->n_transports; i++) {
         config_transport_t *t = &c->transports[i];
@@ -741,10 +756,14 @@ int config_transport_int(config_t *c, const config_transport_t *t, const char *k
     lua_State *L = c->L;
     int type = push_field(c, t, key);
     int ok = 0;
-    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    lua_Integer v = type == LUA_TBOOLEAN ? lua_toboolean(L, -1) : lua_tointegerx(L, -1, &ok);
     lua_pop(L, 2);
     if (type == LUA_TNIL) {
         *out = def;
+        return 0;
+    }
+    if (type == LUA_TBOOLEAN) { /* dashboard = true reads as 1 */
+        *out = v;
         return 0;
     }
     if (type != LUA_TNUMBER || !ok)

@@ -10,8 +10,9 @@
  * fsm_read() serves the read ops from applied state; fsm_raft() is the glue
  * to raft (struct raft_fsm version 3).
  *
- * To add an op: one line in `ops` below and one handler (queue.c, or a new
- * file for topics/scripts) with the fsm_op_fn signature.
+ * To add an op: one line in `ops` below and one handler with the fsm_op_fn
+ * (queue.c) or topic_op_fn (topic.c) signature. A row may name both: `tick`
+ * runs the queue half, then the topic half.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +26,10 @@
 struct fsm {
     store_t *st;
     queues_t *qs;
+    topics_t *ts;
     uint64_t now;
     bool emit;
+    bool snapshot_deferred; /* placeholders for snapshot_io (snapshot.c) */
     struct raft_fsm raft;
 };
 
@@ -34,22 +37,40 @@ static const struct op {
     const char *name;
     enum fsm_op_kind kind;
     fsm_op_fn fn;
+    topic_op_fn tfn;
 } ops[] = {
-    {"hello", FSM_OP_LOCAL, NULL},
-    {"ping", FSM_OP_LOCAL, NULL},
-    {"queue.get", FSM_OP_READ, queue_op_get},
-    {"queue.list", FSM_OP_READ, queue_op_list},
-    {"queue.create", FSM_OP_WRITE, queue_op_create},
-    {"queue.delete", FSM_OP_WRITE, queue_op_delete},
-    {"queue.purge", FSM_OP_WRITE, queue_op_purge},
-    {"queue.set", FSM_OP_WRITE, queue_op_set},
-    {"queue.rewind", FSM_OP_WRITE, queue_op_rewind},
-    {"send", FSM_OP_WRITE, queue_op_send},
-    {"send_batch", FSM_OP_WRITE, queue_op_send_batch},
-    {"receive", FSM_OP_WRITE, queue_op_receive},
-    {"delete", FSM_OP_WRITE, queue_op_delete_msgs},
-    {"change_visibility", FSM_OP_WRITE, queue_op_change_visibility},
-    {"tick", FSM_OP_WRITE, queue_op_tick},
+    {"hello", FSM_OP_LOCAL, NULL, NULL},
+    {"ping", FSM_OP_LOCAL, NULL, NULL},
+    {"queue.get", FSM_OP_READ, queue_op_get, NULL},
+    {"queue.list", FSM_OP_READ, queue_op_list, NULL},
+    {"queue.create", FSM_OP_WRITE, queue_op_create, NULL},
+    {"queue.delete", FSM_OP_WRITE, queue_op_delete, NULL},
+    {"queue.purge", FSM_OP_WRITE, queue_op_purge, NULL},
+    {"queue.set", FSM_OP_WRITE, queue_op_set, NULL},
+    {"queue.rewind", FSM_OP_WRITE, queue_op_rewind, NULL},
+    {"send", FSM_OP_WRITE, queue_op_send, NULL},
+    {"send_batch", FSM_OP_WRITE, queue_op_send_batch, NULL},
+    {"receive", FSM_OP_WRITE, queue_op_receive, NULL},
+    {"delete", FSM_OP_WRITE, queue_op_delete_msgs, NULL},
+    {"change_visibility", FSM_OP_WRITE, queue_op_change_visibility, NULL},
+    {"tick", FSM_OP_WRITE, queue_op_tick, topic_op_tick},
+    {"topic.get", FSM_OP_READ, NULL, topic_op_get},
+    {"topic.list", FSM_OP_READ, NULL, topic_op_list},
+    {"subscription.get", FSM_OP_READ, NULL, topic_op_sub_get},
+    {"subscription.list", FSM_OP_READ, NULL, topic_op_sub_list},
+    {"topic.create", FSM_OP_WRITE, NULL, topic_op_create},
+    {"topic.delete", FSM_OP_WRITE, NULL, topic_op_delete},
+    {"topic.set", FSM_OP_WRITE, NULL, topic_op_set},
+    {"publish", FSM_OP_WRITE, NULL, topic_op_publish},
+    {"publish_batch", FSM_OP_WRITE, NULL, topic_op_publish_batch},
+    {"subscription.create", FSM_OP_WRITE, NULL, topic_op_sub_create},
+    {"subscription.delete", FSM_OP_WRITE, NULL, topic_op_sub_delete},
+    {"subscription.rewind", FSM_OP_WRITE, NULL, topic_op_sub_rewind},
+    {"ack", FSM_OP_WRITE, NULL, topic_op_ack},
+    {"sub.dead", FSM_OP_WRITE, NULL, topic_op_sub_dead},
+    {"subscribe", FSM_OP_SESSION, NULL, NULL},
+    {"credit", FSM_OP_SESSION, NULL, NULL},
+    {"unsubscribe", FSM_OP_SESSION, NULL, NULL},
 };
 
 static const struct op *op_find(const char *name, size_t len)
@@ -135,6 +156,49 @@ range:
                     (unsigned long long)min, (unsigned long long)max);
 }
 
+static bool name_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > 64)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
+            return false;
+    }
+    return true;
+}
+
+int fsm_arg_name(fsm_cmd_t *c, const msgpack_object *map, const char *key, const char **s,
+                 size_t *len)
+{
+    int rc = fsm_arg_str(c, map, key, true, s, len);
+    if (rc == 0 && !name_valid(*s, *len))
+        rc = fsm_fail(c, MQHUB_EBAD_NAME,
+                      "field '%s': '%.*s' is not a valid name; use 1-64 of A-Z a-z 0-9 _ - . "
+                      "starting with a letter or digit", key, (int)(*len > 64 ? 64 : *len), *s);
+    return rc;
+}
+
+int fsm_arg_attrs(fsm_cmd_t *c, const msgpack_object *map, msgpack_object *out)
+{
+    const msgpack_object *v = fsm_arg(map, "attrs");
+    *out = (msgpack_object){.type = MSGPACK_OBJECT_NIL};
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (v->type != MSGPACK_OBJECT_MAP)
+        goto bad;
+    for (uint32_t i = 0; i < v->via.map.size; i++) {
+        if (v->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR ||
+            v->via.map.ptr[i].val.type != MSGPACK_OBJECT_STR)
+            goto bad;
+    }
+    *out = *v;
+    return 0;
+bad:
+    return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map of string to string");
+}
+
 void fsm_pack_str(msgpack_packer *pk, const char *s, size_t len)
 {
     msgpack_pack_str(pk, len);
@@ -153,12 +217,12 @@ void fsm_reply_key(fsm_cmd_t *c, const char *key)
 
 /* Run @req through its handler and append the complete response map to @out
  * (NULL: not emitting). @want is the op kind the caller serves. */
-static void run_cmd(queues_t *qs, const msgpack_object *req, uint64_t now,
-                    enum fsm_op_kind want, msgpack_sbuffer *out)
+static void run_cmd(fsm_t *f, const msgpack_object *req, enum fsm_op_kind want,
+                    msgpack_sbuffer *out)
 {
     msgpack_sbuffer scratch;
     msgpack_packer spk, opk;
-    fsm_cmd_t c = {.req = req, .now = now};
+    fsm_cmd_t c = {.req = req, .now = f->now};
     const char *op = NULL;
     size_t oplen = 0;
     int rc;
@@ -170,11 +234,11 @@ static void run_cmd(queues_t *qs, const msgpack_object *req, uint64_t now,
         rc = fsm_fail(&c, MQHUB_EBAD_REQUEST, "a request must be a map");
     } else if ((rc = fsm_arg_str(&c, req, "op", true, &op, &oplen)) == 0) {
         const struct op *o = op_find(op, oplen);
-        if (!o || o->kind != want || !o->fn)
+        if (!o || o->kind != want || (!o->fn && !o->tfn))
             rc = fsm_fail(&c, MQHUB_EUNKNOWN_OP, "unknown operation '%.*s' here; see PROTOCOL.md",
                           (int)(oplen > 64 ? 64 : oplen), op);
-        else
-            rc = o->fn(qs, &c);
+        else if ((rc = o->fn ? o->fn(f->qs, &c) : 0) == 0 && o->tfn)
+            rc = o->tfn(f->ts, &c);
     }
     if (out) {
         const msgpack_object *id = fsm_arg(req, "id");
@@ -291,6 +355,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
     }
     int clock_rc = advance_clock(f, a->via.array.ptr[1].via.u64);
     queue_begin(f->qs, f->now);
+    topic_begin(f->ts, f->now);
     msgpack_sbuffer_init(&out);
     for (uint32_t i = 0; i < cmds->via.array.size; i++) {
         const msgpack_object_bin *bin = &cmds->via.array.ptr[i].via.bin;
@@ -300,12 +365,14 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
         msgpack_unpacked_init(&cu);
         bool ok = msgpack_unpack_next(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
                   off == bin->size;
-        run_cmd(f->qs, ok ? &cu.data : &bad, f->now, FSM_OP_WRITE, r ? &out : NULL);
+        run_cmd(f, ok ? &cu.data : &bad, FSM_OP_WRITE, r ? &out : NULL);
         msgpack_unpacked_destroy(&cu);
         if (r)
             r->off[i + 1] = out.size;
     }
-    rc = queue_end(f->qs);
+    rc = topic_end(f->ts);
+    if (queue_end(f->qs) != 0)
+        rc = MQHUB_EINTERNAL;
     if (rc == 0)
         rc = clock_rc;
     if (r && rc == 0) {
@@ -325,7 +392,7 @@ corrupt:
 
 int fsm_read(fsm_t *f, const msgpack_object *req, msgpack_sbuffer *out)
 {
-    run_cmd(f->qs, req, f->now, FSM_OP_READ, out);
+    run_cmd(f, req, FSM_OP_READ, out);
     return 0;
 }
 
@@ -341,26 +408,27 @@ static int fsm_cb_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void
 }
 
 /* raft 0.22.1 calls snapshot and then snapshot_async back to back on the loop
- * thread and keeps the buffers until snapshot_finalize while apply goes on:
- * the dump is a complete copy (never views of live state), taken here on the
- * loop thread. snapshot_async stays NULL: with a copy already made there is
- * nothing left to do off the loop, and the KC handle is not shared across
- * threads. */
+ * thread and keeps the buffers until snapshot_finalize while apply goes on.
+ * Under raft (snapshot_io, deferred) this only freezes the store and returns a
+ * placeholder: the dump happens in the thread pool (core/snapshot.c).
+ * Otherwise (tests, benchmarks) it is a complete copy made here.
+ * snapshot_async stays NULL: it would run on the loop thread too. */
 static int fsm_cb_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     fsm_t *f = rf->data;
-    return store_dump(f->st, bufs, n_bufs) == 0 ? 0 : RAFT_NOMEM;
+    return snapshot_take(f->st, f->snapshot_deferred, bufs, n_bufs) == 0 ? 0 : RAFT_NOMEM;
 }
 
 static int fsm_cb_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[],
                                   unsigned *n_bufs)
 {
-    for (unsigned i = 0; i < *n_bufs; i++)
-        raft_free((*bufs)[i].base);
-    raft_free(*bufs);
-    *bufs = NULL;
-    *n_bufs = 0;
+    snapshot_release(bufs, n_bufs);
     return 0;
+}
+
+void fsm_set_snapshot_deferred(fsm_t *f, bool deferred)
+{
+    f->snapshot_deferred = deferred;
 }
 
 static int load_clock(fsm_t *f)
@@ -384,6 +452,8 @@ static int fsm_cb_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         rc = load_clock(f);
     if (rc == 0)
         rc = queue_rebuild(f->qs);
+    if (rc == 0)
+        rc = topic_rebuild(f->ts);
     if (rc != 0)
         return RAFT_CORRUPT;
     raft_free(buf->base);
@@ -408,8 +478,10 @@ int fsm_open(fsm_t **out, const char *dir, char *errmsg, size_t errlen)
     }
     int rc = store_open(&f->st, path, errmsg, errlen);
     free(path);
-    if (rc == 0 && queue_state_new(&f->qs, f->st) != 0) {
+    if (rc == 0 && (queue_state_new(&f->qs, f->st) != 0 ||
+                    topic_state_new(&f->ts, f->st, f->qs) != 0)) {
         snprintf(errmsg, errlen, "fsm: out of memory");
+        queue_state_free(f->qs);
         store_close(f->st);
         rc = MQHUB_EINTERNAL;
     }
@@ -435,6 +507,7 @@ void fsm_close(fsm_t *f)
 {
     if (!f)
         return;
+    topic_state_free(f->ts);
     queue_state_free(f->qs);
     store_close(f->st);
     free(f);
@@ -457,7 +530,32 @@ uint64_t fsm_queue_ready(fsm_t *f, const char *queue, size_t len)
 
 uint64_t fsm_next_due(fsm_t *f)
 {
-    return queue_next_due(f->qs, f->now);
+    uint64_t q = queue_next_due(f->qs, f->now), t = topic_next_due(f->ts, f->now);
+    return q < t ? q : t;
+}
+
+void fsm_set_push_cb(fsm_t *f, fsm_push_cb cb, void *arg)
+{
+    topic_set_push_cb(f->ts, cb, arg);
+}
+
+int fsm_push_pending(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                     uint64_t after, unsigned max,
+                     int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg)
+{
+    return topic_push_pending(f->ts, topic, tl, sub, sl, after, max, fn, arg);
+}
+
+bool fsm_push_is_pending(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                         uint64_t seq)
+{
+    return topic_push_is_pending(f->ts, topic, tl, sub, sl, seq);
+}
+
+int fsm_push_retry(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                   fsm_retry_t *out)
+{
+    return topic_push_retry(f->ts, topic, tl, sub, sl, out);
 }
 
 uint64_t fsm_now(fsm_t *f)

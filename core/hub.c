@@ -89,6 +89,8 @@ struct hub {
     config_t *cfg;
     fsm_t *fsm;
     replica_t *replica;
+    cluster_t *cluster;
+    push_t *push;
     plugin_t **plugins;
     unsigned n_plugins;
     mqhub_session_t *sessions;
@@ -625,6 +627,8 @@ static void on_replica_done(void *arg, int status, const char *reply, size_t len
     hub_req_t *r = arg;
 
     r->in_replica = false;
+    if (r->q == NULL && r->len > 0 && status == 0)
+        push_write_done(r->hub->push, r->frame, r->len);
     if (r->q != NULL)
         on_receive_done(r, status, reply, len);
     else if (r->s == NULL)
@@ -759,6 +763,16 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
     }
 }
 
+/* From the replica as soon as leadership changes: waiters parked here can
+ * no longer be served, so they move to the new leader (NOT_LEADER names it). */
+static void on_leadership(void *arg, bool leader)
+{
+    hub_t *h = arg;
+
+    if (!leader && h->n_parked > 0)
+        fail_parked(h, MQHUB_ENOT_LEADER);
+}
+
 /* Periodic: fail parked waiters once we are no longer leader; create the
  * config's queues and topics the first time we are. */
 static void on_check(uv_timer_t *t)
@@ -768,6 +782,7 @@ static void on_check(uv_timer_t *t)
 
     if (h->n_parked > 0 && !leader)
         fail_parked(h, MQHUB_ENOT_LEADER);
+    push_check(h->push);
     if (leader && !h->declared) {
         h->declared = true;
         declare(h, "queue.create", h->cfg->queues, h->cfg->n_queues);
@@ -941,7 +956,9 @@ static void write_op(mqhub_session_t *s, const hub_request_view_t *v, const char
                      size_t len, mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
-    hub_req_t *r = req_new(s, cb, arg, v->id, NULL, 0);
+    /* The push engine learns what was acked or rewound (push_write_done). */
+    bool keep = op_is(v, "ack") || op_is(v, "subscription.rewind");
+    hub_req_t *r = req_new(s, cb, arg, v->id, keep ? buf : NULL, keep ? len : 0);
     int rc;
 
     if (r == NULL) {
@@ -953,6 +970,21 @@ static void write_op(mqhub_session_t *s, const hub_request_view_t *v, const char
         req_fail(r, rc);
     else
         r->in_replica = true;
+}
+
+/* subscribe / credit / unsubscribe: the push engine (push.c). */
+static void session_op(mqhub_session_t *s, const hub_request_view_t *v, mqhub_reply_cb cb,
+                       void *arg)
+{
+    char err[256];
+    int rc = push_request(s->hub->push, s, s->push, s->push_arg, v->map, err, sizeof err);
+
+    if (rc == 0)
+        reply_ok(cb, arg, v->id);
+    else if (rc == MQHUB_ENOT_LEADER)
+        reply_status(s->hub, cb, arg, v->id, rc);
+    else
+        reply_error(s->hub, cb, arg, true, v->id, rc, "%s", err);
 }
 
 static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char *buf,
@@ -973,6 +1005,10 @@ static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char
                     "this server needs a token: send hello {version: 1, token} first");
         return;
     }
+    if (cluster_is_op(v->op, v->op_len)) {
+        cluster_request(h->cluster, s, v, cb, arg);
+        return;
+    }
     switch (fsm_op_kind(v->op, v->op_len)) {
     case FSM_OP_LOCAL:
         if (op_is(v, "ping")) {
@@ -988,6 +1024,9 @@ static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char
             receive_start(s, v, buf, len, cb, arg);
         else
             write_op(s, v, buf, len, cb, arg);
+        return;
+    case FSM_OP_SESSION:
+        session_op(s, v, cb, arg);
         return;
     case FSM_OP_UNKNOWN:
         break;
@@ -1055,6 +1094,8 @@ void hub_session_close(mqhub_session_t *s)
         h->sessions = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
+    cluster_session_closed(h->cluster, s);
+    push_session_close(h->push, s);
     hub_metric_add(h, "sessions_closed_total", 1);
     log_debug("hub", "session close %s %s", s->transport, s->peer);
     free(s);
@@ -1161,6 +1202,7 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .n_peers = h->cfg->n_peers,
         .snapshot_threshold = h->cfg->snapshot_threshold,
         .snapshot_trailing = h->cfg->snapshot_trailing,
+        .join = h->cfg->join,
     };
 
     snprintf(dir, sizeof dir, "%s/raft", h->cfg->data_dir);
@@ -1190,6 +1232,13 @@ int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t 
     rc = load_plugins(h, errmsg, errlen);
     if (rc == 0) {
         rc = start_replica(h, errmsg, errlen);
+        if (rc == 0 && (cluster_new(&h->cluster, h->replica, h->fsm) != 0 ||
+                        push_new(&h->push, loop, h->fsm) != 0)) {
+            snprintf(errmsg, errlen, "out of memory");
+            replica_stop(h->replica, NULL, NULL);
+            uv_run(loop, UV_RUN_DEFAULT);
+            rc = MQHUB_EINTERNAL;
+        }
         if (rc != 0)
             unload_plugins(h);
     }
@@ -1204,6 +1253,8 @@ int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t 
     h->wake.data = h;
     uv_timer_init(loop, &h->check);
     h->check.data = h;
+    replica_set_state_cb(h->replica, on_leadership, h);
+    push_set_replica(h->push, h->replica);
     uv_timer_start(&h->check, on_check, HUB_CHECK_MS, HUB_CHECK_MS);
     *out = h;
     return 0;
@@ -1232,12 +1283,13 @@ void hub_stop(hub_t *h, void (*cb)(void *arg), void *arg)
     h->stopping = true;
     h->stop_cb = cb;
     h->stop_arg = arg;
-    h->stop_pending = 3;
+    h->stop_pending = 4;
     for (unsigned i = 0; i < h->n_plugins; i++)
         plugin_stop(h->plugins[i]);
     fail_parked(h, MQHUB_EUNAVAILABLE);
     uv_close((uv_handle_t *)&h->wake, on_hub_timer_closed);
     uv_close((uv_handle_t *)&h->check, on_hub_timer_closed);
+    push_stop(h->push, on_replica_stopped, h);
     replica_stop(h->replica, on_replica_stopped, h);
 }
 
@@ -1255,6 +1307,8 @@ void hub_free(hub_t *h)
             free(q);
         }
     }
+    cluster_free(h->cluster);
+    push_free(h->push);
     fsm_close(h->fsm);
     free_metrics(h);
     free(h);

@@ -7,10 +7,13 @@
  * Map (where to start reading):
  *   log.c       structured logging
  *   store.c     Kyoto Cabinet TreeDB wrapper, snapshot dump/load, digest
+ *   snapshot.c  snapshots off the loop: placeholder + raft_io wrapper
  *   fsm.c       raft entry format, apply loop, command table, results, reads
  *   queue.c     queue and message semantics (called by fsm.c only)
+ *   topic.c     topics, subscriptions, fan-out, filters, push pending state
  *   replica.c   one raft group: raft_uv, group commit, ticks, leadership
  *   config.c    the Lua configuration file
+ *   cluster.c   cluster.* operations (membership, status)
  *   plugin.c    dlopen of plugins and the host function table
  *   hub.c       the node: sessions, request dispatch, long-poll waiters
  */
@@ -76,9 +79,26 @@ int store_scan(store_t *s, const void *prefix, size_t pl, const void *from, size
 int64_t store_del_prefix(store_t *s, const void *prefix, size_t pl);
 int64_t store_count(store_t *s);
 /* Serialise every record into raft buffers (allocated with raft_malloc, the
- * caller owns them) / replace the whole content from such a dump. */
+ * caller owns them) / replace the whole content from such a dump. While
+ * frozen, store_dump() serialises the state at store_freeze() and may run on
+ * another thread (it only reads the file DB, which nothing writes then);
+ * store_load() refuses a frozen store (MQHUB_EINTERNAL). */
 int store_dump(store_t *s, struct raft_buffer **bufs, unsigned *n_bufs);
 int store_load(store_t *s, const void *data, size_t len);
+/* Frozen mode, for snapshots off the loop (core/snapshot.c): after
+ * store_freeze() every write goes to an in-memory ordered overlay and reads
+ * see file DB + overlay, so callers notice nothing. store_unfreeze() sends
+ * writes to the file DB again; store_drain() then moves up to @max overlay
+ * records into it and returns how many are left (0: overlay gone) or
+ * MQHUB_EINTERNAL on a KC write failure; call it until 0 (loop thread).
+ * store_thaw() = unfreeze + drain everything. store_freeze(): 0, or
+ * MQHUB_EINTERNAL when already frozen or out of memory (an unfinished drain
+ * is completed first); store_dump() also completes one. */
+int store_freeze(store_t *s);
+void store_unfreeze(store_t *s);
+int64_t store_drain(store_t *s, size_t max);
+int store_thaw(store_t *s);
+bool store_frozen(const store_t *s);
 /* SHA-256 over every key and value in order: equal states, equal digests. */
 void store_digest(store_t *s, unsigned char out[32]);
 
@@ -131,6 +151,8 @@ enum fsm_op_kind {
     FSM_OP_LOCAL,   /* answered by the hub itself (hello, ping) */
     FSM_OP_READ,    /* answered from applied state on the leader: fsm_read() */
     FSM_OP_WRITE,   /* proposed through raft, applied by fsm_apply_entry() */
+    FSM_OP_SESSION, /* subscribe, credit, unsubscribe: the leader's push engine
+                     * (push.c) answers them; they never reach apply */
 };
 enum fsm_op_kind fsm_op_kind(const char *op, size_t len);
 /* Answer a read request (@req, the request map) into @out: a complete
@@ -211,6 +233,140 @@ int queue_op_receive(queues_t *qs, fsm_cmd_t *c);
 int queue_op_delete_msgs(queues_t *qs, fsm_cmd_t *c);
 int queue_op_change_visibility(queues_t *qs, fsm_cmd_t *c);
 int queue_op_tick(queues_t *qs, fsm_cmd_t *c);
+/* Added for topic.c. Whether queue @name exists. */
+bool queue_exists(queues_t *qs, const char *name, size_t len);
+/* Append a message that a topic fans out (or dead-letters) to queue @name
+ * under the queue's rules (max_msg_size, max_backlog; no dedup, no delay
+ * beyond the queue's default). @msg_id is kept; @tags (array of str) and
+ * @attrs (map str -> str) may be NULL or NIL. Returns 0, or MQHUB_ENOT_FOUND,
+ * MQHUB_ETOO_LARGE, MQHUB_EBACKLOG_FULL with the sentence in c->err. */
+int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                            const char *msg_id, const void *body, size_t blen,
+                            const msgpack_object *tags, const msgpack_object *attrs);
+/* Added for topic.c: a name field (PROTOCOL.md names; BAD_NAME otherwise) and
+ * an optional attrs field (map str -> str; *out NIL when absent). */
+int fsm_arg_name(fsm_cmd_t *c, const msgpack_object *map, const char *key, const char **s,
+                 size_t *len);
+int fsm_arg_attrs(fsm_cmd_t *c, const msgpack_object *map, msgpack_object *out);
+
+/* ======================================================================
+ * topic.c — topics, subscriptions, fan-out, filters and the replicated
+ * pending set of push subscriptions (docs/architecture.md "Topics").
+ *
+ * Public part (hub.c / push.c use it, on the loop thread, between applies):
+ * ====================================================================== */
+
+/* Called at the end of an applied entry, once per push subscription that
+ * gained pending messages in it (publish, rewind, create with from). The
+ * push engine then delivers them (fsm_push_pending). The callback must not
+ * apply entries. @topic/@sub are not NUL-terminated. */
+typedef void (*fsm_push_cb)(void *arg, const char *topic, size_t tl, const char *sub,
+                            size_t sl);
+void fsm_set_push_cb(fsm_t *f, fsm_push_cb cb, void *arg);
+
+/* A pending message of a push subscription, valid during the visit only.
+ * @tags: array of str or NIL; @key: str or NIL; @attrs: map or NIL. */
+typedef struct fsm_push_msg {
+    uint64_t seq;
+    const char *msg_id;
+    size_t msg_id_len;
+    const char *body;
+    size_t body_len;
+    const msgpack_object *tags, *key, *attrs;
+    uint64_t published_at;
+} fsm_push_msg_t;
+
+/* Visit the pending messages of @topic/@sub with seq > @after, in seq order,
+ * until @fn returns nonzero (that message counts as visited) or @max were
+ * visited. Returns the number visited (0..max), or MQHUB_ENOT_FOUND when the
+ * topic or subscription does not exist or is not a push subscription.
+ * @fn must not apply entries. */
+int fsm_push_pending(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                     uint64_t after, unsigned max,
+                     int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
+/* Whether @seq is still pending (not acked, dead-lettered or expired); false
+ * also when the subscription is gone. */
+bool fsm_push_is_pending(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                         uint64_t seq);
+
+/* The retry strategy of a subscription (for redelivery timing): attempt n
+ * (1-based) is redelivered interval_ms after it was sent (backoff), or
+ * min(interval_ms * 2^(n-1), max_interval_ms) (exponential); after
+ * max_attempts deliveries the leader proposes `sub.dead`. */
+typedef struct fsm_retry {
+    bool exponential;
+    uint32_t max_attempts;
+    uint64_t interval_ms, max_interval_ms;
+} fsm_retry_t;
+/* 0 with *out filled, or MQHUB_ENOT_FOUND (no such push subscription). */
+int fsm_push_retry(fsm_t *f, const char *topic, size_t tl, const char *sub, size_t sl,
+                   fsm_retry_t *out);
+
+/* ---- fsm.c <-> topic.c (private) ----
+ * Ops (handlers topic_op_*, same contract as fsm_op_fn): topic.create/
+ * delete/set/get/list, publish, publish_batch, subscription.create/delete/
+ * get/list/rewind, ack, and the internal ops `sub.dead {topic, subscription,
+ * seq, attempts}` (the leader gave up on a push message) and the topic half
+ * of `tick` (retention expiry). */
+typedef struct topics topics_t;
+typedef int (*topic_op_fn)(topics_t *ts, fsm_cmd_t *c);
+
+/* The topics of one state machine over @st and @qs (neither owned). */
+int topic_state_new(topics_t **out, store_t *st, queues_t *qs);
+void topic_state_free(topics_t *ts);
+void topic_set_push_cb(topics_t *ts, fsm_push_cb cb, void *arg);
+/* Drop the in-memory state and rebuild it from the store (after load). */
+int topic_rebuild(topics_t *ts);
+/* Around each entry (inside queue_begin/queue_end): end flushes dirty topic
+ * and subscription records and calls the push callback; MQHUB_EINTERNAL when
+ * a store write failed during the entry. */
+void topic_begin(topics_t *ts, uint64_t now);
+int topic_end(topics_t *ts);
+/* Earliest time a retained topic message expires (UINT64_MAX: none; @now
+ * when the last tick ran out of budget). */
+uint64_t topic_next_due(topics_t *ts, uint64_t now);
+
+/* The filter-script slot (issue 5 fills it): @exists tells whether script
+ * @name is loaded; @filter runs it on one message, 0 with *match set, or a
+ * negative code with a sentence in @err (counted as a delivery failure).
+ * Without hooks every named script is missing (NOT_FOUND at create). */
+typedef struct topic_script_hooks {
+    bool (*exists)(void *arg, const char *name, size_t len);
+    int (*filter)(void *arg, const char *name, size_t len, const fsm_push_msg_t *m,
+                  bool *match, char *err, size_t errlen);
+    void *arg;
+} topic_script_hooks_t;
+void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h);
+
+int topic_push_pending(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
+                       uint64_t after, unsigned max,
+                       int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
+bool topic_push_is_pending(topics_t *ts, const char *topic, size_t tl, const char *sub,
+                           size_t sl, uint64_t seq);
+int topic_push_retry(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
+                     fsm_retry_t *out);
+
+/* Routing-key matching, pure (exported for the unit test): @key and
+ * @binding are dot-separated words ("" is zero words, "a..b" has an empty
+ * middle word); in @binding a word "*" matches exactly one word and "#" zero
+ * or more words. Either longer than 255 bytes never matches. */
+bool topic_key_match(const char *binding, size_t bl, const char *key, size_t kl);
+
+int topic_op_create(topics_t *ts, fsm_cmd_t *c);
+int topic_op_delete(topics_t *ts, fsm_cmd_t *c);
+int topic_op_set(topics_t *ts, fsm_cmd_t *c);
+int topic_op_get(topics_t *ts, fsm_cmd_t *c);
+int topic_op_list(topics_t *ts, fsm_cmd_t *c);
+int topic_op_publish(topics_t *ts, fsm_cmd_t *c);
+int topic_op_publish_batch(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_create(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_delete(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_get(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_list(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_rewind(topics_t *ts, fsm_cmd_t *c);
+int topic_op_ack(topics_t *ts, fsm_cmd_t *c);
+int topic_op_sub_dead(topics_t *ts, fsm_cmd_t *c);
+int topic_op_tick(topics_t *ts, fsm_cmd_t *c);
 
 /* ======================================================================
  * replica.c — one raft group on the loop: raft_uv + raft_uv_tcp storage and
@@ -235,6 +391,7 @@ typedef struct replica_config {
     unsigned n_peers;
     unsigned snapshot_threshold; /* entries between snapshots (0: default) */
     unsigned snapshot_trailing;  /* entries kept after one (0: default) */
+    bool join;                   /* never bootstrap: wait to be added */
 } replica_config_t;
 
 /* Called once per submitted command: status 0 with the reply map, or
@@ -262,11 +419,81 @@ typedef struct replica_stats {
     uint64_t commands;           /* commands in them */
 } replica_stats_t;
 void replica_stats(replica_t *r, replica_stats_t *out);
+
+/* ---- membership (cluster.c is the caller) ----
+ * Client addresses of other nodes: from the config's peers, from
+ * replica_add(), and from what the leader replicates (docs/operations.md). */
+const char *replica_client_address(replica_t *r, uint64_t id); /* NULL: unknown */
+/* Called on the loop whenever this node gains (true) or loses leadership. */
+void replica_set_state_cb(replica_t *r, void (*cb)(void *arg, bool leader), void *arg);
+/* Completion of add/remove/transfer: 0, or MQHUB_ENOT_LEADER,
+ * MQHUB_ENOT_FOUND, MQHUB_EEXISTS, MQHUB_EBAD_REQUEST, MQHUB_EUNAVAILABLE with
+ * raft's sentence in @errmsg. */
+typedef void (*replica_change_cb)(void *arg, int status, const char *errmsg);
+/* Add node @id (raft at @raft_address) as a spare, then make it a voter once
+ * it caught up (raft's catch-up rounds). @client_address may be NULL. Returns
+ * 0 (cb will run), or a code (cb never runs; MQHUB_EEXISTS also when @id is a
+ * voter at that address already). Leader only. */
+int replica_add(replica_t *r, uint64_t id, const char *raft_address,
+                const char *client_address, replica_change_cb cb, void *arg);
+int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
+/* Hand leadership to voter @id (0: raft picks the most up to date). */
+int replica_transfer(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
+typedef struct replica_node {
+    uint64_t id;
+    const char *raft_address;   /* valid until the next loop turn */
+    const char *client_address; /* NULL when unknown */
+    const char *role;           /* "voter", "standby", "spare" */
+    bool leader;
+    bool has_match;             /* match_index known (we lead) */
+    uint64_t match_index;
+} replica_node_t;
+/* Fill up to @max members of the current configuration; returns how many
+ * there are. */
+unsigned replica_nodes(replica_t *r, replica_node_t *out, unsigned max);
 /* Close raft; pending commands fail with MQHUB_EUNAVAILABLE (each callback
  * still runs exactly once, some of them before this returns); @cb when done,
  * after which @r is freed. Call it from the loop, not from a replica_done_cb.
  * replica_start() failing after raft_init also cleans up through the loop. */
 void replica_stop(replica_t *r, void (*cb)(void *arg), void *arg);
+
+/* ======================================================================
+ * snapshot.c — raft snapshots off the loop thread (docs/architecture.md
+ * "Recovery"): the fsm's snapshot callback freezes the store and returns a
+ * placeholder; a struct raft_io wrapped around raft_uv dumps the frozen store
+ * in the libuv thread pool, writes it through raft_uv, thaws the store.
+ * ====================================================================== */
+/* fsm.c's raft_fsm snapshot: with @deferred, freeze @st and return one
+ * placeholder buffer that only snapshot_io's snapshot_put understands; else
+ * a complete synchronous store_dump(). 0 or MQHUB_EINTERNAL (nothing to free). */
+int snapshot_take(store_t *st, bool deferred, struct raft_buffer **bufs, unsigned *n_bufs);
+/* fsm.c's raft_fsm snapshot_finalize: free what snapshot_take() returned (and
+ * thaw the store if a failed put left it frozen). */
+void snapshot_release(struct raft_buffer **bufs, unsigned *n_bufs);
+
+/* The wrapper. Fields are private; embed it in the object that owns @inner.
+ * It owns a uv timer (opened at the first snapshot, closed by raft's close). */
+struct snapshot_put;
+typedef struct snapshot_io {
+    struct raft_io io;          /* what raft sees */
+    struct raft_io *inner;      /* raft_uv */
+    uv_loop_t *loop;
+    struct snapshot_put *put;   /* the deferred put in progress, or NULL */
+    raft_io_close_cb close_cb;  /* set once raft closes */
+    uv_timer_t timer;           /* loop lag probe during a dump, then drain */
+    bool timer_init, timer_closed;
+    store_t *draining;          /* store whose overlay the timer drains */
+    uint64_t lag_last, lag_max, drain_t0; /* uv_hrtime() ns */
+} snapshot_io_t;
+/* Wrap @inner (initialised, not yet given to raft_init) and switch @f to
+ * deferred snapshots; returns &w->io for raft_init(). @w lives until raft's
+ * close callback. Loop thread. */
+struct raft_io *snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, uv_loop_t *loop,
+                                 fsm_t *f);
+/* Implemented in fsm.c (its raft glue): make the fsm's snapshot callback
+ * return placeholders (true) or full dumps (false, the default). Only for an
+ * fsm whose raft runs over snapshot_io. */
+void fsm_set_snapshot_deferred(fsm_t *f, bool deferred);
 
 /* ======================================================================
  * config.c — the Lua configuration file (docs/operations.md).
@@ -306,6 +533,7 @@ typedef struct config {
     unsigned n_queues;
     config_object_t *topics;
     unsigned n_topics;
+    bool join;               /* node.join: a new member, never bootstraps */
 } config_t;
 
 /* Load @path (NULL: defaults). Errors name the file, line and problem
@@ -370,6 +598,23 @@ int hub_decode_request(msgpack_unpacked *u, const char *buf, size_t len,
 const msgpack_object *hub_map_get(const msgpack_object *map, const char *key);
 
 /* ======================================================================
+ * cluster.c — cluster.status/add/remove/transfer (PROTOCOL.md "Cluster"),
+ * answered by the hub on the node that receives them. The node's id is the
+ * request field `node` (`id` is the request id).
+ * ====================================================================== */
+typedef struct cluster cluster_t;
+
+int cluster_new(cluster_t **out, replica_t *r, fsm_t *f);
+/* Frees what is still pending (their replies are dropped). */
+void cluster_free(cluster_t *c);
+bool cluster_is_op(const char *op, size_t len);
+/* Answer @v (a cluster.* op): at once, or when raft completes the change. */
+void cluster_request(cluster_t *c, mqhub_session_t *s, const hub_request_view_t *v,
+                     mqhub_reply_cb cb, void *arg);
+/* @s is closing: its pending changes complete without a reply. */
+void cluster_session_closed(cluster_t *c, mqhub_session_t *s);
+
+/* ======================================================================
  * plugin.c — loading plugins and the host function table.
  * ====================================================================== */
 typedef struct plugin plugin_t;
@@ -385,5 +630,45 @@ void plugin_stop(plugin_t *p);
 void plugin_unload(plugin_t *p);
 /* The plugin's own name (its descriptor's). */
 const char *plugin_name(const plugin_t *p);
+
+/* ======================================================================
+ * push.c — the leader's push delivery engine (docs/protocol.md "Push
+ * delivery"). Sessions subscribe to push subscriptions with a credit window;
+ * the engine hands each pending message to one subscribed session with free
+ * credit (round-robin), tracks it in flight (seq -> session, attempt,
+ * redeliver_at), redelivers it per the subscription's retry strategy and
+ * proposes `sub.dead` once max_attempts are used. Acks go through raft as
+ * ordinary writes; the hub tells the engine when one was applied. All state is
+ * in memory on the leader and forgotten when leadership is lost.
+ * ====================================================================== */
+typedef struct push push_t;
+
+/* A new engine over @fsm (registers the fsm push callback). 0 or
+ * MQHUB_EINTERNAL. */
+int push_new(push_t **out, uv_loop_t *loop, fsm_t *fsm);
+/* The raft group the engine proposes sub.dead through and asks about
+ * leadership; set once it exists (no delivery happens before). */
+void push_set_replica(push_t *p, replica_t *r);
+/* subscribe / credit / unsubscribe (the FSM_OP_SESSION ops) of session @s,
+ * whose pushes go to @cb(@cb_arg, ...). @req is the request map. Returns 0
+ * (reply {}), or MQHUB_ENOT_LEADER, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST,
+ * MQHUB_EINTERNAL with a sentence in @err. Pushes may be sent before it
+ * returns. */
+int push_request(push_t *p, mqhub_session_t *s, mqhub_push_cb cb, void *cb_arg,
+                 const msgpack_object *req, char *err, size_t errlen);
+/* An `ack` or `subscription.rewind` request (@frame, the request as
+ * submitted) was applied and answered: acknowledged messages leave the
+ * in-flight set and release their session's credit; a rewound subscription
+ * is scanned again from its first pending message. */
+void push_write_done(push_t *p, const char *frame, size_t len);
+/* @s is closing: its consumers go away, their unacked messages are
+ * deliverable again at once (the attempt counts). */
+void push_session_close(push_t *p, mqhub_session_t *s);
+/* Periodic: when this node is no longer the leader, every subscribed session
+ * gets a "closed" push (NOT_LEADER) and the engine forgets its state. */
+void push_check(push_t *p);
+/* Close the engine's timer; @cb once it is closed. push_free() after. */
+void push_stop(push_t *p, void (*cb)(void *arg), void *arg);
+void push_free(push_t *p);
 
 #endif

@@ -95,6 +95,16 @@ static int host_session_broken(mqhub_session_t *session)
     return hub_session_broken(session);
 }
 
+static const char *host_auth_token(mqhub_host_t *host)
+{
+    return host_plugin(host)->cfg->token;
+}
+
+static int64_t host_metric_get(mqhub_host_t *host, const char *name)
+{
+    return hub_metric_get(host_plugin(host)->hub, name);
+}
+
 static const mqhub_host_api_t host_api = {
     .abi_version = MQHUB_PLUGIN_ABI,
     .size = sizeof(mqhub_host_api_t),
@@ -108,6 +118,8 @@ static const mqhub_host_api_t host_api = {
     .metric_add = host_metric_add,
     .max_frame = host_max_frame,
     .session_broken = host_session_broken,
+    .auth_token = host_auth_token,
+    .metric_get = host_metric_get,
 };
 
 /* Check the descriptor; on refusal fill @why. */

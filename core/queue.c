@@ -108,6 +108,7 @@ struct msg {
     size_t glen, dlen;
     bool has_group;
     msgpack_object attrs; /* NIL or a map */
+    msgpack_object tags;  /* NIL or an array of str (messages from a topic) */
     msgpack_unpacked u;   /* its strings point into raw */
     char *raw;            /* the stored record (store_free), or NULL */
 };
@@ -166,30 +167,6 @@ static void qput(queues_t *qs, const void *k, size_t kl, const void *v, size_t v
 {
     if (store_put(qs->st, k, kl, v, vl) != 0)
         qs->failed = true;
-}
-
-static bool name_valid(const char *s, size_t len)
-{
-    if (len < 1 || len > NAME_MAX_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
-            return false;
-    }
-    return true;
-}
-
-static int arg_name(fsm_cmd_t *c, const msgpack_object *map, const char *key, const char **s,
-                    size_t *len)
-{
-    int rc = fsm_arg_str(c, map, key, true, s, len);
-    if (rc == 0 && !name_valid(*s, *len))
-        rc = fsm_fail(c, MQHUB_EBAD_NAME,
-                      "field '%s': '%.*s' is not a valid name; use 1-64 of A-Z a-z 0-9 _ - . "
-                      "starting with a letter or digit", key, (int)(*len > 64 ? 64 : *len), *s);
-    return rc;
 }
 
 static void reply_uint(fsm_cmd_t *c, const char *key, uint64_t v)
@@ -401,7 +378,8 @@ static bool obj_opt_str(const msgpack_object *o, const char **s, size_t *len)
 }
 
 /* Record: [state, msg_id, enqueued_at, visible_at, receive_count,
- *          first_received_at, deleted_at, group|nil, dedup_id|nil, attrs|nil] */
+ *          first_received_at, deleted_at, group|nil, dedup_id|nil, attrs|nil,
+ *          tags|nil]; records written before tags existed have 10 fields. */
 static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
 {
     uint64_t st;
@@ -409,7 +387,8 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     msgpack_unpacked_init(&m->u);
     m->seq = seq;
     if (msgpack_unpack_next(&m->u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        m->u.data.type != MSGPACK_OBJECT_ARRAY || m->u.data.via.array.size != 10)
+        m->u.data.type != MSGPACK_OBJECT_ARRAY || m->u.data.via.array.size < 10 ||
+        m->u.data.via.array.size > 11)
         goto bad;
     o = m->u.data.via.array.ptr;
     if (!obj_uint(&o[0], &st) || st > MS_DELETED || o[1].type != MSGPACK_OBJECT_STR ||
@@ -423,6 +402,7 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     m->msg_id[o[1].via.str.size] = 0;
     m->has_group = m->group != NULL;
     m->attrs = o[9];
+    m->tags = m->u.data.via.array.size > 10 ? o[10] : (msgpack_object){.type = MSGPACK_OBJECT_NIL};
     return 0;
 bad:
     log_error("queue", "corrupt message record (seq %llu)", (unsigned long long)seq);
@@ -449,7 +429,7 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
     unsigned char k[KEY_LEN];
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 10);
+    msgpack_pack_array(&pk, 11);
     msgpack_pack_uint8(&pk, (uint8_t)m->st);
     fsm_pack_str(&pk, m->msg_id, strlen(m->msg_id));
     msgpack_pack_uint64(&pk, m->enqueued_at);
@@ -466,6 +446,7 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
     else
         msgpack_pack_nil(&pk);
     msgpack_pack_object(&pk, m->attrs);
+    msgpack_pack_object(&pk, m->tags);
     msg_key(k, 'M', q->id, m->seq);
     qput(qs, k, KEY_LEN, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -845,7 +826,7 @@ static int attrs_parse(queues_t *qs, fsm_cmd_t *c, struct attrs *a, const char *
     const char *dlq;
     size_t dlen;
     uint64_t max = 0;
-    if ((rc = arg_name(c, v, "queue", &dlq, &dlen)) ||
+    if ((rc = fsm_arg_name(c, v, "queue", &dlq, &dlen)) ||
         (rc = fsm_arg_uint(c, v, "max_receives", 1, 1000, &max)))
         return rc;
     if (max == 0)
@@ -876,7 +857,7 @@ static int arg_queue(queues_t *qs, fsm_cmd_t *c, const char *key, queue_t **out)
 {
     const char *name;
     size_t len;
-    int rc = arg_name(c, c->req, key, &name, &len);
+    int rc = fsm_arg_name(c, c->req, key, &name, &len);
     if (rc)
         return rc;
     if (!(*out = queue_find(qs, name, len)))
@@ -891,7 +872,7 @@ int queue_op_create(queues_t *qs, fsm_cmd_t *c)
     size_t len;
     struct attrs a = attrs_default;
     int rc;
-    if ((rc = arg_name(c, c->req, "name", &name, &len)) ||
+    if ((rc = fsm_arg_name(c, c->req, "name", &name, &len)) ||
         (rc = attrs_parse(qs, c, &a, name, len, false)))
         return rc;
     queue_t *q = queue_find(qs, name, len);
@@ -1110,25 +1091,6 @@ static int arg_opt_id(fsm_cmd_t *c, const msgpack_object *m, const char *key, co
     return rc;
 }
 
-static int arg_attrs(fsm_cmd_t *c, const msgpack_object *m, msgpack_object *out)
-{
-    const msgpack_object *v = fsm_arg(m, "attrs");
-    *out = (msgpack_object){.type = MSGPACK_OBJECT_NIL};
-    if (!v || v->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    if (v->type != MSGPACK_OBJECT_MAP)
-        goto bad;
-    for (uint32_t i = 0; i < v->via.map.size; i++) {
-        if (v->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR ||
-            v->via.map.ptr[i].val.type != MSGPACK_OBJECT_STR)
-            goto bad;
-    }
-    *out = *v;
-    return 0;
-bad:
-    return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map of string to string");
-}
-
 static bool dedup_lookup(queues_t *qs, const queue_t *q, const char *id, size_t len,
                          uint64_t now, struct sent *out)
 {
@@ -1213,6 +1175,20 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
     qput(qs, k, KEY_LEN, body, blen);
 }
 
+/* The queue's checks a sent message passes, besides its own fields. */
+static int check_room(queue_t *q, fsm_cmd_t *c, size_t blen)
+{
+    if (blen > q->a.max_msg_size)
+        return fsm_fail(c, MQHUB_ETOO_LARGE,
+                        "the body has %zu bytes, more than the queue's max_msg_size (%llu)", blen,
+                        (unsigned long long)q->a.max_msg_size);
+    if (q->a.max_backlog && q->s.ready + q->s.inflight + q->s.delayed >= q->a.max_backlog)
+        return fsm_fail(c, MQHUB_EBACKLOG_FULL,
+                        "queue '%s' holds its max_backlog of %llu messages; receive and delete "
+                        "some first", q->name, (unsigned long long)q->a.max_backlog);
+    return 0;
+}
+
 /* Validate and apply one message map @mm of a send or send_batch. */
 static int send_one(queues_t *qs, queue_t *q, fsm_cmd_t *c, const msgpack_object *mm,
                     struct sent *out)
@@ -1224,7 +1200,7 @@ static int send_one(queues_t *qs, queue_t *q, fsm_cmd_t *c, const msgpack_object
     if (!body || (body->type != MSGPACK_OBJECT_BIN && body->type != MSGPACK_OBJECT_STR))
         return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'body' is required (bin or str)");
     if ((rc = fsm_arg_uint(c, mm, "delay", 0, 3600, &delay)) ||
-        (rc = arg_attrs(c, mm, &m.attrs)) ||
+        (rc = fsm_arg_attrs(c, mm, &m.attrs)) ||
         (rc = arg_opt_id(c, mm, "group", &m.group, &m.glen)) ||
         (rc = arg_opt_id(c, mm, "dedup_id", &m.dedup, &m.dlen)))
         return rc;
@@ -1232,21 +1208,41 @@ static int send_one(queues_t *qs, queue_t *q, fsm_cmd_t *c, const msgpack_object
     size_t blen = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.size : body->via.str.size;
     const char *bptr = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.ptr : body->via.str.ptr;
     if (blen > q->a.max_msg_size)
-        return fsm_fail(c, MQHUB_ETOO_LARGE,
-                        "the body has %zu bytes, more than the queue's max_msg_size (%llu)", blen,
-                        (unsigned long long)q->a.max_msg_size);
+        return check_room(q, c, blen);
     if (m.dedup && dedup_lookup(qs, q, m.dedup, m.dlen, qs->now, out))
         return 0;
-    if (q->a.max_backlog && q->s.ready + q->s.inflight + q->s.delayed >= q->a.max_backlog)
-        return fsm_fail(c, MQHUB_EBACKLOG_FULL,
-                        "queue '%s' holds its max_backlog of %llu messages; receive and delete "
-                        "some first", q->name, (unsigned long long)q->a.max_backlog);
+    if ((rc = check_room(q, c, blen)))
+        return rc;
     m.has_group = m.group != NULL;
     enqueue(qs, q, &m, bptr, blen, delay * 1000);
     out->seq = m.seq;
     memcpy(out->msg_id, m.msg_id, sizeof(out->msg_id));
     if (m.dedup)
         dedup_store(qs, q, m.dedup, m.dlen, qs->now, out);
+    return 0;
+}
+
+bool queue_exists(queues_t *qs, const char *name, size_t len)
+{
+    return queue_find(qs, name, len) != NULL;
+}
+
+int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                            const char *msg_id, const void *body, size_t blen,
+                            const msgpack_object *tags, const msgpack_object *attrs)
+{
+    static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    queue_t *q = queue_find(qs, name, len);
+    struct msg m = {.raw = NULL};
+    int rc;
+    if (!q)
+        return fsm_fail(c, MQHUB_ENOT_FOUND, "queue '%.*s' does not exist", (int)len, name);
+    if ((rc = check_room(q, c, blen)))
+        return rc;
+    snprintf(m.msg_id, sizeof(m.msg_id), "%s", msg_id);
+    m.tags = tags ? *tags : nil;
+    m.attrs = attrs ? *attrs : nil;
+    enqueue(qs, q, &m, body, blen, q->a.delay * 1000);
     return 0;
 }
 
@@ -1357,7 +1353,8 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
     msg_key(k, 'B', q->id, m->seq);
     char *body = store_get(qs->st, k, KEY_LEN, &blen);
     receipt_make(receipt, sizeof(receipt), q, m);
-    msgpack_pack_map(pk, m->has_group ? 10 : 9);
+    bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
+    msgpack_pack_map(pk, 9 + m->has_group + tags);
     pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
     pack_kv_uint(pk, "seq", m->seq);
     pack_kv_str(pk, "receipt", receipt, strlen(receipt));
@@ -1371,6 +1368,10 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
         msgpack_pack_map(pk, 0);
     if (m->has_group)
         pack_kv_str(pk, "group", m->group, m->glen);
+    if (tags) {
+        fsm_pack_str(pk, "tags", 4);
+        msgpack_pack_object(pk, m->tags);
+    }
     pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
     pack_kv_uint(pk, "first_received_at", m->first_received_at);
     pack_kv_uint(pk, "next_visible_at", m->visible_at);
@@ -1390,6 +1391,7 @@ static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
     memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
     nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
     nm.attrs = m->attrs;
+    nm.tags = m->tags;
     enqueue(qs, t, &nm, body ? body : "", blen, 0);
     store_free(body);
     set_state(qs, q, m, -1);

@@ -62,16 +62,31 @@ typedef struct peer_copy {
     char *client_address;
 } peer_copy_t;
 
+/* One membership change or leadership transfer in progress. */
+typedef struct change {
+    struct raft_change req;
+    struct raft_transfer treq;
+    replica_t *r;
+    uint64_t id;
+    char *client_address;
+    replica_change_cb cb;
+    void *arg;
+} change_t;
+
 struct replica {
     uv_loop_t *loop;
     fsm_t *fsm;
     uint64_t id;
     char *client_address;
-    peer_copy_t *peers;
+    char *dir;
+    peer_copy_t *peers;     /* client addresses of the other nodes */
     unsigned n_peers;
+    void (*state_cb)(void *arg, bool leader);
+    void *state_arg;
 
     struct raft raft;
     struct raft_io io;
+    snapshot_io_t snapio;   /* wraps io: snapshots dumped off the loop */
     struct raft_uv_transport transport;
     struct raft_fsm *inner; /* the fsm's own raft_fsm */
     struct raft_fsm wrap;   /* what raft sees */
@@ -170,9 +185,15 @@ static void arm_due(replica_t *r);
  * hands an apply result to nobody for entries without a request, so emitting
  * for them would only waste work (and leak the result). The entry being
  * applied is raft_last_applied() + 1 (raft updates it after apply). */
+static bool meta_apply(replica_t *r, const struct raft_buffer *buf);
+
 static int wrap_apply(struct raft_fsm *w, const struct raft_buffer *buf, void **result)
 {
     replica_t *r = w->data;
+    if (meta_apply(r, buf)) {
+        *result = NULL;
+        return 0;
+    }
     bool ours = raft_state(&r->raft) == RAFT_LEADER &&
                 is_ours(r, raft_last_applied(&r->raft) + 1);
     fsm_set_emit(r->fsm, ours);
@@ -353,6 +374,8 @@ int replica_submit(replica_t *r, const char *cmd, size_t len, replica_done_cb cb
 
 /* ---- leadership and ticks ---------------------------------------------- */
 
+static void announce(replica_t *r);
+
 static void tick_done(void *arg, int status, const char *reply, size_t len)
 {
     replica_t *r = arg;
@@ -403,10 +426,13 @@ static void track_leadership(replica_t *r)
         uv_timer_start(&r->tick_timer, on_tick_timer, TICK_INTERVAL_MS,
                        TICK_INTERVAL_MS);
         submit_tick(r); /* promote whatever came due while we were not leader */
+        announce(r);
     } else {
         uv_timer_stop(&r->tick_timer);
         uv_timer_stop(&r->due_timer);
     }
+    if (r->state_cb)
+        r->state_cb(r->state_arg, leader);
 }
 
 static void on_check(uv_check_t *h)
@@ -415,6 +441,354 @@ static void on_check(uv_check_t *h)
     track_leadership(r);
     flush(r);
     drain_failed(r);
+}
+
+/* ---- client addresses of the members ----------------------------------- */
+
+/* Every node must name the leader's client address in NOT_LEADER, also for
+ * members added after the config was written. The leader replicates what it
+ * knows (id -> client address) in a meta entry (META_MAGIC + msgpack map)
+ * when it takes office and after each membership change; wrap_apply consumes
+ * it before the fsm sees it, so the fsm state and digest are untouched. Each
+ * node keeps the table in <dir>/clients, one "id address" line per node, so
+ * a restart (whose snapshot may cover the meta entry) remembers it. */
+#define META_MAGIC "MQHUBCL1"
+#define META_MAGIC_LEN 8
+
+static void save_clients(replica_t *r)
+{
+    char path[4200], tmp[4210];
+    snprintf(path, sizeof path, "%s/clients", r->dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    for (unsigned i = 0; i < r->n_peers; i++)
+        if (r->peers[i].client_address)
+            fprintf(f, "%llu %s\n", (unsigned long long)r->peers[i].id,
+                    r->peers[i].client_address);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        log_warn("replica", "cannot save %s: %s", path, strerror(errno));
+}
+
+/* Remember @client for node @id; @persist writes the file when it changed. */
+static void set_client(replica_t *r, uint64_t id, const char *client, bool persist)
+{
+    unsigned i = 0;
+    if (id == r->id || !client)
+        return;
+    while (i < r->n_peers && r->peers[i].id != id)
+        i++;
+    if (i < r->n_peers && r->peers[i].client_address &&
+        strcmp(r->peers[i].client_address, client) == 0)
+        return;
+    char *copy = strdup(client);
+    if (!copy)
+        return;
+    if (i == r->n_peers) {
+        peer_copy_t *p = realloc(r->peers, (r->n_peers + 1) * sizeof *p);
+        if (!p) {
+            free(copy);
+            return;
+        }
+        r->peers = p;
+        r->peers[r->n_peers++] = (peer_copy_t){id, NULL};
+    }
+    free(r->peers[i].client_address);
+    r->peers[i].client_address = copy;
+    if (persist)
+        save_clients(r);
+}
+
+static void load_clients(replica_t *r)
+{
+    char path[4200], addr[256];
+    unsigned long long id;
+    snprintf(path, sizeof path, "%s/clients", r->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    while (fscanf(f, "%llu %255s", &id, addr) == 2)
+        set_client(r, id, addr, false);
+    fclose(f);
+}
+
+static bool meta_apply(replica_t *r, const struct raft_buffer *buf)
+{
+    msgpack_unpacked u;
+    size_t off = META_MAGIC_LEN;
+
+    if (buf->len < META_MAGIC_LEN || memcmp(buf->base, META_MAGIC, META_MAGIC_LEN) != 0)
+        return false;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, buf->base, buf->len, &off) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_object *k = &u.data.via.map.ptr[i].key, *v = &u.data.via.map.ptr[i].val;
+            char addr[256];
+            if (k->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->type != MSGPACK_OBJECT_STR ||
+                v->via.str.size >= sizeof addr)
+                continue;
+            memcpy(addr, v->via.str.ptr, v->via.str.size);
+            addr[v->via.str.size] = '\0';
+            set_client(r, k->via.u64, addr, true);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return true;
+}
+
+static void announce_done(struct raft_apply *req, int status, void *result)
+{
+    free(req);
+}
+
+/* Propose the table (ourselves included) as one meta entry. */
+static void announce(replica_t *r)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    unsigned n = r->client_address ? 1 : 0;
+    struct raft_apply *req = malloc(sizeof *req);
+    struct raft_buffer entry;
+
+    for (unsigned i = 0; i < r->n_peers; i++)
+        n += r->peers[i].client_address != NULL;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_write(&sb, META_MAGIC, META_MAGIC_LEN);
+    msgpack_pack_map(&pk, n);
+    if (r->client_address) {
+        msgpack_pack_uint64(&pk, r->id);
+        msgpack_pack_str_with_body(&pk, r->client_address, strlen(r->client_address));
+    }
+    for (unsigned i = 0; i < r->n_peers; i++) {
+        const char *a = r->peers[i].client_address;
+        if (a) {
+            msgpack_pack_uint64(&pk, r->peers[i].id);
+            msgpack_pack_str_with_body(&pk, a, strlen(a));
+        }
+    }
+    while (sb.size % 8)
+        msgpack_pack_nil(&pk); /* the padding apply ignores */
+    entry.len = sb.size;
+    entry.base = raft_malloc(sb.size);
+    if (req && entry.base) {
+        memcpy(entry.base, sb.data, sb.size);
+        if (raft_apply(&r->raft, req, &entry, 1, announce_done) == 0)
+            req = NULL, entry.base = NULL;
+    }
+    if (entry.base)
+        raft_free(entry.base);
+    free(req);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- membership -------------------------------------------------------- */
+
+static int map_change_status(int rv)
+{
+    switch (rv) {
+    case 0: return 0;
+    case RAFT_NOTLEADER: case RAFT_LEADERSHIPLOST: return MQHUB_ENOT_LEADER;
+    case RAFT_NOTFOUND: case RAFT_BADID: return MQHUB_ENOT_FOUND;
+    case RAFT_DUPLICATEID: case RAFT_DUPLICATEADDRESS: return MQHUB_EEXISTS;
+    case RAFT_BADROLE: return MQHUB_EBAD_REQUEST;
+    default: return MQHUB_EUNAVAILABLE;
+    }
+}
+
+static void change_finish(change_t *c, int status)
+{
+    char msg[256];
+    replica_t *r = c->r;
+    if (status == 0)
+        msg[0] = '\0';
+    else
+        snprintf(msg, sizeof msg, "%s", raft_errmsg(&r->raft)[0] ? raft_errmsg(&r->raft)
+                                                                    : raft_strerror(status));
+    c->cb(c->arg, map_change_status(status), msg);
+    free(c->client_address);
+    free(c);
+}
+
+static change_t *change_new(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
+{
+    change_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->r = r;
+    c->id = id;
+    c->cb = cb;
+    c->arg = arg;
+    c->req.data = c->treq.data = c;
+    return c;
+}
+
+static void assigned(struct raft_change *req, int status)
+{
+    change_t *c = req->data;
+    if (status == 0) {
+        log_info("replica", "node %llu is a voter", (unsigned long long)c->id);
+        set_client(c->r, c->id, c->client_address, true);
+        if (!c->r->stopping)
+            announce(c->r);
+    }
+    change_finish(c, status);
+}
+
+static void added(struct raft_change *req, int status)
+{
+    change_t *c = req->data;
+    int rv = status;
+    if (rv == 0 && !c->r->stopping) {
+        log_info("replica", "node %llu added, catching up", (unsigned long long)c->id);
+        rv = raft_assign(&c->r->raft, &c->req, c->id, RAFT_VOTER, assigned);
+        if (rv == 0)
+            return;
+    }
+    change_finish(c, rv ? rv : RAFT_SHUTDOWN);
+}
+
+/* The role of @id in the current configuration, or -1. */
+static int member_role(replica_t *r, uint64_t id, const char **address)
+{
+    for (unsigned i = 0; i < r->raft.configuration.n; i++) {
+        struct raft_server *s = &r->raft.configuration.servers[i];
+        if (s->id == id) {
+            if (address)
+                *address = s->address;
+            return s->role;
+        }
+    }
+    return -1;
+}
+
+int replica_add(replica_t *r, uint64_t id, const char *raft_address,
+                const char *client_address, replica_change_cb cb, void *arg)
+{
+    const char *have = NULL;
+    int role, rv;
+
+    if (r->stopping)
+        return MQHUB_EUNAVAILABLE;
+    if (raft_state(&r->raft) != RAFT_LEADER)
+        return MQHUB_ENOT_LEADER;
+    role = member_role(r, id, &have);
+    if (role >= 0 && strcmp(have, raft_address) != 0)
+        return MQHUB_EEXISTS;
+    change_t *c = change_new(r, id, cb, arg);
+    if (!c || (client_address && !(c->client_address = strdup(client_address)))) {
+        if (c)
+            free(c);
+        return MQHUB_EUNAVAILABLE;
+    }
+    if (role == RAFT_VOTER) { /* already done: say so again */
+        set_client(r, id, client_address, true);
+        announce(r);
+        free(c->client_address);
+        free(c);
+        return MQHUB_EEXISTS;
+    }
+    if (role >= 0)
+        rv = raft_assign(&r->raft, &c->req, id, RAFT_VOTER, assigned);
+    else
+        rv = raft_add(&r->raft, &c->req, id, raft_address, added);
+    if (rv != 0) {
+        free(c->client_address);
+        free(c);
+        return map_change_status(rv);
+    }
+    log_info("replica", "adding node %llu at %s", (unsigned long long)id, raft_address);
+    return 0;
+}
+
+static void removed(struct raft_change *req, int status)
+{
+    change_t *c = req->data;
+    if (status == 0)
+        log_info("replica", "node %llu removed", (unsigned long long)c->id);
+    change_finish(c, status);
+}
+
+int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
+{
+    if (r->stopping)
+        return MQHUB_EUNAVAILABLE;
+    if (raft_state(&r->raft) != RAFT_LEADER)
+        return MQHUB_ENOT_LEADER;
+    if (member_role(r, id, NULL) < 0)
+        return MQHUB_ENOT_FOUND;
+    change_t *c = change_new(r, id, cb, arg);
+    if (!c)
+        return MQHUB_EUNAVAILABLE;
+    int rv = raft_remove(&r->raft, &c->req, id, removed);
+    if (rv != 0) {
+        free(c);
+        return map_change_status(rv);
+    }
+    return 0;
+}
+
+static void transferred(struct raft_transfer *req)
+{
+    change_t *c = req->data;
+    bool moved = raft_state(&c->r->raft) != RAFT_LEADER;
+    if (moved)
+        log_info("replica", "leadership transferred");
+    c->cb(c->arg, moved ? 0 : MQHUB_EUNAVAILABLE,
+          moved ? "" : "the transfer did not complete in time; retry");
+    free(c);
+}
+
+int replica_transfer(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
+{
+    if (r->stopping)
+        return MQHUB_EUNAVAILABLE;
+    if (raft_state(&r->raft) != RAFT_LEADER)
+        return MQHUB_ENOT_LEADER;
+    if (id != 0 && (member_role(r, id, NULL) != RAFT_VOTER || id == r->id))
+        return member_role(r, id, NULL) < 0 ? MQHUB_ENOT_FOUND : MQHUB_EBAD_REQUEST;
+    change_t *c = change_new(r, id, cb, arg);
+    if (!c)
+        return MQHUB_EUNAVAILABLE;
+    int rv = raft_transfer(&r->raft, &c->treq, id, transferred);
+    if (rv != 0) {
+        free(c);
+        return map_change_status(rv);
+    }
+    return 0;
+}
+
+unsigned replica_nodes(replica_t *r, replica_node_t *out, unsigned max)
+{
+    raft_id leader = 0;
+    const char *addr = NULL;
+    bool leading = raft_state(&r->raft) == RAFT_LEADER;
+    unsigned n = r->raft.configuration.n;
+
+    if (!r->stopping)
+        raft_leader(&r->raft, &leader, &addr);
+    for (unsigned i = 0; i < n && i < max; i++) {
+        struct raft_server *s = &r->raft.configuration.servers[i];
+        raft_index match = 0;
+        out[i] = (replica_node_t){
+            .id = s->id,
+            .raft_address = s->address,
+            .client_address = replica_client_address(r, s->id),
+            .role = s->role == RAFT_VOTER ? "voter" : s->role == RAFT_STANDBY ? "standby"
+                                                                             : "spare",
+            .leader = s->id == leader,
+        };
+        if (leading && s->id == r->id) {
+            out[i].match_index = raft_last_index(&r->raft);
+            out[i].has_match = true;
+        } else if (leading && raft_match_index(&r->raft, s->id, &match) == 0) {
+            out[i].match_index = match;
+            out[i].has_match = true;
+        }
+    }
+    return n;
 }
 
 /* ---- accessors --------------------------------------------------------- */
@@ -439,12 +813,25 @@ const char *replica_leader_address(replica_t *r)
     if (raft_state(&r->raft) == RAFT_LEADER)
         return r->client_address;
     raft_leader(&r->raft, &id, &addr);
+    if (id == 0)
+        return NULL;
+    return replica_client_address(r, id);
+}
+
+const char *replica_client_address(replica_t *r, uint64_t id)
+{
     if (id == r->id)
         return r->client_address;
     for (unsigned i = 0; i < r->n_peers; i++)
         if (r->peers[i].id == id)
             return r->peers[i].client_address;
     return NULL;
+}
+
+void replica_set_state_cb(replica_t *r, void (*cb)(void *arg, bool leader), void *arg)
+{
+    r->state_cb = cb;
+    r->state_arg = arg;
 }
 
 void replica_stats(replica_t *r, replica_stats_t *out)
@@ -472,6 +859,7 @@ static void replica_free(replica_t *r)
         free(r->peers[i].client_address);
     free(r->peers);
     free(r->client_address);
+    free(r->dir);
     free(r->buf);
     free(r->lens);
     free(r->waiters);
@@ -569,16 +957,15 @@ static replica_t *replica_alloc(uv_loop_t *loop, fsm_t *fsm, const replica_confi
     r->fsm = fsm;
     r->id = cfg->id;
     r->client_address = dup_or_null(cfg->client_address);
-    r->peers = calloc(cfg->n_peers ? cfg->n_peers : 1, sizeof *r->peers);
-    if (!r->peers) {
+    r->dir = strdup(cfg->dir);
+    if (!r->dir) {
         replica_free(r);
         return NULL;
     }
-    r->n_peers = cfg->n_peers;
-    for (unsigned i = 0; i < cfg->n_peers; i++) {
-        r->peers[i].id = cfg->peers[i].id;
-        r->peers[i].client_address = dup_or_null(cfg->peers[i].client_address);
-    }
+    load_clients(r); /* learned before; the config below wins */
+    for (unsigned i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].client_address)
+            set_client(r, cfg->peers[i].id, cfg->peers[i].client_address, false);
     r->inner = fsm_raft(fsm);
     wrap_init(r);
     return r;
@@ -589,6 +976,8 @@ static int bootstrap(replica_t *r, const replica_config_t *cfg)
     struct raft_configuration conf;
     int rv;
 
+    if (cfg->join) /* a new member: it waits for the leader to add it */
+        return 0;
     raft_configuration_init(&conf);
     rv = raft_configuration_add(&conf, cfg->id, cfg->raft_address, RAFT_VOTER);
     for (unsigned i = 0; rv == 0 && i < cfg->n_peers; i++)
@@ -638,7 +1027,8 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
         replica_free(r);
         return MQHUB_EINTERNAL;
     }
-    rv = raft_init(&r->raft, &r->io, &r->wrap, cfg->id, cfg->raft_address);
+    rv = raft_init(&r->raft, snapshot_io_wrap(&r->snapio, &r->io, loop, fsm), &r->wrap, cfg->id,
+                   cfg->raft_address);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft init: %s", raft_errmsg(&r->raft));
         raft_uv_close(&r->io);

@@ -7,7 +7,8 @@ set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates
 liblua5.4-dev lua5.4 libwebsockets-dev libwebsockets-evlib-uv libmsgpack-dev
 libkyotocabinet-dev kyotocabinet-utils libuv1-dev libjansson-dev libcmocka-dev
-libssl-dev clang libclang-rt-14-dev python3 python3-websockets"
+libssl-dev clang libclang-rt-14-dev python3 python3-websockets python3-msgpack
+chromium nodejs openssl"
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

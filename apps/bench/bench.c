@@ -1,14 +1,15 @@
 /* bench.c: mqhub-bench, a load generator for a running mqhubd.
  *
  *   mqhub-bench produce|consume|both [--server H:P] [--connections N]
+ *   (publish|push: the topic modes, topic_bench.c)
  *       [--size B] [--batch N] [--window N] [--duration S | --count N]
- *       [--queue Q] [--json]
+ *       [--rate R] [--recv-max M] [--queue Q] [--json]
  *
  * One thread per connection, each driving libmqhub's pipelined API: keep
  * --window requests in flight, poll for answers. Producers send (or
  * send_batch when --batch > 1) and record send->ack latency per request in a
- * log-linear histogram; consumers receive up to --batch messages and delete
- * them. It always stops by itself (duration, count, or a consumer idle for
+ * log-linear histogram, optionally paced to --rate messages/s in total;
+ * consumers receive up to --recv-max messages per request and delete them. It always stops by itself (duration, count, or a consumer idle for
  * 2 s after the producers finished). Start at main(), then producer() and
  * consumer(). docs/client.md shows figures.
  */
@@ -23,6 +24,7 @@
 #include <jansson.h>
 
 #include "mqhub/client.h"
+#include "topic_bench.h"
 
 #define HIST_SUB 32   /* sub-buckets per power of two: ~3% resolution */
 #define HIST_BUCKETS (64 * HIST_SUB)
@@ -35,7 +37,8 @@ typedef struct hist {
 
 typedef struct bench {
     const char *server, *queue;
-    unsigned conns, size, batch, window;
+    unsigned conns, size, batch, window, recv_max;
+    double rate;       /* produced msgs/s over all producers, 0: unpaced */
     double duration;   /* seconds, 0 when --count */
     uint64_t count;    /* messages per role, 0 when --duration */
     bool json;
@@ -53,6 +56,7 @@ typedef struct worker {
     mqhub_client_t *c;
     unsigned inflight;
     uint64_t done; /* messages acknowledged / consumed by this worker */
+    uint64_t submitted, t0_us; /* producer pacing */
     msgpack_zone zone;
     msgpack_object args; /* the request arguments, built once */
     /* consumer: receipts waiting for a delete */
@@ -136,7 +140,7 @@ static int build_args(worker_t *w)
         }
     } else {
         msgpack_pack_str_with_body(&pk, "max", 3);
-        msgpack_pack_uint32(&pk, b->batch);
+        msgpack_pack_uint32(&pk, b->recv_max);
         msgpack_pack_str_with_body(&pk, "wait", 4);
         msgpack_pack_uint32(&pk, 1);
     }
@@ -202,21 +206,39 @@ static int submit_produce(worker_t *w)
     return 0;
 }
 
+/* With --rate, whether this producer is behind its share of the schedule. */
+static bool on_schedule(worker_t *w)
+{
+    bench_t *b = w->b;
+    if (b->rate <= 0)
+        return true;
+    double due = b->rate / b->conns * (double)(now_us() - w->t0_us) / 1e6;
+    return (double)(w->submitted * b->batch) < due + 1;
+}
+
 static void *producer(void *arg)
 {
     worker_t *w = arg;
     bool more = true;
+    int poll_ms = w->b->rate > 0 ? 1 : 100;
+    w->t0_us = now_us();
     while (more || w->inflight > 0) {
-        while (more && w->inflight < w->b->window) {
+        while (more && w->inflight < w->b->window && on_schedule(w)) {
             more = produce_more(w);
             if (more && submit_produce(w) != 0) {
                 fprintf(stderr, "mqhub-bench: submit: %s\n", mqhub_client_errmsg(w->c));
                 w->failed = 1;
                 more = false;
             }
+            w->submitted++;
         }
-        if (w->inflight > 0 && mqhub_client_poll(w->c, 100) < 0)
-            break;
+        if (w->inflight > 0) {
+            if (mqhub_client_poll(w->c, poll_ms) < 0)
+                break;
+        } else if (more) {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
     }
     atomic_fetch_sub(&w->b->producers_left, 1);
     return NULL;
@@ -349,6 +371,7 @@ static void *consumer(void *arg)
 static void usage(FILE *f)
 {
     fputs("usage: mqhub-bench produce|consume|both [options]\n"
+          "       mqhub-bench publish|push [options]   (topics: mqhub-bench publish --help)\n"
           "  --server H:P       hub (env MQHUB_SERVER, default 127.0.0.1:6200)\n"
           "  --connections N    producers and consumers each (default 4)\n"
           "  --size B           body bytes (default 100)\n"
@@ -356,6 +379,8 @@ static void usage(FILE *f)
           "  --window N         requests in flight per connection (default 64)\n"
           "  --duration S       run S seconds (default 5)\n"
           "  --count N          or: produce / consume N messages\n"
+          "  --rate R           pace the producers to R msgs/s in total (default: flat out)\n"
+          "  --recv-max M       messages per receive (default: --batch)\n"
           "  --queue Q          queue (default bench; created if missing)\n"
           "  --json             print one JSON object\n", f);
 }
@@ -366,6 +391,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         {"server", 1, NULL, 's'}, {"connections", 1, NULL, 'c'}, {"size", 1, NULL, 'z'},
         {"batch", 1, NULL, 'b'},  {"window", 1, NULL, 'w'},      {"duration", 1, NULL, 'd'},
         {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
+        {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},
         {"help", 0, NULL, 'h'},   {NULL, 0, NULL, 0},
     };
     const char *env = getenv("MQHUB_SERVER");
@@ -382,12 +408,16 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         case 'd': b->duration = atof(optarg); b->count = 0; break;
         case 'n': b->count = strtoull(optarg, NULL, 10); b->duration = 0; break;
         case 'q': b->queue = optarg; break;
+        case 'r': b->rate = atof(optarg); break;
+        case 'm': b->recv_max = (unsigned)atoi(optarg); break;
         case 'j': b->json = true; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
     }
-    if (optind != argc - 1 || b->conns < 1 || b->conns > 256 || b->batch < 1 ||
+    if (!b->recv_max)
+        b->recv_max = b->batch;
+    if (optind != argc - 1 || b->recv_max > MQHUB_BATCH_MAX || b->rate < 0 || b->conns < 1 || b->conns > 256 || b->batch < 1 ||
         b->batch > MQHUB_BATCH_MAX || b->window < 1 || (b->duration <= 0 && !b->count) ||
         b->duration > 3600)
         return -1;
@@ -499,6 +529,8 @@ int main(int argc, char **argv)
 {
     bench_t b;
     int mode;
+    if (topic_bench_wants(argc, argv)) /* publish / push: topic_bench.c */
+        return topic_bench_main(argc, argv);
     if (parse(&b, argc, argv, &mode) != 0) {
         usage(stderr);
         return 2;

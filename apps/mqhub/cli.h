@@ -1,6 +1,6 @@
 /* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub).
- * cli_* live in main.c, queue_* in queue.c, messages_* in messages.c, out_* in
- * out.c. */
+ * cli_* live in main.c, queue_* in queue.c, messages_* in messages.c, topic_*
+ * in topic.c, out_* in out.c. */
 #ifndef MQHUB_CLI_H
 #define MQHUB_CLI_H
 
@@ -37,6 +37,12 @@ typedef struct cli {
     /* recv */
     long long max, wait, visibility;
     bool del, follow;
+    /* topics, subscriptions, tail (topic.c) */
+    const char *tags[CLI_MAX_ATTRS], *filter_tags[CLI_MAX_ATTRS], *bindings[CLI_MAX_ATTRS];
+    size_t n_tags, n_filter_tags, n_bindings;
+    const char *key, *sub, *endpoint_queue, *filter_script, *retry, *dlq, *from;
+    long long max_attempts, interval_ms, max_interval_ms, credit;
+    bool push;
     /* positional arguments after the command words */
     char **args;
     int n_args;
@@ -59,6 +65,13 @@ int queue_cmd(cli_t *cli, const char *sub);
 int messages_send(cli_t *cli);
 int messages_recv(cli_t *cli);
 int messages_delete(cli_t *cli);
+/* topic.c: `topic ...`, `publish`, `sub ...`, `tail`. */
+int topic_cmd(cli_t *cli, const char *sub);
+int topic_publish(cli_t *cli);
+int topic_sub_cmd(cli_t *cli, const char *sub);
+/* cluster.c: `mqhub cluster status|add|remove|transfer`. */
+int cluster_cmd(cli_t *cli, const char *sub);
+int topic_tail(cli_t *cli);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;

@@ -35,6 +35,11 @@ static const struct {
      "  send QUEUE [BODY|-]          send one message (- or no body: stdin)\n"
      "  recv QUEUE                   receive messages\n"
      "  delete QUEUE RECEIPT...      delete received messages\n"
+     "  topic create|list|get|set|delete ...   manage topics\n"
+     "  publish TOPIC [BODY|-]       publish one message (--tag, --key, --attr)\n"
+     "  sub create|list|get|delete|rewind TOPIC ...   manage subscriptions\n"
+     "  tail TOPIC --sub NAME        print pushed messages as they arrive (acks them)\n"
+     "  cluster status|add|remove|transfer ...   raft membership and leadership\n"
      "\n"
      "common options:\n"
      "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " DEFAULT_SERVER ")\n"
@@ -84,6 +89,47 @@ static const struct {
      "  --delete           delete what was received (after printing it)\n"
      "  --follow           keep receiving until Ctrl-C\n"},
     {"delete", "usage: mqhub delete QUEUE RECEIPT...\n"},
+    {"topic",
+     "usage: mqhub topic create|list|get|set|delete ...\n"
+     "  topic create NAME [--max-msg-size B] [--retention S]\n"
+     "  topic list [--prefix P] [--offset N] [--limit N]\n"
+     "  topic get NAME            attributes, statistics, subscriptions\n"
+     "  topic set NAME [--max-msg-size B] [--retention S]\n"
+     "  topic delete NAME         with its subscriptions and retained messages\n"},
+    {"publish",
+     "usage: mqhub publish TOPIC [BODY|-] [options]\n"
+     "  --tag T            message tag (repeatable, at most 5)\n"
+     "  --key K            routing key, dot-separated words (payment.card.eu)\n"
+     "  --attr KEY=VALUE   message attribute (repeatable)\n"},
+    {"sub",
+     "usage: mqhub sub create|list|get|delete|rewind TOPIC ...\n"
+     "  sub create TOPIC NAME (--queue Q | --push) [options]\n"
+     "    --filter-tag T       match messages carrying tag T (repeatable)\n"
+     "    --binding K          routing-key binding, * one word, # any (repeatable)\n"
+     "    --filter-script S    a loaded filter script\n"
+     "    --retry backoff|exponential  --max-attempts N  --interval-ms N\n"
+     "    --max-interval-ms N  exponential cap    --dlq QUEUE  dead letters (push)\n"
+     "    --from latest|earliest|MS   where a new subscription starts\n"
+     "  sub list TOPIC\n"
+     "  sub get TOPIC NAME        endpoint, filters, retry, statistics\n"
+     "  sub delete TOPIC NAME\n"
+     "  sub rewind TOPIC NAME (--time MS | --ago S | --seq N)\n"},
+    {"cluster",
+     "usage: mqhub cluster status [digest] | add ID RAFT_ADDRESS [CLIENT_ADDRESS] |\n"
+     "                     remove ID | transfer [ID]\n"
+     "  status    the view of the node --server names (any node answers): leader,\n"
+     "            term, commit index, members with role and match index (known\n"
+     "            on the leader); `digest` adds the state's SHA-256 (slow when large)\n"
+     "  add       make the new node ID (started with node.join = true) a voter\n"
+     "  remove    take node ID out of the cluster\n"
+     "  transfer  hand leadership to voter ID (none: raft picks one)\n"
+     "  --server accepts a list: HOST:PORT,HOST:PORT,... (tried in turn)\n"},
+    {"tail",
+     "usage: mqhub tail TOPIC --sub NAME [--credit N] [--json]\n"
+     "  Subscribes to the push subscription NAME, prints each message as it\n"
+     "  arrives, acknowledges it (which frees its credit slot). --credit: how\n"
+     "  many unacknowledged messages may be in flight (default 64). Ctrl-C\n"
+     "  unsubscribes and exits 0.\n"},
 };
 
 void cli_usage(FILE *f, const char *cmd)
@@ -142,6 +188,9 @@ enum {
     OPT_SERVER = 256, OPT_TOKEN, OPT_TIMEOUT, OPT_JSON, OPT_HELP, OPT_PREFIX, OPT_OFFSET,
     OPT_LIMIT, OPT_TIME, OPT_SEQ, OPT_AGO, OPT_ATTR, OPT_DELAY, OPT_GROUP, OPT_DEDUP,
     OPT_BATCH, OPT_MAX, OPT_WAIT, OPT_VISIBILITY, OPT_DELETE, OPT_FOLLOW, OPT_ORDERED,
+    OPT_TAG, OPT_KEY, OPT_SUB, OPT_EP_QUEUE, OPT_PUSH, OPT_FILTER_TAG, OPT_BINDING,
+    OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
+    OPT_FROM, OPT_CREDIT,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -173,6 +222,21 @@ static const struct option options[] = {
     {"delete", no_argument, NULL, OPT_DELETE},
     {"follow", no_argument, NULL, OPT_FOLLOW},
     {"ordered", no_argument, NULL, OPT_ORDERED},
+    {"tag", required_argument, NULL, OPT_TAG},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"sub", required_argument, NULL, OPT_SUB},
+    {"queue", required_argument, NULL, OPT_EP_QUEUE},
+    {"push", no_argument, NULL, OPT_PUSH},
+    {"filter-tag", required_argument, NULL, OPT_FILTER_TAG},
+    {"binding", required_argument, NULL, OPT_BINDING},
+    {"filter-script", required_argument, NULL, OPT_FILTER_SCRIPT},
+    {"retry", required_argument, NULL, OPT_RETRY},
+    {"max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS},
+    {"interval-ms", required_argument, NULL, OPT_INTERVAL},
+    {"max-interval-ms", required_argument, NULL, OPT_MAX_INTERVAL},
+    {"dlq", required_argument, NULL, OPT_DLQ},
+    {"from", required_argument, NULL, OPT_FROM},
+    {"credit", required_argument, NULL, OPT_CREDIT},
     {"visibility-timeout", required_argument, NULL, OPT_QATTR + 0},
     {"polling-wait", required_argument, NULL, OPT_QATTR + 1},
     {"max-msg-size", required_argument, NULL, OPT_QATTR + 2},
@@ -209,6 +273,17 @@ static int msg_attr(cli_t *cli, char *kv)
     return 0;
 }
 
+/* Append a repeatable string option (--tag, --filter-tag, --binding). */
+static int push_str(const char *opt, const char **v, size_t *n, const char *arg)
+{
+    if (*n == CLI_MAX_ATTRS) {
+        fprintf(stderr, "mqhub: --%s given more than %d times\n", opt, CLI_MAX_ATTRS);
+        return CLI_USAGE;
+    }
+    v[(*n)++] = arg;
+    return 0;
+}
+
 static int queue_attr(cli_t *cli, const char *name, const char *value)
 {
     if (mqhub_queue_attrs_parse(&cli->attrs, name, value) != 0) {
@@ -236,6 +311,21 @@ static int one_option(cli_t *cli, int opt, char *arg)
     case OPT_FOLLOW: cli->follow = true; return 0;
     case OPT_ATTR: return msg_attr(cli, arg);
     case OPT_ORDERED: return queue_attr(cli, "ordered", "true");
+    case OPT_TAG: return push_str("tag", cli->tags, &cli->n_tags, arg);
+    case OPT_FILTER_TAG: return push_str("filter-tag", cli->filter_tags, &cli->n_filter_tags, arg);
+    case OPT_BINDING: return push_str("binding", cli->bindings, &cli->n_bindings, arg);
+    case OPT_KEY: cli->key = arg; return 0;
+    case OPT_SUB: cli->sub = arg; return 0;
+    case OPT_EP_QUEUE: cli->endpoint_queue = arg; return 0;
+    case OPT_PUSH: cli->push = true; return 0;
+    case OPT_FILTER_SCRIPT: cli->filter_script = arg; return 0;
+    case OPT_RETRY: cli->retry = arg; return 0;
+    case OPT_DLQ: cli->dlq = arg; return 0;
+    case OPT_FROM: cli->from = arg; return 0;
+    case OPT_MAX_ATTEMPTS: return number("max-attempts", arg, &cli->max_attempts);
+    case OPT_INTERVAL: return number("interval-ms", arg, &cli->interval_ms);
+    case OPT_MAX_INTERVAL: return number("max-interval-ms", arg, &cli->max_interval_ms);
+    case OPT_CREDIT: return number("credit", arg, &cli->credit);
     case OPT_TIMEOUT:
         rc = number("timeout", arg, &v);
         cli->timeout_ms = (int)v;
@@ -283,6 +373,7 @@ static void defaults(cli_t *cli)
     cli->token = env && *env ? env : NULL;
     cli->delay = cli->max = cli->wait = cli->visibility = -1;
     cli->rewind_time = cli->rewind_seq = cli->rewind_ago = -1;
+    cli->credit = -1;
 }
 
 /* The help key of the command words ("queue create", "send", NULL). */
@@ -290,6 +381,8 @@ static const char *help_key(const cli_t *cli, char *buf, size_t size)
 {
     if (cli->n_args == 0)
         return NULL;
+    if (!strcmp(cli->args[0], "sub") || !strcmp(cli->args[0], "topic"))
+        return cli->args[0];
     if (!strcmp(cli->args[0], "queue") && cli->n_args > 1) {
         snprintf(buf, size, "queue %s", cli->args[1]);
         return buf;
@@ -336,6 +429,21 @@ static int run(cli_t *cli)
         return messages_recv(cli);
     if (!strcmp(cmd, "delete"))
         return messages_delete(cli);
+    if (!strcmp(cmd, "publish"))
+        return topic_publish(cli);
+    if (!strcmp(cmd, "tail"))
+        return topic_tail(cli);
+    if ((!strcmp(cmd, "topic") || !strcmp(cmd, "sub")) && cli->n_args > 0) {
+        const char *sub = cli->args[0];
+        cli->args++;
+        cli->n_args--;
+        return cmd[0] == 't' ? topic_cmd(cli, sub) : topic_sub_cmd(cli, sub);
+    }
+    if (!strcmp(cmd, "cluster") && cli->n_args > 0) {
+        cli->args++;
+        cli->n_args--;
+        return cluster_cmd(cli, cli->args[-1]);
+    }
     if (!strcmp(cmd, "queue") && cli->n_args > 0) {
         const char *sub = cli->args[0];
         cli->args++;

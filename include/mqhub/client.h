@@ -16,8 +16,10 @@
  * mqhub_client_errmsg() then holds the server's sentence or what failed.
  *
  * Retries: NOT_LEADER makes the handle reconnect to the leader the server
- * named and resend (at most 5 hops); UNAVAILABLE is retried after 50 ms,
- * doubling up to 2 s, until the call's timeout. Both answers mean the server
+ * named and resend (at most 5 hops); UNAVAILABLE, and NOT_LEADER naming no
+ * leader (an election), are retried after 50 ms, doubling up to 2 s, until
+ * the call's timeout. A cluster: give connect every node ("h1:p1,h2:p2,..."):
+ * when a connect fails the handle tries the next address in turn. Both answers mean the server
  * did not perform the request, so retrying is safe. A request whose
  * connection drops after it was written fails with MQHUB_ECONN (the server
  * may or may not have performed it; use dedup_id to make sends safe to
@@ -61,7 +63,8 @@ typedef struct mqhub_client_opts {
     unsigned window;         /* async requests in flight; 0: 128 */
 } mqhub_client_opts_t;
 
-/* Connect to @address ("host:port") and, when @opts->token is set, say hello
+/* Connect to @address ("host:port", or a comma-separated list of them tried
+ * in turn) and, when @opts->token is set, say hello
  * with it. @opts may be NULL (defaults). On success *@out is a new handle the
  * caller closes with mqhub_client_close().
  * Returns 0; MQHUB_ECONN (bad address, refused, unreachable, no answer within
@@ -275,6 +278,50 @@ int mqhub_client_change_visibility(mqhub_client_t *c, const char *queue,
                                    const char *receipt, uint32_t timeout,
                                    uint64_t *next_visible_at);
 
+/* ---------------------------------------------------------------- cluster */
+
+#define MQHUB_CLUSTER_MAX_NODES 64
+
+typedef struct mqhub_cluster_node {
+    uint64_t id;
+    char address[128];  /* raft address */
+    char client[128];   /* client address, "" when the answering node does not know it */
+    char role[16];      /* "voter", "standby", "spare" */
+    bool leader;
+    bool has_match;     /* match_index known: the answer came from the leader */
+    uint64_t match_index;
+} mqhub_cluster_node_t;
+
+/* cluster.status: raft's view from the node that answered (any node answers;
+ * no NOT_LEADER). */
+typedef struct mqhub_cluster_status {
+    uint64_t node;        /* the node that answered */
+    char role[16];        /* its role: "leader" or "follower" */
+    char leader[128];     /* leader's client address, "" when unknown */
+    uint64_t leader_id;   /* 0 when unknown */
+    uint64_t term, commit_index, last_applied;
+    char digest[65];      /* hex SHA-256 of its state, when asked; else "" */
+    size_t n_nodes;
+    mqhub_cluster_node_t nodes[MQHUB_CLUSTER_MAX_NODES];
+} mqhub_cluster_status_t;
+
+/* cluster.status {digest?}. @digest asks for the state digest (hashes the
+ * whole state: slow on a large backlog). 0 or the common codes. */
+int mqhub_client_cluster_status(mqhub_client_t *c, bool digest, mqhub_cluster_status_t *out);
+/* cluster.add {node, address, client?}: add node @node whose raft listens on
+ * @address and clients connect to @client (may be NULL); returns once it is a
+ * voter (the call's timeout is at least 60 s: catching up may take a while).
+ * 0, MQHUB_EEXISTS (a member already), MQHUB_EBAD_REQUEST, MQHUB_EUNAVAILABLE
+ * (another change in progress or the catch-up failed; retry), common. */
+int mqhub_client_cluster_add(mqhub_client_t *c, uint64_t node, const char *address,
+                             const char *client);
+/* cluster.remove {node}. 0, MQHUB_ENOT_FOUND, common. */
+int mqhub_client_cluster_remove(mqhub_client_t *c, uint64_t node);
+/* cluster.transfer {node?}: hand leadership to voter @node (0: raft picks).
+ * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST (not another voter),
+ * MQHUB_EUNAVAILABLE (did not complete), common. */
+int mqhub_client_cluster_transfer(mqhub_client_t *c, uint64_t node);
+
 /* -------------------------------------------------------- generic calls */
 
 /* A response map and the zone that owns it. */
@@ -327,6 +374,198 @@ int mqhub_client_poll(mqhub_client_t *c, int timeout_ms);
 int mqhub_client_flush(mqhub_client_t *c, int timeout_ms);
 /* Requests submitted and not yet answered. */
 unsigned mqhub_client_pending(const mqhub_client_t *c);
+
+/* ------------------------------------------------------------- topics */
+
+#define MQHUB_TAGS_MAX 5 /* tags per published message */
+
+enum mqhub_topic_attr_bit {
+    MQHUB_TOPIC_MAX_MSG_SIZE = 1u << 0,
+    MQHUB_TOPIC_RETENTION = 1u << 1,
+};
+
+/* Topic attributes; only members whose bit is in @set are sent / were
+ * answered. max_msg_size in bytes (1024-1048576), retention in seconds. */
+typedef struct mqhub_topic_attrs {
+    unsigned set; /* enum mqhub_topic_attr_bit */
+    uint32_t max_msg_size;
+    uint32_t retention;
+} mqhub_topic_attrs_t;
+
+typedef struct mqhub_topic_info {
+    char name[MQHUB_NAME_MAX + 1];
+    mqhub_topic_attrs_t attrs;
+    uint64_t retained, published_total, first_seq, last_seq;
+    char **subscriptions; /* n_subscriptions names; mqhub_topic_info_free() */
+    size_t n_subscriptions;
+} mqhub_topic_info_t;
+
+/* topic.create {name, attrs?} (@attrs may be NULL) / topic.set {name, attrs}.
+ * 0 (create: also when an equal topic exists), MQHUB_EEXISTS,
+ * MQHUB_ENOT_FOUND (set), MQHUB_EBAD_NAME, MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_topic_create(mqhub_client_t *c, const char *name,
+                              const mqhub_topic_attrs_t *attrs);
+int mqhub_client_topic_set(mqhub_client_t *c, const char *name,
+                           const mqhub_topic_attrs_t *attrs);
+/* topic.delete {name}: also its subscriptions and retained log.
+ * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
+int mqhub_client_topic_delete(mqhub_client_t *c, const char *name);
+/* topic.get {name}. On 0 the caller frees *@out with mqhub_topic_info_free().
+ * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
+int mqhub_client_topic_get(mqhub_client_t *c, const char *name, mqhub_topic_info_t *out);
+void mqhub_topic_info_free(mqhub_topic_info_t *t);
+/* topic.list {prefix?, offset?, limit?} into a list of names (freed with
+ * mqhub_queue_list_free(); the struct is the generic list of names). */
+int mqhub_client_topic_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
+                            uint64_t limit, mqhub_queue_list_t *out);
+
+/* What to publish besides the body. Every member may be 0/NULL. */
+typedef struct mqhub_publish_opts {
+    const char *const *tags; /* n_tags <= MQHUB_TAGS_MAX */
+    size_t n_tags;
+    const char *key;         /* routing key ("payment.card.eu"), NULL: none */
+    const mqhub_attr_t *attrs;
+    size_t n_attrs;
+} mqhub_publish_opts_t;
+
+typedef struct mqhub_publish_result {
+    int status; /* 0 or the item's MQHUB_E* code */
+    char msg_id[MQHUB_MSG_ID_MAX];
+    uint64_t seq;
+    uint64_t delivered; /* subscriptions the message matched */
+    char error[160];
+} mqhub_publish_result_t;
+
+/* publish {topic, body, tags?, key?, attrs?}. @opts and @out may be NULL.
+ * 0, MQHUB_ENOT_FOUND, MQHUB_ETOO_LARGE, MQHUB_EBLOCKED, MQHUB_EBAD_REQUEST
+ * (e.g. more than 5 tags), common. */
+int mqhub_client_publish(mqhub_client_t *c, const char *topic, const void *body, size_t len,
+                         const mqhub_publish_opts_t *opts, mqhub_publish_result_t *out);
+/* Called once per async publish with its result. */
+typedef void (*mqhub_publish_cb)(void *arg, const mqhub_publish_result_t *res);
+/* publish pipelined (see mqhub_client_call_async); @body is copied. */
+int mqhub_client_publish_async(mqhub_client_t *c, const char *topic, const void *body,
+                               size_t len, const mqhub_publish_opts_t *opts,
+                               mqhub_publish_cb cb, void *arg);
+
+typedef struct mqhub_publish_msg {
+    const void *body;
+    size_t len;
+    const mqhub_publish_opts_t *opts; /* may be NULL */
+} mqhub_publish_msg_t;
+/* publish_batch {topic, msgs} with 1..MQHUB_BATCH_MAX messages; @results
+ * (n entries, caller's array) are filled in order. 0 when answered (check
+ * each result), else the request's code. */
+int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
+                               const mqhub_publish_msg_t *msgs, size_t n,
+                               mqhub_publish_result_t *results);
+
+/* ------------------------------------------------------- subscriptions */
+
+/* subscription.create options. Endpoint: @queue (a queue name: pull) or,
+ * when NULL, push. Retry (push): @retry "backoff" or "exponential" (NULL:
+ * the server default), 0 for the server's default max_attempts (16),
+ * interval_ms (1000), max_interval_ms (300000). @from: "latest" (NULL),
+ * "earliest", or @from_time (ms since epoch) when @has_from_time. */
+typedef struct mqhub_sub_opts {
+    const char *queue;
+    const char *const *filter_tags;
+    size_t n_filter_tags;
+    const char *const *binding_keys;
+    size_t n_binding_keys;
+    const char *filter_script;
+    const char *retry;
+    uint32_t max_attempts;
+    uint64_t interval_ms, max_interval_ms;
+    const char *dead_letter_queue;
+    const char *from;
+    bool has_from_time;
+    uint64_t from_time;
+} mqhub_sub_opts_t;
+
+/* subscription.create {topic, name, endpoint, ...}. 0 (also when equal),
+ * MQHUB_EEXISTS, MQHUB_ENOT_FOUND (topic, queue or script), MQHUB_EBAD_NAME,
+ * MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *name,
+                            const mqhub_sub_opts_t *opts);
+/* subscription.delete {topic, name}. 0, MQHUB_ENOT_FOUND, common. */
+int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *name);
+/* subscription.get {topic, name}: the whole answer (endpoint, filters,
+ * retry, stats: docs/protocol.md); free it with mqhub_response_free(). */
+int mqhub_client_sub_get(mqhub_client_t *c, const char *topic, const char *name,
+                         mqhub_response_t *out);
+/* subscription.list {topic} into a list of names (mqhub_queue_list_free()). */
+int mqhub_client_sub_list(mqhub_client_t *c, const char *topic, mqhub_queue_list_t *out);
+/* subscription.rewind {topic, name, time | seq} (exactly one of @time_ms,
+ * @seq). *@rewound may be NULL. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
+int mqhub_client_sub_rewind(mqhub_client_t *c, const char *topic, const char *name,
+                            const uint64_t *time_ms, const uint64_t *seq, uint64_t *rewound);
+
+/* ------------------------------------------------------ push delivery */
+
+/* One pushed message; strings are NUL-terminated, everything is valid during
+ * the push callback only. */
+typedef struct mqhub_push_msg {
+    char msg_id[MQHUB_MSG_ID_MAX];
+    uint64_t seq;
+    const void *body; /* body_len bytes plus a NUL */
+    size_t body_len;
+    char **tags;
+    size_t n_tags;
+    const char *key; /* NULL when the message has none */
+    mqhub_attr_t *attrs;
+    size_t n_attrs;
+    uint64_t published_at; /* ms since epoch */
+    uint32_t attempt;      /* 1 on the first delivery */
+} mqhub_push_msg_t;
+
+/* A server push. kind "messages": msgs holds n messages of topic /
+ * subscription. kind "closed": the server ended the subscription (code:
+ * MQHUB_ENOT_LEADER after a failover, leader naming the new one when known;
+ * MQHUB_ENOT_FOUND when the subscription was deleted; MQHUB_EUNAVAILABLE on
+ * shutdown): subscribe again. @map is the raw push. */
+typedef struct mqhub_push {
+    char kind[16];
+    char topic[MQHUB_NAME_MAX + 1];
+    char subscription[MQHUB_NAME_MAX + 1];
+    mqhub_push_msg_t *msgs;
+    size_t n;
+    int code;
+    char error[256];
+    char leader[128];
+    const msgpack_object *map;
+} mqhub_push_t;
+
+typedef void (*mqhub_client_push_cb)(void *arg, const mqhub_push_t *push);
+
+/* Receive server pushes on @c: @cb is called from mqhub_client_poll() (and
+ * from blocking calls while they wait) once per push. With a callback set,
+ * mqhub_client_poll() also waits when no request is in flight, and returns
+ * MQHUB_ECONN once the connection is lost (the server forgot the session's
+ * subscriptions: subscribe again). The callback must not make blocking calls
+ * on @c; collect what to acknowledge and ack after poll returns. @cb NULL
+ * stops delivery. */
+void mqhub_client_on_push(mqhub_client_t *c, mqhub_client_push_cb cb, void *arg);
+
+/* subscribe {topic, subscription, credit}: this session becomes a consumer
+ * of the push subscription and may hold up to @credit unacknowledged
+ * messages (acknowledging one frees its slot). Leader only (followed like
+ * other calls). 0, MQHUB_ENOT_FOUND (no such push subscription), common. */
+int mqhub_client_subscribe(mqhub_client_t *c, const char *topic, const char *sub,
+                           uint32_t credit);
+/* credit {topic, subscription, n}: widen the window by @n. 0,
+ * MQHUB_ENOT_FOUND (not subscribed), common. */
+int mqhub_client_credit(mqhub_client_t *c, const char *topic, const char *sub, uint32_t n);
+/* unsubscribe {topic, subscription}: stop; unacknowledged messages go to
+ * other consumers at once. 0, common. */
+int mqhub_client_unsubscribe(mqhub_client_t *c, const char *topic, const char *sub);
+/* ack {topic, subscription, seqs}: @statuses (may be NULL) receives @n codes
+ * (0, or MQHUB_ENOT_FOUND for a seq no longer pending). 0 when answered. */
+int mqhub_client_ack(mqhub_client_t *c, const char *topic, const char *sub,
+                     const uint64_t *seqs, size_t n, int *statuses);
+/* ack pipelined; @cb (may be NULL) gets the response (mqhub_response_cb). */
+int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub,
+                           const uint64_t *seqs, size_t n, mqhub_response_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

@@ -56,8 +56,8 @@ typedef struct mqhub_host_api {
     /* Configuration values from this plugin's table in the config file
      * (transport "tcp" { listen = "..." }). config_string returns NULL when the
      * key is absent or not a string; the pointer lives as long as the plugin.
-     * config_int returns @def when the key is absent; -1 and logs when it is
-     * not an integer. */
+     * config_int returns @def when the key is absent, 1/0 for true/false;
+     * -1 and logs when it is not an integer or boolean. */
     const char *(*config_string)(mqhub_host_t *host, const char *key);
     int64_t (*config_int)(mqhub_host_t *host, const char *key, int64_t def);
 
@@ -98,6 +98,17 @@ typedef struct mqhub_host_api {
      * the client can no longer match responses: write it, then close the
      * connection. Checked by the transport after each reply. */
     int (*session_broken)(mqhub_session_t *session);
+
+    /* Appended after session_broken (check api->size): the token the server
+     * requires in hello (config auth { token }), NULL when none. A plugin
+     * that makes requests of its own (a metrics exporter) says hello with it;
+     * one that serves HTTP may compare a client's bearer token to it. */
+    const char *(*auth_token)(mqhub_host_t *host);
+
+    /* Appended after auth_token: the value of the daemon counter @name
+     * ("requests_total", "sessions_opened_total", ...; see docs/metrics.md),
+     * 0 when it does not exist. */
+    int64_t (*metric_get)(mqhub_host_t *host, const char *name);
 } mqhub_host_api_t;
 
 typedef struct mqhub_plugin {

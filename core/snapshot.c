@@ -1,0 +1,399 @@
+/* snapshot.c: raft snapshots without stalling the loop.
+ *
+ * raft 0.22.1 (legacy path) calls the fsm's snapshot and snapshot_async back
+ * to back on the loop thread, then io->snapshot_put, and keeps applying
+ * entries meanwhile. Copying a large Kyoto Cabinet state there stalls the
+ * node for seconds. Instead:
+ *   1. snapshot_take() (the fsm's snapshot callback) freezes the store
+ *      (store_freeze: writes go to an in-memory overlay) and hands raft one
+ *      small placeholder buffer: PLACEHOLDER_MAGIC + the store handle.
+ *   2. snapshot_io, a struct raft_io wrapped around raft_uv, passes every
+ *      member through except snapshot_put: given a placeholder it dumps the
+ *      frozen file DB in a uv_queue_work thread (store_dump), then calls the
+ *      real snapshot_put with those chunks; in its callback it unfreezes the
+ *      store, frees the chunks and calls raft's callback. A timer then drains
+ *      the overlay into the file DB in slices of DRAIN_SLICE records, one
+ *      slice per DRAIN_EVERY_MS, so the loop keeps serving meanwhile.
+ *      While the dump runs the same timer measures the loop's lag, logged
+ *      with the snapshot's figures.
+ *      Any other snapshot_put (installing a leader's snapshot) passes through.
+ *   3. snapshot_release() (the fsm's snapshot_finalize) frees the placeholder
+ *      and thaws the store if a failed put left it frozen.
+ * Restore is unchanged (store_load of the real stream raft_uv wrote).
+ * Start at snapshot_io_wrap() and io_snapshot_put(). To wrap another raft_io
+ * member, replace its pass-through in snapshot_io_wrap().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PLACEHOLDER_MAGIC "MQSNAPPH"
+#define PLACEHOLDER_LEN 16
+#define LAG_PROBE_MS 10
+#define DRAIN_EVERY_MS 1
+#define DRAIN_SLICE 1000
+
+/* One deferred snapshot_put, from the placeholder to raft's callback. */
+struct snapshot_put {
+    snapshot_io_t *w;
+    store_t *st;
+    uv_work_t work;
+    unsigned trailing;
+    struct raft_io_snapshot_put *req; /* raft's request */
+    raft_io_snapshot_put_cb cb;       /* raft's callback */
+    struct raft_io_snapshot_put inner_req;
+    struct raft_snapshot snap;        /* raft's metadata, our chunks */
+    int status;
+    bool dumping;                     /* in the thread pool */
+    uint64_t t0, t_dumped;            /* uv_hrtime() */
+};
+
+/* ---- the placeholder (fsm side) ---- */
+
+static store_t *placeholder_store(const struct raft_buffer *bufs, unsigned n)
+{
+    store_t *st;
+    if (n != 1 || bufs[0].len != PLACEHOLDER_LEN ||
+        memcmp(bufs[0].base, PLACEHOLDER_MAGIC, 8) != 0)
+        return NULL;
+    memcpy(&st, (char *)bufs[0].base + 8, sizeof st);
+    return st;
+}
+
+int snapshot_take(store_t *st, bool deferred, struct raft_buffer **bufs, unsigned *n_bufs)
+{
+    if (!deferred)
+        return store_dump(st, bufs, n_bufs);
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    char *p = raft_malloc(PLACEHOLDER_LEN);
+    if (!b || !p || store_freeze(st) != 0) {
+        raft_free(b);
+        raft_free(p);
+        return MQHUB_EINTERNAL;
+    }
+    memset(p, 0, PLACEHOLDER_LEN);
+    memcpy(p, PLACEHOLDER_MAGIC, 8);
+    memcpy(p + 8, &st, sizeof st);
+    b->base = p;
+    b->len = PLACEHOLDER_LEN;
+    *bufs = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+static void free_bufs(struct raft_buffer *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        raft_free(bufs[i].base);
+    raft_free(bufs);
+}
+
+void snapshot_release(struct raft_buffer **bufs, unsigned *n_bufs)
+{
+    store_t *st = placeholder_store(*bufs, *n_bufs);
+    if (st && store_frozen(st))
+        store_thaw(st);
+    free_bufs(*bufs, *n_bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+}
+
+/* ---- the deferred put (io side) ---- */
+
+static void dump_work(uv_work_t *work)
+{
+    struct snapshot_put *p = work->data;
+    p->status = store_dump(p->st, &p->snap.bufs, &p->snap.n_bufs) == 0 ? 0 : RAFT_NOMEM;
+    p->t_dumped = uv_hrtime();
+}
+
+/* The timer: during a dump, probe the loop's lag; afterwards, drain. */
+static void on_timer(uv_timer_t *t)
+{
+    snapshot_io_t *w = t->data;
+    uint64_t now = uv_hrtime();
+    if (w->put) {
+        uint64_t late = now - w->lag_last;
+        late = late > LAG_PROBE_MS * 1000000ull ? late - LAG_PROBE_MS * 1000000ull : 0;
+        w->lag_max = late > w->lag_max ? late : w->lag_max;
+        w->lag_last = now;
+        return;
+    }
+    int64_t left = w->draining ? store_drain(w->draining, DRAIN_SLICE) : 0;
+    if (left > 0)
+        return;
+    if (left < 0)
+        log_error("snapshot", "draining the overlay into the store failed");
+    else if (w->draining)
+        log_debug("snapshot", "overlay drained in %.0f ms",
+                  (double)(now - w->drain_t0) / 1e6);
+    w->draining = NULL;
+    uv_timer_stop(t);
+}
+
+/* Unfreeze (the drain follows on the timer), free our chunks, hand @status
+ * to raft. */
+static void put_finish(struct snapshot_put *p, int status)
+{
+    snapshot_io_t *w = p->w;
+    uint64_t t = uv_hrtime();
+    store_unfreeze(p->st);
+    if (p->snap.bufs && status == 0) {
+        size_t bytes = 0;
+        for (unsigned i = 0; i < p->snap.n_bufs; i++)
+            bytes += p->snap.bufs[i].len;
+        log_info("snapshot", "index %llu: %zu bytes, dump %.0f ms (worker), write %.0f ms, "
+                 "loop lag max %.1f ms", (unsigned long long)p->snap.index, bytes,
+                 (double)(p->t_dumped - p->t0) / 1e6, (double)(t - p->t_dumped) / 1e6,
+                 (double)w->lag_max / 1e6);
+    }
+    if (p->snap.bufs)
+        free_bufs(p->snap.bufs, p->snap.n_bufs);
+    w->put = NULL;
+    if (w->close_cb) {
+        store_thaw(p->st); /* closing: no more loop turns to drain in */
+    } else {
+        w->draining = p->st;
+        w->drain_t0 = t;
+        uv_timer_start(&w->timer, on_timer, DRAIN_EVERY_MS, DRAIN_EVERY_MS);
+    }
+    p->cb(p->req, status);
+    free(p);
+}
+
+static void inner_put_done(struct raft_io_snapshot_put *req, int status)
+{
+    put_finish(req->data, status);
+}
+
+static void maybe_close_inner(snapshot_io_t *w);
+
+static void dump_done(uv_work_t *work, int uv_status)
+{
+    struct snapshot_put *p = work->data;
+    snapshot_io_t *w = p->w;
+    p->dumping = false;
+    if (w->close_cb) { /* raft is closing: cancel, then let the close go on */
+        put_finish(p, RAFT_CANCELED);
+        maybe_close_inner(w);
+        return;
+    }
+    if (p->status != 0) {
+        log_error("snapshot", "dump for the snapshot at %llu: out of memory",
+                  (unsigned long long)p->snap.index);
+        put_finish(p, p->status);
+        return;
+    }
+    p->inner_req.data = p;
+    int rv = w->inner->snapshot_put(w->inner, p->trailing, &p->inner_req, &p->snap,
+                                    inner_put_done);
+    if (rv != 0) {
+        log_error("snapshot", "put the snapshot at %llu: %s", (unsigned long long)p->snap.index,
+                  w->inner->errmsg[0] ? w->inner->errmsg : raft_strerror(rv));
+        put_finish(p, rv);
+    }
+}
+
+static int io_init(struct raft_io *io, raft_id id, const char *address);
+
+static int io_snapshot_put(struct raft_io *io, unsigned trailing,
+                           struct raft_io_snapshot_put *req,
+                           const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    store_t *st = placeholder_store(snapshot->bufs, snapshot->n_bufs);
+    if (io->init != io_init) { /* called with raft_uv's own io: cannot defer */
+        if (st) {
+            snprintf(io->errmsg, sizeof io->errmsg, "snapshot placeholder outside snapshot_io");
+            return RAFT_INVALID;
+        }
+        return io->snapshot_put(io, trailing, req, snapshot, cb);
+    }
+    snapshot_io_t *w = io->impl;
+    if (!st)
+        return w->inner->snapshot_put(w->inner, trailing, req, snapshot, cb);
+    struct snapshot_put *p = calloc(1, sizeof *p);
+    if (!p)
+        return RAFT_NOMEM;
+    *p = (struct snapshot_put){.w = w, .st = st, .trailing = trailing, .req = req, .cb = cb,
+                               .snap = *snapshot, .t0 = uv_hrtime()};
+    p->snap.bufs = NULL;
+    p->snap.n_bufs = 0;
+    p->work.data = p;
+    if (!w->timer_init) {
+        uv_timer_init(w->loop, &w->timer);
+        w->timer.data = w;
+        w->timer_init = true;
+    }
+    int rv = uv_queue_work(w->loop, &p->work, dump_work, dump_done);
+    if (rv != 0) {
+        snprintf(io->errmsg, sizeof io->errmsg, "queue the snapshot dump: %s", uv_strerror(rv));
+        free(p);
+        return RAFT_IOERR;
+    }
+    req->cb = cb;
+    p->dumping = true;
+    w->put = p;
+    w->lag_max = 0;
+    w->lag_last = uv_hrtime();
+    uv_timer_start(&w->timer, on_timer, LAG_PROBE_MS, LAG_PROBE_MS);
+    return 0;
+}
+
+/* ---- pass-through members ---- */
+
+/* raft sometimes calls a member of its io (ours) with the io pointer a raft_uv
+ * callback handed it (the inner one): INNER() accepts both. */
+#define INNER(io) ((io)->init == io_init ? ((snapshot_io_t *)(io)->impl)->inner : (io))
+
+static int pass(struct raft_io *io, int rv)
+{
+    struct raft_io *in = INNER(io);
+    if (in == io)
+        return rv;
+    if (rv != 0)
+        memcpy(io->errmsg, in->errmsg, sizeof io->errmsg);
+    io->capacity = in->capacity;
+    return rv;
+}
+
+static int io_init(struct raft_io *io, raft_id id, const char *address)
+{
+    INNER(io)->data = io->data; /* raft_init set ours; raft_uv's callbacks read theirs */
+    return pass(io, INNER(io)->init(INNER(io), id, address));
+}
+
+/* raft's close goes on to raft_uv once our timer is closed and no dump is
+ * left in the thread pool: raft must get its snapshot callback
+ * (RAFT_CANCELED) before the close one. */
+static void maybe_close_inner(snapshot_io_t *w)
+{
+    if ((w->timer_init && !w->timer_closed) || (w->put && w->put->dumping))
+        return;
+    w->inner->data = w->io.data;
+    w->inner->close(w->inner, w->close_cb);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    snapshot_io_t *w = h->data;
+    w->timer_closed = true;
+    maybe_close_inner(w);
+}
+
+static void io_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    if (io->init != io_init) {
+        io->close(io, cb);
+        return;
+    }
+    snapshot_io_t *w = io->impl;
+    w->close_cb = cb;
+    if (w->draining) {
+        store_thaw(w->draining);
+        w->draining = NULL;
+    }
+    if (w->timer_init)
+        uv_close((uv_handle_t *)&w->timer, timer_closed);
+    else
+        maybe_close_inner(w);
+}
+
+static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                   struct raft_snapshot **snapshot, raft_index *start_index,
+                   struct raft_entry *entries[], size_t *n_entries)
+{
+    return pass(io, INNER(io)->load(INNER(io), term, voted_for, snapshot, start_index, entries,
+                                    n_entries));
+}
+
+static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
+                    raft_io_recv_cb recv)
+{
+    INNER(io)->data = io->data;
+    return pass(io, INNER(io)->start(INNER(io), msecs, tick, recv));
+}
+
+static int io_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
+{
+    return pass(io, INNER(io)->bootstrap(INNER(io), conf));
+}
+
+static int io_recover(struct raft_io *io, const struct raft_configuration *conf)
+{
+    return pass(io, INNER(io)->recover(INNER(io), conf));
+}
+
+static int io_set_term(struct raft_io *io, raft_term term)
+{
+    return pass(io, INNER(io)->set_term(INNER(io), term));
+}
+
+static int io_set_vote(struct raft_io *io, raft_id server_id)
+{
+    return pass(io, INNER(io)->set_vote(INNER(io), server_id));
+}
+
+static int io_send(struct raft_io *io, struct raft_io_send *req,
+                   const struct raft_message *message, raft_io_send_cb cb)
+{
+    return pass(io, INNER(io)->send(INNER(io), req, message, cb));
+}
+
+static int io_append(struct raft_io *io, struct raft_io_append *req,
+                     const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
+{
+    return pass(io, INNER(io)->append(INNER(io), req, entries, n, cb));
+}
+
+static int io_truncate(struct raft_io *io, raft_index index)
+{
+    return pass(io, INNER(io)->truncate(INNER(io), index));
+}
+
+static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb)
+{
+    return pass(io, INNER(io)->snapshot_get(INNER(io), req, cb));
+}
+
+static raft_time io_time(struct raft_io *io)
+{
+    return INNER(io)->time(INNER(io));
+}
+
+static int io_random(struct raft_io *io, int min, int max)
+{
+    return INNER(io)->random(INNER(io), min, max);
+}
+
+struct raft_io *snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, uv_loop_t *loop,
+                                 fsm_t *f)
+{
+    fsm_set_snapshot_deferred(f, true);
+    memset(w, 0, sizeof *w);
+    w->inner = inner;
+    w->loop = loop;
+    w->io = (struct raft_io){
+        .version = inner->version,
+        .capacity = inner->capacity,
+        .impl = w,
+        .init = io_init,
+        .close = io_close,
+        .load = io_load,
+        .start = io_start,
+        .bootstrap = io_bootstrap,
+        .recover = io_recover,
+        .set_term = io_set_term,
+        .set_vote = io_set_vote,
+        .send = io_send,
+        .append = io_append,
+        .truncate = io_truncate,
+        .snapshot_put = io_snapshot_put,
+        .snapshot_get = io_snapshot_get,
+        .time = io_time,
+        .random = io_random,
+    };
+    return &w->io;
+}

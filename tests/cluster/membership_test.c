@@ -1,0 +1,238 @@
+/* membership_test.c: grow a cluster 1 -> 3 -> 5 with cluster.add (the new
+ * nodes start empty with node.join = true and catch up from the leader),
+ * transfer leadership to a node that was added later, shrink back to 3 by
+ * removing the two first nodes (the bootstrap node included), all under a
+ * light load checked by checker.h; then the three remaining digests must be
+ * equal. Also: the error answers of cluster.*, and that a follower added
+ * later names the new leader's client address in NOT_LEADER.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "checker.h"
+#include "mqhub/client.h"
+#include "testcluster.h"
+#include "testhub.h"
+
+#define QUEUE "jobs"
+#define VISIBILITY_S 2
+
+static const char *g_mqhubd;
+
+typedef struct load {
+    testcluster_t *c;
+    checker_t *k;
+    volatile int stop;
+    pthread_t producer, consumer;
+} load_t;
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static mqhub_client_t *connect_all(testcluster_t *c)
+{
+    mqhub_client_opts_t o = {.timeout_ms = 4000};
+    mqhub_client_t *cl = NULL;
+    for (int i = 0; i < 100 && !cl; i++)
+        if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
+            sleep_ms(100);
+    return cl;
+}
+
+static void *produce(void *arg)
+{
+    load_t *l = arg;
+    mqhub_client_t *cl = connect_all(l->c);
+    for (uint64_t seq = 0; cl && !l->stop; seq++) {
+        char body[17];
+        snprintf(body, sizeof body, "%016llx", (unsigned long long)seq);
+        if (mqhub_client_send(cl, QUEUE, body, 16, NULL, NULL) == 0)
+            checker_sent(l->k, seq);
+        sleep_ms(5);
+    }
+    mqhub_client_close(cl);
+    return NULL;
+}
+
+static bool consume_once(load_t *l, mqhub_client_t *cl)
+{
+    mqhub_receive_opts_t ro = {.max = 16, .wait = 1, .visibility = -1};
+    mqhub_msg_list_t ml;
+    const char *receipts[16];
+    uint64_t keys[16];
+    int st[16];
+    uint64_t issued = testcluster_now_ms();
+    if (mqhub_client_receive(cl, QUEUE, &ro, &ml) != 0)
+        return true;
+    uint64_t answered = testcluster_now_ms();
+    for (size_t i = 0; i < ml.n; i++) {
+        keys[i] = strtoull(ml.msgs[i].body, NULL, 16);
+        receipts[i] = ml.msgs[i].receipt;
+        checker_received(l->k, keys[i], issued, answered, ml.msgs[i].receive_count);
+    }
+    bool got = ml.n > 0;
+    if (got && mqhub_client_delete(cl, QUEUE, receipts, ml.n, st) == 0) {
+        uint64_t acked = testcluster_now_ms();
+        for (size_t i = 0; i < ml.n; i++)
+            if (st[i] == 0)
+                checker_deleted(l->k, keys[i], acked);
+    }
+    mqhub_msg_list_free(&ml);
+    return got;
+}
+
+static void *consume(void *arg)
+{
+    load_t *l = arg;
+    mqhub_client_t *cl = connect_all(l->c);
+    while (cl && !l->stop)
+        consume_once(l, cl);
+    mqhub_client_close(cl);
+    return NULL;
+}
+
+/* Voters as seen by the leader. */
+static unsigned voters(testcluster_t *c)
+{
+    tc_status_t st;
+    int l = testcluster_leader(c, 20000);
+    assert_true(l >= 0);
+    assert_int_equal(testcluster_status(c, (unsigned)l, false, 2000, &st), 0);
+    return st.n_voters;
+}
+
+static void add_node(testcluster_t *c, mqhub_client_t *cl, unsigned i)
+{
+    uint64_t t0 = testcluster_now_ms();
+    assert_int_equal(testcluster_start_node(c, i), 0);
+    int rc = mqhub_client_cluster_add(cl, c->nodes[i].id, c->nodes[i].raft,
+                                      c->nodes[i].address);
+    if (rc != 0)
+        fprintf(stderr, "cluster.add %u: %s\n", i + 1, mqhub_client_errmsg(cl));
+    assert_int_equal(rc, 0);
+    printf("node %u added as a voter in %llu ms\n", i + 1,
+           (unsigned long long)(testcluster_now_ms() - t0));
+}
+
+/* A write to node @i (not the leader) answers NOT_LEADER naming @leader. */
+static void expect_redirect(testcluster_t *c, unsigned i, const char *leader)
+{
+    static const char req[] = "\x82\xa2op\xaaqueue.list\xa2id\x01";
+    msgpack_zone zone;
+    msgpack_object o;
+    char code[32], named[64];
+    int fd = -1;
+    for (int t = 0; t < 50 && fd < 0; t++) {
+        testhub_t h = {.port = c->nodes[i].port};
+        fd = testhub_connect_raw(&h);
+    }
+    assert_true(fd >= 0);
+    msgpack_zone_init(&zone, 1024);
+    assert_int_equal(testhub_write_frame(fd, req, sizeof req - 1), 0);
+    assert_int_equal(testhub_read_frame(fd, 2000, &zone, &o), 0);
+    assert_string_equal(testhub_str(&o, "code", code, sizeof code), "NOT_LEADER");
+    assert_string_equal(testhub_str(&o, "leader", named, sizeof named), leader);
+    msgpack_zone_destroy(&zone);
+    close(fd);
+}
+
+static void check_errors(mqhub_client_t *cl)
+{
+    assert_int_equal(mqhub_client_cluster_remove(cl, 42), MQHUB_ENOT_FOUND);
+    assert_int_equal(mqhub_client_cluster_transfer(cl, 42), MQHUB_ENOT_FOUND);
+    assert_int_equal(mqhub_client_cluster_add(cl, 9, "no-port", NULL), MQHUB_EBAD_REQUEST);
+    assert_int_equal(mqhub_client_call(cl, "cluster.remove", NULL, &(mqhub_response_t){0}),
+                     MQHUB_EBAD_REQUEST);
+}
+
+static void test_grow_transfer_shrink(void **state)
+{
+    testcluster_t c;
+    char attrs[160];
+    mqhub_cluster_status_t st;
+
+    /* A small threshold: the log is truncated early, so the new nodes catch
+     * up by snapshot install, then the log after it. */
+    snprintf(attrs, sizeof attrs,
+             "queue \"%s\" { visibility_timeout = %d }\n"
+             "snapshot { threshold = 64, trailing = 16 }", QUEUE, VISIBILITY_S);
+    assert_int_equal(testcluster_start(&c, g_mqhubd, 5, 1, attrs), 0);
+    mqhub_client_t *cl = connect_all(&c);
+    assert_non_null(cl);
+    mqhub_queue_info_t qi;
+    for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)
+        sleep_ms(100);
+    load_t l = {.c = &c, .k = checker_new(VISIBILITY_S * 1000)};
+    pthread_create(&l.producer, NULL, produce, &l);
+    pthread_create(&l.consumer, NULL, consume, &l);
+    assert_int_equal(voters(&c), 1);
+    check_errors(cl);
+
+    sleep_ms(1500); /* some load and ticks: a few snapshots already */
+    add_node(&c, cl, 1);
+    add_node(&c, cl, 2);
+    assert_int_equal(voters(&c), 3);
+    add_node(&c, cl, 3);
+    add_node(&c, cl, 4);
+    assert_int_equal(voters(&c), 5);
+
+    assert_int_equal(mqhub_client_cluster_transfer(cl, 4), 0);
+    int leader = testcluster_leader(&c, 20000);
+    assert_int_equal(leader, 3);
+    printf("leadership transferred to node 4\n");
+    expect_redirect(&c, 2, c.nodes[3].address); /* both learned after the config */
+
+    assert_int_equal(mqhub_client_cluster_remove(cl, 1), 0);
+    assert_int_equal(mqhub_client_cluster_remove(cl, 2), 0);
+    testcluster_stop(&c, 0);
+    testcluster_stop(&c, 1);
+    assert_int_equal(voters(&c), 3);
+    printf("shrunk to 3 voters\n");
+    sleep_ms(1000);
+
+    l.stop = 1;
+    pthread_join(l.producer, NULL);
+    pthread_join(l.consumer, NULL);
+    sleep_ms(VISIBILITY_S * 1000 + 500);
+    for (unsigned empty = 0, i = 0; empty < 2 && i < 1000; i++)
+        empty = consume_once(&l, cl) ? 0 : empty + 1;
+    assert_int_equal(mqhub_client_cluster_status(cl, false, &st), 0);
+    assert_int_equal(st.n_nodes, 3);
+
+    long sent, received, deleted;
+    checker_counts(l.k, &sent, &received, &deleted);
+    long bad = checker_verify(l.k, stdout);
+    int conv = testcluster_converged(&c, 20000);
+    printf("acknowledged: %ld sends, %ld deliveries, %ld deletes; %ld violations; "
+           "digests %s\n", sent, received, deleted, bad, conv ? "DIFFER" : "equal");
+    if (bad || conv)
+        testcluster_dump_logs(&c);
+    mqhub_client_close(cl);
+    checker_free(l.k);
+    testcluster_cleanup(&c);
+    assert_true(sent > 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(conv, 0);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_grow_transfer_shrink)};
+    g_mqhubd = getenv("MQHUBD");
+    if ((!g_mqhubd || !*g_mqhubd) && argc > 1)
+        g_mqhubd = argv[1];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,699 @@
+/* fsm_topic_test.c: topics and subscriptions through the FSM — routing-key and
+ * tag matching, fan-out to queue and push endpoints (atomic with the publish,
+ * failures counted), push pending/ack/sub.dead, from and rewind, retention,
+ * snapshot/restore and determinism of a random topic workload. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fsm_harness.h"
+
+#define T0 1700000000000ULL
+
+static int setup(void **state)
+{
+    *state = h_open(T0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    h_close(*state);
+    return 0;
+}
+
+/* Run and expect a code ("" = ok). */
+#define EXPECT(h, code, ...)                                                                  \
+    do {                                                                                      \
+        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
+        if (strcmp(h_code(r_), code) != 0)                                                    \
+            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
+        json_decref(r_);                                                                      \
+    } while (0)
+
+static bool km(const char *binding, const char *key)
+{
+    return topic_key_match(binding, strlen(binding), key, strlen(key));
+}
+
+static void test_key_match(void **state)
+{
+    (void)state;
+    /* literal words */
+    assert_true(km("a.b.c", "a.b.c"));
+    assert_false(km("a.b.c", "a.b"));
+    assert_false(km("a.b", "a.b.c"));
+    assert_false(km("a.b", "a.bb"));
+    /* '*' is exactly one word */
+    assert_true(km("*", "a"));
+    assert_false(km("*", "a.b"));
+    assert_false(km("*", ""));
+    assert_true(km("*.*", "a.b"));
+    assert_false(km("*.*", "a"));
+    assert_false(km("*.*", "a.b.c"));
+    assert_true(km("a.*.c", "a.x.c"));
+    assert_false(km("a.*.c", "a.c"));
+    /* '#' alone: everything, the empty key included */
+    assert_true(km("#", ""));
+    assert_true(km("#", "a"));
+    assert_true(km("#", "a.b.c"));
+    /* 'a.#': a, then zero or more words */
+    assert_true(km("a.#", "a"));
+    assert_true(km("a.#", "a.b"));
+    assert_true(km("a.#", "a.b.c"));
+    assert_false(km("a.#", "b.a"));
+    assert_false(km("a.#", ""));
+    /* '#.b' */
+    assert_true(km("#.b", "b"));
+    assert_true(km("#.b", "a.b"));
+    assert_true(km("#.b", "x.y.b"));
+    assert_false(km("#.b", "b.x"));
+    /* 'a.#.b': backtracking over repeated words */
+    assert_true(km("a.#.b", "a.b"));
+    assert_true(km("a.#.b", "a.x.b"));
+    assert_true(km("a.#.b", "a.b.b"));
+    assert_true(km("a.#.b", "a.b.x.b"));
+    assert_false(km("a.#.b", "a.b.x"));
+    assert_false(km("a.#.b", "a"));
+    /* combinations */
+    assert_true(km("#.*", "a"));
+    assert_false(km("#.*", ""));
+    assert_true(km("*.#", "a.b.c"));
+    assert_true(km("#.#", ""));
+    assert_true(km("a.#.#.b", "a.b"));
+    assert_true(km("*.#.*", "a.b"));
+    assert_false(km("*.#.*", "a"));
+    /* empty words: "a..b" has an empty middle word, which '*' matches */
+    assert_true(km("a..b", "a..b"));
+    assert_true(km("a.*.b", "a..b"));
+    assert_false(km("a.b", "a..b"));
+    assert_true(km("", ""));
+    assert_false(km("", "a"));
+    assert_false(km("a", ""));
+    /* '#' and '*' are wildcards only as whole words */
+    assert_false(km("a#", "ab"));
+    assert_true(km("a#", "a#"));
+    assert_false(km("a*", "ab"));
+    /* over 255 bytes never matches */
+    char big[300];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    assert_false(km("#", big));
+}
+
+static void test_topic_crud(void **state)
+{
+    harness_t *h = *state;
+    EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
+    EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
+    EXPECT(h, "EXISTS", "{'op':'topic.create','name':'payments','attrs':{'retention':60}}");
+    EXPECT(h, "BAD_NAME", "{'op':'topic.create','name':'-x'}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'max_msg_size':10}}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'retention':1296001}}");
+    EXPECT(h, "", "{'op':'topic.create','name':'x','attrs':{'retention':60,'foo':1}}");
+    EXPECT(h, "", "{'op':'topic.set','name':'payments','attrs':{'max_msg_size':2048}}");
+    json_t *r = h_read(h, "{'op':'topic.get','name':'payments'}");
+    assert_true(h_ok(r));
+    assert_int_equal(h_int(json_object_get(r, "attrs"), "max_msg_size"), 2048);
+    assert_int_equal(h_int(json_object_get(r, "attrs"), "retention"), 86400);
+    assert_int_equal(h_int(json_object_get(r, "stats"), "first_seq"), 1);
+    assert_int_equal(h_int(json_object_get(r, "stats"), "last_seq"), 0);
+    json_decref(r);
+    r = h_read(h, "{'op':'topic.list'}");
+    assert_int_equal(h_int(r, "total"), 2);
+    json_decref(r);
+    EXPECT(h, "", "{'op':'topic.delete','name':'x'}");
+    EXPECT(h, "NOT_FOUND", "{'op':'topic.delete','name':'x'}");
+    EXPECT(h, "NOT_FOUND", "{'op':'publish','topic':'x','body':'m'}");
+}
+
+static void test_publish_validation(void **state)
+{
+    harness_t *h = *state;
+    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'max_msg_size':1024}}");
+    char body[1100];
+    memset(body, 'x', sizeof(body) - 1);
+    body[sizeof(body) - 1] = 0;
+    EXPECT(h, "TOO_LARGE", "{'op':'publish','topic':'t','body':'%s'}", body);
+    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['a','b','c','d','e','f']}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['']}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','key':5}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t'}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'m','tags':['a','b','c','d','e']}");
+    assert_true(h_ok(r));
+    assert_int_equal(h_int(r, "seq"), 1);
+    assert_int_equal(h_int(r, "delivered"), 0);
+    json_decref(r);
+    r = h_run(h, "{'op':'publish_batch','topic':'t','msgs':[{'body':'a'},{'body':'%s'},{'body':'c'}]}",
+              body);
+    json_t *res = json_object_get(r, "results");
+    assert_int_equal(h_int(json_array_get(res, 0), "seq"), 2);
+    assert_string_equal(h_str(json_array_get(res, 1), "code"), "TOO_LARGE");
+    assert_int_equal(h_int(json_array_get(res, 2), "seq"), 3);
+    json_decref(r);
+}
+
+/* Publish and return `delivered`. */
+static int64_t publish(harness_t *h, const char *extra)
+{
+    json_t *r = h_run(h, "{'op':'publish','topic':'pay','body':'b'%s}", extra);
+    if (!h_ok(r))
+        fail_msg("publish: %s", json_dumps(r, JSON_COMPACT));
+    int64_t d = h_int(r, "delivered");
+    json_decref(r);
+    return d;
+}
+
+static int64_t ready(harness_t *h, const char *queue)
+{
+    json_t *r = h_read(h, "{'op':'queue.get','name':'%s'}", queue);
+    int64_t n = h_int(json_object_get(r, "stats"), "ready");
+    json_decref(r);
+    return n;
+}
+
+static json_t *sub_stats(harness_t *h, const char *name)
+{
+    json_t *r = h_read(h, "{'op':'subscription.get','topic':'pay','name':'%s'}", name);
+    if (!h_ok(r))
+        fail_msg("subscription.get: %s", json_dumps(r, JSON_COMPACT));
+    json_t *s = json_incref(json_object_get(r, "stats"));
+    json_decref(r);
+    return s;
+}
+
+static int64_t sub_stat(harness_t *h, const char *sub, const char *key)
+{
+    json_t *s = sub_stats(h, sub);
+    int64_t v = h_int(s, key);
+    json_decref(s);
+    return v;
+}
+
+static void test_filters(void **state)
+{
+    harness_t *h = *state;
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    const char *qs[] = {"all", "tagged", "keyed", "both"};
+    for (int i = 0; i < 4; i++)
+        EXPECT(h, "", "{'op':'queue.create','name':'%s'}", qs[i]);
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'tagged','endpoint':{'queue':'tagged'},"
+                  "'filter_tags':['vip','big']}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'keyed','endpoint':{'queue':'keyed'},"
+                  "'binding_keys':['pay.*.cn','refund.#']}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'both','endpoint':{'queue':'both'},"
+                  "'filter_tags':['vip'],'binding_keys':['pay.#']}");
+    /* same settings again: ok; other settings: EXISTS */
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
+    EXPECT(h, "EXISTS", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'},"
+                        "'filter_tags':['x']}");
+    assert_int_equal(publish(h, ""), 1);                                   /* all */
+    assert_int_equal(publish(h, ",'tags':['big']"), 2);                    /* all tagged */
+    assert_int_equal(publish(h, ",'key':'pay.card.cn'"), 2);               /* all keyed */
+    assert_int_equal(publish(h, ",'key':'refund'"), 2);                    /* all keyed */
+    assert_int_equal(publish(h, ",'key':'pay.card.cn','tags':['vip']"), 4);
+    assert_int_equal(publish(h, ",'key':'pay.x','tags':['vip']"), 3);      /* all tagged both */
+    assert_int_equal(publish(h, ",'tags':['vip']"), 2);                    /* no key: not both */
+    assert_int_equal(ready(h, "all"), 7);
+    assert_int_equal(ready(h, "tagged"), 4);
+    assert_int_equal(ready(h, "keyed"), 3);
+    assert_int_equal(ready(h, "both"), 2);
+    assert_int_equal(sub_stat(h, "both", "matched_total"), 2);
+    /* the queue copy carries the topic's msg_id, tags and attrs */
+    json_t *r = h_run(h, "{'op':'publish','topic':'pay','body':'hello','tags':['vip'],'key':'pay.a',"
+                         "'attrs':{'merchant':'m1'}}");
+    char msg_id[64];
+    snprintf(msg_id, sizeof(msg_id), "%s", h_str(r, "msg_id"));
+    json_decref(r);
+    EXPECT(h, "", "{'op':'queue.purge','name':'both'}");
+    json_decref(h_run(h, "{'op':'publish','topic':'pay','body':'hello','tags':['vip'],'key':'pay.a',"
+                         "'attrs':{'merchant':'m1'}}"));
+    r = h_run(h, "{'op':'receive','queue':'both'}");
+    json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
+    assert_non_null(m);
+    assert_string_equal(h_str(m, "body"), "hello");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(m, "tags"), 0)), "vip");
+    assert_string_equal(h_str(json_object_get(m, "attrs"), "merchant"), "m1");
+    assert_string_not_equal(h_str(m, "msg_id"), msg_id); /* the second publish's id */
+    assert_int_equal(h_str(m, "msg_id")[0], 't');
+    json_decref(r);
+    /* a plain send carries no tags */
+    EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
+    EXPECT(h, "", "{'op':'queue.purge','name':'all'}");
+    EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
+    r = h_run(h, "{'op':'receive','queue':'all'}");
+    assert_null(json_object_get(json_array_get(json_object_get(r, "msgs"), 0), "tags"));
+    json_decref(r);
+}
+
+static void test_fanout_failures_counted(void **state)
+{
+    harness_t *h = *state;
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'a'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'full','attrs':{'max_backlog':1}}");
+    EXPECT(h, "", "{'op':'queue.create','name':'z'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'a','endpoint':{'queue':'a'}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'m','endpoint':{'queue':'full'}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'z','endpoint':{'queue':'z'}}");
+    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'nope'}}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{}}");
+    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'push':true},"
+                           "'filter_script':'risk'}");
+    json_t *r = h_run(h, "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'push':true},"
+                         "'filter_script':'risk'}");
+    assert_string_equal(h_str(r, "error"), "script 'risk' does not exist (load it with script.load)");
+    json_decref(r);
+    assert_int_equal(publish(h, ""), 3);
+    assert_int_equal(publish(h, ""), 3); /* matched, though 'full' refused it */
+    assert_int_equal(ready(h, "a"), 2);
+    assert_int_equal(ready(h, "full"), 1);
+    assert_int_equal(ready(h, "z"), 2);
+    json_t *s = sub_stats(h, "m");
+    assert_int_equal(h_int(s, "matched_total"), 2);
+    assert_int_equal(h_int(s, "failed_total"), 1);
+    json_t *le = json_object_get(s, "last_error");
+    assert_string_equal(h_str(le, "code"), "BACKLOG_FULL");
+    assert_int_equal(h_int(le, "at"), (int64_t)h->now);
+    json_decref(s);
+    /* the queue goes away: counted as NOT_FOUND */
+    EXPECT(h, "", "{'op':'queue.delete','name':'full'}");
+    assert_int_equal(publish(h, ""), 3);
+    s = sub_stats(h, "m");
+    assert_int_equal(h_int(s, "failed_total"), 2);
+    assert_string_equal(h_str(json_object_get(s, "last_error"), "code"), "NOT_FOUND");
+    json_decref(s);
+    assert_int_equal(sub_stat(h, "a", "failed_total"), 0);
+    r = h_read(h, "{'op':'topic.get','name':'pay'}");
+    assert_int_equal(json_array_size(json_object_get(r, "subscriptions")), 3);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(r, "subscriptions"), 1)), "m");
+    assert_int_equal(h_int(json_object_get(r, "stats"), "published_total"), 3);
+    json_decref(r);
+}
+
+struct seen {
+    uint64_t seqs[64];
+    unsigned n, stop_at;
+};
+
+static int collect(void *arg, const fsm_push_msg_t *m)
+{
+    struct seen *s = arg;
+    s->seqs[s->n++] = m->seq;
+    return s->stop_at && s->n >= s->stop_at;
+}
+
+static int count_only(void *arg, const fsm_push_msg_t *m)
+{
+    ((struct seen *)arg)->seqs[0] = m->seq;
+    return 0;
+}
+
+static int pending(harness_t *h, const char *sub, uint64_t after, struct seen *out)
+{
+    memset(out, 0, sizeof(*out));
+    return fsm_push_pending(h->f, "pay", 3, sub, strlen(sub), after, 64, collect, out);
+}
+
+struct woken {
+    int n;
+    char last[64];
+};
+
+static void on_push(void *arg, const char *topic, size_t tl, const char *sub, size_t sl)
+{
+    struct woken *w = arg;
+    w->n++;
+    snprintf(w->last, sizeof(w->last), "%.*s/%.*s", (int)tl, topic, (int)sl, sub);
+}
+
+static void test_push_pending_ack_dead(void **state)
+{
+    harness_t *h = *state;
+    struct woken w = {0};
+    struct seen s;
+    fsm_retry_t rt;
+    fsm_set_push_cb(h->f, on_push, &w);
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+                             "'retry':{'strategy':'linear'}}");
+    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+                           "'dead_letter_queue':'nope'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+                  "'retry':{'strategy':'exponential','max_attempts':3,'interval_ms':100},"
+                  "'dead_letter_queue':'dlq'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'d','endpoint':{'push':true}}");
+    assert_int_equal(fsm_push_retry(h->f, "pay", 3, "p", 1, &rt), 0);
+    assert_true(rt.exponential);
+    assert_int_equal(rt.max_attempts, 3);
+    assert_int_equal(rt.interval_ms, 100);
+    assert_int_equal(rt.max_interval_ms, 300000);
+    assert_int_equal(fsm_push_retry(h->f, "pay", 3, "d", 1, &rt), 0);
+    assert_false(rt.exponential);
+    assert_int_equal(rt.max_attempts, 16);
+    assert_int_equal(rt.interval_ms, 1000);
+    assert_int_equal(fsm_push_retry(h->f, "pay", 3, "x", 1, &rt), MQHUB_ENOT_FOUND);
+    w.n = 0;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(publish(h, ",'attrs':{'k':'v'}"), 2);
+    assert_int_equal(w.n, 8); /* once per entry and push subscription */
+    assert_int_equal(pending(h, "p", 0, &s), 4);
+    assert_int_equal(s.seqs[0], 1);
+    assert_int_equal(s.seqs[3], 4);
+    assert_int_equal(pending(h, "p", 2, &s), 2);
+    assert_int_equal(s.seqs[0], 3);
+    memset(&s, 0, sizeof(s));
+    s.stop_at = 1;
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, 0, 64, collect, &s), 1);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, 0, 2, collect, &s), 2);
+    assert_int_equal(pending(h, "nope", 0, &s), MQHUB_ENOT_FOUND);
+    /* ack: one ok, one unknown */
+    json_t *r = h_run(h, "{'op':'ack','topic':'pay','subscription':'p','seqs':[2,9]}");
+    json_t *res = json_object_get(r, "results");
+    assert_true(json_is_true(json_object_get(json_array_get(res, 0), "ok")));
+    assert_string_equal(h_str(json_array_get(res, 1), "code"), "NOT_FOUND");
+    json_decref(r);
+    assert_false(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 2));
+    assert_true(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 1));
+    assert_int_equal(sub_stat(h, "p", "cursor"), 1);
+    /* sub.dead: to the DLQ with the topic's attrs + mqhub.* */
+    r = h_run(h, "{'op':'sub.dead','topic':'pay','subscription':'p','seq':1,'attempts':3}");
+    assert_string_equal(h_str(r, "outcome"), "dead_lettered");
+    json_decref(r);
+    EXPECT(h, "NOT_FOUND", "{'op':'sub.dead','topic':'pay','subscription':'p','seq':1,'attempts':3}");
+    r = h_run(h, "{'op':'receive','queue':'dlq'}");
+    json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
+    assert_string_equal(h_str(m, "msg_id"), "t1-1");
+    json_t *a = json_object_get(m, "attrs");
+    assert_string_equal(h_str(a, "k"), "v");
+    assert_string_equal(h_str(a, "mqhub.topic"), "pay");
+    assert_string_equal(h_str(a, "mqhub.subscription"), "p");
+    json_decref(r);
+    /* without a DLQ it is dropped */
+    r = h_run(h, "{'op':'sub.dead','topic':'pay','subscription':'d','seq':1,'attempts':16}");
+    assert_string_equal(h_str(r, "outcome"), "dropped");
+    json_decref(r);
+    /* the DLQ is gone: dropped, and the failure is visible */
+    EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
+    r = h_run(h, "{'op':'sub.dead','topic':'pay','subscription':'p','seq':3,'attempts':3}");
+    assert_string_equal(h_str(r, "outcome"), "dropped");
+    json_decref(r);
+    json_t *st = sub_stats(h, "p");
+    assert_int_equal(h_int(st, "pending"), 1);
+    assert_int_equal(h_int(st, "cursor"), 4);
+    assert_int_equal(h_int(st, "acked_total"), 1);
+    assert_int_equal(h_int(st, "dead_lettered_total"), 1);
+    assert_int_equal(h_int(st, "dropped_total"), 1);
+    assert_string_equal(h_str(json_object_get(st, "last_error"), "code"), "NOT_FOUND");
+    json_decref(st);
+    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[4]}");
+    assert_int_equal(sub_stat(h, "p", "cursor"), 5); /* last_seq + 1 */
+    /* queue subscriptions take no acks */
+    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'ack','topic':'pay','subscription':'q','seqs':[1]}");
+    assert_int_equal(pending(h, "q", 0, &s), MQHUB_ENOT_FOUND);
+    /* delete: the pending set goes with it */
+    EXPECT(h, "", "{'op':'subscription.delete','topic':'pay','name':'d'}");
+    assert_false(fsm_push_is_pending(h->f, "pay", 3, "d", 1, 4));
+    r = h_read(h, "{'op':'subscription.get','topic':'pay','name':'d'}");
+    assert_string_equal(h_code(r), "NOT_FOUND");
+    json_decref(r);
+}
+
+/* A long pending set is visited in chunks, in seq order, to the end. */
+static void test_push_pending_many(void **state)
+{
+    harness_t *h = *state;
+    struct seen s;
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
+    for (int i = 0; i < 300; i++)
+        publish(h, "");
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, 0, 1000, count_only, &s), 300);
+    assert_int_equal(s.seqs[0], 300); /* count_only keeps the last seq */
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, 250, 1000, count_only, &s), 50);
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, 0, 257, count_only, &s), 257);
+    assert_int_equal(s.seqs[0], 257);
+    assert_int_equal(fsm_push_pending(h->f, "pay", 3, "p", 1, UINT64_MAX, 10, count_only, &s), 0);
+}
+
+static void test_from_and_rewind(void **state)
+{
+    harness_t *h = *state;
+    struct seen s;
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    for (int i = 0; i < 6; i++) {
+        publish(h, i % 2 ? ",'tags':['odd']" : "");
+        h_advance(h, 1000);
+    }
+    /* published at T0, T0+1000, ... T0+5000 */
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'late','endpoint':{'push':true}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'early','endpoint':{'push':true},"
+                  "'from':'earliest'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'odd','endpoint':{'push':true},"
+                  "'from':'earliest','filter_tags':['odd']}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'time','endpoint':{'push':true},"
+                  "'from':%llu}", (unsigned long long)(T0 + 3000));
+    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'x','endpoint':{'push':true},"
+                             "'from':'tomorrow'}");
+    assert_int_equal(pending(h, "late", 0, &s), 0);
+    assert_int_equal(pending(h, "early", 0, &s), 6);
+    assert_int_equal(pending(h, "odd", 0, &s), 3);
+    assert_int_equal(s.seqs[0], 2);
+    assert_int_equal(pending(h, "time", 0, &s), 3);
+    assert_int_equal(s.seqs[0], 4);
+    json_t *r = h_read(h, "{'op':'subscription.get','topic':'pay','name':'time'}");
+    assert_int_equal(h_int(r, "from"), (int64_t)(T0 + 3000));
+    assert_true(json_is_true(json_object_get(json_object_get(r, "endpoint"), "push")));
+    json_decref(r);
+    /* rewind a push subscription by seq and by time */
+    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'early','seqs':[1,2,3,4,5,6]}");
+    r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'early','seq':5}");
+    assert_int_equal(h_int(r, "rewound"), 2);
+    json_decref(r);
+    assert_int_equal(pending(h, "early", 0, &s), 2);
+    r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'odd','time':%llu}",
+              (unsigned long long)T0);
+    assert_int_equal(h_int(r, "rewound"), 3); /* already pending: stays pending once */
+    json_decref(r);
+    assert_int_equal(sub_stat(h, "odd", "pending"), 3);
+    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.rewind','topic':'pay','name':'odd'}");
+    /* rewind a queue subscription: appended again */
+    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
+    assert_int_equal(ready(h, "q"), 0);
+    r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'q','time':%llu}",
+              (unsigned long long)(T0 + 4000));
+    assert_int_equal(h_int(r, "rewound"), 2);
+    json_decref(r);
+    assert_int_equal(ready(h, "q"), 2);
+}
+
+static void test_retention(void **state)
+{
+    harness_t *h = *state;
+    struct seen s;
+    EXPECT(h, "", "{'op':'topic.create','name':'pay','attrs':{'retention':60}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
+    assert_int_equal(fsm_next_due(h->f), UINT64_MAX);
+    publish(h, "");
+    publish(h, "");
+    assert_int_equal(fsm_next_due(h->f), T0 + 60000);
+    h_advance(h, 30000);
+    publish(h, "");
+    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[2]}");
+    h_advance(h, 30000);
+    EXPECT(h, "", "{'op':'tick'}");
+    assert_int_equal(pending(h, "p", 0, &s), 1);
+    assert_int_equal(s.seqs[0], 3);
+    json_t *st = sub_stats(h, "p");
+    assert_int_equal(h_int(st, "expired_total"), 1);
+    assert_int_equal(h_int(st, "cursor"), 3);
+    json_decref(st);
+    json_t *r = h_read(h, "{'op':'topic.get','name':'pay'}");
+    json_t *ts = json_object_get(r, "stats");
+    assert_int_equal(h_int(ts, "retained"), 1);
+    assert_int_equal(h_int(ts, "first_seq"), 3);
+    assert_int_equal(h_int(ts, "last_seq"), 3);
+    json_decref(r);
+    assert_int_equal(fsm_next_due(h->f), T0 + 90000);
+    h_advance(h, 30000);
+    EXPECT(h, "", "{'op':'tick'}");
+    r = h_read(h, "{'op':'topic.get','name':'pay'}");
+    assert_int_equal(h_int(json_object_get(r, "stats"), "retained"), 0);
+    assert_int_equal(h_int(json_object_get(r, "stats"), "first_seq"), 4);
+    json_decref(r);
+    assert_int_equal(fsm_next_due(h->f), UINT64_MAX);
+    assert_int_equal(sub_stat(h, "p", "pending"), 0);
+    /* topic.delete removes the log and the subscriptions */
+    publish(h, "");
+    EXPECT(h, "", "{'op':'topic.delete','name':'pay'}");
+    assert_false(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 4));
+    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    r = h_read(h, "{'op':'subscription.list','topic':'pay'}");
+    assert_int_equal(json_array_size(json_object_get(r, "subscriptions")), 0);
+    json_decref(r);
+}
+
+/* ---- determinism: a random topic workload on two state machines ---- */
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void setup_topics(harness_t *h)
+{
+    const char *specs[] = {
+        "{'op':'queue.create','name':'q1','attrs':{'max_backlog':20}}",
+        "{'op':'queue.create','name':'q2'}",
+        "{'op':'queue.create','name':'dlq'}",
+        "{'op':'topic.create','name':'pay','attrs':{'retention':60}}",
+        "{'op':'subscription.create','topic':'pay','name':'a','endpoint':{'queue':'q1'},'filter_tags':['x']}",
+        "{'op':'subscription.create','topic':'pay','name':'b','endpoint':{'queue':'q2'},'binding_keys':['k.*']}",
+        "{'op':'subscription.create','topic':'pay','name':'c','endpoint':{'push':true},'dead_letter_queue':'dlq'}",
+        "{'op':'subscription.create','topic':'pay','name':'d','endpoint':{'push':true},'binding_keys':['#.z']}",
+    };
+    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
+        EXPECT(h, "", "%s", specs[i]);
+}
+
+/* Apply entries [from, to) of the workload seeded by *rng; returns all
+ * replies as one JSON string (caller frees). */
+static char *run(harness_t *h, uint64_t *rng, int from, int to)
+{
+    static const char *keys[] = {"k.a", "k.b.z", "a.z", "k"};
+    json_t *all = json_array();
+    for (int e = from; e < to; e++) {
+        char *cmds[4];
+        size_t lens[4];
+        unsigned n = 1 + rnd(rng) % 4;
+        h_advance(h, rnd(rng) % 5000);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t x = rnd(rng);
+            switch (x % 8) {
+            case 0:
+                cmds[i] = h_pack(&lens[i], "{'op':'ack','topic':'pay','subscription':'c','seqs':[%llu]}",
+                                 (unsigned long long)(x >> 8) % 50 + 1);
+                break;
+            case 1:
+                cmds[i] = h_pack(&lens[i], "{'op':'sub.dead','topic':'pay','subscription':'%s',"
+                                 "'seq':%llu,'attempts':1}", x & 256 ? "c" : "d",
+                                 (unsigned long long)(x >> 9) % 50 + 1);
+                break;
+            case 2:
+                cmds[i] = h_pack(&lens[i], "{'op':'tick'}");
+                break;
+            case 3:
+                cmds[i] = h_pack(&lens[i], "{'op':'receive','queue':'q1','max':3}");
+                break;
+            case 4:
+                cmds[i] = h_pack(&lens[i], "{'op':'subscription.rewind','topic':'pay','name':'%s',"
+                                 "'seq':%llu}", x & 256 ? "c" : "b", (unsigned long long)(x >> 9) % 50);
+                break;
+            default:
+                cmds[i] = h_pack(&lens[i], "{'op':'publish','topic':'pay','body':'m%d','key':'%s',"
+                                 "'tags':['%s']}", e, keys[(x >> 8) % 4], x & 4096 ? "x" : "y");
+            }
+        }
+        json_t *r = h_entry(h, n, cmds, lens);
+        json_array_extend(all, r);
+        json_decref(r);
+        for (unsigned i = 0; i < n; i++)
+            free(cmds[i]);
+    }
+    char *s = json_dumps(all, JSON_COMPACT);
+    json_decref(all);
+    return s;
+}
+
+static void snapshot_restore(harness_t *src, harness_t *dst)
+{
+    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
+    struct raft_buffer *bufs = NULL, one;
+    unsigned n = 0;
+    size_t total = 0;
+    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    one.base = raft_malloc(total);
+    one.len = total;
+    total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
+        total += bufs[i].len;
+    }
+    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
+    assert_int_equal(rd->restore(rd, &one), 0);
+    dst->now = src->now;
+}
+
+static void test_determinism_and_snapshot(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        harness_t *a = h_open(T0), *b = h_open(T0), *c = h_open(T0);
+        uint64_t ra = seed * 7919, rb = seed * 7919;
+        char da[65], db[65];
+        setup_topics(a);
+        setup_topics(b);
+        char *xa = run(a, &ra, 0, 100), *xb = run(b, &rb, 0, 100);
+        assert_string_equal(xa, xb);
+        assert_non_null(strstr(xa, "\"delivered\":2"));
+        free(xa);
+        free(xb);
+        h_digest(a, da);
+        h_digest(b, db);
+        assert_string_equal(da, db);
+        snapshot_restore(b, c);
+        h_digest(c, db);
+        assert_string_equal(da, db);
+        h_close(b);
+        xa = run(a, &ra, 100, 200);
+        xb = run(c, &rb, 100, 200);
+        assert_string_equal(xa, xb);
+        free(xa);
+        free(xb);
+        h_digest(a, da);
+        h_digest(c, db);
+        assert_string_equal(da, db);
+        assert_int_equal(fsm_next_due(a->f), fsm_next_due(c->f));
+        json_t *ga = h_read(a, "{'op':'subscription.get','topic':'pay','name':'c'}");
+        json_t *gc = h_read(c, "{'op':'subscription.get','topic':'pay','name':'c'}");
+        assert_true(json_equal(ga, gc));
+        json_decref(ga);
+        json_decref(gc);
+        h_close(a);
+        h_close(c);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_match),
+        cmocka_unit_test_setup_teardown(test_topic_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_publish_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_failures_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_pending_ack_dead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_pending_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_from_and_rewind, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test(test_determinism_and_snapshot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,396 @@
+"""ws_test.py: the WebSocket transport against a real mqhubd (docs/websocket.md).
+Usage: python3 ws_test.py MQHUBD [unittest args]. Each test class starts its
+own daemon on free loopback ports (wshub.py)."""
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import unittest
+
+import msgpack
+import websockets
+
+from wshub import Hub, parse_prometheus
+
+MQHUBD = None
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+class Json:
+    """A JSON-subprotocol connection with request ids."""
+
+    def __init__(self, ws):
+        self.ws, self.next_id, self.pushes = ws, 1, []
+
+    async def req(self, op, **args):
+        rid = self.next_id
+        self.next_id += 1
+        await self.ws.send(json.dumps(dict(args, op=op, id=rid)))
+        while True:
+            msg = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if msg.get("id") == rid:
+                return msg
+            self.pushes.append(msg)
+
+
+class Mp(Json):
+    """The same over mqhub.v1.msgpack (binary frames)."""
+
+    async def req(self, op, **args):
+        rid = self.next_id
+        self.next_id += 1
+        await self.ws.send(msgpack.packb(dict(args, op=op, id=rid), use_bin_type=True))
+        while True:
+            data = await asyncio.wait_for(self.ws.recv(), 10)
+            assert isinstance(data, bytes), "msgpack subprotocol answers in binary frames"
+            msg = msgpack.unpackb(data, raw=False)
+            if msg.get("id") == rid:
+                return msg
+            self.pushes.append(msg)
+
+
+async def queue_ops(conn, name, body, check_body):
+    """Every queue op of docs/protocol.md; returns nothing, asserts."""
+    r = await conn.req("hello", version=1, client="ws_test")
+    assert r["ok"] and r["server"] == "mqhub" and r["max_frame"] > 0, r
+    assert (await conn.req("ping"))["ok"]
+    assert (await conn.req("queue.create", name=name, attrs={"visibility_timeout": 5}))["ok"]
+    assert (await conn.req("queue.set", name=name, attrs={"visibility_timeout": 7}))["ok"]
+    got = await conn.req("queue.get", name=name)
+    assert got["ok"] and got["attrs"]["visibility_timeout"] == 7, got
+    assert name in (await conn.req("queue.list", prefix=name))["queues"]
+    sent = await conn.req("send", queue=name, body=body, attrs={"k": "v"})
+    assert sent["ok"] and sent["seq"] == 1, sent
+    batch = await conn.req("send_batch", queue=name, msgs=[{"body": "b1"}, {"body": "b2"}])
+    assert [x["seq"] for x in batch["results"]] == [2, 3], batch
+    rec = await conn.req("receive", queue=name, max=3)
+    assert len(rec["msgs"]) == 3, rec
+    check_body(rec["msgs"][0])
+    assert rec["msgs"][0]["attrs"] == {"k": "v"}
+    cv = await conn.req("change_visibility", queue=name, receipt=rec["msgs"][1]["receipt"], timeout=60)
+    assert cv["ok"] and cv["next_visible_at"] > 0, cv
+    d = await conn.req("delete", queue=name, receipts=[m["receipt"] for m in rec["msgs"]])
+    assert all(x["ok"] for x in d["results"]), d
+    stale = await conn.req("delete", queue=name, receipts=["1.1.1"])
+    assert stale["results"][0]["code"] == "INVALID_RECEIPT", stale
+    assert (await conn.req("queue.rewind", name=name, seq=1))["ok"]
+    assert (await conn.req("queue.purge", name=name))["ok"]
+    bad = await conn.req("no.such.op")
+    assert bad["ok"] is False and bad["code"] == "UNKNOWN_OP", bad
+    missing = await conn.req("queue.get", name="nope-" + name)
+    assert missing["code"] == "NOT_FOUND", missing
+    assert (await conn.req("queue.delete", name=name))["ok"]
+
+
+class Protocol(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Hub(MQHUBD, ws_extra=", send_buffer = 65536",
+                      extra="limits { max_frame = 262144 }\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.hub.stop()
+        cls.hub.cleanup()
+        assert rc == 0, "mqhubd exit status %s" % rc
+
+    def test_json_queue_ops(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                self.assertEqual(ws.subprotocol, "mqhub.v1.json")
+
+                def check(m):
+                    self.assertEqual(m["body"], "héllo ✓")
+                await queue_ops(Json(ws), "wsjson", "héllo ✓", check)
+        run(go())
+
+    def test_json_binary_body(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                await c.req("queue.create", name="wsbin")
+                await c.req("send", queue="wsbin", body_base64="AP/+")
+                m = (await c.req("receive", queue="wsbin"))["msgs"][0]
+                self.assertEqual(m["body_base64"], "AP/+")
+                self.assertNotIn("body", m)
+                bad = await c.req("send", queue="wsbin", body_base64="%%%")
+                self.fail("bad base64 must close: %r" % bad)
+        with self.assertRaises(websockets.ConnectionClosed) as cm:
+            run(go())
+        self.assertEqual(cm.exception.code, 1007)
+
+    def test_msgpack_queue_ops(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.msgpack"]) as ws:
+                self.assertEqual(ws.subprotocol, "mqhub.v1.msgpack")
+
+                def check(m):
+                    self.assertEqual(m["body"], b"\x00\xffraw")
+                await queue_ops(Mp(ws), "wsmp", b"\x00\xffraw", check)
+        run(go())
+
+    def test_bad_json_closes(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                await ws.send("{not json")
+                err = json.loads(await ws.recv())
+                self.assertEqual(err["code"], "BAD_REQUEST")
+                self.assertNotIn("id", err)
+                await ws.recv()
+        with self.assertRaises(websockets.ConnectionClosed) as cm:
+            run(go())
+        self.assertEqual(cm.exception.code, 1007)
+
+    def test_bad_msgpack_closes(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.msgpack"]) as ws:
+                await ws.send(b"\xc1garbage")
+                err = msgpack.unpackb(await ws.recv(), raw=False)
+                self.assertEqual(err["code"], "BAD_REQUEST")
+                await ws.recv()
+        with self.assertRaises(websockets.ConnectionClosed) as cm:
+            run(go())
+        self.assertEqual(cm.exception.code, 1007)
+
+    def test_oversized_frame_closes(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"],
+                                          max_size=None) as ws:
+                await ws.send(json.dumps({"op": "ping", "id": 1, "pad": "x" * 300000}))
+                err = json.loads(await ws.recv())
+                self.assertEqual(err["code"], "FRAME_TOO_LARGE")
+                await ws.recv()
+        with self.assertRaises(websockets.ConnectionClosed) as cm:
+            run(go())
+        self.assertEqual(cm.exception.code, 1009)
+
+    def test_fragmented_message(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                text = json.dumps({"op": "ping", "id": 9, "pad": "y" * 100000})
+                await ws.send(iter([text[:40000], text[40000:80000], text[80000:]]))
+                self.assertEqual(json.loads(await ws.recv()), {"id": 9, "ok": True})
+        run(go())
+
+    def test_slow_consumer_is_closed(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as c:
+                fast = Json(c)
+                await fast.req("queue.create", name="wsslow", attrs={"max_msg_size": 65536})
+                await fast.req("send", queue="wsslow", body="z" * 60000)
+            # A client that asks for ~36 MB of replies and reads nothing.
+            ws = await websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"],
+                                          max_queue=1, read_limit=4096, write_limit=1 << 20)
+            closed = False
+            try:
+                for i in range(600):
+                    await ws.send(json.dumps({"op": "receive", "id": i + 1, "queue": "wsslow",
+                                              "visibility": 0}))
+                await asyncio.sleep(5)  # the server gives up on it within a few seconds
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except websockets.ConnectionClosed:
+                closed = True
+            self.assertTrue(closed)
+        run(go())
+        status, text, _ = self.hub.http("/metrics")
+        fam = parse_prometheus(text)
+        closed = fam["mqhub_websocket_slow_clients_closed_total"]["samples"][0][2]
+        self.assertGreaterEqual(closed, 1)
+        self.assertEqual(self.hub.http("/healthz")[0], 200)
+
+    def test_stats_push(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                await c.req("queue.create", name="wsstats")
+                await c.req("send", queue="wsstats", body="1")
+                r = await c.req("stats.subscribe", interval_ms=1000)
+                self.assertTrue(r["ok"])
+                self.assertEqual(r["interval_ms"], 1000)
+                deadline = time.time() + 5
+                while time.time() < deadline:
+                    msg = c.pushes.pop(0) if c.pushes else json.loads(
+                        await asyncio.wait_for(ws.recv(), 5))
+                    if msg.get("push") == "stats":
+                        q = [x for x in msg["queues"] if x["name"] == "wsstats"]
+                        if q and q[0]["stats"]["ready"] == 1:
+                            self.assertIn("cluster", msg)
+                            return
+                self.fail("no stats push with the queue")
+        run(go())
+
+    def test_push_subscription_with_credit(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                if (await c.req("topic.create", name="wstopic")).get("code") == "UNKNOWN_OP":
+                    self.skipTest("topics are not implemented in this build yet")
+                r = await c.req("subscription.create", topic="wstopic", name="tail",
+                                endpoint={"push": True})
+                self.assertTrue(r["ok"], r)
+                self.assertTrue((await c.req("subscribe", topic="wstopic", subscription="tail",
+                                             credit=1))["ok"])
+                for i in range(3):
+                    self.assertTrue((await c.req("publish", topic="wstopic", body="m%d" % i))["ok"])
+                got = []
+                deadline = time.time() + 5
+                while len(got) < 3 and time.time() < deadline:
+                    msg = c.pushes.pop(0) if c.pushes else json.loads(
+                        await asyncio.wait_for(ws.recv(), 5))
+                    if msg.get("push") == "messages":
+                        self.assertLessEqual(len(msg["msgs"]), 1, "credit window exceeded")
+                        for m in msg["msgs"]:
+                            got.append(m["body"])
+                            await c.req("ack", topic="wstopic", subscription="tail", seqs=[m["seq"]])
+                            await c.req("credit", topic="wstopic", subscription="tail", n=1)
+                self.assertEqual(got, ["m0", "m1", "m2"])
+        run(go())
+
+    def test_http_endpoints(self):
+        status, body, headers = self.hub.http("/healthz")
+        self.assertEqual((status, body), (200, "ok\n"))
+        status, body, _ = self.hub.http("/readyz")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(body.startswith("ready"))
+        status, body, headers = self.hub.http("/")
+        self.assertEqual(status, 200)
+        self.assertIn("script-src 'self'", headers["content-security-policy"])
+        self.assertNotIn("<script>", body)
+        status, _, headers = self.hub.http("/mqhub.js")
+        self.assertIn("javascript", headers["content-type"])
+        self.assertEqual(self.hub.http("/no-such-file")[0], 404)
+
+    def test_metrics_parse(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                await c.req("queue.create", name="wsmetrics")
+                for i in range(3):
+                    await c.req("send", queue="wsmetrics", body="x")
+        run(go())
+        status, text, headers = self.hub.http("/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn("version=0.0.4", headers["content-type"])
+        fam = parse_prometheus(text)
+        ready = [v for _, l, v in fam["mqhub_queue_messages"]["samples"]
+                 if l == {"queue": "wsmetrics", "state": "ready"}]
+        self.assertEqual(ready, [3.0])
+        sent = [v for _, l, v in fam["mqhub_queue_sent_total"]["samples"] if l["queue"] == "wsmetrics"]
+        self.assertEqual(sent, [3.0])
+        self.assertEqual(fam["mqhub_queue_sent_total"]["type"], "counter")
+        self.assertGreaterEqual(fam["mqhub_raft_term"]["samples"][0][2], 1)
+        self.assertEqual(fam["mqhub_raft_is_leader"]["samples"][0][2], 1)
+        hist = fam["mqhub_request_duration_seconds"]
+        self.assertEqual(hist["type"], "histogram")
+        buckets = [v for n, _, v in hist["samples"] if n.endswith("_bucket")]
+        self.assertEqual(buckets, sorted(buckets), "histogram buckets are cumulative")
+        count = [v for n, _, v in hist["samples"] if n.endswith("_count")][0]
+        self.assertEqual(buckets[-1], count)
+        self.assertGreaterEqual(count, 4)
+        self.assertIn("mqhub_connections", fam)
+        self.assertGreaterEqual(fam["mqhub_requests_total"]["samples"][0][2], 4)
+
+
+class Auth(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Hub(MQHUBD, token="s3cret")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.cleanup()
+
+    def test_hello_token(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                self.assertEqual((await c.req("queue.list"))["code"], "UNAUTHORIZED")
+                self.assertEqual((await c.req("stats.subscribe"))["code"], "UNAUTHORIZED")
+                self.assertEqual((await c.req("hello", version=1, token="wrong"))["code"],
+                                 "UNAUTHORIZED")
+                self.assertTrue((await c.req("hello", version=1, token="s3cret"))["ok"])
+                self.assertTrue((await c.req("queue.list"))["ok"])
+        run(go())
+
+    def test_query_token(self):
+        async def go():
+            async with websockets.connect(self.hub.url + "?token=s3cret",
+                                          subprotocols=["mqhub.v1.msgpack"]) as ws:
+                self.assertTrue((await Mp(ws).req("queue.list"))["ok"])
+        run(go())
+
+    def test_wrong_query_token_closes(self):
+        async def go():
+            async with websockets.connect(self.hub.url + "?token=nope",
+                                          subprotocols=["mqhub.v1.json"]) as ws:
+                err = json.loads(await ws.recv())
+                self.assertEqual(err["code"], "UNAUTHORIZED")
+                await ws.recv()
+        with self.assertRaises(websockets.ConnectionClosed) as cm:
+            run(go())
+        self.assertEqual(cm.exception.code, 1008)
+
+    def test_metrics_need_token(self):
+        self.assertEqual(self.hub.http("/metrics")[0], 401)
+        status, text, _ = self.hub.http("/metrics", {"Authorization": "Bearer s3cret"})
+        self.assertEqual(status, 200)
+        parse_prometheus(text)
+        self.assertEqual(self.hub.http("/metrics?token=s3cret")[0], 200)
+        self.assertEqual(self.hub.http("/healthz")[0], 200)
+        self.assertEqual(self.hub.http("/readyz")[0], 200)
+
+
+class Tls(unittest.TestCase):
+    def test_wss(self):
+        d = os.environ.get("TMPDIR", "/tmp")
+        cert, key = os.path.join(d, "ws-test-%d.crt" % os.getpid()), os.path.join(
+            d, "ws-test-%d.key" % os.getpid())
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        hub = None
+        try:
+            hub = TlsHub(MQHUBD, cert, key)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+
+            async def go():
+                async with websockets.connect(hub.url.replace("ws:", "wss:"), ssl=ctx,
+                                              subprotocols=["mqhub.v1.json"]) as ws:
+                    self.assertTrue((await Json(ws).req("hello", version=1))["ok"])
+            run(go())
+        finally:
+            if hub:
+                hub.cleanup()
+            for f in (cert, key):
+                if os.path.exists(f):
+                    os.unlink(f)
+
+
+class TlsHub(Hub):
+    """Hub whose readiness probe speaks HTTPS."""
+
+    def __init__(self, mqhubd, cert, key):
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._ctx.check_hostname = False
+        self._ctx.verify_mode = ssl.CERT_NONE
+        super().__init__(mqhubd, ws_extra=', tls_cert = "%s", tls_key = "%s"' % (cert, key))
+
+    def http(self, path, headers=None):
+        import urllib.request
+        req = urllib.request.Request(self.http_base.replace("http:", "https:") + path)
+        with urllib.request.urlopen(req, timeout=5, context=self._ctx) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+
+
+if __name__ == "__main__":
+    MQHUBD = sys.argv.pop(1) if len(sys.argv) > 1 else os.environ.get("MQHUBD")
+    unittest.main(verbosity=2)

@@ -1,0 +1,470 @@
+/* http.c: the HTTP endpoints on the WebSocket listener (docs/metrics.md):
+ *   /healthz  200 "ok" while the process serves requests
+ *   /readyz   200 when a leader is known and this node applied what was
+ *             committed (within WS_READY_LAG entries), else 503 and why
+ *   /metrics  Prometheus text format 0.0.4
+ * The dashboard's static files are served by lws itself (a file mount in
+ * ws.c); everything else reaches http_callback().
+ *
+ * Start with http_callback(): LWS_CALLBACK_HTTP picks the endpoint and asks
+ * the collector (stats.c) for a snapshot; on_snapshot() renders the body
+ * and asks for a writable callback, where the header and then the body are
+ * written. To add a metric, add a family in http_render_metrics() (names
+ * and meanings are listed in docs/metrics.md: keep both in step).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "ws.h"
+
+#define WS_READY_LAG 100
+#define WS_MAX_FAMILIES 96
+
+enum endpoint { EP_NONE, EP_HEALTHZ, EP_READYZ, EP_METRICS };
+
+struct http_req {
+    ws_t *w;
+    struct lws *wsi;
+    enum endpoint ep;
+    void *ticket;     /* stats_want() pending */
+    bool ready;       /* body rendered */
+    bool header_sent;
+    unsigned status;
+    char *body;
+    size_t len;
+};
+
+size_t http_state_size(void)
+{
+    return sizeof(http_req_t);
+}
+
+/* ---------------------------------------------------------------- text */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if (b->p != NULL && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+/* A label value with \\, \" and \n escaped (Prometheus text format). */
+static void sb_label(sbuf_t *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sb_printf(b, "\\%c", *v);
+        else if (*v == '\n')
+            sb_printf(b, "\\n");
+        else
+            sb_printf(b, "%c", *v);
+    }
+}
+
+/* ---------------------------------------------------------------- families */
+
+typedef struct family {
+    char name[96];
+    const char *type;
+    sbuf_t samples;
+} family_t;
+
+typedef struct families {
+    family_t f[WS_MAX_FAMILIES];
+    unsigned n;
+} families_t;
+
+/* The family @name (created on first use; NULL when the table is full). */
+static family_t *family(families_t *fs, const char *name, const char *type)
+{
+    for (unsigned i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, name) == 0)
+            return &fs->f[i];
+    if (fs->n == WS_MAX_FAMILIES)
+        return NULL;
+    family_t *f = &fs->f[fs->n++];
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->type = type;
+    return f;
+}
+
+/* One sample: labels as pairs (name, value), ended by NULL. */
+static void sample(families_t *fs, const char *name, const char *type, double value, ...)
+{
+    family_t *f = family(fs, name, type);
+    const char *k, *sep = "{";
+    va_list ap;
+
+    if (f == NULL)
+        return;
+    sb_printf(&f->samples, "%s", name);
+    va_start(ap, value);
+    while ((k = va_arg(ap, const char *)) != NULL) {
+        sb_printf(&f->samples, "%s%s=\"", sep, k);
+        sb_label(&f->samples, va_arg(ap, const char *));
+        sb_printf(&f->samples, "\"");
+        sep = ",";
+    }
+    va_end(ap);
+    sb_printf(&f->samples, "%s %.17g\n", *sep == ',' ? "}" : "", value);
+}
+
+static double num(const json_t *o, const char *key)
+{
+    return json_number_value(json_object_get(o, key));
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Every number of @stats as mqhub_<prefix>_<key>, counters for *_total. */
+static void numeric_stats(families_t *fs, const char *prefix, const json_t *stats,
+                          const char *l1, const char *v1, const char *l2, const char *v2)
+{
+    const char *key;
+    json_t *v;
+    char name[96];
+
+    json_object_foreach((json_t *)stats, key, v) {
+        if (!json_is_number(v))
+            continue;
+        snprintf(name, sizeof name, "mqhub_%s_%s", prefix, key);
+        sample(fs, name, ends_with(key, "_total") ? "counter" : "gauge", json_number_value(v),
+               l1, v1, l2, v2, NULL);
+    }
+}
+
+static void queue_metrics(families_t *fs, const json_t *queues)
+{
+    static const char *const states[] = {"ready", "inflight", "delayed", "retained"};
+    size_t i;
+    json_t *q;
+
+    json_array_foreach(queues, i, q) {
+        const char *name = json_string_value(json_object_get(q, "name"));
+        const json_t *st = json_object_get(q, "stats");
+        if (name == NULL || st == NULL)
+            continue;
+        for (int k = 0; k < 4; k++)
+            sample(fs, "mqhub_queue_messages", "gauge", num(st, states[k]), "queue", name,
+                   "state", states[k], NULL);
+        sample(fs, "mqhub_queue_oldest_age_seconds", "gauge", num(st, "oldest_age_ms") / 1000,
+               "queue", name, NULL);
+        sample(fs, "mqhub_queue_sent_total", "counter", num(st, "sent_total"), "queue", name,
+               NULL);
+        sample(fs, "mqhub_queue_received_total", "counter", num(st, "received_total"), "queue",
+               name, NULL);
+        sample(fs, "mqhub_queue_deleted_total", "counter", num(st, "deleted_total"), "queue",
+               name, NULL);
+    }
+}
+
+static void topic_metrics(families_t *fs, const json_t *topics)
+{
+    size_t i, j;
+    json_t *t, *sub;
+
+    json_array_foreach(topics, i, t) {
+        const char *name = json_string_value(json_object_get(t, "name"));
+        if (name == NULL)
+            continue;
+        numeric_stats(fs, "topic", json_object_get(t, "stats"), "topic", name, NULL, NULL);
+        json_array_foreach(json_object_get(t, "subscriptions"), j, sub) {
+            const char *sname = json_string_value(json_object_get(sub, "name"));
+            const json_t *st = json_object_get(sub, "stats");
+            if (sname != NULL)
+                numeric_stats(fs, "subscription", st != NULL ? st : sub, "topic", name,
+                              "subscription", sname);
+        }
+    }
+}
+
+static void cluster_metrics(families_t *fs, const json_t *cl)
+{
+    if (cl == NULL)
+        return;
+    sample(fs, "mqhub_raft_term", "gauge", num(cl, "term"), NULL);
+    sample(fs, "mqhub_raft_commit_index", "gauge", num(cl, "commit_index"), NULL);
+    sample(fs, "mqhub_raft_applied_index", "gauge", num(cl, "last_applied"), NULL);
+    sample(fs, "mqhub_raft_is_leader", "gauge",
+           strcmp(json_string_value(json_object_get(cl, "role")) ?: "", "leader") == 0, NULL);
+}
+
+/* Daemon counters (hub) and this plugin's, by their host names. */
+static void counter_metrics(families_t *fs, ws_t *w)
+{
+    static const char *const core[][2] = {
+        {"requests_total", "mqhub_requests_total"},
+        {"errors_total", "mqhub_request_errors_total"},
+        {"sessions_opened_total", "mqhub_sessions_opened_total"},
+        {"sessions_closed_total", "mqhub_sessions_closed_total"},
+        {"longpoll_parked_total", "mqhub_longpoll_parked_total"},
+        {"script_calls_total", "mqhub_script_calls_total"},
+        {"script_errors_total", "mqhub_script_errors_total"},
+        {"plugin_websocket_connections_total", "mqhub_websocket_connections_total"},
+        {"plugin_websocket_frames_too_large", "mqhub_websocket_frames_too_large_total"},
+        {"plugin_websocket_slow_clients_closed", "mqhub_websocket_slow_clients_closed_total"},
+    };
+    const mqhub_host_api_t *api = w->api;
+
+    if (api->size <= offsetof(mqhub_host_api_t, metric_get))
+        return;
+    for (size_t i = 0; i < sizeof core / sizeof core[0]; i++)
+        sample(fs, core[i][1], "counter", (double)api->metric_get(w->host, core[i][0]), NULL);
+    sample(fs, "mqhub_sessions_open", "gauge",
+           (double)(api->metric_get(w->host, "sessions_opened_total") -
+                    api->metric_get(w->host, "sessions_closed_total")),
+           NULL);
+}
+
+static void latency_metrics(families_t *fs, ws_t *w)
+{
+    static const char *const le[WS_LATENCY_BUCKETS] = {
+        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+        "1", "5"};
+    const char *h = "mqhub_request_duration_seconds";
+    family_t *f = family(fs, h, "histogram");
+
+    if (f == NULL)
+        return;
+    for (int i = 0; i < WS_LATENCY_BUCKETS; i++)
+        sb_printf(&f->samples, "%s_bucket{transport=\"websocket\",le=\"%s\"} %llu\n", h, le[i],
+                  (unsigned long long)w->lat_bucket[i]);
+    sb_printf(&f->samples, "%s_bucket{transport=\"websocket\",le=\"+Inf\"} %llu\n", h,
+              (unsigned long long)w->lat_count);
+    sb_printf(&f->samples, "%s_sum{transport=\"websocket\"} %.9f\n", h, w->lat_sum);
+    sb_printf(&f->samples, "%s_count{transport=\"websocket\"} %llu\n", h,
+              (unsigned long long)w->lat_count);
+}
+
+char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
+{
+    families_t *fs = calloc(1, sizeof *fs);
+    sbuf_t out = {0};
+
+    if (fs == NULL)
+        return NULL;
+    sample(fs, "mqhub_up", "gauge", 1, NULL);
+    cluster_metrics(fs, json_object_get(snap, "cluster"));
+    queue_metrics(fs, json_object_get(snap, "queues"));
+    topic_metrics(fs, json_object_get(snap, "topics"));
+    sample(fs, "mqhub_blocks_active", "gauge",
+           (double)json_array_size(json_object_get(snap, "blocks")), NULL);
+    sample(fs, "mqhub_connections", "gauge", w->n_conns, "transport", "websocket", NULL);
+    sample(fs, "mqhub_websocket_messages_in_total", "counter", (double)w->messages_in, NULL);
+    sample(fs, "mqhub_websocket_messages_out_total", "counter", (double)w->messages_out, NULL);
+    counter_metrics(fs, w);
+    latency_metrics(fs, w);
+    for (unsigned i = 0; i < fs->n; i++) {
+        sb_printf(&out, "# TYPE %s %s\n", fs->f[i].name, fs->f[i].type);
+        if (fs->f[i].samples.p != NULL)
+            sb_printf(&out, "%.*s", (int)fs->f[i].samples.len, fs->f[i].samples.p);
+        out.failed |= fs->f[i].samples.failed;
+        free(fs->f[i].samples.p);
+    }
+    free(fs);
+    if (out.failed) {
+        free(out.p);
+        return NULL;
+    }
+    *len = out.len;
+    return out.p;
+}
+
+/* ---------------------------------------------------------------- readyz */
+
+static void render_ready(http_req_t *h, const json_t *snap)
+{
+    const json_t *cl = json_object_get(snap, "cluster");
+    const json_t *errors = json_object_get(snap, "errors");
+    double lag = num(cl, "commit_index") - num(cl, "last_applied");
+    const char *why = NULL;
+    sbuf_t b = {0};
+
+    if (cl == NULL)
+        why = json_string_value(json_object_get(errors, "cluster.status")) ?: "no status";
+    else if (!json_is_string(json_object_get(cl, "leader")))
+        why = "no leader known";
+    else if (lag > WS_READY_LAG)
+        why = "applying the log (behind the commit index)";
+    h->status = why == NULL ? 200 : 503;
+    if (why == NULL)
+        sb_printf(&b, "ready: leader %s, term %.0f\n",
+                  json_string_value(json_object_get(cl, "leader")), num(cl, "term"));
+    else
+        sb_printf(&b, "not ready: %s\n", why);
+    h->body = b.p;
+    h->len = b.len;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void on_snapshot(void *arg, const json_t *snap)
+{
+    http_req_t *h = arg;
+
+    h->ticket = NULL;
+    h->ready = true;
+    if (snap == NULL) {
+        h->status = 500;
+    } else if (h->ep == EP_METRICS) {
+        h->body = http_render_metrics(h->w, snap, &h->len);
+        h->status = h->body != NULL ? 200 : 500;
+    } else {
+        render_ready(h, snap);
+    }
+    lws_callback_on_writable(h->wsi);
+}
+
+static bool authorized(http_req_t *h)
+{
+    const char *token = h->w->token;
+    char got[300];
+    size_t tl;
+
+    if (token == NULL)
+        return true;
+    tl = strlen(token);
+    if (lws_hdr_copy(h->wsi, got, sizeof got, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        strncmp(got, "Bearer ", 7) == 0 && strlen(got + 7) == tl &&
+        CRYPTO_memcmp(got + 7, token, tl) == 0)
+        return true;
+    return lws_get_urlarg_by_name(h->wsi, "token=", got, sizeof got) != NULL &&
+           strlen(got + 6) == tl && CRYPTO_memcmp(got + 6, token, tl) == 0;
+}
+
+static int start(ws_t *w, struct lws *wsi, http_req_t *h)
+{
+    char uri[256] = "";
+
+    lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    h->w = w;
+    h->wsi = wsi;
+    h->ep = strcmp(uri, "/healthz") == 0   ? EP_HEALTHZ
+            : strcmp(uri, "/readyz") == 0  ? EP_READYZ
+            : strcmp(uri, "/metrics") == 0 ? EP_METRICS
+                                           : EP_NONE;
+    if (h->ep == EP_NONE) {
+        lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+    if (h->ep == EP_METRICS && !authorized(h)) {
+        lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, "a token is needed");
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+    if (h->ep == EP_HEALTHZ) {
+        h->ready = true;
+        h->status = 200;
+        h->body = strdup("ok\n");
+        h->len = 3;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    h->ticket = stats_want(w->stats, h->ep == EP_METRICS ? 0 : 1000, on_snapshot, h);
+    return 0;
+}
+
+static int write_header(http_req_t *h)
+{
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
+                                       *end = buf + sizeof buf - 1;
+    const char *type = h->ep == EP_METRICS ? "text/plain; version=0.0.4; charset=utf-8"
+                                           : "text/plain; charset=utf-8";
+
+    if (lws_add_http_common_headers(h->wsi, h->status, type, (lws_filepos_t)h->len, &p, end) ||
+        lws_add_http_header_by_name(h->wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end) ||
+        lws_finalize_write_http_header(h->wsi, start, &p, end))
+        return -1;
+    h->header_sent = true;
+    lws_callback_on_writable(h->wsi);
+    return 0;
+}
+
+static int write_body(http_req_t *h)
+{
+    struct lws *wsi = h->wsi;
+    unsigned char *buf = malloc(LWS_PRE + h->len + 1);
+    int n;
+
+    if (buf == NULL)
+        return -1;
+    memcpy(buf + LWS_PRE, h->body, h->len);
+    n = lws_write(h->wsi, buf + LWS_PRE, h->len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    free(h->body);
+    memset(h, 0, sizeof *h); /* a kept-alive connection may ask again */
+    if (n < 0)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int http_callback(ws_t *w, struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                  void *in, size_t len)
+{
+    http_req_t *h = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return start(w, wsi, h);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (h == NULL || h->wsi == NULL || !h->ready)
+            break;
+        if (h->status >= 500 && h->body == NULL) {
+            lws_return_http_status(wsi, h->status, "metrics unavailable");
+            return lws_http_transaction_completed(wsi) ? -1 : 0;
+        }
+        return h->header_sent ? write_body(h) : write_header(h);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (h != NULL && h->wsi != NULL) {
+            if (h->ticket != NULL)
+                stats_cancel(w->stats, h->ticket);
+            free(h->body);
+            memset(h, 0, sizeof *h);
+        }
+        break;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

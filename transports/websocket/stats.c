@@ -1,0 +1,367 @@
+/* stats.c: the collector behind stats pushes, /metrics and /readyz.
+ *
+ * A snapshot is gathered with ordinary requests on the collector's own host
+ * session, exactly as a client would: cluster.status, queue.list then
+ * queue.get per queue, topic.list then topic.get per topic, block.list.
+ * An op the hub does not know (yet) or refuses is recorded under
+ * "errors": {op: "CODE: sentence"} and the rest of the snapshot is still
+ * served. The snapshot is a JSON object, the body of a {"push": "stats"}
+ * message (docs/protocol.md "Extensions").
+ *
+ * Start with collect(): it sends the first requests; on_reply() handles
+ * each answer (sending the per-name gets) and finish() publishes the
+ * snapshot to stats subscribers (ws_broadcast_stats) and to waiters
+ * (stats_want: /metrics, /readyz). A timer gathers one snapshot per
+ * interval while any client subscribed to stats.
+ *
+ * To add a section: send its request in collect() with a new kind, store
+ * its answer in on_reply().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "codec.h"
+#include "ws.h"
+
+#define STATS_LIST_LIMIT 1000
+
+enum kind { K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_QUEUE, K_TOPIC };
+
+static const char *const kind_op[] = {"hello",      "cluster.status", "queue.list", "topic.list",
+                                      "block.list", "queue.get",      "topic.get"};
+
+typedef struct sreq {
+    struct stats *s;
+    enum kind kind;
+    json_t *target; /* K_QUEUE / K_TOPIC: the entry to fill (borrowed) */
+    struct sreq *prev, *next;
+} sreq_t;
+
+typedef struct waiter {
+    stats_cb cb;
+    void *arg;
+    struct waiter *next;
+} waiter_t;
+
+struct stats {
+    ws_t *w;
+    mqhub_session_t *session;
+    uv_timer_t timer;
+    json_t *snap;     /* the latest snapshot, or NULL */
+    uint64_t snap_at; /* loop ms when it was finished */
+    json_t *building; /* the snapshot being gathered, or NULL */
+    unsigned pending; /* requests of `building` without an answer (+1 while sending) */
+    sreq_t *reqs;     /* those requests, freed at stop when unanswered */
+    waiter_t *waiters;
+    uint64_t next_id;
+    bool said_hello;
+    bool active;
+};
+
+static void collect(stats_t *s);
+
+/* ------------------------------------------------------------- finishing */
+
+static void finish(stats_t *s)
+{
+    ws_t *w = s->w;
+    waiter_t *list = s->waiters;
+    json_t *t = json_object();
+
+    json_object_set_new(t, "name", json_string("websocket"));
+    json_object_set_new(t, "connections", json_integer(w->n_conns));
+    json_object_set_new(t, "messages_in", json_integer((json_int_t)w->messages_in));
+    json_object_set_new(t, "messages_out", json_integer((json_int_t)w->messages_out));
+    json_object_set_new(s->building, "transport", t);
+    json_object_set_new(s->building, "ts", json_integer((json_int_t)(uv_now(w->loop))));
+    json_decref(s->snap);
+    s->snap = s->building;
+    s->snap_at = ws_now(w);
+    s->building = NULL;
+    if (s->active)
+        ws_broadcast_stats(w, s->snap, s->snap_at);
+    s->waiters = NULL;
+    while (list != NULL) {
+        waiter_t *next = list->next;
+        list->cb(list->arg, s->snap);
+        free(list);
+        list = next;
+    }
+}
+
+static void done_one(stats_t *s)
+{
+    if (--s->pending == 0 && s->building != NULL)
+        finish(s);
+}
+
+/* ------------------------------------------------------------- requests */
+
+static void on_reply(void *arg, const char *msgpack, size_t len);
+
+static void pack_cstr(msgpack_packer *pk, const char *str)
+{
+    msgpack_pack_str_with_body(pk, str, strlen(str));
+}
+
+/* Send @kind's request; @name is the queue/topic for the per-name gets. */
+static void submit(stats_t *s, enum kind kind, const char *name, json_t *target)
+{
+    const char *token = s->w->token;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    sreq_t *r = calloc(1, sizeof *r);
+
+    if (r == NULL)
+        return;
+    r->s = s;
+    r->kind = kind;
+    r->target = target;
+    r->next = s->reqs;
+    if (s->reqs != NULL)
+        s->reqs->prev = r;
+    s->reqs = r;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + (name != NULL) + (kind == K_HELLO ? 2 + (token != NULL) : 0) +
+                              (kind == K_QUEUES || kind == K_TOPICS));
+    pack_cstr(&pk, "op");
+    pack_cstr(&pk, kind_op[kind]);
+    pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, ++s->next_id);
+    if (name != NULL) {
+        pack_cstr(&pk, "name");
+        pack_cstr(&pk, name);
+    }
+    if (kind == K_HELLO) {
+        pack_cstr(&pk, "version");
+        msgpack_pack_uint8(&pk, 1);
+        pack_cstr(&pk, "client");
+        pack_cstr(&pk, "websocket-stats");
+        if (token != NULL) {
+            pack_cstr(&pk, "token");
+            pack_cstr(&pk, token);
+        }
+    }
+    if (kind == K_QUEUES || kind == K_TOPICS) {
+        pack_cstr(&pk, "limit");
+        msgpack_pack_uint32(&pk, STATS_LIST_LIMIT);
+    }
+    s->pending++;
+    s->w->api->request(s->session, sb.data, sb.size, on_reply, r);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* @r failed: "errors": {op: "CODE: sentence"}, and on the queue's or
+ * topic's entry too. */
+static void record_error(stats_t *s, const sreq_t *r, const json_t *reply)
+{
+    json_t *errors = json_object_get(s->building, "errors");
+    const char *op = kind_op[r->kind];
+    char text[512];
+
+    if (errors == NULL) {
+        errors = json_object();
+        json_object_set_new(s->building, "errors", errors);
+    }
+    snprintf(text, sizeof text, "%s: %s",
+             json_string_value(json_object_get(reply, "code")) ?: "INTERNAL",
+             json_string_value(json_object_get(reply, "error")) ?: "no answer");
+    json_object_set_new(errors, op, json_string(text));
+    if (r->target != NULL)
+        json_object_set_new(r->target, "error", json_string(text));
+}
+
+/* queue.list / topic.list answered: one entry and one get per name. */
+static void fan_out(stats_t *s, enum kind get, const char *section, const json_t *names)
+{
+    json_t *list = json_array();
+    size_t i;
+    json_t *n;
+
+    json_object_set_new(s->building, section, list);
+    json_array_foreach(names, i, n) {
+        json_t *entry;
+        if (!json_is_string(n))
+            continue;
+        entry = json_object();
+        json_object_set(entry, "name", n);
+        json_array_append_new(list, entry);
+        submit(s, get, json_string_value(n), entry);
+    }
+}
+
+static void store(stats_t *s, sreq_t *r, json_t *reply)
+{
+    json_object_del(reply, "id");
+    json_object_del(reply, "ok");
+    switch (r->kind) {
+    case K_CLUSTER:
+        json_object_set(s->building, "cluster", reply);
+        break;
+    case K_QUEUES:
+        fan_out(s, K_QUEUE, "queues", json_object_get(reply, "queues"));
+        break;
+    case K_TOPICS:
+        fan_out(s, K_TOPIC, "topics", json_object_get(reply, "topics"));
+        break;
+    case K_BLOCKS:
+        json_object_set(s->building, "blocks", json_object_get(reply, "blocks"));
+        break;
+    case K_QUEUE:
+    case K_TOPIC:
+        json_object_update(r->target, reply);
+        break;
+    case K_HELLO:
+        break;
+    }
+}
+
+static void on_reply(void *arg, const char *msgpack, size_t len)
+{
+    sreq_t *r = arg;
+    stats_t *s = r->s;
+    size_t n;
+    char *text = codec_msgpack_text(msgpack, len, &n);
+    json_t *reply = text != NULL ? json_loadb(text, n, 0, NULL) : NULL;
+
+    free(text);
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        s->reqs = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    if (s->building != NULL && reply != NULL) {
+        if (json_is_true(json_object_get(reply, "ok")))
+            store(s, r, reply);
+        else
+            record_error(s, r, reply);
+    }
+    json_decref(reply);
+    free(r);
+    done_one(s);
+}
+
+/* Start gathering a snapshot unless one is being gathered. */
+static void collect(stats_t *s)
+{
+    if (s->building != NULL || s->session == NULL)
+        return;
+    s->building = json_pack("{s:s, s:[], s:[], s:[]}", "push", "stats", "queues", "topics",
+                            "blocks");
+    if (s->building == NULL)
+        return;
+    s->pending = 1;
+    if (!s->said_hello) {
+        s->said_hello = true;
+        submit(s, K_HELLO, NULL, NULL);
+    }
+    submit(s, K_CLUSTER, NULL, NULL);
+    submit(s, K_QUEUES, NULL, NULL);
+    submit(s, K_TOPICS, NULL, NULL);
+    submit(s, K_BLOCKS, NULL, NULL);
+    done_one(s);
+}
+
+/* ------------------------------------------------------------- public */
+
+static void on_tick(uv_timer_t *t)
+{
+    stats_t *s = t->data;
+
+    if (s->active)
+        collect(s);
+}
+
+int stats_new(stats_t **out, ws_t *w)
+{
+    stats_t *s = calloc(1, sizeof *s);
+    int64_t interval = w->api->config_int(w->host, "stats_interval_ms", 1000);
+
+    if (s == NULL)
+        return -1;
+    if (interval < 100)
+        interval = 100;
+    s->w = w;
+    s->session = w->api->session_open(w->host, "websocket-stats", NULL, NULL);
+    if (s->session == NULL) {
+        free(s);
+        return -1;
+    }
+    uv_timer_init(w->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_tick, (uint64_t)interval, (uint64_t)interval);
+    uv_unref((uv_handle_t *)&s->timer);
+    *out = s;
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *handle)
+{
+    stats_t *s = handle->data;
+
+    while (s->reqs != NULL) {
+        sreq_t *next = s->reqs->next;
+        free(s->reqs);
+        s->reqs = next;
+    }
+    while (s->waiters != NULL) {
+        waiter_t *next = s->waiters->next;
+        free(s->waiters);
+        s->waiters = next;
+    }
+    json_decref(s->snap);
+    json_decref(s->building);
+    free(s);
+}
+
+void stats_stop(stats_t *s)
+{
+    s->w->api->session_close(s->session);
+    s->session = NULL;
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+void stats_set_active(stats_t *s, bool on)
+{
+    if (on && !s->active)
+        collect(s);
+    s->active = on;
+}
+
+void *stats_want(stats_t *s, uint64_t max_age_ms, stats_cb cb, void *arg)
+{
+    waiter_t *wt;
+
+    if (s->snap != NULL && ws_now(s->w) - s->snap_at <= max_age_ms) {
+        cb(arg, s->snap);
+        return NULL;
+    }
+    wt = calloc(1, sizeof *wt);
+    if (wt == NULL) {
+        cb(arg, NULL);
+        return NULL;
+    }
+    wt->cb = cb;
+    wt->arg = arg;
+    wt->next = s->waiters;
+    s->waiters = wt;
+    collect(s);
+    return wt;
+}
+
+void stats_cancel(stats_t *s, void *ticket)
+{
+    for (waiter_t **p = &s->waiters; *p != NULL; p = &(*p)->next) {
+        if (*p == ticket) {
+            waiter_t *wt = *p;
+            *p = wt->next;
+            free(wt);
+            return;
+        }
+    }
+}

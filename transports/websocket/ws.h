@@ -1,0 +1,75 @@
+/* ws.h: the WebSocket transport's internal contracts, shared by its files:
+ *   ws.c     plugin entry, libwebsockets context on the daemon's loop,
+ *            WebSocket connections (both subprotocols)
+ *   http.c   HTTP endpoints on the same listener: /metrics, /healthz, /readyz
+ *   stats.c  the collector: a snapshot of cluster, queues, topics and blocks
+ *            gathered by ordinary requests, for stats pushes and /metrics
+ *   codec.c  JSON <-> MessagePack (codec.h)
+ * Everything runs on the daemon's loop thread.
+ */
+#ifndef MQHUB_WS_H
+#define MQHUB_WS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+
+#include "mqhub/plugin.h"
+
+#define WS_LATENCY_BUCKETS 12
+
+typedef struct stats stats_t;
+typedef struct conn conn_t;
+typedef struct http_req http_req_t;
+
+typedef struct ws {
+    const mqhub_host_api_t *api;
+    mqhub_host_t *host;
+    uv_loop_t *loop;
+    struct lws_context *ctx;
+    stats_t *stats;
+    conn_t *conns;
+    unsigned n_conns;
+    size_t max_frame;      /* largest message a client may send */
+    size_t send_limit;     /* bytes queued to one client before it is closed */
+    const char *token;     /* the server's hello token, NULL when none */
+    /* Request latency of this transport's requests (seconds, cumulative
+     * buckets of ws_latency_bounds in http.c). */
+    uint64_t lat_count, lat_bucket[WS_LATENCY_BUCKETS];
+    double lat_sum;
+    uint64_t messages_in, messages_out;
+} ws_t;
+
+/* ---- ws.c */
+/* Send @json (a stats push) to every connection subscribed to stats whose
+ * interval has passed at @now_ms. */
+void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms);
+/* Milliseconds of the loop clock. */
+uint64_t ws_now(ws_t *w);
+
+/* ---- http.c: the lws callback for HTTP on non-file mounts. */
+int http_callback(ws_t *w, struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                  void *in, size_t len);
+/* Per-connection state of an HTTP request (lws user space). */
+size_t http_state_size(void);
+/* The Prometheus text of @w's metrics (malloc'ed; NULL on out-of-memory). */
+char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len);
+
+/* ---- stats.c */
+typedef void (*stats_cb)(void *arg, const json_t *snapshot);
+/* A collector with its own host session (says hello with @w->token). */
+int stats_new(stats_t **out, ws_t *w);
+/* Close its timer and session; frees itself once the timer is closed. */
+void stats_stop(stats_t *s);
+/* Keep gathering a snapshot every @interval_ms while @on (a stats
+ * subscriber exists); pushes go through ws_broadcast_stats(). */
+void stats_set_active(stats_t *s, bool on);
+/* Call @cb once with a snapshot at most @max_age_ms old (gathering one if
+ * needed; NULL on out-of-memory): maybe before this returns, maybe later.
+ * Returns a ticket for stats_cancel(), valid until @cb was called. */
+void *stats_want(stats_t *s, uint64_t max_age_ms, stats_cb cb, void *arg);
+void stats_cancel(stats_t *s, void *ticket);
+
+#endif
