@@ -53,7 +53,7 @@ static const struct op {
     {"receive", FSM_OP_WRITE, queue_op_receive, NULL},
     {"delete", FSM_OP_WRITE, queue_op_delete_msgs, NULL},
     {"change_visibility", FSM_OP_WRITE, queue_op_change_visibility, NULL},
-    {"tick", FSM_OP_WRITE, queue_op_tick, topic_op_tick},
+    {"tick", FSM_OP_INTERNAL, queue_op_tick, topic_op_tick},
     {"topic.get", FSM_OP_READ, NULL, topic_op_get},
     {"topic.list", FSM_OP_READ, NULL, topic_op_list},
     {"subscription.get", FSM_OP_READ, NULL, topic_op_sub_get},
@@ -67,7 +67,7 @@ static const struct op {
     {"subscription.delete", FSM_OP_WRITE, NULL, topic_op_sub_delete},
     {"subscription.rewind", FSM_OP_WRITE, NULL, topic_op_sub_rewind},
     {"ack", FSM_OP_WRITE, NULL, topic_op_ack},
-    {"sub.dead", FSM_OP_WRITE, NULL, topic_op_sub_dead},
+    {"sub.dead", FSM_OP_INTERNAL, NULL, topic_op_sub_dead},
     {"subscribe", FSM_OP_SESSION, NULL, NULL},
     {"credit", FSM_OP_SESSION, NULL, NULL},
     {"unsubscribe", FSM_OP_SESSION, NULL, NULL},
@@ -234,7 +234,10 @@ static void run_cmd(fsm_t *f, const msgpack_object *req, enum fsm_op_kind want,
         rc = fsm_fail(&c, MQHUB_EBAD_REQUEST, "a request must be a map");
     } else if ((rc = fsm_arg_str(&c, req, "op", true, &op, &oplen)) == 0) {
         const struct op *o = op_find(op, oplen);
-        if (!o || o->kind != want || (!o->fn && !o->tfn))
+        enum fsm_op_kind kind = o ? o->kind : FSM_OP_UNKNOWN;
+        if (kind == FSM_OP_INTERNAL && want == FSM_OP_WRITE)
+            kind = FSM_OP_WRITE; /* the log holds the node's own internal commands */
+        if (!o || kind != want || (!o->fn && !o->tfn))
             rc = fsm_fail(&c, MQHUB_EUNKNOWN_OP, "unknown operation '%.*s' here; see PROTOCOL.md",
                           (int)(oplen > 64 ? 64 : oplen), op);
         else if ((rc = o->fn ? o->fn(f->qs, &c) : 0) == 0 && o->tfn)

@@ -1028,6 +1028,7 @@ static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char
     case FSM_OP_SESSION:
         session_op(s, v, cb, arg);
         return;
+    case FSM_OP_INTERNAL: /* proposed by the node itself, never by a client */
     case FSM_OP_UNKNOWN:
         break;
     }

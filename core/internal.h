@@ -153,6 +153,8 @@ enum fsm_op_kind {
     FSM_OP_WRITE,   /* proposed through raft, applied by fsm_apply_entry() */
     FSM_OP_SESSION, /* subscribe, credit, unsubscribe: the leader's push engine
                      * (push.c) answers them; they never reach apply */
+    FSM_OP_INTERNAL, /* applied like writes but proposed only by the node itself
+                      * (tick, sub.dead): a client sending one gets UNKNOWN_OP */
 };
 enum fsm_op_kind fsm_op_kind(const char *op, size_t len);
 /* Answer a read request (@req, the request map) into @out: a complete
@@ -546,7 +548,8 @@ void config_free(config_t *c);
 const char *config_transport_string(config_t *c, const config_transport_t *t,
                                     const char *key);
 /* An integer field of @t's table: 0 with *out = @def when absent, 0 with the
- * value, or MQHUB_EBAD_REQUEST when present but not an integer. */
+ * value (a boolean reads as 1/0), or MQHUB_EBAD_REQUEST when present but
+ * neither an integer nor a boolean. */
 int config_transport_int(config_t *c, const config_transport_t *t, const char *key,
                          int64_t def, int64_t *out);
 

@@ -17,6 +17,11 @@ missing=""
 for p in $PKGS libraft-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
+# npm for the browser tests: Debian's package, unless a Node.js install brought its own.
+if ! command -v npm >/dev/null 2>&1; then
+    PKGS="$PKGS npm"
+    missing="$missing npm"
+fi
 # libraft-dev must be the 0.22 line (cowsql fork) from backports, never 0.15.
 if dpkg-query -W -f='${Version}' libraft-dev 2>/dev/null | grep -q '^0\.1'; then
     missing="$missing libraft-dev"

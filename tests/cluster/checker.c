@@ -14,6 +14,7 @@
 typedef struct event {
     uint64_t key, t, t2; /* receive: t issued, t2 answered; delete: t acked */
     uint32_t count;
+    unsigned via;
 } event_t;
 
 typedef struct events {
@@ -69,9 +70,9 @@ void checker_sent(checker_t *k, uint64_t key)
 }
 
 void checker_received(checker_t *k, uint64_t key, uint64_t issued, uint64_t answered,
-                      uint32_t receive_count)
+                      uint32_t receive_count, unsigned via)
 {
-    push(k, &k->received, (event_t){key, issued, answered, receive_count});
+    push(k, &k->received, (event_t){key, issued, answered, receive_count, via});
 }
 
 void checker_deleted(checker_t *k, uint64_t key, uint64_t acked)
@@ -104,6 +105,24 @@ static const event_t *seek(const events_t *v, size_t *i, uint64_t key)
     while (*i < v->n && v->e[*i].key < key)
         (*i)++;
     return *i < v->n && v->e[*i].key == key ? &v->e[*i] : NULL;
+}
+
+/* The whole history of one message, after a violation. */
+static void print_history(checker_t *k, size_t from, size_t to, FILE *out)
+{
+    size_t d = 0;
+    const event_t *del = NULL;
+    for (size_t j = from; j < to; j++) {
+        const event_t *e = &k->received.e[j];
+        fprintf(out, "  %016llx delivered: issued %llu answered %llu count %u via :%u\n",
+                (unsigned long long)e->key, (unsigned long long)e->t,
+                (unsigned long long)e->t2, e->count, e->via);
+    }
+    while ((del = seek(&k->deleted, &d, k->received.e[from].key)) != NULL) {
+        fprintf(out, "  %016llx delete acknowledged at %llu\n", (unsigned long long)del->key,
+                (unsigned long long)del->t);
+        d++;
+    }
 }
 
 /* Rules 3 and 4 on the deliveries of one message, received[from, to). */
@@ -148,6 +167,7 @@ long checker_verify(checker_t *k, FILE *out)
         uint64_t key = k->received.e[i].key;
         for (r = i; r < k->received.n && k->received.e[r].key == key; r++)
             ;
+        long before = bad;
         bad += check_deliveries(k, i, r, out);
         const event_t *del = seek(&k->deleted, &d, key);
         for (size_t j = i; del && j < r; j++)
@@ -158,6 +178,8 @@ long checker_verify(checker_t *k, FILE *out)
                         (unsigned long long)(k->received.e[j].t - del->t));
                 bad++;
             }
+        if (bad > before)
+            print_history(k, i, r, out);
     }
     pthread_mutex_unlock(&k->mu);
     return bad;

@@ -23,9 +23,10 @@ typedef struct checker checker_t;
 checker_t *checker_new(uint64_t visibility_ms);
 void checker_free(checker_t *k);
 void checker_sent(checker_t *k, uint64_t key);
-/* A delivery: the receive was issued at @issued and answered at @answered. */
+/* A delivery: the receive was issued at @issued and answered at @answered by
+ * the node whose client port is @via (for the report). */
 void checker_received(checker_t *k, uint64_t key, uint64_t issued, uint64_t answered,
-                      uint32_t receive_count);
+                      uint32_t receive_count, unsigned via);
 /* A delete acknowledged at @acked. */
 void checker_deleted(checker_t *k, uint64_t key, uint64_t acked);
 /* Check the history; violations are described on @out. Returns how many. */

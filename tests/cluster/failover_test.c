@@ -81,6 +81,13 @@ static void *producer(void *arg)
     return NULL;
 }
 
+/* The client port of the node @cl talks to now (for the checker's report). */
+static unsigned via_port(mqhub_client_t *cl)
+{
+    const char *colon = strrchr(mqhub_client_address(cl), ':');
+    return colon ? (unsigned)atoi(colon + 1) : 0;
+}
+
 /* Receive once and delete what came; false when nothing came. */
 static bool consume_once(load_t *l, mqhub_client_t *cl, long *errors)
 {
@@ -99,7 +106,8 @@ static bool consume_once(load_t *l, mqhub_client_t *cl, long *errors)
     for (size_t i = 0; i < ml.n; i++) {
         keys[i] = strtoull(ml.msgs[i].body, NULL, 16);
         receipts[i] = ml.msgs[i].receipt;
-        checker_received(l->k, keys[i], issued, answered, ml.msgs[i].receive_count);
+        checker_received(l->k, keys[i], issued, answered, ml.msgs[i].receive_count,
+                         via_port(cl));
     }
     bool got = ml.n > 0;
     if (got && mqhub_client_delete(cl, QUEUE, receipts, ml.n, st) == 0) {
@@ -160,7 +168,8 @@ static void round_kill(testcluster_t *c, figures_t *f, unsigned *seed)
     uint64_t t0 = testcluster_now_ms();
     testcluster_kill(c, (unsigned)old);
     uint64_t ms = await_leader(c, old, f, t0);
-    printf("round kill -9 node %d: new leader in %llu ms\n", old + 1, (unsigned long long)ms);
+    printf("t=%llu round kill -9 node %d (:%u): new leader in %llu ms\n", (unsigned long long)t0,
+           old + 1, c->nodes[old].port, (unsigned long long)ms);
     sleep_ms(200 + (unsigned)rand_r(seed) % 1500);
     assert_int_equal(testcluster_start_node(c, (unsigned)old), 0);
 }
@@ -172,7 +181,8 @@ static void round_pause(testcluster_t *c, figures_t *f, unsigned *seed)
     uint64_t t0 = testcluster_now_ms();
     testcluster_pause(c, (unsigned)old);
     uint64_t ms = await_leader(c, old, f, t0);
-    printf("round SIGSTOP node %d: new leader in %llu ms\n", old + 1, (unsigned long long)ms);
+    printf("t=%llu round SIGSTOP node %d (:%u): new leader in %llu ms\n", (unsigned long long)t0,
+           old + 1, c->nodes[old].port, (unsigned long long)ms);
     sleep_ms(500 + (unsigned)rand_r(seed) % 1500);
     testcluster_resume(c, (unsigned)old);
 }
@@ -185,7 +195,8 @@ static void round_restart_all(testcluster_t *c, figures_t *f)
     for (unsigned i = 0; i < c->n; i++)
         assert_int_equal(testcluster_spawn(c, i), 0);
     uint64_t ms = await_leader(c, -1, f, t0);
-    printf("round restart all: leader %llu ms after the start\n", (unsigned long long)ms);
+    printf("t=%llu round restart all: leader %llu ms after the start\n", (unsigned long long)t0,
+           (unsigned long long)ms);
 }
 
 /* After the load: wait out the locks, then receive until the queue is empty. */

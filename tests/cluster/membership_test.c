@@ -66,6 +66,13 @@ static void *produce(void *arg)
     return NULL;
 }
 
+/* The client port of the node @cl talks to now (for the checker's report). */
+static unsigned via_port(mqhub_client_t *cl)
+{
+    const char *colon = strrchr(mqhub_client_address(cl), ':');
+    return colon ? (unsigned)atoi(colon + 1) : 0;
+}
+
 static bool consume_once(load_t *l, mqhub_client_t *cl)
 {
     mqhub_receive_opts_t ro = {.max = 16, .wait = 1, .visibility = -1};
@@ -80,7 +87,8 @@ static bool consume_once(load_t *l, mqhub_client_t *cl)
     for (size_t i = 0; i < ml.n; i++) {
         keys[i] = strtoull(ml.msgs[i].body, NULL, 16);
         receipts[i] = ml.msgs[i].receipt;
-        checker_received(l->k, keys[i], issued, answered, ml.msgs[i].receive_count);
+        checker_received(l->k, keys[i], issued, answered, ml.msgs[i].receive_count,
+                         via_port(cl));
     }
     bool got = ml.n > 0;
     if (got && mqhub_client_delete(cl, QUEUE, receipts, ml.n, st) == 0) {

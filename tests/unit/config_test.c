@@ -68,8 +68,11 @@ static void test_defaults(void **state)
     assert_string_equal(c->data_dir, "./mqhub-data");
     assert_string_equal(c->raft_address, "127.0.0.1:6300");
     assert_int_equal(c->n_peers, 0);
-    assert_int_equal(c->n_transports, 1);
+    assert_int_equal(c->n_transports, 2);
     assert_string_equal(c->transports[0].name, "tcp");
+    assert_string_equal(c->transports[1].name, "websocket");
+    assert_string_equal(config_transport_string(c, &c->transports[1], "listen"),
+                        "127.0.0.1:6280");
     assert_string_equal(config_transport_string(c, &c->transports[0], "listen"),
                         "127.0.0.1:6200");
     assert_string_equal(c->client_address, "127.0.0.1:6200");

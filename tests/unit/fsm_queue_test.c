@@ -233,7 +233,8 @@ static void test_op_kinds_and_unknown(void **state)
     assert_int_equal(fsm_op_kind("queue.get", 9), FSM_OP_READ);
     assert_int_equal(fsm_op_kind("queue.list", 10), FSM_OP_READ);
     assert_int_equal(fsm_op_kind("send", 4), FSM_OP_WRITE);
-    assert_int_equal(fsm_op_kind("tick", 4), FSM_OP_WRITE);
+    assert_int_equal(fsm_op_kind("tick", 4), FSM_OP_INTERNAL);
+    assert_int_equal(fsm_op_kind("sub.dead", 8), FSM_OP_INTERNAL);
     assert_int_equal(fsm_op_kind("change_visibility", 17), FSM_OP_WRITE);
     assert_int_equal(fsm_op_kind("sendx", 5), FSM_OP_UNKNOWN);
     EXPECT(h, "UNKNOWN_OP", "{'op':'nope','id':1}");

@@ -305,7 +305,9 @@ class Auth(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        rc = cls.hub.stop()
         cls.hub.cleanup()
+        assert rc == 0, "mqhubd exit status %s" % rc
 
     def test_hello_token(self):
         async def go():

@@ -443,14 +443,15 @@ static bool handle_local(conn_t *c, const char *buf, size_t len)
     msgpack_unpacked u;
     size_t off = 0;
     local_view_t v = {0};
-    bool sub, unsub;
+    bool sub, unsub, mine;
 
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS)
         read_local(&u.data, &v);
     sub = v.op != NULL && v.op_len == 15 && memcmp(v.op, "stats.subscribe", 15) == 0;
     unsub = v.op != NULL && v.op_len == 17 && memcmp(v.op, "stats.unsubscribe", 17) == 0;
-    if ((sub || unsub) && v.id != NULL && v.id->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    mine = (sub || unsub) && v.id != NULL && v.id->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    if (mine) {
         /* Answered by a ping with the client's id: it fails as any other op
          * would (UNAUTHORIZED before the token's hello). */
         uint64_t iv = v.interval_ms ? v.interval_ms : 1000;
@@ -471,7 +472,7 @@ static bool handle_local(conn_t *c, const char *buf, size_t len)
         msgpack_sbuffer_destroy(&sb);
     }
     msgpack_unpacked_destroy(&u);
-    return (sub || unsub) && v.id != NULL && v.id->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    return mine;
 }
 
 /* One whole message from the client. */
