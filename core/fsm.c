@@ -30,6 +30,7 @@ struct fsm {
     uint64_t now;
     bool emit;
     bool snapshot_deferred; /* placeholders for snapshot_io (snapshot.c) */
+    uint64_t (*read_clock)(void); /* reads only: ages shown "now", not at apply */
     struct raft_fsm raft;
 };
 
@@ -217,12 +218,12 @@ void fsm_reply_key(fsm_cmd_t *c, const char *key)
 
 /* Run @req through its handler and append the complete response map to @out
  * (NULL: not emitting). @want is the op kind the caller serves. */
-static void run_cmd(fsm_t *f, const msgpack_object *req, enum fsm_op_kind want,
+static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum fsm_op_kind want,
                     msgpack_sbuffer *out)
 {
     msgpack_sbuffer scratch;
     msgpack_packer spk, opk;
-    fsm_cmd_t c = {.req = req, .now = f->now};
+    fsm_cmd_t c = {.req = req, .now = now};
     const char *op = NULL;
     size_t oplen = 0;
     int rc;
@@ -368,7 +369,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
         msgpack_unpacked_init(&cu);
         bool ok = msgpack_unpack_next(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
                   off == bin->size;
-        run_cmd(f, ok ? &cu.data : &bad, FSM_OP_WRITE, r ? &out : NULL);
+        run_cmd(f, f->now, ok ? &cu.data : &bad, FSM_OP_WRITE, r ? &out : NULL);
         msgpack_unpacked_destroy(&cu);
         if (r)
             r->off[i + 1] = out.size;
@@ -395,8 +396,14 @@ corrupt:
 
 int fsm_read(fsm_t *f, const msgpack_object *req, msgpack_sbuffer *out)
 {
-    run_cmd(f, req, FSM_OP_READ, out);
+    uint64_t now = f->read_clock ? f->read_clock() : 0;
+    run_cmd(f, now > f->now ? now : f->now, req, FSM_OP_READ, out);
     return 0;
+}
+
+void fsm_set_read_clock(fsm_t *f, uint64_t (*now_ms)(void))
+{
+    f->read_clock = now_ms;
 }
 
 /* ---- raft glue (struct raft_fsm version 3) ---- */

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "internal.h"
 
 #define HUB_PROTOCOL_VERSION 1
@@ -1230,6 +1231,7 @@ int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t 
         return rc;
     }
     fsm_set_ready_cb(h->fsm, on_fsm_ready, h);
+    fsm_set_read_clock(h->fsm, clock_wall_ms);
     rc = load_plugins(h, errmsg, errlen);
     if (rc == 0) {
         rc = start_replica(h, errmsg, errlen);

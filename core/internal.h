@@ -136,6 +136,10 @@ struct raft_fsm *fsm_raft(fsm_t *f);
 void fsm_set_ready_cb(fsm_t *f, fsm_ready_cb cb, void *arg);
 /* Whether apply should encode replies (the leader); followers skip it. */
 void fsm_set_emit(fsm_t *f, bool emit);
+/* The clock reads use (the hub: wall-clock ms), so ages such as oldest_age_ms
+ * are current rather than as of the last applied entry; never used by apply.
+ * Without one (tests), reads use the clock of the last applied entry. */
+void fsm_set_read_clock(fsm_t *f, uint64_t (*now_ms)(void));
 
 /* Build one entry from @n commands (each a wire request map). @out->base is
  * raft_malloc'ed, its length a multiple of 8. 0 or MQHUB_EINTERNAL. */

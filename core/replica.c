@@ -27,6 +27,7 @@
 
 #include <raft/uv.h>
 
+#include "clock.h"
 #include "internal.h"
 
 #define BATCH_MAX_CMDS 4096
@@ -116,13 +117,6 @@ struct replica {
 };
 
 static const char tick_cmd[] = "\x82\xa2op\xa4tick\xa2id\x00";
-
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void list_push(batch_list_t *l, batch_t *b)
 {
@@ -293,7 +287,7 @@ static void flush(replica_t *r)
     for (size_t i = 0, off = 0; i < r->n; off += r->lens[i], i++)
         cmds[i] = r->buf + off;
 
-    if (fsm_entry_encode(wall_ms(), cmds, r->lens, r->n, &entry) == 0) {
+    if (fsm_entry_encode(clock_wall_ms(), cmds, r->lens, r->n, &entry) == 0) {
         list_push(&r->inflight, b);
         rv = raft_apply(&r->raft, &b->req, &entry, 1, apply_cb);
         if (rv == 0) {
@@ -404,7 +398,7 @@ static void arm_due(replica_t *r)
         uv_timer_stop(&r->due_timer);
         return;
     }
-    uint64_t now = wall_ms();
+    uint64_t now = clock_wall_ms();
     uint64_t delay = due > now ? due - now : 0;
     if (delay < DUE_MIN_DELAY_MS)
         delay = DUE_MIN_DELAY_MS;

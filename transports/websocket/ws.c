@@ -799,10 +799,14 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
         free(f);
         return -1;
     }
-    api->log(host, f->port == 0 ? MQHUB_LOG_INFO : MQHUB_LOG_DEBUG,
-             "listening on %s:%d%s, dashboard %s", f->iface,
-             lws_get_vhost_listen_port(lws_get_vhost_by_name(w->ctx, "mqhub")),
-             cert != NULL ? " (TLS)" : "", f->mounts[2].mount_next ? f->www : "off");
+    int port = lws_get_vhost_listen_port(lws_get_vhost_by_name(w->ctx, "mqhub"));
+    if (f->mounts[2].mount_next)
+        api->log(host, MQHUB_LOG_INFO, "listening on %s:%d%s, dashboard at http%s://%s:%d/",
+                 f->iface, port, cert != NULL ? " (TLS)" : "", cert != NULL ? "s" : "",
+                 f->iface, port);
+    else
+        api->log(host, MQHUB_LOG_INFO, "listening on %s:%d%s, dashboard off", f->iface, port,
+                 cert != NULL ? " (TLS)" : "");
     *state = f;
     return 0;
 }

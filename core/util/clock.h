@@ -1,0 +1,10 @@
+/* clock.h: wall-clock time in milliseconds since the epoch. Leaf code.
+ * The state machine never calls it: apply uses the clock carried by each
+ * raft entry; only the leader (stamping entries) and reads use the wall clock. */
+#ifndef MQHUB_UTIL_CLOCK_H
+#define MQHUB_UTIL_CLOCK_H
+#include <stdint.h>
+
+uint64_t clock_wall_ms(void);
+
+#endif
