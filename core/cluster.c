@@ -120,9 +120,15 @@ void cluster_session_closed(cluster_t *c, mqhub_session_t *s)
 
 /* ---- arguments ----------------------------------------------------------- */
 
+/* The node id is `node`, since `id` is the request's. PROTOCOL.md writes
+ * cluster.add/remove as {id, ...}: when `node` is absent from an op that
+ * requires one, the request id is taken as the node id, so both spellings work.
+ * cluster.transfer's target is optional, so there only `node` names it. */
 static int arg_id(const msgpack_object *req, bool required, uint64_t *out)
 {
-    const msgpack_object *o = hub_map_get(req, "node"); /* "id" is the request's */
+    const msgpack_object *o = hub_map_get(req, "node");
+    if (!o && required)
+        o = hub_map_get(req, "id");
     *out = 0;
     if (!o)
         return required ? MQHUB_EBAD_REQUEST : 0;

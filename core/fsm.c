@@ -11,8 +11,10 @@
  * to raft (struct raft_fsm version 3).
  *
  * To add an op: one line in `ops` below and one handler with the fsm_op_fn
- * (queue.c) or topic_op_fn (topic.c) signature. A row may name both: `tick`
- * runs the queue half, then the topic half.
+ * (queue.c), topic_op_fn (topic.c) or script_op_fn (script.c) signature. A
+ * row may name several: `tick` runs the queue half, the topic half, then the
+ * script half. A row's `hook` ('q' or 't') lets script.c see the command
+ * before and after its handler (the `hook` attribute of queues and topics).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@ struct fsm {
     store_t *st;
     queues_t *qs;
     topics_t *ts;
+    scripts_t *sc;
     uint64_t now;
     bool emit;
     bool snapshot_deferred; /* placeholders for snapshot_io (snapshot.c) */
@@ -39,39 +42,48 @@ static const struct op {
     enum fsm_op_kind kind;
     fsm_op_fn fn;
     topic_op_fn tfn;
+    script_op_fn sfn;
+    char hook;
 } ops[] = {
-    {"hello", FSM_OP_LOCAL, NULL, NULL},
-    {"ping", FSM_OP_LOCAL, NULL, NULL},
-    {"queue.get", FSM_OP_READ, queue_op_get, NULL},
-    {"queue.list", FSM_OP_READ, queue_op_list, NULL},
-    {"queue.create", FSM_OP_WRITE, queue_op_create, NULL},
-    {"queue.delete", FSM_OP_WRITE, queue_op_delete, NULL},
-    {"queue.purge", FSM_OP_WRITE, queue_op_purge, NULL},
-    {"queue.set", FSM_OP_WRITE, queue_op_set, NULL},
-    {"queue.rewind", FSM_OP_WRITE, queue_op_rewind, NULL},
-    {"send", FSM_OP_WRITE, queue_op_send, NULL},
-    {"send_batch", FSM_OP_WRITE, queue_op_send_batch, NULL},
-    {"receive", FSM_OP_WRITE, queue_op_receive, NULL},
-    {"delete", FSM_OP_WRITE, queue_op_delete_msgs, NULL},
-    {"change_visibility", FSM_OP_WRITE, queue_op_change_visibility, NULL},
-    {"tick", FSM_OP_INTERNAL, queue_op_tick, topic_op_tick},
-    {"topic.get", FSM_OP_READ, NULL, topic_op_get},
-    {"topic.list", FSM_OP_READ, NULL, topic_op_list},
-    {"subscription.get", FSM_OP_READ, NULL, topic_op_sub_get},
-    {"subscription.list", FSM_OP_READ, NULL, topic_op_sub_list},
-    {"topic.create", FSM_OP_WRITE, NULL, topic_op_create},
-    {"topic.delete", FSM_OP_WRITE, NULL, topic_op_delete},
-    {"topic.set", FSM_OP_WRITE, NULL, topic_op_set},
-    {"publish", FSM_OP_WRITE, NULL, topic_op_publish},
-    {"publish_batch", FSM_OP_WRITE, NULL, topic_op_publish_batch},
-    {"subscription.create", FSM_OP_WRITE, NULL, topic_op_sub_create},
-    {"subscription.delete", FSM_OP_WRITE, NULL, topic_op_sub_delete},
-    {"subscription.rewind", FSM_OP_WRITE, NULL, topic_op_sub_rewind},
-    {"ack", FSM_OP_WRITE, NULL, topic_op_ack},
-    {"sub.dead", FSM_OP_INTERNAL, NULL, topic_op_sub_dead},
-    {"subscribe", FSM_OP_SESSION, NULL, NULL},
-    {"credit", FSM_OP_SESSION, NULL, NULL},
-    {"unsubscribe", FSM_OP_SESSION, NULL, NULL},
+    {"hello", FSM_OP_LOCAL, NULL, NULL, NULL, 0},
+    {"ping", FSM_OP_LOCAL, NULL, NULL, NULL, 0},
+    {"queue.get", FSM_OP_READ, queue_op_get, NULL, NULL, 0},
+    {"queue.list", FSM_OP_READ, queue_op_list, NULL, NULL, 0},
+    {"queue.create", FSM_OP_WRITE, queue_op_create, NULL, NULL, 'q'},
+    {"queue.delete", FSM_OP_WRITE, queue_op_delete, NULL, NULL, 'q'},
+    {"queue.purge", FSM_OP_WRITE, queue_op_purge, NULL, NULL, 0},
+    {"queue.set", FSM_OP_WRITE, queue_op_set, NULL, NULL, 'q'},
+    {"queue.rewind", FSM_OP_WRITE, queue_op_rewind, NULL, NULL, 0},
+    {"send", FSM_OP_WRITE, queue_op_send, NULL, NULL, 0},
+    {"send_batch", FSM_OP_WRITE, queue_op_send_batch, NULL, NULL, 0},
+    {"receive", FSM_OP_WRITE, queue_op_receive, NULL, NULL, 0},
+    {"delete", FSM_OP_WRITE, queue_op_delete_msgs, NULL, NULL, 0},
+    {"change_visibility", FSM_OP_WRITE, queue_op_change_visibility, NULL, NULL, 0},
+    {"tick", FSM_OP_INTERNAL, queue_op_tick, topic_op_tick, script_op_tick, 0},
+    {"topic.get", FSM_OP_READ, NULL, topic_op_get, NULL, 0},
+    {"topic.list", FSM_OP_READ, NULL, topic_op_list, NULL, 0},
+    {"subscription.get", FSM_OP_READ, NULL, topic_op_sub_get, NULL, 0},
+    {"subscription.list", FSM_OP_READ, NULL, topic_op_sub_list, NULL, 0},
+    {"topic.create", FSM_OP_WRITE, NULL, topic_op_create, NULL, 't'},
+    {"topic.delete", FSM_OP_WRITE, NULL, topic_op_delete, NULL, 't'},
+    {"topic.set", FSM_OP_WRITE, NULL, topic_op_set, NULL, 't'},
+    {"publish", FSM_OP_WRITE, NULL, topic_op_publish, NULL, 0},
+    {"publish_batch", FSM_OP_WRITE, NULL, topic_op_publish_batch, NULL, 0},
+    {"subscription.create", FSM_OP_WRITE, NULL, topic_op_sub_create, NULL, 0},
+    {"subscription.delete", FSM_OP_WRITE, NULL, topic_op_sub_delete, NULL, 0},
+    {"subscription.rewind", FSM_OP_WRITE, NULL, topic_op_sub_rewind, NULL, 0},
+    {"ack", FSM_OP_WRITE, NULL, topic_op_ack, NULL, 0},
+    {"sub.dead", FSM_OP_INTERNAL, NULL, topic_op_sub_dead, NULL, 0},
+    {"subscribe", FSM_OP_SESSION, NULL, NULL, NULL, 0},
+    {"credit", FSM_OP_SESSION, NULL, NULL, NULL, 0},
+    {"unsubscribe", FSM_OP_SESSION, NULL, NULL, NULL, 0},
+    {"script.get", FSM_OP_READ, NULL, NULL, script_op_get, 0},
+    {"script.list", FSM_OP_READ, NULL, NULL, script_op_list, 0},
+    {"script.test", FSM_OP_READ, NULL, NULL, script_op_test, 0},
+    {"block.list", FSM_OP_READ, NULL, NULL, script_op_block_list, 0},
+    {"script.load", FSM_OP_WRITE, NULL, NULL, script_op_load, 0},
+    {"script.delete", FSM_OP_WRITE, NULL, NULL, script_op_delete, 0},
+    {"block.delete", FSM_OP_WRITE, NULL, NULL, script_op_block_delete, 0},
 };
 
 static const struct op *op_find(const char *name, size_t len)
@@ -216,6 +228,24 @@ void fsm_reply_key(fsm_cmd_t *c, const char *key)
 
 /* ---- running one command ---- */
 
+/* The handlers of @o in order (script.c's hook check first, its attach
+ * last); the first failure stops the command. */
+static int run_handlers(fsm_t *f, const struct op *o, fsm_cmd_t *c)
+{
+    int rc = 0;
+    if (o->hook)
+        rc = script_hook_op(f->sc, c, o->hook, o->name, false);
+    if (rc == 0 && o->fn)
+        rc = o->fn(f->qs, c);
+    if (rc == 0 && o->tfn)
+        rc = o->tfn(f->ts, c);
+    if (rc == 0 && o->sfn)
+        rc = o->sfn(f->sc, c);
+    if (rc == 0 && o->hook)
+        rc = script_hook_op(f->sc, c, o->hook, o->name, true);
+    return rc;
+}
+
 /* Run @req through its handler and append the complete response map to @out
  * (NULL: not emitting). @want is the op kind the caller serves. */
 static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum fsm_op_kind want,
@@ -238,11 +268,13 @@ static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum fsm_
         enum fsm_op_kind kind = o ? o->kind : FSM_OP_UNKNOWN;
         if (kind == FSM_OP_INTERNAL && want == FSM_OP_WRITE)
             kind = FSM_OP_WRITE; /* the log holds the node's own internal commands */
-        if (!o || kind != want || (!o->fn && !o->tfn))
+        if (!o || kind != want || (!o->fn && !o->tfn && !o->sfn))
             rc = fsm_fail(&c, MQHUB_EUNKNOWN_OP, "unknown operation '%.*s' here; see PROTOCOL.md",
                           (int)(oplen > 64 ? 64 : oplen), op);
-        else if ((rc = o->fn ? o->fn(f->qs, &c) : 0) == 0 && o->tfn)
-            rc = o->tfn(f->ts, &c);
+        else
+            rc = run_handlers(f, o, &c);
+        if (want == FSM_OP_WRITE)
+            script_after_cmd(f->sc, &c);
     }
     if (out) {
         const msgpack_object *id = fsm_arg(req, "id");
@@ -360,6 +392,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
     int clock_rc = advance_clock(f, a->via.array.ptr[1].via.u64);
     queue_begin(f->qs, f->now);
     topic_begin(f->ts, f->now);
+    script_begin(f->sc, f->now);
     msgpack_sbuffer_init(&out);
     for (uint32_t i = 0; i < cmds->via.array.size; i++) {
         const msgpack_object_bin *bin = &cmds->via.array.ptr[i].via.bin;
@@ -375,6 +408,8 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
             r->off[i + 1] = out.size;
     }
     rc = topic_end(f->ts);
+    if (script_end(f->sc) != 0)
+        rc = MQHUB_EINTERNAL;
     if (queue_end(f->qs) != 0)
         rc = MQHUB_EINTERNAL;
     if (rc == 0)
@@ -464,6 +499,8 @@ static int fsm_cb_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         rc = queue_rebuild(f->qs);
     if (rc == 0)
         rc = topic_rebuild(f->ts);
+    if (rc == 0)
+        rc = script_rebuild(f->sc);
     if (rc != 0)
         return RAFT_CORRUPT;
     raft_free(buf->base);
@@ -489,8 +526,10 @@ int fsm_open(fsm_t **out, const char *dir, char *errmsg, size_t errlen)
     int rc = store_open(&f->st, path, errmsg, errlen);
     free(path);
     if (rc == 0 && (queue_state_new(&f->qs, f->st) != 0 ||
-                    topic_state_new(&f->ts, f->st, f->qs) != 0)) {
+                    topic_state_new(&f->ts, f->st, f->qs) != 0 ||
+                    script_state_new(&f->sc, f->st, f->qs, f->ts) != 0)) {
         snprintf(errmsg, errlen, "fsm: out of memory");
+        topic_state_free(f->ts);
         queue_state_free(f->qs);
         store_close(f->st);
         rc = MQHUB_EINTERNAL;
@@ -517,6 +556,7 @@ void fsm_close(fsm_t *f)
 {
     if (!f)
         return;
+    script_state_free(f->sc);
     topic_state_free(f->ts);
     queue_state_free(f->qs);
     store_close(f->st);

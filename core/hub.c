@@ -366,6 +366,10 @@ static void reply_status(hub_t *h, mqhub_reply_cb cb, void *arg, uint64_t id, in
     else if (status == MQHUB_EUNAVAILABLE)
         reply_error(h, cb, arg, true, id, status,
                     "no leader or no quorum right now, or the node is shutting down; retry");
+    else if (status == MQHUB_ETIMEOUT)
+        reply_error(h, cb, arg, true, id, status,
+                    "leadership changed before the request was known to be committed: it "
+                    "may or may not have been performed (use dedup_id to resend safely)");
     else
         reply_error(h, cb, arg, true, id, status, "%s", mqhub_strerror(status));
 }

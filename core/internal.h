@@ -11,6 +11,7 @@
  *   fsm.c       raft entry format, apply loop, command table, results, reads
  *   queue.c     queue and message semantics (called by fsm.c only)
  *   topic.c     topics, subscriptions, fan-out, filters, push pending state
+ *   script.c    the Lua script host: filters, hooks, blocks, script.* ops
  *   replica.c   one raft group: raft_uv, group commit, ticks, leadership
  *   config.c    the Lua configuration file
  *   cluster.c   cluster.* operations (membership, status)
@@ -254,6 +255,18 @@ int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t
 int fsm_arg_name(fsm_cmd_t *c, const msgpack_object *map, const char *key, const char **s,
                  size_t *len);
 int fsm_arg_attrs(fsm_cmd_t *c, const msgpack_object *map, msgpack_object *out);
+/* Added for script.c: the gate every send and publish passes before it is
+ * accepted (active blocks, then the queue's or topic's hook). @m describes
+ * the message as it would be stored (seq and msg_id it would get). Returns 0
+ * (accept) or MQHUB_EBLOCKED with the sentence in c->err. */
+struct fsm_push_msg;
+typedef int (*fsm_gate_fn)(void *arg, fsm_cmd_t *c, bool is_queue, const char *name,
+                           size_t len, const struct fsm_push_msg *m);
+/* The hook script of a queue or topic (attrs.hook of queue.get and
+ * topic.get), NULL when none. */
+typedef const char *(*fsm_hook_name_fn)(void *arg, bool is_queue, const char *name,
+                                        size_t len);
+void queue_set_gate(queues_t *qs, fsm_gate_fn fn, fsm_hook_name_fn hook_name, void *arg);
 
 /* ======================================================================
  * topic.c — topics, subscriptions, fan-out, filters and the replicated
@@ -280,6 +293,10 @@ typedef struct fsm_push_msg {
     size_t body_len;
     const msgpack_object *tags, *key, *attrs;
     uint64_t published_at;
+    /* Added for script.c: the topic's name (msg.topic of a filter), NULL
+     * when unknown. */
+    const char *topic;
+    size_t topic_len;
 } fsm_push_msg_t;
 
 /* Visit the pending messages of @topic/@sub with seq > @after, in seq order,
@@ -341,8 +358,27 @@ typedef struct topic_script_hooks {
     int (*filter)(void *arg, const char *name, size_t len, const fsm_push_msg_t *m,
                   bool *match, char *err, size_t errlen);
     void *arg;
+    /* Added by script.c: run by every client publish before acceptance;
+     * the topic's hook for topic.get. */
+    fsm_gate_fn gate;
+    fsm_hook_name_fn hook_name;
 } topic_script_hooks_t;
 void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h);
+/* Added for script.c. Whether topic @name exists. */
+bool topic_exists(topics_t *ts, const char *name, size_t len);
+/* Publish @msg (a map {body, tags?, key?, attrs?} as in `publish`) to topic
+ * @name without passing the gate (a hook's hub.publish: no recursion). 0 or
+ * a code with the sentence in c->err. */
+int topic_publish_internal(topics_t *ts, fsm_cmd_t *c, const char *name, size_t len,
+                           const msgpack_object *msg);
+/* Visit the retained messages of topic @name published at or after @since,
+ * in seq order, until @fn returns nonzero. 0, or MQHUB_ENOT_FOUND. */
+int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since,
+                      int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
+/* Call @fn("topic/subscription") for every subscription whose filter_script
+ * is @script, in topic id then name order. */
+void topic_script_users(topics_t *ts, const char *script, size_t len,
+                        void (*fn)(void *arg, const char *user), void *arg);
 
 int topic_push_pending(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
                        uint64_t after, unsigned max,
@@ -400,8 +436,11 @@ typedef struct replica_config {
     bool join;                   /* never bootstrap: wait to be added */
 } replica_config_t;
 
-/* Called once per submitted command: status 0 with the reply map, or
- * MQHUB_ENOT_LEADER / MQHUB_EUNAVAILABLE with reply NULL. */
+/* Called once per submitted command: status 0 with the reply map, or with
+ * reply NULL: MQHUB_ENOT_LEADER / MQHUB_EUNAVAILABLE when it was never
+ * proposed (safe to retry), MQHUB_ETIMEOUT when its entry was proposed but
+ * leadership was lost or raft closed before it was known to be committed
+ * (it may still be applied: outcome unknown). */
 typedef void (*replica_done_cb)(void *arg, int status, const char *reply, size_t len);
 
 int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
@@ -457,7 +496,8 @@ typedef struct replica_node {
 /* Fill up to @max members of the current configuration; returns how many
  * there are. */
 unsigned replica_nodes(replica_t *r, replica_node_t *out, unsigned max);
-/* Close raft; pending commands fail with MQHUB_EUNAVAILABLE (each callback
+/* Close raft; the open batch fails with MQHUB_EUNAVAILABLE, proposed entries
+ * with MQHUB_ETIMEOUT (each callback
  * still runs exactly once, some of them before this returns); @cb when done,
  * after which @r is freed. Call it from the loop, not from a replica_done_cb.
  * replica_start() failing after raft_init also cleans up through the loop. */
@@ -677,5 +717,43 @@ void push_check(push_t *p);
 /* Close the engine's timer; @cb once it is closed. push_free() after. */
 void push_stop(push_t *p, void (*cb)(void *arg), void *arg);
 void push_free(push_t *p);
+
+/* ======================================================================
+ * script.c — the Lua 5.4 script host (docs/scripting.md): scripts live in
+ * the store and run inside apply in a sandbox, so every node computes the
+ * same result. Filters (topic_script_hooks_t), hooks and blocks (the gate of
+ * queue.c and topic.c), hub.state / hub.window / hub.block / hub.publish,
+ * and the ops script.load/get/list/delete/test, block.list/delete.
+ * ====================================================================== */
+typedef struct scripts scripts_t;
+typedef int (*script_op_fn)(scripts_t *sc, fsm_cmd_t *c);
+
+/* The script host over @st; registers itself as @qs's gate and @ts's
+ * script hooks (none of them owned). 0 or MQHUB_EINTERNAL. */
+int script_state_new(scripts_t **out, store_t *st, queues_t *qs, topics_t *ts);
+void script_state_free(scripts_t *sc);
+/* Drop compiled scripts and caches, reload them from the store (after load). */
+int script_rebuild(scripts_t *sc);
+/* Around each entry: begin starts a new script instance generation (each
+ * script's chunk runs again, lazily, in a fresh environment); end flushes
+ * the counters, MQHUB_EINTERNAL when a store write failed. */
+void script_begin(scripts_t *sc, uint64_t now);
+int script_end(scripts_t *sc);
+/* After each applied command: publish what hooks emitted with hub.publish. */
+void script_after_cmd(scripts_t *sc, fsm_cmd_t *c);
+/* attrs.hook of queue.create/set, topic.create/set (@kind 'q' or 't'):
+ * before the handler (@after false) validate it; after a successful handler
+ * attach/detach it; after queue.delete/topic.delete drop the binding. @op is
+ * the op name. */
+int script_hook_op(scripts_t *sc, fsm_cmd_t *c, char kind, const char *op, bool after);
+int script_op_load(scripts_t *sc, fsm_cmd_t *c);
+int script_op_get(scripts_t *sc, fsm_cmd_t *c);
+int script_op_list(scripts_t *sc, fsm_cmd_t *c);
+int script_op_delete(scripts_t *sc, fsm_cmd_t *c);
+int script_op_test(scripts_t *sc, fsm_cmd_t *c);
+int script_op_block_list(scripts_t *sc, fsm_cmd_t *c);
+int script_op_block_delete(scripts_t *sc, fsm_cmd_t *c);
+/* The script half of `tick`: expired blocks and idle windows go. */
+int script_op_tick(scripts_t *sc, fsm_cmd_t *c);
 
 #endif

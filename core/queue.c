@@ -20,6 +20,9 @@
  * "<qid>.<seq>.<receive_count>" (hex): valid while the message is INFLIGHT
  * with that receive count and its lock has not expired.
  *
+ * A send passes the gate (script.c: active blocks, the queue's hook) after
+ * every other check and before it is stored.
+ *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
  * a handler here, one line in fsm.c's op table. Iterate queues only through
  * the id-ordered list (never a hash map): tick's work budget must pick the
@@ -96,6 +99,9 @@ struct queues {
     bool failed, tick_more;
     fsm_ready_cb cb;
     void *cb_arg;
+    fsm_gate_fn gate;          /* script.c: blocks and hooks, or NULL */
+    fsm_hook_name_fn hook_name;
+    void *gate_arg;
 };
 
 /* A decoded message record; the pointers live in u / raw. */
@@ -957,9 +963,11 @@ int queue_op_set(queues_t *qs, fsm_cmd_t *c)
     return 0;
 }
 
-static void pack_attrs(msgpack_packer *pk, const struct attrs *a)
+static void pack_attrs(msgpack_packer *pk, const struct attrs *a, const char *hook)
 {
-    msgpack_pack_map(pk, a->dlq[0] ? 9 : 8);
+    msgpack_pack_map(pk, (a->dlq[0] ? 9 : 8) + (hook ? 1 : 0));
+    if (hook)
+        pack_kv_str(pk, "hook", hook, strlen(hook));
     pack_kv_uint(pk, "visibility_timeout", a->visibility_timeout);
     pack_kv_uint(pk, "polling_wait", a->polling_wait);
     pack_kv_uint(pk, "max_msg_size", a->max_msg_size);
@@ -1014,7 +1022,8 @@ int queue_op_get(queues_t *qs, fsm_cmd_t *c)
     fsm_reply_key(c, "name");
     fsm_pack_str(c->pk, q->name, q->nlen);
     fsm_reply_key(c, "attrs");
-    pack_attrs(c->pk, &q->a);
+    pack_attrs(c->pk, &q->a, qs->hook_name ? qs->hook_name(qs->gate_arg, true, q->name, q->nlen)
+                                           : NULL);
     fsm_reply_key(c, "stats");
     msgpack_pack_map(c->pk, 8);
     pack_kv_uint(c->pk, "ready", q->s.ready);
@@ -1189,6 +1198,28 @@ static int check_room(queue_t *q, fsm_cmd_t *c, size_t blen)
     return 0;
 }
 
+void queue_set_gate(queues_t *qs, fsm_gate_fn fn, fsm_hook_name_fn hook_name, void *arg)
+{
+    qs->gate = fn;
+    qs->hook_name = hook_name;
+    qs->gate_arg = arg;
+}
+
+/* Pass @m through the gate (blocks, the queue's hook) as the message it
+ * would become: its msg_id and seq are fixed here. */
+static int gate(queues_t *qs, queue_t *q, fsm_cmd_t *c, struct msg *m, const char *body,
+                size_t blen)
+{
+    static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    if (!qs->gate)
+        return 0;
+    snprintf(m->msg_id, sizeof(m->msg_id), "%llx-%llx", (unsigned long long)q->id,
+             (unsigned long long)q->next_seq);
+    fsm_push_msg_t v = {q->next_seq, m->msg_id, strlen(m->msg_id), body, blen, &nil, &nil,
+                        &m->attrs, qs->now, NULL, 0};
+    return qs->gate(qs->gate_arg, c, true, q->name, q->nlen, &v);
+}
+
 /* Validate and apply one message map @mm of a send or send_batch. */
 static int send_one(queues_t *qs, queue_t *q, fsm_cmd_t *c, const msgpack_object *mm,
                     struct sent *out)
@@ -1211,7 +1242,7 @@ static int send_one(queues_t *qs, queue_t *q, fsm_cmd_t *c, const msgpack_object
         return check_room(q, c, blen);
     if (m.dedup && dedup_lookup(qs, q, m.dedup, m.dlen, qs->now, out))
         return 0;
-    if ((rc = check_room(q, c, blen)))
+    if ((rc = check_room(q, c, blen)) || (rc = gate(qs, q, c, &m, bptr, blen)))
         return rc;
     m.has_group = m.group != NULL;
     enqueue(qs, q, &m, bptr, blen, delay * 1000);

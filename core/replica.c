@@ -141,10 +141,16 @@ static void list_remove(batch_list_t *l, batch_t *b)
         l->tail = b->prev;
 }
 
+/* A proposal raft refused: nothing was appended, a retry is safe. */
 static int map_raft_status(int rv)
 {
     return rv == RAFT_NOTLEADER ? MQHUB_ENOT_LEADER : MQHUB_EUNAVAILABLE;
 }
+
+/* An appended entry that failed later (leadership lost, shutdown): a new
+ * leader may still commit it, so its outcome is unknown. TIMEOUT tells the
+ * client not to retry blindly (a retried send could be stored twice). */
+#define OUTCOME_UNKNOWN MQHUB_ETIMEOUT
 
 static void fail_batch(batch_t *b, int status)
 {
@@ -246,7 +252,7 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     list_remove(&r->inflight, b);
     if (status != 0) {
         log_debug("replica", "entry failed: %s", raft_strerror(status));
-        fail_batch(b, map_raft_status(status));
+        fail_batch(b, OUTCOME_UNKNOWN);
         return;
     }
     for (unsigned i = 0; i < b->n; i++) {
@@ -892,7 +898,7 @@ static void raft_closed(struct raft *raft)
     raft_uv_tcp_close(&r->transport);
     while ((b = r->inflight.head) != NULL) {
         list_remove(&r->inflight, b);
-        fail_batch(b, MQHUB_EUNAVAILABLE);
+        fail_batch(b, OUTCOME_UNKNOWN);
     }
     drain_failed(r);
     close_handles(r);

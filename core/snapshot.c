@@ -290,7 +290,7 @@ static void io_close(struct raft_io *io, raft_io_close_cb cb)
     }
     snapshot_io_t *w = io->impl;
     w->close_cb = cb;
-    if (w->draining) {
+    if (w->draining && !w->put) { /* with a put in flight, put_finish() thaws */
         store_thaw(w->draining);
         w->draining = NULL;
     }

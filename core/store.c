@@ -13,7 +13,10 @@
  * the overlay first; store_scan() merges a cursor on each in key order. The
  * untouched file DB is the state at freeze time: store_dump() may read it
  * from another thread meanwhile (KC handles are thread-safe, and nothing
- * writes it). store_unfreeze() sends writes to the file DB again (a write
+ * writes it). The dump stops at the last key (noted at freeze) instead of
+ * stepping past the end: a KC error in a thread-pool thread leaves a
+ * thread-specific error record behind that is never freed. store_unfreeze()
+ * sends writes to the file DB again (a write
  * also drops the key from the overlay, so the overlay never holds stale
  * data) and store_drain() moves the overlay into the file DB a slice at a
  * time, so the loop never stops for long; store_thaw() does both at once.
@@ -41,6 +44,8 @@ struct store {
     KCDB *db;      /* the file DB */
     KCDB *ov;      /* the overlay while frozen or draining, else NULL */
     bool frozen;   /* writes go to the overlay (else to the file DB) */
+    char *last;    /* frozen: the last key of the file DB (NULL: empty) */
+    size_t last_len;
 };
 
 #define TAG_VALUE 'V'
@@ -85,6 +90,7 @@ void store_close(store_t *s)
     if (!kcdbclose(s->db))
         log_warn("store", "close: %s", kcdbemsg(s->db));
     kcdbdel(s->db);
+    free(s->last);
     free(s);
 }
 
@@ -144,6 +150,23 @@ int store_freeze(store_t *s)
         if (s->ov)
             kcdbdel(s->ov);
         s->ov = NULL;
+        return MQHUB_EINTERNAL;
+    }
+    KCCUR *cur = kcdbcursor(s->db);
+    free(s->last);
+    s->last = NULL;
+    bool oom = false;
+    if (kccurjumpback(cur)) {
+        char *k = kccurgetkey(cur, &s->last_len, 0);
+        if (k && (s->last = malloc(s->last_len ? s->last_len : 1)))
+            memcpy(s->last, k, s->last_len);
+        oom = !s->last;
+        kcfree(k);
+    }
+    kccurdel(cur);
+    if (oom) {
+        log_error("store", "freeze: out of memory");
+        drop_overlay(s);
         return MQHUB_EINTERNAL;
     }
     s->frozen = true;
@@ -312,8 +335,8 @@ int store_scan(store_t *s, const void *prefix, size_t pl, const void *from, size
 {
     bool from_later = fl > 0 && (fl > pl ? memcmp(from, prefix, pl) >= 0
                                          : memcmp(from, prefix, fl) > 0);
-    return scan_merged(s->db, s->ov, prefix, pl, from_later ? from : prefix, from_later ? fl : pl, fn,
-                       arg);
+    return scan_merged(s->db, s->ov, prefix, pl, from_later ? from : prefix,
+                       from_later ? fl : pl, fn, arg);
 }
 
 struct keys {
@@ -462,6 +485,30 @@ static int dump_record(void *arg, const char *k, size_t kl, const char *v, size_
     return 0;
 }
 
+/* The file DB of a frozen store, from the first key to s->last, never
+ * stepping past it (may run on a thread-pool thread). */
+static void dump_frozen(store_t *s, struct dump *d)
+{
+    if (!s->last)
+        return;
+    KCCUR *cur = kcdbcursor(s->db);
+    if (kccurjump(cur)) {
+        for (;;) {
+            size_t kl, vl;
+            const char *v;
+            char *k = kccurget(cur, &kl, &v, &vl, 0);
+            if (!k)
+                break;
+            bool last = kl == s->last_len && memcmp(k, s->last, kl) == 0;
+            int stop = dump_record(d, k, kl, v, vl);
+            kcfree(k);
+            if (last || stop || !kccurstep(cur))
+                break;
+        }
+    }
+    kccurdel(cur);
+}
+
 int store_dump(store_t *s, struct raft_buffer **bufs, unsigned *n_bufs)
 {
     struct dump d = {0};
@@ -470,7 +517,10 @@ int store_dump(store_t *s, struct raft_buffer **bufs, unsigned *n_bufs)
     char *magic = dump_room(&d, 4);
     if (magic) {
         memcpy(magic, STORE_MAGIC, 4);
-        scan_merged(s->db, NULL, "", 0, "", 0, dump_record, &d); /* the file DB only */
+        if (s->frozen)
+            dump_frozen(s, &d);
+        else
+            scan_merged(s->db, NULL, "", 0, "", 0, dump_record, &d);
     }
     if (!magic || d.oom) {
         for (unsigned i = 0; i < d.n; i++)

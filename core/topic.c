@@ -22,7 +22,9 @@
  * their subscriptions in name order, hash maps for lookups only.
  *
  * Start reading at topic_op_publish(). To add a filter kind: a field in the
- * config (config_pack/sub_bind) and a clause in sub_match().
+ * config (config_pack/sub_bind) and a clause in sub_match(). Scripts
+ * (script.c) come in through ts->hooks: filter scripts in sub_match(), the
+ * gate (blocks and hooks) before a client publish is accepted.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,7 @@
 
 /* Indexes into the canonical subscription config (config_pack). */
 enum { CF_QUEUE, CF_TAGS, CF_BINDINGS, CF_SCRIPT, CF_EXP, CF_ATTEMPTS, CF_INTERVAL,
-       CF_MAX_INTERVAL, CF_DLQ, CF_FROM, CF_FROM_TIME, CF_N };
+       CF_MAX_INTERVAL, CF_DLQ, CF_FROM, CF_FROM_TIME, CF_SKIP_ON_ERROR, CF_N };
 enum { FROM_LATEST, FROM_EARLIEST, FROM_TIME };
 
 struct tattrs { uint64_t max_msg_size, retention; };
@@ -97,6 +99,7 @@ struct topics {
     sub_t *dirty_subs;
     uint64_t next_tid, next_sid, now;
     bool failed, tick_more;
+    bool ungated;              /* publishing a hook's hub.publish */
     fsm_push_cb cb;
     void *cb_arg;
     topic_script_hooks_t hooks;
@@ -404,7 +407,8 @@ static int tmsg_load(topics_t *ts, const topic_t *t, uint64_t seq, struct tmsg *
         o[5].type != MSGPACK_OBJECT_BIN)
         goto bad;
     tm->m = (fsm_push_msg_t){seq, o[0].via.str.ptr, o[0].via.str.size, o[5].via.bin.ptr,
-                             o[5].via.bin.size, &o[2], &o[3], &o[4], o[1].via.u64};
+                             o[5].via.bin.size, &o[2], &o[3], &o[4], o[1].via.u64,
+                             t->name, t->nlen};
     return 0;
 bad:
     log_error("topic", "corrupt message record (topic %s, seq %llu)", t->name,
@@ -614,7 +618,7 @@ void topic_set_push_cb(topics_t *ts, fsm_push_cb cb, void *arg)
 
 void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h)
 {
-    ts->hooks = h ? *h : (topic_script_hooks_t){NULL, NULL, NULL};
+    ts->hooks = h ? *h : (topic_script_hooks_t){0};
 }
 
 struct rebuild {
@@ -826,8 +830,12 @@ static bool offer(topics_t *ts, fsm_cmd_t *c, sub_t *s, const fsm_push_msg_t *m)
     bool match = false;
     int rc = sub_match(ts, s, m, &match, err, sizeof(err));
     if (rc) {
+        /* A failed filter script counts as a failure; filter_fallback
+         * decides whether the message is delivered all the same. */
         sub_failed(ts, s, rc, err);
-        return false;
+        if (s->cf[CF_SKIP_ON_ERROR].via.boolean)
+            return false;
+        match = true;
     }
     if (match)
         deliver(ts, c, s, m);
@@ -969,8 +977,12 @@ int topic_op_get(topics_t *ts, fsm_cmd_t *c)
         return rc;
     fsm_reply_key(c, "name");
     fsm_pack_str(c->pk, t->name, t->nlen);
+    const char *hook = ts->hooks.hook_name ? ts->hooks.hook_name(ts->hooks.arg, false, t->name,
+                                                                 t->nlen) : NULL;
     fsm_reply_key(c, "attrs");
-    msgpack_pack_map(c->pk, 2);
+    msgpack_pack_map(c->pk, hook ? 3 : 2);
+    if (hook)
+        pack_kv_str(c->pk, "hook", hook, strlen(hook));
     pack_kv_uint(c->pk, "max_msg_size", t->a.max_msg_size);
     pack_kv_uint(c->pk, "retention", t->a.retention);
     fsm_reply_key(c, "stats");
@@ -1087,11 +1099,14 @@ static int publish_one(topics_t *ts, topic_t *t, fsm_cmd_t *c, const msgpack_obj
         return fsm_fail(c, MQHUB_ETOO_LARGE,
                         "the body has %zu bytes, more than the topic's max_msg_size (%llu)", blen,
                         (unsigned long long)t->a.max_msg_size);
-    out->seq = t->next_seq++;
     snprintf(out->msg_id, sizeof(out->msg_id), "t%llx-%llx", (unsigned long long)t->id,
-             (unsigned long long)out->seq);
-    fsm_push_msg_t m = {out->seq, out->msg_id, strlen(out->msg_id), bptr, blen, tags, key,
-                        &attrs, ts->now};
+             (unsigned long long)t->next_seq);
+    fsm_push_msg_t m = {t->next_seq, out->msg_id, strlen(out->msg_id), bptr, blen, tags, key,
+                        &attrs, ts->now, t->name, t->nlen};
+    if (!ts->ungated && ts->hooks.gate &&
+        (rc = ts->hooks.gate(ts->hooks.arg, c, false, t->name, t->nlen, &m)))
+        return rc;
+    out->seq = t->next_seq++;
     tmsg_save(ts, t, &m);
     if (t->retained++ == 0) {
         t->first_seq = out->seq;
@@ -1163,6 +1178,39 @@ int topic_op_publish_batch(topics_t *ts, fsm_cmd_t *c)
     return 0;
 }
 
+bool topic_exists(topics_t *ts, const char *name, size_t len)
+{
+    return topic_find(ts, name, len) != NULL;
+}
+
+int topic_publish_internal(topics_t *ts, fsm_cmd_t *c, const char *name, size_t len,
+                           const msgpack_object *msg)
+{
+    topic_t *t = topic_find(ts, name, len);
+    struct published p;
+    int rc;
+    if (!t)
+        return fsm_fail(c, MQHUB_ENOT_FOUND, "topic '%.*s' does not exist", (int)len, name);
+    ts->ungated = true;
+    rc = publish_one(ts, t, c, msg, &p);
+    ts->ungated = false;
+    return rc;
+}
+
+void topic_script_users(topics_t *ts, const char *script, size_t len,
+                        void (*fn)(void *arg, const char *user), void *arg)
+{
+    char user[2 * NAME_MAX_LEN + 2];
+    for (topic_t *t = ts->first; t; t = t->next) {
+        for (sub_t *s = t->subs; s; s = s->next) {
+            if (str_eq(&s->cf[CF_SCRIPT], script, len)) {
+                snprintf(user, sizeof(user), "%s/%s", t->name, s->name);
+                fn(arg, user);
+            }
+        }
+    }
+}
+
 /* ---- replay (from at create, rewind) ---- */
 
 struct seqs {
@@ -1213,6 +1261,27 @@ static uint64_t replay(topics_t *ts, fsm_cmd_t *c, sub_t *s, uint64_t seq, uint6
     }
     free(list.v);
     return n;
+}
+
+int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since,
+                      int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg)
+{
+    topic_t *t = topic_find(ts, name, len);
+    struct seqs list = {.time = since};
+    unsigned char from[KEY_LEN];
+    if (!t)
+        return MQHUB_ENOT_FOUND;
+    key17(from, 'P', t->id, 0);
+    store_scan(ts->st, from, 9, from, KEY_LEN, collect_seq, &list);
+    for (size_t i = 0; i < list.n; i++) {
+        struct tmsg tm;
+        int stop = tmsg_load(ts, t, list.v[i], &tm) == 0 && fn(arg, &tm.m);
+        tmsg_free(&tm);
+        if (stop)
+            break;
+    }
+    free(list.v);
+    return 0;
 }
 
 /* ---- subscription ops ---- */
@@ -1300,8 +1369,8 @@ bad:
 /* Validate subscription.create and pack its canonical config into @sb. */
 static int config_pack(topics_t *ts, fsm_cmd_t *c, msgpack_sbuffer *sb)
 {
-    const char *q, *script = NULL, *dlq = NULL;
-    size_t ql, scl = 0, dl = 0;
+    const char *q, *script = NULL, *dlq = NULL, *fb;
+    size_t ql, scl = 0, dl = 0, fbl;
     const msgpack_object *tags, *binds;
     fsm_retry_t r;
     int from, rc;
@@ -1318,6 +1387,12 @@ static int config_pack(topics_t *ts, fsm_cmd_t *c, msgpack_sbuffer *sb)
     if (script && !(ts->hooks.exists && ts->hooks.exists(ts->hooks.arg, script, scl)))
         return fsm_fail(c, MQHUB_ENOT_FOUND,
                         "script '%.*s' does not exist (load it with script.load)", (int)scl, script);
+    if ((rc = fsm_arg_str(c, c->req, "filter_fallback", false, &fb, &fbl)))
+        return rc;
+    if (fb && !(fbl == 4 && memcmp(fb, "skip", 4) == 0) &&
+        !(fbl == 7 && memcmp(fb, "deliver", 7) == 0))
+        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'filter_fallback' must be \"deliver\" or "
+                        "\"skip\"");
     if (fsm_arg(c->req, "dead_letter_queue") &&
         (rc = fsm_arg_name(c, c->req, "dead_letter_queue", &dlq, &dl)))
         return rc;
@@ -1342,6 +1417,7 @@ static int config_pack(topics_t *ts, fsm_cmd_t *c, msgpack_sbuffer *sb)
     pack_opt_str(&pk, dlq, dl);
     msgpack_pack_uint8(&pk, (uint8_t)from);
     msgpack_pack_uint64(&pk, from_time);
+    pack_bool(&pk, fb && fbl == 4);
     return 0;
 }
 
@@ -1446,6 +1522,8 @@ static void pack_sub_config(msgpack_packer *pk, const sub_t *s)
     msgpack_pack_object(pk, cf[CF_BINDINGS]);
     fsm_pack_str(pk, "filter_script", 13);
     msgpack_pack_object(pk, cf[CF_SCRIPT]);
+    pack_kv_str(pk, "filter_fallback", cf[CF_SKIP_ON_ERROR].via.boolean ? "skip" : "deliver",
+                cf[CF_SKIP_ON_ERROR].via.boolean ? 4 : 7);
     fsm_pack_str(pk, "retry", 5);
     msgpack_pack_map(pk, 4);
     pack_kv_str(pk, "strategy", cf[CF_EXP].via.boolean ? "exponential" : "backoff",
@@ -1500,7 +1578,7 @@ int topic_op_sub_get(topics_t *ts, fsm_cmd_t *c)
     fsm_reply_key(c, "name");
     fsm_pack_str(c->pk, s->name, s->nlen);
     pack_sub_config(c->pk, s);
-    c->n_fields += 7;
+    c->n_fields += 8;
     fsm_reply_key(c, "stats");
     pack_sub_stats(ts, c->pk, s);
     return 0;

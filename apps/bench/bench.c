@@ -3,15 +3,17 @@
  *   mqhub-bench produce|consume|both [--server H:P] [--connections N]
  *   (publish|push: the topic modes, topic_bench.c)
  *       [--size B] [--batch N] [--window N] [--duration S | --count N]
- *       [--rate R] [--recv-max M] [--queue Q] [--json]
+ *       [--rate R] [--recv-max M] [--threads T] [--queue Q] [--json]
  *
- * One thread per connection, each driving libmqhub's pipelined API: keep
- * --window requests in flight, poll for answers. Producers send (or
+ * Each connection drives libmqhub's pipelined API: keep --window requests in
+ * flight, poll for answers; by default one thread per connection, with
+ * --threads T the connections share T threads (round robin, non-blocking
+ * polls), which keeps the client from crowding a small machine. Producers send (or
  * send_batch when --batch > 1) and record send->ack latency per request in a
  * log-linear histogram, optionally paced to --rate messages/s in total;
  * consumers receive up to --recv-max messages per request and delete them. It always stops by itself (duration, count, or a consumer idle for
- * 2 s after the producers finished). Start at main(), then producer() and
- * consumer(). docs/client.md shows figures.
+ * 2 s after the producers finished). Start at main(), then drive(),
+ * producer_step() and consumer_step(). docs/client.md shows figures.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -37,7 +39,7 @@ typedef struct hist {
 
 typedef struct bench {
     const char *server, *queue;
-    unsigned conns, size, batch, window, recv_max;
+    unsigned conns, size, batch, window, recv_max, threads;
     double rate;       /* produced msgs/s over all producers, 0: unpaced */
     double duration;   /* seconds, 0 when --count */
     uint64_t count;    /* messages per role, 0 when --duration */
@@ -50,13 +52,14 @@ typedef struct bench {
 
 typedef struct worker {
     bench_t *b;
-    pthread_t tid;
     bool producer;
     hist_t hist;
     mqhub_client_t *c;
     unsigned inflight;
     uint64_t done; /* messages acknowledged / consumed by this worker */
     uint64_t submitted, t0_us; /* producer pacing */
+    bool more, live;     /* more to submit; not finished yet */
+    int poll_ms;         /* 0 when sharing a thread */
     msgpack_zone zone;
     msgpack_object args; /* the request arguments, built once */
     /* consumer: receipts waiting for a delete */
@@ -216,32 +219,30 @@ static bool on_schedule(worker_t *w)
     return (double)(w->submitted * b->batch) < due + 1;
 }
 
-static void *producer(void *arg)
+/* One round of a producer: submit what the window (and --rate) allows, then
+ * handle answers. Clears w->live when done. */
+static void producer_step(worker_t *w)
 {
-    worker_t *w = arg;
-    bool more = true;
-    int poll_ms = w->b->rate > 0 ? 1 : 100;
-    w->t0_us = now_us();
-    while (more || w->inflight > 0) {
-        while (more && w->inflight < w->b->window && on_schedule(w)) {
-            more = produce_more(w);
-            if (more && submit_produce(w) != 0) {
-                fprintf(stderr, "mqhub-bench: submit: %s\n", mqhub_client_errmsg(w->c));
-                w->failed = 1;
-                more = false;
-            }
-            w->submitted++;
+    while (w->more && w->inflight < w->b->window && on_schedule(w)) {
+        w->more = produce_more(w);
+        if (w->more && submit_produce(w) != 0) {
+            fprintf(stderr, "mqhub-bench: submit: %s\n", mqhub_client_errmsg(w->c));
+            w->failed = 1;
+            w->more = false;
         }
-        if (w->inflight > 0) {
-            if (mqhub_client_poll(w->c, poll_ms) < 0)
-                break;
-        } else if (more) {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
+        w->submitted++;
     }
-    atomic_fetch_sub(&w->b->producers_left, 1);
-    return NULL;
+    if (w->inflight > 0) {
+        if (mqhub_client_poll(w->c, w->poll_ms) < 0)
+            w->inflight = 0, w->more = false;
+    } else if (w->more && w->poll_ms) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    if (!w->more && w->inflight == 0) {
+        w->live = false;
+        atomic_fetch_sub(&w->b->producers_left, 1);
+    }
 }
 
 /* ------------------------------------------------------------- consumer */
@@ -341,27 +342,65 @@ static bool consume_more(worker_t *w)
     return true;
 }
 
-static void *consumer(void *arg)
+/* One round of a consumer: deletes for what was received, a few receives
+ * outstanding, then answers. Clears w->live when done. */
+static void consumer_step(worker_t *w)
 {
-    worker_t *w = arg;
-    bool more = true;
-    w->last_msg_ms = now_us() / 1000;
-    while (more || w->inflight > 0 || w->n_receipts > 0) {
-        if (submit_deletes(w) != 0)
+    if (submit_deletes(w) != 0) {
+        w->live = false;
+        return;
+    }
+    w->more = w->more && consume_more(w);
+    /* Keep a few receives outstanding; the rest of the window is deletes. */
+    unsigned recv_window = w->b->window < 4 ? w->b->window : 4;
+    while (w->more && w->inflight < recv_window) {
+        if (mqhub_client_call_async(w->c, "receive", &w->args, on_receive, w) != 0) {
+            w->failed = 1;
+            w->more = false;
             break;
-        more = more && consume_more(w);
-        /* Keep a few receives outstanding; the rest of the window is deletes. */
-        unsigned recv_window = w->b->window < 4 ? w->b->window : 4;
-        while (more && w->inflight < recv_window) {
-            if (mqhub_client_call_async(w->c, "receive", &w->args, on_receive, w) != 0) {
-                w->failed = 1;
-                more = false;
-                break;
-            }
-            w->inflight++;
         }
-        if (w->inflight > 0 && mqhub_client_poll(w->c, 100) < 0)
-            break;
+        w->inflight++;
+    }
+    if (w->inflight > 0 && mqhub_client_poll(w->c, w->poll_ms) < 0)
+        w->inflight = 0, w->more = false, w->n_receipts = 0;
+    if (!w->more && w->inflight == 0 && w->n_receipts == 0)
+        w->live = false;
+}
+
+/* The connections given to one thread. */
+typedef struct group {
+    worker_t **w;
+    unsigned n;
+    pthread_t tid;
+} group_t;
+
+static void *drive(void *arg)
+{
+    group_t *g = arg;
+    unsigned live = g->n;
+    for (unsigned i = 0; i < g->n; i++) {
+        worker_t *w = g->w[i];
+        w->more = w->live = true;
+        w->poll_ms = g->n > 1 ? 0 : !w->producer || w->b->rate <= 0 ? 100 : 1;
+        w->t0_us = now_us();
+        w->last_msg_ms = w->t0_us / 1000;
+    }
+    while (live > 0) {
+        live = 0;
+        for (unsigned i = 0; i < g->n; i++) {
+            worker_t *w = g->w[i];
+            if (!w->live)
+                continue;
+            if (w->producer)
+                producer_step(w);
+            else
+                consumer_step(w);
+            live += w->live;
+        }
+        if (g->n > 1) { /* shared thread: polls do not block, so yield a little */
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
     }
     return NULL;
 }
@@ -381,6 +420,7 @@ static void usage(FILE *f)
           "  --count N          or: produce / consume N messages\n"
           "  --rate R           pace the producers to R msgs/s in total (default: flat out)\n"
           "  --recv-max M       messages per receive (default: --batch)\n"
+          "  --threads T        client threads shared by the connections (default: one each)\n"
           "  --queue Q          queue (default bench; created if missing)\n"
           "  --json             print one JSON object\n", f);
 }
@@ -391,7 +431,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         {"server", 1, NULL, 's'}, {"connections", 1, NULL, 'c'}, {"size", 1, NULL, 'z'},
         {"batch", 1, NULL, 'b'},  {"window", 1, NULL, 'w'},      {"duration", 1, NULL, 'd'},
         {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
-        {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},
+        {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},    {"threads", 1, NULL, 't'},
         {"help", 0, NULL, 'h'},   {NULL, 0, NULL, 0},
     };
     const char *env = getenv("MQHUB_SERVER");
@@ -410,6 +450,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         case 'q': b->queue = optarg; break;
         case 'r': b->rate = atof(optarg); break;
         case 'm': b->recv_max = (unsigned)atoi(optarg); break;
+        case 't': b->threads = (unsigned)atoi(optarg); break;
         case 'j': b->json = true; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
@@ -489,38 +530,47 @@ static void report(bench_t *b, worker_t *w, unsigned n, double secs)
 
 static int run(bench_t *b, int mode)
 {
-    unsigned n = b->conns * ((mode & 1) + (mode >> 1 & 1)), started = 0;
+    unsigned n = b->conns * ((mode & 1) + (mode >> 1 & 1)), connected = 0;
+    unsigned nt = b->threads && b->threads < n ? b->threads : n;
     worker_t *w = calloc(n, sizeof *w);
+    worker_t **order = calloc(n, sizeof *order);
+    group_t *g = calloc(nt, sizeof *g);
     mqhub_client_opts_t o = {.window = b->window, .client_name = "mqhub-bench"};
     char err[512];
     int rc = 0;
-    b->t_start = now_us() / 1000;
-    b->t_end = b->t_start + (uint64_t)(b->duration * 1000);
     atomic_store(&b->producers_left, (mode & 1) ? (int)b->conns : 0);
-    for (unsigned i = 0; i < n && rc == 0; i++) {
+    for (unsigned i = 0; i < n && rc == 0; i++, connected++) {
         w[i].b = b;
         w[i].producer = (mode & 1) && i < b->conns;
         if (mqhub_client_connect(&w[i].c, b->server, &o, err, sizeof err) != 0 ||
             build_args(&w[i]) != 0) {
             fprintf(stderr, "mqhub-bench: connect %s: %s\n", b->server, err);
             rc = 3;
-            break;
         }
-        pthread_create(&w[i].tid, NULL, w[i].producer ? producer : consumer, &w[i]);
-        started++;
     }
-    for (unsigned i = 0; i < started; i++)
-        pthread_join(w[i].tid, NULL);
+    b->t_start = now_us() / 1000;
+    b->t_end = b->t_start + (uint64_t)(b->duration * 1000);
+    for (unsigned t = 0, k = 0; rc == 0 && t < nt; t++) { /* worker i goes to thread i % nt */
+        g[t].w = order + k;
+        for (unsigned i = t; i < n; i += nt)
+            order[k++] = &w[i];
+        g[t].n = (unsigned)(order + k - g[t].w);
+        pthread_create(&g[t].tid, NULL, drive, &g[t]);
+    }
+    for (unsigned t = 0; rc == 0 && t < nt; t++)
+        pthread_join(g[t].tid, NULL);
     double secs = (double)(now_us() / 1000 - b->t_start) / 1e3;
     if (rc == 0)
         report(b, w, n, secs > 0 ? secs : 1e-3);
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < connected; i++) {
         rc |= w[i].failed;
         mqhub_client_close(w[i].c);
         if (w[i].c)
             msgpack_zone_destroy(&w[i].zone);
         free(w[i].receipts);
     }
+    free(g);
+    free(order);
     free(w);
     return rc;
 }

@@ -43,6 +43,8 @@ typedef struct cli {
     const char *key, *sub, *endpoint_queue, *filter_script, *retry, *dlq, *from;
     long long max_attempts, interval_ms, max_interval_ms, credit;
     bool push;
+    /* script test (script.c) */
+    const char *topic, *since;
     /* positional arguments after the command words */
     char **args;
     int n_args;
@@ -72,6 +74,9 @@ int topic_sub_cmd(cli_t *cli, const char *sub);
 /* cluster.c: `mqhub cluster status|add|remove|transfer`. */
 int cluster_cmd(cli_t *cli, const char *sub);
 int topic_tail(cli_t *cli);
+/* script.c: `mqhub script load|get|list|delete|test`, `mqhub block list|delete`. */
+int script_cmd(cli_t *cli, const char *sub);
+int block_cmd(cli_t *cli, const char *sub);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;

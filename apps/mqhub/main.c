@@ -40,6 +40,8 @@ static const struct {
      "  sub create|list|get|delete|rewind TOPIC ...   manage subscriptions\n"
      "  tail TOPIC --sub NAME        print pushed messages as they arrive (acks them)\n"
      "  cluster status|add|remove|transfer ...   raft membership and leadership\n"
+     "  script load|get|list|delete|test ...   Lua filters and hooks\n"
+     "  block list|delete ...        blocks made by hooks\n"
      "\n"
      "common options:\n"
      "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " DEFAULT_SERVER ")\n"
@@ -124,6 +126,20 @@ static const struct {
      "  remove    take node ID out of the cluster\n"
      "  transfer  hand leadership to voter ID (none: raft picks one)\n"
      "  --server accepts a list: HOST:PORT,HOST:PORT,... (tried in turn)\n"},
+    {"script",
+     "usage: mqhub script load|get|list|delete|test ...\n"
+     "  script load NAME FILE      compile and store (FILE - reads stdin); a reload\n"
+     "                             replaces the script atomically\n"
+     "  script get NAME            version, statistics, users and source\n"
+     "  script list                every script with its calls and errors\n"
+     "  script delete NAME         refused while a hook or subscription uses it\n"
+     "  script test NAME --topic T [--since TIME]   what the script would have done\n"
+     "                             on T's retained messages (TIME: ms since the epoch,\n"
+     "                             or ago: 90s, 15m, 2h, 1d); changes nothing\n"},
+    {"block",
+     "usage: mqhub block list | block delete ATTR VALUE\n"
+     "  block list                 active blocks: attribute, value, until, reason\n"
+     "  block delete ATTR VALUE    lift a block before its ttl\n"},
     {"tail",
      "usage: mqhub tail TOPIC --sub NAME [--credit N] [--json]\n"
      "  Subscribes to the push subscription NAME, prints each message as it\n"
@@ -190,7 +206,7 @@ enum {
     OPT_BATCH, OPT_MAX, OPT_WAIT, OPT_VISIBILITY, OPT_DELETE, OPT_FOLLOW, OPT_ORDERED,
     OPT_TAG, OPT_KEY, OPT_SUB, OPT_EP_QUEUE, OPT_PUSH, OPT_FILTER_TAG, OPT_BINDING,
     OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
-    OPT_FROM, OPT_CREDIT,
+    OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -237,6 +253,8 @@ static const struct option options[] = {
     {"dlq", required_argument, NULL, OPT_DLQ},
     {"from", required_argument, NULL, OPT_FROM},
     {"credit", required_argument, NULL, OPT_CREDIT},
+    {"topic", required_argument, NULL, OPT_TOPIC},
+    {"since", required_argument, NULL, OPT_SINCE},
     {"visibility-timeout", required_argument, NULL, OPT_QATTR + 0},
     {"polling-wait", required_argument, NULL, OPT_QATTR + 1},
     {"max-msg-size", required_argument, NULL, OPT_QATTR + 2},
@@ -322,6 +340,8 @@ static int one_option(cli_t *cli, int opt, char *arg)
     case OPT_RETRY: cli->retry = arg; return 0;
     case OPT_DLQ: cli->dlq = arg; return 0;
     case OPT_FROM: cli->from = arg; return 0;
+    case OPT_TOPIC: cli->topic = arg; return 0;
+    case OPT_SINCE: cli->since = arg; return 0;
     case OPT_MAX_ATTEMPTS: return number("max-attempts", arg, &cli->max_attempts);
     case OPT_INTERVAL: return number("interval-ms", arg, &cli->interval_ms);
     case OPT_MAX_INTERVAL: return number("max-interval-ms", arg, &cli->max_interval_ms);
@@ -381,7 +401,8 @@ static const char *help_key(const cli_t *cli, char *buf, size_t size)
 {
     if (cli->n_args == 0)
         return NULL;
-    if (!strcmp(cli->args[0], "sub") || !strcmp(cli->args[0], "topic"))
+    if (!strcmp(cli->args[0], "sub") || !strcmp(cli->args[0], "topic") ||
+        !strcmp(cli->args[0], "script") || !strcmp(cli->args[0], "block"))
         return cli->args[0];
     if (!strcmp(cli->args[0], "queue") && cli->n_args > 1) {
         snprintf(buf, size, "queue %s", cli->args[1]);
@@ -438,6 +459,11 @@ static int run(cli_t *cli)
         cli->args++;
         cli->n_args--;
         return cmd[0] == 't' ? topic_cmd(cli, sub) : topic_sub_cmd(cli, sub);
+    }
+    if ((!strcmp(cmd, "script") || !strcmp(cmd, "block")) && cli->n_args > 0) {
+        cli->args++;
+        cli->n_args--;
+        return cmd[0] == 's' ? script_cmd(cli, cli->args[-1]) : block_cmd(cli, cli->args[-1]);
     }
     if (!strcmp(cmd, "cluster") && cli->n_args > 0) {
         cli->args++;

@@ -13,7 +13,8 @@
 #
 # Node N: client 127.0.0.1:620N, raft 127.0.0.1:630N, data and log in
 # $DIR/nN (DIR defaults to ./mqhub-cluster). Binaries: $BUILD (default
-# ./build) /apps/mqhubd/mqhubd and /apps/mqhub/mqhub.
+# ./build) /apps/mqhubd/mqhubd and /apps/mqhub/mqhub. $EXTRA, when set, is
+# appended to every config written, e.g. EXTRA='snapshot { threshold = 1024 }'.
 set -eu
 
 DIR=${DIR:-./mqhub-cluster}
@@ -36,6 +37,7 @@ config() { # config N JOIN
             [ "$p" = "$n" ] || echo "  [$p] = { raft = \"127.0.0.1:630$p\", client = \"127.0.0.1:620$p\" },"
         done
         echo "}"
+        echo "${EXTRA:-}"
     } > "$DIR/n$n/config.lua"
 }
 
@@ -105,6 +107,6 @@ clean)
     rm -rf "$DIR"
     echo "removed $DIR" ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;
 esac

@@ -11,7 +11,10 @@
  * waits.
  *
  * Return codes: 0 on success, a negative MQHUB_E* code of mqhub/errors.h (the
- * server's code, or MQHUB_ETIMEOUT when a call's timeout passed), or
+ * server's code, or MQHUB_ETIMEOUT when a call's timeout passed; the server
+ * also answers TIMEOUT when leadership changed before the request was known
+ * to be committed: like a lost connection, it may or may not have been
+ * performed, so it is not retried), or
  * MQHUB_ECONN (below) when the connection failed or was lost.
  * mqhub_client_errmsg() then holds the server's sentence or what failed.
  *
@@ -566,6 +569,31 @@ int mqhub_client_ack(mqhub_client_t *c, const char *topic, const char *sub,
 /* ack pipelined; @cb (may be NULL) gets the response (mqhub_response_cb). */
 int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub,
                            const uint64_t *seqs, size_t n, mqhub_response_cb cb, void *arg);
+
+/* ---------------------------------------------------------------- scripts */
+
+/* script.load {name, source}: compile and store (a reload replaces the
+ * script atomically); *@version (may be NULL) gets the new version. 0,
+ * MQHUB_ESCRIPT_ERROR (syntax error; the sentence names the line),
+ * MQHUB_EBAD_NAME, MQHUB_ETOO_LARGE (source over 256 KiB), common. */
+int mqhub_client_script_load(mqhub_client_t *c, const char *name, const char *source,
+                             size_t len, uint64_t *version);
+/* script.delete {name}. 0, MQHUB_ENOT_FOUND, MQHUB_EFORBIDDEN (in use: the
+ * sentence names the hooks and subscriptions), common. */
+int mqhub_client_script_delete(mqhub_client_t *c, const char *name);
+/* script.get {name} -> {name, version, source, stats, users}; script.list {}
+ * -> {scripts: [{name, version, calls, errors}]}; script.test {name, topic,
+ * since} -> {kind, messages, calls, errors, refused, matched, publishes,
+ * blocks}; block.list {} -> {blocks: [{attr, value, reason, until, script}]}.
+ * On 0 the caller frees *@out with mqhub_response_free(). MQHUB_ENOT_FOUND
+ * (no such script or topic), common. */
+int mqhub_client_script_get(mqhub_client_t *c, const char *name, mqhub_response_t *out);
+int mqhub_client_script_list(mqhub_client_t *c, mqhub_response_t *out);
+int mqhub_client_script_test(mqhub_client_t *c, const char *name, const char *topic,
+                             uint64_t since_ms, mqhub_response_t *out);
+int mqhub_client_block_list(mqhub_client_t *c, mqhub_response_t *out);
+/* block.delete {attr, value}. 0, MQHUB_ENOT_FOUND, common. */
+int mqhub_client_block_delete(mqhub_client_t *c, const char *attr, const char *value);
 
 #ifdef __cplusplus
 }

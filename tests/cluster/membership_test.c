@@ -27,6 +27,7 @@
 #define VISIBILITY_S 2
 
 static const char *g_mqhubd;
+static testcluster_t g_cluster;
 
 typedef struct load {
     testcluster_t *c;
@@ -156,6 +157,40 @@ static void expect_redirect(testcluster_t *c, unsigned i, const char *leader)
     close(fd);
 }
 
+/* Park a long-poll receive on node @i (the leader): returns its socket. */
+static int park_receive(testcluster_t *c, unsigned i)
+{
+    static const char req[] = "\x84\xa2op\xa7receive\xa2id\x07\xa5queue\xa4idle"
+                              "\xa4wait\x14"; /* wait 20 s */
+    testhub_t h = {.port = c->nodes[i].port};
+    int fd = testhub_connect_raw(&h);
+    assert_true(fd >= 0);
+    assert_int_equal(testhub_write_frame(fd, req, sizeof req - 1), 0);
+    return fd;
+}
+
+/* The parked receive on @fd was answered NOT_LEADER soon after leadership
+ * moved (not when its 20 s wait ran out), naming @leader or none: the old
+ * leader steps down when it sees the new term, often before it learns who
+ * won (the client then retries; see client.h). */
+static void expect_parked_moved(int fd, const char *leader)
+{
+    msgpack_zone zone;
+    msgpack_object o;
+    char code[32], named[64];
+    uint64_t t0 = testcluster_now_ms();
+    msgpack_zone_init(&zone, 1024);
+    assert_int_equal(testhub_read_frame(fd, 5000, &zone, &o), 0);
+    assert_string_equal(testhub_str(&o, "code", code, sizeof code), "NOT_LEADER");
+    testhub_str(&o, "leader", named, sizeof named);
+    if (named[0])
+        assert_string_equal(named, leader);
+    printf("parked receive answered NOT_LEADER (leader \"%s\") %llu ms after the "
+           "transfer returned\n", named, (unsigned long long)(testcluster_now_ms() - t0));
+    msgpack_zone_destroy(&zone);
+    close(fd);
+}
+
 static void check_errors(mqhub_client_t *cl)
 {
     assert_int_equal(mqhub_client_cluster_remove(cl, 42), MQHUB_ENOT_FOUND);
@@ -167,7 +202,6 @@ static void check_errors(mqhub_client_t *cl)
 
 static void test_grow_transfer_shrink(void **state)
 {
-    testcluster_t c;
     char attrs[160];
     mqhub_cluster_status_t st;
 
@@ -176,37 +210,44 @@ static void test_grow_transfer_shrink(void **state)
     snprintf(attrs, sizeof attrs,
              "queue \"%s\" { visibility_timeout = %d }\n"
              "snapshot { threshold = 64, trailing = 16 }", QUEUE, VISIBILITY_S);
-    assert_int_equal(testcluster_start(&c, g_mqhubd, 5, 1, attrs), 0);
-    mqhub_client_t *cl = connect_all(&c);
+    assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 5, 1, attrs), 0);
+    mqhub_client_t *cl = connect_all(&g_cluster);
     assert_non_null(cl);
     mqhub_queue_info_t qi;
     for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)
         sleep_ms(100);
-    load_t l = {.c = &c, .k = checker_new(VISIBILITY_S * 1000)};
+    load_t l = {.c = &g_cluster, .k = checker_new(VISIBILITY_S * 1000)};
     pthread_create(&l.producer, NULL, produce, &l);
     pthread_create(&l.consumer, NULL, consume, &l);
-    assert_int_equal(voters(&c), 1);
+    assert_int_equal(voters(&g_cluster), 1);
     check_errors(cl);
 
     sleep_ms(1500); /* some load and ticks: a few snapshots already */
-    add_node(&c, cl, 1);
-    add_node(&c, cl, 2);
-    assert_int_equal(voters(&c), 3);
-    add_node(&c, cl, 3);
-    add_node(&c, cl, 4);
-    assert_int_equal(voters(&c), 5);
+    add_node(&g_cluster, cl, 1);
+    add_node(&g_cluster, cl, 2);
+    assert_int_equal(voters(&g_cluster), 3);
+    add_node(&g_cluster, cl, 3);
+    add_node(&g_cluster, cl, 4);
+    assert_int_equal(voters(&g_cluster), 5);
 
+    assert_int_equal(mqhub_client_queue_create(cl, "idle", NULL), 0);
+    int old = testcluster_leader(&g_cluster, 20000);
+    assert_true(old >= 0 && old != 3);
+    int parked = park_receive(&g_cluster, (unsigned)old);
+    sleep_ms(200); /* let it park */
     assert_int_equal(mqhub_client_cluster_transfer(cl, 4), 0);
-    int leader = testcluster_leader(&c, 20000);
+    int leader = testcluster_leader(&g_cluster, 20000);
     assert_int_equal(leader, 3);
+    expect_parked_moved(parked, g_cluster.nodes[3].address);
     printf("leadership transferred to node 4\n");
-    expect_redirect(&c, 2, c.nodes[3].address); /* both learned after the config */
+    /* Nodes 3 and 4 were both added after the config was written. */
+    expect_redirect(&g_cluster, 2, g_cluster.nodes[3].address);
 
     assert_int_equal(mqhub_client_cluster_remove(cl, 1), 0);
     assert_int_equal(mqhub_client_cluster_remove(cl, 2), 0);
-    testcluster_stop(&c, 0);
-    testcluster_stop(&c, 1);
-    assert_int_equal(voters(&c), 3);
+    testcluster_stop(&g_cluster, 0);
+    testcluster_stop(&g_cluster, 1);
+    assert_int_equal(voters(&g_cluster), 3);
     printf("shrunk to 3 voters\n");
     sleep_ms(1000);
 
@@ -222,22 +263,29 @@ static void test_grow_transfer_shrink(void **state)
     long sent, received, deleted;
     checker_counts(l.k, &sent, &received, &deleted);
     long bad = checker_verify(l.k, stdout);
-    int conv = testcluster_converged(&c, 20000);
+    int conv = testcluster_converged(&g_cluster, 20000);
     printf("acknowledged: %ld sends, %ld deliveries, %ld deletes; %ld violations; "
            "digests %s\n", sent, received, deleted, bad, conv ? "DIFFER" : "equal");
     if (bad || conv)
-        testcluster_dump_logs(&c);
+        testcluster_dump_logs(&g_cluster);
     mqhub_client_close(cl);
     checker_free(l.k);
-    testcluster_cleanup(&c);
     assert_true(sent > 0);
     assert_int_equal(bad, 0);
     assert_int_equal(conv, 0);
 }
 
+/* Teardown, also after a failed assertion: no daemon outlives the test. */
+static int stop_cluster(void **state)
+{
+    testcluster_cleanup(&g_cluster);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_grow_transfer_shrink)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_grow_transfer_shrink, stop_cluster)};
     g_mqhubd = getenv("MQHUBD");
     if ((!g_mqhubd || !*g_mqhubd) && argc > 1)
         g_mqhubd = argv[1];

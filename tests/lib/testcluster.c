@@ -424,8 +424,11 @@ int testcluster_converged(testcluster_t *c, int timeout_ms)
 void testcluster_cleanup(testcluster_t *c)
 {
     char cmd[600];
-    for (unsigned i = 0; i < c->n; i++)
-        testcluster_stop(c, i);
+    for (unsigned i = 0; i < c->n; i++) {
+        int status = testcluster_stop(c, i);
+        if (status != 0) /* e.g. a sanitizer report at exit: see its log */
+            fprintf(stderr, "testcluster: node %u exited with status %d\n", i + 1, status);
+    }
     if (!c->dir[0] || getenv("MQHUB_KEEP_TEST_DIR") || !strstr(c->dir, "/mqhub-test-"))
         return;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", c->dir);

@@ -152,8 +152,8 @@ static void count_done(void *arg, int status, const char *reply, size_t len)
     counter_t *c = arg;
     if (status == 0 && reply_ok(reply, len))
         c->ok++;
-    else if (status == MQHUB_EUNAVAILABLE)
-        c->unavailable++;
+    else if (status == MQHUB_EUNAVAILABLE || status == MQHUB_ETIMEOUT)
+        c->unavailable++; /* not proposed / outcome unknown */
     else
         c->other++;
 }

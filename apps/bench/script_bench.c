@@ -1,0 +1,168 @@
+/* script_bench.c: mqhub-script-bench — what a filter script costs per
+ * message per subscription, the state machine alone (no raft, no network).
+ *
+ *   mqhub-script-bench [-n N] [--batch K] [--subs S]
+ *
+ * One topic with S push subscriptions; N publishes (attrs tier=vip,
+ * amount=1500), K per entry, applied with fsm_apply_entry as raft would on
+ * the leader. Run twice: subscriptions without a filter, then the same
+ * subscriptions with filter_script (a small filter that matches every
+ * message, so both runs deliver the same). The difference divided by N x S
+ * is the filter's cost per message per subscription, including the
+ * once-per-entry instantiation of the script. Start at main().
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define FILTER_SRC                                                                          \
+    "function filter(msg)\n"                                                                \
+    "  return msg.attrs.tier == 'vip' and tonumber(msg.attrs.amount) > 1000\n"              \
+    "end\n"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pack_kv(msgpack_packer *pk, const char *k, const char *v)
+{
+    fsm_pack_str(pk, k, strlen(k));
+    fsm_pack_str(pk, v, strlen(v));
+}
+
+/* Apply @n packed commands as one entry at @now; exits on failure. */
+static void apply(fsm_t *f, uint64_t now, char **cmds, size_t *lens, unsigned n)
+{
+    struct raft_buffer buf;
+    fsm_result_t *res = NULL;
+    if (fsm_entry_encode(now, (const char *const *)cmds, lens, n, &buf) != 0 ||
+        fsm_apply_entry(f, buf.base, buf.len, &res) != 0) {
+        fprintf(stderr, "apply failed\n");
+        exit(1);
+    }
+    fsm_result_free(res);
+    raft_free(buf.base);
+}
+
+static void apply_one(fsm_t *f, uint64_t now, msgpack_sbuffer *sb)
+{
+    char *cmd = sb->data;
+    size_t len = sb->size;
+    apply(f, now, &cmd, &len, 1);
+    msgpack_sbuffer_clear(sb);
+}
+
+static void setup(fsm_t *f, unsigned subs, bool filtered)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char name[16];
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_kv(&pk, "op", "script.load");
+    pack_kv(&pk, "name", "vip");
+    pack_kv(&pk, "source", FILTER_SRC);
+    apply_one(f, 1, &sb);
+    msgpack_pack_map(&pk, 2);
+    pack_kv(&pk, "op", "topic.create");
+    pack_kv(&pk, "name", "orders");
+    apply_one(f, 1, &sb);
+    for (unsigned i = 0; i < subs; i++) {
+        snprintf(name, sizeof name, "s%u", i);
+        msgpack_pack_map(&pk, filtered ? 5 : 4);
+        pack_kv(&pk, "op", "subscription.create");
+        pack_kv(&pk, "topic", "orders");
+        pack_kv(&pk, "name", name);
+        fsm_pack_str(&pk, "endpoint", 8);
+        msgpack_pack_map(&pk, 1);
+        fsm_pack_str(&pk, "push", 4);
+        msgpack_pack_true(&pk);
+        if (filtered)
+            pack_kv(&pk, "filter_script", "vip");
+        apply_one(f, 1, &sb);
+    }
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Seconds to publish @n messages, @batch per entry. */
+static double run(unsigned n, unsigned batch, unsigned subs, bool filtered)
+{
+    char dir[] = "/tmp/mqhub-script-bench-XXXXXX", err[256];
+    fsm_t *f;
+    if (!mkdtemp(dir) || fsm_open(&f, dir, err, sizeof err) != 0) {
+        fprintf(stderr, "cannot open a state machine in %s: %s\n", dir, err);
+        exit(1);
+    }
+    setup(f, subs, filtered);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pack_kv(&pk, "op", "publish");
+    pack_kv(&pk, "topic", "orders");
+    pack_kv(&pk, "body", "{\"order\": 42}");
+    fsm_pack_str(&pk, "attrs", 5);
+    msgpack_pack_map(&pk, 2);
+    pack_kv(&pk, "tier", "vip");
+    pack_kv(&pk, "amount", "1500");
+    char **cmds = calloc(batch, sizeof(*cmds));
+    size_t *lens = calloc(batch, sizeof(*lens));
+    for (unsigned i = 0; i < batch; i++) {
+        cmds[i] = sb.data;
+        lens[i] = sb.size;
+    }
+    double t0 = now_s();
+    for (unsigned done = 0; done < n; done += batch)
+        apply(f, 2 + done, cmds, lens, n - done < batch ? n - done : batch);
+    double t = now_s() - t0;
+    free(cmds);
+    free(lens);
+    msgpack_sbuffer_destroy(&sb);
+    fsm_close(f);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    if (system(rm) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+    return t;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"batch", required_argument, NULL, 'b'},
+                                         {"subs", required_argument, NULL, 's'},
+                                         {NULL, 0, NULL, 0}};
+    unsigned n = 20000, batch = 64, subs = 4;
+    int c;
+    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        if (c == 'n')
+            n = (unsigned)strtoul(optarg, NULL, 10);
+        else if (c == 'b')
+            batch = (unsigned)strtoul(optarg, NULL, 10);
+        else if (c == 's')
+            subs = (unsigned)strtoul(optarg, NULL, 10);
+        else
+            return 2;
+    }
+    if (!n || !batch || !subs) {
+        fprintf(stderr, "usage: mqhub-script-bench [-n N] [--batch K] [--subs S]\n");
+        return 2;
+    }
+    log_set_level(MQHUB_LOG_WARN);
+    double plain = run(n, batch, subs, false), filtered = run(n, batch, subs, true);
+    printf("%u publishes, %u per entry, %u push subscriptions\n", n, batch, subs);
+    printf("no filter:   %.3f s  (%.2f us per publish)\n", plain, plain * 1e6 / n);
+    printf("with filter: %.3f s  (%.2f us per publish)\n", filtered, filtered * 1e6 / n);
+    printf("filter cost: %.3f us per message per subscription\n",
+           (filtered - plain) * 1e6 / ((double)n * subs));
+    return 0;
+}

@@ -1,0 +1,2 @@
+-- expect: global 'collectgarbage'
+function filter(msg) return collectgarbage("count") > 0 end

@@ -1,0 +1,2 @@
+-- expect: global 'debug'
+function filter(msg) return debug.getregistry() ~= nil end

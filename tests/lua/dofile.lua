@@ -1,0 +1,2 @@
+-- expect: global 'dofile'
+function filter(msg) return dofile("/etc/passwd") end

@@ -1,0 +1,2 @@
+-- expect: protected metatable
+function filter(msg) setmetatable(_ENV, {}) return true end

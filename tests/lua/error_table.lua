@@ -1,0 +1,2 @@
+-- expect: error object is a table value
+function filter(msg) error({}) end

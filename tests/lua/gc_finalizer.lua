@@ -1,0 +1,2 @@
+-- expect: __gc and __mode
+function filter(msg) setmetatable({}, {__gc = function() end}) return true end

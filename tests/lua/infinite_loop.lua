@@ -1,0 +1,2 @@
+-- expect: instruction budget
+function filter(msg) while true do end end

@@ -1,0 +1,2 @@
+-- expect: global 'load'
+function filter(msg) return load("return 1")() == 1 end

@@ -1,0 +1,2 @@
+-- expect: global 'loadfile'
+function filter(msg) return loadfile("/etc/passwd") end

@@ -1,0 +1,2 @@
+-- expect: global 'os'
+function filter(msg) return os.execute("id") == 0 end

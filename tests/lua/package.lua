@@ -1,0 +1,2 @@
+-- expect: global 'package'
+function filter(msg) return package.loadlib("libc.so.6", "system") ~= nil end

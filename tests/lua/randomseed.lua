@@ -1,0 +1,2 @@
+-- expect: field 'randomseed'
+function filter(msg) math.randomseed(42) return true end

@@ -1,0 +1,2 @@
+-- expect: global 'rawset'
+function filter(msg) rawset(string, "rep", nil) return true end

@@ -1,0 +1,2 @@
+-- expect: string.rep: result over
+function filter(msg) return #("x"):rep(1 << 40) > 0 end

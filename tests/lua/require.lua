@@ -1,0 +1,2 @@
+-- expect: global 'require'
+function filter(msg) return require("os") ~= nil end

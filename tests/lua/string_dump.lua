@@ -1,0 +1,2 @@
+-- expect: field 'dump'
+function filter(msg) return #string.dump(filter) > 0 end

@@ -1,0 +1,3 @@
+-- expect: instruction budget
+while true do end
+function filter(msg) return true end

@@ -1,0 +1,584 @@
+/* fsm_script_test.c: Lua scripts through the FSM — script.load/get/list/
+ * delete, filters with their fallback, the sandbox (every escape attempt in
+ * tests/lua/ (one file each) fails fast with SCRIPT_ERROR and the node keeps serving),
+ * hooks and blocks on publish and send with expiry and block.delete, the
+ * merchant-spike rule of scripts/risk/merchant_spike.lua end to end,
+ * script.test changing nothing and matching live decisions, determinism of
+ * two state machines (pairs, random, time, state, windows) and across a
+ * snapshot restore. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "fsm_harness.h"
+
+#define T0 1700000000000ULL
+
+#define EXPECT(h, code, ...)                                                                  \
+    do {                                                                                      \
+        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
+        if (strcmp(h_code(r_), code) != 0)                                                    \
+            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
+        json_decref(r_);                                                                      \
+    } while (0)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* script.load with @src as it is (the harness's JSON specs cannot carry
+ * arbitrary source text). Returns the reply. */
+static json_t *load(harness_t *h, const char *name, const char *src)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    fsm_pack_str(&pk, "op", 2);
+    fsm_pack_str(&pk, "script.load", 11);
+    fsm_pack_str(&pk, "id", 2);
+    msgpack_pack_uint64(&pk, 1);
+    fsm_pack_str(&pk, "name", 4);
+    fsm_pack_str(&pk, name, strlen(name));
+    fsm_pack_str(&pk, "source", 6);
+    fsm_pack_str(&pk, src, strlen(src));
+    char *cmd = sb.data;
+    size_t len = sb.size;
+    json_t *arr = h_entry(h, 1, &cmd, &len);
+    json_t *r = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+    msgpack_sbuffer_destroy(&sb);
+    return r;
+}
+
+static void load_ok(harness_t *h, const char *name, const char *src)
+{
+    json_t *r = load(h, name, src);
+    if (!h_ok(r))
+        fail_msg("load %s: %s", name, json_dumps(r, JSON_COMPACT));
+    json_decref(r);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f)
+        fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return buf;
+}
+
+static int64_t stat_of(json_t *r, const char *k)
+{
+    json_t *s = json_object_get(r, "stats");
+    return json_integer_value(json_object_get(s, k));
+}
+
+/* ---- load / get / list / delete ---- */
+
+static void test_load_errors(void **state)
+{
+    harness_t *h = h_open(T0);
+    (void)state;
+    json_t *r = load(h, "bad", "function filter(msg)\n  return msg.seq >\nend\n");
+    assert_string_equal(h_code(r), "SCRIPT_ERROR");
+    assert_non_null(strstr(h_str(r, "error"), "bad:3:"));
+    json_decref(r);
+    r = load(h, "none", "local x = 1\n");
+    assert_string_equal(h_code(r), "SCRIPT_ERROR");
+    assert_non_null(strstr(h_str(r, "error"), "neither filter"));
+    json_decref(r);
+    r = load(h, "bin", "\x1bLua\x54\x00\x19\x93\r\n\x1a\n");
+    assert_string_equal(h_code(r), "SCRIPT_ERROR");
+    assert_non_null(strstr(h_str(r, "error"), "binary chunk"));
+    json_decref(r);
+    r = load(h, "bad name!", "function filter(m) return true end");
+    assert_string_equal(h_code(r), "BAD_NAME");
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'bad'}");
+    assert_string_equal(h_code(r), "NOT_FOUND");
+    json_decref(r);
+
+    load_ok(h, "f", "function filter(m) return true end");
+    load_ok(h, "f", "function filter(m) return false end");
+    r = h_read(h, "{'op':'script.get','name':'f'}");
+    assert_int_equal(h_int(r, "version"), 2);
+    assert_string_equal(h_str(r, "source"), "function filter(m) return false end");
+    json_decref(r);
+    load_ok(h, "a", "function on_message(m) return true end");
+    r = h_read(h, "{'op':'script.list'}");
+    json_t *l = json_object_get(r, "scripts");
+    assert_int_equal(json_array_size(l), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "name")), "a");
+    json_decref(r);
+    EXPECT(h, "", "{'op':'script.delete','name':'a'}");
+    EXPECT(h, "NOT_FOUND", "{'op':'script.delete','name':'a'}");
+    h_close(h);
+}
+
+/* A script in use cannot go: FORBIDDEN naming the users. */
+static void test_delete_in_use(void **state)
+{
+    harness_t *h = h_open(T0);
+    (void)state;
+    load_ok(h, "f", "function filter(m) return true end\nfunction on_message(m) return true end");
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'hook':'f'}}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+                  "'filter_script':'f'}");
+    EXPECT(h, "NOT_FOUND", "{'op':'topic.set','name':'t','attrs':{'hook':'nope'}}");
+    EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':'f'}}");
+    json_t *r = h_run(h, "{'op':'script.delete','name':'f'}");
+    assert_string_equal(h_code(r), "FORBIDDEN");
+    assert_non_null(strstr(h_str(r, "error"), "queue:q"));
+    assert_non_null(strstr(h_str(r, "error"), "topic:t"));
+    assert_non_null(strstr(h_str(r, "error"), "subscription:t/s"));
+    json_decref(r);
+    r = h_read(h, "{'op':'topic.get','name':'t'}");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "attrs"), "hook")),
+                        "f");
+    json_decref(r);
+    r = h_read(h, "{'op':'queue.get','name':'q'}");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "attrs"), "hook")),
+                        "f");
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'f'}");
+    assert_int_equal(json_array_size(json_object_get(r, "users")), 3);
+    json_decref(r);
+    EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':null}}");
+    EXPECT(h, "", "{'op':'queue.delete','name':'q'}");
+    EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'s'}");
+    EXPECT(h, "", "{'op':'script.delete','name':'f'}");
+    h_close(h);
+}
+
+/* ---- filters ---- */
+
+static void test_filter_and_fallback(void **state)
+{
+    harness_t *h = h_open(T0);
+    char path[512];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/scripts/filters/amount_over.lua", MQHUB_SOURCE_DIR);
+    char *src = slurp(path);
+    load_ok(h, "amount_over", src);
+    free(src);
+    load_ok(h, "flaky", "function filter(m)\n  if m.attrs.bad then error('boom') end\n"
+                        "  return m.key == 'x' end");
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'big'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'dflt'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'skip'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'big','endpoint':{'queue':'big'},"
+                  "'filter_script':'amount_over'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'dflt','endpoint':{'queue':'dflt'},"
+                  "'filter_script':'flaky'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'skip','endpoint':{'queue':'skip'},"
+                  "'filter_script':'flaky','filter_fallback':'skip'}");
+    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'t','name':'x','endpoint':{'queue':'skip'},"
+                             "'filter_script':'flaky','filter_fallback':'maybe'}");
+    EXPECT(h, "", "{'op':'publish','topic':'t','body':'{\\\"amount\\\": 1500}'}");
+    EXPECT(h, "", "{'op':'publish','topic':'t','body':'{}','attrs':{'amount':'10'}}");
+    EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','key':'x'}");
+    EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','attrs':{'bad':'1'}}");
+    json_t *r = h_read(h, "{'op':'queue.get','name':'big'}");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "stats"), "ready")), 1);
+    json_decref(r);
+    /* flaky: key x matches; the error delivers (default) or skips */
+    r = h_read(h, "{'op':'queue.get','name':'dflt'}");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "stats"), "ready")), 2);
+    json_decref(r);
+    r = h_read(h, "{'op':'queue.get','name':'skip'}");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "stats"), "ready")), 1);
+    json_decref(r);
+    r = h_read(h, "{'op':'subscription.get','topic':'t','name':'skip'}");
+    assert_string_equal(h_str(r, "filter_fallback"), "skip");
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'flaky'}");
+    assert_int_equal(stat_of(r, "errors"), 2);
+    assert_int_equal(stat_of(r, "calls"), 8);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "stats"),
+                                                             "last_error")), "flaky:2: boom"));
+    json_decref(r);
+    h_close(h);
+}
+
+/* ---- the sandbox ---- */
+
+/* The first line of each tests/lua file: "-- expect: a|b" (any of them in
+ * the error). */
+static bool expected(const char *src, const char *err)
+{
+    char want[256];
+    const char *p = strstr(src, "-- expect: ");
+    assert_non_null(p);
+    p += 11;
+    size_t n = strcspn(p, "\n");
+    snprintf(want, sizeof(want), "%.*s", (int)n, p);
+    for (char *tok = strtok(want, "|"); tok; tok = strtok(NULL, "|"))
+        if (strstr(err, tok))
+            return true;
+    return false;
+}
+
+static void try_escape(harness_t *h, const char *file, const char *src, unsigned i)
+{
+    char name[32];
+    double t0 = now_s();
+    snprintf(name, sizeof(name), "esc%u", i);
+    json_t *r = load(h, name, src);
+    if (!h_ok(r)) {
+        assert_string_equal(h_code(r), "SCRIPT_ERROR");
+        if (!expected(src, h_str(r, "error")))
+            fail_msg("%s: load failed with '%s'", file, h_str(r, "error"));
+        json_decref(r);
+        return;
+    }
+    json_decref(r);
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'%s','endpoint':{'push':true},"
+                  "'filter_script':'%s','filter_fallback':'skip'}", name, name);
+    r = h_run(h, "{'op':'publish','topic':'t','body':'x','attrs':{'k':'v'}}");
+    assert_true(h_ok(r));
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'%s'}", name);
+    const char *err = json_string_value(json_object_get(json_object_get(r, "stats"),
+                                                        "last_error"));
+    if (stat_of(r, "errors") != 1 || !expected(src, err))
+        fail_msg("%s: not refused as expected: %s", file, json_dumps(r, JSON_COMPACT));
+    json_decref(r);
+    EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'%s'}", name);
+    if (now_s() - t0 > 2.0)
+        fail_msg("%s: took %.2f s", file, now_s() - t0);
+}
+
+static void test_sandbox_escapes(void **state)
+{
+    harness_t *h = h_open(T0);
+    char dir[512], path[1024];
+    struct dirent *d;
+    unsigned n = 0;
+    (void)state;
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    snprintf(dir, sizeof(dir), "%s/tests/lua", MQHUB_SOURCE_DIR);
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    while ((d = readdir(dp))) {
+        size_t l = strlen(d->d_name);
+        if (l < 5 || strcmp(d->d_name + l - 4, ".lua") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
+        char *src = slurp(path);
+        try_escape(h, d->d_name, src, n++);
+        free(src);
+    }
+    closedir(dp);
+    assert_true(n >= 30);
+    /* the node still serves, scripts still run */
+    load_ok(h, "ok", "function filter(m) return #m.body == 1 end");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'ok','endpoint':{'push':true},"
+                  "'filter_script':'ok'}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'x'}");
+    assert_int_equal(h_int(r, "delivered"), 1);
+    json_decref(r);
+    h_close(h);
+}
+
+/* ---- hooks and blocks ---- */
+
+static const char *blocker =
+    "function on_message(msg)\n"
+    "  if msg.attrs.user == 'evil' then\n"
+    "    hub.block{attr = 'user', value = 'evil', ttl = 60, reason = 'fraud'}\n"
+    "    return false, 'evil user'\n"
+    "  end\n"
+    "  if msg.attrs.user == 'err' then hub.state.set('x', 1) error('oops') end\n"
+    "  hub.state.set('last', msg.body)\n"
+    "  return true\n"
+    "end\n";
+
+static void test_blocks(void **state)
+{
+    harness_t *h = h_open(T0);
+    (void)state;
+    load_ok(h, "blocker", blocker);
+    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'blocker'}}");
+    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'hook':'blocker'}}");
+    EXPECT(h, "", "{'op':'publish','topic':'t','body':'a','attrs':{'user':'bob'}}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'b','attrs':{'user':'evil'}}");
+    assert_string_equal(h_code(r), "BLOCKED");
+    assert_non_null(strstr(h_str(r, "error"), "evil user"));
+    json_decref(r);
+    /* the block holds on publish and send, whatever the hook says */
+    r = h_run(h, "{'op':'send','queue':'q','body':'c','attrs':{'user':'evil','x':'y'}}");
+    assert_string_equal(h_code(r), "BLOCKED");
+    assert_non_null(strstr(h_str(r, "error"), "fraud"));
+    json_decref(r);
+    EXPECT(h, "", "{'op':'send','queue':'q','body':'d','attrs':{'user':'bob'}}");
+    /* a failing hook allows and leaves no partial write */
+    EXPECT(h, "", "{'op':'send','queue':'q','body':'e','attrs':{'user':'err'}}");
+    r = h_read(h, "{'op':'block.list'}");
+    json_t *b = json_array_get(json_object_get(r, "blocks"), 0);
+    assert_string_equal(json_string_value(json_object_get(b, "attr")), "user");
+    assert_string_equal(json_string_value(json_object_get(b, "value")), "evil");
+    assert_string_equal(json_string_value(json_object_get(b, "reason")), "fraud");
+    assert_int_equal(json_integer_value(json_object_get(b, "until")), T0 + 60000);
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'blocker'}");
+    assert_int_equal(stat_of(r, "refused"), 1);
+    assert_int_equal(stat_of(r, "blocks"), 1);
+    assert_int_equal(stat_of(r, "errors"), 1);
+    json_decref(r);
+    /* expiry: not enforced after until, removed by tick */
+    h_advance(h, 61000);
+    EXPECT(h, "", "{'op':'send','queue':'q','body':'f','attrs':{'user':'evil2'}}");
+    r = h_read(h, "{'op':'block.list'}");
+    assert_int_equal(json_array_size(json_object_get(r, "blocks")), 0);
+    json_decref(r);
+    EXPECT(h, "BLOCKED", "{'op':'publish','topic':'t','body':'g','attrs':{'user':'evil'}}");
+    EXPECT(h, "", "{'op':'block.delete','attr':'user','value':'evil'}");
+    EXPECT(h, "NOT_FOUND", "{'op':'block.delete','attr':'user','value':'evil'}");
+    h_close(h);
+}
+
+/* ---- merchant spike ---- */
+
+static json_t *pay(harness_t *h, const char *merchant, int amount)
+{
+    return h_run(h, "{'op':'publish','topic':'payments','body':'p','attrs':{'merchant':'%s',"
+                    "'amount':'%d'}}", merchant, amount);
+}
+
+static void test_merchant_spike(void **state)
+{
+    harness_t *h = h_open(T0);
+    char path[512];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/scripts/risk/merchant_spike.lua", MQHUB_SOURCE_DIR);
+    char *src = slurp(path);
+    load_ok(h, "merchant_spike", src);
+    free(src);
+    EXPECT(h, "", "{'op':'topic.create','name':'risk-alerts'}");
+    EXPECT(h, "", "{'op':'queue.create','name':'alerts'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'risk-alerts','name':'all',"
+                  "'endpoint':{'queue':'alerts'}}");
+    EXPECT(h, "", "{'op':'topic.create','name':'payments','attrs':{'hook':'merchant_spike'}}");
+    /* an hour of normal traffic: 100 every 30 s from A and B */
+    for (int i = 0; i < 120; i++) {
+        json_t *a = pay(h, "A", 100), *b = pay(h, "B", 100);
+        assert_true(h_ok(a) && h_ok(b));
+        json_decref(a);
+        json_decref(b);
+        h_advance(h, 30000);
+    }
+    /* A spikes: 200 a second */
+    int refused_at = -1;
+    for (int i = 0; i < 30 && refused_at < 0; i++) {
+        json_t *a = pay(h, "A", 200), *b = pay(h, "B", 100);
+        assert_true(h_ok(b));
+        if (!h_ok(a))
+            refused_at = i;
+        json_decref(a);
+        json_decref(b);
+        h_advance(h, 1000);
+    }
+    assert_true(refused_at > 0);
+    json_t *r = pay(h, "A", 5);
+    assert_string_equal(h_code(r), "BLOCKED");
+    assert_non_null(strstr(h_str(r, "error"), "merchant=A"));
+    json_decref(r);
+    r = pay(h, "B", 100);
+    assert_true(h_ok(r));
+    json_decref(r);
+    r = h_read(h, "{'op':'queue.get','name':'alerts'}");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "stats"), "ready")), 1);
+    json_decref(r);
+    /* the block expires (ttl 600 s) */
+    h_advance(h, 601000);
+    EXPECT(h, "", "{'op':'tick'}");
+    r = pay(h, "A", 100);
+    assert_true(h_ok(r));
+    json_decref(r);
+    h_close(h);
+}
+
+/* ---- script.test ---- */
+
+static void test_backtest(void **state)
+{
+    harness_t *h = h_open(T0);
+    char before[65], after[65];
+    (void)state;
+    load_ok(h, "blocker", blocker);
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    const char *users[] = {"bob", "evil", "ann", "evil", "err"};
+    for (int i = 0; i < 5; i++) {
+        EXPECT(h, "", "{'op':'publish','topic':'t','body':'m%d','attrs':{'user':'%s'}}", i,
+               users[i]);
+        h_advance(h, 1000);
+    }
+    h_digest(h, before);
+    json_t *r = h_read(h, "{'op':'script.test','name':'blocker','topic':'t','since':0}");
+    h_digest(h, after);
+    assert_string_equal(before, after);
+    assert_true(h_ok(r));
+    assert_int_equal(h_int(r, "messages"), 5);
+    assert_int_equal(h_int(r, "calls"), 4);   /* the 2nd evil hits the block */
+    assert_int_equal(h_int(r, "refused"), 2);
+    assert_int_equal(h_int(r, "errors"), 1);
+    assert_int_equal(json_array_size(json_object_get(r, "blocks")), 1);
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'blocker'}");
+    assert_int_equal(stat_of(r, "calls"), 0);
+    json_decref(r);
+    r = h_read(h, "{'op':'block.list'}");
+    assert_int_equal(json_array_size(json_object_get(r, "blocks")), 0);
+    json_decref(r);
+    /* live: the same decisions */
+    EXPECT(h, "", "{'op':'topic.create','name':'live','attrs':{'hook':'blocker'}}");
+    const char *codes[] = {"", "BLOCKED", "", "BLOCKED", ""};
+    for (int i = 0; i < 5; i++)
+        EXPECT(h, codes[i], "{'op':'publish','topic':'live','body':'m%d','attrs':{'user':'%s'}}",
+               i, users[i]);
+    r = h_read(h, "{'op':'script.get','name':'blocker'}");
+    assert_int_equal(stat_of(r, "calls"), 4);
+    assert_int_equal(stat_of(r, "refused"), 1);
+    assert_int_equal(stat_of(r, "errors"), 1);
+    json_decref(r);
+    h_close(h);
+}
+
+/* ---- determinism ---- */
+
+static const char *chaos =
+    "local seen = {}\n"
+    "function on_message(msg)\n"
+    "  local t = {zeta = 1, alpha = 2, mid = 3, [10] = 4, [2] = 5, [true] = 6}\n"
+    "  for k, v in pairs(msg.attrs) do t['a_' .. k] = v end\n"
+    "  local order = {}\n"
+    "  for k in pairs(t) do order[#order + 1] = tostring(k) end\n"
+    "  seen[#seen + 1] = msg.seq\n"
+    "  hub.state.set('order', table.concat(order, ','))\n"
+    "  hub.state.set('rand:' .. msg.seq, math.random(1, 1000000))\n"
+    "  hub.state.set('seen', #seen)\n"
+    "  hub.state.set('t', tostring({}) .. tostring(print) .. hub.now())\n"
+    "  hub.window.add('w', msg.attrs.k or 'none', math.random(), 30)\n"
+    "  hub.state.set('sum', hub.window.sum('w', msg.attrs.k or 'none'))\n"
+    "  if math.random(1, 7) == 1 then hub.publish('out', 'r' .. math.random(100)) end\n"
+    "  return math.random(1, 5) ~= 1, 'unlucky'\n"
+    "end\n";
+
+static void feed(harness_t *h, unsigned from, unsigned to)
+{
+    for (unsigned e = from; e < to; e++) {
+        char *cmds[3];
+        size_t lens[3];
+        unsigned n = 1 + e % 3;
+        for (unsigned i = 0; i < n; i++)
+            cmds[i] = h_pack(&lens[i], "{'op':'publish','topic':'t','body':'b%u','attrs':"
+                                       "{'k':'k%u','zz':'%u','aa':'x'}}", e, (e + i) % 4, i);
+        json_decref(h_entry(h, n, cmds, lens));
+        for (unsigned i = 0; i < n; i++)
+            free(cmds[i]);
+        h_advance(h, 700 + (e % 5) * 1000);
+        if (e % 17 == 0)
+            json_decref(h_run(h, "{'op':'tick'}"));
+    }
+}
+
+static void setup_chaos(harness_t *h)
+{
+    load_ok(h, "chaos", chaos);
+    EXPECT(h, "", "{'op':'topic.create','name':'out'}");
+    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'chaos'}}");
+}
+
+static void snapshot_restore(harness_t *src, harness_t *dst)
+{
+    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
+    struct raft_buffer *bufs = NULL, one;
+    unsigned n = 0;
+    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    one.base = raft_malloc(total);
+    one.len = total;
+    total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
+        total += bufs[i].len;
+    }
+    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
+    assert_int_equal(rd->restore(rd, &one), 0);
+    dst->now = src->now;
+}
+
+static void test_determinism(void **state)
+{
+    harness_t *a = h_open(T0), *b = h_open(T0), *c = h_open(T0);
+    char da[65], db[65], dc[65];
+    (void)state;
+    /* b's Lua state has a different history (and hash seed) */
+    load_ok(b, "warm", "local t = {} for i = 1, 5000 do t['k' .. i] = i end\n"
+                       "function filter(m) return true end");
+    setup_chaos(a);
+    setup_chaos(b);
+    feed(a, 0, 60);
+    feed(b, 0, 60);
+    EXPECT(b, "", "{'op':'script.delete','name':'warm'}");
+    EXPECT(a, "NOT_FOUND", "{'op':'script.delete','name':'warm'}");
+    snapshot_restore(b, c);
+    h_close(b);
+    feed(a, 60, 120);
+    feed(c, 60, 120);
+    h_digest(a, da);
+    h_digest(c, dc);
+    assert_string_equal(da, dc);
+    json_t *r = h_read(a, "{'op':'script.get','name':'chaos'}");
+    assert_true(stat_of(r, "calls") > 100);
+    assert_true(stat_of(r, "refused") > 0);
+    assert_true(stat_of(r, "publishes") > 0);
+    assert_int_equal(stat_of(r, "errors"), 0);
+    json_decref(r);
+    r = h_read(c, "{'op':'topic.get','name':'out'}");
+    assert_true(json_integer_value(json_object_get(json_object_get(r, "stats"), "retained")) > 0);
+    json_decref(r);
+    h_close(a);
+    h_close(c);
+    (void)db;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_delete_in_use),
+        cmocka_unit_test(test_filter_and_fallback),
+        cmocka_unit_test(test_sandbox_escapes),
+        cmocka_unit_test(test_blocks),
+        cmocka_unit_test(test_merchant_spike),
+        cmocka_unit_test(test_backtest),
+        cmocka_unit_test(test_determinism),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
