@@ -222,6 +222,31 @@ static void test_filter_and_fallback(void **state)
     h_close(h);
 }
 
+/* A msg view kept past its call is refused, not a dangling pointer. */
+static void test_msg_escape(void **state)
+{
+    harness_t *h = h_open(T0);
+    (void)state;
+    load_ok(h, "keep", "function filter(m)\n  if kept then return #kept.body > 0 end\n"
+                       "  kept = m\n  return true\nend");
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+                  "'filter_script':'keep','filter_fallback':'skip'}");
+    json_t *r = h_run(h, "{'op':'publish_batch','topic':'t','msgs':[{'body':'a'},{'body':'b'}]}");
+    assert_true(h_ok(r));
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'keep'}");
+    assert_int_equal(stat_of(r, "errors"), 1);
+    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r, "stats"),
+                                                             "last_error")), "msg is valid only"));
+    json_decref(r);
+    /* the next entry has a fresh instance: no global survives */
+    r = h_run(h, "{'op':'publish','topic':'t','body':'c'}");
+    assert_int_equal(h_int(r, "delivered"), 1);
+    json_decref(r);
+    h_close(h);
+}
+
 /* ---- the sandbox ---- */
 
 /* The first line of each tests/lua file: "-- expect: a|b" (any of them in
@@ -574,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_delete_in_use),
         cmocka_unit_test(test_filter_and_fallback),
+        cmocka_unit_test(test_msg_escape),
         cmocka_unit_test(test_sandbox_escapes),
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_merchant_spike),

@@ -1,0 +1,2 @@
+-- expect: call a nil value
+function filter(msg) return _ENV["\1setmetatable"]({}, {__gc = print}) end
