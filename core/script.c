@@ -701,11 +701,18 @@ static int l_msg_index(lua_State *L)
     else if (strcmp(k, "key") == 0)
         push_str_obj(L, m->key);
     else if (strcmp(k, "tags") == 0 || strcmp(k, "attrs") == 0) {
-        const msgpack_object *o = k[0] == 't' ? m->tags : m->attrs;
-        if (o && (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP))
-            push_obj(L, o, 0);
-        else
-            lua_newtable(L);
+        /* built once per call, kept as a user value of the view */
+        int slot = k[0] == 't' ? 1 : 2;
+        if (lua_getiuservalue(L, 1, slot) != LUA_TTABLE) {
+            const msgpack_object *o = slot == 1 ? m->tags : m->attrs;
+            lua_pop(L, 1);
+            if (o && (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP))
+                push_obj(L, o, 0);
+            else
+                lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, slot);
+        }
     } else if (strcmp(k, "topic") == 0 && !sc->msg_queue && sc->dest)
         lua_pushlstring(L, sc->dest, sc->destlen);
     else if (strcmp(k, "topic") == 0 && !sc->msg_queue && m->topic)
@@ -719,7 +726,7 @@ static int l_msg_index(lua_State *L)
 
 static void push_msg(scripts_t *sc)
 {
-    struct mview *v = lua_newuserdatauv(sc->L, sizeof(*v), 0);
+    struct mview *v = lua_newuserdatauv(sc->L, sizeof(*v), 2);
     v->gen = sc->call_gen;
     lua_rawgeti(sc->L, LUA_REGISTRYINDEX, sc->msgmeta_ref);
     lua_setmetatable(sc->L, -2);

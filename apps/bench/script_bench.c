@@ -1,7 +1,7 @@
 /* script_bench.c: mqhub-script-bench — what a filter script costs per
  * message per subscription, the state machine alone (no raft, no network).
  *
- *   mqhub-script-bench [-n N] [--batch K] [--subs S]
+ *   mqhub-script-bench [-n N] [--batch K] [--subs S] [--hook FILE]
  *
  * One topic with S push subscriptions; N publishes (attrs tier=vip,
  * amount=1500), K per entry, applied with fsm_apply_entry as raft would on
@@ -9,7 +9,10 @@
  * subscriptions with filter_script (a small filter that matches every
  * message, so both runs deliver the same). The difference divided by N x S
  * is the filter's cost per message per subscription, including the
- * once-per-entry instantiation of the script. Start at main().
+ * once-per-entry instantiation of the script. With --hook FILE a third run
+ * attaches FILE (e.g. scripts/risk/merchant_spike.lua) as the topic's hook,
+ * without filters: its cost per publish (messages carry merchant=m<i%100>;
+ * a publish the hook refuses counts the same). Start at main().
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -60,6 +63,8 @@ static void apply_one(fsm_t *f, uint64_t now, msgpack_sbuffer *sb)
     msgpack_sbuffer_clear(sb);
 }
 
+static char *hook_src; /* --hook: the file's content */
+
 static void setup(fsm_t *f, unsigned subs, bool filtered)
 {
     msgpack_sbuffer sb;
@@ -74,7 +79,24 @@ static void setup(fsm_t *f, unsigned subs, bool filtered)
     apply_one(f, 1, &sb);
     msgpack_pack_map(&pk, 2);
     pack_kv(&pk, "op", "topic.create");
+    pack_kv(&pk, "name", "risk-alerts");
+    apply_one(f, 1, &sb);
+    msgpack_pack_map(&pk, hook_src ? 3 : 2);
+    pack_kv(&pk, "op", "topic.create");
     pack_kv(&pk, "name", "orders");
+    if (hook_src) {
+        msgpack_pack_map(&pk, 3);
+        pack_kv(&pk, "op", "script.load");
+        pack_kv(&pk, "name", "hook");
+        pack_kv(&pk, "source", hook_src);
+        apply_one(f, 1, &sb);
+        msgpack_pack_map(&pk, 3);
+        pack_kv(&pk, "op", "topic.create");
+        pack_kv(&pk, "name", "orders");
+        fsm_pack_str(&pk, "attrs", 5);
+        msgpack_pack_map(&pk, 1);
+        pack_kv(&pk, "hook", "hook");
+    }
     apply_one(f, 1, &sb);
     for (unsigned i = 0; i < subs; i++) {
         snprintf(name, sizeof name, "s%u", i);
