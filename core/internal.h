@@ -518,8 +518,19 @@ int snapshot_take(store_t *st, bool deferred, struct raft_buffer **bufs, unsigne
 void snapshot_release(struct raft_buffer **bufs, unsigned *n_bufs);
 
 /* The wrapper. Fields are private; embed it in the object that owns @inner.
- * It owns a uv timer (opened at the first snapshot, closed by raft's close). */
+ * It owns two uv timers (opened at first use, closed by raft's close).
+ * InstallSnapshot sends share one loaded copy of the snapshot, at most one
+ * send per follower is in flight, and a follower that was sent the snapshot
+ * at some index is not sent it again for SNAPSHOT_RESEND_MS (snapshot.c
+ * "Sends"): the leader holds at most one copy of the snapshot for them. */
+#define SNAPSHOT_PEERS 8
 struct snapshot_put;
+struct snapshot_sent;
+struct snapshot_get;
+typedef struct snapshot_peer {
+    uint64_t id, index, done_ms; /* last successful send: index, uv_now() */
+    bool in_flight;
+} snapshot_peer_t;
 typedef struct snapshot_io {
     struct raft_io io;          /* what raft sees */
     struct raft_io *inner;      /* raft_uv */
@@ -530,6 +541,15 @@ typedef struct snapshot_io {
     bool timer_init, timer_closed;
     store_t *draining;          /* store whose overlay the timer drains */
     uint64_t lag_last, lag_max, drain_t0; /* uv_hrtime() ns */
+    /* Sends (added by perf2): */
+    struct snapshot_sent *sent;  /* the loaded snapshot sends share, or NULL */
+    struct snapshot_get *gets;   /* raft's snapshot_get requests waiting */
+    struct raft_io_snapshot_get load_req; /* our load through raft_uv */
+    bool loading;
+    uint64_t load_epoch, put_epoch, next_gen; /* put_epoch: puts completed */
+    uv_timer_t get_timer;        /* serves waiting gets; expires the copy */
+    bool get_timer_init, get_timer_closed;
+    snapshot_peer_t peers[SNAPSHOT_PEERS];
 } snapshot_io_t;
 /* Wrap @inner (initialised, not yet given to raft_init) and switch @f to
  * deferred snapshots; returns &w->io for raft_init(). @w lives until raft's

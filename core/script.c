@@ -990,8 +990,8 @@ static int l_block(lua_State *L)
     lua_Integer ttl = BLOCK_TTL_DEFAULT;
     if (lua_getfield(L, 1, "ttl") != LUA_TNIL)
         ttl = luaL_checkinteger(L, -1);
-    if (!attr || !al || !value)
-        return luaL_error(L, "hub.block needs attr and value (strings)");
+    if (!attr || !al || !value || memchr(attr, 0, al))
+        return luaL_error(L, "hub.block needs attr and value (strings; attr without NUL)");
     if (ttl < 1 || ttl > BLOCK_TTL_MAX)
         return luaL_error(L, "hub.block: ttl must be 1-%d s", BLOCK_TTL_MAX);
     msgpack_sbuffer_init(&sb);

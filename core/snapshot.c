@@ -20,8 +20,24 @@
  *   3. snapshot_release() (the fsm's snapshot_finalize) frees the placeholder
  *      and thaws the store if a failed put left it frozen.
  * Restore is unchanged (store_load of the real stream raft_uv wrote).
- * Start at snapshot_io_wrap() and io_snapshot_put(). To wrap another raft_io
- * member, replace its pass-through in snapshot_io_wrap().
+ *
+ * Sends. raft 0.22 (legacy.c) loads the whole snapshot file through
+ * io->snapshot_get for every InstallSnapshot it sends and frees it after the
+ * send, and it sends again whenever the installing follower rejects a
+ * heartbeat (every 100 ms): unwrapped, the leader held many copies at once.
+ * Here io_snapshot_get loads through raft_uv at most one at a time into
+ * w->sent, shared by every send, and hands raft a placeholder (SENT_MAGIC +
+ * the copy's generation) with its own copy of the metadata; io_send swaps
+ * the placeholder for the shared data. A send to a follower that already has
+ * one in flight, or that was sent the same snapshot less than
+ * SNAPSHOT_RESEND_MS ago, is refused at once (raft frees its placeholder and
+ * retries on a later heartbeat or after its install timeout). The copy is
+ * freed once no send uses it and the resend window is over. A get waits for
+ * a load only as old as itself (put_epoch), because raft asserts that the
+ * snapshot it gets is at least as recent as the one it asked for.
+ *
+ * Start at snapshot_io_wrap(), io_snapshot_put() and io_send(). To wrap
+ * another raft_io member, replace its pass-through in snapshot_io_wrap().
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +50,8 @@
 #define LAG_PROBE_MS 10
 #define DRAIN_EVERY_MS 1
 #define DRAIN_SLICE 1000
+#define SENT_MAGIC "MQSNAPSD"
+#define SNAPSHOT_RESEND_MS 30000 /* raft's own install_snapshot_timeout */
 
 /* One deferred snapshot_put, from the placeholder to raft's callback. */
 struct snapshot_put {
@@ -48,6 +66,41 @@ struct snapshot_put {
     int status;
     bool dumping;                     /* in the thread pool */
     uint64_t t0, t_dumped;            /* uv_hrtime() */
+};
+
+/* The loaded snapshot InstallSnapshot sends share. */
+struct snapshot_sent {
+    struct raft_snapshot *snap; /* raft_uv's load: metadata + one buffer */
+    uint64_t gen, epoch;        /* placeholder id; put_epoch at load start */
+    unsigned refs;              /* sends in flight */
+};
+
+/* A raft snapshot_get waiting for a load (or the timer). */
+struct snapshot_get {
+    struct raft_io_snapshot_get *req;
+    raft_io_snapshot_get_cb cb;
+    uint64_t epoch;             /* put_epoch when asked */
+    struct snapshot_get *next;
+};
+
+/* One InstallSnapshot in flight through raft_uv. */
+struct snapshot_send {
+    snapshot_io_t *w;
+    struct snapshot_sent *sent;
+    snapshot_peer_t *peer;
+    struct raft_io_send inner_req;
+    struct raft_message msg;    /* raft's message with the shared data */
+    struct raft_io_send *req;
+    raft_io_send_cb cb;
+    uint64_t t0;                /* uv_hrtime() */
+};
+
+/* A snapshot_put passed through (installing a leader's snapshot). */
+struct snapshot_put_pass {
+    snapshot_io_t *w;
+    struct raft_io_snapshot_put inner_req;
+    struct raft_io_snapshot_put *req;
+    raft_io_snapshot_put_cb cb;
 };
 
 /* ---- the placeholder (fsm side) ---- */
@@ -152,6 +205,8 @@ static void put_finish(struct snapshot_put *p, int status)
     if (p->snap.bufs)
         free_bufs(p->snap.bufs, p->snap.n_bufs);
     w->put = NULL;
+    if (status == 0)
+        w->put_epoch++;
     if (w->close_cb) {
         store_thaw(p->st); /* closing: no more loop turns to drain in */
     } else {
@@ -198,6 +253,34 @@ static void dump_done(uv_work_t *work, int uv_status)
 
 static int io_init(struct raft_io *io, raft_id id, const char *address);
 
+static void put_pass_done(struct raft_io_snapshot_put *inner_req, int status)
+{
+    struct snapshot_put_pass *pp = inner_req->data;
+    if (status == 0)
+        pp->w->put_epoch++;
+    pp->cb(pp->req, status);
+    free(pp);
+}
+
+/* A put we do not defer, watched only to count put_epoch. */
+static int put_pass(snapshot_io_t *w, unsigned trailing, struct raft_io_snapshot_put *req,
+                    const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    struct snapshot_put_pass *pp = malloc(sizeof *pp);
+    if (!pp)
+        return RAFT_NOMEM;
+    *pp = (struct snapshot_put_pass){.w = w, .req = req, .cb = cb};
+    pp->inner_req.data = pp;
+    req->cb = cb;
+    int rv = w->inner->snapshot_put(w->inner, trailing, &pp->inner_req, snapshot,
+                                    put_pass_done);
+    if (rv != 0) {
+        memcpy(w->io.errmsg, w->inner->errmsg, sizeof w->io.errmsg);
+        free(pp);
+    }
+    return rv;
+}
+
 static int io_snapshot_put(struct raft_io *io, unsigned trailing,
                            struct raft_io_snapshot_put *req,
                            const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
@@ -212,7 +295,7 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing,
     }
     snapshot_io_t *w = io->impl;
     if (!st)
-        return w->inner->snapshot_put(w->inner, trailing, req, snapshot, cb);
+        return put_pass(w, trailing, req, snapshot, cb);
     struct snapshot_put *p = calloc(1, sizeof *p);
     if (!p)
         return RAFT_NOMEM;

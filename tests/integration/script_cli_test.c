@@ -1,8 +1,9 @@
 /* script_cli_test.c: the script and block commands of the mqhub binary
  * ($MQHUB_CLI) against a real hub — script load (a syntax error names the
  * line), list, get, a queue hook that blocks a user (send refused with
- * BLOCKED), block list and delete, script test over a topic's retained
- * messages, and script delete refused while the hook is attached.
+ * BLOCKED), blocks and scripts kept over a restart, block list and delete,
+ * script test over a topic's retained messages, and script delete refused
+ * while the hook is attached.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -167,6 +168,13 @@ static void test_script_commands(void **state)
     json_decref(j);
     cli(&r, NULL, "block", "list", NULL);
     assert_non_null(strstr(r.out, "mallory"));
+
+    /* a restart keeps scripts, counters, hooks and blocks (raft replays the log) */
+    testhub_stop(&hub);
+    assert_int_equal(testhub_restart(&hub), 0);
+    cli(&r, NULL, "send", "payments", "again", "--attr", "user=mallory", NULL);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "suspicious"));
     cli(&r, NULL, "script", "get", "guard", "--json", NULL);
     j = parse(&r);
     assert_int_equal(json_integer_value(field(field(j, "stats"), "refused")), 1);

@@ -247,6 +247,30 @@ static void test_msg_escape(void **state)
     h_close(h);
 }
 
+/* pairs walks keys in sorted order (booleans, numbers, strings), and
+ * tostring never shows an address. */
+static void test_pairs_order(void **state)
+{
+    harness_t *h = h_open(T0);
+    (void)state;
+    load_ok(h, "order",
+            "function filter(m)\n"
+            "  local t = {zeta = 1, b = 2, a = 3, [10] = 4, [2] = 5, [1.5] = 6, [true] = 7}\n"
+            "  for k, v in pairs(m.attrs) do t[k] = v end\n"
+            "  local s = {}\n"
+            "  for k in pairs(t) do s[#s + 1] = tostring(k) end\n"
+            "  return table.concat(s, ',') == 'true,1.5,2,10,a,aa,b,zeta,zz' and\n"
+            "         tostring({}) == 'table' and tostring(filter) == 'function'\n"
+            "end");
+    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+                  "'filter_script':'order','filter_fallback':'skip'}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'x','attrs':{'zz':'1','aa':'2'}}");
+    assert_int_equal(h_int(r, "delivered"), 1);
+    json_decref(r);
+    h_close(h);
+}
+
 /* ---- the sandbox ---- */
 
 /* The first line of each tests/lua file: "-- expect: a|b" (any of them in
@@ -600,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_delete_in_use),
         cmocka_unit_test(test_filter_and_fallback),
         cmocka_unit_test(test_msg_escape),
+        cmocka_unit_test(test_pairs_order),
         cmocka_unit_test(test_sandbox_escapes),
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_merchant_spike),
