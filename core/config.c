@@ -13,6 +13,7 @@
  * them all.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,6 +419,72 @@ static void pack_value(lua_State *L, int idx, msgpack_packer *pk)
     }
 }
 
+/* Read @path, relative to the config file's folder unless absolute, into a
+ * malloc'ed buffer. NULL with errno set on failure. */
+static char *read_beside(const config_t *c, const char *path, size_t *len)
+{
+    char full[4096];
+    const char *slash = c->path ? strrchr(c->path, '/') : NULL;
+    FILE *f;
+    char *buf = NULL;
+    long size;
+
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - c->path), c->path, path);
+    else
+        snprintf(full, sizeof full, "%s", path);
+    if (!(f = fopen(full, "rb")))
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        buf[size] = '\0';
+        *len = (size_t)size;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* A hook given as a file ("scripts/risk/merchant_spike.lua") is loaded as the
+ * script named after the file (merchant_spike) before the queue or topic is
+ * created; the table's hook then names that script. */
+static void add_hook_file(lua_State *L, config_t *c, const char *what)
+{
+    const char *path, *base;
+    size_t plen, blen, slen;
+    char name[65];
+    char *source;
+
+    lua_getfield(L, 1, "hook");
+    path = lua_tolstring(L, -1, &plen);
+    if (!path || plen < 5 || strcmp(path + plen - 4, ".lua") != 0) {
+        lua_pop(L, 1);
+        return;
+    }
+    base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    blen = strlen(base) - 4;
+    snprintf(name, sizeof name, "%.*s", (int)(blen < 64 ? blen : 64), base);
+    if (blen > 64 || !valid_name(name))
+        luaL_error(L, "%s: hook file '%s' must be named like a script (%s)", what, path,
+                   mqhub_strerror(MQHUB_EBAD_NAME));
+    if (!(source = read_beside(c, path, &slen)))
+        luaL_error(L, "%s: hook file '%s': %s", what, path, strerror(errno));
+    config_object_t *a = realloc(c->scripts, (c->n_scripts + 1) * sizeof *a);
+    char *copy = strdup(name);
+    if (!a || !copy) {
+        free(source);
+        free(copy);
+        luaL_error(L, "out of memory");
+    }
+    c->scripts = a;
+    a[c->n_scripts++] = (config_object_t){copy, source, slen};
+    lua_pop(L, 1);
+    lua_pushstring(L, name);
+    lua_setfield(L, 1, "hook");
+}
+
 static void add_object(lua_State *L, config_object_t **arr, unsigned *n,
                        const char *kind, const char *name, const char *const *fields)
 {
@@ -430,6 +497,7 @@ static void add_object(lua_State *L, config_object_t **arr, unsigned *n,
     check_table_arg(L, 1, kind);
     check_fields(L, 1, what, fields);
     check_value(L, 1, what, 0);
+    add_hook_file(L, get_loader(L)->c, what);
 
     config_object_t *a = realloc(*arr, (*n + 1) * sizeof *a);
     if (!a)
@@ -719,6 +787,7 @@ void config_free(config_t *c)
     }
     free_objects(c->queues, c->n_queues);
     free_objects(c->topics, c->n_topics);
+    free_objects(c->scripts, c->n_scripts);
     free(c->peers);
     free(c->transports);
     free(c->data_dir);

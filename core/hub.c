@@ -725,7 +725,7 @@ static void on_declared_done(void *arg, int status, const char *reply, size_t le
     const msgpack_object *ok, *err;
 
     if (status != 0) {
-        log_warn("hub", "create %s declared in the config: %s", o->name,
+        log_warn("hub", "%s declared in the config: %s", o->name,
                  mqhub_strerror(status));
         return;
     }
@@ -734,7 +734,7 @@ static void on_declared_done(void *arg, int status, const char *reply, size_t le
         (ok = hub_map_get(&u.data, "ok")) != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN &&
         !ok->via.boolean && (err = hub_map_get(&u.data, "error")) != NULL &&
         err->type == MSGPACK_OBJECT_STR)
-        log_warn("hub", "create %s declared in the config: %.*s", o->name,
+        log_warn("hub", "%s declared in the config: %.*s", o->name,
                  (int)err->via.str.size, err->via.str.ptr);
     msgpack_unpacked_destroy(&u);
 }
@@ -758,12 +758,15 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
         msgpack_pack_uint64(&pk, 0);
         pack_str(&pk, "name");
         pack_str(&pk, objs[i].name);
-        if (objs[i].attrs_len > 0) {
+        if (strcmp(op, "script.load") == 0) { /* attrs holds the source text */
+            pack_str(&pk, "source");
+            msgpack_pack_str_with_body(&pk, objs[i].attrs, objs[i].attrs_len);
+        } else if (objs[i].attrs_len > 0) {
             pack_str(&pk, "attrs");
             msgpack_sbuffer_write(&sb, objs[i].attrs, objs[i].attrs_len);
         }
         if (replica_submit(h->replica, sb.data, sb.size, on_declared_done, &objs[i]) != 0)
-            log_warn("hub", "create %s declared in the config: not submitted", objs[i].name);
+            log_warn("hub", "%s declared in the config: not submitted", objs[i].name);
         msgpack_sbuffer_destroy(&sb);
     }
 }
@@ -790,6 +793,7 @@ static void on_check(uv_timer_t *t)
     push_check(h->push);
     if (leader && !h->declared) {
         h->declared = true;
+        declare(h, "script.load", h->cfg->scripts, h->cfg->n_scripts);
         declare(h, "queue.create", h->cfg->queues, h->cfg->n_queues);
         declare(h, "topic.create", h->cfg->topics, h->cfg->n_topics);
     }

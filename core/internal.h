@@ -548,7 +548,7 @@ typedef struct snapshot_io {
     bool loading;
     uint64_t load_epoch, put_epoch, next_gen; /* put_epoch: puts completed */
     uv_timer_t get_timer;        /* serves waiting gets; expires the copy */
-    bool get_timer_init, get_timer_closed;
+    bool get_timer_init, get_timer_closed, inner_closing;
     snapshot_peer_t peers[SNAPSHOT_PEERS];
 } snapshot_io_t;
 /* Wrap @inner (initialised, not yet given to raft_init) and switch @f to
@@ -599,6 +599,8 @@ typedef struct config {
     unsigned n_queues;
     config_object_t *topics;
     unsigned n_topics;
+    config_object_t *scripts;  /* hook files: name + source (in attrs) */
+    unsigned n_scripts;
     bool join;               /* node.join: a new member, never bootstraps */
 } config_t;
 

@@ -324,6 +324,336 @@ static int io_snapshot_put(struct raft_io *io, unsigned trailing,
     return 0;
 }
 
+/* ---- sends: one shared copy of the snapshot ---- */
+
+static void snapshot_free(struct raft_snapshot *snap)
+{
+    raft_configuration_close(&snap->configuration);
+    free_bufs(snap->bufs, snap->n_bufs);
+    raft_free(snap);
+}
+
+static void sent_free(snapshot_io_t *w, struct snapshot_sent *c)
+{
+    if (w->sent == c)
+        w->sent = NULL;
+    snapshot_free(c->snap);
+    free(c);
+}
+
+static bool sent_current(const snapshot_io_t *w)
+{
+    return w->sent && w->sent->epoch == w->put_epoch;
+}
+
+static void on_get_timer(uv_timer_t *t);
+
+/* Free the copy when nothing needs it any more, else arm the timer for the
+ * end of the resend window. */
+static void sent_check(snapshot_io_t *w)
+{
+    struct snapshot_sent *c = w->sent;
+    if (!c || c->refs || w->gets)
+        return;
+    uint64_t now = uv_now(w->loop), last = 0;
+    for (unsigned i = 0; i < SNAPSHOT_PEERS; i++)
+        if (w->peers[i].id && w->peers[i].index == c->snap->index &&
+            w->peers[i].done_ms > last)
+            last = w->peers[i].done_ms;
+    if (w->close_cb || !sent_current(w) || !last || now >= last + SNAPSHOT_RESEND_MS) {
+        sent_free(w, c);
+        return;
+    }
+    uv_timer_start(&w->get_timer, on_get_timer, last + SNAPSHOT_RESEND_MS - now, 0);
+}
+
+/* What raft gets: the metadata (its own copy: raft frees it) and one
+ * placeholder buffer naming the shared copy. NULL when out of memory. */
+static struct raft_snapshot *sent_placeholder(const struct snapshot_sent *c)
+{
+    const struct raft_snapshot *src = c->snap;
+    struct raft_snapshot *s = raft_malloc(sizeof *s);
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    char *data = raft_malloc(PLACEHOLDER_LEN);
+    if (!s || !b || !data)
+        goto fail;
+    *s = (struct raft_snapshot){.index = src->index, .term = src->term,
+                                .configuration_index = src->configuration_index};
+    raft_configuration_init(&s->configuration);
+    for (unsigned i = 0; i < src->configuration.n; i++) {
+        const struct raft_server *sv = &src->configuration.servers[i];
+        if (raft_configuration_add(&s->configuration, sv->id, sv->address, sv->role) != 0) {
+            raft_configuration_close(&s->configuration);
+            goto fail;
+        }
+    }
+    memcpy(data, SENT_MAGIC, 8);
+    memcpy(data + 8, &c->gen, sizeof c->gen);
+    b->base = data;
+    b->len = PLACEHOLDER_LEN;
+    s->bufs = b;
+    s->n_bufs = 1;
+    return s;
+fail:
+    raft_free(s);
+    raft_free(b);
+    raft_free(data);
+    return NULL;
+}
+
+/* Answer the waiting gets that the current copy satisfies (asked no later
+ * than its load started), in order. Loop callbacks only: raft sends from
+ * its callback at once. */
+static void gets_serve(snapshot_io_t *w)
+{
+    struct snapshot_get *ready = NULL, **tail = &ready, **pp = &w->gets;
+    while (*pp) {
+        struct snapshot_get *g = *pp;
+        if (w->sent && g->epoch <= w->sent->epoch) {
+            *pp = g->next;
+            g->next = NULL;
+            *tail = g;
+            tail = &g->next;
+        } else {
+            pp = &g->next;
+        }
+    }
+    while (ready) {
+        struct snapshot_get *g = ready;
+        ready = g->next;
+        struct raft_snapshot *s = w->sent ? sent_placeholder(w->sent) : NULL;
+        g->cb(g->req, s, s ? 0 : RAFT_NOMEM);
+        free(g);
+    }
+}
+
+static void fail_gets(snapshot_io_t *w, int status)
+{
+    while (w->gets) {
+        struct snapshot_get *g = w->gets;
+        w->gets = g->next;
+        g->cb(g->req, NULL, status);
+        free(g);
+    }
+}
+
+static void load_done(struct raft_io_snapshot_get *req, struct raft_snapshot *snap,
+                      int status);
+
+static int load_start(snapshot_io_t *w)
+{
+    w->load_req.data = w;
+    w->load_epoch = w->put_epoch;
+    int rv = w->inner->snapshot_get(w->inner, &w->load_req, load_done);
+    if (rv != 0)
+        memcpy(w->io.errmsg, w->inner->errmsg, sizeof w->io.errmsg);
+    else
+        w->loading = true;
+    return rv;
+}
+
+/* Serve what can be served; load again for gets newer than the copy. */
+static void gets_run(snapshot_io_t *w)
+{
+    if (!w->loading && w->gets && sent_current(w))
+        gets_serve(w);
+    if (!w->loading && w->gets) {
+        int rv = load_start(w);
+        if (rv != 0) {
+            log_error("snapshot", "load the snapshot to send: %s", w->io.errmsg);
+            fail_gets(w, rv);
+        }
+    }
+    sent_check(w);
+    if (w->close_cb)
+        maybe_close_inner(w);
+}
+
+static void load_done(struct raft_io_snapshot_get *req, struct raft_snapshot *snap,
+                      int status)
+{
+    snapshot_io_t *w = req->data;
+    w->loading = false;
+    struct snapshot_sent *c = NULL;
+    if (status == 0 && snap->n_bufs == 1)
+        c = malloc(sizeof *c);
+    if (!c) {
+        if (status == 0)
+            snapshot_free(snap);
+        else if (snap)
+            raft_free(snap);
+        log_error("snapshot", "load the snapshot to send: %s",
+                  status ? raft_strerror(status) : "out of memory");
+        fail_gets(w, status ? status : RAFT_NOMEM);
+        gets_run(w);
+        return;
+    }
+    if (w->sent && !w->sent->refs)
+        sent_free(w, w->sent);
+    *c = (struct snapshot_sent){.snap = snap, .gen = ++w->next_gen, .epoch = w->load_epoch};
+    w->sent = c; /* an older copy still sending is freed by its last send */
+    log_debug("snapshot", "loaded the snapshot at %llu to send: %zu bytes",
+              (unsigned long long)snap->index, snap->bufs[0].len);
+    gets_serve(w);
+    gets_run(w);
+}
+
+static void on_get_timer(uv_timer_t *t)
+{
+    gets_run(t->data);
+}
+
+static void get_timer_closed(uv_handle_t *h)
+{
+    snapshot_io_t *w = h->data;
+    w->get_timer_closed = true;
+    gets_run(w);
+}
+
+static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
+                           raft_io_snapshot_get_cb cb)
+{
+    if (io->init != io_init)
+        return io->snapshot_get(io, req, cb);
+    snapshot_io_t *w = io->impl;
+    if (w->close_cb) {
+        snprintf(io->errmsg, sizeof io->errmsg, "closing");
+        return RAFT_CANCELED;
+    }
+    struct snapshot_get *g = malloc(sizeof *g);
+    if (!g)
+        return RAFT_NOMEM;
+    *g = (struct snapshot_get){.req = req, .cb = cb, .epoch = w->put_epoch};
+    req->cb = cb;
+    if (!w->get_timer_init) {
+        uv_timer_init(w->loop, &w->get_timer);
+        w->get_timer.data = w;
+        w->get_timer_init = true;
+    }
+    if (!w->loading && !sent_current(w)) {
+        int rv = load_start(w);
+        if (rv != 0) {
+            free(g);
+            return rv;
+        }
+    } else if (!w->loading) {
+        uv_timer_start(&w->get_timer, on_get_timer, 0, 0);
+    }
+    struct snapshot_get **pp = &w->gets;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = g;
+    return 0;
+}
+
+/* The generation a placeholder from sent_placeholder() names, or 0. */
+static uint64_t sent_gen(const struct raft_buffer *b)
+{
+    uint64_t gen;
+    if (b->len != PLACEHOLDER_LEN || memcmp(b->base, SENT_MAGIC, 8) != 0)
+        return 0;
+    memcpy(&gen, (const char *)b->base + 8, sizeof gen);
+    return gen;
+}
+
+/* The follower's record; a free or the oldest idle slot when it has none;
+ * NULL when every slot is in flight. */
+static snapshot_peer_t *peer_slot(snapshot_io_t *w, uint64_t id)
+{
+    snapshot_peer_t *free_slot = NULL;
+    for (unsigned i = 0; i < SNAPSHOT_PEERS; i++) {
+        snapshot_peer_t *p = &w->peers[i];
+        if (p->id == id)
+            return p;
+        if (!p->in_flight && (!free_slot || p->done_ms < free_slot->done_ms))
+            free_slot = p;
+    }
+    if (free_slot)
+        *free_slot = (snapshot_peer_t){.id = id};
+    return free_slot;
+}
+
+static void send_done(struct raft_io_send *inner_req, int status)
+{
+    struct snapshot_send *p = inner_req->data;
+    snapshot_io_t *w = p->w;
+    p->peer->in_flight = false;
+    if (status == 0) {
+        p->peer->index = p->msg.install_snapshot.last_index;
+        p->peer->done_ms = uv_now(w->loop);
+    }
+    log_info("snapshot", "sent the snapshot at %llu to node %llu: %zu bytes in %.0f ms%s%s",
+             (unsigned long long)p->msg.install_snapshot.last_index,
+             (unsigned long long)p->msg.server_id, p->msg.install_snapshot.data.len,
+             (double)(uv_hrtime() - p->t0) / 1e6, status ? ", failed: " : "",
+             status ? raft_strerror(status) : "");
+    if (--p->sent->refs == 0 && p->sent != w->sent)
+        sent_free(w, p->sent);
+    struct raft_io_send *req = p->req;
+    raft_io_send_cb cb = p->cb;
+    free(p);
+    sent_check(w);
+    cb(req, status);
+}
+
+/* An InstallSnapshot carrying our placeholder: send the shared copy, unless
+ * this follower has one in flight or got this snapshot recently. A refusal
+ * is a plain failure: raft frees its placeholder and tries again later. */
+static int send_snapshot(snapshot_io_t *w, struct raft_io_send *req,
+                         const struct raft_message *m, raft_io_send_cb cb)
+{
+    struct raft_io *io = &w->io;
+    struct snapshot_sent *c = w->sent;
+    if (w->close_cb || !c || c->gen != sent_gen(&m->install_snapshot.data)) {
+        snprintf(io->errmsg, sizeof io->errmsg, "snapshot send cancelled");
+        return RAFT_CANCELED;
+    }
+    snapshot_peer_t *peer = peer_slot(w, m->server_id);
+    uint64_t now = uv_now(w->loop);
+    if (!peer || peer->in_flight ||
+        (peer->index == c->snap->index && now < peer->done_ms + SNAPSHOT_RESEND_MS)) {
+        snprintf(io->errmsg, sizeof io->errmsg, "snapshot at %llu to node %llu: %s",
+                 (unsigned long long)c->snap->index, (unsigned long long)m->server_id,
+                 peer && peer->in_flight ? "a send is in flight" : "sent recently");
+        return RAFT_BUSY;
+    }
+    struct snapshot_send *p = malloc(sizeof *p);
+    if (!p)
+        return RAFT_NOMEM;
+    *p = (struct snapshot_send){.w = w, .sent = c, .peer = peer, .msg = *m, .req = req,
+                                .cb = cb, .t0 = uv_hrtime()};
+    p->msg.install_snapshot.data = c->snap->bufs[0];
+    p->inner_req.data = p;
+    int rv = w->inner->send(w->inner, &p->inner_req, &p->msg, send_done);
+    if (rv != 0) {
+        memcpy(io->errmsg, w->inner->errmsg, sizeof io->errmsg);
+        free(p);
+        return rv;
+    }
+    req->cb = cb;
+    c->refs++;
+    peer->in_flight = true;
+    return 0;
+}
+
+static int io_send(struct raft_io *io, struct raft_io_send *req,
+                   const struct raft_message *message, raft_io_send_cb cb)
+{
+    bool placeholder = message->type == RAFT_INSTALL_SNAPSHOT &&
+                       sent_gen(&message->install_snapshot.data) != 0;
+    if (placeholder && io->init == io_init)
+        return send_snapshot(io->impl, req, message, cb);
+    if (placeholder) { /* raft_uv's own io: no shared copy to send */
+        snprintf(io->errmsg, sizeof io->errmsg, "snapshot placeholder outside snapshot_io");
+        return RAFT_CANCELED;
+    }
+    struct raft_io *in = io->init == io_init ? ((snapshot_io_t *)io->impl)->inner : io;
+    int rv = in->send(in, req, message, cb);
+    if (rv != 0 && in != io)
+        memcpy(io->errmsg, in->errmsg, sizeof io->errmsg);
+    return rv;
+}
+
 /* ---- pass-through members ---- */
 
 /* raft sometimes calls a member of its io (ours) with the io pointer a raft_uv
@@ -352,8 +682,13 @@ static int io_init(struct raft_io *io, raft_id id, const char *address)
  * (RAFT_CANCELED) before the close one. */
 static void maybe_close_inner(snapshot_io_t *w)
 {
-    if ((w->timer_init && !w->timer_closed) || (w->put && w->put->dumping))
+    if ((w->timer_init && !w->timer_closed) || (w->put && w->put->dumping) ||
+        (w->get_timer_init && !w->get_timer_closed) || w->loading || w->gets ||
+        w->inner_closing)
         return;
+    w->inner_closing = true;
+    if (w->sent && !w->sent->refs)
+        sent_free(w, w->sent);
     w->inner->data = w->io.data;
     w->inner->close(w->inner, w->close_cb);
 }
@@ -377,10 +712,11 @@ static void io_close(struct raft_io *io, raft_io_close_cb cb)
         store_thaw(w->draining);
         w->draining = NULL;
     }
+    if (w->get_timer_init)
+        uv_close((uv_handle_t *)&w->get_timer, get_timer_closed);
     if (w->timer_init)
         uv_close((uv_handle_t *)&w->timer, timer_closed);
-    else
-        maybe_close_inner(w);
+    maybe_close_inner(w);
 }
 
 static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
@@ -418,12 +754,6 @@ static int io_set_vote(struct raft_io *io, raft_id server_id)
     return pass(io, INNER(io)->set_vote(INNER(io), server_id));
 }
 
-static int io_send(struct raft_io *io, struct raft_io_send *req,
-                   const struct raft_message *message, raft_io_send_cb cb)
-{
-    return pass(io, INNER(io)->send(INNER(io), req, message, cb));
-}
-
 static int io_append(struct raft_io *io, struct raft_io_append *req,
                      const struct raft_entry entries[], unsigned n, raft_io_append_cb cb)
 {
@@ -433,12 +763,6 @@ static int io_append(struct raft_io *io, struct raft_io_append *req,
 static int io_truncate(struct raft_io *io, raft_index index)
 {
     return pass(io, INNER(io)->truncate(INNER(io), index));
-}
-
-static int io_snapshot_get(struct raft_io *io, struct raft_io_snapshot_get *req,
-                           raft_io_snapshot_get_cb cb)
-{
-    return pass(io, INNER(io)->snapshot_get(INNER(io), req, cb));
 }
 
 static raft_time io_time(struct raft_io *io)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -102,7 +103,7 @@ static void test_full_file(void **state)
         "queue \"image-requests\" { visibility_timeout = 120,\n"
         "    dead_letter = { queue = \"image-dlq\", max_receives = 5 } }\n"
         "queue \"image-dlq\" {}\n"
-        "topic \"payments\" { hook = \"scripts/risk/merchant_spike.lua\" }\n"
+        "topic \"payments\" { hook = \"merchant_spike\" }\n"
         "auth { token = \"s3cret\" }\n"
         "log { level = \"debug\" }\n"
         "limits { max_frame = 1048576 }\n"
@@ -242,6 +243,32 @@ static void test_missing_file(void **state)
     assert_non_null(strstr(err, "No such file"));
 }
 
+/* A hook given as a .lua file (relative to the config file) becomes a script
+ * the hub loads first, named after the file; the object's hook names it. */
+static void test_hook_file(void **state)
+{
+    char err[512];
+    config_t *c = NULL;
+    FILE *f;
+
+    assert_int_equal(mkdir("risk", 0700), 0);
+    assert_non_null(f = fopen("risk/spike.lua", "w"));
+    fputs("function on_message(msg) return true end\n", f);
+    fclose(f);
+    write_conf("topic \"payments\" { hook = \"risk/spike.lua\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_int_equal(c->n_scripts, 1);
+    assert_string_equal(c->scripts[0].name, "spike");
+    assert_non_null(strstr(c->scripts[0].attrs, "on_message"));
+    assert_int_equal(c->n_topics, 1);
+    assert_non_null(memmem(c->topics[0].attrs, c->topics[0].attrs_len, "spike", 5));
+    assert_null(memmem(c->topics[0].attrs, c->topics[0].attrs_len, ".lua", 4));
+    config_free(c);
+    assert_string_equal(load_bad("queue \"q\" { hook = \"nope.lua\" }\n"),
+                        "mqhub.conf:1: queue \"q\": hook file 'nope.lua': No such file or "
+                        "directory");
+}
+
 static void test_binary_refused(void **state)
 {
     const char *e = load_bad("\x1bLua binary chunk");
@@ -260,6 +287,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runtime_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hook_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
