@@ -68,7 +68,7 @@ static int topic_attrs_op(mqhub_client_t *c, const char *op, const char *name,
                           const mqhub_topic_attrs_t *a)
 {
     client_req_t r;
-    unsigned n = a ? (unsigned)__builtin_popcount(a->set & 3u) : 0;
+    unsigned n = a ? (unsigned)__builtin_popcount(a->set & 7u) : 0;
     client_req_init(c, &r, op, a ? 2 : 1);
     client_pack_kv_str(&r.pk, "name", name);
     if (a) {
@@ -78,6 +78,8 @@ static int topic_attrs_op(mqhub_client_t *c, const char *op, const char *name,
             client_pack_kv_uint(&r.pk, "max_msg_size", a->max_msg_size);
         if (a->set & MQHUB_TOPIC_RETENTION)
             client_pack_kv_uint(&r.pk, "retention", a->retention);
+        if (a->set & MQHUB_TOPIC_HOOK)
+            client_pack_kv_str(&r.pk, "hook", a->hook); /* "" detaches */
     }
     return call_simple(c, &r);
 }
@@ -134,6 +136,10 @@ int mqhub_client_topic_get(mqhub_client_t *c, const char *name, mqhub_topic_info
         if (client_get_uint(o, "retention", &u) == 0) {
             out->attrs.retention = (uint32_t)u;
             out->attrs.set |= MQHUB_TOPIC_RETENTION;
+        }
+        if (mqhub_map_get(o, "hook")) {
+            client_copy_str(o, "hook", out->attrs.hook, sizeof out->attrs.hook);
+            out->attrs.set |= MQHUB_TOPIC_HOOK;
         }
     }
     if ((o = mqhub_map_get(&resp.map, "stats")) != NULL) {

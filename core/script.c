@@ -1940,9 +1940,11 @@ int script_hook_op(scripts_t *sc, fsm_cmd_t *c, char kind, const char *op, bool 
         hook = fsm_arg(attrs, "hook");
     if (!hook)
         return 0;
-    if (hook->type == MSGPACK_OBJECT_STR) {
+    if (hook->type == MSGPACK_OBJECT_STR && hook->via.str.size > 0) {
         hs = hook->via.str.ptr;
         hl = hook->via.str.size;
+    } else if (hook->type == MSGPACK_OBJECT_STR) {
+        hs = NULL; /* "" detaches, like nil */
     } else if (hook->type != MSGPACK_OBJECT_NIL) {
         return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'hook' must be a script name (or nil)");
     }

@@ -93,10 +93,10 @@ static const struct {
     {"delete", "usage: mqhub delete QUEUE RECEIPT...\n"},
     {"topic",
      "usage: mqhub topic create|list|get|set|delete ...\n"
-     "  topic create NAME [--max-msg-size B] [--retention S]\n"
+     "  topic create NAME [--max-msg-size B] [--retention S] [--hook SCRIPT]\n"
      "  topic list [--prefix P] [--offset N] [--limit N]\n"
      "  topic get NAME            attributes, statistics, subscriptions\n"
-     "  topic set NAME [--max-msg-size B] [--retention S]\n"
+     "  topic set NAME [--max-msg-size B] [--retention S] [--hook SCRIPT]\n"
      "  topic delete NAME         with its subscriptions and retained messages\n"},
     {"publish",
      "usage: mqhub publish TOPIC [BODY|-] [options]\n"

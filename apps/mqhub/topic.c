@@ -73,8 +73,10 @@ static json_t *obj_json(const msgpack_object *o)
 static int topic_attrs(cli_t *cli, mqhub_topic_attrs_t *a)
 {
     *a = (mqhub_topic_attrs_t){0};
-    if (cli->attrs.set & ~(unsigned)(MQHUB_ATTR_MAX_MSG_SIZE | MQHUB_ATTR_RETENTION))
-        return cli_usage_error("topic", "topics take only --max-msg-size and --retention");
+    if (cli->attrs.set &
+        ~(unsigned)(MQHUB_ATTR_MAX_MSG_SIZE | MQHUB_ATTR_RETENTION | MQHUB_ATTR_HOOK))
+        return cli_usage_error("topic",
+                               "topics take only --max-msg-size, --retention and --hook");
     if (cli->attrs.set & MQHUB_ATTR_MAX_MSG_SIZE) {
         a->max_msg_size = cli->attrs.max_msg_size;
         a->set |= MQHUB_TOPIC_MAX_MSG_SIZE;
@@ -82,6 +84,10 @@ static int topic_attrs(cli_t *cli, mqhub_topic_attrs_t *a)
     if (cli->attrs.set & MQHUB_ATTR_RETENTION) {
         a->retention = cli->attrs.retention;
         a->set |= MQHUB_TOPIC_RETENTION;
+    }
+    if (cli->attrs.set & MQHUB_ATTR_HOOK) {
+        snprintf(a->hook, sizeof a->hook, "%s", cli->attrs.hook);
+        a->set |= MQHUB_TOPIC_HOOK;
     }
     return 0;
 }
@@ -158,17 +164,20 @@ static int t_get(cli_t *cli)
     for (size_t i = 0; i < ti.n_subscriptions; i++)
         json_array_append_new(subs, json_string(ti.subscriptions[i]));
     if (cli->json) {
-        out_json(json_pack("{s:s,s:{s:i,s:i},s:{s:I,s:I,s:I,s:I},s:o}", "name", ti.name,
+        out_json(json_pack("{s:s,s:{s:i,s:i,s:s?},s:{s:I,s:I,s:I,s:I},s:o}", "name", ti.name,
                            "attrs", "max_msg_size", (int)ti.attrs.max_msg_size, "retention",
-                           (int)ti.attrs.retention, "stats", "retained",
+                           (int)ti.attrs.retention, "hook",
+                           ti.attrs.hook[0] ? ti.attrs.hook : NULL, "stats", "retained",
                            (json_int_t)ti.retained, "published_total",
                            (json_int_t)ti.published_total, "first_seq",
                            (json_int_t)ti.first_seq, "last_seq", (json_int_t)ti.last_seq,
                            "subscriptions", subs));
     } else {
         printf("name             %s\nmax_msg_size     %u\nretention        %u s\n"
+               "hook             %s\n"
                "retained         %llu\npublished_total  %llu\nseqs             %llu-%llu\n"
                "subscriptions   ", ti.name, ti.attrs.max_msg_size, ti.attrs.retention,
+               ti.attrs.hook[0] ? ti.attrs.hook : "-",
                (unsigned long long)ti.retained, (unsigned long long)ti.published_total,
                (unsigned long long)ti.first_seq, (unsigned long long)ti.last_seq);
         for (size_t i = 0; i < ti.n_subscriptions; i++)

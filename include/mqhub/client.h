@@ -385,6 +385,7 @@ unsigned mqhub_client_pending(const mqhub_client_t *c);
 enum mqhub_topic_attr_bit {
     MQHUB_TOPIC_MAX_MSG_SIZE = 1u << 0,
     MQHUB_TOPIC_RETENTION = 1u << 1,
+    MQHUB_TOPIC_HOOK = 1u << 2,
 };
 
 /* Topic attributes; only members whose bit is in @set are sent / were
@@ -393,6 +394,7 @@ typedef struct mqhub_topic_attrs {
     unsigned set; /* enum mqhub_topic_attr_bit */
     uint32_t max_msg_size;
     uint32_t retention;
+    char hook[MQHUB_NAME_MAX + 1]; /* script name; "" detaches (topic.set) */
 } mqhub_topic_attrs_t;
 
 typedef struct mqhub_topic_info {
