@@ -773,21 +773,13 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
 
 /* From the replica as soon as leadership changes: waiters parked here can
  * no longer be served, so they move to the new leader (NOT_LEADER names it). */
-static void on_leadership(void *arg, bool leader)
+/* Leadership is checked on every change (on_leadership) and periodically as
+ * a safety net (on_check): a node that stops leading fails its parked
+ * waiters and closes its push sessions with NOT_LEADER, so clients move to
+ * the leader; a node that leads for the first time creates what the config
+ * declares. */
+static void check_leadership(hub_t *h, bool leader)
 {
-    hub_t *h = arg;
-
-    if (!leader && h->n_parked > 0)
-        fail_parked(h, MQHUB_ENOT_LEADER);
-}
-
-/* Periodic: fail parked waiters once we are no longer leader; create the
- * config's queues and topics the first time we are. */
-static void on_check(uv_timer_t *t)
-{
-    hub_t *h = t->data;
-    bool leader = replica_is_leader(h->replica);
-
     if (h->n_parked > 0 && !leader)
         fail_parked(h, MQHUB_ENOT_LEADER);
     push_check(h->push);
@@ -797,6 +789,17 @@ static void on_check(uv_timer_t *t)
         declare(h, "queue.create", h->cfg->queues, h->cfg->n_queues);
         declare(h, "topic.create", h->cfg->topics, h->cfg->n_topics);
     }
+}
+
+static void on_leadership(void *arg, bool leader)
+{
+    check_leadership(arg, leader);
+}
+
+static void on_check(uv_timer_t *t)
+{
+    hub_t *h = t->data;
+    check_leadership(h, replica_is_leader(h->replica));
 }
 
 /* The queue's polling_wait attribute (its default long-poll wait), read
