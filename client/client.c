@@ -449,6 +449,42 @@ void client_copy_str(const msgpack_object *map, const char *key, char *buf, size
     buf[n] = '\0';
 }
 
+const msgpack_object *client_result_item(const msgpack_object *resp, size_t i)
+{
+    const msgpack_object *a = map_find(resp, "results");
+    return a && a->type == MSGPACK_OBJECT_ARRAY && i < a->via.array.size ? &a->via.array.ptr[i]
+                                                                         : NULL;
+}
+
+int client_item_status(const msgpack_object *item)
+{
+    const char *code;
+    size_t cl;
+    return client_get_str(item, "code", &code, &cl) == 0 ? mqhub_err_from_name(code, cl) : 0;
+}
+
+int client_copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n)
+{
+    const msgpack_object *a = map_find(map, key);
+    *names = NULL;
+    *n = 0;
+    if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0)
+        return 0;
+    *names = calloc(a->via.array.size, sizeof **names);
+    if (!*names)
+        return MQHUB_EINTERNAL;
+    for (uint32_t i = 0; i < a->via.array.size; i++) {
+        const msgpack_object *o = &a->via.array.ptr[i];
+        if (o->type != MSGPACK_OBJECT_STR)
+            continue;
+        (*names)[*n] = strndup(o->via.str.ptr, o->via.str.size);
+        if (!(*names)[*n])
+            return MQHUB_EINTERNAL;
+        (*n)++;
+    }
+    return 0;
+}
+
 static size_t pending_find(mqhub_client_t *c, uint64_t id)
 {
     for (size_t i = 0; i < c->n_pend; i++)
@@ -811,6 +847,73 @@ int client_call(mqhub_client_t *c, client_req_t *r, mqhub_response_t *out)
     out->map = s.resp;
     out->zone = s.zone;
     return 0;
+}
+
+int client_submit_async(mqhub_client_t *c, client_req_t *r, client_done_fn fn,
+                        void (*cb)(void), void *arg)
+{
+    client_async_t *a = malloc(sizeof *a);
+    if (!a) {
+        client_req_free(r);
+        return MQHUB_EINTERNAL;
+    }
+    *a = (client_async_t){cb, arg};
+    int rc = client_submit(c, r, true, fn, a);
+    if (rc != 0)
+        free(a);
+    return rc;
+}
+
+static void response_done(void *arg, int status, const msgpack_object *resp,
+                          msgpack_zone **zone, const char *errmsg)
+{
+    client_async_t a = *(client_async_t *)arg;
+    free(arg);
+    if (a.cb)
+        ((mqhub_response_cb)a.cb)(a.arg, status, resp, errmsg ? errmsg : "");
+}
+
+int client_submit_response(mqhub_client_t *c, client_req_t *r, mqhub_response_cb cb,
+                           void *arg)
+{
+    return client_submit_async(c, r, response_done, (void (*)(void))cb, arg);
+}
+
+int client_call_simple(mqhub_client_t *c, client_req_t *r)
+{
+    mqhub_response_t resp;
+    int rc = client_call(c, r, &resp);
+    mqhub_response_free(&resp);
+    return rc;
+}
+
+void client_list_req(mqhub_client_t *c, client_req_t *r, const char *op, const char *prefix,
+                     uint64_t offset, uint64_t limit)
+{
+    client_req_init(c, r, op, (prefix != NULL) + (offset > 0) + (limit > 0));
+    if (prefix)
+        client_pack_kv_str(&r->pk, "prefix", prefix);
+    if (offset > 0)
+        client_pack_kv_uint(&r->pk, "offset", offset);
+    if (limit > 0)
+        client_pack_kv_uint(&r->pk, "limit", limit);
+}
+
+int client_list_call(mqhub_client_t *c, client_req_t *r, const char *key,
+                     mqhub_queue_list_t *out)
+{
+    mqhub_response_t resp;
+    memset(out, 0, sizeof *out);
+    int rc = client_call(c, r, &resp);
+    if (rc != 0)
+        return rc;
+    rc = client_copy_names(&resp.map, key, &out->names, &out->n);
+    if (client_get_uint(&resp.map, "total", &out->total) != 0)
+        out->total = out->n;
+    mqhub_response_free(&resp);
+    if (rc != 0)
+        mqhub_queue_list_free(out);
+    return rc;
 }
 
 /* ------------------------------------------------------------- public */

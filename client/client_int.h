@@ -34,8 +34,31 @@ void client_pack_kv_uint(msgpack_packer *pk, const char *k, uint64_t v);
  * the window and wait for a free slot. */
 int client_submit(mqhub_client_t *c, client_req_t *r, bool async, client_done_fn fn,
                   void *arg);
+/* The async calls: the user's callback (cast back to its own type by @fn)
+ * and argument, boxed by client_submit_async() as @fn's arg; @fn copies the
+ * box and free()s it. Submits @r like client_submit(c, r, true, ...):
+ * 0, or a code (MQHUB_EINTERNAL when out of memory; @fn never called). */
+typedef struct client_async {
+    void (*cb)(void);
+    void *arg;
+} client_async_t;
+int client_submit_async(mqhub_client_t *c, client_req_t *r, client_done_fn fn,
+                        void (*cb)(void), void *arg);
+/* An async call whose answer goes as it is to @cb (may be NULL). */
+int client_submit_response(mqhub_client_t *c, client_req_t *r, mqhub_response_cb cb,
+                           void *arg);
 /* Submit and wait. On 0 *@out owns the response; on failure c's errmsg is set. */
 int client_call(mqhub_client_t *c, client_req_t *r, mqhub_response_t *out);
+/* Submit and wait, keeping nothing of the answer: 0 or the code. */
+int client_call_simple(mqhub_client_t *c, client_req_t *r);
+/* The list ops (queue.list, topic.list): start @op with the optional
+ * prefix (NULL: none), offset and limit (0: none). */
+void client_list_req(mqhub_client_t *c, client_req_t *r, const char *op, const char *prefix,
+                     uint64_t offset, uint64_t limit);
+/* Call @r and read an answer {@key: [names], total?} into @out (total: the
+ * count when absent). On failure @out is empty. */
+int client_list_call(mqhub_client_t *c, client_req_t *r, const char *key,
+                     mqhub_queue_list_t *out);
 /* Remember the hello token and client name for every (re)connect. */
 void client_set_auth(mqhub_client_t *c, const char *token, const char *client);
 /* Set the handle's errmsg (printf-like). */
@@ -48,6 +71,13 @@ int client_get_uint(const msgpack_object *map, const char *key, uint64_t *out);
 int client_get_str(const msgpack_object *map, const char *key, const char **p, size_t *len);
 /* Copy a string field into @buf (cut to fit, NUL-terminated); "" when absent. */
 void client_copy_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+/* Item @i of the "results" array of a batch answer @resp, NULL when absent. */
+const msgpack_object *client_result_item(const msgpack_object *resp, size_t i);
+/* The status of one result item: the code named by its "code", else 0. */
+int client_item_status(const msgpack_object *item);
+/* The str items of array @key of @map (others skipped) into *@names (NULL
+ * when none): 0, or MQHUB_EINTERNAL with what was copied left to free. */
+int client_copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n);
 
 /* topic.c: decode the push @map into an mqhub_push_t and call @cb with it. */
 void client_push_dispatch(mqhub_client_push_cb cb, void *arg, const msgpack_object *map);

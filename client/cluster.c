@@ -55,12 +55,8 @@ int mqhub_client_cluster_status(mqhub_client_t *c, bool digest, mqhub_cluster_st
 
 static int call_change(mqhub_client_t *c, client_req_t *r)
 {
-    mqhub_response_t resp;
     r->timeout_ms = CHANGE_TIMEOUT_MS;
-    int rc = client_call(c, r, &resp);
-    if (rc == 0)
-        mqhub_response_free(&resp);
-    return rc;
+    return client_call_simple(c, r);
 }
 
 int mqhub_client_cluster_add(mqhub_client_t *c, uint64_t node, const char *address,

@@ -45,42 +45,13 @@ int mqhub_client_call(mqhub_client_t *c, const char *op, const msgpack_object *a
     return client_call(c, &r, out);
 }
 
-typedef struct async_call {
-    mqhub_response_cb cb;
-    void *arg;
-} async_call_t;
-
-static void call_done(void *arg, int status, const msgpack_object *resp,
-                      msgpack_zone **zone, const char *errmsg)
-{
-    async_call_t a = *(async_call_t *)arg;
-    free(arg);
-    a.cb(a.arg, status, resp, errmsg ? errmsg : "");
-}
-
 int mqhub_client_call_async(mqhub_client_t *c, const char *op,
                             const msgpack_object *args, mqhub_response_cb cb, void *arg)
 {
-    async_call_t *a = malloc(sizeof *a);
     client_req_t r;
-    if (!a)
-        return MQHUB_EINTERNAL;
-    *a = (async_call_t){cb, arg};
     client_req_init(c, &r, op, args_count(args));
     pack_args(&r.pk, args);
-    int rc = client_submit(c, &r, true, call_done, a);
-    if (rc != 0)
-        free(a);
-    return rc;
-}
-
-/* Run a request whose answer carries nothing we keep. */
-static int call_simple(mqhub_client_t *c, client_req_t *r)
-{
-    mqhub_response_t resp;
-    int rc = client_call(c, r, &resp);
-    mqhub_response_free(&resp);
-    return rc;
+    return client_submit_response(c, &r, cb, arg);
 }
 
 /* ----------------------------------------------------------- session */
@@ -119,7 +90,7 @@ int mqhub_client_ping(mqhub_client_t *c)
 {
     client_req_t r;
     client_req_init(c, &r, "ping", 0);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 /* ------------------------------------------------------------ queues */
@@ -294,7 +265,7 @@ static int queue_attrs_op(mqhub_client_t *c, const char *op, const char *name,
     client_pack_kv_str(&r.pk, "name", name);
     if (with)
         pack_attrs(&r.pk, attrs ? attrs : &none);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_queue_create(mqhub_client_t *c, const char *name,
@@ -314,7 +285,7 @@ static int queue_name_op(mqhub_client_t *c, const char *op, const char *name)
     client_req_t r;
     client_req_init(c, &r, op, 1);
     client_pack_kv_str(&r.pk, "name", name);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_queue_delete(mqhub_client_t *c, const char *name)
@@ -368,30 +339,8 @@ int mqhub_client_queue_list(mqhub_client_t *c, const char *prefix, uint64_t offs
                             uint64_t limit, mqhub_queue_list_t *out)
 {
     client_req_t r;
-    mqhub_response_t resp;
-
-    memset(out, 0, sizeof *out);
-    client_req_init(c, &r, "queue.list", (prefix != NULL) + (offset > 0) + (limit > 0));
-    if (prefix)
-        client_pack_kv_str(&r.pk, "prefix", prefix);
-    if (offset > 0)
-        client_pack_kv_uint(&r.pk, "offset", offset);
-    if (limit > 0)
-        client_pack_kv_uint(&r.pk, "limit", limit);
-    int rc = client_call(c, &r, &resp);
-    if (rc != 0)
-        return rc;
-    const msgpack_object *q = mqhub_map_get(&resp.map, "queues");
-    client_get_uint(&resp.map, "total", &out->total);
-    size_t n = q && q->type == MSGPACK_OBJECT_ARRAY ? q->via.array.size : 0;
-    out->names = calloc(n ? n : 1, sizeof *out->names);
-    for (size_t i = 0; out->names && i < n; i++) {
-        const msgpack_object *e = &q->via.array.ptr[i];
-        if (e->type == MSGPACK_OBJECT_STR)
-            out->names[out->n++] = strndup(e->via.str.ptr, e->via.str.size);
-    }
-    mqhub_response_free(&resp);
-    return out->names ? 0 : MQHUB_EINTERNAL;
+    client_list_req(c, &r, "queue.list", prefix, offset, limit);
+    return client_list_call(c, &r, "queues", out);
 }
 
 int mqhub_client_queue_rewind(mqhub_client_t *c, const char *name,
@@ -488,19 +437,14 @@ int mqhub_client_send(mqhub_client_t *c, const char *queue, const void *body,
     return rc;
 }
 
-typedef struct async_send {
-    mqhub_send_cb cb;
-    void *arg;
-} async_send_t;
-
 static void send_done(void *arg, int status, const msgpack_object *resp,
                       msgpack_zone **zone, const char *errmsg)
 {
-    async_send_t a = *(async_send_t *)arg;
+    client_async_t a = *(client_async_t *)arg;
     mqhub_send_result_t res;
     free(arg);
     decode_send_result(status == 0 ? resp : NULL, status, errmsg, &res);
-    a.cb(a.arg, &res);
+    ((mqhub_send_cb)a.cb)(a.arg, &res);
 }
 
 int mqhub_client_send_async(mqhub_client_t *c, const char *queue, const void *body,
@@ -508,15 +452,8 @@ int mqhub_client_send_async(mqhub_client_t *c, const char *queue, const void *bo
                             void *arg)
 {
     client_req_t r;
-    async_send_t *a = malloc(sizeof *a);
-    if (!a)
-        return MQHUB_EINTERNAL;
-    *a = (async_send_t){cb, arg};
     send_req(c, &r, queue, body, len, opts);
-    int rc = client_submit(c, &r, true, send_done, a);
-    if (rc != 0)
-        free(a);
-    return rc;
+    return client_submit_async(c, &r, send_done, (void (*)(void))cb, arg);
 }
 
 int mqhub_client_send_batch(mqhub_client_t *c, const char *queue,
@@ -541,12 +478,9 @@ int mqhub_client_send_batch(mqhub_client_t *c, const char *queue,
     int rc = client_call(c, &r, &resp);
     if (rc != 0)
         return rc;
-    const msgpack_object *res = mqhub_map_get(&resp.map, "results");
     for (size_t i = 0; i < n; i++) {
-        bool have = res && res->type == MSGPACK_OBJECT_ARRAY && i < res->via.array.size;
-        decode_send_result(have ? &res->via.array.ptr[i] : NULL,
-                           have ? 0 : MQHUB_EINTERNAL, have ? "" : "missing result",
-                           &results[i]);
+        const msgpack_object *m = client_result_item(&resp.map, i);
+        decode_send_result(m, m ? 0 : MQHUB_EINTERNAL, m ? "" : "missing result", &results[i]);
     }
     mqhub_response_free(&resp);
     return 0;
@@ -672,17 +606,9 @@ int mqhub_client_delete(mqhub_client_t *c, const char *queue,
     int rc = client_call(c, &r, &resp);
     if (rc != 0)
         return rc;
-    const msgpack_object *res = mqhub_map_get(&resp.map, "results");
     for (size_t i = 0; statuses && i < n; i++) {
-        const char *code;
-        size_t cl;
-        bool have = res && res->type == MSGPACK_OBJECT_ARRAY && i < res->via.array.size;
-        if (!have)
-            statuses[i] = MQHUB_EINTERNAL;
-        else if (client_get_str(&res->via.array.ptr[i], "code", &code, &cl) == 0)
-            statuses[i] = mqhub_err_from_name(code, cl);
-        else
-            statuses[i] = 0;
+        const msgpack_object *m = client_result_item(&resp.map, i);
+        statuses[i] = m ? client_item_status(m) : MQHUB_EINTERNAL;
     }
     mqhub_response_free(&resp);
     return 0;

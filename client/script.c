@@ -10,15 +10,6 @@
 
 #include "client_int.h"
 
-static int call_void(mqhub_client_t *c, client_req_t *r)
-{
-    mqhub_response_t resp;
-    int rc = client_call(c, r, &resp);
-    if (rc == 0)
-        mqhub_response_free(&resp);
-    return rc;
-}
-
 int mqhub_client_script_load(mqhub_client_t *c, const char *name, const char *source,
                              size_t len, uint64_t *version)
 {
@@ -43,7 +34,7 @@ int mqhub_client_script_delete(mqhub_client_t *c, const char *name)
     client_req_t r;
     client_req_init(c, &r, "script.delete", 1);
     client_pack_kv_str(&r.pk, "name", name);
-    return call_void(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_script_get(mqhub_client_t *c, const char *name, mqhub_response_t *out)
@@ -85,5 +76,5 @@ int mqhub_client_block_delete(mqhub_client_t *c, const char *attr, const char *v
     client_req_init(c, &r, "block.delete", 2);
     client_pack_kv_str(&r.pk, "attr", attr);
     client_pack_kv_str(&r.pk, "value", value);
-    return call_void(c, &r);
+    return client_call_simple(c, &r);
 }

@@ -15,14 +15,6 @@
 
 #include "client_int.h"
 
-static int call_simple(mqhub_client_t *c, client_req_t *r)
-{
-    mqhub_response_t resp;
-    int rc = client_call(c, r, &resp);
-    mqhub_response_free(&resp);
-    return rc;
-}
-
 static void pack_str_array(msgpack_packer *pk, const char *key, const char *const *v,
                            size_t n)
 {
@@ -30,29 +22,6 @@ static void pack_str_array(msgpack_packer *pk, const char *key, const char *cons
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n; i++)
         client_pack_str(pk, v[i]);
-}
-
-/* A list of names (str array @key of @map) into @out. */
-static int copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n)
-{
-    const msgpack_object *a = mqhub_map_get(map, key);
-    *names = NULL;
-    *n = 0;
-    if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0)
-        return 0;
-    *names = calloc(a->via.array.size, sizeof **names);
-    if (!*names)
-        return MQHUB_EINTERNAL;
-    for (uint32_t i = 0; i < a->via.array.size; i++) {
-        const msgpack_object *o = &a->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_STR)
-            continue;
-        (*names)[*n] = strndup(o->via.str.ptr, o->via.str.size);
-        if (!(*names)[*n])
-            return MQHUB_EINTERNAL;
-        (*n)++;
-    }
-    return 0;
 }
 
 static void free_names(char **names, size_t n)
@@ -81,7 +50,7 @@ static int topic_attrs_op(mqhub_client_t *c, const char *op, const char *name,
         if (a->set & MQHUB_TOPIC_HOOK)
             client_pack_kv_str(&r.pk, "hook", a->hook); /* "" detaches */
     }
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_topic_create(mqhub_client_t *c, const char *name,
@@ -102,7 +71,7 @@ int mqhub_client_topic_delete(mqhub_client_t *c, const char *name)
     client_req_t r;
     client_req_init(c, &r, "topic.delete", 1);
     client_pack_kv_str(&r.pk, "name", name);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 void mqhub_topic_info_free(mqhub_topic_info_t *t)
@@ -148,28 +117,10 @@ int mqhub_client_topic_get(mqhub_client_t *c, const char *name, mqhub_topic_info
         client_get_uint(o, "first_seq", &out->first_seq);
         client_get_uint(o, "last_seq", &out->last_seq);
     }
-    rc = copy_names(&resp.map, "subscriptions", &out->subscriptions, &out->n_subscriptions);
+    rc = client_copy_names(&resp.map, "subscriptions", &out->subscriptions, &out->n_subscriptions);
     mqhub_response_free(&resp);
     if (rc != 0)
         mqhub_topic_info_free(out);
-    return rc;
-}
-
-/* A {key: [names], total?} answer into @out. */
-static int list_call(mqhub_client_t *c, client_req_t *r, const char *key,
-                     mqhub_queue_list_t *out)
-{
-    mqhub_response_t resp;
-    memset(out, 0, sizeof *out);
-    int rc = client_call(c, r, &resp);
-    if (rc != 0)
-        return rc;
-    rc = copy_names(&resp.map, key, &out->names, &out->n);
-    if (client_get_uint(&resp.map, "total", &out->total) != 0)
-        out->total = out->n;
-    mqhub_response_free(&resp);
-    if (rc != 0)
-        mqhub_queue_list_free(out);
     return rc;
 }
 
@@ -177,14 +128,8 @@ int mqhub_client_topic_list(mqhub_client_t *c, const char *prefix, uint64_t offs
                             uint64_t limit, mqhub_queue_list_t *out)
 {
     client_req_t r;
-    client_req_init(c, &r, "topic.list", (prefix != NULL) + (offset > 0) + (limit > 0));
-    if (prefix)
-        client_pack_kv_str(&r.pk, "prefix", prefix);
-    if (offset > 0)
-        client_pack_kv_uint(&r.pk, "offset", offset);
-    if (limit > 0)
-        client_pack_kv_uint(&r.pk, "limit", limit);
-    return list_call(c, &r, "topics", out);
+    client_list_req(c, &r, "topic.list", prefix, offset, limit);
+    return client_list_call(c, &r, "topics", out);
 }
 
 /* ------------------------------------------------------------ publish */
@@ -250,35 +195,23 @@ int mqhub_client_publish(mqhub_client_t *c, const char *topic, const void *body,
     return rc;
 }
 
-typedef struct publish_async {
-    mqhub_publish_cb cb;
-    void *arg;
-} publish_async_t;
-
 static void publish_done(void *arg, int status, const msgpack_object *resp,
                          msgpack_zone **zone, const char *errmsg)
 {
-    publish_async_t a = *(publish_async_t *)arg;
+    client_async_t a = *(client_async_t *)arg;
     mqhub_publish_result_t res;
     free(arg);
     decode_publish(resp, status, errmsg, &res);
-    a.cb(a.arg, &res);
+    ((mqhub_publish_cb)a.cb)(a.arg, &res);
 }
 
 int mqhub_client_publish_async(mqhub_client_t *c, const char *topic, const void *body,
                                size_t len, const mqhub_publish_opts_t *opts,
                                mqhub_publish_cb cb, void *arg)
 {
-    publish_async_t *a = malloc(sizeof *a);
     client_req_t r;
-    if (!a)
-        return MQHUB_EINTERNAL;
-    *a = (publish_async_t){cb, arg};
     publish_req(c, &r, topic, body, len, opts);
-    int rc = client_submit(c, &r, true, publish_done, a);
-    if (rc != 0)
-        free(a);
-    return rc;
+    return client_submit_async(c, &r, publish_done, (void (*)(void))cb, arg);
 }
 
 int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
@@ -287,7 +220,6 @@ int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
 {
     client_req_t r;
     mqhub_response_t resp;
-    const msgpack_object *a;
 
     if (n == 0 || n > MQHUB_BATCH_MAX) {
         client_set_errmsg(c, "msgs: publish_batch takes 1-%d messages", MQHUB_BATCH_MAX);
@@ -304,21 +236,12 @@ int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
     int rc = client_call(c, &r, &resp);
     if (rc != 0)
         return rc;
-    a = mqhub_map_get(&resp.map, "results");
     for (size_t i = 0; i < n; i++) {
-        const msgpack_object *m = a && a->type == MSGPACK_OBJECT_ARRAY &&
-                                  i < a->via.array.size ? &a->via.array.ptr[i] : NULL;
-        const char *code;
-        size_t cl;
+        const msgpack_object *m = client_result_item(&resp.map, i);
         char err[160] = "";
-        int st = MQHUB_EINTERNAL;
-        if (m && client_get_str(m, "code", &code, &cl) == 0) {
-            st = mqhub_err_from_name(code, cl);
+        if (m)
             client_copy_str(m, "error", err, sizeof err);
-        } else if (m) {
-            st = 0;
-        }
-        decode_publish(m, st, err, &results[i]);
+        decode_publish(m, m ? client_item_status(m) : MQHUB_EINTERNAL, err, &results[i]);
     }
     mqhub_response_free(&resp);
     return 0;
@@ -385,7 +308,7 @@ int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *na
     client_pack_kv_str(&r.pk, "topic", topic);
     client_pack_kv_str(&r.pk, "name", name);
     pack_sub_opts(&r.pk, o);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *name)
@@ -394,7 +317,7 @@ int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *na
     client_req_init(c, &r, "subscription.delete", 2);
     client_pack_kv_str(&r.pk, "topic", topic);
     client_pack_kv_str(&r.pk, "name", name);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_sub_get(mqhub_client_t *c, const char *topic, const char *name,
@@ -412,7 +335,7 @@ int mqhub_client_sub_list(mqhub_client_t *c, const char *topic, mqhub_queue_list
     client_req_t r;
     client_req_init(c, &r, "subscription.list", 1);
     client_pack_kv_str(&r.pk, "topic", topic);
-    return list_call(c, &r, "subscriptions", out);
+    return client_list_call(c, &r, "subscriptions", out);
 }
 
 int mqhub_client_sub_rewind(mqhub_client_t *c, const char *topic, const char *name,
@@ -450,7 +373,7 @@ int mqhub_client_subscribe(mqhub_client_t *c, const char *topic, const char *sub
     client_req_t r;
     sub_req(c, &r, "subscribe", topic, sub, 1);
     client_pack_kv_uint(&r.pk, "credit", credit);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_credit(mqhub_client_t *c, const char *topic, const char *sub, uint32_t n)
@@ -458,14 +381,14 @@ int mqhub_client_credit(mqhub_client_t *c, const char *topic, const char *sub, u
     client_req_t r;
     sub_req(c, &r, "credit", topic, sub, 1);
     client_pack_kv_uint(&r.pk, "n", n);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 int mqhub_client_unsubscribe(mqhub_client_t *c, const char *topic, const char *sub)
 {
     client_req_t r;
     sub_req(c, &r, "unsubscribe", topic, sub, 0);
-    return call_simple(c, &r);
+    return client_call_simple(c, &r);
 }
 
 static void ack_req(mqhub_client_t *c, client_req_t *r, const char *topic, const char *sub,
@@ -487,46 +410,20 @@ int mqhub_client_ack(mqhub_client_t *c, const char *topic, const char *sub,
     int rc = client_call(c, &r, &resp);
     if (rc != 0)
         return rc;
-    const msgpack_object *a = mqhub_map_get(&resp.map, "results");
     for (size_t i = 0; statuses && i < n; i++) {
-        const msgpack_object *m = a && a->type == MSGPACK_OBJECT_ARRAY &&
-                                  i < a->via.array.size ? &a->via.array.ptr[i] : NULL;
-        const char *code;
-        size_t cl;
-        statuses[i] = m && client_get_str(m, "code", &code, &cl) == 0
-                          ? mqhub_err_from_name(code, cl) : 0;
+        const msgpack_object *m = client_result_item(&resp.map, i);
+        statuses[i] = m ? client_item_status(m) : 0;
     }
     mqhub_response_free(&resp);
     return 0;
 }
 
-typedef struct ack_async {
-    mqhub_response_cb cb;
-    void *arg;
-} ack_async_t;
-
-static void ack_done(void *arg, int status, const msgpack_object *resp, msgpack_zone **zone,
-                     const char *errmsg)
-{
-    ack_async_t a = *(ack_async_t *)arg;
-    free(arg);
-    if (a.cb)
-        a.cb(a.arg, status, resp, errmsg ? errmsg : "");
-}
-
 int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub,
                            const uint64_t *seqs, size_t n, mqhub_response_cb cb, void *arg)
 {
-    ack_async_t *a = malloc(sizeof *a);
     client_req_t r;
-    if (!a)
-        return MQHUB_EINTERNAL;
-    *a = (ack_async_t){cb, arg};
     ack_req(c, &r, topic, sub, seqs, n);
-    int rc = client_submit(c, &r, true, ack_done, a);
-    if (rc != 0)
-        free(a);
-    return rc;
+    return client_submit_response(c, &r, cb, arg);
 }
 
 /* ------------------------------------------------------ push decoding */
@@ -593,7 +490,7 @@ static int decode_push_msg(const msgpack_object *o, mqhub_push_msg_t *m)
     if (key && key->type == MSGPACK_OBJECT_STR &&
         !(m->key = strndup(key->via.str.ptr, key->via.str.size)))
         return MQHUB_EINTERNAL;
-    if (copy_names(o, "tags", &m->tags, &m->n_tags) != 0)
+    if (client_copy_names(o, "tags", &m->tags, &m->n_tags) != 0)
         return MQHUB_EINTERNAL;
     return decode_push_attrs(mqhub_map_get(o, "attrs"), m);
 }

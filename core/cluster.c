@@ -36,20 +36,6 @@ struct cluster {
 
 /* ---- replies ------------------------------------------------------------ */
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-static void pack_head(msgpack_packer *pk, uint64_t id, bool ok, unsigned n_extra)
-{
-    msgpack_pack_map(pk, 2 + n_extra);
-    pack_str(pk, "id");
-    msgpack_pack_uint64(pk, id);
-    pack_str(pk, "ok");
-    ok ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-}
-
 static void reply(cluster_t *c, mqhub_reply_cb cb, void *arg, uint64_t id, int code,
                   const char *msg)
 {
@@ -61,17 +47,10 @@ static void reply(cluster_t *c, mqhub_reply_cb cb, void *arg, uint64_t id, int c
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     if (code == 0) {
-        pack_head(&pk, id, true, 0);
+        hub_pack_head(&pk, true, id, true, 0);
     } else {
-        pack_head(&pk, id, false, leader ? 3 : 2);
-        pack_str(&pk, "code");
-        pack_str(&pk, mqhub_err_name(code));
-        pack_str(&pk, "error");
-        pack_str(&pk, msg && msg[0] ? msg : mqhub_strerror(code));
-        if (leader) {
-            pack_str(&pk, "leader");
-            pack_str(&pk, leader);
-        }
+        hub_pack_error(&pk, true, id, code, msg && msg[0] ? msg : mqhub_strerror(code),
+                       leader);
     }
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -159,19 +138,19 @@ static int arg_address(const msgpack_object *req, const char *key, bool required
 static void pack_node(msgpack_packer *pk, const replica_node_t *n)
 {
     msgpack_pack_map(pk, 5 + (n->client_address != NULL));
-    pack_str(pk, "id");
+    hub_pack_str(pk, "id");
     msgpack_pack_uint64(pk, n->id);
-    pack_str(pk, "address");
-    pack_str(pk, n->raft_address);
+    hub_pack_str(pk, "address");
+    hub_pack_str(pk, n->raft_address);
     if (n->client_address) {
-        pack_str(pk, "client");
-        pack_str(pk, n->client_address);
+        hub_pack_str(pk, "client");
+        hub_pack_str(pk, n->client_address);
     }
-    pack_str(pk, "role");
-    pack_str(pk, n->role);
-    pack_str(pk, "leader");
+    hub_pack_str(pk, "role");
+    hub_pack_str(pk, n->role);
+    hub_pack_str(pk, "leader");
     n->leader ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    pack_str(pk, "match_index");
+    hub_pack_str(pk, "match_index");
     if (n->has_match)
         msgpack_pack_uint64(pk, n->match_index);
     else
@@ -201,22 +180,22 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         n = CLUSTER_MAX_NODES;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, id, true, 8 + digest);
-    pack_str(&pk, "node");
+    hub_pack_head(&pk, true, id, true, 8 + digest);
+    hub_pack_str(&pk, "node");
     msgpack_pack_uint64(&pk, replica_id(c->replica));
-    pack_str(&pk, "leader");
-    leader ? pack_str(&pk, leader) : msgpack_pack_nil(&pk);
-    pack_str(&pk, "leader_id");
+    hub_pack_str(&pk, "leader");
+    leader ? hub_pack_str(&pk, leader) : msgpack_pack_nil(&pk);
+    hub_pack_str(&pk, "leader_id");
     msgpack_pack_uint64(&pk, st.leader_id);
-    pack_str(&pk, "role");
-    pack_str(&pk, replica_is_leader(c->replica) ? "leader" : "follower");
-    pack_str(&pk, "term");
+    hub_pack_str(&pk, "role");
+    hub_pack_str(&pk, replica_is_leader(c->replica) ? "leader" : "follower");
+    hub_pack_str(&pk, "term");
     msgpack_pack_uint64(&pk, st.term);
-    pack_str(&pk, "commit_index");
+    hub_pack_str(&pk, "commit_index");
     msgpack_pack_uint64(&pk, st.commit_index);
-    pack_str(&pk, "last_applied");
+    hub_pack_str(&pk, "last_applied");
     msgpack_pack_uint64(&pk, st.last_applied);
-    pack_str(&pk, "nodes");
+    hub_pack_str(&pk, "nodes");
     msgpack_pack_array(&pk, n);
     for (unsigned i = 0; i < n; i++)
         pack_node(&pk, &nodes[i]);
@@ -225,8 +204,8 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         char h[65];
         fsm_digest(c->fsm, d);
         hex(d, sizeof d, h);
-        pack_str(&pk, "digest");
-        pack_str(&pk, h);
+        hub_pack_str(&pk, "digest");
+        hub_pack_str(&pk, h);
     }
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);

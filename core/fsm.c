@@ -171,7 +171,7 @@ range:
 
 static bool name_valid(const char *s, size_t len)
 {
-    if (len < 1 || len > 64)
+    if (len < 1 || len > FSM_NAME_MAX)
         return false;
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
@@ -224,6 +224,128 @@ void fsm_reply_key(fsm_cmd_t *c, const char *key)
         return;
     fsm_pack_str(c->pk, key, strlen(key));
     c->n_fields++;
+}
+
+void fsm_reply_uint(fsm_cmd_t *c, const char *key, uint64_t v)
+{
+    fsm_reply_key(c, key);
+    if (c->pk)
+        msgpack_pack_uint64(c->pk, v);
+}
+
+void fsm_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    fsm_pack_str(pk, key, strlen(key));
+    msgpack_pack_uint64(pk, v);
+}
+
+void fsm_pack_kv_str(msgpack_packer *pk, const char *key, const char *s, size_t len)
+{
+    fsm_pack_str(pk, key, strlen(key));
+    fsm_pack_str(pk, s, len);
+}
+
+void fsm_pack_ok_item(msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    fsm_pack_str(pk, "ok", 2);
+    msgpack_pack_true(pk);
+}
+
+static void pack_err_item(msgpack_packer *pk, int rc, const char *err)
+{
+    const char *code = mqhub_err_name(rc);
+    msgpack_pack_map(pk, 2);
+    fsm_pack_kv_str(pk, "code", code, strlen(code));
+    fsm_pack_kv_str(pk, "error", err, strlen(err));
+}
+
+int fsm_batch(fsm_cmd_t *c, const char *key, const char *what, uint32_t max,
+              fsm_item_fn fn, void *arg)
+{
+    const msgpack_object *items = fsm_arg(c->req, key);
+    if (!items || items->type != MSGPACK_OBJECT_ARRAY || items->via.array.size < 1 ||
+        items->via.array.size > max)
+        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field '%s' must be an array of 1-%u %s", key,
+                        (unsigned)max, what);
+    fsm_reply_key(c, "results");
+    if (c->pk)
+        msgpack_pack_array(c->pk, items->via.array.size);
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        int rc = fn(arg, c, &items->via.array.ptr[i]);
+        if (rc != 0 && c->pk)
+            pack_err_item(c->pk, rc, c->err);
+    }
+    return 0;
+}
+
+struct list {
+    uint64_t offset, limit, total;
+    msgpack_packer *pk;
+};
+
+static int list_name(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct list *l = arg;
+    (void)v, (void)vl;
+    if (l->total >= l->offset && l->total - l->offset < l->limit)
+        fsm_pack_str(l->pk, k + 1, kl - 1);
+    l->total++;
+    return 0;
+}
+
+int fsm_list_names(fsm_cmd_t *c, store_t *st, char rec, const char *key)
+{
+    const char *prefix;
+    size_t plen;
+    struct list l = {0, 100, 0, NULL};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char k[1 + FSM_NAME_MAX];
+    int rc;
+    if ((rc = fsm_arg_str(c, c->req, "prefix", false, &prefix, &plen)) ||
+        (rc = fsm_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &l.offset)) ||
+        (rc = fsm_arg_uint(c, c->req, "limit", 1, 1000, &l.limit)))
+        return rc;
+    if (!c->pk)
+        return 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    l.pk = &pk;
+    k[0] = rec;
+    if (plen <= FSM_NAME_MAX) { /* a longer prefix matches no name */
+        if (plen)
+            memcpy(k + 1, prefix, plen);
+        store_scan(st, k, 1 + plen, NULL, 0, list_name, &l);
+    }
+    uint64_t shown = l.total > l.offset ? l.total - l.offset : 0;
+    fsm_reply_key(c, key);
+    msgpack_pack_array(c->pk, (uint32_t)(shown < l.limit ? shown : l.limit));
+    c->pk->callback(c->pk->data, sb.data, sb.size);
+    fsm_reply_uint(c, "total", l.total);
+    msgpack_sbuffer_destroy(&sb);
+    return 0;
+}
+
+void fsm_put_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+uint64_t fsm_get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+void fsm_key_id_seq(unsigned char k[17], char prefix, uint64_t id, uint64_t seq)
+{
+    k[0] = (unsigned char)prefix;
+    fsm_put_be64(k + 1, id);
+    fsm_put_be64(k + 9, seq);
 }
 
 /* ---- running one command ---- */

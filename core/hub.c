@@ -141,6 +141,16 @@ int64_t hub_metric_get(hub_t *h, const char *name)
     return 0;
 }
 
+/* The gauge "sessions_open.<transport>": sessions open per transport (the
+ * name of the plugin that opened them), exported by /metrics. */
+static void count_session(hub_t *h, const char *transport, int64_t delta)
+{
+    char name[64];
+
+    snprintf(name, sizeof name, "sessions_open.%s", transport);
+    hub_metric_add(h, name, delta);
+}
+
 /* --------------------------------------------------------------- decoding */
 
 static bool obj_is(const msgpack_object *o, const char *s, size_t n)
@@ -297,23 +307,36 @@ int hub_decode_request(msgpack_unpacked *u, const char *buf, size_t len,
 
 /* ---------------------------------------------------------------- replies */
 
-static void pack_str(msgpack_packer *pk, const char *s)
+void hub_pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
     msgpack_pack_str(pk, n);
     msgpack_pack_str_body(pk, s, n);
 }
 
-/* Start a response map of @n_extra fields after id (when known) and ok. */
-static void pack_head(msgpack_packer *pk, bool has_id, uint64_t id, bool ok, unsigned n_extra)
+void hub_pack_head(msgpack_packer *pk, bool has_id, uint64_t id, bool ok, unsigned n_extra)
 {
     msgpack_pack_map(pk, (has_id ? 1 : 0) + 1 + n_extra);
     if (has_id) {
-        pack_str(pk, "id");
+        hub_pack_str(pk, "id");
         msgpack_pack_uint64(pk, id);
     }
-    pack_str(pk, "ok");
+    hub_pack_str(pk, "ok");
     ok ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+void hub_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code, const char *msg,
+                    const char *leader)
+{
+    hub_pack_head(pk, has_id, id, false, leader ? 3 : 2);
+    hub_pack_str(pk, "code");
+    hub_pack_str(pk, mqhub_err_name(code));
+    hub_pack_str(pk, "error");
+    hub_pack_str(pk, msg);
+    if (leader != NULL) {
+        hub_pack_str(pk, "leader");
+        hub_pack_str(pk, leader);
+    }
 }
 
 static const char *leader_address(hub_t *h)
@@ -339,15 +362,7 @@ static void reply_error(hub_t *h, mqhub_reply_cb cb, void *arg, bool has_id, uin
     hub_metric_add(h, "errors_total", 1);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, has_id, id, false, leader ? 3 : 2);
-    pack_str(&pk, "code");
-    pack_str(&pk, mqhub_err_name(code));
-    pack_str(&pk, "error");
-    pack_str(&pk, msg);
-    if (leader != NULL) {
-        pack_str(&pk, "leader");
-        pack_str(&pk, leader);
-    }
+    hub_pack_error(&pk, has_id, id, code, msg, leader);
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -381,8 +396,8 @@ static void reply_empty_msgs(mqhub_reply_cb cb, void *arg, uint64_t id)
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, true, id, true, 1);
-    pack_str(&pk, "msgs");
+    hub_pack_head(&pk, true, id, true, 1);
+    hub_pack_str(&pk, "msgs");
     msgpack_pack_array(&pk, 0);
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -752,17 +767,17 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, objs[i].attrs_len > 0 ? 4 : 3);
-        pack_str(&pk, "op");
-        pack_str(&pk, op);
-        pack_str(&pk, "id");
+        hub_pack_str(&pk, "op");
+        hub_pack_str(&pk, op);
+        hub_pack_str(&pk, "id");
         msgpack_pack_uint64(&pk, 0);
-        pack_str(&pk, "name");
-        pack_str(&pk, objs[i].name);
+        hub_pack_str(&pk, "name");
+        hub_pack_str(&pk, objs[i].name);
         if (strcmp(op, "script.load") == 0) { /* attrs holds the source text */
-            pack_str(&pk, "source");
+            hub_pack_str(&pk, "source");
             msgpack_pack_str_with_body(&pk, objs[i].attrs, objs[i].attrs_len);
         } else if (objs[i].attrs_len > 0) {
-            pack_str(&pk, "attrs");
+            hub_pack_str(&pk, "attrs");
             msgpack_sbuffer_write(&sb, objs[i].attrs, objs[i].attrs_len);
         }
         if (replica_submit(h->replica, sb.data, sb.size, on_declared_done, &objs[i]) != 0)
@@ -817,11 +832,11 @@ static uint64_t default_wait(hub_t *h, const msgpack_object *queue)
     msgpack_sbuffer_init(&resp);
     msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
-    pack_str(&pk, "op");
-    pack_str(&pk, "queue.get");
-    pack_str(&pk, "id");
+    hub_pack_str(&pk, "op");
+    hub_pack_str(&pk, "queue.get");
+    hub_pack_str(&pk, "id");
     msgpack_pack_uint64(&pk, 0);
-    pack_str(&pk, "name");
+    hub_pack_str(&pk, "name");
     msgpack_pack_object(&pk, *queue);
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, req.data, req.size, &off) == MSGPACK_UNPACK_SUCCESS &&
@@ -921,18 +936,18 @@ static void hello(mqhub_session_t *s, const hub_request_view_t *v, mqhub_reply_c
     s->authed = true;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, true, v->id, true, leader ? 5 : 4);
-    pack_str(&pk, "server");
-    pack_str(&pk, "mqhub");
-    pack_str(&pk, "version");
+    hub_pack_head(&pk, true, v->id, true, leader ? 5 : 4);
+    hub_pack_str(&pk, "server");
+    hub_pack_str(&pk, "mqhub");
+    hub_pack_str(&pk, "version");
     msgpack_pack_uint32(&pk, HUB_PROTOCOL_VERSION);
-    pack_str(&pk, "node");
+    hub_pack_str(&pk, "node");
     msgpack_pack_uint64(&pk, h->cfg->node_id);
     if (leader != NULL) {
-        pack_str(&pk, "leader");
-        pack_str(&pk, leader);
+        hub_pack_str(&pk, "leader");
+        hub_pack_str(&pk, leader);
     }
-    pack_str(&pk, "max_frame");
+    hub_pack_str(&pk, "max_frame");
     msgpack_pack_uint64(&pk, hub_max_frame(h));
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -945,7 +960,7 @@ static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, true, id, true, 0);
+    hub_pack_head(&pk, true, id, true, 0);
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -1086,6 +1101,7 @@ mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *p
         h->sessions->prev = s;
     h->sessions = s;
     hub_metric_add(h, "sessions_opened_total", 1);
+    count_session(h, s->transport, 1);
     log_debug("hub", "session open %s %s", s->transport, s->peer);
     return s;
 }
@@ -1110,6 +1126,7 @@ void hub_session_close(mqhub_session_t *s)
     cluster_session_closed(h->cluster, s);
     push_session_close(h->push, s);
     hub_metric_add(h, "sessions_closed_total", 1);
+    count_session(h, s->transport, -1);
     log_debug("hub", "session close %s %s", s->transport, s->peer);
     free(s);
 }

@@ -212,6 +212,33 @@ int fsm_arg_uint(fsm_cmd_t *c, const msgpack_object *map, const char *key, uint6
 /* Pack @key as the next reply field (no-op when c->pk is NULL). */
 void fsm_reply_key(fsm_cmd_t *c, const char *key);
 void fsm_pack_str(msgpack_packer *pk, const char *s, size_t len);
+/* Added by dedupe: helpers queue.c and topic.c share. The longest queue or
+ * topic name (PROTOCOL.md names, fsm_arg_name). */
+#define FSM_NAME_MAX 64
+/* fsm_reply_key(@key) then the uint @v (no-op when c->pk is NULL). */
+void fsm_reply_uint(fsm_cmd_t *c, const char *key, uint64_t v);
+/* A map entry @key: @v / @key: @s into @pk (non-NULL). */
+void fsm_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t v);
+void fsm_pack_kv_str(msgpack_packer *pk, const char *key, const char *s, size_t len);
+/* The result {ok: true} of one item of a batch op. */
+void fsm_pack_ok_item(msgpack_packer *pk);
+/* One item of a batch op: validate and apply @item; 0 (having packed the
+ * item's result map when c->pk is set) or a code with the sentence in c->err. */
+typedef int (*fsm_item_fn)(void *arg, fsm_cmd_t *c, const msgpack_object *item);
+/* The batch ops (send_batch, publish_batch, delete, ack): field @key must be
+ * an array of 1..@max items (@what names them in the error: "maps"); @fn runs
+ * on each in order, one failing does not stop the others, and the reply field
+ * "results" holds per item @fn's map or {code, error}. 0 or MQHUB_EBAD_REQUEST. */
+int fsm_batch(fsm_cmd_t *c, const char *key, const char *what, uint32_t max,
+              fsm_item_fn fn, void *arg);
+/* queue.list / topic.list: the names of the records "<@rec><name>" in @st
+ * filtered by the request's prefix, offset, limit, as reply field @key plus
+ * "total". Returns 0 or MQHUB_EBAD_REQUEST. */
+int fsm_list_names(fsm_cmd_t *c, store_t *st, char rec, const char *key);
+/* Big-endian u64 in store keys; the 17-byte key <prefix><id be64><seq be64>. */
+void fsm_put_be64(unsigned char *p, uint64_t v);
+uint64_t fsm_get_be64(const unsigned char *p);
+void fsm_key_id_seq(unsigned char k[17], char prefix, uint64_t id, uint64_t seq);
 
 /* queue.c: the queues of one state machine over @st (not owned). */
 int queue_state_new(queues_t **out, store_t *st);
@@ -665,6 +692,14 @@ int hub_decode_request(msgpack_unpacked *u, const char *buf, size_t len,
                        hub_request_view_t *v, char *errmsg, size_t errlen);
 /* The value of @key in the map @map, or NULL. */
 const msgpack_object *hub_map_get(const msgpack_object *map, const char *key);
+/* Added by dedupe: response packing shared by hub.c and cluster.c. A str. */
+void hub_pack_str(msgpack_packer *pk, const char *s);
+/* Start a response map of @n_extra fields after id (when @has_id) and ok. */
+void hub_pack_head(msgpack_packer *pk, bool has_id, uint64_t id, bool ok, unsigned n_extra);
+/* A complete error response {id?, ok: false, code, error: @msg, leader?}
+ * (@leader NULL: no leader field). */
+void hub_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code, const char *msg,
+                    const char *leader);
 
 /* ======================================================================
  * cluster.c — cluster.status/add/remove/transfer (PROTOCOL.md "Cluster"),

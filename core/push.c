@@ -96,28 +96,17 @@ static void schedule(push_t *p);
 
 /* ----------------------------------------------------------- packing */
 
-static void pack_str(msgpack_packer *pk, const char *s, size_t n)
-{
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_cstr(msgpack_packer *pk, const char *s)
-{
-    pack_str(pk, s, strlen(s));
-}
-
 /* {"push": kind, topic, subscription, ...@n_extra more fields} */
 static void pack_push_head(msgpack_packer *pk, const sub_t *sb, const char *kind,
                            unsigned n_extra)
 {
     msgpack_pack_map(pk, 3 + n_extra);
-    pack_cstr(pk, "push");
-    pack_cstr(pk, kind);
-    pack_cstr(pk, "topic");
-    pack_str(pk, sb->topic, sb->tl);
-    pack_cstr(pk, "subscription");
-    pack_str(pk, sb->name, sb->nl);
+    hub_pack_str(pk, "push");
+    hub_pack_str(pk, kind);
+    hub_pack_str(pk, "topic");
+    fsm_pack_str(pk, sb->topic, sb->tl);
+    hub_pack_str(pk, "subscription");
+    fsm_pack_str(pk, sb->name, sb->nl);
 }
 
 static bool present(const msgpack_object *o)
@@ -128,31 +117,31 @@ static bool present(const msgpack_object *o)
 static void pack_msg(msgpack_packer *pk, const fsm_push_msg_t *m, uint32_t attempt)
 {
     msgpack_pack_map(pk, 8);
-    pack_cstr(pk, "msg_id");
-    pack_str(pk, m->msg_id, m->msg_id_len);
-    pack_cstr(pk, "seq");
+    hub_pack_str(pk, "msg_id");
+    fsm_pack_str(pk, m->msg_id, m->msg_id_len);
+    hub_pack_str(pk, "seq");
     msgpack_pack_uint64(pk, m->seq);
-    pack_cstr(pk, "body");
+    hub_pack_str(pk, "body");
     msgpack_pack_bin(pk, m->body_len);
     msgpack_pack_bin_body(pk, m->body, m->body_len);
-    pack_cstr(pk, "tags");
+    hub_pack_str(pk, "tags");
     if (present(m->tags))
         msgpack_pack_object(pk, *m->tags);
     else
         msgpack_pack_array(pk, 0);
-    pack_cstr(pk, "key");
+    hub_pack_str(pk, "key");
     if (present(m->key))
         msgpack_pack_object(pk, *m->key);
     else
         msgpack_pack_nil(pk);
-    pack_cstr(pk, "attrs");
+    hub_pack_str(pk, "attrs");
     if (present(m->attrs))
         msgpack_pack_object(pk, *m->attrs);
     else
         msgpack_pack_map(pk, 0);
-    pack_cstr(pk, "published_at");
+    hub_pack_str(pk, "published_at");
     msgpack_pack_uint64(pk, m->published_at);
-    pack_cstr(pk, "attempt");
+    hub_pack_str(pk, "attempt");
     msgpack_pack_uint32(pk, attempt);
 }
 
@@ -169,13 +158,13 @@ static void send_closed(push_t *p, consumer_t *c, int code, const char *why)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     pack_push_head(&pk, c->sub, "closed", leader != NULL ? 3 : 2);
-    pack_cstr(&pk, "code");
-    pack_cstr(&pk, mqhub_err_name(code));
-    pack_cstr(&pk, "error");
-    pack_cstr(&pk, why);
+    hub_pack_str(&pk, "code");
+    hub_pack_str(&pk, mqhub_err_name(code));
+    hub_pack_str(&pk, "error");
+    hub_pack_str(&pk, why);
     if (leader != NULL) {
-        pack_cstr(&pk, "leader");
-        pack_cstr(&pk, leader);
+        hub_pack_str(&pk, "leader");
+        hub_pack_str(&pk, leader);
     }
     c->cb(c->cb_arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -337,17 +326,17 @@ static void propose_dead(push_t *p, sub_t *sb, flight_t *f)
     msgpack_sbuffer_init(&buf);
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 6);
-    pack_cstr(&pk, "op");
-    pack_cstr(&pk, "sub.dead");
-    pack_cstr(&pk, "id");
+    hub_pack_str(&pk, "op");
+    hub_pack_str(&pk, "sub.dead");
+    hub_pack_str(&pk, "id");
     msgpack_pack_uint64(&pk, 0);
-    pack_cstr(&pk, "topic");
-    pack_str(&pk, sb->topic, sb->tl);
-    pack_cstr(&pk, "subscription");
-    pack_str(&pk, sb->name, sb->nl);
-    pack_cstr(&pk, "seq");
+    hub_pack_str(&pk, "topic");
+    fsm_pack_str(&pk, sb->topic, sb->tl);
+    hub_pack_str(&pk, "subscription");
+    fsm_pack_str(&pk, sb->name, sb->nl);
+    hub_pack_str(&pk, "seq");
     msgpack_pack_uint64(&pk, f->seq);
-    pack_cstr(&pk, "attempts");
+    hub_pack_str(&pk, "attempts");
     msgpack_pack_uint32(&pk, f->attempt);
     if (replica_submit(p->replica, buf.data, buf.size, on_dead_done, d) == 0)
         f->dead = true;
@@ -440,7 +429,7 @@ static void frame_send(consumer_t *c)
     msgpack_sbuffer_init(&head);
     msgpack_packer_init(&pk, &head, msgpack_sbuffer_write);
     pack_push_head(&pk, c->sub, "messages", 1);
-    pack_cstr(&pk, "msgs");
+    hub_pack_str(&pk, "msgs");
     msgpack_pack_array(&pk, c->n_out);
     msgpack_sbuffer_write(&head, c->sb.data, c->sb.size);
     msgpack_sbuffer_destroy(&c->sb);

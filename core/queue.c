@@ -37,7 +37,6 @@
 #include "internal.h"
 
 #define META_QID "#qid"
-#define NAME_MAX_LEN 64
 #define ID_MAX_LEN 128        /* group and dedup_id */
 #define DEDUP_WINDOW_MS 300000
 #define TICK_BUDGET 10000     /* removals per tick */
@@ -51,7 +50,7 @@ enum msg_state { MS_READY, MS_DELAYED, MS_INFLIGHT, MS_DELETED };
 struct attrs {
     uint64_t visibility_timeout, polling_wait, max_msg_size, retention, rewind_window;
     uint64_t max_backlog, delay, dlq_max;
-    char dlq[NAME_MAX_LEN + 1]; /* "" when none */
+    char dlq[FSM_NAME_MAX + 1]; /* "" when none */
     bool ordered;
 };
 
@@ -70,7 +69,7 @@ struct group {
 };
 
 typedef struct queue {
-    char name[NAME_MAX_LEN + 1];
+    char name[FSM_NAME_MAX + 1];
     size_t nlen;
     uint64_t id, next_seq;
     struct attrs a;
@@ -148,50 +147,10 @@ static int cmp_dedup(const void *a, const void *b)
     return cmp_u64(&((const struct dedup_ref *)a)->at, &((const struct dedup_ref *)b)->at);
 }
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (56 - 8 * i));
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void msg_key(unsigned char k[KEY_LEN], char prefix, uint64_t qid, uint64_t seq)
-{
-    k[0] = (unsigned char)prefix;
-    put_be64(k + 1, qid);
-    put_be64(k + 9, seq);
-}
-
 static void qput(queues_t *qs, const void *k, size_t kl, const void *v, size_t vl)
 {
     if (store_put(qs->st, k, kl, v, vl) != 0)
         qs->failed = true;
-}
-
-static void reply_uint(fsm_cmd_t *c, const char *key, uint64_t v)
-{
-    fsm_reply_key(c, key);
-    if (c->pk)
-        msgpack_pack_uint64(c->pk, v);
-}
-
-static void pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t v)
-{
-    fsm_pack_str(pk, key, strlen(key));
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *key, const char *s, size_t len)
-{
-    fsm_pack_str(pk, key, strlen(key));
-    fsm_pack_str(pk, s, len);
 }
 
 /* ---- queue records ---- */
@@ -225,7 +184,7 @@ static void queue_save(queues_t *qs, queue_t *q)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    unsigned char k[1 + NAME_MAX_LEN];
+    unsigned char k[1 + FSM_NAME_MAX];
     const struct attrs *a = &q->a;
     const struct stats *s = &q->s;
     msgpack_sbuffer_init(&sb);
@@ -262,7 +221,7 @@ static int queue_decode(queue_t *q, const char *v, size_t vl)
             goto out;
         nums[i] = o[i].via.u64;
     }
-    if (o[17].type != MSGPACK_OBJECT_STR || o[17].via.str.size > NAME_MAX_LEN ||
+    if (o[17].type != MSGPACK_OBJECT_STR || o[17].via.str.size > FSM_NAME_MAX ||
         o[18].type != MSGPACK_OBJECT_BOOLEAN)
         goto out;
     q->id = nums[0], q->next_seq = nums[1];
@@ -419,7 +378,7 @@ static int msg_load(queues_t *qs, const queue_t *q, uint64_t seq, struct msg *m)
 {
     unsigned char k[KEY_LEN];
     size_t vl;
-    msg_key(k, 'M', q->id, seq);
+    fsm_key_id_seq(k, 'M', q->id, seq);
     m->raw = store_get(qs->st, k, KEY_LEN, &vl);
     if (!m->raw) {
         msgpack_unpacked_init(&m->u);
@@ -453,7 +412,7 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
         msgpack_pack_nil(&pk);
     msgpack_pack_object(&pk, m->attrs);
     msgpack_pack_object(&pk, m->tags);
-    msg_key(k, 'M', q->id, m->seq);
+    fsm_key_id_seq(k, 'M', q->id, m->seq);
     qput(qs, k, KEY_LEN, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -461,9 +420,9 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
 static void msg_remove(queues_t *qs, const queue_t *q, uint64_t seq)
 {
     unsigned char k[KEY_LEN];
-    msg_key(k, 'M', q->id, seq);
+    fsm_key_id_seq(k, 'M', q->id, seq);
     store_del(qs->st, k, KEY_LEN);
-    msg_key(k, 'B', q->id, seq);
+    fsm_key_id_seq(k, 'B', q->id, seq);
     store_del(qs->st, k, KEY_LEN);
 }
 
@@ -631,7 +590,7 @@ static int rebuild_queue(void *arg, const char *k, size_t kl, const char *v, siz
 {
     struct rebuild *r = arg;
     queue_t *q = queue_alloc(k + 1, kl - 1);
-    if (!q || kl - 1 > NAME_MAX_LEN || queue_decode(q, v, vl) != 0 || queue_link(r->qs, q) != 0) {
+    if (!q || kl - 1 > FSM_NAME_MAX || queue_decode(q, v, vl) != 0 || queue_link(r->qs, q) != 0) {
         if (q)
             queue_destroy(q);
         r->rc = MQHUB_EINTERNAL;
@@ -646,7 +605,7 @@ static int rebuild_msg(void *arg, const char *k, size_t kl, const char *v, size_
     queue_t *q = r->q;
     struct msg m = {.raw = NULL};
     struct group *g;
-    if (kl != KEY_LEN || msg_decode(&m, get_be64((const unsigned char *)k + 9), v, vl) != 0) {
+    if (kl != KEY_LEN || msg_decode(&m, fsm_get_be64((const unsigned char *)k + 9), v, vl) != 0) {
         msg_free(&m);
         r->rc = MQHUB_EINTERNAL;
         return 1;
@@ -715,14 +674,14 @@ int queue_rebuild(queues_t *qs)
     free_all_queues(qs);
     qs->next_qid = 1;
     if ((v = store_get(qs->st, META_QID, strlen(META_QID), &vl)) && vl == 8)
-        qs->next_qid = get_be64(v);
+        qs->next_qid = fsm_get_be64(v);
     store_free(v);
     store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
     for (queue_t *q = qs->first; q && r.rc == 0; q = q->next) {
         unsigned char p[9];
         r.q = q;
         p[0] = 'M';
-        put_be64(p + 1, q->id);
+        fsm_put_be64(p + 1, q->id);
         store_scan(qs->st, p, 9, NULL, 0, rebuild_msg, &r);
         p[0] = 'D';
         store_scan(qs->st, p, 9, NULL, 0, rebuild_dedup, &r);
@@ -898,7 +857,7 @@ int queue_op_create(queues_t *qs, fsm_cmd_t *c)
         return fsm_fail(c, MQHUB_EINTERNAL, "out of memory");
     }
     unsigned char be[8];
-    put_be64(be, qs->next_qid);
+    fsm_put_be64(be, qs->next_qid);
     qput(qs, META_QID, strlen(META_QID), be, 8);
     mark_dirty(qs, q);
     return 0;
@@ -907,7 +866,7 @@ int queue_op_create(queues_t *qs, fsm_cmd_t *c)
 static void queue_del_records(queues_t *qs, queue_t *q, bool with_dedup)
 {
     unsigned char p[9];
-    put_be64(p + 1, q->id);
+    fsm_put_be64(p + 1, q->id);
     p[0] = 'M';
     store_del_prefix(qs->st, p, 9);
     p[0] = 'B';
@@ -921,7 +880,7 @@ static void queue_del_records(queues_t *qs, queue_t *q, bool with_dedup)
 int queue_op_delete(queues_t *qs, fsm_cmd_t *c)
 {
     queue_t *q;
-    unsigned char k[1 + NAME_MAX_LEN];
+    unsigned char k[1 + FSM_NAME_MAX];
     int rc = arg_queue(qs, c, "name", &q);
     if (rc)
         return rc;
@@ -967,14 +926,14 @@ static void pack_attrs(msgpack_packer *pk, const struct attrs *a, const char *ho
 {
     msgpack_pack_map(pk, (a->dlq[0] ? 9 : 8) + (hook ? 1 : 0));
     if (hook)
-        pack_kv_str(pk, "hook", hook, strlen(hook));
-    pack_kv_uint(pk, "visibility_timeout", a->visibility_timeout);
-    pack_kv_uint(pk, "polling_wait", a->polling_wait);
-    pack_kv_uint(pk, "max_msg_size", a->max_msg_size);
-    pack_kv_uint(pk, "retention", a->retention);
-    pack_kv_uint(pk, "rewind_window", a->rewind_window);
-    pack_kv_uint(pk, "max_backlog", a->max_backlog);
-    pack_kv_uint(pk, "delay", a->delay);
+        fsm_pack_kv_str(pk, "hook", hook, strlen(hook));
+    fsm_pack_kv_uint(pk, "visibility_timeout", a->visibility_timeout);
+    fsm_pack_kv_uint(pk, "polling_wait", a->polling_wait);
+    fsm_pack_kv_uint(pk, "max_msg_size", a->max_msg_size);
+    fsm_pack_kv_uint(pk, "retention", a->retention);
+    fsm_pack_kv_uint(pk, "rewind_window", a->rewind_window);
+    fsm_pack_kv_uint(pk, "max_backlog", a->max_backlog);
+    fsm_pack_kv_uint(pk, "delay", a->delay);
     fsm_pack_str(pk, "ordered", 7);
     if (a->ordered)
         msgpack_pack_true(pk);
@@ -983,8 +942,8 @@ static void pack_attrs(msgpack_packer *pk, const struct attrs *a, const char *ho
     if (a->dlq[0]) {
         fsm_pack_str(pk, "dead_letter", 11);
         msgpack_pack_map(pk, 2);
-        pack_kv_str(pk, "queue", a->dlq, strlen(a->dlq));
-        pack_kv_uint(pk, "max_receives", a->dlq_max);
+        fsm_pack_kv_str(pk, "queue", a->dlq, strlen(a->dlq));
+        fsm_pack_kv_uint(pk, "max_receives", a->dlq_max);
     }
 }
 
@@ -1007,7 +966,7 @@ static uint64_t oldest_age(queues_t *qs, const queue_t *q, uint64_t now)
     unsigned char p[9];
     uint64_t at = 0;
     p[0] = 'M';
-    put_be64(p + 1, q->id);
+    fsm_put_be64(p + 1, q->id);
     if (!store_scan(qs->st, p, 9, NULL, 0, first_live, &at))
         return 0;
     return now > at ? now - at : 0;
@@ -1026,62 +985,20 @@ int queue_op_get(queues_t *qs, fsm_cmd_t *c)
                                            : NULL);
     fsm_reply_key(c, "stats");
     msgpack_pack_map(c->pk, 8);
-    pack_kv_uint(c->pk, "ready", q->s.ready);
-    pack_kv_uint(c->pk, "inflight", q->s.inflight);
-    pack_kv_uint(c->pk, "delayed", q->s.delayed);
-    pack_kv_uint(c->pk, "retained", q->s.retained);
-    pack_kv_uint(c->pk, "oldest_age_ms", oldest_age(qs, q, c->now));
-    pack_kv_uint(c->pk, "sent_total", q->s.sent_total);
-    pack_kv_uint(c->pk, "received_total", q->s.received_total);
-    pack_kv_uint(c->pk, "deleted_total", q->s.deleted_total);
-    return 0;
-}
-
-struct list {
-    uint64_t offset, limit, total;
-    msgpack_packer *pk;
-};
-
-static int list_name(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    struct list *l = arg;
-    if (l->total >= l->offset && l->total - l->offset < l->limit)
-        fsm_pack_str(l->pk, k + 1, kl - 1);
-    l->total++;
+    fsm_pack_kv_uint(c->pk, "ready", q->s.ready);
+    fsm_pack_kv_uint(c->pk, "inflight", q->s.inflight);
+    fsm_pack_kv_uint(c->pk, "delayed", q->s.delayed);
+    fsm_pack_kv_uint(c->pk, "retained", q->s.retained);
+    fsm_pack_kv_uint(c->pk, "oldest_age_ms", oldest_age(qs, q, c->now));
+    fsm_pack_kv_uint(c->pk, "sent_total", q->s.sent_total);
+    fsm_pack_kv_uint(c->pk, "received_total", q->s.received_total);
+    fsm_pack_kv_uint(c->pk, "deleted_total", q->s.deleted_total);
     return 0;
 }
 
 int queue_op_list(queues_t *qs, fsm_cmd_t *c)
 {
-    const char *prefix;
-    size_t plen;
-    struct list l = {0, 100, 0, NULL};
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    char key[1 + NAME_MAX_LEN];
-    int rc;
-    if ((rc = fsm_arg_str(c, c->req, "prefix", false, &prefix, &plen)) ||
-        (rc = fsm_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &l.offset)) ||
-        (rc = fsm_arg_uint(c, c->req, "limit", 1, 1000, &l.limit)))
-        return rc;
-    if (!c->pk)
-        return 0;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    l.pk = &pk;
-    key[0] = 'Q';
-    if (plen <= NAME_MAX_LEN) { /* a longer prefix matches no name */
-        if (plen)
-            memcpy(key + 1, prefix, plen);
-        store_scan(qs->st, key, 1 + plen, NULL, 0, list_name, &l);
-    }
-    uint64_t shown = l.total > l.offset ? l.total - l.offset : 0;
-    fsm_reply_key(c, "queues");
-    msgpack_pack_array(c->pk, (uint32_t)(shown < l.limit ? shown : l.limit));
-    c->pk->callback(c->pk->data, sb.data, sb.size);
-    reply_uint(c, "total", l.total);
-    msgpack_sbuffer_destroy(&sb);
-    return 0;
+    return fsm_list_names(c, qs->st, 'Q', "queues");
 }
 
 /* ---- send ---- */
@@ -1108,7 +1025,7 @@ static bool dedup_lookup(queues_t *qs, const queue_t *q, const char *id, size_t 
     msgpack_unpacked u;
     bool hit = false;
     k[0] = 'D';
-    put_be64(k + 1, q->id);
+    fsm_put_be64(k + 1, q->id);
     memcpy(k + 9, id, len);
     char *v = store_get(qs->st, k, 9 + len, &vl);
     if (!v)
@@ -1139,7 +1056,7 @@ static void dedup_store(queues_t *qs, queue_t *q, const char *id, size_t len, ui
     msgpack_packer pk;
     struct dedup_ref d = {now, malloc(len), len};
     k[0] = 'D';
-    put_be64(k + 1, q->id);
+    fsm_put_be64(k + 1, q->id);
     memcpy(k + 9, id, len);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -1180,7 +1097,7 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
         ready_add(qs, q, m);
     }
     msg_save(qs, q, m);
-    msg_key(k, 'B', q->id, m->seq);
+    fsm_key_id_seq(k, 'B', q->id, m->seq);
     qput(qs, k, KEY_LEN, body, blen);
 }
 
@@ -1279,8 +1196,8 @@ int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t
 
 static void pack_sent(msgpack_packer *pk, const struct sent *s)
 {
-    pack_kv_str(pk, "msg_id", s->msg_id, strlen(s->msg_id));
-    pack_kv_uint(pk, "seq", s->seq);
+    fsm_pack_kv_str(pk, "msg_id", s->msg_id, strlen(s->msg_id));
+    fsm_pack_kv_uint(pk, "seq", s->seq);
 }
 
 int queue_op_send(queues_t *qs, fsm_cmd_t *c)
@@ -1297,38 +1214,30 @@ int queue_op_send(queues_t *qs, fsm_cmd_t *c)
     return 0;
 }
 
+struct batch {
+    queues_t *qs;
+    queue_t *q;
+};
+
+static int send_item(void *arg, fsm_cmd_t *c, const msgpack_object *mm)
+{
+    struct batch *b = arg;
+    struct sent s;
+    int rc = mm->type == MSGPACK_OBJECT_MAP
+                 ? send_one(b->qs, b->q, c, mm, &s)
+                 : fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs': each message must be a map");
+    if (rc == 0 && c->pk) {
+        msgpack_pack_map(c->pk, 2);
+        pack_sent(c->pk, &s);
+    }
+    return rc;
+}
+
 int queue_op_send_batch(queues_t *qs, fsm_cmd_t *c)
 {
-    queue_t *q;
-    const msgpack_object *msgs = fsm_arg(c->req, "msgs");
-    int rc = arg_queue(qs, c, "queue", &q);
-    if (rc)
-        return rc;
-    if (!msgs || msgs->type != MSGPACK_OBJECT_ARRAY || msgs->via.array.size < 1 ||
-        msgs->via.array.size > BATCH_MAX)
-        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs' must be an array of 1-%d maps",
-                        BATCH_MAX);
-    fsm_reply_key(c, "results");
-    if (c->pk)
-        msgpack_pack_array(c->pk, msgs->via.array.size);
-    for (uint32_t i = 0; i < msgs->via.array.size; i++) {
-        const msgpack_object *mm = &msgs->via.array.ptr[i];
-        struct sent s;
-        rc = mm->type == MSGPACK_OBJECT_MAP
-                 ? send_one(qs, q, c, mm, &s)
-                 : fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs': each message must be a map");
-        if (!c->pk)
-            continue;
-        msgpack_pack_map(c->pk, 2);
-        if (rc == 0) {
-            pack_sent(c->pk, &s);
-        } else {
-            const char *code = mqhub_err_name(rc);
-            pack_kv_str(c->pk, "code", code, strlen(code));
-            pack_kv_str(c->pk, "error", c->err, strlen(c->err));
-        }
-    }
-    return 0;
+    struct batch b = {.qs = qs};
+    int rc = arg_queue(qs, c, "queue", &b.q);
+    return rc ? rc : fsm_batch(c, "msgs", "maps", BATCH_MAX, send_item, &b);
 }
 
 /* ---- receive ---- */
@@ -1381,14 +1290,14 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
     unsigned char k[KEY_LEN];
     char receipt[64];
     size_t blen = 0;
-    msg_key(k, 'B', q->id, m->seq);
+    fsm_key_id_seq(k, 'B', q->id, m->seq);
     char *body = store_get(qs->st, k, KEY_LEN, &blen);
     receipt_make(receipt, sizeof(receipt), q, m);
     bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
     msgpack_pack_map(pk, 9 + m->has_group + tags);
-    pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
-    pack_kv_uint(pk, "seq", m->seq);
-    pack_kv_str(pk, "receipt", receipt, strlen(receipt));
+    fsm_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
+    fsm_pack_kv_uint(pk, "seq", m->seq);
+    fsm_pack_kv_str(pk, "receipt", receipt, strlen(receipt));
     fsm_pack_str(pk, "body", 4);
     msgpack_pack_bin(pk, blen);
     msgpack_pack_bin_body(pk, body ? body : "", blen);
@@ -1398,15 +1307,15 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
     else
         msgpack_pack_map(pk, 0);
     if (m->has_group)
-        pack_kv_str(pk, "group", m->group, m->glen);
+        fsm_pack_kv_str(pk, "group", m->group, m->glen);
     if (tags) {
         fsm_pack_str(pk, "tags", 4);
         msgpack_pack_object(pk, m->tags);
     }
-    pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
-    pack_kv_uint(pk, "first_received_at", m->first_received_at);
-    pack_kv_uint(pk, "next_visible_at", m->visible_at);
-    pack_kv_uint(pk, "receive_count", m->rc);
+    fsm_pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
+    fsm_pack_kv_uint(pk, "first_received_at", m->first_received_at);
+    fsm_pack_kv_uint(pk, "next_visible_at", m->visible_at);
+    fsm_pack_kv_uint(pk, "receive_count", m->rc);
     store_free(body);
 }
 
@@ -1417,7 +1326,7 @@ static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
     unsigned char k[KEY_LEN];
     size_t blen = 0;
     struct msg nm = {.raw = NULL};
-    msg_key(k, 'B', q->id, m->seq);
+    fsm_key_id_seq(k, 'B', q->id, m->seq);
     char *body = store_get(qs->st, k, KEY_LEN, &blen);
     memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
     nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
@@ -1529,43 +1438,26 @@ static void delete_one(queues_t *qs, queue_t *q, struct msg *m, uint64_t now)
     heap_push(&q->deleted, &s);
 }
 
+static int delete_item(void *arg, fsm_cmd_t *c, const msgpack_object *r)
+{
+    struct batch *b = arg;
+    struct msg m = {.raw = NULL};
+    int rc = r->type != MSGPACK_OBJECT_STR
+                 ? fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'receipts': each receipt must be a string")
+                 : receipt_check(b->qs, c, b->q, r->via.str.ptr, r->via.str.size, &m);
+    if (rc == 0)
+        delete_one(b->qs, b->q, &m, c->now);
+    msg_free(&m);
+    if (rc == 0 && c->pk)
+        fsm_pack_ok_item(c->pk);
+    return rc;
+}
+
 int queue_op_delete_msgs(queues_t *qs, fsm_cmd_t *c)
 {
-    queue_t *q;
-    const msgpack_object *rs = fsm_arg(c->req, "receipts");
-    int rc = arg_queue(qs, c, "queue", &q);
-    if (rc)
-        return rc;
-    if (!rs || rs->type != MSGPACK_OBJECT_ARRAY || rs->via.array.size < 1 ||
-        rs->via.array.size > BATCH_MAX)
-        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'receipts' must be an array of 1-%d strings",
-                        BATCH_MAX);
-    fsm_reply_key(c, "results");
-    if (c->pk)
-        msgpack_pack_array(c->pk, rs->via.array.size);
-    for (uint32_t i = 0; i < rs->via.array.size; i++) {
-        const msgpack_object *r = &rs->via.array.ptr[i];
-        struct msg m = {.raw = NULL};
-        rc = r->type != MSGPACK_OBJECT_STR
-                 ? fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'receipts': each receipt must be a string")
-                 : receipt_check(qs, c, q, r->via.str.ptr, r->via.str.size, &m);
-        if (rc == 0)
-            delete_one(qs, q, &m, c->now);
-        msg_free(&m);
-        if (!c->pk)
-            continue;
-        if (rc == 0) {
-            msgpack_pack_map(c->pk, 1);
-            fsm_pack_str(c->pk, "ok", 2);
-            msgpack_pack_true(c->pk);
-        } else {
-            const char *code = mqhub_err_name(rc);
-            msgpack_pack_map(c->pk, 2);
-            pack_kv_str(c->pk, "code", code, strlen(code));
-            pack_kv_str(c->pk, "error", c->err, strlen(c->err));
-        }
-    }
-    return 0;
+    struct batch b = {.qs = qs};
+    int rc = arg_queue(qs, c, "queue", &b.q);
+    return rc ? rc : fsm_batch(c, "receipts", "strings", BATCH_MAX, delete_item, &b);
 }
 
 int queue_op_change_visibility(queues_t *qs, fsm_cmd_t *c)
@@ -1590,7 +1482,7 @@ int queue_op_change_visibility(queues_t *qs, fsm_cmd_t *c)
             timer_add(qs, q, m.visible_at, m.seq);
         }
         msg_save(qs, q, &m);
-        reply_uint(c, "next_visible_at", m.visible_at);
+        fsm_reply_uint(c, "next_visible_at", m.visible_at);
     }
     msg_free(&m);
     return rc;
@@ -1607,7 +1499,7 @@ static int rewind_visit(void *arg, const char *k, size_t kl, const char *v, size
 {
     struct rewind *r = arg;
     struct msg m = {.raw = NULL};
-    if (msg_decode(&m, get_be64((const unsigned char *)k + 9), v, vl) == 0 &&
+    if (msg_decode(&m, fsm_get_be64((const unsigned char *)k + 9), v, vl) == 0 &&
         m.enqueued_at >= r->time) {
         r->count++;
         if (m.st != MS_READY)
@@ -1631,7 +1523,7 @@ int queue_op_rewind(queues_t *qs, fsm_cmd_t *c)
         return fsm_fail(c, MQHUB_EBAD_REQUEST,
                         "give field 'time' (ms since epoch) or 'seq' to rewind from");
     heap_init(&r.seqs, sizeof(uint64_t), cmp_u64);
-    msg_key(from, 'M', q->id, seq);
+    fsm_key_id_seq(from, 'M', q->id, seq);
     store_scan(qs->st, from, 9, from, KEY_LEN, rewind_visit, &r);
     while (heap_pop(&r.seqs, &seq) == 0) {
         struct msg m;
@@ -1645,7 +1537,7 @@ int queue_op_rewind(queues_t *qs, fsm_cmd_t *c)
         msg_free(&m);
     }
     heap_free(&r.seqs);
-    reply_uint(c, "rewound", r.count);
+    fsm_reply_uint(c, "rewound", r.count);
     return 0;
 }
 
@@ -1662,7 +1554,7 @@ static int expired_visit(void *arg, const char *k, size_t kl, const char *v, siz
     struct msg m = {.raw = NULL};
     int stop = 1;
     if (heap_len(&e->seqs) < e->budget &&
-        msg_decode(&m, get_be64((const unsigned char *)k + 9), v, vl) == 0 &&
+        msg_decode(&m, fsm_get_be64((const unsigned char *)k + 9), v, vl) == 0 &&
         m.enqueued_at + e->retention_ms <= e->now) {
         heap_push(&e->seqs, &m.seq);
         stop = 0;
@@ -1677,7 +1569,7 @@ static uint64_t expire_retention(queues_t *qs, queue_t *q, uint64_t now, uint64_
     unsigned char p[9];
     uint64_t seq, n = 0;
     p[0] = 'M';
-    put_be64(p + 1, q->id);
+    fsm_put_be64(p + 1, q->id);
     heap_init(&e.seqs, sizeof(uint64_t), cmp_u64);
     store_scan(qs->st, p, 9, NULL, 0, expired_visit, &e);
     while (heap_pop(&e.seqs, &seq) == 0) {
@@ -1720,7 +1612,7 @@ static uint64_t expire_dedup(queues_t *qs, queue_t *q, uint64_t now, uint64_t bu
         size_t vl;
         heap_pop(&q->dedup, &d);
         k[0] = 'D';
-        put_be64(k + 1, q->id);
+        fsm_put_be64(k + 1, q->id);
         memcpy(k + 9, d.id, d.len);
         unsigned char *v = store_get(qs->st, k, 9 + d.len, &vl);
         msgpack_unpacked u;

@@ -1027,6 +1027,8 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
         replica_free(r);
         return MQHUB_EINTERNAL;
     }
+    if (getenv("PERF2_SEG"))
+        raft_uv_set_segment_size(&r->io, (size_t)atoi(getenv("PERF2_SEG")) << 20);
     rv = raft_init(&r->raft, snapshot_io_wrap(&r->snapio, &r->io, loop, fsm), &r->wrap, cfg->id,
                    cfg->raft_address);
     if (rv != 0) {

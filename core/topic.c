@@ -35,7 +35,6 @@
 
 #define META_TID "#tid"
 #define META_SID "#sid"
-#define NAME_MAX_LEN 64
 #define TAGS_MAX 5
 #define TAG_MAX_LEN 64
 #define KEY_MAX_LEN 255
@@ -64,7 +63,7 @@ struct sstats {
 typedef struct topic topic_t;
 
 typedef struct sub {
-    char name[NAME_MAX_LEN + 1];
+    char name[FSM_NAME_MAX + 1];
     size_t nlen;
     uint64_t id;
     topic_t *t;
@@ -79,7 +78,7 @@ typedef struct sub {
 } sub_t;
 
 struct topic {
-    char name[NAME_MAX_LEN + 1];
+    char name[FSM_NAME_MAX + 1];
     size_t nlen;
     uint64_t id, next_seq, first_seq, retained, published_total;
     uint64_t first_at;         /* published_at of first_seq (memory only) */
@@ -116,27 +115,6 @@ static const msgpack_object nil_obj = {.type = MSGPACK_OBJECT_NIL};
 
 /* ---- small helpers ---- */
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (56 - 8 * i));
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void key17(unsigned char k[KEY_LEN], char prefix, uint64_t id, uint64_t seq)
-{
-    k[0] = (unsigned char)prefix;
-    put_be64(k + 1, id);
-    put_be64(k + 9, seq);
-}
-
 static void tput(topics_t *ts, const void *k, size_t kl, const void *v, size_t vl)
 {
     if (store_put(ts->st, k, kl, v, vl) != 0)
@@ -146,7 +124,7 @@ static void tput(topics_t *ts, const void *k, size_t kl, const void *v, size_t v
 static void put_meta(topics_t *ts, const char *key, uint64_t v)
 {
     unsigned char be[8];
-    put_be64(be, v);
+    fsm_put_be64(be, v);
     tput(ts, key, strlen(key), be, 8);
 }
 
@@ -154,28 +132,9 @@ static uint64_t get_meta(topics_t *ts, const char *key)
 {
     size_t vl;
     unsigned char *v = store_get(ts->st, key, strlen(key), &vl);
-    uint64_t x = v && vl == 8 ? get_be64(v) : 1;
+    uint64_t x = v && vl == 8 ? fsm_get_be64(v) : 1;
     store_free(v);
     return x;
-}
-
-static void pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t v)
-{
-    fsm_pack_str(pk, key, strlen(key));
-    msgpack_pack_uint64(pk, v);
-}
-
-static void pack_kv_str(msgpack_packer *pk, const char *key, const char *s, size_t len)
-{
-    fsm_pack_str(pk, key, strlen(key));
-    fsm_pack_str(pk, s, len);
-}
-
-static void reply_uint(fsm_cmd_t *c, const char *key, uint64_t v)
-{
-    fsm_reply_key(c, key);
-    if (c->pk)
-        msgpack_pack_uint64(c->pk, v);
 }
 
 static void pack_bool(msgpack_packer *pk, bool b)
@@ -190,14 +149,6 @@ static bool str_eq(const msgpack_object *o, const char *s, size_t len)
 {
     return o->type == MSGPACK_OBJECT_STR && o->via.str.size == len &&
            memcmp(o->via.str.ptr, s, len) == 0;
-}
-
-static void pack_err_entry(msgpack_packer *pk, int rc, const char *err)
-{
-    const char *code = mqhub_err_name(rc);
-    msgpack_pack_map(pk, 2);
-    pack_kv_str(pk, "code", code, strlen(code));
-    pack_kv_str(pk, "error", err, strlen(err));
 }
 
 /* ---- routing keys ---- */
@@ -274,7 +225,7 @@ static void topic_save(topics_t *ts, topic_t *t)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    unsigned char k[1 + NAME_MAX_LEN];
+    unsigned char k[1 + FSM_NAME_MAX];
     uint64_t nums[] = {t->id, t->next_seq, t->first_seq, t->a.max_msg_size, t->a.retention,
                        t->retained, t->published_total};
     msgpack_sbuffer_init(&sb);
@@ -314,7 +265,7 @@ static void sub_save(topics_t *ts, sub_t *s)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    unsigned char k[9 + NAME_MAX_LEN];
+    unsigned char k[9 + FSM_NAME_MAX];
     const struct sstats *x = &s->s;
     uint64_t nums[] = {x->matched_total, x->failed_total, x->pending, x->acked_total,
                        x->dead_lettered_total, x->dropped_total, x->expired_total, x->last_at};
@@ -329,7 +280,7 @@ static void sub_save(topics_t *ts, sub_t *s)
     fsm_pack_str(&pk, x->last_code, strlen(x->last_code));
     fsm_pack_str(&pk, x->last_error, strlen(x->last_error));
     k[0] = 'S';
-    put_be64(k + 1, s->t->id);
+    fsm_put_be64(k + 1, s->t->id);
     memcpy(k + 9, s->name, s->nlen);
     tput(ts, k, 9 + s->nlen, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -396,7 +347,7 @@ static int tmsg_load(topics_t *ts, const topic_t *t, uint64_t seq, struct tmsg *
     size_t vl;
     const msgpack_object *o;
     msgpack_unpacked_init(&tm->u);
-    key17(k, 'P', t->id, seq);
+    fsm_key_id_seq(k, 'P', t->id, seq);
     if (!(tm->raw = store_get(ts->st, k, KEY_LEN, &vl)))
         return MQHUB_ENOT_FOUND;
     if (msgpack_unpack_next(&tm->u, tm->raw, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
@@ -438,7 +389,7 @@ static void tmsg_save(topics_t *ts, const topic_t *t, const fsm_push_msg_t *m)
     msgpack_pack_object(&pk, *m->attrs);
     msgpack_pack_bin(&pk, m->body_len);
     msgpack_pack_bin_body(&pk, m->body, m->body_len);
-    key17(k, 'P', t->id, m->seq);
+    fsm_key_id_seq(k, 'P', t->id, m->seq);
     tput(ts, k, KEY_LEN, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -630,7 +581,7 @@ struct rebuild {
 static int rebuild_topic(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct rebuild *r = arg;
-    topic_t *t = kl - 1 <= NAME_MAX_LEN ? topic_alloc(k + 1, kl - 1) : NULL;
+    topic_t *t = kl - 1 <= FSM_NAME_MAX ? topic_alloc(k + 1, kl - 1) : NULL;
     if (!t || topic_decode(t, v, vl) != 0 || topic_link(r->ts, t) != 0) {
         free(t);
         r->rc = MQHUB_EINTERNAL;
@@ -642,7 +593,7 @@ static int rebuild_topic(void *arg, const char *k, size_t kl, const char *v, siz
 static int rebuild_sub(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct rebuild *r = arg;
-    sub_t *s = kl - 9 <= NAME_MAX_LEN ? calloc(1, sizeof(*s)) : NULL;
+    sub_t *s = kl - 9 <= FSM_NAME_MAX ? calloc(1, sizeof(*s)) : NULL;
     if (!s || sub_decode(s, v, vl) != 0) {
         if (s)
             sub_destroy(s);
@@ -667,7 +618,7 @@ int topic_rebuild(topics_t *ts)
     for (topic_t *t = ts->first; t && r.rc == 0; t = t->next) {
         unsigned char p[9];
         p[0] = 'S';
-        put_be64(p + 1, t->id);
+        fsm_put_be64(p + 1, t->id);
         r.t = t;
         store_scan(ts->st, p, 9, NULL, 0, rebuild_sub, &r);
         topic_load_first_at(ts, t);
@@ -774,7 +725,7 @@ static int sub_match(topics_t *ts, const sub_t *s, const fsm_push_msg_t *m, bool
 
 static void pending_key(unsigned char k[KEY_LEN], const sub_t *s, uint64_t seq)
 {
-    key17(k, 'W', s->id, seq);
+    fsm_key_id_seq(k, 'W', s->id, seq);
 }
 
 static bool pending_has(topics_t *ts, const sub_t *s, uint64_t seq)
@@ -916,12 +867,12 @@ int topic_op_create(topics_t *ts, fsm_cmd_t *c)
 
 static void sub_del_records(topics_t *ts, const sub_t *s)
 {
-    unsigned char p[9 + NAME_MAX_LEN];
+    unsigned char p[9 + FSM_NAME_MAX];
     p[0] = 'W';
-    put_be64(p + 1, s->id);
+    fsm_put_be64(p + 1, s->id);
     store_del_prefix(ts->st, p, 9);
     p[0] = 'S';
-    put_be64(p + 1, s->t->id);
+    fsm_put_be64(p + 1, s->t->id);
     memcpy(p + 9, s->name, s->nlen);
     store_del(ts->st, p, 9 + s->nlen);
 }
@@ -929,14 +880,14 @@ static void sub_del_records(topics_t *ts, const sub_t *s)
 int topic_op_delete(topics_t *ts, fsm_cmd_t *c)
 {
     topic_t *t;
-    unsigned char k[1 + NAME_MAX_LEN];
+    unsigned char k[1 + FSM_NAME_MAX];
     int rc = arg_topic(ts, c, "name", &t);
     if (rc)
         return rc;
     for (sub_t *s = t->subs; s; s = s->next)
         sub_del_records(ts, s);
     k[0] = 'P';
-    put_be64(k + 1, t->id);
+    fsm_put_be64(k + 1, t->id);
     store_del_prefix(ts->st, k, 9);
     trec_key(k, t);
     store_del(ts->st, k, 1 + t->nlen);
@@ -982,66 +933,23 @@ int topic_op_get(topics_t *ts, fsm_cmd_t *c)
     fsm_reply_key(c, "attrs");
     msgpack_pack_map(c->pk, hook ? 3 : 2);
     if (hook)
-        pack_kv_str(c->pk, "hook", hook, strlen(hook));
-    pack_kv_uint(c->pk, "max_msg_size", t->a.max_msg_size);
-    pack_kv_uint(c->pk, "retention", t->a.retention);
+        fsm_pack_kv_str(c->pk, "hook", hook, strlen(hook));
+    fsm_pack_kv_uint(c->pk, "max_msg_size", t->a.max_msg_size);
+    fsm_pack_kv_uint(c->pk, "retention", t->a.retention);
     fsm_reply_key(c, "stats");
     msgpack_pack_map(c->pk, 4);
-    pack_kv_uint(c->pk, "retained", t->retained);
-    pack_kv_uint(c->pk, "published_total", t->published_total);
-    pack_kv_uint(c->pk, "first_seq", t->first_seq);
-    pack_kv_uint(c->pk, "last_seq", t->next_seq - 1);
+    fsm_pack_kv_uint(c->pk, "retained", t->retained);
+    fsm_pack_kv_uint(c->pk, "published_total", t->published_total);
+    fsm_pack_kv_uint(c->pk, "first_seq", t->first_seq);
+    fsm_pack_kv_uint(c->pk, "last_seq", t->next_seq - 1);
     fsm_reply_key(c, "subscriptions");
     pack_names(c->pk, t);
     return 0;
 }
 
-struct list {
-    uint64_t offset, limit, total;
-    msgpack_packer *pk;
-};
-
-static int list_name(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    struct list *l = arg;
-    (void)v, (void)vl;
-    if (l->total >= l->offset && l->total - l->offset < l->limit)
-        fsm_pack_str(l->pk, k + 1, kl - 1);
-    l->total++;
-    return 0;
-}
-
 int topic_op_list(topics_t *ts, fsm_cmd_t *c)
 {
-    const char *prefix;
-    size_t plen;
-    struct list l = {0, 100, 0, NULL};
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    char key[1 + NAME_MAX_LEN];
-    int rc;
-    if ((rc = fsm_arg_str(c, c->req, "prefix", false, &prefix, &plen)) ||
-        (rc = fsm_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &l.offset)) ||
-        (rc = fsm_arg_uint(c, c->req, "limit", 1, 1000, &l.limit)))
-        return rc;
-    if (!c->pk)
-        return 0;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    l.pk = &pk;
-    key[0] = 'T';
-    if (plen <= NAME_MAX_LEN) {
-        if (plen)
-            memcpy(key + 1, prefix, plen);
-        store_scan(ts->st, key, 1 + plen, NULL, 0, list_name, &l);
-    }
-    uint64_t shown = l.total > l.offset ? l.total - l.offset : 0;
-    fsm_reply_key(c, "topics");
-    msgpack_pack_array(c->pk, (uint32_t)(shown < l.limit ? shown : l.limit));
-    c->pk->callback(c->pk->data, sb.data, sb.size);
-    reply_uint(c, "total", l.total);
-    msgpack_sbuffer_destroy(&sb);
-    return 0;
+    return fsm_list_names(c, ts->st, 'T', "topics");
 }
 
 /* ---- publish ---- */
@@ -1127,9 +1035,9 @@ static int publish_one(topics_t *ts, topic_t *t, fsm_cmd_t *c, const msgpack_obj
 
 static void pack_published(msgpack_packer *pk, const struct published *p)
 {
-    pack_kv_str(pk, "msg_id", p->msg_id, strlen(p->msg_id));
-    pack_kv_uint(pk, "seq", p->seq);
-    pack_kv_uint(pk, "delivered", p->delivered);
+    fsm_pack_kv_str(pk, "msg_id", p->msg_id, strlen(p->msg_id));
+    fsm_pack_kv_uint(pk, "seq", p->seq);
+    fsm_pack_kv_uint(pk, "delivered", p->delivered);
 }
 
 int topic_op_publish(topics_t *ts, fsm_cmd_t *c)
@@ -1146,36 +1054,31 @@ int topic_op_publish(topics_t *ts, fsm_cmd_t *c)
     return 0;
 }
 
+struct batch {
+    topics_t *ts;
+    topic_t *t;
+    sub_t *s;
+};
+
+static int publish_item(void *arg, fsm_cmd_t *c, const msgpack_object *mm)
+{
+    struct batch *b = arg;
+    struct published p;
+    int rc = mm->type == MSGPACK_OBJECT_MAP
+                 ? publish_one(b->ts, b->t, c, mm, &p)
+                 : fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs': each message must be a map");
+    if (rc == 0 && c->pk) {
+        msgpack_pack_map(c->pk, 3);
+        pack_published(c->pk, &p);
+    }
+    return rc;
+}
+
 int topic_op_publish_batch(topics_t *ts, fsm_cmd_t *c)
 {
-    topic_t *t;
-    const msgpack_object *msgs = fsm_arg(c->req, "msgs");
-    int rc = arg_topic(ts, c, "topic", &t);
-    if (rc)
-        return rc;
-    if (!msgs || msgs->type != MSGPACK_OBJECT_ARRAY || msgs->via.array.size < 1 ||
-        msgs->via.array.size > BATCH_MAX)
-        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs' must be an array of 1-%d maps",
-                        BATCH_MAX);
-    fsm_reply_key(c, "results");
-    if (c->pk)
-        msgpack_pack_array(c->pk, msgs->via.array.size);
-    for (uint32_t i = 0; i < msgs->via.array.size; i++) {
-        const msgpack_object *mm = &msgs->via.array.ptr[i];
-        struct published p;
-        rc = mm->type == MSGPACK_OBJECT_MAP
-                 ? publish_one(ts, t, c, mm, &p)
-                 : fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs': each message must be a map");
-        if (!c->pk)
-            continue;
-        if (rc == 0) {
-            msgpack_pack_map(c->pk, 3);
-            pack_published(c->pk, &p);
-        } else {
-            pack_err_entry(c->pk, rc, c->err);
-        }
-    }
-    return 0;
+    struct batch b = {.ts = ts};
+    int rc = arg_topic(ts, c, "topic", &b.t);
+    return rc ? rc : fsm_batch(c, "msgs", "maps", BATCH_MAX, publish_item, &b);
 }
 
 bool topic_exists(topics_t *ts, const char *name, size_t len)
@@ -1200,7 +1103,7 @@ int topic_publish_internal(topics_t *ts, fsm_cmd_t *c, const char *name, size_t 
 void topic_script_users(topics_t *ts, const char *script, size_t len,
                         void (*fn)(void *arg, const char *user), void *arg)
 {
-    char user[2 * NAME_MAX_LEN + 2];
+    char user[2 * FSM_NAME_MAX + 2];
     for (topic_t *t = ts->first; t; t = t->next) {
         for (sub_t *s = t->subs; s; s = s->next) {
             if (str_eq(&s->cf[CF_SCRIPT], script, len)) {
@@ -1240,7 +1143,7 @@ static int collect_seq(void *arg, const char *k, size_t kl, const char *v, size_
         s->v = nv;
         s->cap = cap;
     }
-    s->v[s->n++] = get_be64((const unsigned char *)k + 9);
+    s->v[s->n++] = fsm_get_be64((const unsigned char *)k + 9);
     return 0;
 }
 
@@ -1251,7 +1154,7 @@ static uint64_t replay(topics_t *ts, fsm_cmd_t *c, sub_t *s, uint64_t seq, uint6
     struct seqs list = {.time = time};
     unsigned char from[KEY_LEN];
     uint64_t n = 0;
-    key17(from, 'P', s->t->id, seq);
+    fsm_key_id_seq(from, 'P', s->t->id, seq);
     store_scan(ts->st, from, 9, from, KEY_LEN, collect_seq, &list);
     for (size_t i = 0; i < list.n; i++) {
         struct tmsg tm;
@@ -1271,7 +1174,7 @@ int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since
     unsigned char from[KEY_LEN];
     if (!t)
         return MQHUB_ENOT_FOUND;
-    key17(from, 'P', t->id, 0);
+    fsm_key_id_seq(from, 'P', t->id, 0);
     store_scan(ts->st, from, 9, from, KEY_LEN, collect_seq, &list);
     for (size_t i = 0; i < list.n; i++) {
         struct tmsg tm;
@@ -1489,7 +1392,7 @@ static int first_pending(void *arg, const char *k, size_t kl, const char *v, siz
 {
     (void)v, (void)vl;
     if (kl == KEY_LEN)
-        *(uint64_t *)arg = get_be64((const unsigned char *)k + 9);
+        *(uint64_t *)arg = fsm_get_be64((const unsigned char *)k + 9);
     return 1;
 }
 
@@ -1499,7 +1402,7 @@ static uint64_t sub_cursor(topics_t *ts, const sub_t *s)
     unsigned char p[9];
     uint64_t seq = s->t->next_seq;
     p[0] = 'W';
-    put_be64(p + 1, s->id);
+    fsm_put_be64(p + 1, s->id);
     store_scan(ts->st, p, 9, NULL, 0, first_pending, &seq);
     return seq;
 }
@@ -1522,15 +1425,15 @@ static void pack_sub_config(msgpack_packer *pk, const sub_t *s)
     msgpack_pack_object(pk, cf[CF_BINDINGS]);
     fsm_pack_str(pk, "filter_script", 13);
     msgpack_pack_object(pk, cf[CF_SCRIPT]);
-    pack_kv_str(pk, "filter_fallback", cf[CF_SKIP_ON_ERROR].via.boolean ? "skip" : "deliver",
+    fsm_pack_kv_str(pk, "filter_fallback", cf[CF_SKIP_ON_ERROR].via.boolean ? "skip" : "deliver",
                 cf[CF_SKIP_ON_ERROR].via.boolean ? 4 : 7);
     fsm_pack_str(pk, "retry", 5);
     msgpack_pack_map(pk, 4);
-    pack_kv_str(pk, "strategy", cf[CF_EXP].via.boolean ? "exponential" : "backoff",
+    fsm_pack_kv_str(pk, "strategy", cf[CF_EXP].via.boolean ? "exponential" : "backoff",
                 cf[CF_EXP].via.boolean ? 11 : 7);
-    pack_kv_uint(pk, "max_attempts", cf[CF_ATTEMPTS].via.u64);
-    pack_kv_uint(pk, "interval_ms", cf[CF_INTERVAL].via.u64);
-    pack_kv_uint(pk, "max_interval_ms", cf[CF_MAX_INTERVAL].via.u64);
+    fsm_pack_kv_uint(pk, "max_attempts", cf[CF_ATTEMPTS].via.u64);
+    fsm_pack_kv_uint(pk, "interval_ms", cf[CF_INTERVAL].via.u64);
+    fsm_pack_kv_uint(pk, "max_interval_ms", cf[CF_MAX_INTERVAL].via.u64);
     fsm_pack_str(pk, "dead_letter_queue", 17);
     msgpack_pack_object(pk, cf[CF_DLQ]);
     fsm_pack_str(pk, "from", 4);
@@ -1547,23 +1450,23 @@ static void pack_sub_stats(topics_t *ts, msgpack_packer *pk, const sub_t *s)
     const struct sstats *x = &s->s;
     bool push = sub_is_push(s);
     msgpack_pack_map(pk, 6 + (x->last_code[0] != 0) + 2 * push);
-    pack_kv_uint(pk, "matched_total", x->matched_total);
-    pack_kv_uint(pk, "failed_total", x->failed_total);
+    fsm_pack_kv_uint(pk, "matched_total", x->matched_total);
+    fsm_pack_kv_uint(pk, "failed_total", x->failed_total);
     if (x->last_code[0]) {
         fsm_pack_str(pk, "last_error", 10);
         msgpack_pack_map(pk, 3);
-        pack_kv_str(pk, "code", x->last_code, strlen(x->last_code));
-        pack_kv_str(pk, "error", x->last_error, strlen(x->last_error));
-        pack_kv_uint(pk, "at", x->last_at);
+        fsm_pack_kv_str(pk, "code", x->last_code, strlen(x->last_code));
+        fsm_pack_kv_str(pk, "error", x->last_error, strlen(x->last_error));
+        fsm_pack_kv_uint(pk, "at", x->last_at);
     }
     if (push) {
-        pack_kv_uint(pk, "pending", x->pending);
-        pack_kv_uint(pk, "cursor", sub_cursor(ts, s));
+        fsm_pack_kv_uint(pk, "pending", x->pending);
+        fsm_pack_kv_uint(pk, "cursor", sub_cursor(ts, s));
     }
-    pack_kv_uint(pk, "acked_total", x->acked_total);
-    pack_kv_uint(pk, "dead_lettered_total", x->dead_lettered_total);
-    pack_kv_uint(pk, "dropped_total", x->dropped_total);
-    pack_kv_uint(pk, "expired_total", x->expired_total);
+    fsm_pack_kv_uint(pk, "acked_total", x->acked_total);
+    fsm_pack_kv_uint(pk, "dead_lettered_total", x->dead_lettered_total);
+    fsm_pack_kv_uint(pk, "dropped_total", x->dropped_total);
+    fsm_pack_kv_uint(pk, "expired_total", x->expired_total);
 }
 
 int topic_op_sub_get(topics_t *ts, fsm_cmd_t *c)
@@ -1596,7 +1499,7 @@ int topic_op_sub_rewind(topics_t *ts, fsm_cmd_t *c)
     if (!fsm_arg(c->req, "time") && !fsm_arg(c->req, "seq"))
         return fsm_fail(c, MQHUB_EBAD_REQUEST,
                         "give field 'time' (ms since epoch) or 'seq' to rewind from");
-    reply_uint(c, "rewound", replay(ts, c, s, seq, time));
+    fsm_reply_uint(c, "rewound", replay(ts, c, s, seq, time));
     return 0;
 }
 
@@ -1613,40 +1516,25 @@ static int arg_push_sub(topics_t *ts, fsm_cmd_t *c, sub_t **out)
     return rc;
 }
 
+static int ack_item(void *arg, fsm_cmd_t *c, const msgpack_object *v)
+{
+    struct batch *b = arg;
+    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'seqs': each seq must be an unsigned integer");
+    if (!pending_del(b->ts, b->s, v->via.u64))
+        return fsm_fail(c, MQHUB_ENOT_FOUND, "seq %llu is not pending (acknowledged, "
+                        "dead-lettered or expired)", (unsigned long long)v->via.u64);
+    b->s->s.acked_total++;
+    if (c->pk)
+        fsm_pack_ok_item(c->pk);
+    return 0;
+}
+
 int topic_op_ack(topics_t *ts, fsm_cmd_t *c)
 {
-    sub_t *s;
-    const msgpack_object *seqs = fsm_arg(c->req, "seqs");
-    int rc = arg_push_sub(ts, c, &s);
-    if (rc)
-        return rc;
-    if (!seqs || seqs->type != MSGPACK_OBJECT_ARRAY || seqs->via.array.size < 1 ||
-        seqs->via.array.size > BATCH_MAX)
-        return fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'seqs' must be an array of 1-%d seqs",
-                        BATCH_MAX);
-    fsm_reply_key(c, "results");
-    if (c->pk)
-        msgpack_pack_array(c->pk, seqs->via.array.size);
-    for (uint32_t i = 0; i < seqs->via.array.size; i++) {
-        const msgpack_object *v = &seqs->via.array.ptr[i];
-        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            rc = fsm_fail(c, MQHUB_EBAD_REQUEST, "field 'seqs': each seq must be an unsigned integer");
-        else if (!pending_del(ts, s, v->via.u64))
-            rc = fsm_fail(c, MQHUB_ENOT_FOUND, "seq %llu is not pending (acknowledged, "
-                          "dead-lettered or expired)", (unsigned long long)v->via.u64);
-        else
-            rc = 0, s->s.acked_total++;
-        if (!c->pk)
-            continue;
-        if (rc == 0) {
-            msgpack_pack_map(c->pk, 1);
-            fsm_pack_str(c->pk, "ok", 2);
-            msgpack_pack_true(c->pk);
-        } else {
-            pack_err_entry(c->pk, rc, c->err);
-        }
-    }
-    return 0;
+    struct batch b = {.ts = ts};
+    int rc = arg_push_sub(ts, c, &b.s);
+    return rc ? rc : fsm_batch(c, "seqs", "seqs", BATCH_MAX, ack_item, &b);
 }
 
 /* The message's attrs plus mqhub.topic and mqhub.subscription, into @sb. */
@@ -1668,8 +1556,8 @@ static void dead_attrs(msgpack_sbuffer *sb, const sub_t *s, const msgpack_object
         msgpack_pack_object(&pk, kv->key);
         msgpack_pack_object(&pk, kv->val);
     }
-    pack_kv_str(&pk, own[0], s->t->name, s->t->nlen);
-    pack_kv_str(&pk, own[1], s->name, s->nlen);
+    fsm_pack_kv_str(&pk, own[0], s->t->name, s->t->nlen);
+    fsm_pack_kv_str(&pk, own[1], s->name, s->nlen);
 }
 
 /* Move pending message @tm of @s to its dead-letter queue; a code when it
@@ -1751,11 +1639,11 @@ static uint64_t expire_topic(topics_t *ts, topic_t *t, uint64_t now, uint64_t bu
     unsigned char k[KEY_LEN];
     if (!t->retained || t->first_at + e.retention_ms > now)
         return 0;
-    key17(k, 'P', t->id, 0);
+    fsm_key_id_seq(k, 'P', t->id, 0);
     store_scan(ts->st, k, 9, NULL, 0, expired_visit, &e);
     for (size_t i = 0; i < e.list.n; i++) {
         uint64_t seq = e.list.v[i];
-        key17(k, 'P', t->id, seq);
+        fsm_key_id_seq(k, 'P', t->id, seq);
         store_del(ts->st, k, KEY_LEN);
         for (sub_t *s = t->subs; s; s = s->next) {
             if (sub_is_push(s) && pending_del(ts, s, seq))
@@ -1810,7 +1698,7 @@ static int pending_visit(void *arg, const char *k, size_t kl, const char *v, siz
         p->list.cap = cap;
     }
     if (kl == KEY_LEN)
-        p->list.v[p->list.n++] = get_be64((const unsigned char *)k + 9);
+        p->list.v[p->list.n++] = fsm_get_be64((const unsigned char *)k + 9);
     return 0;
 }
 

@@ -16,7 +16,6 @@
 
 #include "fsm_harness.h"
 
-#define T0 1700000000000ULL
 #define ENTRIES 600
 #define MAX_CMDS 6
 #define N_RECEIPTS 8
@@ -140,7 +139,7 @@ static void setup_queues(harness_t *h)
 static void test_same_entries_same_digest(void **state)
 {
     (void)state;
-    harness_t *a = h_open(T0), *b = h_open(T0);
+    harness_t *a = h_open(H_T0), *b = h_open(H_T0);
     struct workload wa = {.rng = 42}, wb = {.rng = 42};
     char da[65], db[65];
     setup_queues(a);
@@ -159,42 +158,18 @@ static void test_same_entries_same_digest(void **state)
 }
 
 /* Snapshot @src through the raft glue and restore it into @dst. */
-static void snapshot_restore(harness_t *src, harness_t *dst)
-{
-    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
-    struct raft_buffer *bufs = NULL, one;
-    unsigned n = 0;
-    assert_int_equal(rs->version, 3);
-    assert_null(rs->snapshot_async);
-    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    one.base = raft_malloc(total);
-    one.len = total;
-    total = 0;
-    for (unsigned i = 0; i < n; i++) {
-        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
-        total += bufs[i].len;
-    }
-    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
-    assert_int_equal(rd->restore(rd, &one), 0); /* frees one.base */
-    assert_int_equal(fsm_now(dst->f), fsm_now(src->f));
-    dst->now = src->now;
-}
-
 static void test_snapshot_restore_continue(void **state)
 {
     (void)state;
     for (uint64_t seed = 1; seed <= 3; seed++) {
-        harness_t *a = h_open(T0), *b = h_open(T0), *c = h_open(T0);
+        harness_t *a = h_open(H_T0), *b = h_open(H_T0), *c = h_open(H_T0);
         struct workload wa = {.rng = seed}, wb = {.rng = seed};
         char da[65], dc[65];
         setup_queues(a);
         setup_queues(b);
         free(run(a, &wa, 0, ENTRIES / 2));
         free(run(b, &wb, 0, ENTRIES / 2));
-        snapshot_restore(b, c);
+        h_snapshot_restore(b, c);
         h_digest(b, da);
         h_digest(c, dc);
         assert_string_equal(da, dc);

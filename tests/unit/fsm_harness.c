@@ -38,6 +38,42 @@ void h_close(harness_t *h)
     free(h);
 }
 
+int h_setup(void **state)
+{
+    *state = h_open(H_T0);
+    return 0;
+}
+
+int h_teardown(void **state)
+{
+    h_close(*state);
+    return 0;
+}
+
+void h_snapshot_restore(harness_t *src, harness_t *dst)
+{
+    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
+    struct raft_buffer *bufs = NULL, one;
+    unsigned n = 0;
+    assert_int_equal(rs->version, 3);
+    assert_null(rs->snapshot_async);
+    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    one.base = raft_malloc(total);
+    one.len = total;
+    total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
+        total += bufs[i].len;
+    }
+    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
+    assert_int_equal(rd->restore(rd, &one), 0); /* frees one.base */
+    assert_int_equal(fsm_now(dst->f), fsm_now(src->f));
+    dst->now = src->now;
+}
+
 void h_advance(harness_t *h, uint64_t ms)
 {
     h->now += ms;

@@ -45,4 +45,21 @@ const char *h_str(const json_t *r, const char *key);
 /* Digest as a 64-char hex string into @out. */
 void h_digest(harness_t *h, char out[65]);
 
+/* Shared by the fsm_*_test programs: the clock they start at (ms); cmocka
+ * setup/teardown giving each test *state = h_open(H_T0), closed after. */
+#define H_T0 1700000000000ULL
+int h_setup(void **state);
+int h_teardown(void **state);
+/* Run a command and fail the test unless its code is @code ("" = ok). */
+#define H_EXPECT(h, code, ...)                                                                \
+    do {                                                                                      \
+        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
+        if (strcmp(h_code(r_), code) != 0)                                                    \
+            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
+        json_decref(r_);                                                                      \
+    } while (0)
+/* Give @dst the state of @src through raft_fsm snapshot + restore (the
+ * synchronous path), clocks included. */
+void h_snapshot_restore(harness_t *src, harness_t *dst);
+
 #endif

@@ -12,28 +12,6 @@
 
 #include "fsm_harness.h"
 
-#define T0 1700000000000ULL
-
-static int setup(void **state)
-{
-    *state = h_open(T0);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    h_close(*state);
-    return 0;
-}
-
-#define EXPECT(h, code, ...)                                                                  \
-    do {                                                                                      \
-        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
-        if (strcmp(h_code(r_), code) != 0)                                                    \
-            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
-        json_decref(r_);                                                                      \
-    } while (0)
-
 /* Receive up to @max from @q; returns the msgs array (caller decrefs). */
 static json_t *recv_msgs(harness_t *h, const char *q, int max, const char *extra)
 {
@@ -65,7 +43,7 @@ static json_t *delete1(harness_t *h, const char *q, const char *receipt)
 static void test_send_receive_delete(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     json_t *r = h_run(h, "{'op':'send','id':3,'queue':'q','body':'hello','attrs':{'k':'v'}}");
     assert_true(h_ok(r));
     assert_int_equal(h_int(r, "id"), 3);
@@ -89,9 +67,9 @@ static void test_send_receive_delete(void **state)
     assert_string_equal(h_str(m0, "body"), "hello");
     assert_string_equal(h_str(json_object_get(m0, "attrs"), "k"), "v");
     assert_null(json_object_get(m0, "group"));
-    assert_int_equal(h_int(m0, "enqueued_at"), T0);
-    assert_int_equal(h_int(m0, "first_received_at"), T0 + 1000);
-    assert_int_equal(h_int(m0, "next_visible_at"), T0 + 1000 + 30000);
+    assert_int_equal(h_int(m0, "enqueued_at"), H_T0);
+    assert_int_equal(h_int(m0, "first_received_at"), H_T0 + 1000);
+    assert_int_equal(h_int(m0, "next_visible_at"), H_T0 + 1000 + 30000);
     assert_int_equal(h_int(m0, "receive_count"), 1);
     assert_int_equal(qstat(h, "q", "ready"), 1);
     assert_int_equal(qstat(h, "q", "inflight"), 1);
@@ -112,26 +90,26 @@ static void test_send_receive_delete(void **state)
     assert_int_equal(qstat(h, "q", "received_total"), 1);
     assert_int_equal(qstat(h, "q", "sent_total"), 2);
     assert_int_equal(qstat(h, "q", "retained"), 0);
-    EXPECT(h, "BAD_REQUEST", "{'op':'delete','queue':'q','receipts':[]}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'delete','queue':'q'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':1}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','attrs':{'a':1}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':0}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':257}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','visibility':43201}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'delete','queue':'q','receipts':[]}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'delete','queue':'q'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':1}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','attrs':{'a':1}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':0}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':257}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','visibility':43201}");
 }
 
 static void test_lock_expiry(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
     json_t *m = recv_msgs(h, "q", 1, ",'visibility':10");
     char receipt[64];
     strcpy(receipt, h_str(json_array_get(m, 0), "receipt"));
     json_decref(m);
-    assert_int_equal(fsm_next_due(h->f), T0 + 10000);
+    assert_int_equal(fsm_next_due(h->f), H_T0 + 10000);
     h_advance(h, 9999);
     m = recv_msgs(h, "q", 1, NULL);
     assert_int_equal(json_array_size(m), 0);
@@ -141,7 +119,7 @@ static void test_lock_expiry(void **state)
     assert_int_equal(json_array_size(m), 1);
     json_t *m0 = json_array_get(m, 0);
     assert_int_equal(h_int(m0, "receive_count"), 2);
-    assert_int_equal(h_int(m0, "first_received_at"), T0);
+    assert_int_equal(h_int(m0, "first_received_at"), H_T0);
     assert_string_not_equal(h_str(m0, "receipt"), receipt);
     json_t *d = delete1(h, "q", receipt);
     assert_string_equal(h_code(d), "INVALID_RECEIPT");
@@ -155,27 +133,27 @@ static void test_lock_expiry(void **state)
 static void test_change_visibility(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
     json_t *m = recv_msgs(h, "q", 1, NULL);
     char receipt[64];
     strcpy(receipt, h_str(json_array_get(m, 0), "receipt"));
     json_decref(m);
     json_t *r = h_run(h, "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':100}", receipt);
     assert_true(h_ok(r));
-    assert_int_equal(h_int(r, "next_visible_at"), T0 + 100000);
+    assert_int_equal(h_int(r, "next_visible_at"), H_T0 + 100000);
     json_decref(r);
     h_advance(h, 30000); /* the original lock would have expired */
     m = recv_msgs(h, "q", 1, NULL);
     assert_int_equal(json_array_size(m), 0);
     json_decref(m);
-    EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s'}", receipt);
-    EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':43201}", receipt);
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s'}", receipt);
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':43201}", receipt);
     r = h_run(h, "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':0}", receipt);
-    assert_int_equal(h_int(r, "next_visible_at"), T0 + 30000);
+    assert_int_equal(h_int(r, "next_visible_at"), H_T0 + 30000);
     json_decref(r);
     assert_int_equal(qstat(h, "q", "ready"), 1);
-    EXPECT(h, "INVALID_RECEIPT", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':5}", receipt);
+    H_EXPECT(h, "INVALID_RECEIPT", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':5}", receipt);
     m = recv_msgs(h, "q", 1, NULL);
     assert_int_equal(json_array_size(m), 1);
     json_decref(m);
@@ -184,13 +162,13 @@ static void test_change_visibility(void **state)
 static void test_delay(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'delay':2}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'late','delay':5}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'default'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'now','delay':0}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','delay':3601}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'delay':2}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'late','delay':5}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'default'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'now','delay':0}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','delay':3601}");
     assert_int_equal(qstat(h, "q", "delayed"), 2);
-    assert_int_equal(fsm_next_due(h->f), T0 + 2000);
+    assert_int_equal(fsm_next_due(h->f), H_T0 + 2000);
     json_t *m = recv_msgs(h, "q", 10, NULL);
     assert_int_equal(json_array_size(m), 1);
     assert_string_equal(h_str(json_array_get(m, 0), "body"), "now");
@@ -219,13 +197,13 @@ static void test_delay(void **state)
 static void test_dead_letter(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':2}}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':2}}}");
     json_t *r = h_run(h, "{'op':'send','queue':'q','body':'poison','attrs':{'a':'b'}}");
     char msg_id[64];
     strcpy(msg_id, h_str(r, "msg_id"));
     json_decref(r);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'good'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'good'}");
     for (int i = 0; i < 2; i++) {
         json_t *m = recv_msgs(h, "q", 1, ",'visibility':1");
         assert_int_equal(json_array_size(m), 1);
@@ -253,12 +231,12 @@ static void test_dead_letter(void **state)
 static void test_dead_letter_gone_keeps_delivering(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1}}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1}}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
     json_t *m = recv_msgs(h, "q", 1, ",'visibility':0");
     json_decref(m);
-    EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
     h_advance(h, 1);
     m = recv_msgs(h, "q", 1, NULL);
     assert_int_equal(json_array_size(m), 1);
@@ -269,12 +247,12 @@ static void test_dead_letter_gone_keeps_delivering(void **state)
 static void test_ordered_groups(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'ordered':true}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'a1','group':'a'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'a2','group':'a'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'b1','group':'b'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'n1'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'n2'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'ordered':true}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a1','group':'a'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a2','group':'a'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'b1','group':'b'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'n1'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'n2'}");
     assert_int_equal(fsm_queue_ready(h->f, "q", 1), 3);
     json_t *m = recv_msgs(h, "q", 10, ",'visibility':5");
     assert_int_equal(json_array_size(m), 3);
@@ -308,9 +286,9 @@ static void test_ordered_groups(void **state)
 static void test_group_ignored_when_not_ordered(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'a1','group':'a'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'a2','group':'a'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a1','group':'a'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a2','group':'a'}");
     json_t *m = recv_msgs(h, "q", 10, NULL);
     assert_int_equal(json_array_size(m), 2);
     assert_null(json_object_get(json_array_get(m, 0), "group"));
@@ -320,7 +298,7 @@ static void test_group_ignored_when_not_ordered(void **state)
 static void test_dedup(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     json_t *r1 = h_run(h, "{'op':'send','queue':'q','body':'x','dedup_id':'d1'}");
     h_advance(h, 299999);
     json_t *r2 = h_run(h, "{'op':'send','queue':'q','body':'other','dedup_id':'d1'}");
@@ -330,7 +308,7 @@ static void test_dedup(void **state)
     assert_int_equal(qstat(h, "q", "sent_total"), 1);
     json_decref(r2);
     h_advance(h, 1);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     r2 = h_run(h, "{'op':'send','queue':'q','body':'x','dedup_id':'d1'}");
     assert_int_equal(h_int(r2, "seq"), 2);
     json_decref(r2);
@@ -340,15 +318,15 @@ static void test_dedup(void **state)
     r2 = h_run(h, "{'op':'send','queue':'q','body':'x','dedup_id':'d1'}");
     assert_int_equal(h_int(r2, "seq"), 3);
     json_decref(r2);
-    EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','dedup_id':''}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send','queue':'q','body':'x','dedup_id':''}");
 }
 
 static void test_rewind(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'rewind_window':60}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'rewind_window':60}}");
     for (int i = 1; i <= 3; i++) {
-        EXPECT(h, "", "{'op':'send','queue':'q','body':'m%d'}", i);
+        H_EXPECT(h, "", "{'op':'send','queue':'q','body':'m%d'}", i);
         h_advance(h, 1000);
     }
     json_t *m = recv_msgs(h, "q", 10, NULL);
@@ -358,7 +336,7 @@ static void test_rewind(void **state)
     json_decref(m);
     assert_int_equal(qstat(h, "q", "retained"), 3);
     assert_int_equal(qstat(h, "q", "oldest_age_ms"), 0);
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.rewind','name':'q'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.rewind','name':'q'}");
     json_t *r = h_run(h, "{'op':'queue.rewind','name':'q','seq':2}");
     assert_int_equal(h_int(r, "rewound"), 2);
     json_decref(r);
@@ -367,7 +345,7 @@ static void test_rewind(void **state)
     assert_string_equal(h_str(json_array_get(m, 0), "body"), "m2");
     assert_int_equal(h_int(json_array_get(m, 0), "receive_count"), 2);
     /* rewind by time releases in-flight ones and voids their receipts */
-    r = h_run(h, "{'op':'queue.rewind','name':'q','time':%llu}", (unsigned long long)T0 + 2000);
+    r = h_run(h, "{'op':'queue.rewind','name':'q','time':%llu}", (unsigned long long)H_T0 + 2000);
     assert_int_equal(h_int(r, "rewound"), 1);
     json_decref(r);
     json_t *d = delete1(h, "q", h_str(json_array_get(m, 1), "receipt"));
@@ -382,7 +360,7 @@ static void test_rewind(void **state)
     json_decref(m);
     /* past the window the deleted ones are gone for good */
     h_advance(h, 60000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(qstat(h, "q", "retained"), 0);
     r = h_run(h, "{'op':'queue.rewind','name':'q','seq':0}");
     assert_int_equal(h_int(r, "rewound"), 0);
@@ -392,8 +370,8 @@ static void test_rewind(void **state)
 static void test_rewind_window_zero_drops(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'x'}");
     json_t *m = recv_msgs(h, "q", 1, NULL);
     json_decref(delete1(h, "q", h_str(json_array_get(m, 0), "receipt")));
     json_decref(m);
@@ -405,28 +383,28 @@ static void test_rewind_window_zero_drops(void **state)
 static void test_retention(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'retention':60,'rewind_window':60}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'inflight'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'deleted'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'retention':60,'rewind_window':60}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'inflight'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'deleted'}");
     h_advance(h, 1000);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'ready'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'delayed','delay':3600}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'ready'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'delayed','delay':3600}");
     json_t *m = recv_msgs(h, "q", 2, ",'visibility':43200");
     json_decref(delete1(h, "q", h_str(json_array_get(m, 1), "receipt")));
     json_decref(m);
     assert_int_equal(qstat(h, "q", "oldest_age_ms"), 1000);
     h_advance(h, 58999);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(qstat(h, "q", "inflight"), 1);
     assert_int_equal(qstat(h, "q", "retained"), 1);
     h_advance(h, 1);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(qstat(h, "q", "inflight"), 0);
     assert_int_equal(qstat(h, "q", "retained"), 0);
     assert_int_equal(qstat(h, "q", "ready"), 1);
     assert_int_equal(qstat(h, "q", "delayed"), 1);
     h_advance(h, 1000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(qstat(h, "q", "ready"), 0);
     assert_int_equal(qstat(h, "q", "delayed"), 0);
     m = recv_msgs(h, "q", 10, NULL);
@@ -437,12 +415,12 @@ static void test_retention(void **state)
 static void test_retention_ordered(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'retention':60,'ordered':true}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'old','group':'g'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'retention':60,'ordered':true}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'old','group':'g'}");
     h_advance(h, 30000);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'new','group':'g'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'new','group':'g'}");
     h_advance(h, 30000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(fsm_queue_ready(h->f, "q", 1), 1);
     json_t *m = recv_msgs(h, "q", 10, NULL);
     assert_int_equal(json_array_size(m), 1);
@@ -456,7 +434,7 @@ static void test_send_batch(void **state)
     char big[2000];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'max_msg_size':1024}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'max_msg_size':1024}}");
     json_t *r = h_run(h, "{'op':'send_batch','queue':'q','msgs':[{'body':'a'},{'body':'%s'},5,"
                          "{'body':'b','delay':9999},{'body':'c'}]}", big);
     assert_true(h_ok(r));
@@ -469,25 +447,25 @@ static void test_send_batch(void **state)
     assert_non_null(strstr(h_str(json_array_get(res, 3), "error"), "delay"));
     assert_int_equal(h_int(json_array_get(res, 4), "seq"), 2);
     json_decref(r);
-    EXPECT(h, "BAD_REQUEST", "{'op':'send_batch','queue':'q','msgs':[]}");
-    EXPECT(h, "NOT_FOUND", "{'op':'send_batch','queue':'nope','msgs':[{'body':'a'}]}");
-    EXPECT(h, "TOO_LARGE", "{'op':'send','queue':'q','body':'%s'}", big);
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'send_batch','queue':'q','msgs':[]}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'send_batch','queue':'nope','msgs':[{'body':'a'}]}");
+    H_EXPECT(h, "TOO_LARGE", "{'op':'send','queue':'q','body':'%s'}", big);
     big[1024] = 0;
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'%s'}", big);
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'%s'}", big);
 }
 
 static void test_backlog_full(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'max_backlog':2}}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'1'}");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'2','delay':10}");
-    EXPECT(h, "BACKLOG_FULL", "{'op':'send','queue':'q','body':'3'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'max_backlog':2}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'1'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'2','delay':10}");
+    H_EXPECT(h, "BACKLOG_FULL", "{'op':'send','queue':'q','body':'3'}");
     json_t *m = recv_msgs(h, "q", 1, NULL);
-    EXPECT(h, "BACKLOG_FULL", "{'op':'send','queue':'q','body':'3'}");
+    H_EXPECT(h, "BACKLOG_FULL", "{'op':'send','queue':'q','body':'3'}");
     json_decref(delete1(h, "q", h_str(json_array_get(m, 0), "receipt")));
     json_decref(m);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'3'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'3'}");
 }
 
 struct wakes {
@@ -507,7 +485,7 @@ static void test_ready_callback_and_emit(void **state)
     harness_t *h = *state;
     struct wakes w = {0};
     fsm_set_ready_cb(h->f, on_ready, &w);
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     assert_int_equal(w.n, 0);
     char *cmds[3];
     size_t lens[3];
@@ -516,10 +494,10 @@ static void test_ready_callback_and_emit(void **state)
     json_decref(h_entry(h, 3, cmds, lens));
     assert_int_equal(w.n, 1); /* once per queue per entry */
     assert_string_equal(w.last, "q");
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'d','delay':1}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'d','delay':1}");
     assert_int_equal(w.n, 1);
     h_advance(h, 1000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(w.n, 2);
     /* followers: no replies, same state */
     fsm_set_emit(h->f, false);
@@ -538,38 +516,38 @@ static void test_ready_callback_and_emit(void **state)
 static void test_clock_monotonic(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    assert_int_equal(fsm_now(h->f), T0);
-    h->now = T0 - 5000; /* a new leader with a slower clock */
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    assert_int_equal(fsm_now(h->f), H_T0);
+    h->now = H_T0 - 5000; /* a new leader with a slower clock */
     json_t *r = h_run(h, "{'op':'send','queue':'q','body':'x'}");
     json_decref(r);
-    assert_int_equal(fsm_now(h->f), T0);
+    assert_int_equal(fsm_now(h->f), H_T0);
     json_t *m = recv_msgs(h, "q", 1, NULL);
-    assert_int_equal(h_int(json_array_get(m, 0), "enqueued_at"), T0);
+    assert_int_equal(h_int(json_array_get(m, 0), "enqueued_at"), H_T0);
     json_decref(m);
-    assert_int_equal(fsm_next_due(h->f), T0 + 30000);
+    assert_int_equal(fsm_next_due(h->f), H_T0 + 30000);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_send_receive_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lock_expiry, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_change_visibility, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delay, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_letter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_letter_gone_keeps_delivering, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ordered_groups, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_ignored_when_not_ordered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rewind, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rewind_window_zero_drops, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention_ordered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_send_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backlog_full, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ready_callback_and_emit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_clock_monotonic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_receive_delete, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_lock_expiry, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_change_visibility, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_delay, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_gone_keeps_delivering, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ordered_groups, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_group_ignored_when_not_ordered, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dedup, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_rewind, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_rewind_window_zero_drops, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_retention, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_ordered, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_send_batch, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_backlog_full, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ready_callback_and_emit, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_clock_monotonic, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

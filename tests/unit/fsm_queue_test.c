@@ -10,29 +10,6 @@
 
 #include "fsm_harness.h"
 
-#define T0 1700000000000ULL
-
-static int setup(void **state)
-{
-    *state = h_open(T0);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    h_close(*state);
-    return 0;
-}
-
-/* Run and expect a code ("" = ok). */
-#define EXPECT(h, code, ...)                                                                  \
-    do {                                                                                      \
-        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
-        if (strcmp(h_code(r_), code) != 0)                                                    \
-            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
-        json_decref(r_);                                                                      \
-    } while (0)
-
 static void test_create_get_defaults(void **state)
 {
     harness_t *h = *state;
@@ -62,31 +39,31 @@ static void test_create_get_defaults(void **state)
 static void test_create_idempotent_and_exists(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':60}}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':60,'x':1}}");
-    EXPECT(h, "EXISTS", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':61}}");
-    EXPECT(h, "EXISTS", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':60}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':60,'x':1}}");
+    H_EXPECT(h, "EXISTS", "{'op':'queue.create','name':'q','attrs':{'visibility_timeout':61}}");
+    H_EXPECT(h, "EXISTS", "{'op':'queue.create','name':'q'}");
 }
 
 static void test_names(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'A.b-c_9'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'9'}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':''}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'-a'}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'_a'}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'a b'}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'a/b'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'A.b-c_9'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'9'}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':''}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'-a'}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'_a'}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'a b'}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'a/b'}");
     char name[70];
     memset(name, 'x', 64);
     name[64] = 0;
-    EXPECT(h, "", "{'op':'queue.create','name':'%s'}", name);
+    H_EXPECT(h, "", "{'op':'queue.create','name':'%s'}", name);
     strcat(name, "y");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'%s'}", name);
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':5}");
-    EXPECT(h, "BAD_NAME", "{'op':'send','queue':'a b','body':'x'}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'%s'}", name);
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':5}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'send','queue':'a b','body':'x'}");
 }
 
 static void test_attr_ranges(void **state)
@@ -98,38 +75,38 @@ static void test_attr_ranges(void **state)
     } r[] = {{"visibility_timeout", 0, 43200}, {"polling_wait", 0, 30},
              {"max_msg_size", 1024, 1048576}, {"retention", 60, 1296000}, {"delay", 0, 3600}};
     for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
-        EXPECT(h, "", "{'op':'queue.create','name':'lo%zu','attrs':{'%s':%lld}}", i, r[i].attr, r[i].lo);
-        EXPECT(h, "", "{'op':'queue.create','name':'hi%zu','attrs':{'%s':%lld}}", i, r[i].attr, r[i].hi);
-        EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':%lld}}", r[i].attr, r[i].hi + 1);
+        H_EXPECT(h, "", "{'op':'queue.create','name':'lo%zu','attrs':{'%s':%lld}}", i, r[i].attr, r[i].lo);
+        H_EXPECT(h, "", "{'op':'queue.create','name':'hi%zu','attrs':{'%s':%lld}}", i, r[i].attr, r[i].hi);
+        H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':%lld}}", r[i].attr, r[i].hi + 1);
         if (r[i].lo > 0)
-            EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':%lld}}", r[i].attr, r[i].lo - 1);
-        EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':-1}}", r[i].attr);
-        EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':'5'}}", r[i].attr);
+            H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':%lld}}", r[i].attr, r[i].lo - 1);
+        H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':-1}}", r[i].attr);
+        H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'%s':'5'}}", r[i].attr);
     }
     json_t *e = h_run(h, "{'op':'queue.create','name':'x','attrs':{'polling_wait':31}}");
     assert_non_null(strstr(h_str(e, "error"), "polling_wait"));
     assert_non_null(strstr(h_str(e, "error"), "between 0 and 30"));
     json_decref(e);
     /* rewind_window <= retention */
-    EXPECT(h, "", "{'op':'queue.create','name':'rw','attrs':{'retention':600,'rewind_window':600}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'retention':600,'rewind_window':601}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'ordered':1}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':5}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'rw','attrs':{'retention':600,'rewind_window':600}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'retention':600,'rewind_window':601}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':{'ordered':1}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'x','attrs':5}");
     /* nothing was created by the failures */
-    EXPECT(h, "NOT_FOUND", "{'op':'queue.delete','name':'x'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'queue.delete','name':'x'}");
 }
 
 static void test_dead_letter_attr(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "NOT_FOUND", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':3}}}");
-    EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':0}}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1001}}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq'}}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'q','max_receives':2}}}");
-    EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'a b','max_receives':2}}}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1000}}}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':3}}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':0}}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1001}}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq'}}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'q','max_receives':2}}}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'a b','max_receives':2}}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1000}}}");
     json_t *r = h_read(h, "{'op':'queue.get','name':'q'}");
     json_t *dl = json_object_get(json_object_get(r, "attrs"), "dead_letter");
     assert_string_equal(h_str(dl, "queue"), "dlq");
@@ -140,13 +117,13 @@ static void test_dead_letter_attr(void **state)
 static void test_set(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'ordered':true,'delay':5}}");
-    EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'visibility_timeout':99}}");
-    EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'ordered':true}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q','attrs':{'ordered':false}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q','attrs':{'visibility_timeout':43201}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'queue.set','name':'nope','attrs':{}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'ordered':true,'delay':5}}");
+    H_EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'visibility_timeout':99}}");
+    H_EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'ordered':true}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q','attrs':{'ordered':false}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q','attrs':{'visibility_timeout':43201}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'queue.set','name':'q'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'queue.set','name':'nope','attrs':{}}");
     json_t *r = h_read(h, "{'op':'queue.get','name':'q'}");
     json_t *a = json_object_get(r, "attrs");
     assert_int_equal(h_int(a, "visibility_timeout"), 99);
@@ -163,7 +140,7 @@ static void test_list(void **state)
     harness_t *h = *state;
     const char *names[] = {"b", "a", "ab", "c", "abc"};
     for (int i = 0; i < 5; i++)
-        EXPECT(h, "", "{'op':'queue.create','name':'%s'}", names[i]);
+        H_EXPECT(h, "", "{'op':'queue.create','name':'%s'}", names[i]);
     json_t *r = h_read(h, "{'op':'queue.list'}");
     assert_int_equal(h_int(r, "total"), 5);
     json_t *qs = json_object_get(r, "queues");
@@ -191,12 +168,12 @@ static void test_list(void **state)
 static void test_delete_purge(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     for (int i = 0; i < 3; i++)
-        EXPECT(h, "", "{'op':'send','queue':'q','body':'m%d'}", i);
+        H_EXPECT(h, "", "{'op':'send','queue':'q','body':'m%d'}", i);
     json_t *r = h_run(h, "{'op':'receive','queue':'q'}");
     json_decref(r);
-    EXPECT(h, "", "{'op':'queue.purge','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.purge','name':'q'}");
     r = h_read(h, "{'op':'queue.get','name':'q'}");
     json_t *s = json_object_get(r, "stats");
     assert_int_equal(h_int(s, "ready"), 0);
@@ -210,16 +187,16 @@ static void test_delete_purge(void **state)
     r = h_run(h, "{'op':'send','queue':'q','body':'after'}");
     assert_int_equal(h_int(r, "seq"), 4);
     json_decref(r);
-    EXPECT(h, "", "{'op':'queue.delete','name':'q'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'queue.delete','name':'q'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'queue.purge','name':'q'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'send','queue':'q','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'q'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'queue.delete','name':'q'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'queue.purge','name':'q'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'send','queue':'q','body':'x'}");
     r = h_read(h, "{'op':'queue.get','name':'q'}");
     assert_string_equal(h_code(r), "NOT_FOUND");
     assert_non_null(strstr(h_str(r, "error"), "queue 'q' does not exist"));
     json_decref(r);
     /* a new queue of the same name starts empty, at seq 1 */
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     r = h_run(h, "{'op':'send','queue':'q','body':'x'}");
     assert_int_equal(h_int(r, "seq"), 1);
     json_decref(r);
@@ -237,10 +214,10 @@ static void test_op_kinds_and_unknown(void **state)
     assert_int_equal(fsm_op_kind("sub.dead", 8), FSM_OP_INTERNAL);
     assert_int_equal(fsm_op_kind("change_visibility", 17), FSM_OP_WRITE);
     assert_int_equal(fsm_op_kind("sendx", 5), FSM_OP_UNKNOWN);
-    EXPECT(h, "UNKNOWN_OP", "{'op':'nope','id':1}");
-    EXPECT(h, "UNKNOWN_OP", "{'op':'queue.get','name':'x'}");
-    EXPECT(h, "BAD_REQUEST", "{'id':1}");
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "UNKNOWN_OP", "{'op':'nope','id':1}");
+    H_EXPECT(h, "UNKNOWN_OP", "{'op':'queue.get','name':'x'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'id':1}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     /* a non-map command in an entry is a BAD_REQUEST reply, not an apply failure */
     char *cmd = "\x92\x01\x02";
     size_t len = 3;
@@ -261,16 +238,16 @@ static void test_corrupt_entry(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_create_get_defaults, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_idempotent_and_exists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_names, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_attr_ranges, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_letter_attr, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_set, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delete_purge, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_op_kinds_and_unknown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_corrupt_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_get_defaults, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_create_idempotent_and_exists, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_names, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_attr_ranges, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_attr, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_set, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_list, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_purge, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_op_kinds_and_unknown, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_entry, h_setup, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

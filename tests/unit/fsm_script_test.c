@@ -20,16 +20,6 @@
 
 #include "fsm_harness.h"
 
-#define T0 1700000000000ULL
-
-#define EXPECT(h, code, ...)                                                                  \
-    do {                                                                                      \
-        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
-        if (strcmp(h_code(r_), code) != 0)                                                    \
-            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
-        json_decref(r_);                                                                      \
-    } while (0)
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -97,7 +87,7 @@ static int64_t stat_of(json_t *r, const char *k)
 
 static void test_load_errors(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     (void)state;
     json_t *r = load(h, "bad", "function filter(msg)\n  return msg.seq >\nend\n");
     assert_string_equal(h_code(r), "SCRIPT_ERROR");
@@ -130,23 +120,23 @@ static void test_load_errors(void **state)
     assert_int_equal(json_array_size(l), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "name")), "a");
     json_decref(r);
-    EXPECT(h, "", "{'op':'script.delete','name':'a'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'script.delete','name':'a'}");
+    H_EXPECT(h, "", "{'op':'script.delete','name':'a'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'script.delete','name':'a'}");
     h_close(h);
 }
 
 /* A script in use cannot go: FORBIDDEN naming the users. */
 static void test_delete_in_use(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     (void)state;
     load_ok(h, "f", "function filter(m) return true end\nfunction on_message(m) return true end");
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'hook':'f'}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'hook':'f'}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
                   "'filter_script':'f'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'topic.set','name':'t','attrs':{'hook':'nope'}}");
-    EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':'f'}}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'topic.set','name':'t','attrs':{'hook':'nope'}}");
+    H_EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':'f'}}");
     json_t *r = h_run(h, "{'op':'script.delete','name':'f'}");
     assert_string_equal(h_code(r), "FORBIDDEN");
     assert_non_null(strstr(h_str(r, "error"), "queue:q"));
@@ -164,10 +154,10 @@ static void test_delete_in_use(void **state)
     r = h_read(h, "{'op':'script.get','name':'f'}");
     assert_int_equal(json_array_size(json_object_get(r, "users")), 3);
     json_decref(r);
-    EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':null}}");
-    EXPECT(h, "", "{'op':'queue.delete','name':'q'}");
-    EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'s'}");
-    EXPECT(h, "", "{'op':'script.delete','name':'f'}");
+    H_EXPECT(h, "", "{'op':'topic.set','name':'t','attrs':{'hook':null}}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'q'}");
+    H_EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'s'}");
+    H_EXPECT(h, "", "{'op':'script.delete','name':'f'}");
     h_close(h);
 }
 
@@ -175,7 +165,7 @@ static void test_delete_in_use(void **state)
 
 static void test_filter_and_fallback(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     char path[512];
     (void)state;
     snprintf(path, sizeof(path), "%s/scripts/filters/amount_over.lua", MQHUB_SOURCE_DIR);
@@ -184,22 +174,22 @@ static void test_filter_and_fallback(void **state)
     free(src);
     load_ok(h, "flaky", "function filter(m)\n  if m.attrs.bad then error('boom') end\n"
                         "  return m.key == 'x' end");
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'big'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'dflt'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'skip'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'big','endpoint':{'queue':'big'},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'big'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dflt'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'skip'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'big','endpoint':{'queue':'big'},"
                   "'filter_script':'amount_over'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'dflt','endpoint':{'queue':'dflt'},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'dflt','endpoint':{'queue':'dflt'},"
                   "'filter_script':'flaky'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'skip','endpoint':{'queue':'skip'},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'skip','endpoint':{'queue':'skip'},"
                   "'filter_script':'flaky','filter_fallback':'skip'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'t','name':'x','endpoint':{'queue':'skip'},"
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'t','name':'x','endpoint':{'queue':'skip'},"
                              "'filter_script':'flaky','filter_fallback':'maybe'}");
-    EXPECT(h, "", "{'op':'publish','topic':'t','body':'{\\\"amount\\\": 1500}'}");
-    EXPECT(h, "", "{'op':'publish','topic':'t','body':'{}','attrs':{'amount':'10'}}");
-    EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','key':'x'}");
-    EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','attrs':{'bad':'1'}}");
+    H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'{\\\"amount\\\": 1500}'}");
+    H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'{}','attrs':{'amount':'10'}}");
+    H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','key':'x'}");
+    H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'x','attrs':{'bad':'1'}}");
     json_t *r = h_read(h, "{'op':'queue.get','name':'big'}");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "stats"), "ready")), 1);
     json_decref(r);
@@ -225,12 +215,12 @@ static void test_filter_and_fallback(void **state)
 /* A msg view kept past its call is refused, not a dangling pointer. */
 static void test_msg_escape(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     (void)state;
     load_ok(h, "keep", "function filter(m)\n  if kept then return #kept.body > 0 end\n"
                        "  kept = m\n  return true\nend");
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
                   "'filter_script':'keep','filter_fallback':'skip'}");
     json_t *r = h_run(h, "{'op':'publish_batch','topic':'t','msgs':[{'body':'a'},{'body':'b'}]}");
     assert_true(h_ok(r));
@@ -251,7 +241,7 @@ static void test_msg_escape(void **state)
  * tostring never shows an address. */
 static void test_pairs_order(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     (void)state;
     load_ok(h, "order",
             "function filter(m)\n"
@@ -262,8 +252,8 @@ static void test_pairs_order(void **state)
             "  return table.concat(s, ',') == 'true,1.5,2,10,a,aa,b,zeta,zz' and\n"
             "         tostring({}) == 'table' and tostring(filter) == 'function'\n"
             "end");
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
                   "'filter_script':'order','filter_fallback':'skip'}");
     json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'x','attrs':{'zz':'1','aa':'2'}}");
     assert_int_equal(h_int(r, "delivered"), 1);
@@ -303,7 +293,7 @@ static void try_escape(harness_t *h, const char *file, const char *src, unsigned
         return;
     }
     json_decref(r);
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'%s','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'%s','endpoint':{'push':true},"
                   "'filter_script':'%s','filter_fallback':'skip'}", name, name);
     r = h_run(h, "{'op':'publish','topic':'t','body':'x','attrs':{'k':'v'}}");
     assert_true(h_ok(r));
@@ -314,19 +304,19 @@ static void try_escape(harness_t *h, const char *file, const char *src, unsigned
     if (stat_of(r, "errors") != 1 || !expected(src, err))
         fail_msg("%s: not refused as expected: %s", file, json_dumps(r, JSON_COMPACT));
     json_decref(r);
-    EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'%s'}", name);
+    H_EXPECT(h, "", "{'op':'subscription.delete','topic':'t','name':'%s'}", name);
     if (now_s() - t0 > 2.0)
         fail_msg("%s: took %.2f s", file, now_s() - t0);
 }
 
 static void test_sandbox_escapes(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     char dir[512], path[1024];
     struct dirent *d;
     unsigned n = 0;
     (void)state;
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
     snprintf(dir, sizeof(dir), "%s/tests/lua", MQHUB_SOURCE_DIR);
     DIR *dp = opendir(dir);
     assert_non_null(dp);
@@ -343,7 +333,7 @@ static void test_sandbox_escapes(void **state)
     assert_true(n >= 30);
     /* the node still serves, scripts still run */
     load_ok(h, "ok", "function filter(m) return #m.body == 1 end");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'ok','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'ok','endpoint':{'push':true},"
                   "'filter_script':'ok'}");
     json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'x'}");
     assert_int_equal(h_int(r, "delivered"), 1);
@@ -366,13 +356,13 @@ static const char *blocker =
 
 static void test_blocks(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     (void)state;
     load_ok(h, "blocker", blocker);
-    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'blocker'}}");
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'hook':'blocker'}}");
-    EXPECT(h, "", "{'op':'publish','topic':'t','body':'a','attrs':{'user':'bob'}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'blocker'}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'hook':'blocker'}}");
+    H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'a','attrs':{'user':'bob'}}");
     json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'b','attrs':{'user':'evil'}}");
     assert_string_equal(h_code(r), "BLOCKED");
     assert_non_null(strstr(h_str(r, "error"), "evil user"));
@@ -382,15 +372,15 @@ static void test_blocks(void **state)
     assert_string_equal(h_code(r), "BLOCKED");
     assert_non_null(strstr(h_str(r, "error"), "fraud"));
     json_decref(r);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'d','attrs':{'user':'bob'}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'d','attrs':{'user':'bob'}}");
     /* a failing hook allows and leaves no partial write */
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'e','attrs':{'user':'err'}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'e','attrs':{'user':'err'}}");
     r = h_read(h, "{'op':'block.list'}");
     json_t *b = json_array_get(json_object_get(r, "blocks"), 0);
     assert_string_equal(json_string_value(json_object_get(b, "attr")), "user");
     assert_string_equal(json_string_value(json_object_get(b, "value")), "evil");
     assert_string_equal(json_string_value(json_object_get(b, "reason")), "fraud");
-    assert_int_equal(json_integer_value(json_object_get(b, "until")), T0 + 60000);
+    assert_int_equal(json_integer_value(json_object_get(b, "until")), H_T0 + 60000);
     json_decref(r);
     r = h_read(h, "{'op':'script.get','name':'blocker'}");
     assert_int_equal(stat_of(r, "refused"), 1);
@@ -399,13 +389,13 @@ static void test_blocks(void **state)
     json_decref(r);
     /* expiry: not enforced after until, removed by tick */
     h_advance(h, 61000);
-    EXPECT(h, "", "{'op':'send','queue':'q','body':'f','attrs':{'user':'evil2'}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'f','attrs':{'user':'evil2'}}");
     r = h_read(h, "{'op':'block.list'}");
     assert_int_equal(json_array_size(json_object_get(r, "blocks")), 0);
     json_decref(r);
-    EXPECT(h, "BLOCKED", "{'op':'publish','topic':'t','body':'g','attrs':{'user':'evil'}}");
-    EXPECT(h, "", "{'op':'block.delete','attr':'user','value':'evil'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'block.delete','attr':'user','value':'evil'}");
+    H_EXPECT(h, "BLOCKED", "{'op':'publish','topic':'t','body':'g','attrs':{'user':'evil'}}");
+    H_EXPECT(h, "", "{'op':'block.delete','attr':'user','value':'evil'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'block.delete','attr':'user','value':'evil'}");
     h_close(h);
 }
 
@@ -419,18 +409,18 @@ static json_t *pay(harness_t *h, const char *merchant, int amount)
 
 static void test_merchant_spike(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     char path[512];
     (void)state;
     snprintf(path, sizeof(path), "%s/scripts/risk/merchant_spike.lua", MQHUB_SOURCE_DIR);
     char *src = slurp(path);
     load_ok(h, "merchant_spike", src);
     free(src);
-    EXPECT(h, "", "{'op':'topic.create','name':'risk-alerts'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'alerts'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'risk-alerts','name':'all',"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'risk-alerts'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'alerts'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'risk-alerts','name':'all',"
                   "'endpoint':{'queue':'alerts'}}");
-    EXPECT(h, "", "{'op':'topic.create','name':'payments','attrs':{'hook':'merchant_spike'}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'payments','attrs':{'hook':'merchant_spike'}}");
     /* an hour of normal traffic: 100 every 30 s from A and B */
     for (int i = 0; i < 120; i++) {
         json_t *a = pay(h, "A", 100), *b = pay(h, "B", 100);
@@ -463,7 +453,7 @@ static void test_merchant_spike(void **state)
     json_decref(r);
     /* the block expires (ttl 600 s) */
     h_advance(h, 601000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     r = pay(h, "A", 100);
     assert_true(h_ok(r));
     json_decref(r);
@@ -474,14 +464,14 @@ static void test_merchant_spike(void **state)
 
 static void test_backtest(void **state)
 {
-    harness_t *h = h_open(T0);
+    harness_t *h = h_open(H_T0);
     char before[65], after[65];
     (void)state;
     load_ok(h, "blocker", blocker);
-    EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
     const char *users[] = {"bob", "evil", "ann", "evil", "err"};
     for (int i = 0; i < 5; i++) {
-        EXPECT(h, "", "{'op':'publish','topic':'t','body':'m%d','attrs':{'user':'%s'}}", i,
+        H_EXPECT(h, "", "{'op':'publish','topic':'t','body':'m%d','attrs':{'user':'%s'}}", i,
                users[i]);
         h_advance(h, 1000);
     }
@@ -503,10 +493,10 @@ static void test_backtest(void **state)
     assert_int_equal(json_array_size(json_object_get(r, "blocks")), 0);
     json_decref(r);
     /* live: the same decisions */
-    EXPECT(h, "", "{'op':'topic.create','name':'live','attrs':{'hook':'blocker'}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'live','attrs':{'hook':'blocker'}}");
     const char *codes[] = {"", "BLOCKED", "", "BLOCKED", ""};
     for (int i = 0; i < 5; i++)
-        EXPECT(h, codes[i], "{'op':'publish','topic':'live','body':'m%d','attrs':{'user':'%s'}}",
+        H_EXPECT(h, codes[i], "{'op':'publish','topic':'live','body':'m%d','attrs':{'user':'%s'}}",
                i, users[i]);
     r = h_read(h, "{'op':'script.get','name':'blocker'}");
     assert_int_equal(stat_of(r, "calls"), 4);
@@ -557,34 +547,13 @@ static void feed(harness_t *h, unsigned from, unsigned to)
 static void setup_chaos(harness_t *h)
 {
     load_ok(h, "chaos", chaos);
-    EXPECT(h, "", "{'op':'topic.create','name':'out'}");
-    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'chaos'}}");
-}
-
-static void snapshot_restore(harness_t *src, harness_t *dst)
-{
-    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
-    struct raft_buffer *bufs = NULL, one;
-    unsigned n = 0;
-    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    one.base = raft_malloc(total);
-    one.len = total;
-    total = 0;
-    for (unsigned i = 0; i < n; i++) {
-        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
-        total += bufs[i].len;
-    }
-    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
-    assert_int_equal(rd->restore(rd, &one), 0);
-    dst->now = src->now;
+    H_EXPECT(h, "", "{'op':'topic.create','name':'out'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'hook':'chaos'}}");
 }
 
 static void test_determinism(void **state)
 {
-    harness_t *a = h_open(T0), *b = h_open(T0), *c = h_open(T0);
+    harness_t *a = h_open(H_T0), *b = h_open(H_T0), *c = h_open(H_T0);
     char da[65], db[65], dc[65];
     (void)state;
     /* b's Lua state has a different history (and hash seed) */
@@ -594,9 +563,9 @@ static void test_determinism(void **state)
     setup_chaos(b);
     feed(a, 0, 60);
     feed(b, 0, 60);
-    EXPECT(b, "", "{'op':'script.delete','name':'warm'}");
-    EXPECT(a, "NOT_FOUND", "{'op':'script.delete','name':'warm'}");
-    snapshot_restore(b, c);
+    H_EXPECT(b, "", "{'op':'script.delete','name':'warm'}");
+    H_EXPECT(a, "NOT_FOUND", "{'op':'script.delete','name':'warm'}");
+    h_snapshot_restore(b, c);
     h_close(b);
     feed(a, 60, 120);
     feed(c, 60, 120);

@@ -13,29 +13,6 @@
 
 #include "fsm_harness.h"
 
-#define T0 1700000000000ULL
-
-static int setup(void **state)
-{
-    *state = h_open(T0);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    h_close(*state);
-    return 0;
-}
-
-/* Run and expect a code ("" = ok). */
-#define EXPECT(h, code, ...)                                                                  \
-    do {                                                                                      \
-        json_t *r_ = h_run(h, __VA_ARGS__);                                                   \
-        if (strcmp(h_code(r_), code) != 0)                                                    \
-            fail_msg("expected '%s', got %s", code, json_dumps(r_, JSON_COMPACT));            \
-        json_decref(r_);                                                                      \
-    } while (0)
-
 static bool km(const char *binding, const char *key)
 {
     return topic_key_match(binding, strlen(binding), key, strlen(key));
@@ -109,14 +86,14 @@ static void test_key_match(void **state)
 static void test_topic_crud(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
-    EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
-    EXPECT(h, "EXISTS", "{'op':'topic.create','name':'payments','attrs':{'retention':60}}");
-    EXPECT(h, "BAD_NAME", "{'op':'topic.create','name':'-x'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'max_msg_size':10}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'retention':1296001}}");
-    EXPECT(h, "", "{'op':'topic.create','name':'x','attrs':{'retention':60,'foo':1}}");
-    EXPECT(h, "", "{'op':'topic.set','name':'payments','attrs':{'max_msg_size':2048}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'payments'}");
+    H_EXPECT(h, "EXISTS", "{'op':'topic.create','name':'payments','attrs':{'retention':60}}");
+    H_EXPECT(h, "BAD_NAME", "{'op':'topic.create','name':'-x'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'max_msg_size':10}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'topic.create','name':'x','attrs':{'retention':1296001}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'x','attrs':{'retention':60,'foo':1}}");
+    H_EXPECT(h, "", "{'op':'topic.set','name':'payments','attrs':{'max_msg_size':2048}}");
     json_t *r = h_read(h, "{'op':'topic.get','name':'payments'}");
     assert_true(h_ok(r));
     assert_int_equal(h_int(json_object_get(r, "attrs"), "max_msg_size"), 2048);
@@ -127,23 +104,23 @@ static void test_topic_crud(void **state)
     r = h_read(h, "{'op':'topic.list'}");
     assert_int_equal(h_int(r, "total"), 2);
     json_decref(r);
-    EXPECT(h, "", "{'op':'topic.delete','name':'x'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'topic.delete','name':'x'}");
-    EXPECT(h, "NOT_FOUND", "{'op':'publish','topic':'x','body':'m'}");
+    H_EXPECT(h, "", "{'op':'topic.delete','name':'x'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'topic.delete','name':'x'}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'publish','topic':'x','body':'m'}");
 }
 
 static void test_publish_validation(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'max_msg_size':1024}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t','attrs':{'max_msg_size':1024}}");
     char body[1100];
     memset(body, 'x', sizeof(body) - 1);
     body[sizeof(body) - 1] = 0;
-    EXPECT(h, "TOO_LARGE", "{'op':'publish','topic':'t','body':'%s'}", body);
-    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['a','b','c','d','e','f']}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['']}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','key':5}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t'}");
+    H_EXPECT(h, "TOO_LARGE", "{'op':'publish','topic':'t','body':'%s'}", body);
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['a','b','c','d','e','f']}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','tags':['']}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t','body':'m','key':5}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'publish','topic':'t'}");
     json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'m','tags':['a','b','c','d','e']}");
     assert_true(h_ok(r));
     assert_int_equal(h_int(r, "seq"), 1);
@@ -198,20 +175,20 @@ static int64_t sub_stat(harness_t *h, const char *sub, const char *key)
 static void test_filters(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
     const char *qs[] = {"all", "tagged", "keyed", "both"};
     for (int i = 0; i < 4; i++)
-        EXPECT(h, "", "{'op':'queue.create','name':'%s'}", qs[i]);
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'tagged','endpoint':{'queue':'tagged'},"
+        H_EXPECT(h, "", "{'op':'queue.create','name':'%s'}", qs[i]);
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'tagged','endpoint':{'queue':'tagged'},"
                   "'filter_tags':['vip','big']}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'keyed','endpoint':{'queue':'keyed'},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'keyed','endpoint':{'queue':'keyed'},"
                   "'binding_keys':['pay.*.cn','refund.#']}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'both','endpoint':{'queue':'both'},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'both','endpoint':{'queue':'both'},"
                   "'filter_tags':['vip'],'binding_keys':['pay.#']}");
     /* same settings again: ok; other settings: EXISTS */
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
-    EXPECT(h, "EXISTS", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'}}");
+    H_EXPECT(h, "EXISTS", "{'op':'subscription.create','topic':'pay','name':'all','endpoint':{'queue':'all'},"
                         "'filter_tags':['x']}");
     assert_int_equal(publish(h, ""), 1);                                   /* all */
     assert_int_equal(publish(h, ",'tags':['big']"), 2);                    /* all tagged */
@@ -231,7 +208,7 @@ static void test_filters(void **state)
     char msg_id[64];
     snprintf(msg_id, sizeof(msg_id), "%s", h_str(r, "msg_id"));
     json_decref(r);
-    EXPECT(h, "", "{'op':'queue.purge','name':'both'}");
+    H_EXPECT(h, "", "{'op':'queue.purge','name':'both'}");
     json_decref(h_run(h, "{'op':'publish','topic':'pay','body':'hello','tags':['vip'],'key':'pay.a',"
                          "'attrs':{'merchant':'m1'}}"));
     r = h_run(h, "{'op':'receive','queue':'both'}");
@@ -244,9 +221,9 @@ static void test_filters(void **state)
     assert_int_equal(h_str(m, "msg_id")[0], 't');
     json_decref(r);
     /* a plain send carries no tags */
-    EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
-    EXPECT(h, "", "{'op':'queue.purge','name':'all'}");
-    EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
+    H_EXPECT(h, "", "{'op':'queue.purge','name':'all'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'all','body':'x'}");
     r = h_run(h, "{'op':'receive','queue':'all'}");
     assert_null(json_object_get(json_array_get(json_object_get(r, "msgs"), 0), "tags"));
     json_decref(r);
@@ -255,16 +232,16 @@ static void test_filters(void **state)
 static void test_fanout_failures_counted(void **state)
 {
     harness_t *h = *state;
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'a'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'full','attrs':{'max_backlog':1}}");
-    EXPECT(h, "", "{'op':'queue.create','name':'z'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'a','endpoint':{'queue':'a'}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'m','endpoint':{'queue':'full'}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'z','endpoint':{'queue':'z'}}");
-    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'nope'}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{}}");
-    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'a'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'full','attrs':{'max_backlog':1}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'z'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'a','endpoint':{'queue':'a'}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'m','endpoint':{'queue':'full'}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'z','endpoint':{'queue':'z'}}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'nope'}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{}}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'push':true},"
                            "'filter_script':'risk'}");
     json_t *r = h_run(h, "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'push':true},"
                          "'filter_script':'risk'}");
@@ -283,7 +260,7 @@ static void test_fanout_failures_counted(void **state)
     assert_int_equal(h_int(le, "at"), (int64_t)h->now);
     json_decref(s);
     /* the queue goes away: counted as NOT_FOUND */
-    EXPECT(h, "", "{'op':'queue.delete','name':'full'}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'full'}");
     assert_int_equal(publish(h, ""), 3);
     s = sub_stats(h, "m");
     assert_int_equal(h_int(s, "failed_total"), 2);
@@ -340,16 +317,16 @@ static void test_push_pending_ack_dead(void **state)
     struct seen s;
     fsm_retry_t rt;
     fsm_set_push_cb(h->f, on_push, &w);
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
-    EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
                              "'retry':{'strategy':'linear'}}");
-    EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+    H_EXPECT(h, "NOT_FOUND", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
                            "'dead_letter_queue':'nope'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true},"
                   "'retry':{'strategy':'exponential','max_attempts':3,'interval_ms':100},"
                   "'dead_letter_queue':'dlq'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'d','endpoint':{'push':true}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'d','endpoint':{'push':true}}");
     assert_int_equal(fsm_push_retry(h->f, "pay", 3, "p", 1, &rt), 0);
     assert_true(rt.exponential);
     assert_int_equal(rt.max_attempts, 3);
@@ -388,7 +365,7 @@ static void test_push_pending_ack_dead(void **state)
     r = h_run(h, "{'op':'sub.dead','topic':'pay','subscription':'p','seq':1,'attempts':3}");
     assert_string_equal(h_str(r, "outcome"), "dead_lettered");
     json_decref(r);
-    EXPECT(h, "NOT_FOUND", "{'op':'sub.dead','topic':'pay','subscription':'p','seq':1,'attempts':3}");
+    H_EXPECT(h, "NOT_FOUND", "{'op':'sub.dead','topic':'pay','subscription':'p','seq':1,'attempts':3}");
     r = h_run(h, "{'op':'receive','queue':'dlq'}");
     json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
     assert_string_equal(h_str(m, "msg_id"), "t1-1");
@@ -402,7 +379,7 @@ static void test_push_pending_ack_dead(void **state)
     assert_string_equal(h_str(r, "outcome"), "dropped");
     json_decref(r);
     /* the DLQ is gone: dropped, and the failure is visible */
-    EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
     r = h_run(h, "{'op':'sub.dead','topic':'pay','subscription':'p','seq':3,'attempts':3}");
     assert_string_equal(h_str(r, "outcome"), "dropped");
     json_decref(r);
@@ -414,15 +391,15 @@ static void test_push_pending_ack_dead(void **state)
     assert_int_equal(h_int(st, "dropped_total"), 1);
     assert_string_equal(h_str(json_object_get(st, "last_error"), "code"), "NOT_FOUND");
     json_decref(st);
-    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[4]}");
+    H_EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[4]}");
     assert_int_equal(sub_stat(h, "p", "cursor"), 5); /* last_seq + 1 */
     /* queue subscriptions take no acks */
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
-    EXPECT(h, "BAD_REQUEST", "{'op':'ack','topic':'pay','subscription':'q','seqs':[1]}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'ack','topic':'pay','subscription':'q','seqs':[1]}");
     assert_int_equal(pending(h, "q", 0, &s), MQHUB_ENOT_FOUND);
     /* delete: the pending set goes with it */
-    EXPECT(h, "", "{'op':'subscription.delete','topic':'pay','name':'d'}");
+    H_EXPECT(h, "", "{'op':'subscription.delete','topic':'pay','name':'d'}");
     assert_false(fsm_push_is_pending(h->f, "pay", 3, "d", 1, 4));
     r = h_read(h, "{'op':'subscription.get','topic':'pay','name':'d'}");
     assert_string_equal(h_code(r), "NOT_FOUND");
@@ -434,8 +411,8 @@ static void test_push_pending_many(void **state)
 {
     harness_t *h = *state;
     struct seen s;
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
     for (int i = 0; i < 300; i++)
         publish(h, "");
     memset(&s, 0, sizeof(s));
@@ -451,20 +428,20 @@ static void test_from_and_rewind(void **state)
 {
     harness_t *h = *state;
     struct seen s;
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
     for (int i = 0; i < 6; i++) {
         publish(h, i % 2 ? ",'tags':['odd']" : "");
         h_advance(h, 1000);
     }
-    /* published at T0, T0+1000, ... T0+5000 */
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'late','endpoint':{'push':true}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'early','endpoint':{'push':true},"
+    /* published at H_T0, H_T0+1000, ... H_T0+5000 */
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'late','endpoint':{'push':true}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'early','endpoint':{'push':true},"
                   "'from':'earliest'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'odd','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'odd','endpoint':{'push':true},"
                   "'from':'earliest','filter_tags':['odd']}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'time','endpoint':{'push':true},"
-                  "'from':%llu}", (unsigned long long)(T0 + 3000));
-    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'x','endpoint':{'push':true},"
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'time','endpoint':{'push':true},"
+                  "'from':%llu}", (unsigned long long)(H_T0 + 3000));
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'subscription.create','topic':'pay','name':'x','endpoint':{'push':true},"
                              "'from':'tomorrow'}");
     assert_int_equal(pending(h, "late", 0, &s), 0);
     assert_int_equal(pending(h, "early", 0, &s), 6);
@@ -473,27 +450,27 @@ static void test_from_and_rewind(void **state)
     assert_int_equal(pending(h, "time", 0, &s), 3);
     assert_int_equal(s.seqs[0], 4);
     json_t *r = h_read(h, "{'op':'subscription.get','topic':'pay','name':'time'}");
-    assert_int_equal(h_int(r, "from"), (int64_t)(T0 + 3000));
+    assert_int_equal(h_int(r, "from"), (int64_t)(H_T0 + 3000));
     assert_true(json_is_true(json_object_get(json_object_get(r, "endpoint"), "push")));
     json_decref(r);
     /* rewind a push subscription by seq and by time */
-    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'early','seqs':[1,2,3,4,5,6]}");
+    H_EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'early','seqs':[1,2,3,4,5,6]}");
     r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'early','seq':5}");
     assert_int_equal(h_int(r, "rewound"), 2);
     json_decref(r);
     assert_int_equal(pending(h, "early", 0, &s), 2);
     r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'odd','time':%llu}",
-              (unsigned long long)T0);
+              (unsigned long long)H_T0);
     assert_int_equal(h_int(r, "rewound"), 3); /* already pending: stays pending once */
     json_decref(r);
     assert_int_equal(sub_stat(h, "odd", "pending"), 3);
-    EXPECT(h, "BAD_REQUEST", "{'op':'subscription.rewind','topic':'pay','name':'odd'}");
+    H_EXPECT(h, "BAD_REQUEST", "{'op':'subscription.rewind','topic':'pay','name':'odd'}");
     /* rewind a queue subscription: appended again */
-    EXPECT(h, "", "{'op':'queue.create','name':'q'}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'q','endpoint':{'queue':'q'}}");
     assert_int_equal(ready(h, "q"), 0);
     r = h_run(h, "{'op':'subscription.rewind','topic':'pay','name':'q','time':%llu}",
-              (unsigned long long)(T0 + 4000));
+              (unsigned long long)(H_T0 + 4000));
     assert_int_equal(h_int(r, "rewound"), 2);
     json_decref(r);
     assert_int_equal(ready(h, "q"), 2);
@@ -503,17 +480,17 @@ static void test_retention(void **state)
 {
     harness_t *h = *state;
     struct seen s;
-    EXPECT(h, "", "{'op':'topic.create','name':'pay','attrs':{'retention':60}}");
-    EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay','attrs':{'retention':60}}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'p','endpoint':{'push':true}}");
     assert_int_equal(fsm_next_due(h->f), UINT64_MAX);
     publish(h, "");
     publish(h, "");
-    assert_int_equal(fsm_next_due(h->f), T0 + 60000);
+    assert_int_equal(fsm_next_due(h->f), H_T0 + 60000);
     h_advance(h, 30000);
     publish(h, "");
-    EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[2]}");
+    H_EXPECT(h, "", "{'op':'ack','topic':'pay','subscription':'p','seqs':[2]}");
     h_advance(h, 30000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(pending(h, "p", 0, &s), 1);
     assert_int_equal(s.seqs[0], 3);
     json_t *st = sub_stats(h, "p");
@@ -526,9 +503,9 @@ static void test_retention(void **state)
     assert_int_equal(h_int(ts, "first_seq"), 3);
     assert_int_equal(h_int(ts, "last_seq"), 3);
     json_decref(r);
-    assert_int_equal(fsm_next_due(h->f), T0 + 90000);
+    assert_int_equal(fsm_next_due(h->f), H_T0 + 90000);
     h_advance(h, 30000);
-    EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     r = h_read(h, "{'op':'topic.get','name':'pay'}");
     assert_int_equal(h_int(json_object_get(r, "stats"), "retained"), 0);
     assert_int_equal(h_int(json_object_get(r, "stats"), "first_seq"), 4);
@@ -537,9 +514,9 @@ static void test_retention(void **state)
     assert_int_equal(sub_stat(h, "p", "pending"), 0);
     /* topic.delete removes the log and the subscriptions */
     publish(h, "");
-    EXPECT(h, "", "{'op':'topic.delete','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'topic.delete','name':'pay'}");
     assert_false(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 4));
-    EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay'}");
     r = h_read(h, "{'op':'subscription.list','topic':'pay'}");
     assert_int_equal(json_array_size(json_object_get(r, "subscriptions")), 0);
     json_decref(r);
@@ -568,7 +545,7 @@ static void setup_topics(harness_t *h)
         "{'op':'subscription.create','topic':'pay','name':'d','endpoint':{'push':true},'binding_keys':['#.z']}",
     };
     for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
-        EXPECT(h, "", "%s", specs[i]);
+        H_EXPECT(h, "", "%s", specs[i]);
 }
 
 /* Apply entries [from, to) of the workload seeded by *rng; returns all
@@ -620,32 +597,11 @@ static char *run(harness_t *h, uint64_t *rng, int from, int to)
     return s;
 }
 
-static void snapshot_restore(harness_t *src, harness_t *dst)
-{
-    struct raft_fsm *rs = fsm_raft(src->f), *rd = fsm_raft(dst->f);
-    struct raft_buffer *bufs = NULL, one;
-    unsigned n = 0;
-    size_t total = 0;
-    assert_int_equal(rs->snapshot(rs, &bufs, &n), 0);
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    one.base = raft_malloc(total);
-    one.len = total;
-    total = 0;
-    for (unsigned i = 0; i < n; i++) {
-        memcpy((char *)one.base + total, bufs[i].base, bufs[i].len);
-        total += bufs[i].len;
-    }
-    assert_int_equal(rs->snapshot_finalize(rs, &bufs, &n), 0);
-    assert_int_equal(rd->restore(rd, &one), 0);
-    dst->now = src->now;
-}
-
 static void test_determinism_and_snapshot(void **state)
 {
     (void)state;
     for (uint64_t seed = 1; seed <= 3; seed++) {
-        harness_t *a = h_open(T0), *b = h_open(T0), *c = h_open(T0);
+        harness_t *a = h_open(H_T0), *b = h_open(H_T0), *c = h_open(H_T0);
         uint64_t ra = seed * 7919, rb = seed * 7919;
         char da[65], db[65];
         setup_topics(a);
@@ -658,7 +614,7 @@ static void test_determinism_and_snapshot(void **state)
         h_digest(a, da);
         h_digest(b, db);
         assert_string_equal(da, db);
-        snapshot_restore(b, c);
+        h_snapshot_restore(b, c);
         h_digest(c, db);
         assert_string_equal(da, db);
         h_close(b);
@@ -685,14 +641,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_key_match),
-        cmocka_unit_test_setup_teardown(test_topic_crud, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_validation, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_filters, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fanout_failures_counted, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_pending_ack_dead, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_push_pending_many, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_from_and_rewind, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_topic_crud, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_validation, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_filters, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_fanout_failures_counted, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_push_pending_ack_dead, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_push_pending_many, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_from_and_rewind, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_retention, h_setup, h_teardown),
         cmocka_unit_test(test_determinism_and_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

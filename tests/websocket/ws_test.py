@@ -2,9 +2,11 @@
 Usage: python3 ws_test.py MQHUBD [unittest args]. Each test class starts its
 own daemon on free loopback ports (wshub.py)."""
 import asyncio
+import base64
 import json
 import os
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -268,17 +270,55 @@ class Protocol(unittest.TestCase):
         self.assertEqual(self.hub.http("/no-such-file")[0], 404)
 
     def test_metrics_parse(self):
+        hook = ('function on_message(msg) if msg.body == "boom" then error("boom") end '
+                'return true end')
+
         async def go():
             async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
                 c = Json(ws)
-                await c.req("queue.create", name="wsmetrics")
-                for i in range(3):
-                    await c.req("send", queue="wsmetrics", body="x")
-        run(go())
-        status, text, headers = self.hub.http("/metrics")
+                r = await c.req("script.load", name="wscount", source=hook)
+                self.assertTrue(r["ok"], r)
+                await c.req("queue.create", name="wsmetrics", attrs={"hook": "wscount"})
+                for body in ("x", "boom", "x"):
+                    self.assertTrue((await c.req("send", queue="wsmetrics", body=body))["ok"])
+                await c.req("topic.create", name="wsmtopic")
+                r = await c.req("subscription.create", topic="wsmtopic", name="audit",
+                                endpoint={"push": True})
+                self.assertTrue(r["ok"], r)
+                for _ in range(2):
+                    self.assertTrue((await c.req("publish", topic="wsmtopic", body="p"))["ok"])
+                # Scraped while this WebSocket and one TCP connection are open.
+                _, tcp = await asyncio.open_connection("127.0.0.1", self.hub.tcp)
+                try:
+                    await asyncio.sleep(0.2)
+                    return await asyncio.get_running_loop().run_in_executor(
+                        None, self.hub.http, "/metrics")
+                finally:
+                    tcp.close()
+        status, text, headers = run(go())
         self.assertEqual(status, 200)
         self.assertIn("version=0.0.4", headers["content-type"])
         fam = parse_prometheus(text)
+
+        def value(family, **labels):
+            got = [v for _, l, v in fam[family]["samples"] if l == labels]
+            self.assertEqual(len(got), 1, "%s%r in %r" % (family, labels, fam[family]))
+            return got[0]
+        self.assertEqual(value("mqhub_script_calls_total", script="wscount"), 3)
+        self.assertEqual(value("mqhub_script_errors_total", script="wscount"), 1)
+        self.assertEqual(fam["mqhub_script_calls_total"]["type"], "counter")
+        self.assertGreaterEqual(value("mqhub_connections", transport="websocket"), 1)
+        self.assertGreaterEqual(value("mqhub_connections", transport="tcp"), 1)
+        self.assertGreaterEqual(value("mqhub_sessions_open", transport="tcp"), 1)
+        # The client connection and the collector's own session.
+        self.assertGreaterEqual(value("mqhub_sessions_open", transport="websocket"), 2)
+        self.assertGreaterEqual(value("mqhub_raft_commit_index"), 1)
+        self.assertGreaterEqual(value("mqhub_raft_applied_index"), 1)
+        self.assertEqual(value("mqhub_topic_published_total", topic="wsmtopic"), 2)
+        self.assertEqual(value("mqhub_subscription_matched_total", topic="wsmtopic",
+                               subscription="audit"), 2)
+        self.assertEqual(value("mqhub_subscription_pending", topic="wsmtopic",
+                               subscription="audit"), 2)
         ready = [v for _, l, v in fam["mqhub_queue_messages"]["samples"]
                  if l == {"queue": "wsmetrics", "state": "ready"}]
         self.assertEqual(ready, [3.0])
@@ -296,6 +336,72 @@ class Protocol(unittest.TestCase):
         self.assertGreaterEqual(count, 4)
         self.assertIn("mqhub_connections", fam)
         self.assertGreaterEqual(fam["mqhub_requests_total"]["samples"][0][2], 4)
+
+
+async def raw_handshake(port):
+    """A WebSocket client by hand (asyncio streams), so that it can do what no
+    library does: never answer a ping. Returns (reader, writer) after the 101."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(("GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                  "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqhub.v1.json\r\n\r\n"
+                  % (port, key)).encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+async def read_frame(reader):
+    """One server frame (servers do not mask): (opcode, payload)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return b0 & 0x0F, await reader.readexactly(n)
+
+
+class Keepalive(unittest.TestCase):
+    """ping_interval 1 s, idle_timeout 3 s: the server pings a quiet client
+    every second and hangs up one that has not answered for 3 s."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Hub(MQHUBD, ws_extra=", ping_interval = 1, idle_timeout = 3")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.hub.stop()
+        cls.hub.cleanup()
+        assert rc == 0, "mqhubd exit status %s" % rc
+
+    def test_silent_client_is_closed(self):
+        async def go():
+            reader, writer = await raw_handshake(self.hub.ws)
+            t0, pings = time.monotonic(), 0
+            try:
+                while time.monotonic() - t0 < 10:
+                    opcode, _ = await asyncio.wait_for(read_frame(reader), 10)
+                    pings += opcode == 0x9
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+            return pings, time.monotonic() - t0
+        pings, elapsed = run(go())
+        self.assertGreaterEqual(pings, 1, "the server pings a quiet client")
+        self.assertGreaterEqual(elapsed, 2.5, "closed before the idle timeout")
+        self.assertLess(elapsed, 6, "not closed after the idle timeout")
+
+    def test_answering_client_is_kept(self):
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"],
+                                          ping_interval=None) as ws:
+                await asyncio.sleep(4.5)  # quiet, but the library answers the pings
+                self.assertEqual((await Json(ws).req("ping"))["ok"], True)
+        run(go())
 
 
 class Auth(unittest.TestCase):

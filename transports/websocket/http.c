@@ -230,6 +230,25 @@ static void cluster_metrics(families_t *fs, const json_t *cl)
            strcmp(json_string_value(json_object_get(cl, "role")) ?: "", "leader") == 0, NULL);
 }
 
+/* Per transport: sessions open in the hub (the hub's gauge
+ * "sessions_open.<transport>"; ours includes the collector's own session) and
+ * client connections (TCP: one session each; WebSocket: counted here). */
+static void transport_metrics(families_t *fs, ws_t *w)
+{
+    static const char *const transports[] = {"tcp", "websocket"};
+    const mqhub_host_api_t *api = w->api;
+    char name[64];
+
+    for (size_t i = 0; i < sizeof transports / sizeof transports[0]; i++) {
+        snprintf(name, sizeof name, "sessions_open.%s", transports[i]);
+        sample(fs, "mqhub_sessions_open", "gauge", (double)api->metric_get(w->host, name),
+               "transport", transports[i], NULL);
+    }
+    sample(fs, "mqhub_connections", "gauge",
+           (double)api->metric_get(w->host, "sessions_open.tcp"), "transport", "tcp", NULL);
+    sample(fs, "mqhub_connections", "gauge", w->n_conns, "transport", "websocket", NULL);
+}
+
 /* Daemon counters (hub) and this plugin's, by their host names. */
 static void counter_metrics(families_t *fs, ws_t *w)
 {
@@ -239,8 +258,6 @@ static void counter_metrics(families_t *fs, ws_t *w)
         {"sessions_opened_total", "mqhub_sessions_opened_total"},
         {"sessions_closed_total", "mqhub_sessions_closed_total"},
         {"longpoll_parked_total", "mqhub_longpoll_parked_total"},
-        {"script_calls_total", "mqhub_script_calls_total"},
-        {"script_errors_total", "mqhub_script_errors_total"},
         {"plugin_websocket_connections_total", "mqhub_websocket_connections_total"},
         {"plugin_websocket_frames_too_large", "mqhub_websocket_frames_too_large_total"},
         {"plugin_websocket_slow_clients_closed", "mqhub_websocket_slow_clients_closed_total"},
@@ -251,10 +268,26 @@ static void counter_metrics(families_t *fs, ws_t *w)
         return;
     for (size_t i = 0; i < sizeof core / sizeof core[0]; i++)
         sample(fs, core[i][1], "counter", (double)api->metric_get(w->host, core[i][0]), NULL);
-    sample(fs, "mqhub_sessions_open", "gauge",
-           (double)(api->metric_get(w->host, "sessions_opened_total") -
-                    api->metric_get(w->host, "sessions_closed_total")),
-           NULL);
+    transport_metrics(fs, w);
+}
+
+/* Per script (script.list): calls of its filter or hook, and failures. */
+static void script_metrics(families_t *fs, const json_t *scripts)
+{
+    size_t i;
+    json_t *sc;
+
+    family(fs, "mqhub_script_calls_total", "counter");
+    family(fs, "mqhub_script_errors_total", "counter");
+    json_array_foreach(scripts, i, sc) {
+        const char *name = json_string_value(json_object_get(sc, "name"));
+        if (name == NULL)
+            continue;
+        sample(fs, "mqhub_script_calls_total", "counter", num(sc, "calls"), "script", name,
+               NULL);
+        sample(fs, "mqhub_script_errors_total", "counter", num(sc, "errors"), "script", name,
+               NULL);
+    }
 }
 
 static void latency_metrics(families_t *fs, ws_t *w)
@@ -290,7 +323,7 @@ char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
     topic_metrics(fs, json_object_get(snap, "topics"));
     sample(fs, "mqhub_blocks_active", "gauge",
            (double)json_array_size(json_object_get(snap, "blocks")), NULL);
-    sample(fs, "mqhub_connections", "gauge", w->n_conns, "transport", "websocket", NULL);
+    script_metrics(fs, json_object_get(snap, "scripts"));
     sample(fs, "mqhub_websocket_messages_in_total", "counter", (double)w->messages_in, NULL);
     sample(fs, "mqhub_websocket_messages_out_total", "counter", (double)w->messages_out, NULL);
     counter_metrics(fs, w);

@@ -2,7 +2,9 @@
  *
  * A snapshot is gathered with ordinary requests on the collector's own host
  * session, exactly as a client would: cluster.status, queue.list then
- * queue.get per queue, topic.list then topic.get per topic, block.list.
+ * queue.get per queue, topic.list then topic.get per topic and
+ * subscription.get per subscription (topic.get names them only), block.list,
+ * script.list.
  * An op the hub does not know (yet) or refuses is recorded under
  * "errors": {op: "CODE: sentence"} and the rest of the snapshot is still
  * served. The snapshot is a JSON object, the body of a {"push": "stats"}
@@ -28,15 +30,18 @@
 
 #define STATS_LIST_LIMIT 1000
 
-enum kind { K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_QUEUE, K_TOPIC };
+enum kind {
+    K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_SCRIPTS, K_QUEUE, K_TOPIC, K_SUB
+};
 
-static const char *const kind_op[] = {"hello",      "cluster.status", "queue.list", "topic.list",
-                                      "block.list", "queue.get",      "topic.get"};
+static const char *const kind_op[] = {"hello",      "cluster.status", "queue.list",
+                                      "topic.list", "block.list",     "script.list",
+                                      "queue.get",  "topic.get",      "subscription.get"};
 
 typedef struct sreq {
     struct stats *s;
     enum kind kind;
-    json_t *target; /* K_QUEUE / K_TOPIC: the entry to fill (borrowed) */
+    json_t *target; /* K_QUEUE / K_TOPIC / K_SUB: the entry to fill (borrowed) */
     struct sreq *prev, *next;
 } sreq_t;
 
@@ -107,8 +112,10 @@ static void pack_cstr(msgpack_packer *pk, const char *str)
     msgpack_pack_str_with_body(pk, str, strlen(str));
 }
 
-/* Send @kind's request; @name is the queue/topic for the per-name gets. */
-static void submit(stats_t *s, enum kind kind, const char *name, json_t *target)
+/* Send @kind's request; @name is the queue/topic for the per-name gets,
+ * @sub the subscription of topic @name for K_SUB (else NULL). */
+static void submit(stats_t *s, enum kind kind, const char *name, const char *sub,
+                   json_t *target)
 {
     const char *token = s->w->token;
     msgpack_sbuffer sb;
@@ -126,13 +133,19 @@ static void submit(stats_t *s, enum kind kind, const char *name, json_t *target)
     s->reqs = r;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2 + (name != NULL) + (kind == K_HELLO ? 2 + (token != NULL) : 0) +
+    msgpack_pack_map(&pk, 2 + (name != NULL) + (sub != NULL) +
+                              (kind == K_HELLO ? 2 + (token != NULL) : 0) +
                               (kind == K_QUEUES || kind == K_TOPICS));
     pack_cstr(&pk, "op");
     pack_cstr(&pk, kind_op[kind]);
     pack_cstr(&pk, "id");
     msgpack_pack_uint64(&pk, ++s->next_id);
-    if (name != NULL) {
+    if (sub != NULL) {
+        pack_cstr(&pk, "topic");
+        pack_cstr(&pk, name);
+        pack_cstr(&pk, "name");
+        pack_cstr(&pk, sub);
+    } else if (name != NULL) {
         pack_cstr(&pk, "name");
         pack_cstr(&pk, name);
     }
@@ -190,7 +203,30 @@ static void fan_out(stats_t *s, enum kind get, const char *section, const json_t
         entry = json_object();
         json_object_set(entry, "name", n);
         json_array_append_new(list, entry);
-        submit(s, get, json_string_value(n), entry);
+        submit(s, get, json_string_value(n), NULL, entry);
+    }
+}
+
+/* topic.get answered into @topic: its subscription names become entries
+ * {name} filled by one subscription.get each. */
+static void fan_out_subs(stats_t *s, json_t *topic)
+{
+    const char *tname = json_string_value(json_object_get(topic, "name"));
+    json_t *subs = json_object_get(topic, "subscriptions");
+    size_t i;
+    json_t *n;
+
+    if (tname == NULL)
+        return;
+    json_array_foreach(subs, i, n) {
+        json_t *entry;
+        if (!json_is_string(n))
+            continue;
+        entry = json_pack("{s:O}", "name", n);
+        if (entry == NULL)
+            continue;
+        submit(s, K_SUB, tname, json_string_value(n), entry);
+        json_array_set_new(subs, i, entry); /* drops the name string */
     }
 }
 
@@ -211,9 +247,16 @@ static void store(stats_t *s, sreq_t *r, json_t *reply)
     case K_BLOCKS:
         json_object_set(s->building, "blocks", json_object_get(reply, "blocks"));
         break;
+    case K_SCRIPTS:
+        json_object_set(s->building, "scripts", json_object_get(reply, "scripts"));
+        break;
     case K_QUEUE:
+    case K_SUB:
+        json_object_update(r->target, reply);
+        break;
     case K_TOPIC:
         json_object_update(r->target, reply);
+        fan_out_subs(s, r->target);
         break;
     case K_HELLO:
         break;
@@ -251,19 +294,20 @@ static void collect(stats_t *s)
 {
     if (s->building != NULL || s->session == NULL)
         return;
-    s->building = json_pack("{s:s, s:[], s:[], s:[]}", "push", "stats", "queues", "topics",
-                            "blocks");
+    s->building = json_pack("{s:s, s:[], s:[], s:[], s:[]}", "push", "stats", "queues",
+                            "topics", "blocks", "scripts");
     if (s->building == NULL)
         return;
     s->pending = 1;
     if (!s->said_hello) {
         s->said_hello = true;
-        submit(s, K_HELLO, NULL, NULL);
+        submit(s, K_HELLO, NULL, NULL, NULL);
     }
-    submit(s, K_CLUSTER, NULL, NULL);
-    submit(s, K_QUEUES, NULL, NULL);
-    submit(s, K_TOPICS, NULL, NULL);
-    submit(s, K_BLOCKS, NULL, NULL);
+    submit(s, K_CLUSTER, NULL, NULL, NULL);
+    submit(s, K_QUEUES, NULL, NULL, NULL);
+    submit(s, K_TOPICS, NULL, NULL, NULL);
+    submit(s, K_BLOCKS, NULL, NULL, NULL);
+    submit(s, K_SCRIPTS, NULL, NULL, NULL);
     done_one(s);
 }
 

@@ -4,7 +4,7 @@
 // topic through a push subscription. Rates are the difference of totals
 // between two snapshots. Errors are shown in the red bar, never swallowed.
 import {MqhubClient, bodyText} from './mqhub.js';
-import {sparkline, lineChart, formatNumber, formatAge} from './charts.js';
+import {sparkline, lineChart, formatNumber, formatAge, formatCountdown} from './charts.js';
 
 const HISTORY = 120;
 const $ = (sel) => document.querySelector(sel);
@@ -165,9 +165,10 @@ function renderBlocks(snap) {
   const empty = $('#blocks-empty');
   empty.hidden = !err && blocks.length > 0;
   empty.textContent = err ? `Blocks are not available: ${err}` : 'No active blocks.';
-  $('#blocks tbody').replaceChildren(...blocks.map((b) => el('tr', {},
-    el('td', {text: b.attr}), el('td', {text: b.value}), el('td', {text: b.reason || ''}),
-    el('td', {class: 'countdown', 'data-until': String(b.until), text: formatAge(b.until - Date.now())}))));
+  $('#blocks tbody').replaceChildren(...blocks.map((b) => el('tr', {class: 'block', 'data-attr': b.attr, 'data-value': b.value},
+    el('td', {text: b.attr}), el('td', {text: b.value}), el('td', {class: 'reason', text: b.reason || ''}),
+    el('td', {text: b.script || ''}),
+    el('td', {class: 'countdown', 'data-until': String(b.until), text: formatCountdown(b.until - Date.now())}))));
 }
 
 function renderTailChoices(snap) {
@@ -296,7 +297,7 @@ async function start() {
   });
   setInterval(() => {
     for (const c of document.querySelectorAll('.countdown'))
-      c.textContent = formatAge(Number(c.dataset.until) - Date.now());
+      c.textContent = formatCountdown(Number(c.dataset.until) - Date.now());
   }, 1000);
   try {
     await client.connect();

@@ -71,3 +71,14 @@ export function formatAge(ms) {
   if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
   return `${(s / 86400).toFixed(1)} d`;
 }
+
+// A countdown to an end @ms away, ticking by the second: "4:59", "1:02:03",
+// "3 d 4 h" beyond a day, "ended" once it is over.
+export function formatCountdown(ms) {
+  if (ms <= 0) return 'ended';
+  const s = Math.ceil(ms / 1000);
+  const two = (n) => String(n).padStart(2, '0');
+  if (s >= 86400) return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+  if (s >= 3600) return `${Math.floor(s / 3600)}:${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
+  return `${Math.floor(s / 60)}:${two(s % 60)}`;
+}

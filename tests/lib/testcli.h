@@ -1,0 +1,40 @@
+/* testcli.h: running the mqhub CLI against a testhub for integration tests —
+ * spawn it with arguments and stdin, wait, read back its exit status, stdout
+ * and stderr; parse --json output with jansson, failing the test when it is
+ * not what was expected. Output goes through files in the hub's temp dir, so
+ * one CLI at a time per hub.
+ */
+#ifndef MQHUB_TESTCLI_H
+#define MQHUB_TESTCLI_H
+
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "testhub.h"
+
+typedef struct testcli {
+    const char *path;      /* the mqhub binary ($MQHUB_CLI) */
+    const testhub_t *hub;  /* its address is MQHUB_SERVER; its dir holds the output */
+} testcli_t;
+
+/* What one run left: exit status (128 + signal when killed), output (cut to
+ * the buffer, NUL-terminated). */
+typedef struct testcli_run {
+    int status;
+    char out[16384], err[4096];
+} testcli_run_t;
+
+/* Start the CLI with @argv (NULL-ended, argv[0] excluded, at most 30),
+ * stdin from @input (NULL: empty). Returns the child's pid. */
+pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *input);
+/* Wait for @pid (from testcli_spawn) and read what it left into @r. */
+void testcli_collect(const testcli_t *c, pid_t pid, testcli_run_t *r);
+/* Spawn and collect: the arguments after @input are the CLI's, NULL-ended. */
+void testcli_run(const testcli_t *c, testcli_run_t *r, const char *input, ...);
+/* @r's stdout as JSON (the test fails when it is not); json_decref() it. */
+json_t *testcli_json(const testcli_run_t *r);
+/* Member @k of object @j (the test fails when absent); borrowed. */
+json_t *testcli_field(json_t *j, const char *k);
+
+#endif
