@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "client_int.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -77,13 +78,6 @@ struct mqhub_client {
     void *push_arg;
     char errmsg[512];
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void client_set_errmsg(mqhub_client_t *c, const char *fmt, ...)
 {
@@ -218,7 +212,7 @@ static int pending_add(mqhub_client_t *c, client_req_t *r, bool async,
     }
     uint32_t n = htonl((uint32_t)(r->sb.size - 4));
     memcpy(r->sb.data, &n, 4);
-    uint64_t t = now_ms();
+    uint64_t t = clock_mono_ms();
     int timeout = r->timeout_ms > c->timeout_ms ? r->timeout_ms : c->timeout_ms;
     pending_t *p = &c->pend[c->n_pend++];
     *p = (pending_t){.id = c->next_id, .len = r->sb.size, .deadline = t + (uint64_t)timeout,
@@ -498,7 +492,7 @@ static size_t pending_find(mqhub_client_t *c, uint64_t id)
 static bool retry_answer(mqhub_client_t *c, pending_t *p, int code,
                          const msgpack_object *map)
 {
-    uint64_t t = now_ms();
+    uint64_t t = clock_mono_ms();
     const char *l;
     size_t ll;
     bool named = client_get_str(map, "leader", &l, &ll) == 0 && ll > 0 &&
@@ -716,7 +710,7 @@ static int prepare(mqhub_client_t *c, uint64_t t, uint64_t *wake)
         if (conn_open(c, c->timeout_ms) != 0) {
             next_seed(c);
             c->conn_failed = true;
-            c->conn_retry_at = now_ms() + c->conn_backoff;
+            c->conn_retry_at = clock_mono_ms() + c->conn_backoff;
             c->conn_backoff = c->conn_backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                                    : c->conn_backoff * 2;
             if (c->conn_retry_at < *wake)
@@ -743,7 +737,7 @@ static int pump(mqhub_client_t *c, uint64_t until, bool (*stop)(void *), void *a
 {
     int n = 0;
     for (;;) {
-        uint64_t t = now_ms();
+        uint64_t t = clock_mono_ms();
         n += expire(c, t);
         n += follow_redirect(c);
         if (stop(arg))
@@ -753,7 +747,7 @@ static int pump(mqhub_client_t *c, uint64_t until, bool (*stop)(void *), void *a
             if (c->pend[i].deadline < wake)
                 wake = c->pend[i].deadline;
         n += prepare(c, t, &wake);
-        t = now_ms();
+        t = clock_mono_ms();
         int ms = wake > t ? (int)(wake - t < 60000 ? wake - t : 60000) : 0;
         if (c->fd < 0) {
             if (t >= until || c->n_pend == 0)
@@ -772,7 +766,7 @@ static int pump(mqhub_client_t *c, uint64_t until, bool (*stop)(void *), void *a
             n += do_write(c);
         if (rc > 0 && c->fd >= 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP)))
             n += do_read(c);
-        if (stop(arg) || now_ms() >= until)
+        if (stop(arg) || clock_mono_ms() >= until)
             return n;
     }
 }
@@ -789,7 +783,7 @@ int client_submit(mqhub_client_t *c, client_req_t *r, bool async, client_done_fn
                   void *arg)
 {
     if (async && c->n_async >= c->window) {
-        pump(c, now_ms() + (uint64_t)c->timeout_ms, window_free, c);
+        pump(c, clock_mono_ms() + (uint64_t)c->timeout_ms, window_free, c);
         if (c->n_async >= c->window) {
             client_req_free(r);
             client_set_errmsg(c, "no free slot in the window of %u requests", c->window);
@@ -1017,7 +1011,7 @@ void mqhub_client_on_push(mqhub_client_t *c, mqhub_client_push_cb cb, void *arg)
 int mqhub_client_poll(mqhub_client_t *c, int timeout_ms)
 {
     poll_state_t ps = {c, c->delivered};
-    uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX : clock_mono_ms() + (uint64_t)timeout_ms;
     if (c->n_pend == 0 && (!c->push_cb || c->fd < 0))
         return c->fd < 0 && (c->conn_failed || c->push_cb) ? MQHUB_ECONN : 0;
     pump(c, until, delivered_some, &ps);
@@ -1031,8 +1025,8 @@ static bool none_pending(void *arg)
 
 int mqhub_client_flush(mqhub_client_t *c, int timeout_ms)
 {
-    uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
-    while (c->n_pend > 0 && now_ms() < until)
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX : clock_mono_ms() + (uint64_t)timeout_ms;
+    while (c->n_pend > 0 && clock_mono_ms() < until)
         pump(c, until, none_pending, c);
     if (c->n_pend > 0) {
         client_set_errmsg(c, "%zu requests still in flight", c->n_pend);

@@ -35,6 +35,11 @@
 #define TICK_INTERVAL_MS 1000
 #define DUE_MIN_DELAY_MS 5
 #define HEARTBEAT_MS 100
+/* raft_uv's open segments (default 8 MiB). Closing one costs the loop an
+ * io_destroy() of 28-50 ms (docs/benchmarks.md "Single node"), so larger ones
+ * mean fewer stalls; raft 0.22.1 stops writing at 24 MiB and more (appends
+ * are accepted, never written), 16 MiB is tested, restarts included. */
+#define SEGMENT_SIZE ((size_t)16 << 20)
 #define ELECTION_MS 1000
 #define DEFAULT_SNAPSHOT_THRESHOLD 8192
 #define DEFAULT_SNAPSHOT_TRAILING 1024
@@ -1027,8 +1032,7 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
         replica_free(r);
         return MQHUB_EINTERNAL;
     }
-    if (getenv("PERF2_SEG"))
-        raft_uv_set_segment_size(&r->io, (size_t)atoi(getenv("PERF2_SEG")) << 20);
+    raft_uv_set_segment_size(&r->io, SEGMENT_SIZE);
     rv = raft_init(&r->raft, snapshot_io_wrap(&r->snapio, &r->io, loop, fsm), &r->wrap, cfg->id,
                    cfg->raft_address);
     if (rv != 0) {

@@ -95,28 +95,17 @@ static void make_delete(struct bench *b, size_t i, msgpack_packer *pk)
     pack_str(pk, i < b->n_receipts ? b->receipts[i] : "none");
 }
 
-static const msgpack_object *map_get(const msgpack_object *m, const char *key)
-{
-    for (uint32_t i = 0; m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
-        const msgpack_object_kv *kv = &m->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
-            memcmp(kv->key.via.str.ptr, key, kv->key.via.str.size) == 0)
-            return &kv->val;
-    }
-    return NULL;
-}
-
 /* Keep the receipts of receive replies; count failed replies. */
 static void note_reply(struct bench *b, const char *data, size_t len, size_t *failed)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *ok = map_get(&u.data, "ok"), *msgs = map_get(&u.data, "msgs");
+        const msgpack_object *ok = fsm_arg(&u.data, "ok"), *msgs = fsm_arg(&u.data, "msgs");
         if (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN || !ok->via.boolean)
             (*failed)++;
         for (uint32_t i = 0; msgs && i < msgs->via.array.size; i++) {
-            const msgpack_object *r = map_get(&msgs->via.array.ptr[i], "receipt");
+            const msgpack_object *r = fsm_arg(&msgs->via.array.ptr[i], "receipt");
             if (r && r->type == MSGPACK_OBJECT_STR)
                 b->receipts[b->n_receipts++] = strndup(r->via.str.ptr, r->via.str.size);
         }

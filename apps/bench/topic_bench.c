@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "clock.h"
 #include "mqhub/client.h"
 #include "topic_bench.h"
 
@@ -55,13 +56,6 @@ typedef struct tworker {
 
 static const char *const even_tag[] = {"even"};
 static const char *const odd_tag[] = {"odd"};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------ publishers */
 
@@ -145,7 +139,7 @@ static void *publisher(void *arg)
     bool more = true;
     while (more || w->inflight > 0) {
         while (more && w->inflight < w->b->window) {
-            more = now_ms() < w->b->t_end;
+            more = clock_mono_ms() < w->b->t_end;
             if (more && submit_publish(w) != 0) {
                 fprintf(stderr, "mqhub-bench: publish: %s\n", mqhub_client_errmsg(w->c));
                 more = false;
@@ -156,7 +150,7 @@ static void *publisher(void *arg)
         if (w->inflight > 0 && mqhub_client_poll(w->c, 100) < 0)
             break;
     }
-    atomic_store(&w->b->t_pub_done, now_ms()); /* the last one to finish wins */
+    atomic_store(&w->b->t_pub_done, clock_mono_ms()); /* the last one to finish wins */
     atomic_fetch_sub(&w->b->publishers_left, 1);
     return NULL;
 }
@@ -178,7 +172,7 @@ static void on_push(void *arg, const mqhub_push_t *p)
     }
     for (size_t i = 0; i < p->n; i++)
         w->acks[w->n_acks++] = p->msgs[i].seq;
-    w->last_msg_ms = now_ms();
+    w->last_msg_ms = clock_mono_ms();
 }
 
 static void on_ack(void *arg, int status, const msgpack_object *resp, const char *errmsg)
@@ -191,7 +185,7 @@ static void on_ack(void *arg, int status, const msgpack_object *resp, const char
         return;
     }
     atomic_fetch_add(&w->b->consumed, res->via.array.size);
-    atomic_store(&w->b->t_last_ack, now_ms());
+    atomic_store(&w->b->t_last_ack, clock_mono_ms());
 }
 
 static void *pusher(void *arg)
@@ -203,7 +197,7 @@ static void *pusher(void *arg)
         fprintf(stderr, "mqhub-bench: subscribe: %s\n", mqhub_client_errmsg(w->c));
         return NULL;
     }
-    w->last_msg_ms = now_ms();
+    w->last_msg_ms = clock_mono_ms();
     for (;;) {
         if (mqhub_client_poll(w->c, 50) < 0)
             break;
@@ -214,7 +208,7 @@ static void *pusher(void *arg)
         }
         w->n_acks = 0;
         if (atomic_load(&b->publishers_left) == 0 && w->inflight == 0 &&
-            now_ms() - w->last_msg_ms > IDLE_STOP_MS)
+            clock_mono_ms() - w->last_msg_ms > IDLE_STOP_MS)
             break;
     }
     mqhub_client_flush(w->c, 5000);
@@ -302,7 +296,7 @@ static int run(tbench_t *b)
     mqhub_client_opts_t o = {.window = b->window * 2, .client_name = "mqhub-bench"};
     char err[512];
     int rc = 0;
-    b->t0 = now_ms();
+    b->t0 = clock_mono_ms();
     b->t_end = b->t0 + (uint64_t)(b->duration * 1000);
     atomic_store(&b->publishers_left, (int)b->conns);
     for (unsigned i = 0; i < n && rc == 0; i++) {

@@ -67,6 +67,9 @@ int queue_cmd(cli_t *cli, const char *sub);
 int messages_send(cli_t *cli);
 int messages_recv(cli_t *cli);
 int messages_delete(cli_t *cli);
+/* All of @f into a malloc'ed buffer (*@len bytes, not NUL-terminated), NULL
+ * when out of memory; the caller frees it. */
+char *messages_read_all(FILE *f, size_t *len);
 /* topic.c: `topic ...`, `publish`, `sub ...`, `tail`. */
 int topic_cmd(cli_t *cli, const char *sub);
 int topic_publish(cli_t *cli);

@@ -11,7 +11,7 @@
 
 /* ------------------------------------------------------------------ send */
 
-static char *read_all(FILE *f, size_t *len)
+char *messages_read_all(FILE *f, size_t *len)
 {
     size_t cap = 4096, n = 0;
     char *p = malloc(cap);
@@ -152,7 +152,7 @@ int messages_send(cli_t *cli)
     if (cli->n_args == 2 && strcmp(cli->args[1], "-") != 0)
         return send_one(cli, cli->args[0], cli->args[1], strlen(cli->args[1]));
     size_t len;
-    char *body = read_all(stdin, &len);
+    char *body = messages_read_all(stdin, &len);
     if (!body)
         return cli_fail(cli, MQHUB_EINTERNAL, "read stdin");
     rc = send_one(cli, cli->args[0], body, len);

@@ -61,23 +61,11 @@ static void get_str(const msgpack_object *m, const char *k, char *buf, size_t si
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    char *buf = NULL;
-    size_t cap = 0;
+    char *buf;
     *len = 0;
     if (!f)
         return NULL;
-    for (;;) {
-        if (*len + 4096 > cap) {
-            char *nb = realloc(buf, cap = cap * 2 + 65536);
-            if (!nb)
-                break;
-            buf = nb;
-        }
-        size_t n = fread(buf + *len, 1, cap - *len, f);
-        *len += n;
-        if (n == 0)
-            break;
-    }
+    buf = messages_read_all(f, len);
     if (f != stdin)
         fclose(f);
     return buf;

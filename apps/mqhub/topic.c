@@ -206,23 +206,6 @@ int topic_cmd(cli_t *cli, const char *sub)
 
 /* --------------------------------------------------------------- publish */
 
-static char *read_stdin(size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *p = malloc(cap);
-    while (p) {
-        n += fread(p + n, 1, cap - n, stdin);
-        if (n < cap)
-            break;
-        char *q = realloc(p, cap *= 2);
-        if (!q)
-            free(p);
-        p = q;
-    }
-    *len = n;
-    return p;
-}
-
 int topic_publish(cli_t *cli)
 {
     mqhub_publish_opts_t o = {.tags = cli->tags, .n_tags = cli->n_tags, .key = cli->key,
@@ -239,7 +222,7 @@ int topic_publish(cli_t *cli)
         return cli_usage_error("publish", "at most %d --tag", MQHUB_TAGS_MAX);
     if (cli->n_args == 2 && strcmp(cli->args[1], "-") != 0) {
         len = strlen(cli->args[1]);
-    } else if ((body = read_stdin(&len)) == NULL) {
+    } else if ((body = messages_read_all(stdin, &len)) == NULL) {
         fprintf(stderr, "mqhub: out of memory reading stdin\n");
         return CLI_USAGE;
     }

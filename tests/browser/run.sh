@@ -21,8 +21,9 @@ if [ ! -f "$deps/node_modules/playwright-core/package.json" ]; then
     mkdir -p "$deps"
     [ -f "$deps/package.json" ] || echo '{"private": true}' > "$deps/package.json"
     echo "installing playwright-core into $deps"
+    # ~1.61: the last line that runs on Debian 12's Node.js 18 (1.62+ need Node 20).
     (cd "$deps" && npm install --cache "$deps/.npm" --no-audit --no-fund --no-save \
-        --loglevel=error playwright-core@1) ||
+        --loglevel=error playwright-core@~1.61) ||
         { echo "FAIL: npm install playwright-core failed (registry unreachable?)"; exit 1; }
 fi
 mkdir -p "$out/artifacts"

@@ -25,6 +25,7 @@
 #include "checker.h"
 #include "mqhub/client.h"
 #include "testcluster.h"
+#include "testhub.h"
 
 #define QUEUE "orders"
 #define VISIBILITY_S 2
@@ -47,19 +48,13 @@ typedef struct worker {
     pthread_t th;
 } worker_t;
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static mqhub_client_t *connect_all(load_t *l)
 {
     mqhub_client_opts_t o = {.timeout_ms = CLIENT_TIMEOUT_MS};
     mqhub_client_t *cl = NULL;
     for (int i = 0; i < 100 && !cl; i++)
         if (mqhub_client_connect(&cl, l->c->seeds, &o, NULL, 0) != 0)
-            sleep_ms(100);
+            testhub_sleep_ms(100);
     return cl;
 }
 
@@ -171,7 +166,7 @@ static void round_kill(testcluster_t *c, figures_t *f, unsigned *seed)
     uint64_t ms = await_leader(c, old, f, t0);
     printf("t=%llu round kill -9 node %d (:%u): new leader in %llu ms\n", (unsigned long long)t0,
            old + 1, c->nodes[old].port, (unsigned long long)ms);
-    sleep_ms(200 + (unsigned)rand_r(seed) % 1500);
+    testhub_sleep_ms(200 + (unsigned)rand_r(seed) % 1500);
     assert_int_equal(testcluster_start_node(c, (unsigned)old), 0);
 }
 
@@ -184,7 +179,7 @@ static void round_pause(testcluster_t *c, figures_t *f, unsigned *seed)
     uint64_t ms = await_leader(c, old, f, t0);
     printf("t=%llu round SIGSTOP node %d (:%u): new leader in %llu ms\n", (unsigned long long)t0,
            old + 1, c->nodes[old].port, (unsigned long long)ms);
-    sleep_ms(500 + (unsigned)rand_r(seed) % 1500);
+    testhub_sleep_ms(500 + (unsigned)rand_r(seed) % 1500);
     testcluster_resume(c, (unsigned)old);
 }
 
@@ -207,7 +202,7 @@ static void final_drain(load_t *l)
     long errors = 0;
     unsigned empty = 0;
     assert_non_null(cl);
-    sleep_ms(VISIBILITY_S * 1000 + 500);
+    testhub_sleep_ms(VISIBILITY_S * 1000 + 500);
     for (int i = 0; i < 10000 && empty < 2; i++)
         empty = consume_once(l, cl, &errors) ? 0 : empty + 1;
     mqhub_client_close(cl);
@@ -242,20 +237,20 @@ static void test_failover(void **state)
     assert_non_null(cl);
     mqhub_queue_info_t qi;
     for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)
-        sleep_ms(100);
+        testhub_sleep_ms(100);
     mqhub_client_close(cl);
     for (unsigned i = 0; i < 2 * clients; i++) {
         w[i] = (worker_t){.l = &l, .index = i};
         pthread_create(&w[i].th, NULL, i < clients ? producer : consumer, &w[i]);
     }
-    sleep_ms(1000);
+    testhub_sleep_ms(1000);
     for (unsigned r = 0; r < rounds; r++) {
         switch (r % 4) {
         case 0: case 2: round_kill(&g_cluster, &f, &seed); break;
         case 1: round_pause(&g_cluster, &f, &seed); break;
         default: round_restart_all(&g_cluster, &f); break;
         }
-        sleep_ms(500 + (unsigned)rand_r(&seed) % 1000);
+        testhub_sleep_ms(500 + (unsigned)rand_r(&seed) % 1000);
     }
     l.stop_send = 1;
     for (unsigned i = 0; i < clients; i++)

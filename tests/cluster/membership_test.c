@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,19 +35,13 @@ typedef struct load {
     pthread_t producer, consumer;
 } load_t;
 
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static mqhub_client_t *connect_all(testcluster_t *c)
 {
     mqhub_client_opts_t o = {.timeout_ms = 4000};
     mqhub_client_t *cl = NULL;
     for (int i = 0; i < 100 && !cl; i++)
         if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
-            sleep_ms(100);
+            testhub_sleep_ms(100);
     return cl;
 }
 
@@ -61,7 +54,7 @@ static void *produce(void *arg)
         snprintf(body, sizeof body, "%016llx", (unsigned long long)seq);
         if (mqhub_client_send(cl, QUEUE, body, 16, NULL, NULL) == 0)
             checker_sent(l->k, seq);
-        sleep_ms(5);
+        testhub_sleep_ms(5);
     }
     mqhub_client_close(cl);
     return NULL;
@@ -217,14 +210,14 @@ static void test_grow_transfer_shrink(void **state)
     assert_non_null(cl);
     mqhub_queue_info_t qi;
     for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)
-        sleep_ms(100);
+        testhub_sleep_ms(100);
     load_t l = {.c = &g_cluster, .k = checker_new(VISIBILITY_S * 1000)};
     pthread_create(&l.producer, NULL, produce, &l);
     pthread_create(&l.consumer, NULL, consume, &l);
     assert_int_equal(voters(&g_cluster), 1);
     check_errors(cl);
 
-    sleep_ms(1500); /* some load and ticks: a few snapshots already */
+    testhub_sleep_ms(1500); /* some load and ticks: a few snapshots already */
     add_node(&g_cluster, cl, 1);
     add_node(&g_cluster, cl, 2);
     assert_int_equal(voters(&g_cluster), 3);
@@ -236,7 +229,7 @@ static void test_grow_transfer_shrink(void **state)
     int old = testcluster_leader(&g_cluster, 20000);
     assert_true(old >= 0 && old != 3);
     int parked = park_receive(&g_cluster, (unsigned)old);
-    sleep_ms(200); /* let it park */
+    testhub_sleep_ms(200); /* let it park */
     assert_int_equal(mqhub_client_cluster_transfer(cl, 4), 0);
     int leader = testcluster_leader(&g_cluster, 20000);
     assert_int_equal(leader, 3);
@@ -251,12 +244,12 @@ static void test_grow_transfer_shrink(void **state)
     testcluster_stop(&g_cluster, 1);
     assert_int_equal(voters(&g_cluster), 3);
     printf("shrunk to 3 voters\n");
-    sleep_ms(1000);
+    testhub_sleep_ms(1000);
 
     l.stop = 1;
     pthread_join(l.producer, NULL);
     pthread_join(l.consumer, NULL);
-    sleep_ms(VISIBILITY_S * 1000 + 500);
+    testhub_sleep_ms(VISIBILITY_S * 1000 + 500);
     for (unsigned empty = 0, i = 0; empty < 2 && i < 1000; i++)
         empty = consume_once(&l, cl) ? 0 : empty + 1;
     assert_int_equal(mqhub_client_cluster_status(cl, false, &st), 0);

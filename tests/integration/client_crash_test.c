@@ -41,13 +41,6 @@ typedef struct slot {
 
 static const char *mqhubd_path;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void on_sent(void *arg, const mqhub_send_result_t *r)
 {
     slot_t *s = arg;
@@ -72,7 +65,7 @@ static void submit(crash_t *cr)
 /* Send until @kill_at, kill -9, drain the failures, restart. */
 static void round_trip(crash_t *cr, uint64_t kill_at)
 {
-    while (mono_ms() < kill_at && cr->next < MAX_MSGS) {
+    while (testhub_now_ms() < kill_at && cr->next < MAX_MSGS) {
         while (mqhub_client_pending(cr->c) < 64 && cr->next < MAX_MSGS)
             submit(cr);
         mqhub_client_poll(cr->c, 5);
@@ -120,7 +113,7 @@ static void test_kill9_rounds(void **state)
     assert_int_equal(mqhub_client_connect(&cr->c, cr->hub.address, &o, err, sizeof err), 0);
     assert_int_equal(mqhub_client_queue_create(cr->c, "crash", NULL), 0);
     for (int r = 0; r < ROUNDS; r++)
-        round_trip(cr, mono_ms() + 100 + (uint64_t)(rand() % 400));
+        round_trip(cr, testhub_now_ms() + 100 + (uint64_t)(rand() % 400));
     drain(cr, &dups, &strangers);
 
     for (unsigned n = 0; n < cr->next; n++) {

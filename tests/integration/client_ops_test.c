@@ -26,13 +26,6 @@ typedef struct fixture {
 
 static const char *mqhubd_path;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static mqhub_client_t *connect_to(const testhub_t *h, int timeout_ms)
 {
     mqhub_client_t *c = NULL;
@@ -260,9 +253,9 @@ static void test_long_poll_empty(void **state)
     fixture_t *f = *state;
     mqhub_msg_list_t l;
     must(f->c, mqhub_client_queue_create(f->c, "lp-empty", NULL));
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = testhub_now_ms();
     recv_n(f->c, "lp-empty", 1, 2, &l);
-    uint64_t dt = mono_ms() - t0;
+    uint64_t dt = testhub_now_ms() - t0;
     assert_int_equal(l.n, 0);
     assert_true(dt >= 1800 && dt <= 3500);
     mqhub_msg_list_free(&l);
@@ -281,7 +274,7 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
     g->calls++;
     g->status = status;
     g->n = msgs && msgs->type == MSGPACK_OBJECT_ARRAY ? msgs->via.array.size : 0;
-    g->at = mono_ms();
+    g->at = testhub_now_ms();
 }
 
 /* A waiting receive returns as soon as another connection sends. */
@@ -311,9 +304,9 @@ static void test_long_poll_wakeup(void **state)
     mqhub_client_poll(f->c, 300); /* writes it; nothing arrives yet */
     assert_int_equal(g.calls, 0);
 
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = testhub_now_ms();
     send_text(other, "lp-wake", "wake up", NULL);
-    while (g.calls == 0 && mono_ms() - t0 < 5000)
+    while (g.calls == 0 && testhub_now_ms() - t0 < 5000)
         mqhub_client_poll(f->c, 100);
     assert_int_equal(g.calls, 1);
     assert_int_equal(g.status, 0);
@@ -561,9 +554,9 @@ static void test_timeouts(void **state)
     assert_int_equal(l.n, 0);
     mqhub_msg_list_free(&l);
     kill(f->hub.pid, SIGSTOP);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = testhub_now_ms();
     int rc = mqhub_client_ping(c);
-    uint64_t dt = mono_ms() - t0;
+    uint64_t dt = testhub_now_ms() - t0;
     kill(f->hub.pid, SIGCONT);
     assert_int_equal(rc, MQHUB_ETIMEOUT);
     assert_true(dt >= 250 && dt < 2000);

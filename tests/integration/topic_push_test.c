@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
@@ -36,13 +35,6 @@ typedef struct fixture {
 
 static const char *mqhubd_path;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void must(mqhub_client_t *c, int rc)
 {
     if (rc != 0)
@@ -60,7 +52,7 @@ static void on_push(void *arg, const mqhub_push_t *p)
     for (size_t i = 0; i < p->n && g->n < MAX_GOT; i++) {
         g->seq[g->n] = p->msgs[i].seq;
         g->attempt[g->n] = p->msgs[i].attempt;
-        g->at[g->n] = mono_ms();
+        g->at[g->n] = testhub_now_ms();
         snprintf(g->body[g->n], sizeof g->body[0], "%s", (const char *)p->msgs[i].body);
         g->n++;
     }
@@ -83,16 +75,16 @@ static mqhub_client_t *consumer(const testhub_t *h, got_t *g)
 /* Poll @c until @g holds @n messages or @ms passed. */
 static void wait_for(mqhub_client_t *c, got_t *g, size_t n, int ms)
 {
-    uint64_t end = mono_ms() + (uint64_t)ms;
-    while (g->n < n && mono_ms() < end)
+    uint64_t end = testhub_now_ms() + (uint64_t)ms;
+    while (g->n < n && testhub_now_ms() < end)
         mqhub_client_poll(c, 20);
 }
 
 /* Poll for @ms whatever arrives. */
 static void pump_for(mqhub_client_t *c, int ms)
 {
-    uint64_t end = mono_ms() + (uint64_t)ms;
-    while (mono_ms() < end)
+    uint64_t end = testhub_now_ms() + (uint64_t)ms;
+    while (testhub_now_ms() < end)
         mqhub_client_poll(c, 20);
 }
 
@@ -249,8 +241,8 @@ static void test_competing_consumers(void **state)
     must(ca, mqhub_client_subscribe(ca, "t.compete", "s", 100));
     must(cb, mqhub_client_subscribe(cb, "t.compete", "s", 100));
     publish_n(f->c, "t.compete", 20);
-    uint64_t end = mono_ms() + 3000;
-    while (a.n + b.n < 20 && mono_ms() < end) {
+    uint64_t end = testhub_now_ms() + 3000;
+    while (a.n + b.n < 20 && testhub_now_ms() < end) {
         mqhub_client_poll(ca, 10);
         mqhub_client_poll(cb, 10);
     }

@@ -7,17 +7,12 @@
  * from cluster.status over raw frames (testhub's frame helpers), so this file
  * needs no client library. To configure more, extend write_config().
  */
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "testcluster.h"
@@ -28,39 +23,7 @@
 
 uint64_t testcluster_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* A free loopback port; @taken lists ports already handed out. */
-static uint16_t free_port(const uint16_t *taken, unsigned n)
-{
-    for (int attempt = 0; attempt < 50; attempt++) {
-        struct sockaddr_in a = {.sin_family = AF_INET,
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t al = sizeof a;
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        uint16_t port = 0;
-        if (fd < 0)
-            return 0;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-            getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-            port = ntohs(a.sin_port);
-        close(fd);
-        bool dup = false;
-        for (unsigned i = 0; i < n; i++)
-            dup |= taken[i] == port;
-        if (port && !dup)
-            return port;
-    }
-    return 0;
+    return testhub_now_ms();
 }
 
 static int write_config(testcluster_t *c, unsigned i, unsigned n_initial, const char *extra)
@@ -91,22 +54,9 @@ static int write_config(testcluster_t *c, unsigned i, unsigned n_initial, const 
 int testcluster_spawn(testcluster_t *c, unsigned i)
 {
     tc_node_t *nd = &c->nodes[i];
-    char config[340], log[340];
-    snprintf(config, sizeof config, "%s/config.lua", nd->dir);
-    snprintf(log, sizeof log, "%s/mqhubd.log", nd->dir);
-    pid_t pid = fork();
+    pid_t pid = testhub_spawn_dir(c->mqhubd, nd->dir);
     if (pid < 0)
         return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(c->mqhubd, c->mqhubd, "--config", config, (char *)NULL);
-        _exit(127);
-    }
     nd->pid = pid;
     nd->paused = false;
     return 0;
@@ -127,15 +77,9 @@ bool testcluster_running(testcluster_t *c, unsigned i)
 
 static void print_log(const tc_node_t *nd)
 {
-    char path[340], line[1024];
-    snprintf(path, sizeof path, "%s/mqhubd.log", nd->dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    fprintf(stderr, "---- node %llu: %s\n", (unsigned long long)nd->id, path);
-    while (fgets(line, sizeof line, f))
-        fputs(line, stderr);
-    fclose(f);
+    char label[48];
+    snprintf(label, sizeof label, "node %llu: ", (unsigned long long)nd->id);
+    testhub_print_log(nd->dir, label);
 }
 
 void testcluster_dump_logs(testcluster_t *c)
@@ -157,7 +101,7 @@ static int wait_up(testcluster_t *c, unsigned i)
         }
         if (testcluster_status(c, i, false, 1000, &st) == 0)
             return 0;
-        sleep_ms(50);
+        testhub_sleep_ms(50);
     }
     fprintf(stderr, "testcluster: node %u not answering\n", i + 1);
     print_log(&c->nodes[i]);
@@ -193,9 +137,9 @@ int testcluster_start(testcluster_t *c, const char *mqhubd, unsigned n_total,
         snprintf(nd->dir, sizeof nd->dir, "%s/n%u", c->dir, i + 1);
         if (mkdir(nd->dir, 0755) != 0)
             return -1;
-        nd->port = free_port(ports, n_ports);
+        nd->port = testhub_free_port(ports, n_ports);
         ports[n_ports++] = nd->port;
-        raft = free_port(ports, n_ports);
+        raft = testhub_free_port(ports, n_ports);
         ports[n_ports++] = raft;
         if (!nd->port || !raft)
             return -1;
@@ -230,23 +174,16 @@ void testcluster_kill(testcluster_t *c, unsigned i)
 int testcluster_stop(testcluster_t *c, unsigned i)
 {
     tc_node_t *nd = &c->nodes[i];
-    int status = 0;
     if (nd->pid <= 0)
         return 0;
     if (nd->paused)
         testcluster_resume(c, i);
-    kill(nd->pid, SIGTERM);
-    uint64_t until = testcluster_now_ms() + STOP_TIMEOUT_MS;
-    while (testcluster_now_ms() < until) {
-        if (waitpid(nd->pid, &status, WNOHANG) == nd->pid) {
-            nd->pid = 0;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        sleep_ms(10);
+    int st = testhub_term_wait(&nd->pid, STOP_TIMEOUT_MS);
+    if (st < 0) {
+        fprintf(stderr, "testcluster: node %u ignored SIGTERM\n", i + 1);
+        testcluster_kill(c, i);
     }
-    fprintf(stderr, "testcluster: node %u ignored SIGTERM\n", i + 1);
-    testcluster_kill(c, i);
-    return -1;
+    return st;
 }
 
 void testcluster_pause(testcluster_t *c, unsigned i)
@@ -263,44 +200,16 @@ void testcluster_resume(testcluster_t *c, unsigned i)
 
 /* ---------------------------------------------------------------- status */
 
-static int connect_to(uint16_t port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static const msgpack_object *get(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static uint64_t get_uint(const msgpack_object *map, const char *key)
 {
-    const msgpack_object *o = get(map, key);
+    const msgpack_object *o = testhub_get(map, key);
     return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
 }
 
 static void fill_status(const msgpack_object *m, tc_status_t *out)
 {
     char role[16];
-    const msgpack_object *nodes = get(m, "nodes");
+    const msgpack_object *nodes = testhub_get(m, "nodes");
     memset(out, 0, sizeof *out);
     out->node = get_uint(m, "node");
     out->leader_id = get_uint(m, "leader_id");
@@ -330,7 +239,7 @@ int testcluster_status(testcluster_t *c, unsigned i, bool digest, int timeout_ms
 
     if (c->nodes[i].pid <= 0 || c->nodes[i].paused)
         return -1;
-    int fd = connect_to(c->nodes[i].port);
+    int fd = testhub_connect_port(c->nodes[i].port);
     if (fd < 0)
         return -1;
     msgpack_sbuffer_init(&sb);
@@ -344,7 +253,7 @@ int testcluster_status(testcluster_t *c, unsigned i, bool digest, int timeout_ms
     msgpack_pack_str_with_body(&pk, "digest", 6);
     digest ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
     if (testhub_write_frame(fd, sb.data, sb.size) == 0 &&
-        testhub_read_frame(fd, timeout_ms, &zone, &o) == 0 && (ok = get(&o, "ok")) &&
+        testhub_read_frame(fd, timeout_ms, &zone, &o) == 0 && (ok = testhub_get(&o, "ok")) &&
         ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
         fill_status(&o, out);
         rc = 0;
@@ -384,7 +293,7 @@ int testcluster_leader(testcluster_t *c, int timeout_ms)
         int l = agreed_leader(c);
         if (l >= 0)
             return l;
-        sleep_ms(20);
+        testhub_sleep_ms(20);
     } while (testcluster_now_ms() < until);
     return -1;
 }
@@ -412,7 +321,7 @@ int testcluster_converged(testcluster_t *c, int timeout_ms)
         }
         if (same && first >= 0)
             return 0;
-        sleep_ms(30);
+        testhub_sleep_ms(30);
     } while (testcluster_now_ms() < until);
     for (unsigned i = 0; i < c->n; i++)
         if (c->nodes[i].pid > 0 && !c->nodes[i].paused)

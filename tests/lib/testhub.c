@@ -26,14 +26,14 @@
 #define READY_TIMEOUT_MS 15000
 #define STOP_TIMEOUT_MS 10000
 
-static uint64_t mono_ms(void)
+uint64_t testhub_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+void testhub_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -47,20 +47,27 @@ const char *testhub_binary(int argc, char **argv)
     return argc > 1 && access(argv[1], X_OK) == 0 ? argv[1] : NULL;
 }
 
-static uint16_t free_port(void)
+uint16_t testhub_free_port(const uint16_t *taken, unsigned n)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return 0;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
+    for (int attempt = 0; attempt < 50; attempt++) {
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof a;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        uint16_t port = 0;
+        if (fd < 0)
+            return 0;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+            getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+            port = ntohs(a.sin_port);
         close(fd);
-        return 0;
+        bool dup = false;
+        for (unsigned i = 0; i < n; i++)
+            dup |= taken[i] == port;
+        if (port && !dup)
+            return port;
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return 0;
 }
 
 static int write_config(testhub_t *h, const testhub_opts_t *o)
@@ -83,24 +90,24 @@ static int write_config(testhub_t *h, const testhub_opts_t *o)
     return fclose(f);
 }
 
-static void print_log(const testhub_t *h)
+void testhub_print_log(const char *dir, const char *label)
 {
-    char path[320], line[1024];
-    snprintf(path, sizeof path, "%s/mqhubd.log", h->dir);
+    char path[340], line[1024];
+    snprintf(path, sizeof path, "%s/mqhubd.log", dir);
     FILE *f = fopen(path, "r");
     if (!f)
         return;
-    fprintf(stderr, "---- %s\n", path);
+    fprintf(stderr, "---- %s%s\n", label, path);
     while (fgets(line, sizeof line, f))
         fputs(line, stderr);
     fclose(f);
 }
 
-static pid_t spawn(const testhub_t *h)
+pid_t testhub_spawn_dir(const char *mqhubd, const char *dir)
 {
-    char config[320], log[320];
-    snprintf(config, sizeof config, "%s/config.lua", h->dir);
-    snprintf(log, sizeof log, "%s/mqhubd.log", h->dir);
+    char config[340], log[340];
+    snprintf(config, sizeof config, "%s/config.lua", dir);
+    snprintf(log, sizeof log, "%s/mqhubd.log", dir);
     pid_t pid = fork();
     if (pid != 0)
         return pid;
@@ -110,7 +117,7 @@ static pid_t spawn(const testhub_t *h)
         dup2(fd, 2);
         close(fd);
     }
-    execl(h->mqhubd, h->mqhubd, "--config", config, (char *)NULL);
+    execl(mqhubd, mqhubd, "--config", config, (char *)NULL);
     _exit(127);
 }
 
@@ -181,26 +188,26 @@ bool testhub_alive(testhub_t *h)
 
 static int wait_ready(testhub_t *h)
 {
-    uint64_t until = mono_ms() + READY_TIMEOUT_MS;
-    while (mono_ms() < until) {
+    uint64_t until = testhub_now_ms() + READY_TIMEOUT_MS;
+    while (testhub_now_ms() < until) {
         if (!testhub_alive(h)) {
             fprintf(stderr, "testhub: mqhubd exited during start\n");
-            print_log(h);
+            testhub_print_log(h->dir, "");
             return -1;
         }
         if (ready(h))
             return 0;
-        sleep_ms(50);
+        testhub_sleep_ms(50);
     }
     fprintf(stderr, "testhub: mqhubd not ready on %s within %d ms\n", h->address,
             READY_TIMEOUT_MS);
-    print_log(h);
+    testhub_print_log(h->dir, "");
     return -1;
 }
 
 int testhub_restart(testhub_t *h)
 {
-    h->pid = spawn(h);
+    h->pid = testhub_spawn_dir(h->mqhubd, h->dir);
     if (h->pid < 0) {
         h->pid = 0;
         return -1;
@@ -220,10 +227,8 @@ int testhub_start(testhub_t *h, const char *mqhubd, const testhub_opts_t *opts)
     snprintf(h->dir, sizeof h->dir, "%s/mqhub-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(h->dir))
         return -1;
-    h->port = free_port();
-    h->raft_port = free_port();
-    while (h->raft_port == h->port)
-        h->raft_port = free_port();
+    h->port = testhub_free_port(NULL, 0);
+    h->raft_port = testhub_free_port(&h->port, 1);
     snprintf(h->address, sizeof h->address, "127.0.0.1:%u", h->port);
     if (opts && opts->token)
         snprintf(h->token, sizeof h->token, "%s", opts->token);
@@ -232,23 +237,31 @@ int testhub_start(testhub_t *h, const char *mqhubd, const testhub_opts_t *opts)
     return testhub_restart(h);
 }
 
-int testhub_stop(testhub_t *h)
+int testhub_term_wait(pid_t *pid, int timeout_ms)
 {
     int status = 0;
-    if (h->pid <= 0)
-        return 0;
-    kill(h->pid, SIGTERM);
-    uint64_t until = mono_ms() + STOP_TIMEOUT_MS;
-    while (mono_ms() < until) {
-        if (waitpid(h->pid, &status, WNOHANG) == h->pid) {
-            h->pid = 0;
+    kill(*pid, SIGTERM);
+    uint64_t until = testhub_now_ms() + (uint64_t)timeout_ms;
+    while (testhub_now_ms() < until) {
+        if (waitpid(*pid, &status, WNOHANG) == *pid) {
+            *pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
-        sleep_ms(10);
+        testhub_sleep_ms(10);
     }
-    fprintf(stderr, "testhub: mqhubd ignored SIGTERM for %d ms\n", STOP_TIMEOUT_MS);
-    testhub_kill(h);
     return -1;
+}
+
+int testhub_stop(testhub_t *h)
+{
+    if (h->pid <= 0)
+        return 0;
+    int st = testhub_term_wait(&h->pid, STOP_TIMEOUT_MS);
+    if (st < 0) {
+        fprintf(stderr, "testhub: mqhubd ignored SIGTERM for %d ms\n", STOP_TIMEOUT_MS);
+        testhub_kill(h);
+    }
+    return st;
 }
 
 void testhub_kill(testhub_t *h)
@@ -280,7 +293,12 @@ void testhub_cleanup(testhub_t *h)
 
 int testhub_connect_raw(const testhub_t *h)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(h->port),
+    return testhub_connect_port(h->port);
+}
+
+int testhub_connect_port(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -319,7 +337,7 @@ static int read_exact(int fd, void *p, size_t n, uint64_t until)
 {
     char *c = p;
     while (n > 0) {
-        uint64_t t = mono_ms();
+        uint64_t t = testhub_now_ms();
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (t >= until || poll(&pfd, 1, (int)(until - t)) <= 0)
             return -1;
@@ -336,7 +354,7 @@ static int read_exact(int fd, void *p, size_t n, uint64_t until)
 
 int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_object *out)
 {
-    uint64_t until = mono_ms() + (uint64_t)timeout_ms;
+    uint64_t until = testhub_now_ms() + (uint64_t)timeout_ms;
     uint32_t len;
     size_t off = 0;
     if (read_exact(fd, &len, 4, until) != 0)
@@ -355,10 +373,10 @@ int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_objec
 
 bool testhub_closed(int fd, int timeout_ms)
 {
-    uint64_t until = mono_ms() + (uint64_t)timeout_ms;
+    uint64_t until = testhub_now_ms() + (uint64_t)timeout_ms;
     char buf[4096];
     for (;;) {
-        uint64_t t = mono_ms();
+        uint64_t t = testhub_now_ms();
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (t >= until || poll(&pfd, 1, (int)(until - t)) <= 0)
             return false;
@@ -368,22 +386,28 @@ bool testhub_closed(int fd, int timeout_ms)
     }
 }
 
-const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size)
+const msgpack_object *testhub_get(const msgpack_object *map, const char *key)
 {
     size_t kl = strlen(key);
-    buf[0] = '\0';
     if (map->type != MSGPACK_OBJECT_MAP)
-        return buf;
+        return NULL;
     for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size != kl ||
-            memcmp(kv->key.via.str.ptr, key, kl) != 0)
-            continue;
-        if (kv->val.type == MSGPACK_OBJECT_STR) {
-            size_t n = kv->val.via.str.size < size - 1 ? kv->val.via.str.size : size - 1;
-            memcpy(buf, kv->val.via.str.ptr, n);
-            buf[n] = '\0';
-        }
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
+            memcmp(k->via.str.ptr, key, kl) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size)
+{
+    const msgpack_object *v = testhub_get(map, key);
+    buf[0] = '\0';
+    if (v && v->type == MSGPACK_OBJECT_STR) {
+        size_t n = v->via.str.size < size - 1 ? v->via.str.size : size - 1;
+        memcpy(buf, v->via.str.ptr, n);
+        buf[n] = '\0';
     }
     return buf;
 }

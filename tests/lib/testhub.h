@@ -59,5 +59,23 @@ int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_objec
 bool testhub_closed(int fd, int timeout_ms);
 /* A string field of a map ("" when absent), copied into @buf. */
 const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+/* The value of @key in @map, or NULL. */
+const msgpack_object *testhub_get(const msgpack_object *map, const char *key);
+
+/* Also used by testcluster.c. The monotonic clock in ms; sleep @ms. */
+uint64_t testhub_now_ms(void);
+void testhub_sleep_ms(int ms);
+/* A free loopback port not among @taken[0..n) (NULL, 0: any); 0 if none. */
+uint16_t testhub_free_port(const uint16_t *taken, unsigned n);
+/* Fork mqhubd --config @dir/config.lua, stdout and stderr appended to
+ * @dir/mqhubd.log. Returns the pid, or -1 when fork failed. */
+pid_t testhub_spawn_dir(const char *mqhubd, const char *dir);
+/* Copy @dir/mqhubd.log to stderr under "---- <label><path>". */
+void testhub_print_log(const char *dir, const char *label);
+/* SIGTERM *@pid (> 0) and reap it within @timeout_ms: its exit status (128 +
+ * signal when killed) with *@pid = 0, or -1 when it still runs. */
+int testhub_term_wait(pid_t *pid, int timeout_ms);
+/* A raw connection to 127.0.0.1:@port: fd or -1. */
+int testhub_connect_port(uint16_t port);
 
 #endif

@@ -23,6 +23,17 @@ static json_t *recv_msgs(harness_t *h, const char *q, int max, const char *extra
     return m;
 }
 
+/* Receive up to @max from @q and expect @n messages, the first with @body
+ * (NULL: any). */
+static void expect_recv(harness_t *h, const char *q, int max, size_t n, const char *body)
+{
+    json_t *m = recv_msgs(h, q, max, NULL);
+    assert_int_equal(json_array_size(m), n);
+    if (body)
+        assert_string_equal(h_str(json_array_get(m, 0), "body"), body);
+    json_decref(m);
+}
+
 static int64_t qstat(harness_t *h, const char *q, const char *key)
 {
     json_t *r = h_read(h, "{'op':'queue.get','name':'%s'}", q);
@@ -111,9 +122,7 @@ static void test_lock_expiry(void **state)
     json_decref(m);
     assert_int_equal(fsm_next_due(h->f), H_T0 + 10000);
     h_advance(h, 9999);
-    m = recv_msgs(h, "q", 1, NULL);
-    assert_int_equal(json_array_size(m), 0);
-    json_decref(m);
+    expect_recv(h, "q", 1, 0, NULL);
     h_advance(h, 1);
     m = recv_msgs(h, "q", 1, NULL);
     assert_int_equal(json_array_size(m), 1);
@@ -144,9 +153,7 @@ static void test_change_visibility(void **state)
     assert_int_equal(h_int(r, "next_visible_at"), H_T0 + 100000);
     json_decref(r);
     h_advance(h, 30000); /* the original lock would have expired */
-    m = recv_msgs(h, "q", 1, NULL);
-    assert_int_equal(json_array_size(m), 0);
-    json_decref(m);
+    expect_recv(h, "q", 1, 0, NULL);
     H_EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s'}", receipt);
     H_EXPECT(h, "BAD_REQUEST", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':43201}", receipt);
     r = h_run(h, "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':0}", receipt);
@@ -154,9 +161,7 @@ static void test_change_visibility(void **state)
     json_decref(r);
     assert_int_equal(qstat(h, "q", "ready"), 1);
     H_EXPECT(h, "INVALID_RECEIPT", "{'op':'change_visibility','queue':'q','receipt':'%s','timeout':5}", receipt);
-    m = recv_msgs(h, "q", 1, NULL);
-    assert_int_equal(json_array_size(m), 1);
-    json_decref(m);
+    expect_recv(h, "q", 1, 1, NULL);
 }
 
 static void test_delay(void **state)
@@ -174,23 +179,13 @@ static void test_delay(void **state)
     assert_string_equal(h_str(json_array_get(m, 0), "body"), "now");
     json_decref(m);
     h_advance(h, 1999);
-    m = recv_msgs(h, "q", 10, NULL);
-    assert_int_equal(json_array_size(m), 0);
-    json_decref(m);
+    expect_recv(h, "q", 10, 0, NULL);
     h_advance(h, 1);
-    m = recv_msgs(h, "q", 10, NULL);
-    assert_int_equal(json_array_size(m), 1);
-    assert_string_equal(h_str(json_array_get(m, 0), "body"), "default");
-    json_decref(m);
+    expect_recv(h, "q", 10, 1, "default");
     h_advance(h, 2999);
-    m = recv_msgs(h, "q", 10, NULL);
-    assert_int_equal(json_array_size(m), 0);
-    json_decref(m);
+    expect_recv(h, "q", 10, 0, NULL);
     h_advance(h, 1);
-    m = recv_msgs(h, "q", 10, NULL);
-    assert_int_equal(json_array_size(m), 1);
-    assert_string_equal(h_str(json_array_get(m, 0), "body"), "late");
-    json_decref(m);
+    expect_recv(h, "q", 10, 1, "late");
     assert_int_equal(qstat(h, "q", "delayed"), 0);
 }
 
@@ -407,9 +402,7 @@ static void test_retention(void **state)
     H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(qstat(h, "q", "ready"), 0);
     assert_int_equal(qstat(h, "q", "delayed"), 0);
-    m = recv_msgs(h, "q", 10, NULL);
-    assert_int_equal(json_array_size(m), 0);
-    json_decref(m);
+    expect_recv(h, "q", 10, 0, NULL);
 }
 
 static void test_retention_ordered(void **state)

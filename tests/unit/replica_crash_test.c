@@ -25,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "replica_util.h"
 
 #define ROUNDS 8
@@ -135,13 +136,6 @@ static unsigned read_acks(int fd, check_t *k, int ms)
     return n;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void delete_received(tnode_t *n, check_t *k)
 {
     msgpack_sbuffer sb;
@@ -180,8 +174,8 @@ static void run_round(const char *dir, int port, unsigned round, check_t *k)
         acked += read_acks(fds[0], k, 100);
     assert_true(acked > 0);
     unsigned wait_ms = 20 + (unsigned)(rand() % 400);
-    uint64_t deadline = mono_ms() + wait_ms;
-    while (mono_ms() < deadline)
+    uint64_t deadline = clock_mono_ms() + wait_ms;
+    while (clock_mono_ms() < deadline)
         acked += read_acks(fds[0], k, 10);
     assert_int_equal(kill(pid, SIGKILL), 0);
     int status;

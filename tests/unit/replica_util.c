@@ -201,27 +201,13 @@ void cmd_delete(msgpack_sbuffer *sb, uint64_t id, const char *queue,
 
 /* ---- replies ------------------------------------------------------------- */
 
-static const msgpack_object *get(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 bool reply_ok(const char *reply, size_t len)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     bool ok = false;
     if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *o = get(&u.data, "ok");
+        const msgpack_object *o = fsm_arg(&u.data, "ok");
         ok = o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
     }
     msgpack_unpacked_destroy(&u);
@@ -265,14 +251,14 @@ static long receive_once(tnode_t *n, const char *queue, drain_fn fn, void *arg)
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
         if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
-            const msgpack_object *msgs = get(&u.data, "msgs");
+            const msgpack_object *msgs = fsm_arg(&u.data, "msgs");
             if (msgs && msgs->type == MSGPACK_OBJECT_ARRAY) {
                 count = 0;
                 for (uint32_t i = 0; i < msgs->via.array.size; i++) {
                     const msgpack_object *m = &msgs->via.array.ptr[i];
-                    const msgpack_object *rc = get(m, "receipt");
+                    const msgpack_object *rc = fsm_arg(m, "receipt");
                     uint64_t body;
-                    if (!body_number(get(m, "body"), &body) || !rc ||
+                    if (!body_number(fsm_arg(m, "body"), &body) || !rc ||
                         rc->type != MSGPACK_OBJECT_STR) {
                         count = -1;
                         break;
