@@ -60,7 +60,7 @@ int store_open(store_t **out, const char *path, char *errmsg, size_t errlen)
         return MQHUB_EINTERNAL;
     }
     char *spec = NULL;
-    if (asprintf(&spec, "%s#type=kct%s", path, getenv("PERF2_KC") ? getenv("PERF2_KC") : "") < 0)
+    if (asprintf(&spec, "%s#type=kct", path) < 0)
         spec = NULL;
     if (!spec || !kcdbopen(s->db, spec, KCOWRITER | KCOCREATE | KCOTRUNCATE)) {
         snprintf(errmsg, errlen, "store %s: %s", path, spec ? kcdbemsg(s->db) : "out of memory");

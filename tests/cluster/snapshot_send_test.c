@@ -108,6 +108,20 @@ static uint64_t settle_snapshot(testcluster_t *c, mqhub_client_t *cl)
     return bytes;
 }
 
+/* How many InstallSnapshot sends node @i logged. */
+static unsigned snapshot_sends(testcluster_t *c, unsigned i)
+{
+    char path[400], line[1024];
+    unsigned n = 0;
+    snprintf(path, sizeof path, "%s/mqhubd.log", c->nodes[i].dir);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, "comp=snapshot msg=\"sent the snapshot") != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static void fill(mqhub_client_t *cl, uint64_t n)
 {
     static char bodies[BATCH][BODY];
@@ -168,9 +182,9 @@ static void test_join_bounded(void **state)
     uint64_t peak = proc_kb(leader, "VmHWM");
     double copies = (double)(peak > before ? peak - before : 0) / (double)snap;
     printf("snapshot %.1f MB; leader RSS before the join %.1f MB, peak during it %.1f MB "
-           "(+%.2f x the snapshot); voter after %llu ms; digests %s\n", snap / 1e6,
-           before / 1e6, peak / 1e6, copies, (unsigned long long)joined,
-           conv ? "DIFFER" : "equal");
+           "(+%.2f x the snapshot); %u send(s); voter after %llu ms; digests %s\n",
+           snap / 1e6, before / 1e6, peak / 1e6, copies, snapshot_sends(&g_cluster, 0),
+           (unsigned long long)joined, conv ? "DIFFER" : "equal");
     if (conv || copies > SEND_BOUND)
         testcluster_dump_logs(&g_cluster);
     mqhub_client_close(cl);
