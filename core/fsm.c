@@ -424,14 +424,36 @@ static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum fsm_
 
 /* ---- entries ---- */
 
+/* A msgpack writer into a buffer sized in advance (no growth, no copy). */
+struct fixed_buf {
+    char *p;
+    size_t len, cap;
+};
+
+static int fixed_write(void *data, const char *buf, size_t len)
+{
+    struct fixed_buf *b = data;
+    if (b->len + len > b->cap)
+        return -1;
+    memcpy(b->p + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
 int fsm_entry_encode(uint64_t now_ms, const char *const *cmds, const size_t *lens,
                      unsigned n, struct raft_buffer *out)
 {
     static const char pad[8] = {'\xc0', '\xc0', '\xc0', '\xc0', '\xc0', '\xc0', '\xc0', '\xc0'};
-    msgpack_sbuffer sb;
+    /* array + format + uint64 clock + array32 header, then a bin32 header per
+     * command, then up to 7 bytes of padding: packed once, in place. */
+    struct fixed_buf b = {.cap = 1 + 1 + 9 + 5 + 7};
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+
+    for (unsigned i = 0; i < n; i++)
+        b.cap += 5 + lens[i];
+    if (!(b.p = raft_malloc(b.cap)))
+        return MQHUB_EINTERNAL;
+    msgpack_packer_init(&pk, &b, fixed_write);
     msgpack_pack_array(&pk, 3);
     msgpack_pack_uint8(&pk, ENTRY_FORMAT);
     msgpack_pack_uint64(&pk, now_ms);
@@ -440,14 +462,11 @@ int fsm_entry_encode(uint64_t now_ms, const char *const *cmds, const size_t *len
         msgpack_pack_bin(&pk, lens[i]);
         msgpack_pack_bin_body(&pk, cmds[i], lens[i]);
     }
-    if (sb.size % 8)
-        msgpack_sbuffer_write(&sb, pad, 8 - sb.size % 8);
-    out->len = sb.size;
-    out->base = raft_malloc(sb.size);
-    if (out->base)
-        memcpy(out->base, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    return out->base ? 0 : MQHUB_EINTERNAL;
+    if (b.len % 8)
+        fixed_write(&b, pad, 8 - b.len % 8);
+    out->base = b.p;
+    out->len = b.len;
+    return 0;
 }
 
 void fsm_result_free(fsm_result_t *r)
