@@ -1,15 +1,17 @@
 # mqhub — the two commands:
 #   make run    install what is missing, build, start a single-node hub (+ dashboard)
 #   make test   install what is missing, build, run the whole suite, then again
-#               under AddressSanitizer + UndefinedBehaviorSanitizer
+#               under AddressSanitizer + UndefinedBehaviorSanitizer, then fuzz the
+#               request decoder with libFuzzer (clang) for 20 s
 # Other targets: deps, build, asan, bench, clean.
 
 BUILD   ?= build
 ASAN    ?= build-asan
+FUZZ    ?= build-fuzz
 JOBS    ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps build run test test-release test-asan asan bench clean
+.PHONY: all deps build run test test-release test-asan test-fuzz asan bench clean
 
 all: build
 
@@ -25,7 +27,7 @@ build: deps $(BUILD)/Makefile
 run: build
 	$(BUILD)/apps/mqhubd/mqhubd $(ARGS)
 
-test: test-release test-asan
+test: test-release test-asan test-fuzz
 
 test-release: build
 	cd $(BUILD) && ctest $(CTEST_ARGS)
@@ -40,8 +42,15 @@ test-asan: asan
 	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS) -LE nosan
 
+$(FUZZ)/Makefile: | deps
+	CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON -DMQHUB_FUZZ=ON
+
+test-fuzz: deps $(FUZZ)/Makefile
+	cmake --build $(FUZZ) -j$(JOBS) --target fuzz_request
+	cd $(FUZZ) && ctest --output-on-failure -L fuzz
+
 bench: build
 	$(BUILD)/apps/bench/mqhub-fsm-bench
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)
