@@ -16,6 +16,15 @@
  * are never called again); a detached request still in raft is freed when
  * raft answers, a parked one at once (after its timer handle closed).
  *
+ * Latency: every request is timed from hub_request() entry to the call of
+ * its reply callback, into its session's transport histogram (hub_lat_t,
+ * found once when the session opens). While hub_request() runs, the reply
+ * callback is timed_reply() (on the stack: no allocation); a request that
+ * waits copies its start into its hub_req_t (req_new). Not timed: receives
+ * that were parked (their wait is the client's, counted by
+ * longpoll_parked_total), cluster.* admin ops, and requests whose session
+ * closed first. Plugins read the histograms through metric_get (lat_get).
+ *
  * Extending: a new local op is one branch in dispatch(); ops of the state
  * machine need nothing here (fsm_op_kind classifies them).
  */
@@ -33,8 +42,12 @@
 #define HUB_CHECK_MS 200 /* how often parked waiters check leadership */
 #define HUB_WAITQ_BUCKETS 256
 #define HUB_DEFAULT_LISTEN "127.0.0.1:6200"
+#define HUB_LAT_BUCKETS 12   /* upper bounds in lat_bounds_ns */
+#define HUB_LAT_TRANSPORTS 8 /* histograms; sessions of further transports are not timed */
+#define HUB_LAT_PREFIX "request_seconds_"
 
 typedef struct hub_req hub_req_t;
+typedef struct hub_lat hub_lat_t;
 typedef struct waitq waitq_t;
 
 struct mqhub_session {
@@ -45,6 +58,7 @@ struct mqhub_session {
     bool broken;
     hub_req_t *reqs; /* outstanding requests */
     mqhub_session_t *prev, *next;
+    hub_lat_t *lat; /* its transport's histogram; NULL: not timed */
     char transport[32];
     char peer[64];
 };
@@ -55,6 +69,8 @@ struct hub_req {
     mqhub_reply_cb cb;
     void *arg;
     hub_req_t *prev, *next; /* in s->reqs */
+    hub_lat_t *lat; /* NULL: not timed (parked once) */
+    uint64_t t0;    /* uv_hrtime() at hub_request entry */
     uint64_t id;
     bool in_replica;
     /* Long-poll receives only. */
@@ -85,6 +101,23 @@ typedef struct metric {
     int64_t value;
 } metric_t;
 
+/* Request latency of one transport: bucket[i] counts requests with
+ * lat_bounds_ns[i-1] < duration <= lat_bounds_ns[i]; the last one those
+ * above every bound. Cumulative only when read (lat_get). */
+struct hub_lat {
+    char transport[32]; /* "" = free */
+    uint64_t bucket[HUB_LAT_BUCKETS + 1];
+    uint64_t count, sum_ns;
+};
+
+/* A request's reply callback while hub_request() runs (see the map). */
+typedef struct timed {
+    mqhub_reply_cb cb;
+    void *arg;
+    hub_lat_t *lat;
+    uint64_t t0;
+} timed_t;
+
 struct hub {
     uv_loop_t *loop;
     config_t *cfg;
@@ -102,6 +135,7 @@ struct hub {
     uv_timer_t check; /* periodic: parked waiters of a node no longer leader */
     metric_t *metrics;
     unsigned n_metrics;
+    hub_lat_t lat[HUB_LAT_TRANSPORTS];
     bool declared; /* the config's queues and topics were submitted */
     bool stopping;
     unsigned stop_pending;
@@ -132,8 +166,86 @@ void hub_metric_add(hub_t *h, const char *name, int64_t delta)
     m[h->n_metrics++].value = delta;
 }
 
+static const uint64_t lat_bounds_ns[HUB_LAT_BUCKETS] = {
+    500000,    1000000,   2500000,   5000000,   10000000,  25000000,
+    50000000,  100000000, 250000000, 500000000, 1000000000, 5000000000};
+
+/* The histogram of @transport: found or claimed when a session opens. */
+static hub_lat_t *lat_slot(hub_t *h, const char *transport)
+{
+    for (unsigned i = 0; i < HUB_LAT_TRANSPORTS; i++) {
+        hub_lat_t *l = &h->lat[i];
+        if (l->transport[0] == '\0')
+            snprintf(l->transport, sizeof l->transport, "%s", transport);
+        if (strcmp(l->transport, transport) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+static void lat_observe(hub_lat_t *l, uint64_t t0)
+{
+    uint64_t ns = uv_hrtime() - t0;
+    unsigned i = 0;
+
+    if (l == NULL)
+        return;
+    while (i < HUB_LAT_BUCKETS && ns > lat_bounds_ns[i])
+        i++;
+    l->bucket[i]++;
+    l->count++;
+    l->sum_ns += ns; /* microseconds only when read: short requests add up */
+}
+
+static hub_lat_t *lat_find(hub_t *h, const char *transport, size_t len)
+{
+    for (unsigned i = 0; i < HUB_LAT_TRANSPORTS; i++) {
+        if (strlen(h->lat[i].transport) == len && memcmp(h->lat[i].transport, transport, len) == 0)
+            return &h->lat[i];
+    }
+    return NULL;
+}
+
+/* "request_seconds_count.T", "request_seconds_sum_us.T" and
+ * "request_seconds_bucket.T.I" (requests of transport T that took at most
+ * bound I, 0-11, cumulative); @name is past HUB_LAT_PREFIX. */
+static int64_t lat_get(hub_t *h, const char *name)
+{
+    const char *t, *dot;
+    hub_lat_t *l;
+    char *end;
+    unsigned long idx;
+    uint64_t n = 0;
+
+    if (strncmp(name, "count.", 6) == 0 || strncmp(name, "sum_us.", 7) == 0) {
+        t = strchr(name, '.') + 1;
+        l = lat_find(h, t, strlen(t));
+        return l == NULL ? 0 : (int64_t)(name[0] == 'c' ? l->count : l->sum_ns / 1000);
+    }
+    if (strncmp(name, "bucket.", 7) != 0 || (dot = strrchr(name + 7, '.')) == NULL)
+        return 0;
+    idx = strtoul(dot + 1, &end, 10);
+    l = lat_find(h, name + 7, (size_t)(dot - (name + 7)));
+    if (l == NULL || *end != '\0' || end == dot + 1 || idx >= HUB_LAT_BUCKETS)
+        return 0;
+    for (unsigned long i = 0; i <= idx; i++)
+        n += l->bucket[i];
+    return (int64_t)n;
+}
+
+/* Time a reply given before hub_request() returned. */
+static void timed_reply(void *arg, const char *reply, size_t len)
+{
+    timed_t *t = arg;
+
+    lat_observe(t->lat, t->t0);
+    t->cb(t->arg, reply, len);
+}
+
 int64_t hub_metric_get(hub_t *h, const char *name)
 {
+    if (strncmp(name, HUB_LAT_PREFIX, sizeof HUB_LAT_PREFIX - 1) == 0)
+        return lat_get(h, name + sizeof HUB_LAT_PREFIX - 1);
     for (unsigned i = 0; i < h->n_metrics; i++) {
         if (strcmp(h->metrics[i].name, name) == 0)
             return h->metrics[i].value;
@@ -403,6 +515,13 @@ static hub_req_t *req_new(mqhub_session_t *s, mqhub_reply_cb cb, void *arg, uint
     r->s = s;
     r->cb = cb;
     r->arg = arg;
+    if (cb == timed_reply) { /* it outlives hub_request(): keep its start */
+        timed_t *t = arg;
+        r->cb = t->cb;
+        r->arg = t->arg;
+        r->lat = t->lat;
+        r->t0 = t->t0;
+    }
     r->id = id;
     r->len = len;
     if (len > 0)
@@ -526,6 +645,8 @@ static void req_reply(hub_req_t *r, const char *reply, size_t len)
     void *arg = r->arg;
     bool open = r->s != NULL;
 
+    if (open)
+        lat_observe(r->lat, r->t0);
     req_free(r);
     if (open)
         cb(arg, reply, len);
@@ -539,6 +660,8 @@ static void req_fail(hub_req_t *r, int status)
     uint64_t id = r->id;
     hub_t *h = r->hub;
 
+    if (open)
+        lat_observe(r->lat, r->t0);
     req_free(r);
     if (open)
         reply_status(h, cb, arg, id, status);
@@ -590,6 +713,7 @@ static void receive_park(hub_req_t *r, bool at_head)
         q->tail = r;
     }
     r->parked = true;
+    r->lat = NULL; /* its wait is not latency (see the map) */
     r->hub->n_parked++;
     hub_metric_add(r->hub, "longpoll_parked_total", 1);
 }
@@ -1001,6 +1125,7 @@ static void session_op(mqhub_session_t *s, const hub_request_view_t *v, mqhub_re
         reply_error(s->hub, cb, arg, true, v->id, rc, "%s", err);
 }
 
+/* @cb is timed_reply, @arg its timed_t. */
 static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char *buf,
                      size_t len, mqhub_reply_cb cb, void *arg)
 {
@@ -1019,8 +1144,9 @@ static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char
                     "this server needs a token: send hello {version: 1, token} first");
         return;
     }
-    if (cluster_is_op(v->op, v->op_len)) {
-        cluster_request(h->cluster, s, v, cb, arg);
+    if (cluster_is_op(v->op, v->op_len)) { /* not timed: may wait outside a hub_req_t */
+        timed_t *t = arg;
+        cluster_request(h->cluster, s, v, t->cb, t->arg);
         return;
     }
     switch (fsm_op_kind(v->op, v->op_len)) {
@@ -1052,6 +1178,7 @@ static void dispatch(mqhub_session_t *s, const hub_request_view_t *v, const char
 
 int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb cb, void *arg)
 {
+    timed_t t = {.cb = cb, .arg = arg, .lat = s->lat, .t0 = uv_hrtime()};
     hub_request_view_t v;
     msgpack_unpacked u;
     char err[256];
@@ -1061,9 +1188,9 @@ int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb 
     if (hub_decode_request(&u, buf, len, &v, err, sizeof err) != 0) {
         if (!v.has_id)
             s->broken = true;
-        reply_error(s->hub, cb, arg, v.has_id, v.id, MQHUB_EBAD_REQUEST, "%s", err);
+        reply_error(s->hub, timed_reply, &t, v.has_id, v.id, MQHUB_EBAD_REQUEST, "%s", err);
     } else {
-        dispatch(s, &v, buf, len, cb, arg);
+        dispatch(s, &v, buf, len, timed_reply, &t);
     }
     msgpack_unpacked_destroy(&u);
     return 0;
@@ -1082,6 +1209,7 @@ mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *p
     s->push = push;
     s->push_arg = push_arg;
     snprintf(s->transport, sizeof s->transport, "%s", transport);
+    s->lat = lat_slot(h, s->transport);
     snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
     s->next = h->sessions;
     if (h->sessions != NULL)

@@ -672,7 +672,12 @@ int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb 
  * no uint id): the reply carries no id, so the stream is out of sync and the
  * transport closes the connection after writing the reply. */
 bool hub_session_broken(mqhub_session_t *s);
-/* Counters, created on first use; hub_metric_get returns 0 for unknown names. */
+/* Counters, created on first use; hub_metric_get returns 0 for unknown names.
+ * hub_metric_get also reads the request latency histograms kept per
+ * transport (hub.c's map): "request_seconds_count.<transport>",
+ * "request_seconds_sum_us.<transport>" (microseconds) and
+ * "request_seconds_bucket.<transport>.<i>" (cumulative, i = 0..11 for the
+ * bounds 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 5 s). */
 void hub_metric_add(hub_t *h, const char *name, int64_t delta);
 int64_t hub_metric_get(hub_t *h, const char *name);
 

@@ -107,7 +107,10 @@ typedef struct mqhub_host_api {
 
     /* Appended after auth_token: the value of the daemon counter @name
      * ("requests_total", "sessions_opened_total", ...; see docs/metrics.md),
-     * 0 when it does not exist. */
+     * 0 when it does not exist. Also the request latency histograms the core
+     * keeps per transport: "request_seconds_count.<transport>",
+     * "request_seconds_sum_us.<transport>" and
+     * "request_seconds_bucket.<transport>.<i>" (cumulative; docs/plugins.md). */
     int64_t (*metric_get)(mqhub_host_t *host, const char *name);
 } mqhub_host_api_t;
 

@@ -287,15 +287,26 @@ class Protocol(unittest.TestCase):
                 self.assertTrue(r["ok"], r)
                 for _ in range(2):
                     self.assertTrue((await c.req("publish", topic="wsmtopic", body="p"))["ok"])
-                # Scraped while this WebSocket and one TCP connection are open.
-                _, tcp = await asyncio.open_connection("127.0.0.1", self.hub.tcp)
+                # Scraped while this WebSocket and one TCP connection are open,
+                # before and after requests of both transports.
+                def scrape():
+                    return asyncio.get_running_loop().run_in_executor(
+                        None, self.hub.http, "/metrics")
+                rd, tcp = await asyncio.open_connection("127.0.0.1", self.hub.tcp)
                 try:
                     await asyncio.sleep(0.2)
-                    return await asyncio.get_running_loop().run_in_executor(
-                        None, self.hub.http, "/metrics")
+                    before = (await scrape())[1]
+                    for i, op in enumerate(("hello", "ping", "ping", "ping")):
+                        body = msgpack.packb({"op": op, "id": i + 1, "version": 1})
+                        tcp.write(struct.pack(">I", len(body)) + body)
+                        n = struct.unpack(">I", await asyncio.wait_for(rd.readexactly(4), 5))[0]
+                        reply = msgpack.unpackb(await rd.readexactly(n), raw=False)
+                        self.assertTrue(reply["ok"], reply)
+                    self.assertTrue((await c.req("ping"))["ok"])
+                    return before, await scrape()
                 finally:
                     tcp.close()
-        status, text, headers = run(go())
+        before, (status, text, headers) = run(go())
         self.assertEqual(status, 200)
         self.assertIn("version=0.0.4", headers["content-type"])
         fam = parse_prometheus(text)
@@ -329,11 +340,19 @@ class Protocol(unittest.TestCase):
         self.assertEqual(fam["mqhub_raft_is_leader"]["samples"][0][2], 1)
         hist = fam["mqhub_request_duration_seconds"]
         self.assertEqual(hist["type"], "histogram")
-        buckets = [v for n, _, v in hist["samples"] if n.endswith("_bucket")]
-        self.assertEqual(buckets, sorted(buckets), "histogram buckets are cumulative")
-        count = [v for n, _, v in hist["samples"] if n.endswith("_count")][0]
-        self.assertEqual(buckets[-1], count)
-        self.assertGreaterEqual(count, 4)
+        old = parse_prometheus(before)["mqhub_request_duration_seconds"]["samples"]
+        for transport in ("tcp", "websocket"):
+            samples = [(n, l, v) for n, l, v in hist["samples"] if l["transport"] == transport]
+            buckets = [v for n, _, v in samples if n.endswith("_bucket")]
+            self.assertEqual(len(buckets), 13, transport)
+            self.assertEqual(buckets, sorted(buckets), "histogram buckets are cumulative")
+            count = [v for n, _, v in samples if n.endswith("_count")][0]
+            self.assertEqual(buckets[-1], count)
+            self.assertGreaterEqual([v for n, _, v in samples if n.endswith("_sum")][0], 0)
+            was = [v for n, l, v in old
+                   if n.endswith("_count") and l == {"transport": transport}][0]
+            # tcp: hello + 3 pings; websocket: a ping and the scrape's snapshot.
+            self.assertGreaterEqual(count - was, 4 if transport == "tcp" else 1, transport)
         self.assertIn("mqhub_connections", fam)
         self.assertGreaterEqual(fam["mqhub_requests_total"]["samples"][0][2], 4)
 

@@ -290,24 +290,39 @@ static void script_metrics(families_t *fs, const json_t *scripts)
     }
 }
 
+/* Request latency per transport, from the hub's histograms (metric_get
+ * "request_seconds_bucket.<transport>.<i>" etc., docs/metrics.md): one
+ * measurement per request, taken in the core for every transport. */
 static void latency_metrics(families_t *fs, ws_t *w)
 {
-    static const char *const le[WS_LATENCY_BUCKETS] = {
-        "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-        "1", "5"};
+    static const char *const transports[] = {"tcp", "websocket"};
+    static const char *const le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+                                     "0.05",   "0.1",   "0.25",   "0.5",   "1",    "5"};
     const char *h = "mqhub_request_duration_seconds";
-    family_t *f = family(fs, h, "histogram");
+    const mqhub_host_api_t *api = w->api;
+    family_t *f;
+    char name[96];
 
-    if (f == NULL)
+    if (api->size <= offsetof(mqhub_host_api_t, metric_get) ||
+        (f = family(fs, h, "histogram")) == NULL)
         return;
-    for (int i = 0; i < WS_LATENCY_BUCKETS; i++)
-        sb_printf(&f->samples, "%s_bucket{transport=\"websocket\",le=\"%s\"} %llu\n", h, le[i],
-                  (unsigned long long)w->lat_bucket[i]);
-    sb_printf(&f->samples, "%s_bucket{transport=\"websocket\",le=\"+Inf\"} %llu\n", h,
-              (unsigned long long)w->lat_count);
-    sb_printf(&f->samples, "%s_sum{transport=\"websocket\"} %.9f\n", h, w->lat_sum);
-    sb_printf(&f->samples, "%s_count{transport=\"websocket\"} %llu\n", h,
-              (unsigned long long)w->lat_count);
+    for (size_t t = 0; t < sizeof transports / sizeof transports[0]; t++) {
+        const char *tr = transports[t];
+        long long count, sum_us;
+
+        for (size_t i = 0; i < sizeof le / sizeof le[0]; i++) {
+            snprintf(name, sizeof name, "request_seconds_bucket.%s.%zu", tr, i);
+            sb_printf(&f->samples, "%s_bucket{transport=\"%s\",le=\"%s\"} %lld\n", h, tr, le[i],
+                      (long long)api->metric_get(w->host, name));
+        }
+        snprintf(name, sizeof name, "request_seconds_count.%s", tr);
+        count = (long long)api->metric_get(w->host, name);
+        snprintf(name, sizeof name, "request_seconds_sum_us.%s", tr);
+        sum_us = (long long)api->metric_get(w->host, name);
+        sb_printf(&f->samples, "%s_bucket{transport=\"%s\",le=\"+Inf\"} %lld\n", h, tr, count);
+        sb_printf(&f->samples, "%s_sum{transport=\"%s\"} %.6f\n", h, tr, (double)sum_us / 1e6);
+        sb_printf(&f->samples, "%s_count{transport=\"%s\"} %lld\n", h, tr, count);
+    }
 }
 
 char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)

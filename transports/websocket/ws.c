@@ -62,7 +62,6 @@ enum creq_kind { CREQ_CLIENT, CREQ_TOKEN, CREQ_STATS };
 typedef struct creq {
     conn_t *c;
     enum creq_kind kind;
-    uint64_t started; /* uv_hrtime() */
     uint64_t interval_ms;
     struct creq *prev, *next;
 } creq_t;
@@ -256,20 +255,6 @@ static int conn_writable(conn_t *c)
 
 /* ---------------------------------------------------------------- replies */
 
-static const double latency_bounds[WS_LATENCY_BUCKETS] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
-
-static void observe_latency(ws_t *w, uint64_t started)
-{
-    double s = (double)(uv_hrtime() - started) / 1e9;
-
-    w->lat_count++;
-    w->lat_sum += s;
-    for (int i = 0; i < WS_LATENCY_BUCKETS; i++)
-        if (s <= latency_bounds[i])
-            w->lat_bucket[i]++;
-}
-
 static void creq_unlink(creq_t *r)
 {
     conn_t *c = r->c;
@@ -313,7 +298,6 @@ static void on_reply(void *arg, const char *buf, size_t len)
     creq_unlink(r);
     switch (r->kind) {
     case CREQ_CLIENT:
-        observe_latency(w, r->started);
         send_msgpack(c, buf, len);
         break;
     case CREQ_TOKEN:
@@ -347,7 +331,6 @@ static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
     }
     r->c = c;
     r->kind = kind;
-    r->started = uv_hrtime();
     r->interval_ms = interval_ms;
     r->next = c->reqs;
     if (c->reqs != NULL)

@@ -18,8 +18,6 @@
 
 #include "mqhub/plugin.h"
 
-#define WS_LATENCY_BUCKETS 12
-
 typedef struct stats stats_t;
 typedef struct conn conn_t;
 typedef struct http_req http_req_t;
@@ -35,10 +33,6 @@ typedef struct ws {
     size_t max_frame;      /* largest message a client may send */
     size_t send_limit;     /* bytes queued to one client before it is closed */
     const char *token;     /* the server's hello token, NULL when none */
-    /* Request latency of this transport's requests (seconds, cumulative
-     * buckets of ws_latency_bounds in http.c). */
-    uint64_t lat_count, lat_bucket[WS_LATENCY_BUCKETS];
-    double lat_sum;
     uint64_t messages_in, messages_out;
 } ws_t;
 

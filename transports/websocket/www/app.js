@@ -94,7 +94,8 @@ function renderOverview(snap) {
     ['WebSocket clients', snap.transport ? snap.transport.connections : '–'],
   ];
   $('#cards').replaceChildren(...cards.map(([l, v]) =>
-    el('div', {class: 'card'}, el('div', {class: 'label', text: l}), el('div', {class: 'value', text: String(v)}))));
+    el('div', {class: 'card'}, el('div', {class: 'label', text: l}),
+       el('div', {class: String(v).length > 10 ? 'value long' : 'value', text: String(v)}))));
   lineChart($('#rates'), [{label: 'in', color: '#2563eb', values: state.rates.in},
                           {label: 'out', color: '#16a34a', values: state.rates.out}], HISTORY);
   const nodes = cl.nodes || [];
