@@ -758,3 +758,8 @@ void fsm_digest(fsm_t *f, unsigned char out[32])
 {
     store_digest(f->st, out);
 }
+
+store_t *fsm_store(fsm_t *f)
+{
+    return f->st;
+}

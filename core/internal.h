@@ -175,6 +175,8 @@ uint64_t fsm_next_due(fsm_t *f);
 uint64_t fsm_now(fsm_t *f);
 /* SHA-256 of the whole state (store content), for determinism checks. */
 void fsm_digest(fsm_t *f, unsigned char out[32]);
+/* Added for tests: the store of the state machine (read it only). */
+store_t *fsm_store(fsm_t *f);
 
 /* ---- fsm.c <-> queue.c (private: nothing outside these two files uses it) ----
  * fsm.c decodes entries and commands, finds the handler in its op table and
@@ -277,6 +279,12 @@ bool queue_exists(queues_t *qs, const char *name, size_t len);
 int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
                             const char *msg_id, const void *body, size_t blen,
                             const msgpack_object *tags, const msgpack_object *attrs);
+/* Added for shared bodies: the same, but the message stores no body of its
+ * own; it refers to topic message @seq of topic id @tid (whose body has
+ * @blen bytes). The caller counts the reference (topic.c, R key). */
+int queue_append_ref(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                     const char *msg_id, size_t blen, const msgpack_object *tags,
+                     const msgpack_object *attrs, uint64_t tid, uint64_t seq);
 /* Added for topic.c: a name field (PROTOCOL.md names; BAD_NAME otherwise) and
  * an optional attrs field (map str -> str; *out NIL when absent). */
 int fsm_arg_name(fsm_cmd_t *c, const msgpack_object *map, const char *key, const char **s,
@@ -365,6 +373,12 @@ typedef int (*topic_op_fn)(topics_t *ts, fsm_cmd_t *c);
 int topic_state_new(topics_t **out, store_t *st, queues_t *qs);
 void topic_state_free(topics_t *ts);
 void topic_set_push_cb(topics_t *ts, fsm_push_cb cb, void *arg);
+/* Added for shared bodies (queue.c): the body of topic message @seq of topic
+ * id @tid that queue messages refer to (store_free; NULL when gone), and
+ * giving one reference back (the last one frees the body). 0 or a store
+ * failure. */
+void *topic_body_get(store_t *st, uint64_t tid, uint64_t seq, size_t *len);
+int topic_body_release(store_t *st, uint64_t tid, uint64_t seq);
 /* Drop the in-memory state and rebuild it from the store (after load). */
 int topic_rebuild(topics_t *ts);
 /* Around each entry (inside queue_begin/queue_end): end flushes dirty topic

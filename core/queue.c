@@ -5,7 +5,8 @@
  *   #qid                      next queue id (u64be)
  *   Q<name>                   queue record: id, attrs, next_seq, counters
  *   M<qid be64><seq be64>     message record (small msgpack array, see msg_pack)
- *   B<qid be64><seq be64>     message body
+ *   B<qid be64><seq be64>     message body (none when the record refers
+ *                             to a topic message's body: see "Shared bodies")
  *   D<qid be64><dedup_id>     dedup entry [at, seq, msg_id]
  * In memory there are only indexes, rebuilt from the store by queue_rebuild():
  * per queue the ready heap (seqs; for ordered queues the head of each
@@ -22,6 +23,12 @@
  *
  * A send passes the gate (script.c: active blocks, the queue's hook) after
  * every other check and before it is stored.
+ *
+ * Shared bodies: a message fanned out from a topic stores no B body; its
+ * record names the topic message [tid, seq] and topic.c keeps the body with
+ * a reference count (topic_body_get / topic_body_release). Every path that
+ * removes a record releases its reference (msg_remove, queue_del_records);
+ * a dead-letter move hands it over to the new record.
  *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
  * a handler here, one line in fsm.c's op table. Iterate queues only through
@@ -114,6 +121,8 @@ struct msg {
     bool has_group;
     msgpack_object attrs; /* NIL or a map */
     msgpack_object tags;  /* NIL or an array of str (messages from a topic) */
+    bool has_ref;         /* the body is topic message [ref_tid, ref_seq]'s */
+    uint64_t ref_tid, ref_seq;
     msgpack_unpacked u;   /* its strings point into raw */
     char *raw;            /* the stored record (store_free), or NULL */
 };
@@ -344,7 +353,8 @@ static bool obj_opt_str(const msgpack_object *o, const char **s, size_t *len)
 
 /* Record: [state, msg_id, enqueued_at, visible_at, receive_count,
  *          first_received_at, deleted_at, group|nil, dedup_id|nil, attrs|nil,
- *          tags|nil]; records written before tags existed have 10 fields. */
+ *          tags|nil, ref]; records written before tags existed have 10
+ * fields; ref ([topic id, topic seq]) is there only when the body is shared. */
 static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
 {
     uint64_t st;
@@ -353,7 +363,7 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     m->seq = seq;
     if (msgpack_unpack_next(&m->u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
         m->u.data.type != MSGPACK_OBJECT_ARRAY || m->u.data.via.array.size < 10 ||
-        m->u.data.via.array.size > 11)
+        m->u.data.via.array.size > 12)
         goto bad;
     o = m->u.data.via.array.ptr;
     if (!obj_uint(&o[0], &st) || st > MS_DELETED || o[1].type != MSGPACK_OBJECT_STR ||
@@ -368,6 +378,11 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     m->has_group = m->group != NULL;
     m->attrs = o[9];
     m->tags = m->u.data.via.array.size > 10 ? o[10] : (msgpack_object){.type = MSGPACK_OBJECT_NIL};
+    m->has_ref = m->u.data.via.array.size > 11;
+    if (m->has_ref && (o[11].type != MSGPACK_OBJECT_ARRAY || o[11].via.array.size != 2 ||
+                       !obj_uint(&o[11].via.array.ptr[0], &m->ref_tid) ||
+                       !obj_uint(&o[11].via.array.ptr[1], &m->ref_seq)))
+        goto bad;
     return 0;
 bad:
     log_error("queue", "corrupt message record (seq %llu)", (unsigned long long)seq);
@@ -394,7 +409,7 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
     unsigned char k[KEY_LEN];
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 11);
+    msgpack_pack_array(&pk, m->has_ref ? 12 : 11);
     msgpack_pack_uint8(&pk, (uint8_t)m->st);
     fsm_pack_str(&pk, m->msg_id, strlen(m->msg_id));
     msgpack_pack_uint64(&pk, m->enqueued_at);
@@ -412,18 +427,39 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
         msgpack_pack_nil(&pk);
     msgpack_pack_object(&pk, m->attrs);
     msgpack_pack_object(&pk, m->tags);
+    if (m->has_ref) {
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint64(&pk, m->ref_tid);
+        msgpack_pack_uint64(&pk, m->ref_seq);
+    }
     fsm_key_id_seq(k, 'M', q->id, m->seq);
     qput(qs, k, KEY_LEN, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void msg_remove(queues_t *qs, const queue_t *q, uint64_t seq)
+/* Remove @m's record and body; a shared body's reference is released
+ * unless @keep_ref (a dead-letter move hands it over). */
+static void msg_remove(queues_t *qs, const queue_t *q, const struct msg *m, bool keep_ref)
 {
     unsigned char k[KEY_LEN];
-    fsm_key_id_seq(k, 'M', q->id, seq);
+    fsm_key_id_seq(k, 'M', q->id, m->seq);
     store_del(qs->st, k, KEY_LEN);
-    fsm_key_id_seq(k, 'B', q->id, seq);
-    store_del(qs->st, k, KEY_LEN);
+    if (!m->has_ref) {
+        fsm_key_id_seq(k, 'B', q->id, m->seq);
+        store_del(qs->st, k, KEY_LEN);
+    } else if (!keep_ref && topic_body_release(qs->st, m->ref_tid, m->ref_seq) != 0) {
+        qs->failed = true;
+    }
+}
+
+/* The body of @m (store_free), NULL when absent. */
+static char *msg_body(queues_t *qs, const queue_t *q, const struct msg *m, size_t *blen)
+{
+    unsigned char k[KEY_LEN];
+    if (m->has_ref)
+        return topic_body_get(qs->st, m->ref_tid, m->ref_seq, blen);
+    fsm_key_id_seq(k, 'B', q->id, m->seq);
+    return store_get(qs->st, k, KEY_LEN, blen);
 }
 
 static uint64_t *state_counter(queue_t *q, int st)
@@ -531,7 +567,7 @@ static void msg_drop(queues_t *qs, queue_t *q, struct msg *m)
     }
     group_release(q, m);
     set_state(qs, q, m, -1);
-    msg_remove(qs, q, m->seq);
+    msg_remove(qs, q, m, false);
 }
 
 /* ---- lifecycle ---- */
@@ -863,9 +899,59 @@ int queue_op_create(queues_t *qs, fsm_cmd_t *c)
     return 0;
 }
 
+struct refs {
+    uint64_t *v; /* (tid, seq) pairs */
+    size_t n, cap;
+};
+
+static int collect_ref(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct refs *r = arg;
+    struct msg m = {.raw = NULL};
+    int stop = 0;
+    if (kl == KEY_LEN && msg_decode(&m, fsm_get_be64((const unsigned char *)k + 9), v, vl) == 0 &&
+        m.has_ref) {
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 64;
+            uint64_t *nv = realloc(r->v, cap * 2 * sizeof(*nv));
+            if (nv) {
+                r->v = nv;
+                r->cap = cap;
+            }
+        }
+        if (r->n < r->cap) {
+            r->v[2 * r->n] = m.ref_tid;
+            r->v[2 * r->n + 1] = m.ref_seq;
+            r->n++;
+        } else {
+            stop = 1;
+        }
+    }
+    msgpack_unpacked_destroy(&m.u);
+    return stop;
+}
+
+/* Release the shared-body references of every message of @q (its records
+ * are about to go at once). */
+static void release_refs(queues_t *qs, const queue_t *q)
+{
+    struct refs r = {0};
+    unsigned char p[9];
+    p[0] = 'M';
+    fsm_put_be64(p + 1, q->id);
+    if (store_scan(qs->st, p, 9, NULL, 0, collect_ref, &r) != 0)
+        qs->failed = true;
+    for (size_t i = 0; i < r.n; i++) {
+        if (topic_body_release(qs->st, r.v[2 * i], r.v[2 * i + 1]) != 0)
+            qs->failed = true;
+    }
+    free(r.v);
+}
+
 static void queue_del_records(queues_t *qs, queue_t *q, bool with_dedup)
 {
     unsigned char p[9];
+    release_refs(qs, q);
     fsm_put_be64(p + 1, q->id);
     p[0] = 'M';
     store_del_prefix(qs->st, p, 9);
@@ -1097,6 +1183,8 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
         ready_add(qs, q, m);
     }
     msg_save(qs, q, m);
+    if (m->has_ref)
+        return;
     fsm_key_id_seq(k, 'B', q->id, m->seq);
     qput(qs, k, KEY_LEN, body, blen);
 }
@@ -1175,13 +1263,15 @@ bool queue_exists(queues_t *qs, const char *name, size_t len)
     return queue_find(qs, name, len) != NULL;
 }
 
-int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
-                            const char *msg_id, const void *body, size_t blen,
-                            const msgpack_object *tags, const msgpack_object *attrs)
+/* Append for a topic: @ref (NULL: store @body) names the shared body. */
+static int append_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                        const char *msg_id, const void *body, size_t blen,
+                        const msgpack_object *tags, const msgpack_object *attrs,
+                        const uint64_t *ref)
 {
     static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
     queue_t *q = queue_find(qs, name, len);
-    struct msg m = {.raw = NULL};
+    struct msg m = {.raw = NULL, .has_ref = ref != NULL};
     int rc;
     if (!q)
         return fsm_fail(c, MQHUB_ENOT_FOUND, "queue '%.*s' does not exist", (int)len, name);
@@ -1190,8 +1280,27 @@ int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t
     snprintf(m.msg_id, sizeof(m.msg_id), "%s", msg_id);
     m.tags = tags ? *tags : nil;
     m.attrs = attrs ? *attrs : nil;
+    if (ref) {
+        m.ref_tid = ref[0];
+        m.ref_seq = ref[1];
+    }
     enqueue(qs, q, &m, body, blen, q->a.delay * 1000);
     return 0;
+}
+
+int queue_append_from_topic(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                            const char *msg_id, const void *body, size_t blen,
+                            const msgpack_object *tags, const msgpack_object *attrs)
+{
+    return append_topic(qs, c, name, len, msg_id, body, blen, tags, attrs, NULL);
+}
+
+int queue_append_ref(queues_t *qs, fsm_cmd_t *c, const char *name, size_t len,
+                     const char *msg_id, size_t blen, const msgpack_object *tags,
+                     const msgpack_object *attrs, uint64_t tid, uint64_t seq)
+{
+    const uint64_t ref[2] = {tid, seq};
+    return append_topic(qs, c, name, len, msg_id, NULL, blen, tags, attrs, ref);
 }
 
 static void pack_sent(msgpack_packer *pk, const struct sent *s)
@@ -1287,11 +1396,9 @@ static int receipt_check(queues_t *qs, fsm_cmd_t *c, queue_t *q, const char *r, 
 
 static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
 {
-    unsigned char k[KEY_LEN];
     char receipt[64];
     size_t blen = 0;
-    fsm_key_id_seq(k, 'B', q->id, m->seq);
-    char *body = store_get(qs->st, k, KEY_LEN, &blen);
+    char *body = msg_body(qs, q, m, &blen);
     receipt_make(receipt, sizeof(receipt), q, m);
     bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
     msgpack_pack_map(pk, 9 + m->has_group + tags);
@@ -1320,22 +1427,26 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
 }
 
 /* Move @m (READY, taken off the indexes) to queue @t with a new seq; the
- * msg_id, body, attrs and group stay. */
+ * msg_id, body (a shared body's reference moves along), attrs and group stay. */
 static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
 {
     unsigned char k[KEY_LEN];
     size_t blen = 0;
+    char *body = NULL;
     struct msg nm = {.raw = NULL};
-    fsm_key_id_seq(k, 'B', q->id, m->seq);
-    char *body = store_get(qs->st, k, KEY_LEN, &blen);
+    if (!m->has_ref) {
+        fsm_key_id_seq(k, 'B', q->id, m->seq);
+        body = store_get(qs->st, k, KEY_LEN, &blen);
+    }
     memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
     nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
     nm.attrs = m->attrs;
     nm.tags = m->tags;
+    nm.has_ref = m->has_ref, nm.ref_tid = m->ref_tid, nm.ref_seq = m->ref_seq;
     enqueue(qs, t, &nm, body ? body : "", blen, 0);
     store_free(body);
     set_state(qs, q, m, -1);
-    msg_remove(qs, q, m->seq);
+    msg_remove(qs, q, m, true);
 }
 
 /* Pop the next deliverable message of @q into @m; false when none. */
@@ -1428,7 +1539,7 @@ static void delete_one(queues_t *qs, queue_t *q, struct msg *m, uint64_t now)
     q->s.deleted_total++;
     if (q->a.rewind_window == 0) {
         set_state(qs, q, m, -1);
-        msg_remove(qs, q, m->seq);
+        msg_remove(qs, q, m, false);
         return;
     }
     struct stamp s = {now, m->seq};

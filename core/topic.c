@@ -4,7 +4,8 @@
  *
  * A publish appends to the topic's retained log and, in the same apply, fans
  * out to every subscription whose filter matches, in name order: a queue
- * endpoint gets a copy appended to its queue (queue_append_from_topic), a push
+ * endpoint gets a message appended to its queue that refers to the retained
+ * message's body (queue_append_ref; see "Shared bodies" below), a push
  * endpoint gets a pending entry (sub, seq) that the leader's push engine
  * delivers and that `ack` or `sub.dead` removes. A failed delivery (queue
  * full or gone, script error) is counted in the subscription's stats, never
@@ -18,6 +19,15 @@
  *   S<tid be64><name>         subscription record (sub_save): id, its
  *                             canonical config (bin), stats
  *   W<sid be64><seq be64>     a pending message of a push subscription
+ *   R<tid be64><seq be64>     shared body: how many queue messages refer to
+ *                             the body of topic message seq (u64be)
+ *   G<tid be64><seq be64>     that body once P<tid><seq> is gone (retention
+ *                             expiry, topic.delete) while references remain
+ * Shared bodies: queue messages fanned out from a publish store no body of
+ * their own; the publish adds its count of them to R once. Dropping a P
+ * record that R still counts first copies its body to G (body_keep);
+ * queue.c reads it with topic_body_get() and gives each reference back with
+ * topic_body_release(), the last one removing R and G.
  * In memory: topics in id order (tick picks the same work on every node) with
  * their subscriptions in name order, hash maps for lookups only.
  *
@@ -99,6 +109,7 @@ struct topics {
     uint64_t next_tid, next_sid, now;
     bool failed, tick_more;
     bool ungated;              /* publishing a hook's hub.publish */
+    uint64_t refs;             /* queue references made by the current offer */
     fsm_push_cb cb;
     void *cb_arg;
     topic_script_hooks_t hooks;
@@ -372,6 +383,92 @@ static void tmsg_free(struct tmsg *tm)
     msgpack_unpacked_destroy(&tm->u);
     store_free(tm->raw);
     tm->raw = NULL;
+}
+
+/* ---- shared bodies ---- */
+
+struct seqs {
+    uint64_t *v;
+    size_t n, cap;
+    uint64_t time; /* only messages published at or after it */
+};
+
+void *topic_body_get(store_t *st, uint64_t tid, uint64_t seq, size_t *len)
+{
+    unsigned char k[KEY_LEN];
+    msgpack_unpacked u;
+    size_t vl;
+    char *raw;
+    fsm_key_id_seq(k, 'P', tid, seq);
+    if (!(raw = store_get(st, k, KEY_LEN, &vl))) {
+        fsm_key_id_seq(k, 'G', tid, seq);
+        return store_get(st, k, KEY_LEN, len);
+    }
+    msgpack_unpacked_init(&u);
+    *len = 0;
+    if (msgpack_unpack_next(&u, raw, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 6 &&
+        u.data.via.array.ptr[5].type == MSGPACK_OBJECT_BIN) {
+        *len = u.data.via.array.ptr[5].via.bin.size;
+        memmove(raw, u.data.via.array.ptr[5].via.bin.ptr, *len);
+    }
+    msgpack_unpacked_destroy(&u);
+    return raw;
+}
+
+/* The reference count of topic message @seq (0: none). */
+static uint64_t body_refs(store_t *st, uint64_t tid, uint64_t seq)
+{
+    unsigned char k[KEY_LEN];
+    size_t vl;
+    unsigned char *v;
+    uint64_t n = 0;
+    fsm_key_id_seq(k, 'R', tid, seq);
+    if ((v = store_get(st, k, KEY_LEN, &vl)) && vl == 8)
+        n = fsm_get_be64(v);
+    store_free(v);
+    return n;
+}
+
+static int body_set_refs(store_t *st, uint64_t tid, uint64_t seq, uint64_t n)
+{
+    unsigned char k[KEY_LEN], be[8];
+    fsm_key_id_seq(k, 'R', tid, seq);
+    if (n) {
+        fsm_put_be64(be, n);
+        return store_put(st, k, KEY_LEN, be, 8);
+    }
+    store_del(st, k, KEY_LEN);
+    fsm_key_id_seq(k, 'G', tid, seq);
+    store_del(st, k, KEY_LEN);
+    return 0;
+}
+
+int topic_body_release(store_t *st, uint64_t tid, uint64_t seq)
+{
+    uint64_t n = body_refs(st, tid, seq);
+    return n ? body_set_refs(st, tid, seq, n - 1) : 0;
+}
+
+/* Add the references the last offer made to topic message @seq. */
+static void refs_flush(topics_t *ts, const topic_t *t, uint64_t seq)
+{
+    if (ts->refs && body_set_refs(ts->st, t->id, seq, body_refs(ts->st, t->id, seq) + ts->refs))
+        ts->failed = true;
+    ts->refs = 0;
+}
+
+/* P<tid><seq> is about to go: keep its body in G while references remain. */
+static void body_keep(topics_t *ts, uint64_t tid, uint64_t seq)
+{
+    unsigned char k[KEY_LEN];
+    size_t len;
+    char *body;
+    if (!body_refs(ts->st, tid, seq) || !(body = topic_body_get(ts->st, tid, seq, &len)))
+        return;
+    fsm_key_id_seq(k, 'G', tid, seq);
+    tput(ts, k, KEY_LEN, body, len);
+    store_free(body);
 }
 
 static void tmsg_save(topics_t *ts, const topic_t *t, const fsm_push_msg_t *m)
@@ -759,10 +856,12 @@ static void deliver(topics_t *ts, fsm_cmd_t *c, sub_t *s, const fsm_push_msg_t *
     int rc;
     if (!sub_is_push(s)) {
         snprintf(msg_id, sizeof(msg_id), "%.*s", (int)m->msg_id_len, m->msg_id);
-        rc = queue_append_from_topic(ts->qs, c, q->via.str.ptr, q->via.str.size, msg_id, m->body,
-                                     m->body_len, m->tags, m->attrs);
+        rc = queue_append_ref(ts->qs, c, q->via.str.ptr, q->via.str.size, msg_id, m->body_len,
+                              m->tags, m->attrs, s->t->id, m->seq);
         if (rc)
             sub_failed(ts, s, rc, c->err);
+        else
+            ts->refs++;
         return;
     }
     if (pending_has(ts, s, m->seq))
@@ -877,6 +976,38 @@ static void sub_del_records(topics_t *ts, const sub_t *s)
     store_del(ts->st, p, 9 + s->nlen);
 }
 
+static int collect_ref_seq(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct seqs *s = arg;
+    (void)v, (void)vl;
+    if (kl != KEY_LEN)
+        return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
+        if (!nv)
+            return 1;
+        s->v = nv;
+        s->cap = cap;
+    }
+    s->v[s->n++] = fsm_get_be64((const unsigned char *)k + 9);
+    return 0;
+}
+
+/* Before the retained log goes: keep every body queue messages refer to. */
+static void keep_shared(topics_t *ts, const topic_t *t)
+{
+    struct seqs list = {0};
+    unsigned char p[9];
+    p[0] = 'R';
+    fsm_put_be64(p + 1, t->id);
+    if (store_scan(ts->st, p, 9, NULL, 0, collect_ref_seq, &list) != 0)
+        ts->failed = true;
+    for (size_t i = 0; i < list.n; i++)
+        body_keep(ts, t->id, list.v[i]);
+    free(list.v);
+}
+
 int topic_op_delete(topics_t *ts, fsm_cmd_t *c)
 {
     topic_t *t;
@@ -886,6 +1017,7 @@ int topic_op_delete(topics_t *ts, fsm_cmd_t *c)
         return rc;
     for (sub_t *s = t->subs; s; s = s->next)
         sub_del_records(ts, s);
+    keep_shared(ts, t);
     k[0] = 'P';
     fsm_put_be64(k + 1, t->id);
     store_del_prefix(ts->st, k, 9);
@@ -1030,6 +1162,7 @@ static int publish_one(topics_t *ts, topic_t *t, fsm_cmd_t *c, const msgpack_obj
             mark_sub(ts, s);
         }
     }
+    refs_flush(ts, t, out->seq);
     return 0;
 }
 
@@ -1116,12 +1249,6 @@ void topic_script_users(topics_t *ts, const char *script, size_t len,
 
 /* ---- replay (from at create, rewind) ---- */
 
-struct seqs {
-    uint64_t *v;
-    size_t n, cap;
-    uint64_t time; /* only messages published at or after it */
-};
-
 static int collect_seq(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct seqs *s = arg;
@@ -1161,6 +1288,7 @@ static uint64_t replay(topics_t *ts, fsm_cmd_t *c, sub_t *s, uint64_t seq, uint6
         if (tmsg_load(ts, s->t, list.v[i], &tm) == 0 && offer(ts, c, s, &tm.m))
             n++;
         tmsg_free(&tm);
+        refs_flush(ts, s->t, list.v[i]);
     }
     free(list.v);
     return n;
@@ -1643,6 +1771,7 @@ static uint64_t expire_topic(topics_t *ts, topic_t *t, uint64_t now, uint64_t bu
     store_scan(ts->st, k, 9, NULL, 0, expired_visit, &e);
     for (size_t i = 0; i < e.list.n; i++) {
         uint64_t seq = e.list.v[i];
+        body_keep(ts, t->id, seq);
         fsm_key_id_seq(k, 'P', t->id, seq);
         store_del(ts->st, k, KEY_LEN);
         for (sub_t *s = t->subs; s; s = s->next) {

@@ -1,11 +1,13 @@
 /* fsm_topic_test.c: topics and subscriptions through the FSM — routing-key and
  * tag matching, fan-out to queue and push endpoints (atomic with the publish,
  * failures counted), push pending/ack/sub.dead, from and rewind, retention,
- * snapshot/restore and determinism of a random topic workload. */
+ * snapshot/restore and determinism of a random topic workload, and the shared
+ * bodies of queue messages fanned out from a topic (reference counts). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -637,6 +639,200 @@ static void test_determinism_and_snapshot(void **state)
     }
 }
 
+/* ---- shared bodies: queue messages refer to the topic message's body ---- */
+
+static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    (*(int64_t *)arg)++;
+    return 0;
+}
+
+/* How many store keys start with @prefix. */
+static int64_t keys(harness_t *h, char prefix)
+{
+    int64_t n = 0;
+    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
+    return n;
+}
+
+/* The reference count of topic 'pay' (id 1) message @seq. */
+static uint64_t refs(harness_t *h, uint64_t seq)
+{
+    unsigned char k[17];
+    size_t vl;
+    uint64_t n = 0;
+    fsm_key_id_seq(k, 'R', 1, seq);
+    unsigned char *v = store_get(fsm_store(h->f), k, sizeof(k), &vl);
+    if (v && vl == 8)
+        n = fsm_get_be64(v);
+    store_free(v);
+    return n;
+}
+
+/* Receive one message of @q, check its body, return its receipt (static). */
+static const char *recv_one(harness_t *h, const char *q, const char *body)
+{
+    static char receipt[64];
+    json_t *r = h_run(h, "{'op':'receive','queue':'%s','max':1}", q);
+    json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
+    if (!m)
+        fail_msg("receive %s: %s", q, json_dumps(r, JSON_COMPACT));
+    assert_string_equal(h_str(m, "body"), body);
+    snprintf(receipt, sizeof(receipt), "%s", h_str(m, "receipt"));
+    json_decref(r);
+    return receipt;
+}
+
+static void setup_shared(harness_t *h, const char *q4_attrs)
+{
+    H_EXPECT(h, "", "{'op':'topic.create','name':'pay','attrs':{'retention':60}}");
+    for (int i = 1; i <= 4; i++) {
+        H_EXPECT(h, "", "{'op':'queue.create','name':'q%d'%s}", i, i == 4 ? q4_attrs : "");
+        H_EXPECT(h, "", "{'op':'subscription.create','topic':'pay','name':'s%d',"
+                 "'endpoint':{'queue':'q%d'}}", i, i);
+    }
+}
+
+static void test_shared_body_retention(void **state)
+{
+    harness_t *h = *state;
+    char receipt[64];
+    setup_shared(h, ",'attrs':{'rewind_window':30}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'pay','body':'shared'}");
+    assert_int_equal(h_int(r, "delivered"), 4);
+    json_decref(r);
+    /* one body (in the retained message), no queue copies */
+    assert_int_equal(keys(h, 'B'), 0);
+    assert_int_equal(keys(h, 'P'), 1);
+    assert_int_equal(keys(h, 'M'), 4);
+    assert_int_equal(refs(h, 1), 4);
+    /* the topic drops it; the body moves to G for the queue messages */
+    h_advance(h, 61000);
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_int_equal(keys(h, 'P'), 0);
+    assert_int_equal(keys(h, 'G'), 1);
+    for (int i = 1; i <= 3; i++) {
+        char q[8];
+        snprintf(q, sizeof(q), "q%d", i);
+        snprintf(receipt, sizeof(receipt), "%s", recv_one(h, q, "shared"));
+        H_EXPECT(h, "", "{'op':'delete','queue':'%s','receipts':['%s']}", q, receipt);
+        assert_int_equal(refs(h, 1), (uint64_t)(3 - i + 1));
+        assert_int_equal(keys(h, 'G'), 1);
+    }
+    /* q4 keeps a deleted message for its rewind window: still referenced */
+    snprintf(receipt, sizeof(receipt), "%s", recv_one(h, "q4", "shared"));
+    H_EXPECT(h, "", "{'op':'delete','queue':'q4','receipts':['%s']}", receipt);
+    assert_int_equal(refs(h, 1), 1);
+    H_EXPECT(h, "", "{'op':'queue.rewind','name':'q4','seq':1}");
+    snprintf(receipt, sizeof(receipt), "%s", recv_one(h, "q4", "shared"));
+    H_EXPECT(h, "", "{'op':'delete','queue':'q4','receipts':['%s']}", receipt);
+    h_advance(h, 31000);
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_int_equal(keys(h, 'G'), 0);
+    assert_int_equal(keys(h, 'R'), 0);
+    assert_int_equal(keys(h, 'M'), 0);
+}
+
+static void test_shared_body_purge_delete(void **state)
+{
+    harness_t *h = *state;
+    setup_shared(h, "");
+    publish(h, "");
+    publish(h, "");
+    assert_int_equal(refs(h, 1), 4);
+    H_EXPECT(h, "", "{'op':'queue.purge','name':'q1'}");
+    assert_int_equal(refs(h, 1), 3);
+    assert_int_equal(refs(h, 2), 3);
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'q2'}");
+    assert_int_equal(refs(h, 1), 2);
+    assert_int_equal(refs(h, 2), 2);
+    /* topic.delete keeps the bodies the queues still refer to */
+    H_EXPECT(h, "", "{'op':'topic.delete','name':'pay'}");
+    assert_int_equal(keys(h, 'P'), 0);
+    assert_int_equal(keys(h, 'G'), 2);
+    recv_one(h, "q3", "b");
+    H_EXPECT(h, "", "{'op':'queue.purge','name':'q3'}");
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'q4'}");
+    assert_int_equal(keys(h, 'R'), 0);
+    assert_int_equal(keys(h, 'G'), 0);
+    assert_int_equal(keys(h, 'B'), 0);
+}
+
+static void test_shared_body_dead_letter(void **state)
+{
+    harness_t *h = *state;
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    setup_shared(h, ",'attrs':{'dead_letter':{'queue':'dlq','max_receives':1}}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'pay','body':'poison'}");
+    char msg_id[64];
+    snprintf(msg_id, sizeof(msg_id), "%s", h_str(r, "msg_id"));
+    json_decref(r);
+    H_EXPECT(h, "", "{'op':'receive','queue':'q4','max':1,'visibility':1}");
+    h_advance(h, 61000);
+    H_EXPECT(h, "", "{'op':'tick'}"); /* the topic drops it */
+    H_EXPECT(h, "", "{'op':'receive','queue':'q4','max':1}"); /* moves it to dlq */
+    assert_int_equal(refs(h, 1), 4);
+    assert_int_equal(keys(h, 'B'), 0);
+    r = h_run(h, "{'op':'receive','queue':'dlq','max':1}");
+    json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
+    assert_non_null(m);
+    assert_string_equal(h_str(m, "body"), "poison");
+    assert_string_equal(h_str(m, "msg_id"), msg_id);
+    json_decref(r);
+    for (int i = 1; i <= 3; i++)
+        H_EXPECT(h, "", "{'op':'queue.purge','name':'q%d'}", i);
+    assert_int_equal(keys(h, 'G'), 1);
+    H_EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
+    assert_int_equal(keys(h, 'G'), 0);
+    assert_int_equal(keys(h, 'R'), 0);
+}
+
+/* Apply the same shared-body history to @a and @b, with @c restored from
+ * a snapshot of @b halfway; the digests agree. */
+static void shared_steps(harness_t *h, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        h_advance(h, 7000);
+        json_t *r = h_run(h, "{'op':'publish','topic':'pay','body':'m%d'}", i);
+        json_decref(r);
+        r = h_run(h, "{'op':'receive','queue':'q%d','max':2}", 1 + i % 4);
+        json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
+        if (m && i % 3 == 0)
+            H_EXPECT(h, "", "{'op':'delete','queue':'q%d','receipts':['%s']}", 1 + i % 4,
+                     h_str(m, "receipt"));
+        json_decref(r);
+        if (i % 7 == 6)
+            H_EXPECT(h, "", "{'op':'queue.purge','name':'q%d'}", 1 + i % 4);
+        H_EXPECT(h, "", "{'op':'tick'}");
+    }
+}
+
+static void test_shared_body_determinism(void **state)
+{
+    (void)state;
+    harness_t *a = h_open(H_T0), *b = h_open(H_T0), *c = h_open(H_T0);
+    char da[65], db[65];
+    setup_shared(a, ",'attrs':{'rewind_window':20}");
+    setup_shared(b, ",'attrs':{'rewind_window':20}");
+    shared_steps(a, 0, 20);
+    shared_steps(b, 0, 20);
+    assert_true(keys(a, 'G') > 0);
+    h_digest(a, da);
+    h_digest(b, db);
+    assert_string_equal(da, db);
+    h_snapshot_restore(b, c);
+    h_close(b);
+    shared_steps(a, 20, 40);
+    shared_steps(c, 20, 40);
+    h_digest(a, da);
+    h_digest(c, db);
+    assert_string_equal(da, db);
+    assert_int_equal(keys(a, 'R'), keys(c, 'R'));
+    h_close(a);
+    h_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +846,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_from_and_rewind, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention, h_setup, h_teardown),
         cmocka_unit_test(test_determinism_and_snapshot),
+        cmocka_unit_test_setup_teardown(test_shared_body_retention, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_body_purge_delete, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_shared_body_dead_letter, h_setup, h_teardown),
+        cmocka_unit_test(test_shared_body_determinism),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
