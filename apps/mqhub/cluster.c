@@ -107,7 +107,7 @@ static void print_done(cli_t *cli, const char *what, uint64_t id)
 
 static int c_add(cli_t *cli)
 {
-    uint64_t id;
+    uint64_t id = 0;
     int rc;
     if (cli->n_args < 2 || cli->n_args > 3)
         return cli_usage_error("cluster", "usage: cluster add ID RAFT_ADDRESS [CLIENT_ADDRESS]");
@@ -123,7 +123,7 @@ static int c_add(cli_t *cli)
 
 static int c_remove(cli_t *cli)
 {
-    uint64_t id;
+    uint64_t id = 0;
     int rc;
     if (cli->n_args != 1)
         return cli_usage_error("cluster", "usage: cluster remove ID");

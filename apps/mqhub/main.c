@@ -314,7 +314,7 @@ static int queue_attr(cli_t *cli, const char *name, const char *value)
 
 static int one_option(cli_t *cli, int opt, char *arg)
 {
-    long long v;
+    long long v = 0;
     int rc;
     switch (opt) {
     case OPT_SERVER: cli->server = arg; return 0;
