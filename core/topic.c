@@ -393,6 +393,22 @@ struct seqs {
     uint64_t time; /* only messages published at or after it */
 };
 
+/* Append the seq of message key @k (T/P<id be64><seq be64>); 1 when out of
+ * memory, which stops the store_scan visiting. */
+static int seqs_push(struct seqs *s, const char *k)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
+        if (!nv)
+            return 1;
+        s->v = nv;
+        s->cap = cap;
+    }
+    s->v[s->n++] = fsm_get_be64((const unsigned char *)k + 9);
+    return 0;
+}
+
 void *topic_body_get(store_t *st, uint64_t tid, uint64_t seq, size_t *len)
 {
     unsigned char k[KEY_LEN];
@@ -982,16 +998,7 @@ static int collect_ref_seq(void *arg, const char *k, size_t kl, const char *v, s
     (void)v, (void)vl;
     if (kl != KEY_LEN)
         return 0;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
-        if (!nv)
-            return 1;
-        s->v = nv;
-        s->cap = cap;
-    }
-    s->v[s->n++] = fsm_get_be64((const unsigned char *)k + 9);
-    return 0;
+    return seqs_push(s, k);
 }
 
 /* Before the retained log goes: keep every body queue messages refer to. */
@@ -1262,16 +1269,7 @@ static int collect_seq(void *arg, const char *k, size_t kl, const char *v, size_
     msgpack_unpacked_destroy(&u);
     if (!keep)
         return 0;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        uint64_t *nv = realloc(s->v, cap * sizeof(*nv));
-        if (!nv)
-            return 1;
-        s->v = nv;
-        s->cap = cap;
-    }
-    s->v[s->n++] = fsm_get_be64((const unsigned char *)k + 9);
-    return 0;
+    return seqs_push(s, k);
 }
 
 /* Offer every retained message with seq >= @seq published at or after

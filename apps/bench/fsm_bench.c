@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "internal.h"
 
 struct bench {
@@ -182,7 +183,6 @@ int main(int argc, char **argv)
     struct bench b = {.now = 1700000000000ULL, .size = 1024, .batch = 64};
     size_t n = 100000;
     char dir[256] = "", err[256];
-    const char *tmp = getenv("TMPDIR");
     int c, rc = 0;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (c) {
@@ -201,8 +201,7 @@ int main(int argc, char **argv)
     }
     bool own_dir = !dir[0];
     if (own_dir) {
-        snprintf(dir, sizeof(dir), "%s/mqhub-fsm-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(dir)) {
+        if (!tmpdir_make(dir, sizeof dir, "fsm-bench")) {
             perror("mkdtemp");
             return 1;
         }

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "internal.h"
 
 #define FILTER_SRC                                                                          \
@@ -179,9 +180,9 @@ static void print_hook_stats(fsm_t *f)
 /* Seconds to publish @n messages, @batch per entry. */
 static double run(unsigned n, unsigned batch, unsigned subs, bool filtered, bool hooked)
 {
-    char dir[] = "/tmp/mqhub-script-bench-XXXXXX", err[256];
+    char dir[96], err[256] = "";
     fsm_t *f;
-    if (!mkdtemp(dir) || fsm_open(&f, dir, err, sizeof err) != 0) {
+    if (!tmpdir_make(dir, sizeof dir, "script-bench") || fsm_open(&f, dir, err, sizeof err) != 0) {
         fprintf(stderr, "cannot open a state machine in %s: %s\n", dir, err);
         exit(1);
     }

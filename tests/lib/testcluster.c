@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "testcluster.h"
 #include "testhub.h"
 
@@ -116,7 +117,6 @@ int testcluster_start_node(testcluster_t *c, unsigned i)
 int testcluster_start(testcluster_t *c, const char *mqhubd, unsigned n_total,
                       unsigned n_initial, const char *extra_config)
 {
-    const char *tmp = getenv("TMPDIR");
     uint16_t ports[2 * TC_MAX_NODES];
     unsigned n_ports = 0;
 
@@ -126,8 +126,7 @@ int testcluster_start(testcluster_t *c, const char *mqhubd, unsigned n_total,
         return -1;
     }
     snprintf(c->mqhubd, sizeof c->mqhubd, "%s", mqhubd);
-    snprintf(c->dir, sizeof c->dir, "%s/mqhub-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(c->dir))
+    if (!tmpdir_make(c->dir, sizeof c->dir, "test"))
         return -1;
     c->n = n_total;
     for (unsigned i = 0; i < n_total; i++) {

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "testhub.h"
 
 #define READY_TIMEOUT_MS 15000
@@ -217,15 +218,13 @@ int testhub_restart(testhub_t *h)
 
 int testhub_start(testhub_t *h, const char *mqhubd, const testhub_opts_t *opts)
 {
-    const char *tmp = getenv("TMPDIR");
     memset(h, 0, sizeof *h);
     if (!mqhubd) {
         fprintf(stderr, "testhub: no mqhubd binary (set MQHUBD)\n");
         return -1;
     }
     snprintf(h->mqhubd, sizeof h->mqhubd, "%s", mqhubd);
-    snprintf(h->dir, sizeof h->dir, "%s/mqhub-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(h->dir))
+    if (!tmpdir_make(h->dir, sizeof h->dir, "test"))
         return -1;
     h->port = testhub_free_port(NULL, 0);
     h->raft_port = testhub_free_port(&h->port, 1);

@@ -24,6 +24,7 @@
 
 #include <cmocka.h>
 #include <msgpack.h>
+#include "tmpdir.h"
 
 #define TOKEN "s3cret"
 
@@ -445,9 +446,7 @@ static int start_daemon(void **state)
     FILE *f;
     uint64_t end;
 
-    snprintf(dir, sizeof dir, "%s/mqhub-tcp-test.XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(tmpdir_make(dir, sizeof dir, "tcp-test"));
     port = 21000 + (int)(getpid() % 4000) * 2;
     snprintf(conf, sizeof conf, "%s/mqhub.conf", dir);
     f = fopen(conf, "w");

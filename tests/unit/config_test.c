@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "tmpdir.h"
 
 /* Each test runs inside its own temp dir, so files are named "mqhub.conf"
  * and the messages read exactly as a user sees them. */
@@ -23,9 +24,7 @@ static char cwd[4096];
 
 static int setup(void **state)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/mqhub-config-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!getcwd(cwd, sizeof cwd) || !mkdtemp(dir))
+    if (!getcwd(cwd, sizeof cwd) || !tmpdir_make(dir, sizeof dir, "config"))
         return -1;
     return chdir(dir);
 }

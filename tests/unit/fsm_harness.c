@@ -13,15 +13,14 @@
 #include <unistd.h>
 
 #include "fsm_harness.h"
+#include "tmpdir.h"
 
 harness_t *h_open(uint64_t start_ms)
 {
     harness_t *h = calloc(1, sizeof(*h));
     char err[256];
-    const char *tmp = getenv("TMPDIR");
     assert_non_null(h);
-    snprintf(h->dir, sizeof(h->dir), "%s/mqhub-fsm-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    assert_non_null(mkdtemp(h->dir));
+    assert_non_null(tmpdir_make(h->dir, sizeof h->dir, "fsm"));
     if (fsm_open(&h->f, h->dir, err, sizeof(err)) != 0)
         fail_msg("fsm_open: %s", err);
     h->now = start_ms;

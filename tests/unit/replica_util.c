@@ -8,12 +8,11 @@
 #include <unistd.h>
 
 #include "replica_util.h"
+#include "tmpdir.h"
 
 void make_dir(char *out, size_t len, const char *tag)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(out, len, "%s/mqhub-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", tag);
-    if (!mkdtemp(out)) {
+    if (!tmpdir_make(out, len, tag)) {
         perror("mkdtemp");
         abort();
     }

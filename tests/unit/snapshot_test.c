@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "fsm_harness.h"
+#include "tmpdir.h"
 
 #define T0 1700000000000ULL
 
@@ -29,10 +30,8 @@
 static store_t *open_store(char *dir, size_t dl)
 {
     char err[256], path[300];
-    const char *tmp = getenv("TMPDIR");
     store_t *s;
-    snprintf(dir, dl, "%s/mqhub-snap-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(tmpdir_make(dir, dl, "snap"));
     snprintf(path, sizeof path, "%s/state.kct", dir);
     if (store_open(&s, path, err, sizeof err) != 0)
         fail_msg("%s", err);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "tmpdir.h"
 
 struct fixture {
     char dir[256], path[300];
@@ -22,9 +23,7 @@ static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     char err[256];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(f->dir, sizeof(f->dir), "%s/mqhub-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    assert_non_null(mkdtemp(f->dir));
+    assert_non_null(tmpdir_make(f->dir, sizeof f->dir, "store"));
     snprintf(f->path, sizeof(f->path), "%s/state.kct", f->dir);
     if (store_open(&f->s, f->path, err, sizeof(err)) != 0)
         fail_msg("%s", err);
