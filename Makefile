@@ -19,7 +19,7 @@ deps:
 	@./tools/install-deps.sh
 
 $(BUILD)/Makefile: | deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMQHUB_WERROR=ON
 
 build: deps $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS)
@@ -33,7 +33,7 @@ test-release: build
 	cd $(BUILD) && ctest $(CTEST_ARGS)
 
 $(ASAN)/Makefile: | deps
-	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON -DMQHUB_WERROR=ON
 
 asan: deps $(ASAN)/Makefile
 	cmake --build $(ASAN) -j$(JOBS)
@@ -43,7 +43,7 @@ test-asan: asan
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS) -LE nosan
 
 $(FUZZ)/Makefile: | deps
-	CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON -DMQHUB_FUZZ=ON
+	CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON -DMQHUB_FUZZ=ON -DMQHUB_WERROR=ON
 
 test-fuzz: deps $(FUZZ)/Makefile
 	cmake --build $(FUZZ) -j$(JOBS) --target fuzz_request

@@ -2,16 +2,17 @@
  *
  * One non-blocking TCP socket driven with poll(2); no event loop is needed by
  * the user. Every request, blocking or not, becomes a `pending` entry holding
- * its whole frame (4-byte big-endian length + msgpack map), its deadline and
- * its completion function. pump() is the heart: it (re)connects, writes
- * queued frames, reads and splits frames, matches answers to pending entries
- * by id, retries NOT_LEADER (reconnect to the named leader) and UNAVAILABLE
- * (exponential back-off), and expires deadlines.
+ * its whole frame (frame.h: 4-byte big-endian length + msgpack map), its
+ * deadline and its completion function. pump() is the heart: it
+ * (re)connects, writes queued frames, reads and splits frames, matches
+ * answers to pending entries by id, retries NOT_LEADER (reconnect to the
+ * named leader) and UNAVAILABLE (exponential back-off), and expires deadlines.
  *
  * Start reading at client_submit() and pump(). To add an operation, build it
- * in ops.c with client_req_init() and the packers, then client_call().
+ * in the *_ops.c of its part of the protocol (session_ops.c, queue_ops.c,
+ * topic_ops.c, script_ops.c, cluster_ops.c) with client_req_init() and the
+ * packers, then client_call().
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -28,6 +29,7 @@
 
 #include "clock.h"
 #include "client_int.h"
+#include "frame.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_WINDOW 128
@@ -90,6 +92,11 @@ void client_set_errmsg(mqhub_client_t *c, const char *fmt, ...)
 const char *mqhub_client_errmsg(const mqhub_client_t *c)
 {
     return c->errmsg;
+}
+
+const char *mqhub_version(void)
+{
+    return MQHUB_VERSION_STRING;
 }
 
 const char *mqhub_client_strerror(int code)
@@ -163,11 +170,11 @@ void client_pack_kv_uint(msgpack_packer *pk, const char *k, uint64_t v)
 
 void client_req_init(mqhub_client_t *c, client_req_t *r, const char *op, uint32_t nfields)
 {
-    static const char zero[4];
+    static const char header[FRAME_HEADER]; /* written by pending_add() */
     msgpack_sbuffer_init(&r->sb);
     msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
     r->timeout_ms = 0;
-    msgpack_sbuffer_write(&r->sb, zero, 4);
+    msgpack_sbuffer_write(&r->sb, header, sizeof header);
     msgpack_pack_map(&r->pk, nfields + 2);
     client_pack_kv_str(&r->pk, "op", op);
     client_pack_kv_uint(&r->pk, "id", ++c->next_id);
@@ -210,8 +217,7 @@ static int pending_add(mqhub_client_t *c, client_req_t *r, bool async,
         c->pend = p;
         c->cap_pend = cap;
     }
-    uint32_t n = htonl((uint32_t)(r->sb.size - 4));
-    memcpy(r->sb.data, &n, 4);
+    frame_header(r->sb.data, r->sb.size - FRAME_HEADER);
     uint64_t t = clock_mono_ms();
     int timeout = r->timeout_ms > c->timeout_ms ? r->timeout_ms : c->timeout_ms;
     pending_t *p = &c->pend[c->n_pend++];
@@ -287,7 +293,7 @@ static int queue_hello(mqhub_client_t *c)
 {
     client_req_t r;
     client_req_init(c, &r, "hello", 3);
-    client_pack_kv_uint(&r.pk, "version", 1);
+    client_pack_kv_uint(&r.pk, "version", MQHUB_PROTOCOL_VERSION);
     client_pack_kv_str(&r.pk, "client", c->client_name ? c->client_name : "libmqhub");
     client_pack_kv_str(&r.pk, "token", c->token);
     int rc = pending_add(c, &r, false, hello_done, c);
@@ -432,7 +438,7 @@ int client_get_str(const msgpack_object *map, const char *key, const char **p, s
 
 void client_copy_str(const msgpack_object *map, const char *key, char *buf, size_t size)
 {
-    const char *p;
+    const char *p = NULL;
     size_t n;
     if (client_get_str(map, key, &p, &n) != 0)
         n = 0;
@@ -575,23 +581,20 @@ static int dispatch(mqhub_client_t *c, msgpack_zone *zone, const msgpack_object 
  * run, or -1 after dropping the connection on a bad frame. */
 static int read_frames(mqhub_client_t *c)
 {
-    int n = 0;
-    while (c->fd >= 0 && c->in.len - c->in.off >= 4) {
-        uint32_t len;
-        memcpy(&len, c->in.p + c->in.off, 4);
-        len = ntohl(len);
-        if (len > MAX_IN_FRAME)
+    int n = 0, st;
+    size_t len;
+    while (c->fd >= 0 && (st = frame_next(c->in.p + c->in.off, c->in.len - c->in.off,
+                                          MAX_IN_FRAME, &len)) != FRAME_NEED_MORE) {
+        if (st == FRAME_TOO_LARGE)
             return conn_drop(c, "server sent an oversized frame"), -1;
-        if (c->in.len - c->in.off < 4 + (size_t)len)
-            break;
         msgpack_zone *zone = msgpack_zone_new(8192);
         char *copy = zone ? msgpack_zone_malloc(zone, len ? len : 1) : NULL;
         if (!copy) {
             msgpack_zone_free(zone);
             return conn_drop(c, "out of memory"), -1;
         }
-        memcpy(copy, c->in.p + c->in.off + 4, len);
-        c->in.off += 4 + (size_t)len;
+        memcpy(copy, c->in.p + c->in.off + FRAME_HEADER, len);
+        c->in.off += FRAME_HEADER + len;
         msgpack_object obj;
         size_t off = 0;
         if (msgpack_unpack(copy, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||

@@ -1,5 +1,5 @@
-/* client_int.h: what ops.c (and the async wrappers) use from client.c, the
- * connection and request engine of libmqhub. Not installed. */
+/* client_int.h: what the *_ops.c files (and the async wrappers) use from
+ * client.c, the connection and request engine of libmqhub. Not installed. */
 #ifndef MQHUB_CLIENT_INT_H
 #define MQHUB_CLIENT_INT_H
 
@@ -79,7 +79,7 @@ int client_item_status(const msgpack_object *item);
  * when none): 0, or MQHUB_EINTERNAL with what was copied left to free. */
 int client_copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n);
 
-/* topic.c: decode the push @map into an mqhub_push_t and call @cb with it. */
+/* topic_ops.c: decode the push @map into an mqhub_push_t and call @cb with it. */
 void client_push_dispatch(mqhub_client_push_cb cb, void *arg, const msgpack_object *map);
 
 #endif

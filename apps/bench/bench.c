@@ -291,11 +291,11 @@ static void on_delete(void *arg, int status, const msgpack_object *resp, const c
     free(r);
 }
 
-/* Delete every kept receipt (chunks of 256). */
+/* Delete every kept receipt (chunks of MQHUB_BATCH_MAX). */
 static int submit_deletes(worker_t *w)
 {
     while (w->n_receipts > 0) {
-        size_t n = w->n_receipts < 256 ? w->n_receipts : 256;
+        size_t n = w->n_receipts < MQHUB_BATCH_MAX ? w->n_receipts : MQHUB_BATCH_MAX;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         msgpack_zone zone;
@@ -411,7 +411,7 @@ static void usage(FILE *f)
 {
     fputs("usage: mqhub-bench produce|consume|both [options]\n"
           "       mqhub-bench publish|push [options]   (topics: mqhub-bench publish --help)\n"
-          "  --server H:P       hub (env MQHUB_SERVER, default 127.0.0.1:6200)\n"
+          "  --server H:P       hub (env MQHUB_SERVER, default " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
           "  --connections N    producers and consumers each (default 4)\n"
           "  --size B           body bytes (default 100)\n"
           "  --batch N          send_batch size / receive max (default 1 = send)\n"
@@ -436,7 +436,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
     };
     const char *env = getenv("MQHUB_SERVER");
     int o;
-    *b = (bench_t){.server = env && *env ? env : "127.0.0.1:6200", .queue = "bench",
+    *b = (bench_t){.server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS, .queue = "bench",
                    .conns = 4, .size = 100, .batch = 1, .window = 64, .duration = 5};
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -458,9 +458,9 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
     }
     if (!b->recv_max)
         b->recv_max = b->batch;
-    if (optind != argc - 1 || b->recv_max > MQHUB_BATCH_MAX || b->rate < 0 || b->conns < 1 || b->conns > 256 || b->batch < 1 ||
-        b->batch > MQHUB_BATCH_MAX || b->window < 1 || (b->duration <= 0 && !b->count) ||
-        b->duration > 3600)
+    if (optind != argc - 1 || b->recv_max > MQHUB_RECEIVE_MAX || b->rate < 0 || b->conns < 1 ||
+        b->conns > 256 || b->batch < 1 || b->batch > MQHUB_BATCH_MAX || b->window < 1 ||
+        (b->duration <= 0 && !b->count) || b->duration > 3600)
         return -1;
     const char *m = argv[optind];
     *mode = !strcmp(m, "produce") ? 1 : !strcmp(m, "consume") ? 2 : !strcmp(m, "both") ? 3 : 0;

@@ -16,8 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "mp.h"
+#include "sm/sm.h"
 #include "tmpdir.h"
-#include "internal.h"
 
 struct bench {
     fsm_t *f;
@@ -102,11 +104,11 @@ static void note_reply(struct bench *b, const char *data, size_t len, size_t *fa
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *ok = fsm_arg(&u.data, "ok"), *msgs = fsm_arg(&u.data, "msgs");
+        const msgpack_object *ok = mp_map_get(&u.data, "ok"), *msgs = mp_map_get(&u.data, "msgs");
         if (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN || !ok->via.boolean)
             (*failed)++;
         for (uint32_t i = 0; msgs && i < msgs->via.array.size; i++) {
-            const msgpack_object *r = fsm_arg(&msgs->via.array.ptr[i], "receipt");
+            const msgpack_object *r = mp_map_get(&msgs->via.array.ptr[i], "receipt");
             if (r && r->type == MSGPACK_OBJECT_STR)
                 b->receipts[b->n_receipts++] = strndup(r->via.str.ptr, r->via.str.size);
         }

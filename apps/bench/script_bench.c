@@ -22,8 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "mp.h"
+#include "sm/sm.h"
 #include "tmpdir.h"
-#include "internal.h"
 
 #define FILTER_SRC                                                                          \
     "function filter(msg)\n"                                                                \
@@ -39,8 +41,8 @@ static double now_s(void)
 
 static void pack_kv(msgpack_packer *pk, const char *k, const char *v)
 {
-    fsm_pack_str(pk, k, strlen(k));
-    fsm_pack_str(pk, v, strlen(v));
+    mp_pack_str(pk, k, strlen(k));
+    mp_pack_str(pk, v, strlen(v));
 }
 
 /* Apply @n packed commands as one entry at @now; exits on failure. */
@@ -73,7 +75,7 @@ static void pack_topic_create(msgpack_packer *pk, const char *name, const char *
     pack_kv(pk, "op", "topic.create");
     pack_kv(pk, "name", name);
     if (hook) {
-        fsm_pack_str(pk, "attrs", 5);
+        mp_pack_str(pk, "attrs", 5);
         msgpack_pack_map(pk, 1);
         pack_kv(pk, "hook", hook);
     }
@@ -112,9 +114,9 @@ static void setup(fsm_t *f, unsigned subs, bool filtered, bool hooked)
         pack_kv(&pk, "op", "subscription.create");
         pack_kv(&pk, "topic", "orders");
         pack_kv(&pk, "name", name);
-        fsm_pack_str(&pk, "endpoint", 8);
+        mp_pack_str(&pk, "endpoint", 8);
         msgpack_pack_map(&pk, 1);
-        fsm_pack_str(&pk, "push", 4);
+        mp_pack_str(&pk, "push", 4);
         msgpack_pack_true(&pk);
         if (filtered)
             pack_kv(&pk, "filter_script", "vip");
@@ -136,7 +138,7 @@ static char *pack_publish(unsigned i, const char *amount, size_t *len)
     pack_kv(&pk, "op", "publish");
     pack_kv(&pk, "topic", "orders");
     pack_kv(&pk, "body", "{\"order\": 42}");
-    fsm_pack_str(&pk, "attrs", 5);
+    mp_pack_str(&pk, "attrs", 5);
     msgpack_pack_map(&pk, 3);
     pack_kv(&pk, "tier", "vip");
     pack_kv(&pk, "amount", amount);
@@ -163,11 +165,11 @@ static void print_hook_stats(fsm_t *f)
     msgpack_unpacked_destroy(&u);
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, out.data, out.size, NULL) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *st = fsm_arg(&u.data, "stats");
+        const msgpack_object *st = mp_map_get(&u.data, "stats");
         const char *keys[] = {"calls", "errors", "refused", "blocks"};
         printf("hook stats:");
         for (int i = 0; i < 4; i++) {
-            const msgpack_object *v = fsm_arg(st, keys[i]);
+            const msgpack_object *v = mp_map_get(st, keys[i]);
             printf(" %s %llu", keys[i], v ? (unsigned long long)v->via.u64 : 0ULL);
         }
         printf("\n");

@@ -347,7 +347,7 @@ static int parse(tbench_t *b, int argc, char **argv)
     };
     const char *env = getenv("MQHUB_SERVER"), *mode = NULL;
     int o;
-    *b = (tbench_t){.server = env && *env ? env : "127.0.0.1:6200", .topic = "bench-topic",
+    *b = (tbench_t){.server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS, .topic = "bench-topic",
                     .conns = 4, .size = 1024, .batch = 1, .window = 64, .duration = 5,
                     .subs = 4, .credit = 1000};
     optind = 1;

@@ -1,6 +1,7 @@
 /* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub).
- * cli_* live in main.c, queue_* in queue.c, messages_* in messages.c, topic_*
- * in topic.c, out_* in out.c. */
+ * cli_* live in main.c (with the command table), the commands cmd_<file>_*
+ * in cmd_<file>.c (cmd_queue.c, cmd_messages.c, cmd_topic.c, cmd_cluster.c,
+ * cmd_script.c), out_* in out.c. */
 #ifndef MQHUB_CLI_H
 #define MQHUB_CLI_H
 
@@ -23,6 +24,7 @@ typedef struct cli {
     int timeout_ms;
     bool json;
     bool help;
+    bool version;
     /* queue attributes (create/set) */
     mqhub_queue_attrs_t attrs;
     /* queue list / rewind */
@@ -37,14 +39,17 @@ typedef struct cli {
     /* recv */
     long long max, wait, visibility;
     bool del, follow;
-    /* topics, subscriptions, tail (topic.c) */
+    /* topics, subscriptions, tail (cmd_topic.c) */
     const char *tags[CLI_MAX_ATTRS], *filter_tags[CLI_MAX_ATTRS], *bindings[CLI_MAX_ATTRS];
     size_t n_tags, n_filter_tags, n_bindings;
     const char *key, *sub, *endpoint_queue, *filter_script, *retry, *dlq, *from;
     long long max_attempts, interval_ms, max_interval_ms, credit;
     bool push;
-    /* script test (script.c) */
+    /* script test (cmd_script.c) */
     const char *topic, *since;
+    /* the word after a command that groups subcommands ("create" in `queue
+     * create`), NULL for other commands */
+    const char *subcommand;
     /* positional arguments after the command words */
     char **args;
     int n_args;
@@ -62,24 +67,27 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Print usage of @cmd ("send", "queue create", NULL for the overview) to @f. */
 void cli_usage(FILE *f, const char *cmd);
 
-/* The commands: each returns the process exit code. */
-int queue_cmd(cli_t *cli, const char *sub);
-int messages_send(cli_t *cli);
-int messages_recv(cli_t *cli);
-int messages_delete(cli_t *cli);
+/* The commands, one row each in main.c's table. Each returns the process
+ * exit code; a group's handler reads its word from cli->subcommand. */
+/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind`. */
+int cmd_queue(cli_t *cli);
+/* cmd_messages.c: `mqhub send`, `mqhub recv`, `mqhub delete`. */
+int cmd_messages_send(cli_t *cli);
+int cmd_messages_recv(cli_t *cli);
+int cmd_messages_delete(cli_t *cli);
 /* All of @f into a malloc'ed buffer (*@len bytes, not NUL-terminated), NULL
  * when out of memory; the caller frees it. */
-char *messages_read_all(FILE *f, size_t *len);
-/* topic.c: `topic ...`, `publish`, `sub ...`, `tail`. */
-int topic_cmd(cli_t *cli, const char *sub);
-int topic_publish(cli_t *cli);
-int topic_sub_cmd(cli_t *cli, const char *sub);
-/* cluster.c: `mqhub cluster status|add|remove|transfer`. */
-int cluster_cmd(cli_t *cli, const char *sub);
-int topic_tail(cli_t *cli);
-/* script.c: `mqhub script load|get|list|delete|test`, `mqhub block list|delete`. */
-int script_cmd(cli_t *cli, const char *sub);
-int block_cmd(cli_t *cli, const char *sub);
+char *cmd_messages_read_all(FILE *f, size_t *len);
+/* cmd_topic.c: `topic ...`, `publish`, `sub ...`, `tail`. */
+int cmd_topic(cli_t *cli);
+int cmd_topic_publish(cli_t *cli);
+int cmd_topic_sub(cli_t *cli);
+int cmd_topic_tail(cli_t *cli);
+/* cmd_cluster.c: `mqhub cluster status|add|remove|transfer`. */
+int cmd_cluster(cli_t *cli);
+/* cmd_script.c: `mqhub script load|get|list|delete|test`, `mqhub block list|delete`. */
+int cmd_script(cli_t *cli);
+int cmd_script_block(cli_t *cli);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;

@@ -1,9 +1,13 @@
 /* main.c: the mqhub command-line tool — argument parsing, help, connecting,
- * exit codes, and dispatch to the commands (queue.c, messages.c).
+ * exit codes, and the command table that dispatches to the cmd_*.c files.
  *
  * Every option is parsed once into a cli_t (options may come before or after
- * the command words); a command reads what it needs. To add a command: an
- * entry in `commands`, its help text in `helps`, a cmd_<name>() function.
+ * the command words); a command reads what it needs. `commands` has one row
+ * per command: its name, its handler, whether it groups subcommands (`queue
+ * create`, `topic list`: run() hands the word over in cli->subcommand) and
+ * its lines in `mqhub --help`. To add a command: a row in `commands`, its
+ * help text in `helps`, a cmd_<file>_<name>() handler in the cmd_<file>.c it
+ * belongs to (cli.h). Start at run().
  * Exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect.
  */
 #include <getopt.h>
@@ -14,43 +18,71 @@
 
 #include "cli.h"
 
-#define DEFAULT_SERVER "127.0.0.1:6200"
+/* The digits of a number macro as a string literal, for the help texts. */
+#define HELP_NUM(n) HELP_NUM_(n)
+#define HELP_NUM_(n) #n
 
-static const struct {
-    const char *cmd;
-    const char *text;
-} helps[] = {
-    {NULL,
-     "usage: mqhub [--server HOST:PORT] [--token T] [--json] COMMAND ...\n"
-     "\n"
-     "commands:\n"
-     "  ping                         check that the hub answers\n"
+static int ping(cli_t *cli);
+
+/* One row per command, in the order of `mqhub --help`. */
+static const struct command {
+    const char *name;
+    int (*handler)(cli_t *cli);
+    bool group;          /* takes a subcommand word: `queue create` */
+    const char *summary; /* its lines in `mqhub --help`; NULL: an alias */
+} commands[] = {
+    {"ping", ping, false, "  ping                         check that the hub answers\n"},
+    {"queue", cmd_queue, true,
      "  queue create NAME [ATTRS]    create a queue\n"
      "  queue list [--prefix P]      list queues with their backlog\n"
      "  queue get NAME               attributes and statistics\n"
      "  queue set NAME ATTRS         change attributes\n"
      "  queue delete NAME            delete a queue and its messages\n"
      "  queue purge NAME             drop every message of a queue\n"
-     "  queue rewind NAME --time MS|--ago S|--seq N   replay retained messages\n"
-     "  send QUEUE [BODY|-]          send one message (- or no body: stdin)\n"
-     "  recv QUEUE                   receive messages\n"
-     "  delete QUEUE RECEIPT...      delete received messages\n"
-     "  topic create|list|get|set|delete ...   manage topics\n"
-     "  publish TOPIC [BODY|-]       publish one message (--tag, --key, --attr)\n"
-     "  sub create|list|get|delete|rewind TOPIC ...   manage subscriptions\n"
-     "  tail TOPIC --sub NAME        print pushed messages as they arrive (acks them)\n"
-     "  cluster status|add|remove|transfer ...   raft membership and leadership\n"
-     "  script load|get|list|delete|test ...   Lua filters and hooks\n"
-     "  block list|delete ...        blocks made by hooks\n"
-     "\n"
-     "common options:\n"
-     "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " DEFAULT_SERVER ")\n"
-     "  --token TOKEN       hello token (env MQHUB_TOKEN)\n"
-     "  --timeout MS        per request (default 10000)\n"
-     "  --json              one JSON document per result, for scripts\n"
-     "  --help              this text; `mqhub COMMAND --help` for a command\n"
-     "\n"
-     "exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect\n"},
+     "  queue rewind NAME --time MS|--ago S|--seq N   replay retained messages\n"},
+    {"send", cmd_messages_send, false,
+     "  send QUEUE [BODY|-]          send one message (- or no body: stdin)\n"},
+    {"recv", cmd_messages_recv, false, "  recv QUEUE                   receive messages\n"},
+    {"receive", cmd_messages_recv, false, NULL},
+    {"delete", cmd_messages_delete, false,
+     "  delete QUEUE RECEIPT...      delete received messages\n"},
+    {"topic", cmd_topic, true, "  topic create|list|get|set|delete ...   manage topics\n"},
+    {"publish", cmd_topic_publish, false,
+     "  publish TOPIC [BODY|-]       publish one message (--tag, --key, --attr)\n"},
+    {"sub", cmd_topic_sub, true,
+     "  sub create|list|get|delete|rewind TOPIC ...   manage subscriptions\n"},
+    {"tail", cmd_topic_tail, false,
+     "  tail TOPIC --sub NAME        print pushed messages as they arrive (acks them)\n"},
+    {"cluster", cmd_cluster, true,
+     "  cluster status|add|remove|transfer ...   raft membership and leadership\n"},
+    {"script", cmd_script, true,
+     "  script load|get|list|delete|test ...   Lua filters and hooks\n"},
+    {"block", cmd_script_block, true, "  block list|delete ...        blocks made by hooks\n"},
+};
+
+static const char usage_head[] =
+    "usage: mqhub [--server HOST:PORT] [--token T] [--json] COMMAND ...\n"
+    "\n"
+    "commands:\n";
+
+static const char usage_tail[] =
+    "\n"
+    "common options:\n"
+    "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
+    "  --token TOKEN       hello token (env MQHUB_TOKEN)\n"
+    "  --timeout MS        per request (default 10000)\n"
+    "  --json              one JSON document per result, for scripts\n"
+    "  --help              this text; `mqhub COMMAND --help` for a command\n"
+    "  --version           the version of mqhub and of its protocol\n"
+    "\n"
+    "exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect\n";
+
+/* The help of a command ("queue create": its words); `mqhub --help` is made
+ * of usage_head, the summaries of `commands` and usage_tail. */
+static const struct {
+    const char *cmd;
+    const char *text;
+} helps[] = {
     {"ping", "usage: mqhub ping\n  Sends ping and prints the round-trip time.\n"},
     {"queue",
      "usage: mqhub queue create|list|get|set|delete|purge|rewind ...\n"
@@ -82,11 +114,12 @@ static const struct {
      "  --group G          ordered queues: the message group\n"
      "  --dedup-id ID      a repeat within 5 minutes is stored once\n"
      "  --batch-file FILE  one body per line (- for stdin), sent with send_batch\n"
-     "                     in chunks of 256\n"},
+     "                     in chunks of " HELP_NUM(MQHUB_BATCH_MAX) "\n"},
     {"recv",
      "usage: mqhub recv QUEUE [options]\n"
-     "  --max N            up to N messages per receive (1-256, default 1)\n"
-     "  --wait S           long-poll up to S seconds (0-30)\n"
+     "  --max N            up to N messages per receive (1-" HELP_NUM(MQHUB_RECEIVE_MAX)
+     ", default 1)\n"
+     "  --wait S           long-poll up to S seconds (0-" HELP_NUM(MQHUB_RECEIVE_WAIT_MAX) ")\n"
      "  --visibility S     lock the messages for S seconds\n"
      "  --delete           delete what was received (after printing it)\n"
      "  --follow           keep receiving until Ctrl-C\n"},
@@ -100,7 +133,7 @@ static const struct {
      "  topic delete NAME         with its subscriptions and retained messages\n"},
     {"publish",
      "usage: mqhub publish TOPIC [BODY|-] [options]\n"
-     "  --tag T            message tag (repeatable, at most 5)\n"
+     "  --tag T            message tag (repeatable, at most " HELP_NUM(MQHUB_TAGS_MAX) ")\n"
      "  --key K            routing key, dot-separated words (payment.card.eu)\n"
      "  --attr KEY=VALUE   message attribute (repeatable)\n"},
     {"sub",
@@ -148,15 +181,24 @@ static const struct {
      "  unsubscribes and exits 0.\n"},
 };
 
+static void usage_overview(FILE *f)
+{
+    fputs(usage_head, f);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].summary)
+            fputs(commands[i].summary, f);
+    fputs(usage_tail, f);
+}
+
 void cli_usage(FILE *f, const char *cmd)
 {
-    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
-        if ((!cmd && !helps[i].cmd) || (cmd && helps[i].cmd && !strcmp(cmd, helps[i].cmd))) {
+    for (size_t i = 0; cmd && i < sizeof helps / sizeof helps[0]; i++) {
+        if (!strcmp(cmd, helps[i].cmd)) {
             fputs(helps[i].text, f);
             return;
         }
     }
-    fputs(helps[0].text, f);
+    usage_overview(f);
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -206,7 +248,7 @@ enum {
     OPT_BATCH, OPT_MAX, OPT_WAIT, OPT_VISIBILITY, OPT_DELETE, OPT_FOLLOW, OPT_ORDERED,
     OPT_TAG, OPT_KEY, OPT_SUB, OPT_EP_QUEUE, OPT_PUSH, OPT_FILTER_TAG, OPT_BINDING,
     OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
-    OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE,
+    OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE, OPT_VERSION,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -221,6 +263,7 @@ static const struct option options[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"offset", required_argument, NULL, OPT_OFFSET},
     {"limit", required_argument, NULL, OPT_LIMIT},
@@ -321,6 +364,7 @@ static int one_option(cli_t *cli, int opt, char *arg)
     case OPT_TOKEN: cli->token = arg; return 0;
     case OPT_JSON: cli->json = true; return 0;
     case OPT_HELP: cli->help = true; return 0;
+    case OPT_VERSION: cli->version = true; return 0;
     case OPT_PREFIX: cli->prefix = arg; return 0;
     case OPT_GROUP: cli->group = arg; return 0;
     case OPT_DEDUP: cli->dedup_id = arg; return 0;
@@ -388,7 +432,7 @@ static int parse(cli_t *cli, int argc, char **argv)
 static void defaults(cli_t *cli)
 {
     const char *env = getenv("MQHUB_SERVER");
-    cli->server = env && *env ? env : DEFAULT_SERVER;
+    cli->server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS;
     env = getenv("MQHUB_TOKEN");
     cli->token = env && *env ? env : NULL;
     cli->delay = cli->max = cli->wait = cli->visibility = -1;
@@ -437,46 +481,27 @@ static int ping(cli_t *cli)
     return CLI_OK;
 }
 
+/* The next command word, taken off the positional arguments. */
+static const char *shift(cli_t *cli)
+{
+    cli->n_args--;
+    return *cli->args++;
+}
+
+/* Find the command's row and call its handler (a group's subcommand word
+ * goes to cli->subcommand; a group without one is not a command). */
 static int run(cli_t *cli)
 {
-    const char *cmd = cli->args[0];
-    cli->args++;
-    cli->n_args--;
-    if (!strcmp(cmd, "ping"))
-        return ping(cli);
-    if (!strcmp(cmd, "send"))
-        return messages_send(cli);
-    if (!strcmp(cmd, "recv") || !strcmp(cmd, "receive"))
-        return messages_recv(cli);
-    if (!strcmp(cmd, "delete"))
-        return messages_delete(cli);
-    if (!strcmp(cmd, "publish"))
-        return topic_publish(cli);
-    if (!strcmp(cmd, "tail"))
-        return topic_tail(cli);
-    if ((!strcmp(cmd, "topic") || !strcmp(cmd, "sub")) && cli->n_args > 0) {
-        const char *sub = cli->args[0];
-        cli->args++;
-        cli->n_args--;
-        return cmd[0] == 't' ? topic_cmd(cli, sub) : topic_sub_cmd(cli, sub);
+    const char *name = shift(cli);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        const struct command *c = &commands[i];
+        if (strcmp(name, c->name) != 0 || (c->group && cli->n_args == 0))
+            continue;
+        if (c->group)
+            cli->subcommand = shift(cli);
+        return c->handler(cli);
     }
-    if ((!strcmp(cmd, "script") || !strcmp(cmd, "block")) && cli->n_args > 0) {
-        cli->args++;
-        cli->n_args--;
-        return cmd[0] == 's' ? script_cmd(cli, cli->args[-1]) : block_cmd(cli, cli->args[-1]);
-    }
-    if (!strcmp(cmd, "cluster") && cli->n_args > 0) {
-        cli->args++;
-        cli->n_args--;
-        return cluster_cmd(cli, cli->args[-1]);
-    }
-    if (!strcmp(cmd, "queue") && cli->n_args > 0) {
-        const char *sub = cli->args[0];
-        cli->args++;
-        cli->n_args--;
-        return queue_cmd(cli, sub);
-    }
-    fprintf(stderr, "mqhub: unknown command \"%s\"; see `mqhub --help`\n", cmd);
+    fprintf(stderr, "mqhub: unknown command \"%s\"; see `mqhub --help`\n", name);
     return CLI_USAGE;
 }
 
@@ -493,6 +518,10 @@ int main(int argc, char **argv)
     }
     if (cli.help) {
         cli_usage(stdout, help_key(&cli, key, sizeof key));
+        return CLI_OK;
+    }
+    if (cli.version) {
+        printf("mqhub %s (protocol %d)\n", mqhub_version(), MQHUB_PROTOCOL_VERSION);
         return CLI_OK;
     }
     if (cli.n_args == 0) {

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "mqhub/version.h"
+#include "node/node.h"
 
 #define EXIT_USAGE 64
 #define EXIT_CONFIG 78
@@ -74,7 +75,7 @@ static int run(config_t *cfg)
     if (rc != 0) {
         fprintf(stderr, "mqhubd: %s\n", err);
         uv_loop_close(&d.loop);
-        return strncmp(err, "plugin ", 7) == 0 ? EXIT_CONFIG : 1;
+        return rc == MQHUB_EBAD_REQUEST ? EXIT_CONFIG : 1; /* a plugin refused */
     }
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sigint);

@@ -71,9 +71,7 @@ static const mqhub_plugin_t heartbeat_plugin = {
     .fini = hb_fini,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &heartbeat_plugin;
 }

@@ -28,6 +28,9 @@
  * may or may not have performed it; use dedup_id to make sends safe to
  * repeat); the next call reconnects.
  *
+ * Included here: the protocol's limits (MQHUB_NAME_MAX, MQHUB_BATCH_MAX, ...:
+ * mqhub/protocol.h) and the MQHUB_VERSION_* macros (mqhub/version.h).
+ *
  * Threads: a handle is used by one thread at a time; distinct handles are
  * independent. Callbacks run on the thread that calls poll/flush or a
  * blocking function, and must not close the handle.
@@ -42,22 +45,31 @@
 #include <msgpack.h>
 
 #include "mqhub/errors.h"
+#include "mqhub/protocol.h"
+#include "mqhub/version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+/* Marks what libmqhub exports. The library is built with hidden visibility,
+ * so the functions of this header (and mqhub_strerror & co of errors.h) are
+ * the whole of libmqhub.so's dynamic symbol table. */
+#define MQHUB_EXTERN __attribute__((visibility("default")))
+
 /* Client-side code (outside the wire list): connecting failed, or the
  * connection was lost or the server sent something that is not a frame. */
 #define MQHUB_ECONN (-2001)
 
-#define MQHUB_NAME_MAX 64     /* names: 1-64 of A-Z a-z 0-9 _ - . */
-#define MQHUB_MSG_ID_MAX 96   /* buffer size for a msg_id (longer ids are cut) */
-#define MQHUB_BATCH_MAX 256   /* messages per send_batch */
+#define MQHUB_MSG_ID_MAX 96 /* buffer size for a msg_id (longer ids are cut) */
 
 typedef struct mqhub_client mqhub_client_t;
 
 /* ---------------------------------------------------------------- handle */
+
+/* The version of the libmqhub in use ("0.1.0"), which may be newer than the
+ * MQHUB_VERSION_STRING of the headers the program was built with. */
+MQHUB_EXTERN const char *mqhub_version(void);
 
 typedef struct mqhub_client_opts {
     int timeout_ms;          /* per call; 0: 10000 */
@@ -73,22 +85,22 @@ typedef struct mqhub_client_opts {
  * Returns 0; MQHUB_ECONN (bad address, refused, unreachable, no answer within
  * the timeout); MQHUB_EUNAUTHORIZED (token refused); MQHUB_ETIMEOUT. On
  * failure *@out is NULL and @err (may be NULL) receives a sentence. */
-int mqhub_client_connect(mqhub_client_t **out, const char *address,
-                         const mqhub_client_opts_t *opts, char *err, size_t errlen);
+MQHUB_EXTERN int mqhub_client_connect(mqhub_client_t **out, const char *address,
+                                      const mqhub_client_opts_t *opts, char *err, size_t errlen);
 
 /* Close the connection and free the handle. Async requests still pending are
  * dropped without their callbacks. @c may be NULL. */
-void mqhub_client_close(mqhub_client_t *c);
+MQHUB_EXTERN void mqhub_client_close(mqhub_client_t *c);
 
 /* The sentence of the last failed call on @c (server's "error" field or a
  * local reason); "" after a success. Valid until the next call on @c. */
-const char *mqhub_client_errmsg(const mqhub_client_t *c);
+MQHUB_EXTERN const char *mqhub_client_errmsg(const mqhub_client_t *c);
 
 /* Like mqhub_strerror() but also knows MQHUB_ECONN. */
-const char *mqhub_client_strerror(int code);
+MQHUB_EXTERN const char *mqhub_client_strerror(int code);
 
 /* Address ("host:port") the handle is connected (or reconnecting) to. */
-const char *mqhub_client_address(const mqhub_client_t *c);
+MQHUB_EXTERN const char *mqhub_client_address(const mqhub_client_t *c);
 
 /* --------------------------------------------------------------- session */
 
@@ -103,11 +115,11 @@ typedef struct mqhub_server_info {
 /* hello {version: 1, client?, token?}. @token/@client may be NULL. @info may be
  * NULL. The token is remembered for reconnects. Returns 0,
  * MQHUB_EUNAUTHORIZED, MQHUB_ETIMEOUT, MQHUB_ECONN. */
-int mqhub_client_hello(mqhub_client_t *c, const char *token, const char *client,
-                       mqhub_server_info_t *info);
+MQHUB_EXTERN int mqhub_client_hello(mqhub_client_t *c, const char *token, const char *client,
+                                    mqhub_server_info_t *info);
 
 /* ping {}. Returns 0, MQHUB_EUNAUTHORIZED, MQHUB_ETIMEOUT, MQHUB_ECONN. */
-int mqhub_client_ping(mqhub_client_t *c);
+MQHUB_EXTERN int mqhub_client_ping(mqhub_client_t *c);
 
 /* ----------------------------------------------------------------- queues */
 
@@ -145,7 +157,8 @@ typedef struct mqhub_queue_attrs {
 /* Set one attribute from its protocol name and a text value ("60", "true",
  * "dlq:5" for dead_letter as queue:max_receives). Used by the CLI.
  * Returns 0 or MQHUB_EBAD_REQUEST (unknown name or bad value). */
-int mqhub_queue_attrs_parse(mqhub_queue_attrs_t *a, const char *name, const char *value);
+MQHUB_EXTERN int mqhub_queue_attrs_parse(mqhub_queue_attrs_t *a, const char *name,
+                                         const char *value);
 
 typedef struct mqhub_queue_stats {
     uint64_t ready, inflight, delayed, retained, oldest_age_ms;
@@ -161,18 +174,19 @@ typedef struct mqhub_queue_info {
 /* queue.create {name, attrs?}; @attrs may be NULL. Returns 0 (also when an
  * equal queue exists), MQHUB_EEXISTS, MQHUB_EBAD_NAME, MQHUB_EBAD_REQUEST, plus
  * the common codes (UNAUTHORIZED, UNAVAILABLE, TIMEOUT, ECONN, INTERNAL). */
-int mqhub_client_queue_create(mqhub_client_t *c, const char *name,
-                              const mqhub_queue_attrs_t *attrs);
+MQHUB_EXTERN int mqhub_client_queue_create(mqhub_client_t *c, const char *name,
+                                           const mqhub_queue_attrs_t *attrs);
 /* queue.delete / queue.purge {name}. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
-int mqhub_client_queue_delete(mqhub_client_t *c, const char *name);
-int mqhub_client_queue_purge(mqhub_client_t *c, const char *name);
+MQHUB_EXTERN int mqhub_client_queue_delete(mqhub_client_t *c, const char *name);
+MQHUB_EXTERN int mqhub_client_queue_purge(mqhub_client_t *c, const char *name);
 /* queue.get {name} into *@out (plain struct, nothing to free).
  * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
-int mqhub_client_queue_get(mqhub_client_t *c, const char *name, mqhub_queue_info_t *out);
+MQHUB_EXTERN int mqhub_client_queue_get(mqhub_client_t *c, const char *name,
+                                        mqhub_queue_info_t *out);
 /* queue.set {name, attrs} (partial update). 0, MQHUB_ENOT_FOUND,
  * MQHUB_EBAD_REQUEST, MQHUB_EBAD_NAME, common. */
-int mqhub_client_queue_set(mqhub_client_t *c, const char *name,
-                           const mqhub_queue_attrs_t *attrs);
+MQHUB_EXTERN int mqhub_client_queue_set(mqhub_client_t *c, const char *name,
+                                        const mqhub_queue_attrs_t *attrs);
 
 typedef struct mqhub_queue_list {
     char **names; /* n strings */
@@ -182,16 +196,16 @@ typedef struct mqhub_queue_list {
 /* queue.list {prefix?, offset?, limit?}: @prefix may be NULL, @limit 0 means
  * the server default (100). On success the caller owns @out and frees it with
  * mqhub_queue_list_free(); on failure @out is empty. */
-int mqhub_client_queue_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
-                            uint64_t limit, mqhub_queue_list_t *out);
-void mqhub_queue_list_free(mqhub_queue_list_t *l);
+MQHUB_EXTERN int mqhub_client_queue_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
+                                         uint64_t limit, mqhub_queue_list_t *out);
+MQHUB_EXTERN void mqhub_queue_list_free(mqhub_queue_list_t *l);
 
 /* queue.rewind {name, time?, seq?}: @time_ms / @seq may be NULL (absent).
  * *@rewound (may be NULL) gets the count. 0, MQHUB_ENOT_FOUND,
  * MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_queue_rewind(mqhub_client_t *c, const char *name,
-                              const uint64_t *time_ms, const uint64_t *seq,
-                              uint64_t *rewound);
+MQHUB_EXTERN int mqhub_client_queue_rewind(mqhub_client_t *c, const char *name,
+                                           const uint64_t *time_ms, const uint64_t *seq,
+                                           uint64_t *rewound);
 
 /* --------------------------------------------------------------- messages */
 
@@ -220,8 +234,9 @@ typedef struct mqhub_send_result {
 /* send {queue, body, ...}. @opts and @out may be NULL. Returns 0,
  * MQHUB_ENOT_FOUND, MQHUB_ETOO_LARGE, MQHUB_EBACKLOG_FULL, MQHUB_EBLOCKED,
  * MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_send(mqhub_client_t *c, const char *queue, const void *body,
-                      size_t len, const mqhub_send_opts_t *opts, mqhub_send_result_t *out);
+MQHUB_EXTERN int mqhub_client_send(mqhub_client_t *c, const char *queue, const void *body,
+                                   size_t len, const mqhub_send_opts_t *opts,
+                                   mqhub_send_result_t *out);
 
 typedef struct mqhub_batch_msg {
     const void *body;
@@ -233,9 +248,9 @@ typedef struct mqhub_batch_msg {
  * @n entries (caller's array), filled in order; each has its own status.
  * Returns 0 when the batch was answered (check each result), or the code of
  * the whole request (MQHUB_EBAD_REQUEST for n = 0 or > 256, NOT_FOUND, common). */
-int mqhub_client_send_batch(mqhub_client_t *c, const char *queue,
-                            const mqhub_batch_msg_t *msgs, size_t n,
-                            mqhub_send_result_t *results);
+MQHUB_EXTERN int mqhub_client_send_batch(mqhub_client_t *c, const char *queue,
+                                         const mqhub_batch_msg_t *msgs, size_t n,
+                                         mqhub_send_result_t *results);
 
 typedef struct mqhub_receive_opts {
     unsigned max;   /* 1..256; 0: 1 */
@@ -265,21 +280,21 @@ typedef struct mqhub_msg_list {
  * timeout is stretched to wait + 5 s. On success the caller owns @out (n may
  * be 0: nothing arrived within wait) and frees it with mqhub_msg_list_free();
  * on failure @out is empty. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_receive(mqhub_client_t *c, const char *queue,
-                         const mqhub_receive_opts_t *opts, mqhub_msg_list_t *out);
-void mqhub_msg_list_free(mqhub_msg_list_t *l);
+MQHUB_EXTERN int mqhub_client_receive(mqhub_client_t *c, const char *queue,
+                                      const mqhub_receive_opts_t *opts, mqhub_msg_list_t *out);
+MQHUB_EXTERN void mqhub_msg_list_free(mqhub_msg_list_t *l);
 
 /* delete {queue, receipts}. @statuses (may be NULL) receives @n codes, 0 or
  * e.g. MQHUB_EINVALID_RECEIPT per receipt. Returns 0 when answered, else the
  * request's code (NOT_FOUND, BAD_REQUEST, common). */
-int mqhub_client_delete(mqhub_client_t *c, const char *queue,
-                        const char *const *receipts, size_t n, int *statuses);
+MQHUB_EXTERN int mqhub_client_delete(mqhub_client_t *c, const char *queue,
+                                     const char *const *receipts, size_t n, int *statuses);
 
 /* change_visibility {queue, receipt, timeout}. *@next_visible_at may be NULL.
  * 0, MQHUB_EINVALID_RECEIPT, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_change_visibility(mqhub_client_t *c, const char *queue,
-                                   const char *receipt, uint32_t timeout,
-                                   uint64_t *next_visible_at);
+MQHUB_EXTERN int mqhub_client_change_visibility(mqhub_client_t *c, const char *queue,
+                                                const char *receipt, uint32_t timeout,
+                                                uint64_t *next_visible_at);
 
 /* ---------------------------------------------------------------- cluster */
 
@@ -310,20 +325,21 @@ typedef struct mqhub_cluster_status {
 
 /* cluster.status {digest?}. @digest asks for the state digest (hashes the
  * whole state: slow on a large backlog). 0 or the common codes. */
-int mqhub_client_cluster_status(mqhub_client_t *c, bool digest, mqhub_cluster_status_t *out);
+MQHUB_EXTERN int mqhub_client_cluster_status(mqhub_client_t *c, bool digest,
+                                             mqhub_cluster_status_t *out);
 /* cluster.add {node, address, client?}: add node @node whose raft listens on
  * @address and clients connect to @client (may be NULL); returns once it is a
  * voter (the call's timeout is at least 60 s: catching up may take a while).
  * 0, MQHUB_EEXISTS (a member already), MQHUB_EBAD_REQUEST, MQHUB_EUNAVAILABLE
  * (another change in progress or the catch-up failed; retry), common. */
-int mqhub_client_cluster_add(mqhub_client_t *c, uint64_t node, const char *address,
-                             const char *client);
+MQHUB_EXTERN int mqhub_client_cluster_add(mqhub_client_t *c, uint64_t node, const char *address,
+                                          const char *client);
 /* cluster.remove {node}. 0, MQHUB_ENOT_FOUND, common. */
-int mqhub_client_cluster_remove(mqhub_client_t *c, uint64_t node);
+MQHUB_EXTERN int mqhub_client_cluster_remove(mqhub_client_t *c, uint64_t node);
 /* cluster.transfer {node?}: hand leadership to voter @node (0: raft picks).
  * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST (not another voter),
  * MQHUB_EUNAVAILABLE (did not complete), common. */
-int mqhub_client_cluster_transfer(mqhub_client_t *c, uint64_t node);
+MQHUB_EXTERN int mqhub_client_cluster_transfer(mqhub_client_t *c, uint64_t node);
 
 /* -------------------------------------------------------- generic calls */
 
@@ -332,17 +348,17 @@ typedef struct mqhub_response {
     msgpack_object map; /* the whole response: id, ok, results or code/error */
     msgpack_zone *zone;
 } mqhub_response_t;
-void mqhub_response_free(mqhub_response_t *r);
+MQHUB_EXTERN void mqhub_response_free(mqhub_response_t *r);
 
 /* Look up @key in a response (or any) map; NULL when absent or not a map. */
-const msgpack_object *mqhub_map_get(const msgpack_object *map, const char *key);
+MQHUB_EXTERN const msgpack_object *mqhub_map_get(const msgpack_object *map, const char *key);
 
 /* Any operation: sends {op: @op, id, ...fields of @args} where @args is a map
  * msgpack_object or NULL. On 0 the caller owns *@out (free it with
  * mqhub_response_free()). On an error answer the code is returned, the
  * sentence is in mqhub_client_errmsg() and *@out is left empty. */
-int mqhub_client_call(mqhub_client_t *c, const char *op, const msgpack_object *args,
-                      mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_call(mqhub_client_t *c, const char *op, const msgpack_object *args,
+                                   mqhub_response_t *out);
 
 /* ------------------------------------------------------ pipelined calls */
 
@@ -360,27 +376,26 @@ typedef void (*mqhub_send_cb)(void *arg, const mqhub_send_result_t *res);
  * poll/flush/blocking call), MQHUB_ETIMEOUT (no slot freed), MQHUB_ECONN
  * (cannot connect); on failure the callback is never called. @args as for
  * mqhub_client_call. */
-int mqhub_client_call_async(mqhub_client_t *c, const char *op,
-                            const msgpack_object *args, mqhub_response_cb cb, void *arg);
+MQHUB_EXTERN int mqhub_client_call_async(mqhub_client_t *c, const char *op,
+                                         const msgpack_object *args, mqhub_response_cb cb,
+                                         void *arg);
 /* send {queue, body, ...} pipelined; @body is copied. Returns as call_async. */
-int mqhub_client_send_async(mqhub_client_t *c, const char *queue, const void *body,
-                            size_t len, const mqhub_send_opts_t *opts, mqhub_send_cb cb,
-                            void *arg);
+MQHUB_EXTERN int mqhub_client_send_async(mqhub_client_t *c, const char *queue, const void *body,
+                                         size_t len, const mqhub_send_opts_t *opts,
+                                         mqhub_send_cb cb, void *arg);
 
 /* Write what is queued and deliver the answers that arrive within
  * @timeout_ms (0: only what is already there; < 0: until one arrives).
  * Returns the number of callbacks called (>= 0) or MQHUB_ECONN when nothing is
  * in flight and the connection cannot be restored. */
-int mqhub_client_poll(mqhub_client_t *c, int timeout_ms);
+MQHUB_EXTERN int mqhub_client_poll(mqhub_client_t *c, int timeout_ms);
 /* Poll until no request is in flight. 0, or MQHUB_ETIMEOUT after
  * @timeout_ms (< 0: the handle's timeout per request, i.e. no extra bound). */
-int mqhub_client_flush(mqhub_client_t *c, int timeout_ms);
+MQHUB_EXTERN int mqhub_client_flush(mqhub_client_t *c, int timeout_ms);
 /* Requests submitted and not yet answered. */
-unsigned mqhub_client_pending(const mqhub_client_t *c);
+MQHUB_EXTERN unsigned mqhub_client_pending(const mqhub_client_t *c);
 
 /* ------------------------------------------------------------- topics */
-
-#define MQHUB_TAGS_MAX 5 /* tags per published message */
 
 enum mqhub_topic_attr_bit {
     MQHUB_TOPIC_MAX_MSG_SIZE = 1u << 0,
@@ -408,21 +423,22 @@ typedef struct mqhub_topic_info {
 /* topic.create {name, attrs?} (@attrs may be NULL) / topic.set {name, attrs}.
  * 0 (create: also when an equal topic exists), MQHUB_EEXISTS,
  * MQHUB_ENOT_FOUND (set), MQHUB_EBAD_NAME, MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_topic_create(mqhub_client_t *c, const char *name,
-                              const mqhub_topic_attrs_t *attrs);
-int mqhub_client_topic_set(mqhub_client_t *c, const char *name,
-                           const mqhub_topic_attrs_t *attrs);
+MQHUB_EXTERN int mqhub_client_topic_create(mqhub_client_t *c, const char *name,
+                                           const mqhub_topic_attrs_t *attrs);
+MQHUB_EXTERN int mqhub_client_topic_set(mqhub_client_t *c, const char *name,
+                                        const mqhub_topic_attrs_t *attrs);
 /* topic.delete {name}: also its subscriptions and retained log.
  * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
-int mqhub_client_topic_delete(mqhub_client_t *c, const char *name);
+MQHUB_EXTERN int mqhub_client_topic_delete(mqhub_client_t *c, const char *name);
 /* topic.get {name}. On 0 the caller frees *@out with mqhub_topic_info_free().
  * 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_NAME, common. */
-int mqhub_client_topic_get(mqhub_client_t *c, const char *name, mqhub_topic_info_t *out);
-void mqhub_topic_info_free(mqhub_topic_info_t *t);
+MQHUB_EXTERN int mqhub_client_topic_get(mqhub_client_t *c, const char *name,
+                                        mqhub_topic_info_t *out);
+MQHUB_EXTERN void mqhub_topic_info_free(mqhub_topic_info_t *t);
 /* topic.list {prefix?, offset?, limit?} into a list of names (freed with
  * mqhub_queue_list_free(); the struct is the generic list of names). */
-int mqhub_client_topic_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
-                            uint64_t limit, mqhub_queue_list_t *out);
+MQHUB_EXTERN int mqhub_client_topic_list(mqhub_client_t *c, const char *prefix, uint64_t offset,
+                                         uint64_t limit, mqhub_queue_list_t *out);
 
 /* What to publish besides the body. Every member may be 0/NULL. */
 typedef struct mqhub_publish_opts {
@@ -444,14 +460,15 @@ typedef struct mqhub_publish_result {
 /* publish {topic, body, tags?, key?, attrs?}. @opts and @out may be NULL.
  * 0, MQHUB_ENOT_FOUND, MQHUB_ETOO_LARGE, MQHUB_EBLOCKED, MQHUB_EBAD_REQUEST
  * (e.g. more than 5 tags), common. */
-int mqhub_client_publish(mqhub_client_t *c, const char *topic, const void *body, size_t len,
-                         const mqhub_publish_opts_t *opts, mqhub_publish_result_t *out);
+MQHUB_EXTERN int mqhub_client_publish(mqhub_client_t *c, const char *topic, const void *body,
+                                      size_t len, const mqhub_publish_opts_t *opts,
+                                      mqhub_publish_result_t *out);
 /* Called once per async publish with its result. */
 typedef void (*mqhub_publish_cb)(void *arg, const mqhub_publish_result_t *res);
 /* publish pipelined (see mqhub_client_call_async); @body is copied. */
-int mqhub_client_publish_async(mqhub_client_t *c, const char *topic, const void *body,
-                               size_t len, const mqhub_publish_opts_t *opts,
-                               mqhub_publish_cb cb, void *arg);
+MQHUB_EXTERN int mqhub_client_publish_async(mqhub_client_t *c, const char *topic, const void *body,
+                                            size_t len, const mqhub_publish_opts_t *opts,
+                                            mqhub_publish_cb cb, void *arg);
 
 typedef struct mqhub_publish_msg {
     const void *body;
@@ -461,9 +478,9 @@ typedef struct mqhub_publish_msg {
 /* publish_batch {topic, msgs} with 1..MQHUB_BATCH_MAX messages; @results
  * (n entries, caller's array) are filled in order. 0 when answered (check
  * each result), else the request's code. */
-int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
-                               const mqhub_publish_msg_t *msgs, size_t n,
-                               mqhub_publish_result_t *results);
+MQHUB_EXTERN int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic,
+                                            const mqhub_publish_msg_t *msgs, size_t n,
+                                            mqhub_publish_result_t *results);
 
 /* ------------------------------------------------------- subscriptions */
 
@@ -491,20 +508,22 @@ typedef struct mqhub_sub_opts {
 /* subscription.create {topic, name, endpoint, ...}. 0 (also when equal),
  * MQHUB_EEXISTS, MQHUB_ENOT_FOUND (topic, queue or script), MQHUB_EBAD_NAME,
  * MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *name,
-                            const mqhub_sub_opts_t *opts);
+MQHUB_EXTERN int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *name,
+                                         const mqhub_sub_opts_t *opts);
 /* subscription.delete {topic, name}. 0, MQHUB_ENOT_FOUND, common. */
-int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *name);
+MQHUB_EXTERN int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *name);
 /* subscription.get {topic, name}: the whole answer (endpoint, filters,
  * retry, stats: docs/protocol.md); free it with mqhub_response_free(). */
-int mqhub_client_sub_get(mqhub_client_t *c, const char *topic, const char *name,
-                         mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_sub_get(mqhub_client_t *c, const char *topic, const char *name,
+                                      mqhub_response_t *out);
 /* subscription.list {topic} into a list of names (mqhub_queue_list_free()). */
-int mqhub_client_sub_list(mqhub_client_t *c, const char *topic, mqhub_queue_list_t *out);
+MQHUB_EXTERN int mqhub_client_sub_list(mqhub_client_t *c, const char *topic,
+                                       mqhub_queue_list_t *out);
 /* subscription.rewind {topic, name, time | seq} (exactly one of @time_ms,
  * @seq). *@rewound may be NULL. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST, common. */
-int mqhub_client_sub_rewind(mqhub_client_t *c, const char *topic, const char *name,
-                            const uint64_t *time_ms, const uint64_t *seq, uint64_t *rewound);
+MQHUB_EXTERN int mqhub_client_sub_rewind(mqhub_client_t *c, const char *topic, const char *name,
+                                         const uint64_t *time_ms, const uint64_t *seq,
+                                         uint64_t *rewound);
 
 /* ------------------------------------------------------ push delivery */
 
@@ -550,27 +569,29 @@ typedef void (*mqhub_client_push_cb)(void *arg, const mqhub_push_t *push);
  * subscriptions: subscribe again). The callback must not make blocking calls
  * on @c; collect what to acknowledge and ack after poll returns. @cb NULL
  * stops delivery. */
-void mqhub_client_on_push(mqhub_client_t *c, mqhub_client_push_cb cb, void *arg);
+MQHUB_EXTERN void mqhub_client_on_push(mqhub_client_t *c, mqhub_client_push_cb cb, void *arg);
 
 /* subscribe {topic, subscription, credit}: this session becomes a consumer
  * of the push subscription and may hold up to @credit unacknowledged
  * messages (acknowledging one frees its slot). Leader only (followed like
  * other calls). 0, MQHUB_ENOT_FOUND (no such push subscription), common. */
-int mqhub_client_subscribe(mqhub_client_t *c, const char *topic, const char *sub,
-                           uint32_t credit);
+MQHUB_EXTERN int mqhub_client_subscribe(mqhub_client_t *c, const char *topic, const char *sub,
+                                        uint32_t credit);
 /* credit {topic, subscription, n}: widen the window by @n. 0,
  * MQHUB_ENOT_FOUND (not subscribed), common. */
-int mqhub_client_credit(mqhub_client_t *c, const char *topic, const char *sub, uint32_t n);
+MQHUB_EXTERN int mqhub_client_credit(mqhub_client_t *c, const char *topic, const char *sub,
+                                     uint32_t n);
 /* unsubscribe {topic, subscription}: stop; unacknowledged messages go to
  * other consumers at once. 0, common. */
-int mqhub_client_unsubscribe(mqhub_client_t *c, const char *topic, const char *sub);
+MQHUB_EXTERN int mqhub_client_unsubscribe(mqhub_client_t *c, const char *topic, const char *sub);
 /* ack {topic, subscription, seqs}: @statuses (may be NULL) receives @n codes
  * (0, or MQHUB_ENOT_FOUND for a seq no longer pending). 0 when answered. */
-int mqhub_client_ack(mqhub_client_t *c, const char *topic, const char *sub,
-                     const uint64_t *seqs, size_t n, int *statuses);
+MQHUB_EXTERN int mqhub_client_ack(mqhub_client_t *c, const char *topic, const char *sub,
+                                  const uint64_t *seqs, size_t n, int *statuses);
 /* ack pipelined; @cb (may be NULL) gets the response (mqhub_response_cb). */
-int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub,
-                           const uint64_t *seqs, size_t n, mqhub_response_cb cb, void *arg);
+MQHUB_EXTERN int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub,
+                                        const uint64_t *seqs, size_t n, mqhub_response_cb cb,
+                                        void *arg);
 
 /* ---------------------------------------------------------------- scripts */
 
@@ -578,24 +599,25 @@ int mqhub_client_ack_async(mqhub_client_t *c, const char *topic, const char *sub
  * script atomically); *@version (may be NULL) gets the new version. 0,
  * MQHUB_ESCRIPT_ERROR (syntax error; the sentence names the line),
  * MQHUB_EBAD_NAME, MQHUB_ETOO_LARGE (source over 256 KiB), common. */
-int mqhub_client_script_load(mqhub_client_t *c, const char *name, const char *source,
-                             size_t len, uint64_t *version);
+MQHUB_EXTERN int mqhub_client_script_load(mqhub_client_t *c, const char *name, const char *source,
+                                          size_t len, uint64_t *version);
 /* script.delete {name}. 0, MQHUB_ENOT_FOUND, MQHUB_EFORBIDDEN (in use: the
  * sentence names the hooks and subscriptions), common. */
-int mqhub_client_script_delete(mqhub_client_t *c, const char *name);
+MQHUB_EXTERN int mqhub_client_script_delete(mqhub_client_t *c, const char *name);
 /* script.get {name} -> {name, version, source, stats, users}; script.list {}
  * -> {scripts: [{name, version, calls, errors}]}; script.test {name, topic,
  * since} -> {kind, messages, calls, errors, refused, matched, publishes,
  * blocks}; block.list {} -> {blocks: [{attr, value, reason, until, script}]}.
  * On 0 the caller frees *@out with mqhub_response_free(). MQHUB_ENOT_FOUND
  * (no such script or topic), common. */
-int mqhub_client_script_get(mqhub_client_t *c, const char *name, mqhub_response_t *out);
-int mqhub_client_script_list(mqhub_client_t *c, mqhub_response_t *out);
-int mqhub_client_script_test(mqhub_client_t *c, const char *name, const char *topic,
-                             uint64_t since_ms, mqhub_response_t *out);
-int mqhub_client_block_list(mqhub_client_t *c, mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_script_get(mqhub_client_t *c, const char *name,
+                                         mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_script_list(mqhub_client_t *c, mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_script_test(mqhub_client_t *c, const char *name, const char *topic,
+                                          uint64_t since_ms, mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_block_list(mqhub_client_t *c, mqhub_response_t *out);
 /* block.delete {attr, value}. 0, MQHUB_ENOT_FOUND, common. */
-int mqhub_client_block_delete(mqhub_client_t *c, const char *attr, const char *value);
+MQHUB_EXTERN int mqhub_client_block_delete(mqhub_client_t *c, const char *attr, const char *value);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,15 @@
 /* mqhub plugin ABI, version 1.
  *
- * A plugin is a shared object (dlopen'ed by mqhubd) exporting one symbol:
+ * A plugin is a shared object (dlopen'ed by mqhubd) exporting one symbol,
+ * declared at the end of this header; a plugin defines it as
  *
- *     const mqhub_plugin_t *mqhub_plugin_entry(void);
+ *     MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
+ *     {
+ *         return &my_plugin;
+ *     }
+ *
+ * and is built with hidden visibility (-fvisibility=hidden), so that this is
+ * the only symbol it exports.
  *
  * The returned descriptor names the ABI version it was built against and its
  * own size; the host refuses a plugin whose abi_version differs from
@@ -15,7 +22,8 @@
  * must hop back to the loop (uv_async_t) before calling the host.
  *
  * Compatibility: members are only ever appended to these structs; a plugin
- * checks api->size before using a member added after version 1.
+ * checks MQHUB_HOST_HAS(api, member) before using a member added after
+ * version 1.
  * See docs/plugins.md for a walk-through and a minimal out-of-tree plugin.
  */
 #ifndef MQHUB_PLUGIN_H
@@ -24,6 +32,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+#include "mqhub/log.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,8 +45,6 @@ extern "C" {
 typedef struct mqhub_host mqhub_host_t;
 /* Opaque: one per client connection a transport opened (owned by the host). */
 typedef struct mqhub_session mqhub_session_t;
-
-enum mqhub_log_level { MQHUB_LOG_DEBUG, MQHUB_LOG_INFO, MQHUB_LOG_WARN, MQHUB_LOG_ERROR };
 
 /* Called once per request with the complete response map (MessagePack).
  * @msgpack is valid only during the call: copy what you keep. */
@@ -61,10 +69,10 @@ typedef struct mqhub_host_api {
     const char *(*config_string)(mqhub_host_t *host, const char *key);
     int64_t (*config_int)(mqhub_host_t *host, const char *key, int64_t def);
 
-    /* Open a session for a new client connection. @transport names the
-     * transport ("tcp"), @peer the remote address for logs. @push/@push_arg
-     * receive server pushes (may be NULL for transports without push).
-     * Returns NULL on out-of-memory. */
+    /* Open a session for a new client connection; the host names it after
+     * the plugin ("tcp") in logs and metrics. @peer is the remote address,
+     * for logs. @push/@push_arg receive server pushes (may be NULL for
+     * transports without push). Returns NULL on out-of-memory. */
     mqhub_session_t *(*session_open)(mqhub_host_t *host, const char *peer,
                                      mqhub_push_cb push, void *push_arg);
 
@@ -92,25 +100,26 @@ typedef struct mqhub_host_api {
     /* The largest frame a client may send, in bytes (config max_frame). */
     size_t (*max_frame)(mqhub_host_t *host);
 
-    /* Appended after max_frame (check api->size): nonzero once the host
+    /* Appended after max_frame (MQHUB_HOST_HAS): nonzero once the host
      * answered a frame of this session that it could not read (not exactly
      * one MessagePack map, or no unsigned "id"). That reply carries no id, so
      * the client can no longer match responses: write it, then close the
      * connection. Checked by the transport after each reply. */
     int (*session_broken)(mqhub_session_t *session);
 
-    /* Appended after session_broken (check api->size): the token the server
+    /* Appended after session_broken (MQHUB_HOST_HAS): the token the server
      * requires in hello (config auth { token }), NULL when none. A plugin
      * that makes requests of its own (a metrics exporter) says hello with it;
      * one that serves HTTP may compare a client's bearer token to it. */
     const char *(*auth_token)(mqhub_host_t *host);
 
-    /* Appended after auth_token: the value of the daemon counter @name
-     * ("requests_total", "sessions_opened_total", ...; see docs/metrics.md),
-     * 0 when it does not exist. Also the request latency histograms the core
-     * keeps per transport: "request_seconds_count.<transport>",
-     * "request_seconds_sum_us.<transport>" and
-     * "request_seconds_bucket.<transport>.<i>" (cumulative; docs/plugins.md). */
+    /* Appended after auth_token (MQHUB_HOST_HAS): the value of the daemon
+     * counter @name ("requests_total", "sessions_opened_total", ...; see
+     * docs/metrics.md), 0 when it does not exist. Also the request latency
+     * histograms the core keeps per transport:
+     * "request_seconds_count.<transport>", "request_seconds_sum_us.<transport>"
+     * and "request_seconds_bucket.<transport>.<i>" (cumulative;
+     * docs/plugins.md). */
     int64_t (*metric_get)(mqhub_host_t *host, const char *name);
 } mqhub_host_api_t;
 
@@ -132,6 +141,18 @@ typedef struct mqhub_plugin {
     /* Shutdown step 2, after the loop drained: free @state. */
     void (*fini)(void *state);
 } mqhub_plugin_t;
+
+/* Whether the host's function table @api has @member: false for a member
+ * appended after the version of the mqhubd that loaded the plugin. */
+#define MQHUB_HOST_HAS(api, member)                                                        \
+    ((api)->size >= offsetof(mqhub_host_api_t, member) + sizeof((api)->member))
+
+/* Marks mqhub_plugin_entry's definition: the one symbol a plugin exports. */
+#define MQHUB_PLUGIN_EXPORT __attribute__((visibility("default")))
+
+/* The entry point every plugin defines (with MQHUB_PLUGIN_EXPORT) and the
+ * host looks up by name: the plugin's descriptor, a static const struct. */
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void);
 
 typedef const mqhub_plugin_t *(*mqhub_plugin_entry_fn)(void);
 

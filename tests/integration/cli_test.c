@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -173,10 +172,11 @@ static void test_follow_sigint(void **state)
     testcli_run(&cli, &r, NULL, "queue", "create", "follow", NULL);
     testcli_run(&cli, &r, NULL, "send", "follow", "first", NULL);
     pid_t pid = testcli_spawn(&cli, argv, NULL);
-    struct timespec ts = {1, 500000000};
-    nanosleep(&ts, NULL);
+    /* Printed: its SIGINT handler is in place and it is following. */
+    bool printed = testcli_wait_out(&cli, "first", 10000);
     kill(pid, SIGINT);
     testcli_collect(&cli, pid, &r);
+    assert_true(printed);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "first"));
 }

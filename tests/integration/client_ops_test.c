@@ -1,8 +1,9 @@
 /* client_ops_test.c: every op of the protocol's Session, Queues and Messages
  * sections through libmqhub against one real mqhubd: queue lifecycle and
  * attributes, send/receive/delete, long-poll timing, visibility expiry,
- * dead-letter, rewind, ordered groups, dedup, batches, the pipelined API, the
- * generic call, call timeouts and reconnecting after a restart.
+ * dead-letter, rewind, ordered groups, dedup, batches (send_batch, and
+ * publish_batch seen through a topic's queue endpoints), the pipelined API,
+ * the generic call, call timeouts and reconnecting after a restart.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -246,6 +247,108 @@ static void test_send_batch(void **state)
         assert_string_equal(l.msgs[i].body, bodies[i]); /* in order */
     mqhub_msg_list_free(&l);
     must(f->c, mqhub_client_queue_delete(f->c, "batch"));
+}
+
+/* A topic (max_msg_size at its minimum) with two queue endpoints: "pb-all"
+ * takes every message, "pb-x" those tagged "x". */
+static void topic_with_queues(mqhub_client_t *c, const char *topic)
+{
+    static const char *const x[] = {"x"};
+    mqhub_topic_attrs_t a = {.set = MQHUB_TOPIC_MAX_MSG_SIZE, .max_msg_size = MQHUB_MSG_SIZE_MIN};
+    mqhub_sub_opts_t all = {.queue = "pb-all"};
+    mqhub_sub_opts_t tagged = {.queue = "pb-x", .filter_tags = x, .n_filter_tags = 1};
+
+    must(c, mqhub_client_topic_create(c, topic, &a));
+    must(c, mqhub_client_queue_create(c, "pb-all", NULL));
+    must(c, mqhub_client_queue_create(c, "pb-x", NULL));
+    must(c, mqhub_client_sub_create(c, topic, "all", &all));
+    must(c, mqhub_client_sub_create(c, topic, "x", &tagged));
+}
+
+static uint64_t published_total(mqhub_client_t *c, const char *topic)
+{
+    mqhub_topic_info_t t;
+    must(c, mqhub_client_topic_get(c, topic, &t));
+    uint64_t n = t.published_total;
+    mqhub_topic_info_free(&t);
+    return n;
+}
+
+/* Receive everything ready in @q and compare the bodies, in order. */
+static void expect_bodies(mqhub_client_t *c, const char *q, const char *const *bodies, size_t n)
+{
+    mqhub_msg_list_t l;
+    recv_n(c, q, MQHUB_RECEIVE_MAX, 0, &l);
+    assert_int_equal(l.n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(l.msgs[i].body, bodies[i]);
+    mqhub_msg_list_free(&l);
+}
+
+/* A batch with two failing messages among good ones: one result per
+ * message in order; the failures are the item's own (the request succeeds),
+ * take no seq and reach no endpoint. */
+static void test_publish_batch(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const x[] = {"x"}, *const six[] = {"1", "2", "3", "4", "5", "6"};
+    static const char *const all_bodies[] = {"a", "c", "e"}, *const x_bodies[] = {"a"};
+    static char big[MQHUB_MSG_SIZE_MIN + 1];
+    mqhub_publish_opts_t tag_x = {.tags = x, .n_tags = 1}, keyed = {.key = "k.1"},
+                         too_many = {.tags = six, .n_tags = MQHUB_TAGS_MAX + 1};
+    mqhub_publish_msg_t msgs[] = {{"a", 1, &tag_x}, {big, sizeof big, NULL}, {"c", 1, &keyed},
+                                  {"d", 1, &too_many}, {"e", 1, NULL}};
+    static const int status[] = {0, MQHUB_ETOO_LARGE, 0, MQHUB_EBAD_REQUEST, 0};
+    static const uint64_t seq[] = {1, 0, 2, 0, 3}, delivered[] = {2, 0, 1, 0, 1};
+    mqhub_publish_result_t res[5];
+
+    memset(big, 'z', sizeof big);
+    topic_with_queues(f->c, "pb");
+    must(f->c, mqhub_client_publish_batch(f->c, "pb", msgs, 5, res));
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(res[i].status, status[i]);
+        assert_int_equal(res[i].seq, seq[i]);
+        assert_int_equal(res[i].delivered, delivered[i]);
+        assert_int_equal(res[i].msg_id[0] != '\0', status[i] == 0);
+        assert_int_equal(res[i].error[0] != '\0', status[i] != 0);
+    }
+    assert_string_not_equal(res[0].msg_id, res[2].msg_id);
+    assert_int_equal(published_total(f->c, "pb"), 3);
+    expect_bodies(f->c, "pb-all", all_bodies, 3);
+    expect_bodies(f->c, "pb-x", x_bodies, 1);
+    must(f->c, mqhub_client_topic_delete(f->c, "pb"));
+    must(f->c, mqhub_client_queue_delete(f->c, "pb-all"));
+    must(f->c, mqhub_client_queue_delete(f->c, "pb-x"));
+}
+
+/* MQHUB_BATCH_MAX messages go in one batch; one more, or none, is refused
+ * before anything is sent. */
+static void test_publish_batch_limits(void **state)
+{
+    fixture_t *f = *state;
+    mqhub_publish_msg_t *msgs = calloc(MQHUB_BATCH_MAX + 1, sizeof *msgs);
+    mqhub_publish_result_t *res = calloc(MQHUB_BATCH_MAX + 1, sizeof *res);
+
+    assert_non_null(msgs);
+    assert_non_null(res);
+    must(f->c, mqhub_client_topic_create(f->c, "pb-limits", NULL));
+    for (int i = 0; i <= MQHUB_BATCH_MAX; i++)
+        msgs[i] = (mqhub_publish_msg_t){"m", 1, NULL};
+    assert_int_equal(mqhub_client_publish_batch(f->c, "pb-limits", msgs, MQHUB_BATCH_MAX + 1, res),
+                     MQHUB_EBAD_REQUEST);
+    assert_non_null(strstr(mqhub_client_errmsg(f->c), "publish_batch"));
+    assert_int_equal(mqhub_client_publish_batch(f->c, "pb-limits", msgs, 0, res),
+                     MQHUB_EBAD_REQUEST);
+    assert_int_equal(published_total(f->c, "pb-limits"), 0);
+    must(f->c, mqhub_client_publish_batch(f->c, "pb-limits", msgs, MQHUB_BATCH_MAX, res));
+    for (int i = 0; i < MQHUB_BATCH_MAX; i++) {
+        assert_int_equal(res[i].status, 0);
+        assert_int_equal(res[i].seq, (uint64_t)i + 1);
+    }
+    assert_int_equal(published_total(f->c, "pb-limits"), MQHUB_BATCH_MAX);
+    must(f->c, mqhub_client_topic_delete(f->c, "pb-limits"));
+    free(msgs);
+    free(res);
 }
 
 static void test_long_poll_empty(void **state)
@@ -600,6 +703,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_queue_lifecycle),
         cmocka_unit_test(test_send_receive_delete),
         cmocka_unit_test(test_send_batch),
+        cmocka_unit_test(test_publish_batch),
+        cmocka_unit_test(test_publish_batch_limits),
         cmocka_unit_test(test_long_poll_empty),
         cmocka_unit_test(test_long_poll_wakeup),
         cmocka_unit_test(test_visibility),

@@ -1,8 +1,9 @@
 /* testcli.c: runs the mqhub CLI for integration tests (see testcli.h).
  *
  * testcli_run() is what tests call; testcli_spawn() + testcli_collect() are
- * for a CLI that must be signalled while it runs (--follow, tail). stdin,
- * stdout and stderr are the files cli.in, cli.out, cli.err of the hub's dir.
+ * for a CLI that must be signalled while it runs (--follow, tail), with
+ * testcli_wait_out() to know when it got there. stdin, stdout and stderr are
+ * the files cli.in, cli.out, cli.err of the hub's dir.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,18 +53,38 @@ pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *inp
     if (input)
         fputs(input, f);
     fclose(f);
+    /* Opened (emptied) before the fork, so that testcli_wait_out() never
+     * reads what an earlier run left. */
+    int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644),
+        fe = open(err, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fo >= 0 && fe >= 0);
     pid_t pid = fork();
     if (pid == 0) {
-        int fi = open(in, O_RDONLY), fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644),
-            fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fi, 0);
+        dup2(open(in, O_RDONLY | O_CLOEXEC), 0);
         dup2(fo, 1);
         dup2(fe, 2);
         setenv("MQHUB_SERVER", c->hub->address, 1);
         execv(c->path, (char *const *)args);
         _exit(127);
     }
+    close(fo);
+    close(fe);
     return pid;
+}
+
+bool testcli_wait_out(const testcli_t *c, const char *text, int timeout_ms)
+{
+    char path[320], out[sizeof ((testcli_run_t *)0)->out];
+    uint64_t end = testhub_now_ms() + (uint64_t)timeout_ms;
+    io_path(c, "cli.out", path, sizeof path);
+    for (;;) {
+        slurp(path, out, sizeof out);
+        if (strstr(out, text))
+            return true;
+        if (testhub_now_ms() >= end)
+            return false;
+        testhub_sleep_ms(20);
+    }
 }
 
 void testcli_collect(const testcli_t *c, pid_t pid, testcli_run_t *r)

@@ -7,6 +7,7 @@
 #ifndef MQHUB_TESTCLI_H
 #define MQHUB_TESTCLI_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include <jansson.h>
@@ -28,6 +29,9 @@ typedef struct testcli_run {
 /* Start the CLI with @argv (NULL-ended, argv[0] excluded, at most 30),
  * stdin from @input (NULL: empty). Returns the child's pid. */
 pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *input);
+/* Poll the stdout of the CLI testcli_spawn() started until it holds @text:
+ * true, or false when @timeout_ms passed first. */
+bool testcli_wait_out(const testcli_t *c, const char *text, int timeout_ms);
 /* Wait for @pid (from testcli_spawn) and read what it left into @r. */
 void testcli_collect(const testcli_t *c, pid_t pid, testcli_run_t *r);
 /* Spawn and collect: the arguments after @input are the CLI's, NULL-ended. */

@@ -18,9 +18,7 @@ static const mqhub_plugin_t badinit_plugin = {
     .init = badinit_init,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &badinit_plugin;
 }

@@ -53,9 +53,7 @@ static const mqhub_plugin_t good_plugin = {
     .fini = good_fini,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &good_plugin;
 }

@@ -17,9 +17,7 @@ static const mqhub_plugin_t oldabi_plugin = {
     .init = oldabi_init,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &oldabi_plugin;
 }

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "node/node.h"
 #include "tmpdir.h"
 
 /* Each test runs inside its own temp dir, so files are named "mqhub.conf"

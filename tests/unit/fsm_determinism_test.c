@@ -133,7 +133,7 @@ static void setup_queues(harness_t *h)
         "{'op':'queue.create','name':'ord','attrs':{'ordered':true,'rewind_window':20}}",
     };
     for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
-        json_decref(h_run(h, specs[i], 0));
+        json_decref(h_run(h, "%s", specs[i]));
 }
 
 static void test_same_entries_same_digest(void **state)

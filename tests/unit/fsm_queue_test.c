@@ -202,18 +202,29 @@ static void test_delete_purge(void **state)
     json_decref(r);
 }
 
+static enum ops_kind kind_of(const char *op)
+{
+    const ops_row_t *o = ops_find(op, strlen(op));
+    return o ? o->kind : OPS_UNKNOWN;
+}
+
 static void test_op_kinds_and_unknown(void **state)
 {
     harness_t *h = *state;
-    assert_int_equal(fsm_op_kind("hello", 5), FSM_OP_LOCAL);
-    assert_int_equal(fsm_op_kind("ping", 4), FSM_OP_LOCAL);
-    assert_int_equal(fsm_op_kind("queue.get", 9), FSM_OP_READ);
-    assert_int_equal(fsm_op_kind("queue.list", 10), FSM_OP_READ);
-    assert_int_equal(fsm_op_kind("send", 4), FSM_OP_WRITE);
-    assert_int_equal(fsm_op_kind("tick", 4), FSM_OP_INTERNAL);
-    assert_int_equal(fsm_op_kind("sub.dead", 8), FSM_OP_INTERNAL);
-    assert_int_equal(fsm_op_kind("change_visibility", 17), FSM_OP_WRITE);
-    assert_int_equal(fsm_op_kind("sendx", 5), FSM_OP_UNKNOWN);
+    assert_int_equal(kind_of("hello"), OPS_LOCAL);
+    assert_int_equal(kind_of("ping"), OPS_LOCAL);
+    assert_int_equal(kind_of("queue.get"), OPS_READ);
+    assert_int_equal(kind_of("queue.list"), OPS_READ);
+    assert_int_equal(kind_of("send"), OPS_WRITE);
+    assert_int_equal(kind_of("tick"), OPS_INTERNAL);
+    assert_int_equal(kind_of("sub.dead"), OPS_INTERNAL);
+    assert_int_equal(kind_of("change_visibility"), OPS_WRITE);
+    assert_int_equal(kind_of("sendx"), OPS_UNKNOWN);
+    assert_int_equal(kind_of("cluster.add"), OPS_CLUSTER);
+    assert_int_equal(kind_of("subscribe"), OPS_SESSION);
+    assert_true(ops_find("receive", 7)->flags & OPS_F_LONG_POLL);
+    assert_true(ops_find("hello", 5)->flags & OPS_F_PUBLIC);
+    assert_false(ops_find("ping", 4)->flags & OPS_F_PUBLIC);
     H_EXPECT(h, "UNKNOWN_OP", "{'op':'nope','id':1}");
     H_EXPECT(h, "UNKNOWN_OP", "{'op':'queue.get','name':'x'}");
     H_EXPECT(h, "BAD_REQUEST", "{'id':1}");

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "fsm_harness.h"
+#include "mp.h"
 
 static double now_s(void)
 {
@@ -36,14 +37,14 @@ static json_t *load(harness_t *h, const char *name, const char *src)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 4);
-    fsm_pack_str(&pk, "op", 2);
-    fsm_pack_str(&pk, "script.load", 11);
-    fsm_pack_str(&pk, "id", 2);
+    mp_pack_str(&pk, "op", 2);
+    mp_pack_str(&pk, "script.load", 11);
+    mp_pack_str(&pk, "id", 2);
     msgpack_pack_uint64(&pk, 1);
-    fsm_pack_str(&pk, "name", 4);
-    fsm_pack_str(&pk, name, strlen(name));
-    fsm_pack_str(&pk, "source", 6);
-    fsm_pack_str(&pk, src, strlen(src));
+    mp_pack_str(&pk, "name", 4);
+    mp_pack_str(&pk, name, strlen(name));
+    mp_pack_str(&pk, "source", 6);
+    mp_pack_str(&pk, src, strlen(src));
     char *cmd = sb.data;
     size_t len = sb.size;
     json_t *arr = h_entry(h, 1, &cmd, &len);

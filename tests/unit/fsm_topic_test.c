@@ -14,10 +14,11 @@
 #include <cmocka.h>
 
 #include "fsm_harness.h"
+#include "sm/sm_int.h"
 
 static bool km(const char *binding, const char *key)
 {
-    return topic_key_match(binding, strlen(binding), key, strlen(key));
+    return route_key_match(binding, strlen(binding), key, strlen(key));
 }
 
 static void test_key_match(void **state)
@@ -301,14 +302,23 @@ static int pending(harness_t *h, const char *sub, uint64_t after, struct seen *o
 }
 
 struct woken {
-    int n;
+    int n, acked, rewound;
+    uint64_t acked_seq;
     char last[64];
 };
 
-static void on_push(void *arg, const char *topic, size_t tl, const char *sub, size_t sl)
+static void on_push(void *arg, enum fsm_push_event ev, const char *topic, size_t tl,
+                    const char *sub, size_t sl, uint64_t seq)
 {
     struct woken *w = arg;
-    w->n++;
+    if (ev == FSM_PUSH_ACKED) {
+        w->acked++;
+        w->acked_seq = seq;
+    } else if (ev == FSM_PUSH_REWOUND) {
+        w->rewound++;
+    } else {
+        w->n++;
+    }
     snprintf(w->last, sizeof(w->last), "%.*s/%.*s", (int)tl, topic, (int)sl, sub);
 }
 
@@ -360,6 +370,9 @@ static void test_push_pending_ack_dead(void **state)
     assert_true(json_is_true(json_object_get(json_array_get(res, 0), "ok")));
     assert_string_equal(h_str(json_array_get(res, 1), "code"), "NOT_FOUND");
     json_decref(r);
+    assert_int_equal(w.acked, 1); /* the push engine hears of the applied ack */
+    assert_int_equal(w.acked_seq, 2);
+    assert_string_equal(w.last, "pay/p");
     assert_false(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 2));
     assert_true(fsm_push_is_pending(h->f, "pay", 3, "p", 1, 1));
     assert_int_equal(sub_stat(h, "p", "cursor"), 1);
@@ -662,10 +675,10 @@ static uint64_t refs(harness_t *h, uint64_t seq)
     unsigned char k[17];
     size_t vl;
     uint64_t n = 0;
-    fsm_key_id_seq(k, 'R', 1, seq);
+    store_key_id_seq(k, 'R', 1, seq);
     unsigned char *v = store_get(fsm_store(h->f), k, sizeof(k), &vl);
     if (v && vl == 8)
-        n = fsm_get_be64(v);
+        n = store_be64_get(v);
     store_free(v);
     return n;
 }

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "fsm_harness.h"
+#include "raft/replica.h"
 #include "tmpdir.h"
 
 #define T0 1700000000000ULL
@@ -279,11 +280,12 @@ static void test_snapshot_while_applying(void **state)
     struct fake_io fake = {.io = {.version = 2, .snapshot_put = fake_snapshot_put,
                                   .close = fake_close}};
     snapshot_io_t w;
-    struct taker t = {.rf = fsm_raft(a->f), .fake = &fake};
+    struct taker t = {.rf = &w.fsm, .fake = &fake};
     char d_snap[65], d_a[65], d_ref[65], d_c[65];
 
     uv_loop_init(&loop);
-    struct raft_io *io = snapshot_io_wrap(&w, &fake.io, &loop, a->f);
+    snapshot_io_wrap(&w, &fake.io, fsm_raft(a->f), fsm_store(a->f), &loop);
+    struct raft_io *io = &w.io;
     setup_queues(a);
     setup_queues(ref);
     for (unsigned i = 0; i < 4000; i += 50) {
@@ -350,11 +352,12 @@ static void test_close_during_dump(void **state)
     struct fake_io fake = {.io = {.version = 2, .snapshot_put = fake_snapshot_put,
                                   .close = fake_close}};
     snapshot_io_t w;
-    struct taker t = {.rf = fsm_raft(a->f), .fake = &fake};
+    struct taker t = {.rf = &w.fsm, .fake = &fake};
     char d_a[65], d_ref[65];
 
     uv_loop_init(&loop);
-    struct raft_io *io = snapshot_io_wrap(&w, &fake.io, &loop, a->f);
+    snapshot_io_wrap(&w, &fake.io, fsm_raft(a->f), fsm_store(a->f), &loop);
+    struct raft_io *io = &w.io;
     setup_queues(a);
     setup_queues(ref);
     apply_batch(a, 0, 50, "b");

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "sm/sm.h"
 #include "tmpdir.h"
 
 struct fixture {

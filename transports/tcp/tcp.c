@@ -1,5 +1,6 @@
 /* tcp.c: the TCP transport plugin. Clients connect, send length-prefixed
- * MessagePack requests (frame.h) and read responses framed the same way.
+ * MessagePack requests (core/util/frame.h) and read responses framed the
+ * same way.
  *
  * Start with on_connection() (one conn_t and one host session per client)
  * and on_read() → process(): every complete frame in the read buffer is
@@ -22,9 +23,9 @@
  * callback, so no reply is ever delivered to freed memory; replies arriving
  * for a closing connection are dropped.
  *
- * Config (transport "tcp" { ... }): listen ("127.0.0.1:6200"; port 0 picks
- * a free port and logs it), backlog (1024), high_water (8 MiB), max_inflight
- * (4096).
+ * Config (transport "tcp" { ... }): listen (MQHUB_DEFAULT_TCP_ADDRESS,
+ * "127.0.0.1:6200"; port 0 picks a free port and logs it), backlog (1024),
+ * high_water (8 MiB), max_inflight (4096).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -35,10 +36,9 @@
 
 #include "frame.h"
 #include "mqhub/plugin.h"
+#include "mqhub/protocol.h"
 
-#define TCP_DEFAULT_LISTEN "127.0.0.1:6200"
 #define TCP_CHUNK (64 * 1024)
-#define TCP_DEFAULT_MAX_FRAME (16u << 20)
 
 typedef struct conn conn_t;
 
@@ -529,7 +529,7 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
     int rc;
 
     if (listen == NULL)
-        listen = TCP_DEFAULT_LISTEN;
+        listen = MQHUB_DEFAULT_TCP_ADDRESS;
     if (parse_listen(listen, &ss) != 0) {
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
@@ -550,7 +550,7 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
     t->api = api;
     t->host = host;
     t->loop = api->loop(host);
-    t->max_frame = api->max_frame(host) ? api->max_frame(host) : TCP_DEFAULT_MAX_FRAME;
+    t->max_frame = api->max_frame(host) ? api->max_frame(host) : MQHUB_DEFAULT_MAX_FRAME;
     t->high_water = (size_t)hw;
     t->low_water = (size_t)hw / 4;
     t->max_inflight = (unsigned)mi;
@@ -592,9 +592,7 @@ static const mqhub_plugin_t tcp_plugin = {
     .fini = tcp_fini,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &tcp_plugin;
 }

@@ -264,7 +264,7 @@ static void counter_metrics(families_t *fs, ws_t *w)
     };
     const mqhub_host_api_t *api = w->api;
 
-    if (api->size <= offsetof(mqhub_host_api_t, metric_get))
+    if (!MQHUB_HOST_HAS(api, metric_get))
         return;
     for (size_t i = 0; i < sizeof core / sizeof core[0]; i++)
         sample(fs, core[i][1], "counter", (double)api->metric_get(w->host, core[i][0]), NULL);
@@ -303,7 +303,7 @@ static void latency_metrics(families_t *fs, ws_t *w)
     family_t *f;
     char name[96];
 
-    if (api->size <= offsetof(mqhub_host_api_t, metric_get) ||
+    if (!MQHUB_HOST_HAS(api, metric_get) ||
         (f = family(fs, h, "histogram")) == NULL)
         return;
     for (size_t t = 0; t < sizeof transports / sizeof transports[0]; t++) {

@@ -28,8 +28,6 @@
 #include "codec.h"
 #include "ws.h"
 
-#define STATS_LIST_LIMIT 1000
-
 enum kind {
     K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_SCRIPTS, K_QUEUE, K_TOPIC, K_SUB
 };
@@ -161,7 +159,7 @@ static void submit(stats_t *s, enum kind kind, const char *name, const char *sub
     }
     if (kind == K_QUEUES || kind == K_TOPICS) {
         pack_cstr(&pk, "limit");
-        msgpack_pack_uint32(&pk, STATS_LIST_LIMIT);
+        msgpack_pack_uint32(&pk, MQHUB_LIST_LIMIT_MAX); /* as many as one page holds */
     }
     s->pending++;
     s->w->api->request(s->session, sb.data, sb.size, on_reply, r);

@@ -36,11 +36,9 @@
 #include "codec.h"
 #include "ws.h"
 
-#define WS_DEFAULT_LISTEN "127.0.0.1:6280"
 #define WS_PROTO_JSON "mqhub.v1.json"
 #define WS_PROTO_MSGPACK "mqhub.v1.msgpack"
 #define WS_PROTO_HTTP "mqhub-http"
-#define WS_DEFAULT_MAX_FRAME (16u << 20)
 #define WS_KILL_SECS 3
 #define WS_CSP                                                                             \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "     \
@@ -437,13 +435,13 @@ static bool handle_local(conn_t *c, const char *buf, size_t len)
     if (mine) {
         /* Answered by a ping with the client's id: it fails as any other op
          * would (UNAUTHORIZED before the token's hello). */
-        uint64_t iv = v.interval_ms ? v.interval_ms : 1000;
+        uint64_t iv = v.interval_ms ? v.interval_ms : MQHUB_STATS_INTERVAL_MS_DEFAULT;
         msgpack_sbuffer sb;
         msgpack_packer pk;
         if (iv < (uint64_t)base)
             iv = (uint64_t)base;
-        if (iv > 60000)
-            iv = 60000;
+        if (iv > MQHUB_STATS_INTERVAL_MS_MAX)
+            iv = MQHUB_STATS_INTERVAL_MS_MAX;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 2);
@@ -672,7 +670,7 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
     int64_t idle = api->config_int(w->host, "idle_timeout", 60);
 
     if (listen == NULL)
-        listen = WS_DEFAULT_LISTEN;
+        listen = MQHUB_DEFAULT_WS_ADDRESS;
     if (parse_listen(f, listen) != 0) {
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
@@ -684,10 +682,10 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
     }
     snprintf(f->www, sizeof f->www, "%s", www != NULL ? www : MQHUB_WS_WWW);
     w->send_limit = (size_t)send_buffer;
-    w->max_frame = api->max_frame(w->host) ? api->max_frame(w->host) : WS_DEFAULT_MAX_FRAME;
+    w->max_frame = api->max_frame(w->host) ? api->max_frame(w->host) : MQHUB_DEFAULT_MAX_FRAME;
     f->retry.secs_since_valid_ping = (uint16_t)ping;
     f->retry.secs_since_valid_hangup = (uint16_t)idle;
-    if (api->size > offsetof(mqhub_host_api_t, auth_token))
+    if (MQHUB_HOST_HAS(api, auth_token))
         w->token = api->auth_token(w->host);
     return 0;
 }
@@ -821,9 +819,7 @@ static const mqhub_plugin_t ws_plugin = {
     .fini = ws_fini,
 };
 
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void);
-
-__attribute__((visibility("default"))) const mqhub_plugin_t *mqhub_plugin_entry(void)
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
 {
     return &ws_plugin;
 }

@@ -17,6 +17,7 @@
 #include <libwebsockets.h>
 
 #include "mqhub/plugin.h"
+#include "mqhub/protocol.h"
 
 typedef struct stats stats_t;
 typedef struct conn conn_t;

@@ -1,0 +1,278 @@
+/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind`.
+ * Each subcommand checks its arguments (usage error: exit 2), connects, makes
+ * one library call and prints a table or, with --json, one JSON object.
+ * Start at cmd_queue(); add a subcommand as one function and one table entry.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "cli.h"
+
+/* Trailing key=value arguments (after NAME) are attributes too. */
+static int kv_attrs(cli_t *cli, const char *cmd)
+{
+    for (int i = 1; i < cli->n_args; i++) {
+        char *eq = strchr(cli->args[i], '=');
+        if (!eq)
+            return cli_usage_error(cmd, "unexpected argument \"%s\"", cli->args[i]);
+        *eq = '\0';
+        for (char *p = cli->args[i]; *p; p++)
+            *p = *p == '-' ? '_' : *p;
+        if (mqhub_queue_attrs_parse(&cli->attrs, cli->args[i], eq + 1) != 0)
+            return cli_usage_error(cmd, "bad queue attribute %s=%s", cli->args[i], eq + 1);
+    }
+    return 0;
+}
+
+static int need_name(cli_t *cli, const char *cmd, bool extra_ok)
+{
+    if (cli->n_args < 1)
+        return cli_usage_error(cmd, "missing queue NAME");
+    if (!extra_ok && cli->n_args > 1)
+        return cli_usage_error(cmd, "unexpected argument \"%s\"", cli->args[1]);
+    return 0;
+}
+
+static void print_ok(cli_t *cli, const char *what, const char *name)
+{
+    if (cli->json)
+        out_json(json_pack("{s:b,s:s}", "ok", 1, "name", name));
+    else
+        printf("%s %s\n", what, name);
+}
+
+static int q_create_set(cli_t *cli, bool create)
+{
+    const char *cmd = create ? "queue create" : "queue set";
+    int rc = need_name(cli, cmd, true);
+    if (rc == 0)
+        rc = kv_attrs(cli, cmd);
+    if (rc != 0)
+        return rc;
+    if (cli->delay >= 0) {
+        cli->attrs.delay = (uint32_t)cli->delay;
+        cli->attrs.set |= MQHUB_ATTR_DELAY;
+    }
+    if (!create && cli->attrs.set == 0)
+        return cli_usage_error(cmd, "no attribute to set");
+    if ((rc = cli_connect(cli)) != 0)
+        return rc;
+    const char *name = cli->args[0];
+    rc = create ? mqhub_client_queue_create(cli->client, name,
+                                            cli->attrs.set ? &cli->attrs : NULL)
+                : mqhub_client_queue_set(cli->client, name, &cli->attrs);
+    if (rc != 0)
+        return cli_fail(cli, rc, cmd);
+    print_ok(cli, create ? "created queue" : "updated queue", name);
+    return CLI_OK;
+}
+
+static int q_create(cli_t *cli)
+{
+    return q_create_set(cli, true);
+}
+
+static int q_set(cli_t *cli)
+{
+    return q_create_set(cli, false);
+}
+
+static int q_simple(cli_t *cli, const char *cmd, const char *done,
+                    int (*fn)(mqhub_client_t *, const char *))
+{
+    int rc = need_name(cli, cmd, false);
+    if (rc != 0 || (rc = cli_connect(cli)) != 0)
+        return rc;
+    rc = fn(cli->client, cli->args[0]);
+    if (rc != 0)
+        return cli_fail(cli, rc, cmd);
+    print_ok(cli, done, cli->args[0]);
+    return CLI_OK;
+}
+
+static int q_delete(cli_t *cli)
+{
+    return q_simple(cli, "queue delete", "deleted queue", mqhub_client_queue_delete);
+}
+
+static int q_purge(cli_t *cli)
+{
+    return q_simple(cli, "queue purge", "purged queue", mqhub_client_queue_purge);
+}
+
+static json_t *attrs_json(const mqhub_queue_attrs_t *a)
+{
+    json_t *j = json_object();
+    unsigned s = a->set;
+    if (s & MQHUB_ATTR_VISIBILITY_TIMEOUT)
+        json_object_set_new(j, "visibility_timeout", json_integer(a->visibility_timeout));
+    if (s & MQHUB_ATTR_POLLING_WAIT)
+        json_object_set_new(j, "polling_wait", json_integer(a->polling_wait));
+    if (s & MQHUB_ATTR_MAX_MSG_SIZE)
+        json_object_set_new(j, "max_msg_size", json_integer(a->max_msg_size));
+    if (s & MQHUB_ATTR_RETENTION)
+        json_object_set_new(j, "retention", json_integer(a->retention));
+    if (s & MQHUB_ATTR_REWIND_WINDOW)
+        json_object_set_new(j, "rewind_window", json_integer(a->rewind_window));
+    if (s & MQHUB_ATTR_MAX_BACKLOG)
+        json_object_set_new(j, "max_backlog", json_integer((json_int_t)a->max_backlog));
+    if (s & MQHUB_ATTR_DELAY)
+        json_object_set_new(j, "delay", json_integer(a->delay));
+    if (s & MQHUB_ATTR_DEAD_LETTER)
+        json_object_set_new(j, "dead_letter",
+                            json_pack("{s:s,s:i}", "queue", a->dead_letter_queue,
+                                      "max_receives", (int)a->dead_letter_max_receives));
+    if (s & MQHUB_ATTR_ORDERED)
+        json_object_set_new(j, "ordered", json_boolean(a->ordered));
+    if (s & MQHUB_ATTR_HOOK)
+        json_object_set_new(j, "hook", json_string(a->hook));
+    return j;
+}
+
+static json_t *stats_json(const mqhub_queue_stats_t *s)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "ready", (json_int_t)s->ready,
+                     "inflight", (json_int_t)s->inflight, "delayed", (json_int_t)s->delayed,
+                     "retained", (json_int_t)s->retained, "oldest_age_ms",
+                     (json_int_t)s->oldest_age_ms, "sent_total", (json_int_t)s->sent_total,
+                     "received_total", (json_int_t)s->received_total, "deleted_total",
+                     (json_int_t)s->deleted_total);
+}
+
+/* One "key  value" row per member of a JSON object (numbers, strings, maps). */
+static void rows_from(table_t *t, const char *prefix, json_t *obj)
+{
+    const char *k;
+    json_t *v;
+    char key[128], val[256];
+    json_object_foreach(obj, k, v) {
+        snprintf(key, sizeof key, "%s%s", prefix, k);
+        if (json_is_object(v)) {
+            char *s = json_dumps(v, JSON_COMPACT);
+            out_table_row(t, key, s);
+            free(s);
+            continue;
+        }
+        if (json_is_integer(v))
+            snprintf(val, sizeof val, "%lld", (long long)json_integer_value(v));
+        else if (json_is_string(v))
+            snprintf(val, sizeof val, "%s", json_string_value(v));
+        else
+            snprintf(val, sizeof val, "%s", json_is_true(v) ? "true" : "false");
+        out_table_row(t, key, val);
+    }
+}
+
+static int q_get(cli_t *cli)
+{
+    mqhub_queue_info_t info;
+    int rc = need_name(cli, "queue get", false);
+    if (rc != 0 || (rc = cli_connect(cli)) != 0)
+        return rc;
+    rc = mqhub_client_queue_get(cli->client, cli->args[0], &info);
+    if (rc != 0)
+        return cli_fail(cli, rc, "queue get");
+    json_t *j = json_pack("{s:s,s:o,s:o}", "name", info.name, "attrs",
+                          attrs_json(&info.attrs), "stats", stats_json(&info.stats));
+    if (cli->json) {
+        out_json(j);
+        return CLI_OK;
+    }
+    table_t *t = out_table_new(2, "QUEUE", info.name);
+    rows_from(t, "", json_object_get(j, "attrs"));
+    rows_from(t, "", json_object_get(j, "stats"));
+    out_table_print(t, stdout);
+    json_decref(j);
+    return CLI_OK;
+}
+
+static int q_list(cli_t *cli)
+{
+    mqhub_queue_list_t l;
+    char ready[24], inflight[24], delayed[24];
+    if (cli->n_args != 0)
+        return cli_usage_error("queue list", "unexpected argument \"%s\"", cli->args[0]);
+    int rc = cli_connect(cli);
+    if (rc != 0)
+        return rc;
+    rc = mqhub_client_queue_list(cli->client, cli->prefix, (uint64_t)(cli->offset > 0 ? cli->offset : 0),
+                                 (uint64_t)(cli->limit > 0 ? cli->limit : 0), &l);
+    if (rc != 0)
+        return cli_fail(cli, rc, "queue list");
+    if (cli->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l.n; i++)
+            json_array_append_new(arr, json_string(l.names[i]));
+        out_json(json_pack("{s:o,s:I}", "queues", arr, "total", (json_int_t)l.total));
+        mqhub_queue_list_free(&l);
+        return CLI_OK;
+    }
+    table_t *t = out_table_new(4, "NAME", "READY", "INFLIGHT", "DELAYED");
+    for (size_t i = 0; i < l.n; i++) {
+        mqhub_queue_info_t info;
+        bool ok = mqhub_client_queue_get(cli->client, l.names[i], &info) == 0;
+        snprintf(ready, sizeof ready, ok ? "%llu" : "-", (unsigned long long)info.stats.ready);
+        snprintf(inflight, sizeof inflight, ok ? "%llu" : "-",
+                 (unsigned long long)info.stats.inflight);
+        snprintf(delayed, sizeof delayed, ok ? "%llu" : "-",
+                 (unsigned long long)info.stats.delayed);
+        out_table_row(t, l.names[i], ready, inflight, delayed);
+    }
+    out_table_print(t, stdout);
+    if (l.n == 0)
+        printf("no queues\n");
+    if (l.total > l.n)
+        printf("(%zu of %llu; use --offset/--limit)\n", l.n, (unsigned long long)l.total);
+    mqhub_queue_list_free(&l);
+    return CLI_OK;
+}
+
+static int q_rewind(cli_t *cli)
+{
+    uint64_t time_ms, seq, n;
+    int given = (cli->rewind_time >= 0) + (cli->rewind_seq >= 0) + (cli->rewind_ago >= 0);
+    int rc = need_name(cli, "queue rewind", false);
+    if (rc != 0)
+        return rc;
+    if (given != 1)
+        return cli_usage_error("queue rewind", "give exactly one of --time, --ago, --seq");
+    if (cli->rewind_ago >= 0) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        uint64_t now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+        uint64_t ago = (uint64_t)cli->rewind_ago * 1000;
+        cli->rewind_time = (long long)(now > ago ? now - ago : 0);
+    }
+    time_ms = (uint64_t)cli->rewind_time;
+    seq = (uint64_t)cli->rewind_seq;
+    if ((rc = cli_connect(cli)) != 0)
+        return rc;
+    rc = mqhub_client_queue_rewind(cli->client, cli->args[0],
+                                   cli->rewind_time >= 0 ? &time_ms : NULL,
+                                   cli->rewind_seq >= 0 ? &seq : NULL, &n);
+    if (rc != 0)
+        return cli_fail(cli, rc, "queue rewind");
+    if (cli->json)
+        out_json(json_pack("{s:b,s:I}", "ok", 1, "rewound", (json_int_t)n));
+    else
+        printf("rewound %llu messages of %s\n", (unsigned long long)n, cli->args[0]);
+    return CLI_OK;
+}
+
+int cmd_queue(cli_t *cli)
+{
+    const char *sub = cli->subcommand;
+    static const struct {
+        const char *name;
+        int (*fn)(cli_t *);
+    } subs[] = {
+        {"create", q_create}, {"list", q_list},     {"get", q_get},
+        {"set", q_set},       {"delete", q_delete}, {"purge", q_purge},
+        {"rewind", q_rewind},
+    };
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (!strcmp(sub, subs[i].name))
+            return subs[i].fn(cli);
+    return cli_usage_error("queue", "unknown queue command \"%s\"", sub);
+}

@@ -1,0 +1,842 @@
+/* config.c: the Lua configuration file.
+ *
+ * The file is a Lua 5.4 chunk run in a fresh state whose globals include one
+ * function per directive: node{}, peers{}, transport "name" {}, queue "name"
+ * {}, topic "name" {}, auth{}, log{}, limits{}, snapshot{}. Each directive
+ * checks its table and fills config_t; any other global name is an error, so
+ * a typo never passes silently. Errors carry "file:line: problem" (luaL_error
+ * and luaL_where on the directive's caller). The state stays open after the
+ * load: transports' tables live in its registry for plugin lookups
+ * (config_transport_string/int).
+ * Start at config_load(); add a directive as one l_config_<name> function and
+ * one line in the directives table; docs/operations.md "Configuration" lists
+ * them all.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "node.h"
+
+#ifndef MQHUB_PLUGIN_DIR
+#define MQHUB_PLUGIN_DIR "plugins"
+#endif
+
+#define DEFAULT_DATA_DIR "./mqhub-data"
+#define DEFAULT_RAFT "127.0.0.1:6300"
+#define DEFAULT_TCP "127.0.0.1:6200"
+#define DEFAULT_WS "127.0.0.1:6280"
+#define DEFAULT_MAX_FRAME (16u << 20)
+#define MAX_ATTR_DEPTH 8
+
+/* Load-time state: the config being filled and a "name" awaiting its table. */
+typedef struct loader {
+    config_t *c;
+    const char *pending;     /* "transport" / "queue" / "topic" */
+    char pending_where[128]; /* luaL_where of the pending call */
+} loader_t;
+
+static loader_t *get_loader(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* ---- field checks -------------------------------------------------------- */
+
+/* Raise "<what>: unknown field 'x'" for any key not in @allowed (NULL-ended). */
+static void check_fields(lua_State *L, int idx, const char *what,
+                         const char *const *allowed)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "%s: field names must be strings", what);
+        const char *k = lua_tostring(L, -1);
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, k) != 0)
+            a++;
+        if (!*a)
+            luaL_error(L, "%s: unknown field '%s'", what, k);
+    }
+}
+
+static void check_table_arg(lua_State *L, int idx, const char *what)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_error(L, "%s needs a table: %s { ... }", what, what);
+}
+
+/* Copy of the string field @key, NULL when absent. */
+static char *opt_string(lua_State *L, int idx, const char *what, const char *key)
+{
+    char *s = NULL;
+    int t = lua_getfield(L, idx, key);
+    if (t != LUA_TNIL) {
+        if (t != LUA_TSTRING)
+            luaL_error(L, "%s.%s must be a string", what, key);
+        s = strdup(lua_tostring(L, -1));
+        if (!s)
+            luaL_error(L, "out of memory");
+    }
+    lua_pop(L, 1);
+    return s;
+}
+
+static bool opt_int(lua_State *L, int idx, const char *what, const char *key,
+                    lua_Integer min, lua_Integer max, lua_Integer *out)
+{
+    int t = lua_getfield(L, idx, key);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return false;
+    }
+    int ok = 0;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (t != LUA_TNUMBER || !ok || v < min || v > max) {
+        if (min == 1 && max == LUA_MAXINTEGER)
+            luaL_error(L, "%s.%s must be a positive integer", what, key);
+        luaL_error(L, "%s.%s must be an integer from %I to %I", what, key, min, max);
+    }
+    lua_pop(L, 1);
+    *out = v;
+    return true;
+}
+
+/* host:port with a port from 1 to 65535. */
+static bool valid_address(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    if (!colon || colon == a || colon[1] == '\0')
+        return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return errno == 0 && *end == '\0' && port >= 1 && port <= 65535;
+}
+
+static void set_address(lua_State *L, int idx, const char *what, const char *key,
+                        char **slot)
+{
+    char *a = opt_string(L, idx, what, key);
+    if (!a)
+        return;
+    if (!valid_address(a)) {
+        free(a);
+        luaL_error(L, "%s.%s must be \"host:port\"", what, key);
+    }
+    free(*slot);
+    *slot = a;
+}
+
+static void set_string(char **slot, char *s)
+{
+    if (s) {
+        free(*slot);
+        *slot = s;
+    }
+}
+
+/* Names follow PROTOCOL.md: 1-64 of A-Z a-z 0-9 _ - . starting alphanumeric. */
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                     (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
+            return false;
+    }
+    return true;
+}
+
+/* ---- simple directives ------------------------------------------------- */
+
+static int l_config_node(lua_State *L)
+{
+    static const char *const fields[] = {"id", "data", "raft", "client", "plugin_dir",
+                                         "join", NULL};
+    config_t *c = get_loader(L)->c;
+    lua_Integer id;
+
+    check_table_arg(L, 1, "node");
+    check_fields(L, 1, "node", fields);
+    if (opt_int(L, 1, "node", "id", 1, LUA_MAXINTEGER, &id))
+        c->node_id = (uint64_t)id;
+    set_string(&c->data_dir, opt_string(L, 1, "node", "data"));
+    set_address(L, 1, "node", "raft", &c->raft_address);
+    set_address(L, 1, "node", "client", &c->client_address);
+    set_string(&c->plugin_dir, opt_string(L, 1, "node", "plugin_dir"));
+    int t = lua_getfield(L, 1, "join");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "node.join must be true or false");
+    c->join = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* The address field @key of the table at @idx (Lua-owned), NULL when absent. */
+static const char *peek_address(lua_State *L, int idx, const char *what, const char *key)
+{
+    int t = lua_getfield(L, idx, key);
+    const char *a = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the table still holds the string */
+    if (t == LUA_TNIL)
+        return NULL;
+    if (t != LUA_TSTRING || !valid_address(a))
+        luaL_error(L, "%s.%s must be \"host:port\"", what, key);
+    return a;
+}
+
+static void add_peer(lua_State *L, config_t *c, lua_Integer id)
+{
+    static const char *const fields[] = {"raft", "client", NULL};
+    const char *raft = NULL, *client = NULL;
+    char what[48];
+
+    snprintf(what, sizeof what, "peers[%lld]", (long long)id);
+    for (unsigned i = 0; i < c->n_peers; i++)
+        if (c->peers[i].id == (uint64_t)id)
+            luaL_error(L, "%s is given twice", what);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        raft = lua_tostring(L, -1);
+        if (!valid_address(raft))
+            luaL_error(L, "%s must be \"host:port\"", what);
+    } else if (lua_type(L, -1) == LUA_TTABLE) {
+        int t = lua_gettop(L);
+        check_fields(L, t, what, fields);
+        raft = peek_address(L, t, what, "raft");
+        client = peek_address(L, t, what, "client");
+        if (!raft)
+            luaL_error(L, "%s.raft is required", what);
+    } else {
+        luaL_error(L, "%s must be \"host:port\" or { raft = ..., client = ... }", what);
+    }
+    replica_peer_t *p = realloc(c->peers, (c->n_peers + 1) * sizeof *p);
+    if (!p)
+        luaL_error(L, "out of memory");
+    c->peers = p;
+    p = &c->peers[c->n_peers];
+    *p = (replica_peer_t){(uint64_t)id, strdup(raft), client ? strdup(client) : NULL};
+    c->n_peers++;
+    if (!p->raft_address || (client && !p->client_address))
+        luaL_error(L, "out of memory");
+}
+
+static int l_config_peers(lua_State *L)
+{
+    config_t *c = get_loader(L)->c;
+
+    check_table_arg(L, 1, "peers");
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        int ok = 0;
+        lua_Integer id = lua_tointegerx(L, -2, &ok);
+        if (lua_type(L, -2) != LUA_TNUMBER || !ok || id < 1)
+            luaL_error(L, "peers: keys must be node ids (positive integers): "
+                          "peers { [2] = \"host:port\" }");
+        add_peer(L, c, id);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int l_config_auth(lua_State *L)
+{
+    static const char *const fields[] = {"token", NULL};
+    check_table_arg(L, 1, "auth");
+    check_fields(L, 1, "auth", fields);
+    set_string(&get_loader(L)->c->token, opt_string(L, 1, "auth", "token"));
+    return 0;
+}
+
+static int l_config_log(lua_State *L)
+{
+    static const char *const fields[] = {"level", NULL};
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    config_t *c = get_loader(L)->c;
+
+    check_table_arg(L, 1, "log");
+    check_fields(L, 1, "log", fields);
+    char *level = opt_string(L, 1, "log", "level");
+    if (!level)
+        return 0;
+    int i = 0;
+    while (levels[i] && strcmp(levels[i], level) != 0)
+        i++;
+    free(level);
+    if (!levels[i])
+        luaL_error(L, "log.level must be one of debug, info, warn, error");
+    c->log_level = MQHUB_LOG_DEBUG + i;
+    return 0;
+}
+
+static int l_config_limits(lua_State *L)
+{
+    static const char *const fields[] = {"max_frame", NULL};
+    lua_Integer v;
+
+    check_table_arg(L, 1, "limits");
+    check_fields(L, 1, "limits", fields);
+    if (opt_int(L, 1, "limits", "max_frame", 1024, (lua_Integer)1 << 30, &v))
+        get_loader(L)->c->max_frame = (size_t)v;
+    return 0;
+}
+
+static int l_config_snapshot(lua_State *L)
+{
+    static const char *const fields[] = {"threshold", "trailing", NULL};
+    config_t *c = get_loader(L)->c;
+    lua_Integer v;
+
+    check_table_arg(L, 1, "snapshot");
+    check_fields(L, 1, "snapshot", fields);
+    if (opt_int(L, 1, "snapshot", "threshold", 1, UINT_MAX, &v))
+        c->snapshot_threshold = (unsigned)v;
+    if (opt_int(L, 1, "snapshot", "trailing", 0, UINT_MAX, &v))
+        c->snapshot_trailing = (unsigned)v;
+    return 0;
+}
+
+/* ---- named directives: transport "x" {...}, queue "x" {...} ---------------- */
+
+static void add_transport(lua_State *L, config_t *c, const char *name)
+{
+    for (unsigned i = 0; i < c->n_transports; i++)
+        if (strcmp(c->transports[i].name, name) == 0)
+            luaL_error(L, "transport \"%s\" is declared twice", name);
+    char *path = NULL;
+    if (lua_type(L, 1) == LUA_TTABLE)
+        path = opt_string(L, 1, "transport", "path");
+    config_transport_t *t = realloc(c->transports, (c->n_transports + 1) * sizeof *t);
+    char *copy = strdup(name);
+    if (!t || !copy) {
+        free(path);
+        free(copy);
+        luaL_error(L, "out of memory");
+    }
+    c->transports = t;
+    lua_pushvalue(L, 1);
+    c->transports[c->n_transports++] =
+        (config_transport_t){copy, path, luaL_ref(L, LUA_REGISTRYINDEX)};
+}
+
+/* Queue and topic attributes: names checked against the known set (a typo is
+ * an error), values checked here so that packing below cannot fail. */
+static void check_value(lua_State *L, int idx, const char *what, int depth)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN:
+    case LUA_TNUMBER:
+    case LUA_TSTRING:
+        return;
+    case LUA_TTABLE:
+        if (depth >= MAX_ATTR_DEPTH)
+            luaL_error(L, "%s: tables nested too deeply", what);
+        lua_pushnil(L);
+        while (lua_next(L, idx) != 0) {
+            int kt = lua_type(L, -2);
+            if (kt != LUA_TSTRING && kt != LUA_TNUMBER)
+                luaL_error(L, "%s: keys must be strings", what);
+            check_value(L, lua_gettop(L), what, depth + 1);
+            lua_pop(L, 1);
+        }
+        return;
+    default:
+        luaL_error(L, "%s: a %s cannot be an attribute value", what,
+                   luaL_typename(L, idx));
+    }
+}
+
+static void pack_value(lua_State *L, int idx, msgpack_packer *pk);
+
+static void pack_table(lua_State *L, int idx, msgpack_packer *pk)
+{
+    lua_Unsigned len = lua_rawlen(L, idx);
+    size_t n = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        n++;
+        lua_pop(L, 1);
+    }
+    if (len > 0 && n == len) { /* a sequence: an array */
+        msgpack_pack_array(pk, (size_t)len);
+        for (lua_Unsigned i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            pack_value(L, lua_gettop(L), pk);
+            lua_pop(L, 1);
+        }
+        return;
+    }
+    msgpack_pack_map(pk, n);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        size_t kl;
+        lua_pushvalue(L, -2); /* tolstring on a copy keeps lua_next's key intact */
+        const char *k = lua_tolstring(L, -1, &kl);
+        msgpack_pack_str_with_body(pk, k, kl);
+        lua_pop(L, 1);
+        pack_value(L, lua_gettop(L), pk);
+        lua_pop(L, 1);
+    }
+}
+
+static void pack_value(lua_State *L, int idx, msgpack_packer *pk)
+{
+    size_t len;
+    const char *s;
+
+    switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            msgpack_pack_int64(pk, lua_tointeger(L, idx));
+        else
+            msgpack_pack_double(pk, lua_tonumber(L, idx));
+        break;
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        msgpack_pack_str_with_body(pk, s, len);
+        break;
+    default:
+        pack_table(L, idx, pk);
+        break;
+    }
+}
+
+/* Read @path, relative to the config file's folder unless absolute, into a
+ * malloc'ed buffer. NULL with errno set on failure. */
+static char *read_beside(const config_t *c, const char *path, size_t *len)
+{
+    char full[4096];
+    const char *slash = c->path ? strrchr(c->path, '/') : NULL;
+    FILE *f;
+    char *buf = NULL;
+    long size;
+
+    if (path[0] != '/' && slash)
+        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - c->path), c->path, path);
+    else
+        snprintf(full, sizeof full, "%s", path);
+    if (!(f = fopen(full, "rb")))
+        return NULL;
+    if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)size + 1)) && fread(buf, 1, (size_t)size, f) == (size_t)size) {
+        buf[size] = '\0';
+        *len = (size_t)size;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* A hook given as a file ("scripts/risk/merchant_spike.lua") is loaded as the
+ * script named after the file (merchant_spike) before the queue or topic is
+ * created; the table's hook then names that script. */
+static void add_hook_file(lua_State *L, config_t *c, const char *what)
+{
+    const char *path, *base;
+    size_t plen, blen, slen;
+    char name[65];
+    char *source;
+
+    lua_getfield(L, 1, "hook");
+    path = lua_tolstring(L, -1, &plen);
+    if (!path || plen < 5 || strcmp(path + plen - 4, ".lua") != 0) {
+        lua_pop(L, 1);
+        return;
+    }
+    base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    blen = strlen(base) - 4;
+    snprintf(name, sizeof name, "%.*s", (int)(blen < 64 ? blen : 64), base);
+    if (blen > 64 || !valid_name(name))
+        luaL_error(L, "%s: hook file '%s' must be named like a script (%s)", what, path,
+                   mqhub_strerror(MQHUB_EBAD_NAME));
+    if (!(source = read_beside(c, path, &slen)))
+        luaL_error(L, "%s: hook file '%s': %s", what, path, strerror(errno));
+    config_object_t *a = realloc(c->scripts, (c->n_scripts + 1) * sizeof *a);
+    char *copy = strdup(name);
+    if (!a || !copy) {
+        free(source);
+        free(copy);
+        luaL_error(L, "out of memory");
+    }
+    c->scripts = a;
+    a[c->n_scripts++] = (config_object_t){copy, source, slen};
+    lua_pop(L, 1);
+    lua_pushstring(L, name);
+    lua_setfield(L, 1, "hook");
+}
+
+static void add_object(lua_State *L, config_object_t **arr, unsigned *n,
+                       const char *kind, const char *name, const char *const *fields)
+{
+    char what[96];
+
+    for (unsigned i = 0; i < *n; i++)
+        if (strcmp((*arr)[i].name, name) == 0)
+            luaL_error(L, "%s \"%s\" is declared twice", kind, name);
+    snprintf(what, sizeof what, "%s \"%s\"", kind, name);
+    check_table_arg(L, 1, kind);
+    check_fields(L, 1, what, fields);
+    check_value(L, 1, what, 0);
+    add_hook_file(L, get_loader(L)->c, what);
+
+    config_object_t *a = realloc(*arr, (*n + 1) * sizeof *a);
+    if (!a)
+        luaL_error(L, "out of memory");
+    *arr = a;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_table(L, 1, &pk);
+    char *copy = strdup(name);
+    if (!copy) {
+        msgpack_sbuffer_destroy(&sb);
+        luaL_error(L, "out of memory");
+    }
+    a[(*n)++] = (config_object_t){copy, sb.data, sb.size};
+}
+
+static int l_config_named_table(lua_State *L)
+{
+    static const char *const queue_fields[] = {
+        "visibility_timeout", "polling_wait", "max_msg_size", "retention",
+        "rewind_window", "max_backlog", "delay", "dead_letter", "ordered", "hook", NULL};
+    static const char *const topic_fields[] = {"max_msg_size", "retention", "hook",
+                                               NULL};
+    loader_t *ld = get_loader(L);
+    const char *kind = lua_tostring(L, lua_upvalueindex(2));
+    const char *name = lua_tostring(L, lua_upvalueindex(3));
+
+    ld->pending = NULL;
+    if (strcmp(kind, "transport") == 0) {
+        check_table_arg(L, 1, "transport");
+        add_transport(L, ld->c, name);
+    } else if (strcmp(kind, "queue") == 0) {
+        add_object(L, &ld->c->queues, &ld->c->n_queues, kind, name, queue_fields);
+    } else {
+        add_object(L, &ld->c->topics, &ld->c->n_topics, kind, name, topic_fields);
+    }
+    return 0;
+}
+
+/* transport "tcp" returns the function that takes the table. */
+static int l_config_named(lua_State *L)
+{
+    loader_t *ld = get_loader(L);
+    const char *kind = lua_tostring(L, lua_upvalueindex(2));
+
+    if (ld->pending) {
+        lua_pushfstring(L, "%s%s needs a table: %s \"name\" { ... }", ld->pending_where,
+                        ld->pending, ld->pending);
+        return lua_error(L);
+    }
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaL_error(L, "%s needs a name: %s \"name\" { ... }", kind, kind);
+    const char *name = lua_tostring(L, 1);
+    if (!valid_name(name))
+        luaL_error(L, "%s name \"%s\": %s", kind, name, mqhub_strerror(MQHUB_EBAD_NAME));
+    luaL_where(L, 1);
+    snprintf(ld->pending_where, sizeof ld->pending_where, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    ld->pending = strcmp(kind, "transport") == 0 ? "transport"
+                  : strcmp(kind, "queue") == 0   ? "queue"
+                                                 : "topic";
+    lua_pushlightuserdata(L, ld);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, l_config_named_table, 3);
+    return 1;
+}
+
+/* ---- the environment ----------------------------------------------------- */
+
+static int l_config_unknown(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    return luaL_error(L, "unknown directive '%s' (expected node, peers, transport, "
+                         "queue, topic, auth, log, limits, snapshot)",
+                      k ? k : "?");
+}
+
+static const char *const directive_names[] = {
+    "node", "peers", "auth", "log", "limits", "snapshot", "transport", "queue", "topic",
+    NULL};
+
+/* The directives point at the loader on config_load's stack: remove them once
+ * the file has run, so the state kept for plugins cannot reach it. */
+static void uninstall_directives(lua_State *L)
+{
+    lua_pushglobaltable(L);
+    for (const char *const *n = directive_names; *n; n++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, *n);
+    }
+    lua_pop(L, 1);
+}
+
+static void install_directives(lua_State *L, loader_t *ld)
+{
+    static const luaL_Reg plain[] = {
+        {"node", l_config_node},     {"peers", l_config_peers},
+        {"auth", l_config_auth},     {"log", l_config_log},
+        {"limits", l_config_limits}, {"snapshot", l_config_snapshot},
+        {NULL, NULL}};
+    static const char *const named[] = {"transport", "queue", "topic", NULL};
+
+    lua_pushglobaltable(L);
+    lua_pushlightuserdata(L, ld);
+    luaL_setfuncs(L, plain, 1);
+    for (const char *const *n = named; *n; n++) {
+        lua_pushlightuserdata(L, ld);
+        lua_pushstring(L, *n);
+        lua_pushcclosure(L, l_config_named, 2);
+        lua_setfield(L, -2, *n);
+    }
+    lua_newtable(L);
+    lua_pushcfunction(L, l_config_unknown);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_pop(L, 1);
+}
+
+/* Message handler: string errors already carry "file:line:" (luaL_error,
+ * syntax and runtime errors); other error objects get the position of the
+ * innermost Lua function on the stack. */
+static int msgh(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TSTRING)
+        return 1;
+    lua_Debug ar;
+    int level = 1;
+    while (lua_getstack(L, level, &ar) && lua_getinfo(L, "l", &ar) && ar.currentline <= 0)
+        level++;
+    luaL_where(L, level);
+    lua_pushfstring(L, "error object is a %s value", luaL_typename(L, 1));
+    lua_concat(L, 2);
+    return 1;
+}
+
+/* ---- load ---------------------------------------------------------------- */
+
+static int run_file(lua_State *L, loader_t *ld, const char *path, char *errmsg,
+                    size_t errlen)
+{
+    lua_pushcfunction(L, msgh);
+    int rv = luaL_loadfilex(L, path, "t");
+    if (rv == LUA_OK)
+        rv = lua_pcall(L, 0, 0, -2);
+    if (rv == LUA_OK && ld->pending) {
+        snprintf(errmsg, errlen, "%s%s needs a table: %s \"name\" { ... }",
+                 ld->pending_where, ld->pending, ld->pending);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (rv != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        if (!m)
+            m = "error loading the configuration";
+        /* Most messages name the file already; a refused binary chunk not. */
+        snprintf(errmsg, errlen, "%s%s%s", strstr(m, path) ? "" : path,
+                 strstr(m, path) ? "" : ": ", m);
+        lua_settop(L, 0);
+        return MQHUB_EBAD_REQUEST;
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
+static int dup_default(char **slot, const char *def)
+{
+    if (!*slot)
+        *slot = strdup(def);
+    return *slot ? 0 : MQHUB_EINTERNAL;
+}
+
+/* No transport declared: TCP on DEFAULT_TCP, WebSocket + dashboard on
+ * DEFAULT_WS. */
+static int add_default_transports(lua_State *L, config_t *c)
+{
+    static const char *const names[] = {"tcp", "websocket"};
+    static const char *const listens[] = {DEFAULT_TCP, DEFAULT_WS};
+
+    c->transports = calloc(2, sizeof *c->transports);
+    if (!c->transports)
+        return MQHUB_EINTERNAL;
+    for (unsigned i = 0; i < 2; i++) {
+        lua_newtable(L);
+        lua_pushstring(L, listens[i]);
+        lua_setfield(L, -2, "listen");
+        c->transports[i].name = strdup(names[i]);
+        c->transports[i].table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        c->n_transports++;
+        if (!c->transports[i].name)
+            return MQHUB_EINTERNAL;
+    }
+    return 0;
+}
+
+static int finish(config_t *c, char *errmsg, size_t errlen)
+{
+    lua_State *L = c->L;
+    const char *file = c->path ? c->path : "defaults";
+
+    for (unsigned i = 0; i < c->n_peers; i++) {
+        if (c->peers[i].id == c->node_id) {
+            snprintf(errmsg, errlen, "%s: peers[%llu] has this node's id (node.id)", file,
+                     (unsigned long long)c->node_id);
+            return MQHUB_EBAD_REQUEST;
+        }
+    }
+    if (dup_default(&c->data_dir, DEFAULT_DATA_DIR) ||
+        dup_default(&c->raft_address, DEFAULT_RAFT) ||
+        dup_default(&c->plugin_dir, MQHUB_PLUGIN_DIR) ||
+        (c->n_transports == 0 && add_default_transports(L, c)))
+        return MQHUB_EINTERNAL;
+    for (unsigned i = 0; i < c->n_transports; i++) {
+        config_transport_t *t = &c->transports[i];
+        if (!t->path && asprintf(&t->path, "%s/%s.so", c->plugin_dir, t->name) < 0) {
+            t->path = NULL;
+            return MQHUB_EINTERNAL;
+        }
+        const char *listen = config_transport_string(c, t, "listen");
+        if (!c->client_address && strcmp(t->name, "tcp") == 0 && listen &&
+            !(c->client_address = strdup(listen)))
+            return MQHUB_EINTERNAL;
+    }
+    return 0;
+}
+
+int config_load(config_t **out, const char *path, char *errmsg, size_t errlen)
+{
+    config_t *c = calloc(1, sizeof *c);
+    lua_State *L = luaL_newstate();
+    int rv = MQHUB_EINTERNAL;
+
+    if (!c || !L) {
+        snprintf(errmsg, errlen, "configuration: out of memory");
+        free(c);
+        if (L)
+            lua_close(L);
+        return MQHUB_EINTERNAL;
+    }
+    c->L = L;
+    c->node_id = 1;
+    c->max_frame = DEFAULT_MAX_FRAME;
+    c->log_level = MQHUB_LOG_INFO;
+    luaL_openlibs(L);
+    loader_t ld = {.c = c};
+    install_directives(L, &ld);
+    if (path && !(c->path = strdup(path)))
+        goto fail;
+    rv = path ? run_file(L, &ld, path, errmsg, errlen) : 0;
+    uninstall_directives(L);
+    if (rv != 0)
+        goto fail;
+    if ((rv = finish(c, errmsg, errlen)) != 0)
+        goto fail;
+    *out = c;
+    return 0;
+fail:
+    if (rv == MQHUB_EINTERNAL)
+        snprintf(errmsg, errlen, "configuration: out of memory");
+    config_free(c);
+    return rv;
+}
+
+static void free_objects(config_object_t *a, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        free(a[i].name);
+        free(a[i].attrs);
+    }
+    free(a);
+}
+
+void config_free(config_t *c)
+{
+    if (!c)
+        return;
+    if (c->L)
+        lua_close(c->L);
+    for (unsigned i = 0; i < c->n_peers; i++) {
+        free((char *)c->peers[i].raft_address);
+        free((char *)c->peers[i].client_address);
+    }
+    for (unsigned i = 0; i < c->n_transports; i++) {
+        free(c->transports[i].name);
+        free(c->transports[i].path);
+    }
+    free_objects(c->queues, c->n_queues);
+    free_objects(c->topics, c->n_topics);
+    free_objects(c->scripts, c->n_scripts);
+    free(c->peers);
+    free(c->transports);
+    free(c->data_dir);
+    free(c->raft_address);
+    free(c->token);
+    free(c->plugin_dir);
+    free(c->path);
+    free(c->client_address);
+    free(c);
+}
+
+/* ---- plugin lookups ------------------------------------------------------- */
+
+/* Push t's field @key; returns its Lua type. The caller pops 2. */
+static int push_field(config_t *c, const config_transport_t *t, const char *key)
+{
+    lua_State *L = c->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->table_ref);
+    return lua_getfield(L, -1, key);
+}
+
+const char *config_transport_string(config_t *c, const config_transport_t *t,
+                                    const char *key)
+{
+    lua_State *L = c->L;
+    /* The string stays alive: the table holding it is anchored in the registry. */
+    const char *s = push_field(c, t, key) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 2);
+    return s;
+}
+
+int config_transport_int(config_t *c, const config_transport_t *t, const char *key,
+                         int64_t def, int64_t *out)
+{
+    lua_State *L = c->L;
+    int type = push_field(c, t, key);
+    int ok = 0;
+    lua_Integer v = type == LUA_TBOOLEAN ? lua_toboolean(L, -1) : lua_tointegerx(L, -1, &ok);
+    lua_pop(L, 2);
+    if (type == LUA_TNIL) {
+        *out = def;
+        return 0;
+    }
+    if (type == LUA_TBOOLEAN) { /* dashboard = true reads as 1 */
+        *out = v;
+        return 0;
+    }
+    if (type != LUA_TNUMBER || !ok)
+        return MQHUB_EBAD_REQUEST;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,1158 @@
+/* hub.c: the node. It owns the loop-side objects of one daemon (the state
+ * machine, its raft group, the plugins, client sessions, long-poll waiters)
+ * and dispatches every request a transport submits.
+ *
+ * Start with hub_request(): decode (wire_decode_request), find the op's row
+ * in the op table (ops_find, core/sm/ops.c), authenticate, then dispatch()
+ * by the row's kind: local ops (hello, ping) are answered here, reads by
+ * fsm_read() on the leader, writes go through replica_submit() and their
+ * reply comes back in on_replica_done(); session ops go to the push engine
+ * (push.c), cluster ops to cluster.c. `receive` with a wait is a long
+ * poll: receive_start() parks it in its queue's FIFO (waitq_t) until the
+ * state machine reports ready messages (on_fsm_ready → on_wake, next loop
+ * turn) or its deadline timer fires; a receive applied with no message while
+ * time remains is parked again at the head of the FIFO.
+ *
+ * Lifetimes: a request that waits on raft or on a queue is a hub_req_t
+ * linked to its session. Closing the session detaches them (their callbacks
+ * are never called again); a detached request still in raft is freed when
+ * raft answers, a parked one at once (after its timer handle closed).
+ *
+ * Latency: every request is timed from hub_request() entry to the call of
+ * its reply callback, into its session's transport histogram (metrics_lat_t,
+ * found once when the session opens). While hub_request() runs, the reply
+ * callback is timed_reply() (on the stack: no allocation); a request that
+ * waits copies its start into its hub_req_t (req_new). Not timed: receives
+ * that were parked (their wait is the client's, counted by
+ * longpoll_parked_total), cluster.* admin ops, and requests whose session
+ * closed first. Plugins read the histograms through metric_get (lat_get).
+ *
+ * Extending: a new local op is a row in the op table with kind OPS_LOCAL and
+ * one branch in dispatch(); ops of the state machine need nothing here.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clock.h"
+#include "node.h"
+
+#define HUB_PROTOCOL_VERSION 1
+#define HUB_MAX_WAIT_S 30
+#define HUB_CHECK_MS 200 /* how often parked waiters check leadership */
+#define HUB_WAITQ_BUCKETS 256
+#define HUB_DEFAULT_LISTEN "127.0.0.1:6200"
+
+typedef struct hub_req hub_req_t;
+typedef struct waitq waitq_t;
+
+struct mqhub_session {
+    hub_t *hub;
+    mqhub_push_cb push;
+    void *push_arg;
+    bool authed;
+    bool broken;
+    hub_req_t *reqs; /* outstanding requests */
+    mqhub_session_t *prev, *next;
+    metrics_lat_t *lat; /* its transport's histogram; NULL: not timed */
+    char transport[32];
+    char peer[64];
+};
+
+struct hub_req {
+    hub_t *hub;
+    mqhub_session_t *s; /* NULL once the session closed */
+    mqhub_reply_cb cb;
+    void *arg;
+    hub_req_t *prev, *next; /* in s->reqs */
+    metrics_lat_t *lat; /* NULL: not timed (parked once) */
+    uint64_t t0;    /* uv_hrtime() at hub_request entry */
+    uint64_t id;
+    bool in_replica;
+    /* Long-poll receives only. */
+    waitq_t *q;
+    hub_req_t *wprev, *wnext; /* in q's FIFO while parked */
+    bool parked;
+    bool timer_init;
+    uint64_t deadline; /* uv_now() ms */
+    uv_timer_t timer;
+    size_t len;
+    char frame[]; /* the receive request, resubmitted on wake-up */
+};
+
+/* Long-poll waiters of one queue. Freed when it has none and no receive of
+ * it is in raft. */
+struct waitq {
+    waitq_t *next; /* hash chain */
+    hub_req_t *head, *tail;
+    unsigned inflight; /* its receives submitted to raft */
+    bool signalled;
+    waitq_t *snext; /* in hub->signalled */
+    size_t len;
+    char name[];
+};
+
+/* A request's reply callback while hub_request() runs (see the map). */
+typedef struct timed {
+    mqhub_reply_cb cb;
+    void *arg;
+    metrics_lat_t *lat;
+    uint64_t t0;
+} timed_t;
+
+struct hub {
+    uv_loop_t *loop;
+    config_t *cfg;
+    fsm_t *fsm;
+    replica_t *replica;
+    cluster_t *cluster;
+    push_t *push;
+    plugin_t **plugins;
+    unsigned n_plugins;
+    mqhub_session_t *sessions;
+    waitq_t *buckets[HUB_WAITQ_BUCKETS];
+    waitq_t *signalled;
+    unsigned n_parked;
+    uv_timer_t wake;  /* 0 ms: wakes signalled queues on the next loop turn */
+    uv_timer_t check; /* periodic: parked waiters of a node no longer leader */
+    metrics_t *metrics;
+    bool declared; /* the config's queues and topics were submitted */
+    bool stopping;
+    unsigned stop_pending;
+    void (*stop_cb)(void *arg);
+    void *stop_arg;
+    char client_address[256];
+};
+
+/* ---------------------------------------------------------------- metrics */
+
+/* Time a reply given before hub_request() returned. */
+static void timed_reply(void *arg, const char *reply, size_t len)
+{
+    timed_t *t = arg;
+
+    metrics_lat_observe(t->lat, t->t0);
+    t->cb(t->arg, reply, len);
+}
+
+/* The gauge "sessions_open.<transport>": sessions open per transport (the
+ * name of the plugin that opened them), exported by /metrics. */
+static void count_session(hub_t *h, const char *transport, int64_t delta)
+{
+    char name[64];
+
+    snprintf(name, sizeof name, "sessions_open.%s", transport);
+    metrics_add(h->metrics, name, delta);
+}
+
+static const char *leader_address(hub_t *h)
+{
+    return h->replica != NULL ? replica_leader_address(h->replica) : NULL;
+}
+
+static void reply_error(hub_t *h, mqhub_reply_cb cb, void *arg, bool has_id, uint64_t id,
+                        int code, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
+static void reply_error(hub_t *h, mqhub_reply_cb cb, void *arg, bool has_id, uint64_t id,
+                        int code, const char *fmt, ...)
+{
+    const char *leader = code == MQHUB_ENOT_LEADER ? leader_address(h) : NULL;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    metrics_add(h->metrics, "errors_total", 1);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_pack_error(&pk, has_id, id, code, msg, leader);
+    cb(arg, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The sentence for a status raft gave us instead of a reply. */
+static void reply_status(hub_t *h, mqhub_reply_cb cb, void *arg, uint64_t id, int status)
+{
+    const char *leader = leader_address(h);
+
+    if (status == MQHUB_ENOT_LEADER && leader != NULL)
+        reply_error(h, cb, arg, true, id, status,
+                    "this node is not the leader; send it to the leader at %s", leader);
+    else if (status == MQHUB_ENOT_LEADER)
+        reply_error(h, cb, arg, true, id, status,
+                    "this node is not the leader and no leader is known yet; retry");
+    else if (status == MQHUB_EUNAVAILABLE)
+        reply_error(h, cb, arg, true, id, status,
+                    "no leader or no quorum right now, or the node is shutting down; retry");
+    else if (status == MQHUB_ETIMEOUT)
+        reply_error(h, cb, arg, true, id, status,
+                    "leadership changed before the request was known to be committed: it "
+                    "may or may not have been performed (use dedup_id to resend safely)");
+    else
+        reply_error(h, cb, arg, true, id, status, "%s", mqhub_strerror(status));
+}
+
+static void reply_empty_msgs(mqhub_reply_cb cb, void *arg, uint64_t id)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_pack_head(&pk, true, id, true, 1);
+    mp_pack_cstr(&pk, "msgs");
+    msgpack_pack_array(&pk, 0);
+    cb(arg, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ------------------------------------------------------- pending requests */
+
+static hub_req_t *req_new(mqhub_session_t *s, mqhub_reply_cb cb, void *arg, uint64_t id,
+                          const char *frame, size_t len)
+{
+    hub_req_t *r = calloc(1, sizeof *r + len);
+
+    if (r == NULL)
+        return NULL;
+    r->hub = s->hub;
+    r->s = s;
+    r->cb = cb;
+    r->arg = arg;
+    if (cb == timed_reply) { /* it outlives hub_request(): keep its start */
+        timed_t *t = arg;
+        r->cb = t->cb;
+        r->arg = t->arg;
+        r->lat = t->lat;
+        r->t0 = t->t0;
+    }
+    r->id = id;
+    r->len = len;
+    if (len > 0)
+        memcpy(r->frame, frame, len);
+    r->next = s->reqs;
+    if (s->reqs != NULL)
+        s->reqs->prev = r;
+    s->reqs = r;
+    return r;
+}
+
+static void req_detach(hub_req_t *r)
+{
+    if (r->s == NULL)
+        return;
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        r->s->reqs = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    r->s = NULL;
+}
+
+static waitq_t **waitq_slot(hub_t *h, const char *name, size_t len)
+{
+    uint32_t hash = 2166136261u;
+
+    for (size_t i = 0; i < len; i++)
+        hash = (hash ^ (unsigned char)name[i]) * 16777619u;
+    return &h->buckets[hash % HUB_WAITQ_BUCKETS];
+}
+
+static waitq_t *waitq_find(hub_t *h, const char *name, size_t len)
+{
+    for (waitq_t *q = *waitq_slot(h, name, len); q != NULL; q = q->next) {
+        if (q->len == len && memcmp(q->name, name, len) == 0)
+            return q;
+    }
+    return NULL;
+}
+
+static waitq_t *waitq_get(hub_t *h, const char *name, size_t len)
+{
+    waitq_t *q = waitq_find(h, name, len), **slot;
+
+    if (q != NULL)
+        return q;
+    q = calloc(1, sizeof *q + len);
+    if (q == NULL)
+        return NULL;
+    memcpy(q->name, name, len);
+    q->len = len;
+    slot = waitq_slot(h, name, len);
+    q->next = *slot;
+    *slot = q;
+    return q;
+}
+
+/* Free @q when nothing refers to it any more. */
+static void waitq_release(hub_t *h, waitq_t *q)
+{
+    waitq_t **p;
+
+    if (q->head != NULL || q->inflight > 0 || q->signalled)
+        return;
+    for (p = waitq_slot(h, q->name, q->len); *p != q; p = &(*p)->next)
+        ;
+    *p = q->next;
+    free(q);
+}
+
+static void park_unlink(hub_req_t *r)
+{
+    waitq_t *q = r->q;
+
+    if (!r->parked)
+        return;
+    if (r->wprev != NULL)
+        r->wprev->wnext = r->wnext;
+    else
+        q->head = r->wnext;
+    if (r->wnext != NULL)
+        r->wnext->wprev = r->wprev;
+    else
+        q->tail = r->wprev;
+    r->wprev = r->wnext = NULL;
+    r->parked = false;
+    r->hub->n_parked--;
+}
+
+static void on_req_timer_closed(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+/* Forget @r: out of its session, its queue's FIFO, then freed (after its
+ * timer handle closed). Never while raft still holds it. */
+static void req_free(hub_req_t *r)
+{
+    hub_t *h = r->hub;
+    waitq_t *q = r->q;
+
+    req_detach(r);
+    park_unlink(r);
+    if (q != NULL)
+        waitq_release(h, q);
+    if (r->timer_init) {
+        r->timer.data = r;
+        uv_close((uv_handle_t *)&r->timer, on_req_timer_closed);
+    } else {
+        free(r);
+    }
+}
+
+/* Call @r's callback (when its session is open) with @reply, then free it. */
+static void req_reply(hub_req_t *r, const char *reply, size_t len)
+{
+    mqhub_reply_cb cb = r->cb;
+    void *arg = r->arg;
+    bool open = r->s != NULL;
+
+    if (open)
+        metrics_lat_observe(r->lat, r->t0);
+    req_free(r);
+    if (open)
+        cb(arg, reply, len);
+}
+
+static void req_fail(hub_req_t *r, int status)
+{
+    mqhub_reply_cb cb = r->cb;
+    void *arg = r->arg;
+    bool open = r->s != NULL;
+    uint64_t id = r->id;
+    hub_t *h = r->hub;
+
+    if (open)
+        metrics_lat_observe(r->lat, r->t0);
+    req_free(r);
+    if (open)
+        reply_status(h, cb, arg, id, status);
+}
+
+/* ------------------------------------------------------------ long polls */
+
+static void receive_submit(hub_req_t *r);
+
+static void on_deadline(uv_timer_t *t)
+{
+    hub_req_t *r = t->data;
+    mqhub_reply_cb cb = r->cb;
+    void *arg = r->arg;
+    uint64_t id = r->id;
+    bool open = r->s != NULL;
+
+    /* A receive in raft now answers when raft replies (deadline passed). */
+    if (!r->parked)
+        return;
+    req_free(r);
+    if (open)
+        reply_empty_msgs(cb, arg, id);
+}
+
+/* Park @r in its queue's FIFO (at the head when it was there before), with
+ * its deadline timer running. */
+static void receive_park(hub_req_t *r, bool at_head)
+{
+    waitq_t *q = r->q;
+    uint64_t now = uv_now(r->hub->loop);
+
+    if (!r->timer_init) {
+        uv_timer_init(r->hub->loop, &r->timer);
+        r->timer.data = r;
+        r->timer_init = true;
+        uv_timer_start(&r->timer, on_deadline, r->deadline > now ? r->deadline - now : 0, 0);
+    }
+    if (at_head && q->head != NULL) {
+        r->wnext = q->head;
+        q->head->wprev = r;
+        q->head = r;
+    } else {
+        r->wprev = q->tail;
+        if (q->tail != NULL)
+            q->tail->wnext = r;
+        else
+            q->head = r;
+        q->tail = r;
+    }
+    r->parked = true;
+    r->lat = NULL; /* its wait is not latency (see the map) */
+    r->hub->n_parked++;
+    metrics_add(r->hub->metrics, "longpoll_parked_total", 1);
+}
+
+/* Whether @reply is a successful receive with an empty msgs list. */
+static bool reply_is_empty_receive(const char *reply, size_t len)
+{
+    msgpack_unpacked u;
+    const msgpack_object *ok, *msgs;
+    bool empty = false;
+
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        ok = mp_map_get(&u.data, "ok");
+        msgs = mp_map_get(&u.data, "msgs");
+        empty = ok != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean &&
+                msgs != NULL && msgs->type == MSGPACK_OBJECT_ARRAY && msgs->via.array.size == 0;
+    }
+    msgpack_unpacked_destroy(&u);
+    return empty;
+}
+
+static void on_receive_done(hub_req_t *r, int status, const char *reply, size_t len)
+{
+    hub_t *h = r->hub;
+
+    r->q->inflight--;
+    if (r->s == NULL) {
+        req_free(r);
+    } else if (status != 0) {
+        req_fail(r, status);
+    } else if (!h->stopping && uv_now(h->loop) < r->deadline &&
+               reply_is_empty_receive(reply, len)) {
+        receive_park(r, true);
+    } else {
+        req_reply(r, reply, len);
+    }
+}
+
+static void on_replica_done(void *arg, int status, const char *reply, size_t len)
+{
+    hub_req_t *r = arg;
+
+    r->in_replica = false;
+    if (r->q != NULL)
+        on_receive_done(r, status, reply, len);
+    else if (r->s == NULL)
+        req_free(r);
+    else if (status != 0)
+        req_fail(r, status);
+    else
+        req_reply(r, reply, len);
+}
+
+static void receive_submit(hub_req_t *r)
+{
+    int rc = replica_submit(r->hub->replica, r->frame, r->len, on_replica_done, r);
+
+    if (rc != 0) {
+        req_fail(r, rc);
+        return;
+    }
+    r->in_replica = true;
+    r->q->inflight++;
+}
+
+/* Hand the head waiters of @q to raft, as many as it has ready messages
+ * beyond the receives already on their way. FIFO: the oldest first. */
+static void waitq_wake(hub_t *h, waitq_t *q)
+{
+    uint64_t ready = fsm_queue_ready(h->fsm, q->name, q->len);
+
+    while (q->head != NULL && q->inflight < ready) {
+        hub_req_t *r = q->head;
+        park_unlink(r);
+        receive_submit(r);
+    }
+}
+
+static void on_wake(uv_timer_t *t)
+{
+    hub_t *h = t->data;
+
+    while (h->signalled != NULL) {
+        waitq_t *q = h->signalled;
+        h->signalled = q->snext;
+        q->snext = NULL;
+        if (!h->stopping)
+            waitq_wake(h, q); /* q stays allocated while signalled */
+        q->signalled = false;
+        waitq_release(h, q);
+    }
+}
+
+/* Called during apply: note the queue; wake its waiters on the next turn,
+ * outside raft's apply. */
+static void on_fsm_ready(void *arg, const char *queue, size_t len)
+{
+    hub_t *h = arg;
+    waitq_t *q = waitq_find(h, queue, len);
+
+    if (h->stopping || q == NULL || q->head == NULL || q->signalled)
+        return;
+    q->signalled = true;
+    q->snext = h->signalled;
+    h->signalled = q;
+    uv_timer_start(&h->wake, on_wake, 0, 0);
+}
+
+/* Complete every parked waiter with @status. */
+static void fail_parked(hub_t *h, int status)
+{
+    for (unsigned i = 0; i < HUB_WAITQ_BUCKETS && h->n_parked > 0; i++) {
+        waitq_t *q = h->buckets[i];
+        while (q != NULL) {
+            waitq_t *next = q->next;
+            /* The last req_fail may free q: stop touching it then. */
+            while (q->head != NULL) {
+                bool last = q->head->wnext == NULL && q->inflight == 0 && !q->signalled;
+                req_fail(q->head, status);
+                if (last)
+                    break;
+            }
+            q = next;
+        }
+    }
+}
+
+static void on_declared_done(void *arg, int status, const char *reply, size_t len)
+{
+    config_object_t *o = arg;
+    msgpack_unpacked u;
+    const msgpack_object *ok, *err;
+
+    if (status != 0) {
+        log_warn("hub", "%s declared in the config: %s", o->name,
+                 mqhub_strerror(status));
+        return;
+    }
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        (ok = mp_map_get(&u.data, "ok")) != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN &&
+        !ok->via.boolean && (err = mp_map_get(&u.data, "error")) != NULL &&
+        err->type == MSGPACK_OBJECT_STR)
+        log_warn("hub", "%s declared in the config: %.*s", o->name,
+                 (int)err->via.str.size, err->via.str.ptr);
+    msgpack_unpacked_destroy(&u);
+}
+
+/* Submit @op (queue.create, topic.create) for each object the config
+ * declares. Creating one that exists with equal attributes succeeds. */
+static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
+{
+    if (n == 0)
+        return;
+    for (unsigned i = 0; i < n; i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, objs[i].attrs_len > 0 ? 4 : 3);
+        mp_pack_cstr(&pk, "op");
+        mp_pack_cstr(&pk, op);
+        mp_pack_cstr(&pk, "id");
+        msgpack_pack_uint64(&pk, 0);
+        mp_pack_cstr(&pk, "name");
+        mp_pack_cstr(&pk, objs[i].name);
+        if (strcmp(op, "script.load") == 0) { /* attrs holds the source text */
+            mp_pack_cstr(&pk, "source");
+            msgpack_pack_str_with_body(&pk, objs[i].attrs, objs[i].attrs_len);
+        } else if (objs[i].attrs_len > 0) {
+            mp_pack_cstr(&pk, "attrs");
+            msgpack_sbuffer_write(&sb, objs[i].attrs, objs[i].attrs_len);
+        }
+        if (replica_submit(h->replica, sb.data, sb.size, on_declared_done, &objs[i]) != 0)
+            log_warn("hub", "%s declared in the config: not submitted", objs[i].name);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+/* From the replica as soon as leadership changes: waiters parked here can
+ * no longer be served, so they move to the new leader (NOT_LEADER names it). */
+/* Leadership is checked on every change (on_leadership) and periodically as
+ * a safety net (on_check): a node that stops leading fails its parked
+ * waiters and closes its push sessions with NOT_LEADER, so clients move to
+ * the leader; a node that leads for the first time creates what the config
+ * declares. */
+static void check_leadership(hub_t *h, bool leader)
+{
+    if (h->n_parked > 0 && !leader)
+        fail_parked(h, MQHUB_ENOT_LEADER);
+    push_check(h->push);
+    if (leader && !h->declared) {
+        h->declared = true;
+        declare(h, "script.load", h->cfg->scripts, h->cfg->n_scripts);
+        declare(h, "queue.create", h->cfg->queues, h->cfg->n_queues);
+        declare(h, "topic.create", h->cfg->topics, h->cfg->n_topics);
+    }
+}
+
+static void on_leadership(void *arg, bool leader)
+{
+    check_leadership(arg, leader);
+}
+
+static void on_check(uv_timer_t *t)
+{
+    hub_t *h = t->data;
+    check_leadership(h, replica_is_leader(h->replica));
+}
+
+/* The queue's polling_wait attribute (its default long-poll wait), read
+ * through the state machine's queue.get; 0 when the queue does not exist. */
+static uint64_t default_wait(hub_t *h, const msgpack_object *queue)
+{
+    msgpack_sbuffer req, resp;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    const msgpack_object *attrs, *pw;
+    uint64_t wait = 0;
+    size_t off = 0;
+
+    msgpack_sbuffer_init(&req);
+    msgpack_sbuffer_init(&resp);
+    msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    mp_pack_cstr(&pk, "op");
+    mp_pack_cstr(&pk, "queue.get");
+    mp_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 0);
+    mp_pack_cstr(&pk, "name");
+    msgpack_pack_object(&pk, *queue);
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, req.data, req.size, &off) == MSGPACK_UNPACK_SUCCESS &&
+        fsm_read(h->fsm, &u.data, &resp) == 0) {
+        msgpack_unpacked_destroy(&u);
+        msgpack_unpacked_init(&u);
+        if (msgpack_unpack_next(&u, resp.data, resp.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            (attrs = mp_map_get(&u.data, "attrs")) != NULL &&
+            (pw = mp_map_get(attrs, "polling_wait")) != NULL &&
+            pw->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            wait = pw->via.u64;
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&req);
+    msgpack_sbuffer_destroy(&resp);
+    return wait > HUB_MAX_WAIT_S ? HUB_MAX_WAIT_S : wait;
+}
+
+/* `receive`: submit now when messages are ready or no wait is asked, else
+ * park until some arrive or the wait ends. */
+static void receive_start(mqhub_session_t *s, const wire_request_t *v, const char *buf,
+                          size_t len, mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    const msgpack_object *queue = mp_map_get(v->map, "queue");
+    const msgpack_object *w = mp_map_get(v->map, "wait");
+    uint64_t wait;
+    hub_req_t *r;
+
+    if (queue == NULL || queue->type != MSGPACK_OBJECT_STR) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                    "queue: receive needs the queue's name as a string");
+        return;
+    }
+    if (w != NULL && (w->type != MSGPACK_OBJECT_POSITIVE_INTEGER || w->via.u64 > HUB_MAX_WAIT_S)) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                    "wait: seconds to wait for a message, an integer 0-%d", HUB_MAX_WAIT_S);
+        return;
+    }
+    if (!replica_is_leader(h->replica)) {
+        reply_status(h, cb, arg, v->id, MQHUB_ENOT_LEADER);
+        return;
+    }
+    wait = w != NULL ? w->via.u64 : default_wait(h, queue);
+    r = req_new(s, cb, arg, v->id, buf, len);
+    if (r == NULL || (r->q = waitq_get(h, queue->via.str.ptr, queue->via.str.size)) == NULL) {
+        if (r != NULL)
+            req_free(r);
+        reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
+        return;
+    }
+    r->deadline = uv_now(h->loop) + wait * 1000;
+    if (wait == 0 || fsm_queue_ready(h->fsm, r->q->name, r->q->len) > r->q->inflight)
+        receive_submit(r);
+    else
+        receive_park(r, false);
+}
+
+/* -------------------------------------------------------------- dispatch */
+
+static bool token_equal(const char *want, const msgpack_object *got)
+{
+    size_t n = strlen(want);
+    unsigned char diff = 0;
+
+    if (got == NULL || got->type != MSGPACK_OBJECT_STR || got->via.str.size != n)
+        return false;
+    for (size_t i = 0; i < n; i++) /* constant time: no early exit */
+        diff |= (unsigned char)(want[i] ^ got->via.str.ptr[i]);
+    return diff == 0;
+}
+
+static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    const msgpack_object *ver = mp_map_get(v->map, "version");
+    const char *leader = leader_address(h);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    if (ver == NULL || ver->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        ver->via.u64 != HUB_PROTOCOL_VERSION) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                    "version: this server speaks protocol version %d", HUB_PROTOCOL_VERSION);
+        return;
+    }
+    if (h->cfg->token != NULL && !token_equal(h->cfg->token, mp_map_get(v->map, "token"))) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
+                    "token: missing or wrong; give the token of the server's auth{} config");
+        return;
+    }
+    s->authed = true;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_pack_head(&pk, true, v->id, true, leader ? 5 : 4);
+    mp_pack_cstr(&pk, "server");
+    mp_pack_cstr(&pk, "mqhub");
+    mp_pack_cstr(&pk, "version");
+    msgpack_pack_uint32(&pk, HUB_PROTOCOL_VERSION);
+    mp_pack_cstr(&pk, "node");
+    msgpack_pack_uint64(&pk, h->cfg->node_id);
+    if (leader != NULL) {
+        mp_pack_cstr(&pk, "leader");
+        mp_pack_cstr(&pk, leader);
+    }
+    mp_pack_cstr(&pk, "max_frame");
+    msgpack_pack_uint64(&pk, hub_max_frame(h));
+    cb(arg, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_pack_head(&pk, true, id, true, 0);
+    cb(arg, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void read_op(hub_t *h, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+{
+    msgpack_sbuffer sb;
+
+    if (!replica_is_leader(h->replica)) {
+        reply_status(h, cb, arg, v->id, MQHUB_ENOT_LEADER);
+        return;
+    }
+    msgpack_sbuffer_init(&sb);
+    fsm_read(h->fsm, v->map, &sb);
+    cb(arg, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void write_op(mqhub_session_t *s, const wire_request_t *v, const char *buf,
+                     size_t len, mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    hub_req_t *r = req_new(s, cb, arg, v->id, NULL, 0);
+    int rc;
+
+    if (r == NULL) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
+        return;
+    }
+    rc = replica_submit(h->replica, buf, len, on_replica_done, r);
+    if (rc != 0)
+        req_fail(r, rc);
+    else
+        r->in_replica = true;
+}
+
+/* subscribe / credit / unsubscribe (@op): the push engine (push.c). */
+static void session_op(mqhub_session_t *s, enum ops_node op, const wire_request_t *v,
+                       mqhub_reply_cb cb, void *arg)
+{
+    char err[256];
+    int rc = push_request(s->hub->push, s, op, s->push, s->push_arg, v->map, err, sizeof err);
+
+    if (rc == 0)
+        reply_ok(cb, arg, v->id);
+    else if (rc == MQHUB_ENOT_LEADER)
+        reply_status(s->hub, cb, arg, v->id, rc);
+    else
+        reply_error(s->hub, cb, arg, true, v->id, rc, "%s", err);
+}
+
+/* @v's row of the op table (@o, NULL: unknown) decides who answers it.
+ * @cb is timed_reply, @arg its timed_t. */
+static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
+                     const char *buf, size_t len, mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    timed_t *t = arg;
+
+    if (h->stopping) {
+        reply_status(h, cb, arg, v->id, MQHUB_EUNAVAILABLE);
+        return;
+    }
+    if (h->cfg->token != NULL && !s->authed && !(o && (o->flags & OPS_F_PUBLIC))) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
+                    "this server needs a token: send hello {version: 1, token} first");
+        return;
+    }
+    switch (o ? o->kind : OPS_UNKNOWN) {
+    case OPS_LOCAL:
+        if (o->node == OPS_NODE_HELLO)
+            hello(s, v, cb, arg);
+        else
+            reply_ok(cb, arg, v->id); /* ping */
+        return;
+    case OPS_READ:
+        read_op(h, v, cb, arg);
+        return;
+    case OPS_WRITE:
+        if (o->flags & OPS_F_LONG_POLL)
+            receive_start(s, v, buf, len, cb, arg);
+        else
+            write_op(s, v, buf, len, cb, arg);
+        return;
+    case OPS_SESSION:
+        session_op(s, o->node, v, cb, arg);
+        return;
+    case OPS_CLUSTER: /* not timed: may wait outside a hub_req_t */
+        cluster_request(h->cluster, s, o->node, v, t->cb, t->arg);
+        return;
+    case OPS_INTERNAL: /* proposed by the node itself, never by a client */
+    case OPS_UNKNOWN:
+        break;
+    }
+    reply_error(h, cb, arg, true, v->id, MQHUB_EUNKNOWN_OP, "unknown op '%.*s'",
+                (int)(v->op_len > 64 ? 64 : v->op_len), v->op);
+}
+
+int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb cb, void *arg)
+{
+    timed_t t = {.cb = cb, .arg = arg, .lat = s->lat, .t0 = uv_hrtime()};
+    wire_request_t v;
+    msgpack_unpacked u;
+    char err[256];
+
+    metrics_add(s->hub->metrics, "requests_total", 1);
+    msgpack_unpacked_init(&u);
+    if (wire_decode_request(&u, buf, len, &v, err, sizeof err) != 0) {
+        if (!v.has_id)
+            s->broken = true;
+        reply_error(s->hub, timed_reply, &t, v.has_id, v.id, MQHUB_EBAD_REQUEST, "%s", err);
+    } else {
+        dispatch(s, ops_find(v.op, v.op_len), &v, buf, len, timed_reply, &t);
+    }
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+/* -------------------------------------------------------------- sessions */
+
+mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *peer,
+                                  mqhub_push_cb push, void *push_arg)
+{
+    mqhub_session_t *s = calloc(1, sizeof *s);
+
+    if (s == NULL)
+        return NULL;
+    s->hub = h;
+    s->push = push;
+    s->push_arg = push_arg;
+    snprintf(s->transport, sizeof s->transport, "%s", transport);
+    s->lat = metrics_lat_slot(h->metrics, s->transport);
+    snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
+    s->next = h->sessions;
+    if (h->sessions != NULL)
+        h->sessions->prev = s;
+    h->sessions = s;
+    metrics_add(h->metrics, "sessions_opened_total", 1);
+    count_session(h, s->transport, 1);
+    log_debug("hub", "session open %s %s", s->transport, s->peer);
+    return s;
+}
+
+void hub_session_close(mqhub_session_t *s)
+{
+    hub_t *h = s->hub;
+
+    while (s->reqs != NULL) {
+        hub_req_t *r = s->reqs;
+        if (r->in_replica)
+            req_detach(r); /* freed when raft answers */
+        else
+            req_free(r);
+    }
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        h->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    cluster_session_closed(h->cluster, s);
+    push_session_close(h->push, s);
+    metrics_add(h->metrics, "sessions_closed_total", 1);
+    count_session(h, s->transport, -1);
+    log_debug("hub", "session close %s %s", s->transport, s->peer);
+    free(s);
+}
+
+bool hub_session_broken(mqhub_session_t *s)
+{
+    return s->broken;
+}
+
+metrics_t *hub_metrics(hub_t *h)
+{
+    return h->metrics;
+}
+
+uv_loop_t *hub_loop(hub_t *h)
+{
+    return h->loop;
+}
+
+size_t hub_max_frame(hub_t *h)
+{
+    return h->cfg->max_frame;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+/* The address clients reach us at, told to them as the leader's: the
+ * config's, else our TCP transport's listen address. */
+static void find_client_address(hub_t *h)
+{
+    const char *listen = HUB_DEFAULT_LISTEN;
+
+    if (h->cfg->client_address != NULL) {
+        snprintf(h->client_address, sizeof h->client_address, "%s", h->cfg->client_address);
+        return;
+    }
+    for (unsigned i = 0; i < h->cfg->n_transports; i++) {
+        config_transport_t *t = &h->cfg->transports[i];
+        if (strcmp(t->name, "tcp") == 0) {
+            const char *l = config_transport_string(h->cfg, t, "listen");
+            if (l != NULL)
+                listen = l;
+        }
+    }
+    snprintf(h->client_address, sizeof h->client_address, "%s", listen);
+}
+
+static int make_dir(const char *dir, char *errmsg, size_t errlen)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(errmsg, errlen, "data directory %s: %s", dir, strerror(errno));
+        return MQHUB_EINTERNAL;
+    }
+    return 0;
+}
+
+/* Stop and unload the plugins loaded so far, running the loop until their
+ * handles are closed (start failed: nothing else runs yet). */
+static void unload_plugins(hub_t *h)
+{
+    for (unsigned i = 0; i < h->n_plugins; i++)
+        plugin_stop(h->plugins[i]);
+    uv_run(h->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < h->n_plugins; i++)
+        plugin_unload(h->plugins[i]);
+    free(h->plugins);
+    h->plugins = NULL;
+    h->n_plugins = 0;
+}
+
+static int load_plugins(hub_t *h, char *errmsg, size_t errlen)
+{
+    h->plugins = calloc(h->cfg->n_transports + 1, sizeof *h->plugins);
+    if (h->plugins == NULL) {
+        snprintf(errmsg, errlen, "out of memory");
+        return MQHUB_EINTERNAL;
+    }
+    for (unsigned i = 0; i < h->cfg->n_transports; i++) {
+        int rc = plugin_load(&h->plugins[h->n_plugins], h, h->cfg, &h->cfg->transports[i],
+                             errmsg, errlen);
+        if (rc != 0) {
+            unload_plugins(h);
+            return rc;
+        }
+        h->n_plugins++;
+    }
+    return 0;
+}
+
+static int start_replica(hub_t *h, char *errmsg, size_t errlen)
+{
+    char dir[4096];
+    replica_config_t rc = {
+        .id = h->cfg->node_id,
+        .dir = dir,
+        .raft_address = h->cfg->raft_address,
+        .client_address = h->client_address,
+        .peers = h->cfg->peers,
+        .n_peers = h->cfg->n_peers,
+        .snapshot_threshold = h->cfg->snapshot_threshold,
+        .snapshot_trailing = h->cfg->snapshot_trailing,
+        .join = h->cfg->join,
+    };
+
+    snprintf(dir, sizeof dir, "%s/raft", h->cfg->data_dir);
+    return replica_start(&h->replica, h->loop, h->fsm, &rc, errmsg, errlen);
+}
+
+/* The parts that need no loop handle, so a failure frees them plainly. */
+static int hub_alloc(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t errlen)
+{
+    hub_t *h = calloc(1, sizeof *h);
+    int rc;
+
+    if (h == NULL || metrics_new(&h->metrics) != 0) {
+        free(h);
+        snprintf(errmsg, errlen, "out of memory");
+        return MQHUB_EINTERNAL;
+    }
+    h->loop = loop;
+    h->cfg = cfg;
+    find_client_address(h);
+    rc = make_dir(cfg->data_dir, errmsg, errlen);
+    if (rc == 0)
+        rc = fsm_open(&h->fsm, cfg->data_dir, errmsg, errlen);
+    if (rc == 0 && (push_new(&h->push, h->fsm) != 0 || cluster_new(&h->cluster, h->fsm) != 0)) {
+        snprintf(errmsg, errlen, "out of memory");
+        rc = MQHUB_EINTERNAL;
+    }
+    if (rc != 0) {
+        hub_free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t errlen)
+{
+    hub_t *h;
+    int rc = hub_alloc(&h, loop, cfg, errmsg, errlen);
+
+    if (rc != 0)
+        return rc;
+    fsm_set_ready_cb(h->fsm, on_fsm_ready, h);
+    fsm_set_read_clock(h->fsm, clock_wall_ms);
+    rc = load_plugins(h, errmsg, errlen);
+    if (rc == 0 && (rc = start_replica(h, errmsg, errlen)) != 0)
+        unload_plugins(h);
+    if (rc != 0) {
+        hub_free(h);
+        return rc;
+    }
+    uv_timer_init(loop, &h->wake);
+    h->wake.data = h;
+    uv_timer_init(loop, &h->check);
+    h->check.data = h;
+    replica_set_state_cb(h->replica, on_leadership, h);
+    cluster_set_replica(h->cluster, h->replica);
+    push_start(h->push, loop, h->replica);
+    uv_timer_start(&h->check, on_check, HUB_CHECK_MS, HUB_CHECK_MS);
+    *out = h;
+    return 0;
+}
+
+static void stop_step_done(hub_t *h)
+{
+    if (--h->stop_pending == 0 && h->stop_cb != NULL)
+        h->stop_cb(h->stop_arg);
+}
+
+static void on_hub_timer_closed(uv_handle_t *handle)
+{
+    stop_step_done(handle->data);
+}
+
+static void on_replica_stopped(void *arg)
+{
+    stop_step_done(arg);
+}
+
+void hub_stop(hub_t *h, void (*cb)(void *arg), void *arg)
+{
+    if (h->stopping)
+        return;
+    h->stopping = true;
+    h->stop_cb = cb;
+    h->stop_arg = arg;
+    h->stop_pending = 4;
+    for (unsigned i = 0; i < h->n_plugins; i++)
+        plugin_stop(h->plugins[i]);
+    fail_parked(h, MQHUB_EUNAVAILABLE);
+    uv_close((uv_handle_t *)&h->wake, on_hub_timer_closed);
+    uv_close((uv_handle_t *)&h->check, on_hub_timer_closed);
+    push_stop(h->push, on_replica_stopped, h);
+    replica_stop(h->replica, on_replica_stopped, h);
+}
+
+void hub_free(hub_t *h)
+{
+    while (h->sessions != NULL)
+        hub_session_close(h->sessions);
+    for (unsigned i = 0; i < h->n_plugins; i++)
+        plugin_unload(h->plugins[i]);
+    free(h->plugins);
+    for (unsigned i = 0; i < HUB_WAITQ_BUCKETS; i++) {
+        while (h->buckets[i] != NULL) {
+            waitq_t *q = h->buckets[i];
+            h->buckets[i] = q->next;
+            free(q);
+        }
+    }
+    cluster_free(h->cluster);
+    push_free(h->push);
+    fsm_close(h->fsm);
+    metrics_free(h->metrics);
+    free(h);
+}

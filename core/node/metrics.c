@@ -1,0 +1,153 @@
+/* metrics.c: the node's counters and request latency histograms, read by
+ * plugins (metric_get: the WebSocket plugin's /metrics and dashboard).
+ *
+ * Counters are named and created on first use (metrics_add). Latency is one
+ * histogram per transport (metrics_lat_slot, claimed when a session of that
+ * transport opens; at most LAT_TRANSPORTS, further ones are not timed),
+ * read through metrics_get() as "request_seconds_count.<transport>",
+ * "request_seconds_sum_us.<transport>" and
+ * "request_seconds_bucket.<transport>.<i>" (cumulative). Loop thread only.
+ * To add a histogram family: a prefix in metrics_get() and its reader.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+
+#define LAT_BUCKETS 12   /* upper bounds in lat_bounds_ns */
+#define LAT_TRANSPORTS 8 /* histograms; sessions of further transports are not timed */
+#define LAT_PREFIX "request_seconds_"
+
+typedef struct metric {
+    char *name;
+    int64_t value;
+} metric_t;
+
+/* Request latency of one transport: bucket[i] counts requests with
+ * lat_bounds_ns[i-1] < duration <= lat_bounds_ns[i]; the last one those
+ * above every bound. Cumulative only when read (lat_get). */
+struct metrics_lat {
+    char transport[32]; /* "" = free */
+    uint64_t bucket[LAT_BUCKETS + 1];
+    uint64_t count, sum_ns;
+};
+
+struct metrics {
+    metric_t *all;
+    unsigned n;
+    metrics_lat_t lat[LAT_TRANSPORTS];
+};
+
+int metrics_new(metrics_t **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : MQHUB_EINTERNAL;
+}
+
+void metrics_free(metrics_t *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->n; i++)
+        free(m->all[i].name);
+    free(m->all);
+    free(m);
+}
+
+void metrics_add(metrics_t *m, const char *name, int64_t delta)
+{
+    metric_t *all;
+
+    for (unsigned i = 0; i < m->n; i++) {
+        if (strcmp(m->all[i].name, name) == 0) {
+            m->all[i].value += delta;
+            return;
+        }
+    }
+    all = realloc(m->all, (m->n + 1) * sizeof *all);
+    if (all == NULL)
+        return;
+    m->all = all;
+    all[m->n].name = strdup(name);
+    if (all[m->n].name == NULL)
+        return;
+    all[m->n++].value = delta;
+}
+
+static const uint64_t lat_bounds_ns[LAT_BUCKETS] = {
+    500000,    1000000,   2500000,   5000000,   10000000,  25000000,
+    50000000,  100000000, 250000000, 500000000, 1000000000, 5000000000};
+
+metrics_lat_t *metrics_lat_slot(metrics_t *m, const char *transport)
+{
+    for (unsigned i = 0; i < LAT_TRANSPORTS; i++) {
+        metrics_lat_t *l = &m->lat[i];
+        if (l->transport[0] == '\0')
+            snprintf(l->transport, sizeof l->transport, "%s", transport);
+        if (strcmp(l->transport, transport) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+void metrics_lat_observe(metrics_lat_t *l, uint64_t t0)
+{
+    uint64_t ns = uv_hrtime() - t0;
+    unsigned i = 0;
+
+    if (l == NULL)
+        return;
+    while (i < LAT_BUCKETS && ns > lat_bounds_ns[i])
+        i++;
+    l->bucket[i]++;
+    l->count++;
+    l->sum_ns += ns; /* microseconds only when read: short requests add up */
+}
+
+static metrics_lat_t *lat_find(metrics_t *m, const char *transport, size_t len)
+{
+    for (unsigned i = 0; i < LAT_TRANSPORTS; i++) {
+        if (strlen(m->lat[i].transport) == len && memcmp(m->lat[i].transport, transport, len) == 0)
+            return &m->lat[i];
+    }
+    return NULL;
+}
+
+/* "request_seconds_count.T", "request_seconds_sum_us.T" and
+ * "request_seconds_bucket.T.I" (requests of transport T that took at most
+ * bound I, 0-11, cumulative); @name is past LAT_PREFIX. */
+static int64_t lat_get(metrics_t *m, const char *name)
+{
+    const char *t, *dot;
+    metrics_lat_t *l;
+    char *end;
+    unsigned long idx;
+    uint64_t n = 0;
+
+    if (strncmp(name, "count.", 6) == 0 || strncmp(name, "sum_us.", 7) == 0) {
+        t = strchr(name, '.') + 1;
+        l = lat_find(m, t, strlen(t));
+        return l == NULL ? 0 : (int64_t)(name[0] == 'c' ? l->count : l->sum_ns / 1000);
+    }
+    if (strncmp(name, "bucket.", 7) != 0 || (dot = strrchr(name + 7, '.')) == NULL)
+        return 0;
+    idx = strtoul(dot + 1, &end, 10);
+    l = lat_find(m, name + 7, (size_t)(dot - (name + 7)));
+    if (l == NULL || *end != '\0' || end == dot + 1 || idx >= LAT_BUCKETS)
+        return 0;
+    for (unsigned long i = 0; i <= idx; i++)
+        n += l->bucket[i];
+    return (int64_t)n;
+}
+
+int64_t metrics_get(metrics_t *m, const char *name)
+{
+    if (strncmp(name, LAT_PREFIX, sizeof LAT_PREFIX - 1) == 0)
+        return lat_get(m, name + sizeof LAT_PREFIX - 1);
+    for (unsigned i = 0; i < m->n; i++) {
+        if (strcmp(m->all[i].name, name) == 0)
+            return m->all[i].value;
+    }
+    return 0;
+}

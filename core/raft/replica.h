@@ -1,0 +1,162 @@
+/* core/raft/replica.h: one raft group (replica.c) and the raft_io wrapper
+ * that takes snapshots off the loop (snapshot.c), as core/node and the tests
+ * use them. Loop thread only unless a function says otherwise.
+ */
+#ifndef MQHUB_RAFT_REPLICA_H
+#define MQHUB_RAFT_REPLICA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <raft.h>
+#include <uv.h>
+
+#include "sm/sm.h"
+
+/* ======================================================================
+ * replica.c — one raft group on the loop: raft_uv + raft_uv_tcp storage and
+ * transport, bootstrap on first start, group commit of submitted commands,
+ * periodic and due-time ticks, snapshots. A group is an object: several may
+ * live on one loop.
+ * ====================================================================== */
+typedef struct replica replica_t;
+
+typedef struct replica_peer {
+    uint64_t id;
+    const char *raft_address;   /* host:port */
+    const char *client_address; /* host:port of its TCP transport, or NULL */
+} replica_peer_t;
+
+typedef struct replica_config {
+    uint64_t id;                 /* this node */
+    const char *dir;             /* raft log + snapshots live here */
+    const char *raft_address;    /* host:port raft listens on */
+    const char *client_address;  /* our TCP transport address, for NOT_LEADER */
+    const replica_peer_t *peers; /* the other initial voters */
+    unsigned n_peers;
+    unsigned snapshot_threshold; /* entries between snapshots (0: default) */
+    unsigned snapshot_trailing;  /* entries kept after one (0: default) */
+    bool join;                   /* never bootstrap: wait to be added */
+} replica_config_t;
+
+/* Called once per submitted command: status 0 with the reply map, or with
+ * reply NULL: MQHUB_ENOT_LEADER / MQHUB_EUNAVAILABLE when it was never
+ * proposed (safe to retry), MQHUB_ETIMEOUT when its entry was proposed but
+ * leadership was lost or raft closed before it was known to be committed
+ * (it may still be applied: outcome unknown). */
+typedef void (*replica_done_cb)(void *arg, int status, const char *reply, size_t len);
+
+int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
+                  const replica_config_t *cfg, char *errmsg, size_t errlen);
+/* Copy @cmd (a request map) into the current batch; all commands submitted
+ * in one loop turn share one raft entry. Returns 0 (cb will be called), or
+ * MQHUB_ENOT_LEADER / MQHUB_EUNAVAILABLE (cb never called). */
+int replica_submit(replica_t *r, const char *cmd, size_t len, replica_done_cb cb,
+                   void *arg);
+bool replica_is_leader(replica_t *r);
+/* Client address of the current leader, NULL while unknown. */
+const char *replica_leader_address(replica_t *r);
+uint64_t replica_id(replica_t *r);
+/* Counters for cluster.status and metrics. */
+typedef struct replica_stats {
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t last_applied;
+    uint64_t leader_id;          /* 0 while unknown */
+    uint64_t entries;            /* raft entries this node proposed */
+    uint64_t commands;           /* commands in them */
+} replica_stats_t;
+void replica_stats(replica_t *r, replica_stats_t *out);
+
+/* ---- membership (cluster.c is the caller) ----
+ * Client addresses of other nodes: from the config's peers, from
+ * replica_add(), and from what the leader replicates (docs/operations.md). */
+const char *replica_client_address(replica_t *r, uint64_t id); /* NULL: unknown */
+/* Called on the loop whenever this node gains (true) or loses leadership. */
+void replica_set_state_cb(replica_t *r, void (*cb)(void *arg, bool leader), void *arg);
+/* Completion of add/remove/transfer: 0, or MQHUB_ENOT_LEADER,
+ * MQHUB_ENOT_FOUND, MQHUB_EEXISTS, MQHUB_EBAD_REQUEST, MQHUB_EUNAVAILABLE with
+ * raft's sentence in @errmsg. */
+typedef void (*replica_change_cb)(void *arg, int status, const char *errmsg);
+/* Add node @id (raft at @raft_address) as a spare, then make it a voter once
+ * it caught up (raft's catch-up rounds). @client_address may be NULL. Returns
+ * 0 (cb will run), or a code (cb never runs; MQHUB_EEXISTS also when @id is a
+ * voter at that address already). Leader only. */
+int replica_add(replica_t *r, uint64_t id, const char *raft_address,
+                const char *client_address, replica_change_cb cb, void *arg);
+int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
+/* Hand leadership to voter @id (0: raft picks the most up to date). */
+int replica_transfer(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
+typedef struct replica_node {
+    uint64_t id;
+    const char *raft_address;   /* valid until the next loop turn */
+    const char *client_address; /* NULL when unknown */
+    const char *role;           /* "voter", "standby", "spare" */
+    bool leader;
+    bool has_match;             /* match_index known (we lead) */
+    uint64_t match_index;
+} replica_node_t;
+/* Fill up to @max members of the current configuration; returns how many
+ * there are. */
+unsigned replica_nodes(replica_t *r, replica_node_t *out, unsigned max);
+/* Close raft; the open batch fails with MQHUB_EUNAVAILABLE, proposed entries
+ * with MQHUB_ETIMEOUT (each callback
+ * still runs exactly once, some of them before this returns); @cb when done,
+ * after which @r is freed. Call it from the loop, not from a replica_done_cb.
+ * replica_start() failing after raft_init also cleans up through the loop. */
+void replica_stop(replica_t *r, void (*cb)(void *arg), void *arg);
+
+/* ======================================================================
+ * snapshot.c — raft snapshots off the loop thread (docs/architecture.md
+ * "Recovery"): it decorates both what raft sees of the state machine (its
+ * snapshot callback freezes the store and returns a placeholder) and of the
+ * storage (a struct raft_io wrapped around raft_uv dumps the frozen store in
+ * the libuv thread pool, writes it through raft_uv, thaws the store). The
+ * state machine knows nothing of it.
+ * ====================================================================== */
+/* The wrapper. Fields are private; embed it in the object that owns @inner.
+ * It owns two uv timers (opened at first use, closed by raft's close).
+ * InstallSnapshot sends share one loaded copy of the snapshot, at most one
+ * send per follower is in flight, and a follower that was sent the snapshot
+ * at some index is not sent it again for SNAPSHOT_RESEND_MS (snapshot.c
+ * "Sends"): the leader holds at most one copy of the snapshot for them. */
+#define SNAPSHOT_PEERS 8
+struct snapshot_put;
+struct snapshot_sent;
+struct snapshot_get;
+typedef struct snapshot_peer {
+    uint64_t id, index, done_ms; /* last successful send: index, uv_now() */
+    bool in_flight;
+} snapshot_peer_t;
+typedef struct snapshot_io {
+    struct raft_io io;          /* what raft sees of the storage */
+    struct raft_fsm fsm;        /* what raft sees of the state machine */
+    struct raft_io *inner;      /* raft_uv */
+    struct raft_fsm *inner_fsm; /* the decorated raft_fsm */
+    store_t *st;                /* the state machine's store (not owned) */
+    uv_loop_t *loop;
+    struct snapshot_put *put;   /* the deferred put in progress, or NULL */
+    raft_io_close_cb close_cb;  /* set once raft closes */
+    uv_timer_t timer;           /* loop lag probe during a dump, then drain */
+    bool timer_init, timer_closed;
+    store_t *draining;          /* store whose overlay the timer drains */
+    uint64_t lag_last, lag_max, drain_t0; /* uv_hrtime() ns */
+    /* Sends (added by perf2): */
+    struct snapshot_sent *sent;  /* the loaded snapshot sends share, or NULL */
+    struct snapshot_get *gets;   /* raft's snapshot_get requests waiting */
+    struct raft_io_snapshot_get load_req; /* our load through raft_uv */
+    bool loading;
+    uint64_t load_epoch, put_epoch, next_gen; /* put_epoch: puts completed */
+    uv_timer_t get_timer;        /* serves waiting gets; expires the copy */
+    bool get_timer_init, get_timer_closed, inner_closing;
+    snapshot_peer_t peers[SNAPSHOT_PEERS];
+} snapshot_io_t;
+/* Wrap @inner (raft_uv, initialised, not yet given to raft_init) and
+ * @inner_fsm (the raft_fsm over the store @st that raft would otherwise see):
+ * raft_init() then takes &w->io and &w->fsm. w->fsm passes apply and restore
+ * through and answers snapshot/snapshot_finalize with placeholders itself.
+ * @w lives until raft's close callback. Loop thread. */
+void snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, struct raft_fsm *inner_fsm,
+                      store_t *st, uv_loop_t *loop);
+
+#endif

@@ -1,0 +1,1768 @@
+/* queue.c: queues and messages — the semantics of PROTOCOL.md "Queues" and
+ * "Messages", called by fsm.c only (handlers queue_op_*).
+ *
+ * State lives in the store (docs/architecture.md "Key layout"):
+ *   #qid                      next queue id (u64be)
+ *   Q<name>                   queue record: id, attrs, next_seq, counters
+ *   M<qid be64><seq be64>     message record (small msgpack array, see msg_pack)
+ *   B<qid be64><seq be64>     message body (none when the record refers
+ *                             to a topic message's body: see "Shared bodies")
+ *   D<qid be64><dedup_id>     dedup entry [at, seq, msg_id]
+ * In memory there are only indexes, rebuilt from the store by queue_rebuild():
+ * per queue the ready heap (seqs; for ordered queues the head of each
+ * deliverable group, with one heap per group), the heap of deleted-but-kept
+ * messages and the dedup heap (both expired by tick), and one global timer
+ * heap (due, qid, seq) for delayed and locked messages. Index entries are
+ * validated lazily against the stored record, so stale ones are skipped.
+ *
+ * A message is in one state: READY, DELAYED, INFLIGHT (locked until
+ * visible_at) or DELETED (kept for the rewind window). Every transition goes
+ * through set_state(), which keeps the stats counters exact. A receipt is
+ * "<qid>.<seq>.<receive_count>" (hex): valid while the message is INFLIGHT
+ * with that receive count and its lock has not expired.
+ *
+ * A send passes the gate (script.c: active blocks, the queue's hook) after
+ * every other check and before it is stored.
+ *
+ * Shared bodies: a message fanned out from a topic stores no B body; its
+ * record names the topic message [tid, seq] and body.c keeps the body with
+ * a reference count (body_get / body_release). Every path that
+ * removes a record releases its reference (msg_remove, queue_del_records);
+ * a dead-letter move hands it over to the new record.
+ *
+ * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
+ * a handler here, one line in fsm.c's op table. Iterate queues only through
+ * the id-ordered list (never a hash map): tick's work budget must pick the
+ * same messages on every node.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "heap.h"
+#include "hmap.h"
+#include "sm_int.h"
+
+#define META_QID "#qid"
+#define ID_MAX_LEN 128        /* group and dedup_id */
+#define DEDUP_WINDOW_MS 300000
+#define TICK_BUDGET 10000     /* removals per tick */
+#define BATCH_MAX 256
+#define RECEIVE_MAX 256
+#define VISIBILITY_MAX 43200
+#define KEY_LEN 17            /* prefix + qid + seq */
+
+enum msg_state { MS_READY, MS_DELAYED, MS_INFLIGHT, MS_DELETED };
+
+struct attrs {
+    uint64_t visibility_timeout, polling_wait, max_msg_size, retention, rewind_window;
+    uint64_t max_backlog, delay, dlq_max;
+    char dlq[MQHUB_NAME_MAX + 1]; /* "" when none */
+    bool ordered;
+};
+
+static const struct attrs attrs_default = {
+    .visibility_timeout = 30, .max_msg_size = 65536, .retention = 345600,
+};
+
+struct stats {
+    uint64_t ready, inflight, delayed, retained, sent_total, received_total, deleted_total;
+};
+
+struct group {
+    heap_t ready;      /* seqs of READY messages of the group */
+    uint32_t inflight;
+    uint64_t listed;   /* the seq listed in the queue's ready heap, 0 when none */
+};
+
+typedef struct queue {
+    char name[MQHUB_NAME_MAX + 1];
+    size_t nlen;
+    uint64_t id, next_seq;
+    struct attrs a;
+    struct stats s;
+    heap_t ready;      /* u64 seqs (ordered: group heads) */
+    hmap_t groups;     /* ordered queues: group name -> struct group */
+    uint64_t n_listed; /* ordered queues: groups deliverable now */
+    heap_t deleted;    /* struct stamp (deleted_at, seq) */
+    heap_t dedup;      /* struct dedup_ref */
+    bool dirty, woke;
+    struct queue *next;       /* id order */
+    struct queue *dirty_next; /* this entry's dirty list */
+} queue_t;
+
+struct stamp { uint64_t at, seq; };
+struct timer { uint64_t due, qid, seq; };
+struct dedup_ref { uint64_t at; char *id; size_t len; };
+
+struct queues {
+    store_t *st;
+    hmap_t by_name, by_id;
+    queue_t *first; /* id order */
+    heap_t timers;
+    queue_t *dirty;
+    uint64_t next_qid, now;
+    bool failed, tick_more;
+    fsm_ready_cb cb;
+    void *cb_arg;
+    fsm_gate_fn gate;          /* script.c: blocks and hooks, or NULL */
+    fsm_hook_name_fn hook_name;
+    void *gate_arg;
+};
+
+/* A decoded message record; the pointers live in u / raw. */
+struct msg {
+    uint64_t seq;
+    int st;
+    char msg_id[48];
+    uint64_t enqueued_at, visible_at, rc, first_received_at, deleted_at;
+    const char *group, *dedup;
+    size_t glen, dlen;
+    bool has_group;
+    msgpack_object attrs; /* NIL or a map */
+    msgpack_object tags;  /* NIL or an array of str (messages from a topic) */
+    bool has_ref;         /* the body is topic message [ref_tid, ref_seq]'s */
+    uint64_t ref_tid, ref_seq;
+    msgpack_unpacked u;   /* its strings point into raw */
+    char *raw;            /* the stored record (store_free), or NULL */
+};
+
+/* ---- small helpers ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_stamp(const void *a, const void *b)
+{
+    const struct stamp *x = a, *y = b;
+    return x->at != y->at ? (x->at < y->at ? -1 : 1) : cmp_u64(&x->seq, &y->seq);
+}
+
+static int cmp_timer(const void *a, const void *b)
+{
+    const struct timer *x = a, *y = b;
+    if (x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    if (x->qid != y->qid)
+        return x->qid < y->qid ? -1 : 1;
+    return cmp_u64(&x->seq, &y->seq);
+}
+
+static int cmp_dedup(const void *a, const void *b)
+{
+    return cmp_u64(&((const struct dedup_ref *)a)->at, &((const struct dedup_ref *)b)->at);
+}
+
+static void qput(queues_t *qs, const void *k, size_t kl, const void *v, size_t vl)
+{
+    if (store_put(qs->st, k, kl, v, vl) != 0)
+        qs->failed = true;
+}
+
+/* ---- queue records ---- */
+
+static queue_t *queue_find(queues_t *qs, const char *name, size_t len)
+{
+    return hmap_get(&qs->by_name, name, len);
+}
+
+static queue_t *queue_by_id(queues_t *qs, uint64_t id)
+{
+    return hmap_get(&qs->by_id, &id, sizeof(id));
+}
+
+static void mark_dirty(queues_t *qs, queue_t *q)
+{
+    if (!q->dirty) {
+        q->dirty = true;
+        q->dirty_next = qs->dirty;
+        qs->dirty = q;
+    }
+}
+
+static void qrec_key(unsigned char *k, const queue_t *q)
+{
+    k[0] = 'Q';
+    memcpy(k + 1, q->name, q->nlen);
+}
+
+static void queue_save(queues_t *qs, queue_t *q)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    unsigned char k[1 + MQHUB_NAME_MAX];
+    const struct attrs *a = &q->a;
+    const struct stats *s = &q->s;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 19);
+    uint64_t nums[] = {q->id, q->next_seq, a->visibility_timeout, a->polling_wait,
+                       a->max_msg_size, a->retention, a->rewind_window, a->max_backlog,
+                       a->delay, a->dlq_max, s->ready, s->inflight, s->delayed, s->retained,
+                       s->sent_total, s->received_total, s->deleted_total};
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+        msgpack_pack_uint64(&pk, nums[i]);
+    mp_pack_str(&pk, a->dlq, strlen(a->dlq));
+    if (a->ordered)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    qrec_key(k, q);
+    qput(qs, k, 1 + q->nlen, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static int queue_decode(queue_t *q, const char *v, size_t vl)
+{
+    msgpack_unpacked u;
+    uint64_t nums[17];
+    int rc = MQHUB_EINTERNAL;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 19)
+        goto out;
+    const msgpack_object *o = u.data.via.array.ptr;
+    for (int i = 0; i < 17; i++) {
+        if (o[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            goto out;
+        nums[i] = o[i].via.u64;
+    }
+    if (o[17].type != MSGPACK_OBJECT_STR || o[17].via.str.size > MQHUB_NAME_MAX ||
+        o[18].type != MSGPACK_OBJECT_BOOLEAN)
+        goto out;
+    q->id = nums[0], q->next_seq = nums[1];
+    q->a = (struct attrs){nums[2], nums[3], nums[4], nums[5], nums[6], nums[7], nums[8],
+                          nums[9], "", o[18].via.boolean};
+    memcpy(q->a.dlq, o[17].via.str.ptr, o[17].via.str.size);
+    q->s = (struct stats){nums[10], nums[11], nums[12], nums[13], nums[14], nums[15], nums[16]};
+    rc = 0;
+out:
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static queue_t *queue_alloc(const char *name, size_t len)
+{
+    queue_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    memcpy(q->name, name, len);
+    q->nlen = len;
+    heap_init(&q->ready, sizeof(uint64_t), cmp_u64);
+    hmap_init(&q->groups);
+    heap_init(&q->deleted, sizeof(struct stamp), cmp_stamp);
+    heap_init(&q->dedup, sizeof(struct dedup_ref), cmp_dedup);
+    return q;
+}
+
+static void group_free(struct group *g)
+{
+    heap_free(&g->ready);
+    free(g);
+}
+
+/* Drop the in-memory indexes of @q (not the store records). */
+static void queue_clear_indexes(queue_t *q)
+{
+    for (size_t i = 0; i < q->groups.cap; i++) {
+        if (q->groups.slots[i].key)
+            group_free(q->groups.slots[i].val);
+    }
+    hmap_free(&q->groups);
+    heap_clear(&q->ready);
+    heap_clear(&q->deleted);
+    q->n_listed = 0;
+}
+
+static void queue_destroy(queue_t *q)
+{
+    struct dedup_ref d;
+    queue_clear_indexes(q);
+    heap_free(&q->ready);
+    heap_free(&q->deleted);
+    while (heap_pop(&q->dedup, &d) == 0)
+        free(d.id);
+    heap_free(&q->dedup);
+    free(q);
+}
+
+/* Insert @q in the id-ordered list and the maps. */
+static int queue_link(queues_t *qs, queue_t *q)
+{
+    queue_t **pp = &qs->first;
+    if (hmap_put(&qs->by_name, q->name, q->nlen, q) != 0 ||
+        hmap_put(&qs->by_id, &q->id, sizeof(q->id), q) != 0)
+        return MQHUB_EINTERNAL;
+    while (*pp && (*pp)->id < q->id)
+        pp = &(*pp)->next;
+    q->next = *pp;
+    *pp = q;
+    return 0;
+}
+
+static void queue_unlink(queues_t *qs, queue_t *q)
+{
+    hmap_del(&qs->by_name, q->name, q->nlen);
+    hmap_del(&qs->by_id, &q->id, sizeof(q->id));
+    for (queue_t **pp = &qs->first; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+    for (queue_t **pp = &qs->dirty; *pp; pp = &(*pp)->dirty_next) {
+        if (*pp == q) {
+            *pp = q->dirty_next;
+            break;
+        }
+    }
+}
+
+/* ---- message records ---- */
+
+static void msg_free(struct msg *m)
+{
+    msgpack_unpacked_destroy(&m->u);
+    store_free(m->raw);
+    m->raw = NULL;
+}
+
+static bool obj_uint(const msgpack_object *o, uint64_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return false;
+    *out = o->via.u64;
+    return true;
+}
+
+static bool obj_opt_str(const msgpack_object *o, const char **s, size_t *len)
+{
+    *s = NULL;
+    *len = 0;
+    if (o->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (o->type != MSGPACK_OBJECT_STR)
+        return false;
+    *s = o->via.str.ptr;
+    *len = o->via.str.size;
+    return true;
+}
+
+/* Record: [state, msg_id, enqueued_at, visible_at, receive_count,
+ *          first_received_at, deleted_at, group|nil, dedup_id|nil, attrs|nil,
+ *          tags|nil, ref]; records written before tags existed have 10
+ * fields; ref ([topic id, topic seq]) is there only when the body is shared. */
+static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
+{
+    uint64_t st;
+    const msgpack_object *o;
+    msgpack_unpacked_init(&m->u);
+    m->seq = seq;
+    if (msgpack_unpack_next(&m->u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
+        m->u.data.type != MSGPACK_OBJECT_ARRAY || m->u.data.via.array.size < 10 ||
+        m->u.data.via.array.size > 12)
+        goto bad;
+    o = m->u.data.via.array.ptr;
+    if (!obj_uint(&o[0], &st) || st > MS_DELETED || o[1].type != MSGPACK_OBJECT_STR ||
+        o[1].via.str.size >= sizeof(m->msg_id) || !obj_uint(&o[2], &m->enqueued_at) ||
+        !obj_uint(&o[3], &m->visible_at) || !obj_uint(&o[4], &m->rc) ||
+        !obj_uint(&o[5], &m->first_received_at) || !obj_uint(&o[6], &m->deleted_at) ||
+        !obj_opt_str(&o[7], &m->group, &m->glen) || !obj_opt_str(&o[8], &m->dedup, &m->dlen))
+        goto bad;
+    m->st = (int)st;
+    memcpy(m->msg_id, o[1].via.str.ptr, o[1].via.str.size);
+    m->msg_id[o[1].via.str.size] = 0;
+    m->has_group = m->group != NULL;
+    m->attrs = o[9];
+    m->tags = m->u.data.via.array.size > 10 ? o[10] : (msgpack_object){.type = MSGPACK_OBJECT_NIL};
+    m->has_ref = m->u.data.via.array.size > 11;
+    if (m->has_ref && (o[11].type != MSGPACK_OBJECT_ARRAY || o[11].via.array.size != 2 ||
+                       !obj_uint(&o[11].via.array.ptr[0], &m->ref_tid) ||
+                       !obj_uint(&o[11].via.array.ptr[1], &m->ref_seq)))
+        goto bad;
+    return 0;
+bad:
+    log_error("queue", "corrupt message record (seq %llu)", (unsigned long long)seq);
+    return MQHUB_EINTERNAL;
+}
+
+static int msg_load(queues_t *qs, const queue_t *q, uint64_t seq, struct msg *m)
+{
+    unsigned char k[KEY_LEN];
+    size_t vl;
+    store_key_id_seq(k, 'M', q->id, seq);
+    m->raw = store_get(qs->st, k, KEY_LEN, &vl);
+    if (!m->raw) {
+        msgpack_unpacked_init(&m->u);
+        return MQHUB_ENOT_FOUND;
+    }
+    return msg_decode(m, seq, m->raw, vl);
+}
+
+static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    unsigned char k[KEY_LEN];
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, m->has_ref ? 12 : 11);
+    msgpack_pack_uint8(&pk, (uint8_t)m->st);
+    mp_pack_str(&pk, m->msg_id, strlen(m->msg_id));
+    msgpack_pack_uint64(&pk, m->enqueued_at);
+    msgpack_pack_uint64(&pk, m->visible_at);
+    msgpack_pack_uint64(&pk, m->rc);
+    msgpack_pack_uint64(&pk, m->first_received_at);
+    msgpack_pack_uint64(&pk, m->deleted_at);
+    if (m->has_group)
+        mp_pack_str(&pk, m->group, m->glen);
+    else
+        msgpack_pack_nil(&pk);
+    if (m->dedup)
+        mp_pack_str(&pk, m->dedup, m->dlen);
+    else
+        msgpack_pack_nil(&pk);
+    msgpack_pack_object(&pk, m->attrs);
+    msgpack_pack_object(&pk, m->tags);
+    if (m->has_ref) {
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint64(&pk, m->ref_tid);
+        msgpack_pack_uint64(&pk, m->ref_seq);
+    }
+    store_key_id_seq(k, 'M', q->id, m->seq);
+    qput(qs, k, KEY_LEN, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Remove @m's record and body; a shared body's reference is released
+ * unless @keep_ref (a dead-letter move hands it over). */
+static void msg_remove(queues_t *qs, const queue_t *q, const struct msg *m, bool keep_ref)
+{
+    unsigned char k[KEY_LEN];
+    store_key_id_seq(k, 'M', q->id, m->seq);
+    store_del(qs->st, k, KEY_LEN);
+    if (!m->has_ref) {
+        store_key_id_seq(k, 'B', q->id, m->seq);
+        store_del(qs->st, k, KEY_LEN);
+    } else if (!keep_ref && body_release(qs->st, m->ref_tid, m->ref_seq) != 0) {
+        qs->failed = true;
+    }
+}
+
+/* The body of @m (store_free), NULL when absent. */
+static char *msg_body(queues_t *qs, const queue_t *q, const struct msg *m, size_t *blen)
+{
+    unsigned char k[KEY_LEN];
+    if (m->has_ref)
+        return body_get(qs->st, m->ref_tid, m->ref_seq, blen);
+    store_key_id_seq(k, 'B', q->id, m->seq);
+    return store_get(qs->st, k, KEY_LEN, blen);
+}
+
+static uint64_t *state_counter(queue_t *q, int st)
+{
+    switch (st) {
+    case MS_READY: return &q->s.ready;
+    case MS_DELAYED: return &q->s.delayed;
+    case MS_INFLIGHT: return &q->s.inflight;
+    default: return &q->s.retained;
+    }
+}
+
+/* Move @m to @st, keeping the counters exact (@m->st < 0: a new message). */
+static void set_state(queues_t *qs, queue_t *q, struct msg *m, int st)
+{
+    if (m->st >= 0)
+        (*state_counter(q, m->st))--;
+    if (st >= 0)
+        (*state_counter(q, st))++;
+    m->st = st;
+    mark_dirty(qs, q);
+}
+
+/* ---- ready index and ordered groups ---- */
+
+static struct group *group_get(queue_t *q, const struct msg *m, bool create)
+{
+    const char *name = m->has_group ? m->group : "";
+    size_t len = m->has_group ? m->glen : 0;
+    struct group *g = hmap_get(&q->groups, name, len);
+    if (!g && create && (g = calloc(1, sizeof(*g)))) {
+        heap_init(&g->ready, sizeof(uint64_t), cmp_u64);
+        if (hmap_put(&q->groups, name, len, g) != 0) {
+            group_free(g);
+            g = NULL;
+        }
+    }
+    return g;
+}
+
+/* List the group's head in the queue's ready heap when it is deliverable;
+ * free the group when it holds nothing (@g is then gone). */
+static void group_update(queue_t *q, const struct msg *m, struct group *g)
+{
+    const uint64_t *top = heap_top(&g->ready);
+    uint64_t head = g->inflight == 0 && top ? *top : 0;
+    if (head != g->listed) {
+        if (g->listed == 0)
+            q->n_listed++;
+        else if (head == 0)
+            q->n_listed--;
+        g->listed = head;
+        if (head)
+            heap_push(&q->ready, &head);
+    }
+    if (g->inflight == 0 && !top)
+        group_free(hmap_del(&q->groups, m->has_group ? m->group : "", m->has_group ? m->glen : 0));
+}
+
+static void ready_add(queues_t *qs, queue_t *q, struct msg *m)
+{
+    set_state(qs, q, m, MS_READY);
+    q->woke = true;
+    if (!q->a.ordered) {
+        heap_push(&q->ready, &m->seq);
+        return;
+    }
+    struct group *g = group_get(q, m, true);
+    if (g) {
+        heap_push(&g->ready, &m->seq);
+        group_update(q, m, g);
+    }
+}
+
+/* An INFLIGHT message of an ordered queue leaves that state. */
+static void group_release(queue_t *q, const struct msg *m)
+{
+    struct group *g;
+    if (q->a.ordered && m->st == MS_INFLIGHT && (g = group_get(q, m, false))) {
+        g->inflight--;
+        group_update(q, m, g);
+    }
+}
+
+static void timer_add(queues_t *qs, const queue_t *q, uint64_t due, uint64_t seq)
+{
+    struct timer t = {due, q->id, seq};
+    heap_push(&qs->timers, &t);
+}
+
+/* Remove a message for good (retention, rewind window, purge of one). */
+static void msg_drop(queues_t *qs, queue_t *q, struct msg *m)
+{
+    struct group *g;
+    if (q->a.ordered && m->st == MS_READY && (g = group_get(q, m, false))) {
+        /* Retention removes in seq order: m is its group's oldest. */
+        const uint64_t *top;
+        while ((top = heap_top(&g->ready)) && *top <= m->seq)
+            heap_pop(&g->ready, NULL);
+        if (g->listed == m->seq) {
+            g->listed = 0;
+            q->n_listed--;
+        }
+        group_update(q, m, g);
+    }
+    group_release(q, m);
+    set_state(qs, q, m, -1);
+    msg_remove(qs, q, m, false);
+}
+
+/* ---- lifecycle ---- */
+
+int queue_state_new(queues_t **out, store_t *st)
+{
+    queues_t *qs = calloc(1, sizeof(*qs));
+    if (!qs)
+        return MQHUB_EINTERNAL;
+    qs->st = st;
+    qs->next_qid = 1;
+    hmap_init(&qs->by_name);
+    hmap_init(&qs->by_id);
+    heap_init(&qs->timers, sizeof(struct timer), cmp_timer);
+    *out = qs;
+    return 0;
+}
+
+static void free_all_queues(queues_t *qs)
+{
+    while (qs->first) {
+        queue_t *q = qs->first;
+        qs->first = q->next;
+        queue_destroy(q);
+    }
+    hmap_free(&qs->by_name);
+    hmap_free(&qs->by_id);
+    heap_clear(&qs->timers);
+    qs->dirty = NULL;
+}
+
+void queue_state_free(queues_t *qs)
+{
+    if (!qs)
+        return;
+    free_all_queues(qs);
+    heap_free(&qs->timers);
+    free(qs);
+}
+
+void queue_set_ready_cb(queues_t *qs, fsm_ready_cb cb, void *arg)
+{
+    qs->cb = cb;
+    qs->cb_arg = arg;
+}
+
+/* ---- rebuild from the store ---- */
+
+struct rebuild {
+    queues_t *qs;
+    queue_t *q;
+    int rc;
+};
+
+static int rebuild_queue(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct rebuild *r = arg;
+    queue_t *q = queue_alloc(k + 1, kl - 1);
+    if (!q || kl - 1 > MQHUB_NAME_MAX || queue_decode(q, v, vl) != 0 || queue_link(r->qs, q) != 0) {
+        if (q)
+            queue_destroy(q);
+        r->rc = MQHUB_EINTERNAL;
+        return 1;
+    }
+    return 0;
+}
+
+static int rebuild_msg(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct rebuild *r = arg;
+    queue_t *q = r->q;
+    struct msg m = {.raw = NULL};
+    struct group *g;
+    if (kl != KEY_LEN || msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) != 0) {
+        msg_free(&m);
+        r->rc = MQHUB_EINTERNAL;
+        return 1;
+    }
+    switch (m.st) {
+    case MS_READY:
+        if (!q->a.ordered) {
+            heap_push(&q->ready, &m.seq);
+        } else if ((g = group_get(q, &m, true))) {
+            heap_push(&g->ready, &m.seq);
+        }
+        break;
+    case MS_INFLIGHT:
+        if (q->a.ordered && (g = group_get(q, &m, true)))
+            g->inflight++;
+        /* fall through */
+    case MS_DELAYED:
+        timer_add(r->qs, q, m.visible_at, m.seq);
+        break;
+    default: {
+        struct stamp s = {m.deleted_at, m.seq};
+        heap_push(&q->deleted, &s);
+    }
+    }
+    msg_free(&m);
+    return 0;
+}
+
+static int rebuild_dedup(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct rebuild *r = arg;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 3 &&
+        u.data.via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        struct dedup_ref d = {u.data.via.array.ptr[0].via.u64, malloc(kl - 9), kl - 9};
+        if (d.id) {
+            memcpy(d.id, k + 9, kl - 9);
+            heap_push(&r->q->dedup, &d);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+/* Ordered queues: list the head of every deliverable group. */
+static void list_groups(queue_t *q)
+{
+    for (size_t i = 0; i < q->groups.cap; i++) {
+        struct group *g = q->groups.slots[i].val;
+        const uint64_t *top;
+        if (q->groups.slots[i].key && g->inflight == 0 && (top = heap_top(&g->ready))) {
+            g->listed = *top;
+            q->n_listed++;
+            heap_push(&q->ready, top);
+        }
+    }
+}
+
+int queue_rebuild(queues_t *qs)
+{
+    struct rebuild r = {qs, NULL, 0};
+    size_t vl;
+    unsigned char *v;
+    free_all_queues(qs);
+    qs->next_qid = 1;
+    if ((v = store_get(qs->st, META_QID, strlen(META_QID), &vl)) && vl == 8)
+        qs->next_qid = store_be64_get(v);
+    store_free(v);
+    store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
+    for (queue_t *q = qs->first; q && r.rc == 0; q = q->next) {
+        unsigned char p[9];
+        r.q = q;
+        p[0] = 'M';
+        store_be64_put(p + 1, q->id);
+        store_scan(qs->st, p, 9, NULL, 0, rebuild_msg, &r);
+        p[0] = 'D';
+        store_scan(qs->st, p, 9, NULL, 0, rebuild_dedup, &r);
+        if (q->a.ordered)
+            list_groups(q);
+    }
+    return r.rc;
+}
+
+/* ---- around each entry ---- */
+
+/* Promote every delayed or locked message due by @now to ready. */
+void queue_begin(queues_t *qs, uint64_t now)
+{
+    const struct timer *top;
+    qs->now = now;
+    qs->failed = false;
+    while ((top = heap_top(&qs->timers)) && top->due <= now) {
+        struct timer t;
+        struct msg m;
+        heap_pop(&qs->timers, &t);
+        queue_t *q = queue_by_id(qs, t.qid);
+        if (!q)
+            continue;
+        if (msg_load(qs, q, t.seq, &m) == 0 && m.visible_at == t.due &&
+            (m.st == MS_DELAYED || m.st == MS_INFLIGHT)) {
+            group_release(q, &m);
+            ready_add(qs, q, &m);
+            msg_save(qs, q, &m);
+        }
+        msg_free(&m);
+    }
+}
+
+int queue_end(queues_t *qs)
+{
+    while (qs->dirty) {
+        queue_t *q = qs->dirty;
+        qs->dirty = q->dirty_next;
+        q->dirty = false;
+        queue_save(qs, q);
+        if (q->woke && qs->cb)
+            qs->cb(qs->cb_arg, q->name, q->nlen);
+        q->woke = false;
+    }
+    return qs->failed ? MQHUB_EINTERNAL : 0;
+}
+
+uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len)
+{
+    queue_t *q = queue_find(qs, name, len);
+    if (!q)
+        return 0;
+    return q->a.ordered ? q->n_listed : q->s.ready;
+}
+
+uint64_t queue_next_due(queues_t *qs, uint64_t now)
+{
+    const struct timer *t = heap_top(&qs->timers);
+    if (qs->tick_more)
+        return now;
+    return t ? t->due : UINT64_MAX;
+}
+
+/* ---- queue ops ---- */
+
+/* Apply the attrs map at @c->req["attrs"] over @a, validating every field.
+ * @self: the queue's own name (a dead-letter queue may not be itself). */
+static int attrs_parse(queues_t *qs, cmd_t *c, struct attrs *a, const char *self,
+                       size_t self_len, bool is_set)
+{
+    const msgpack_object *m = mp_map_get(c->req, "attrs"), *v;
+    int rc;
+    if (!m || m->type == MSGPACK_OBJECT_NIL)
+        return is_set ? cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' is required (a map)") : 0;
+    if (m->type != MSGPACK_OBJECT_MAP)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map");
+    if ((rc = cmd_arg_uint(c, m, "visibility_timeout", 0, VISIBILITY_MAX, &a->visibility_timeout)) ||
+        (rc = cmd_arg_uint(c, m, "polling_wait", 0, 30, &a->polling_wait)) ||
+        (rc = cmd_arg_uint(c, m, "max_msg_size", 1024, 1048576, &a->max_msg_size)) ||
+        (rc = cmd_arg_uint(c, m, "retention", 60, 1296000, &a->retention)) ||
+        (rc = cmd_arg_uint(c, m, "rewind_window", 0, 1296000, &a->rewind_window)) ||
+        (rc = cmd_arg_uint(c, m, "max_backlog", 0, UINT64_MAX, &a->max_backlog)) ||
+        (rc = cmd_arg_uint(c, m, "delay", 0, 3600, &a->delay)))
+        return rc;
+    if (a->rewind_window > a->retention)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'rewind_window' must be between 0 and the retention (%llu)",
+                        (unsigned long long)a->retention);
+    if ((v = mp_map_get(m, "ordered")) && v->type != MSGPACK_OBJECT_NIL) {
+        if (v->type != MSGPACK_OBJECT_BOOLEAN)
+            return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'ordered' must be a boolean");
+        if (is_set && v->via.boolean != a->ordered)
+            return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                            "field 'ordered' cannot change; create another queue instead");
+        a->ordered = v->via.boolean;
+    }
+    if (!(v = mp_map_get(m, "dead_letter")))
+        return 0;
+    if (v->type == MSGPACK_OBJECT_NIL) {
+        a->dlq[0] = 0;
+        a->dlq_max = 0;
+        return 0;
+    }
+    if (v->type != MSGPACK_OBJECT_MAP)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'dead_letter' must be a map {queue, max_receives}");
+    const char *dlq;
+    size_t dlen;
+    uint64_t max = 0;
+    if ((rc = cmd_arg_name(c, v, "queue", &dlq, &dlen)) ||
+        (rc = cmd_arg_uint(c, v, "max_receives", 1, 1000, &max)))
+        return rc;
+    if (max == 0)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'max_receives' is required (1-1000)");
+    if (dlen == self_len && memcmp(dlq, self, dlen) == 0)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'dead_letter': a queue cannot be its own dead-letter queue");
+    if (!queue_find(qs, dlq, dlen))
+        return cmd_fail(c, MQHUB_ENOT_FOUND,
+                        "dead-letter queue '%.*s' does not exist; create it first", (int)dlen, dlq);
+    memcpy(a->dlq, dlq, dlen);
+    a->dlq[dlen] = 0;
+    a->dlq_max = max;
+    return 0;
+}
+
+static bool attrs_equal(const struct attrs *x, const struct attrs *y)
+{
+    return x->visibility_timeout == y->visibility_timeout && x->polling_wait == y->polling_wait &&
+           x->max_msg_size == y->max_msg_size && x->retention == y->retention &&
+           x->rewind_window == y->rewind_window && x->max_backlog == y->max_backlog &&
+           x->delay == y->delay && x->dlq_max == y->dlq_max && strcmp(x->dlq, y->dlq) == 0 &&
+           x->ordered == y->ordered;
+}
+
+/* The queue named by field @key, or a NOT_FOUND/BAD_NAME failure. */
+static int arg_queue(queues_t *qs, cmd_t *c, const char *key, queue_t **out)
+{
+    const char *name;
+    size_t len;
+    int rc = cmd_arg_name(c, c->req, key, &name, &len);
+    if (rc)
+        return rc;
+    if (!(*out = queue_find(qs, name, len)))
+        return cmd_fail(c, MQHUB_ENOT_FOUND,
+                        "queue '%.*s' does not exist; create it with queue.create", (int)len, name);
+    return 0;
+}
+
+int queue_op_create(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    const char *name;
+    size_t len;
+    struct attrs a = attrs_default;
+    int rc;
+    if ((rc = cmd_arg_name(c, c->req, "name", &name, &len)) ||
+        (rc = attrs_parse(qs, c, &a, name, len, false)))
+        return rc;
+    queue_t *q = queue_find(qs, name, len);
+    if (q)
+        return attrs_equal(&q->a, &a) ? 0
+               : cmd_fail(c, MQHUB_EEXISTS,
+                          "queue '%.*s' exists with other attributes; use queue.set to change them",
+                          (int)len, name);
+    if (!(q = queue_alloc(name, len)))
+        return cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
+    q->id = qs->next_qid++;
+    q->next_seq = 1;
+    q->a = a;
+    if (queue_link(qs, q) != 0) {
+        queue_unlink(qs, q);
+        queue_destroy(q);
+        return cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
+    }
+    unsigned char be[8];
+    store_be64_put(be, qs->next_qid);
+    qput(qs, META_QID, strlen(META_QID), be, 8);
+    mark_dirty(qs, q);
+    return 0;
+}
+
+struct refs {
+    uint64_t *v; /* (tid, seq) pairs */
+    size_t n, cap;
+};
+
+static int collect_ref(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct refs *r = arg;
+    struct msg m = {.raw = NULL};
+    int stop = 0;
+    if (kl == KEY_LEN && msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) == 0 &&
+        m.has_ref) {
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 64;
+            uint64_t *nv = realloc(r->v, cap * 2 * sizeof(*nv));
+            if (nv) {
+                r->v = nv;
+                r->cap = cap;
+            }
+        }
+        if (r->n < r->cap) {
+            r->v[2 * r->n] = m.ref_tid;
+            r->v[2 * r->n + 1] = m.ref_seq;
+            r->n++;
+        } else {
+            stop = 1;
+        }
+    }
+    msgpack_unpacked_destroy(&m.u);
+    return stop;
+}
+
+/* Release the shared-body references of every message of @q (its records
+ * are about to go at once). */
+static void release_refs(queues_t *qs, const queue_t *q)
+{
+    struct refs r = {0};
+    unsigned char p[9];
+    p[0] = 'M';
+    store_be64_put(p + 1, q->id);
+    if (store_scan(qs->st, p, 9, NULL, 0, collect_ref, &r) != 0)
+        qs->failed = true;
+    for (size_t i = 0; i < r.n; i++) {
+        if (body_release(qs->st, r.v[2 * i], r.v[2 * i + 1]) != 0)
+            qs->failed = true;
+    }
+    free(r.v);
+}
+
+static void queue_del_records(queues_t *qs, queue_t *q, bool with_dedup)
+{
+    unsigned char p[9];
+    release_refs(qs, q);
+    store_be64_put(p + 1, q->id);
+    p[0] = 'M';
+    store_del_prefix(qs->st, p, 9);
+    p[0] = 'B';
+    store_del_prefix(qs->st, p, 9);
+    if (with_dedup) {
+        p[0] = 'D';
+        store_del_prefix(qs->st, p, 9);
+    }
+}
+
+int queue_op_delete(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    unsigned char k[1 + MQHUB_NAME_MAX];
+    int rc = arg_queue(qs, c, "name", &q);
+    if (rc)
+        return rc;
+    queue_del_records(qs, q, true);
+    qrec_key(k, q);
+    store_del(qs->st, k, 1 + q->nlen);
+    queue_unlink(qs, q);
+    queue_destroy(q);
+    return 0;
+}
+
+/* Purge drops every message (not the dedup entries: a repeated send within
+ * 5 minutes is still a repeat) and keeps the totals. */
+int queue_op_purge(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    int rc = arg_queue(qs, c, "name", &q);
+    if (rc)
+        return rc;
+    queue_del_records(qs, q, false);
+    queue_clear_indexes(q);
+    q->s.ready = q->s.inflight = q->s.delayed = q->s.retained = 0;
+    mark_dirty(qs, q);
+    return 0;
+}
+
+int queue_op_set(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    int rc = arg_queue(qs, c, "name", &q);
+    struct attrs a;
+    if (rc)
+        return rc;
+    a = q->a;
+    if ((rc = attrs_parse(qs, c, &a, q->name, q->nlen, true)))
+        return rc;
+    q->a = a;
+    mark_dirty(qs, q);
+    return 0;
+}
+
+static void pack_attrs(msgpack_packer *pk, const struct attrs *a, const char *hook)
+{
+    msgpack_pack_map(pk, (a->dlq[0] ? 9 : 8) + (hook ? 1 : 0));
+    if (hook)
+        cmd_pack_kv_str(pk, "hook", hook, strlen(hook));
+    cmd_pack_kv_uint(pk, "visibility_timeout", a->visibility_timeout);
+    cmd_pack_kv_uint(pk, "polling_wait", a->polling_wait);
+    cmd_pack_kv_uint(pk, "max_msg_size", a->max_msg_size);
+    cmd_pack_kv_uint(pk, "retention", a->retention);
+    cmd_pack_kv_uint(pk, "rewind_window", a->rewind_window);
+    cmd_pack_kv_uint(pk, "max_backlog", a->max_backlog);
+    cmd_pack_kv_uint(pk, "delay", a->delay);
+    mp_pack_str(pk, "ordered", 7);
+    if (a->ordered)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    if (a->dlq[0]) {
+        mp_pack_str(pk, "dead_letter", 11);
+        msgpack_pack_map(pk, 2);
+        cmd_pack_kv_str(pk, "queue", a->dlq, strlen(a->dlq));
+        cmd_pack_kv_uint(pk, "max_receives", a->dlq_max);
+    }
+}
+
+static int first_live(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct msg m = {.raw = NULL};
+    int found = 0;
+    if (msg_decode(&m, 0, v, vl) == 0 && m.st != MS_DELETED) {
+        *(uint64_t *)arg = m.enqueued_at;
+        found = 1;
+    }
+    msg_free(&m);
+    return found;
+}
+
+/* now - enqueued_at of the oldest undeleted message (a scan past the
+ * deleted-but-kept ones at the front), 0 when there is none. */
+static uint64_t oldest_age(queues_t *qs, const queue_t *q, uint64_t now)
+{
+    unsigned char p[9];
+    uint64_t at = 0;
+    p[0] = 'M';
+    store_be64_put(p + 1, q->id);
+    if (!store_scan(qs->st, p, 9, NULL, 0, first_live, &at))
+        return 0;
+    return now > at ? now - at : 0;
+}
+
+int queue_op_get(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    int rc = arg_queue(qs, c, "name", &q);
+    if (rc || !c->pk)
+        return rc;
+    cmd_reply_key(c, "name");
+    mp_pack_str(c->pk, q->name, q->nlen);
+    cmd_reply_key(c, "attrs");
+    pack_attrs(c->pk, &q->a, qs->hook_name ? qs->hook_name(qs->gate_arg, true, q->name, q->nlen)
+                                           : NULL);
+    cmd_reply_key(c, "stats");
+    msgpack_pack_map(c->pk, 8);
+    cmd_pack_kv_uint(c->pk, "ready", q->s.ready);
+    cmd_pack_kv_uint(c->pk, "inflight", q->s.inflight);
+    cmd_pack_kv_uint(c->pk, "delayed", q->s.delayed);
+    cmd_pack_kv_uint(c->pk, "retained", q->s.retained);
+    cmd_pack_kv_uint(c->pk, "oldest_age_ms", oldest_age(qs, q, c->now));
+    cmd_pack_kv_uint(c->pk, "sent_total", q->s.sent_total);
+    cmd_pack_kv_uint(c->pk, "received_total", q->s.received_total);
+    cmd_pack_kv_uint(c->pk, "deleted_total", q->s.deleted_total);
+    return 0;
+}
+
+int queue_op_list(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    return cmd_list_names(c, qs->st, 'Q', "queues");
+}
+
+/* ---- send ---- */
+
+struct sent {
+    char msg_id[48];
+    uint64_t seq;
+};
+
+static int arg_opt_id(cmd_t *c, const msgpack_object *m, const char *key, const char **s,
+                      size_t *len)
+{
+    int rc = cmd_arg_str(c, m, key, false, s, len);
+    if (rc == 0 && *s && (*len < 1 || *len > ID_MAX_LEN))
+        rc = cmd_fail(c, MQHUB_EBAD_REQUEST, "field '%s' must be 1-%d bytes", key, ID_MAX_LEN);
+    return rc;
+}
+
+static bool dedup_lookup(queues_t *qs, const queue_t *q, const char *id, size_t len,
+                         uint64_t now, struct sent *out)
+{
+    unsigned char k[9 + ID_MAX_LEN];
+    size_t vl;
+    msgpack_unpacked u;
+    bool hit = false;
+    k[0] = 'D';
+    store_be64_put(k + 1, q->id);
+    memcpy(k + 9, id, len);
+    char *v = store_get(qs->st, k, 9 + len, &vl);
+    if (!v)
+        return false;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 3) {
+        const msgpack_object *o = u.data.via.array.ptr;
+        hit = o[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o[0].via.u64 + DEDUP_WINDOW_MS > now &&
+              o[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o[2].type == MSGPACK_OBJECT_STR &&
+              o[2].via.str.size < sizeof(out->msg_id);
+        if (hit) {
+            out->seq = o[1].via.u64;
+            memcpy(out->msg_id, o[2].via.str.ptr, o[2].via.str.size);
+            out->msg_id[o[2].via.str.size] = 0;
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    store_free(v);
+    return hit;
+}
+
+static void dedup_store(queues_t *qs, queue_t *q, const char *id, size_t len, uint64_t now,
+                        const struct sent *s)
+{
+    unsigned char k[9 + ID_MAX_LEN];
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct dedup_ref d = {now, malloc(len), len};
+    k[0] = 'D';
+    store_be64_put(k + 1, q->id);
+    memcpy(k + 9, id, len);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_uint64(&pk, now);
+    msgpack_pack_uint64(&pk, s->seq);
+    mp_pack_str(&pk, s->msg_id, strlen(s->msg_id));
+    qput(qs, k, 9 + len, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (d.id) {
+        memcpy(d.id, id, len);
+        if (heap_push(&q->dedup, &d) != 0)
+            free(d.id);
+    }
+}
+
+/* Store a new message: @m carries msg_id (or "" to make one), group, dedup,
+ * attrs; state and times are set here from @delay_ms. */
+static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, size_t blen,
+                    uint64_t delay_ms)
+{
+    unsigned char k[KEY_LEN];
+    m->seq = q->next_seq++;
+    if (!m->msg_id[0])
+        snprintf(m->msg_id, sizeof(m->msg_id), "%llx-%llx", (unsigned long long)q->id,
+                 (unsigned long long)m->seq);
+    m->enqueued_at = qs->now;
+    m->visible_at = qs->now + delay_ms;
+    m->rc = m->first_received_at = m->deleted_at = 0;
+    if (!q->a.ordered)
+        m->has_group = false;
+    m->st = -1;
+    q->s.sent_total++;
+    if (delay_ms) {
+        set_state(qs, q, m, MS_DELAYED);
+        timer_add(qs, q, m->visible_at, m->seq);
+    } else {
+        ready_add(qs, q, m);
+    }
+    msg_save(qs, q, m);
+    if (m->has_ref)
+        return;
+    store_key_id_seq(k, 'B', q->id, m->seq);
+    qput(qs, k, KEY_LEN, body, blen);
+}
+
+/* The queue's checks a sent message passes, besides its own fields. */
+static int check_room(queue_t *q, cmd_t *c, size_t blen)
+{
+    if (blen > q->a.max_msg_size)
+        return cmd_fail(c, MQHUB_ETOO_LARGE,
+                        "the body has %zu bytes, more than the queue's max_msg_size (%llu)", blen,
+                        (unsigned long long)q->a.max_msg_size);
+    if (q->a.max_backlog && q->s.ready + q->s.inflight + q->s.delayed >= q->a.max_backlog)
+        return cmd_fail(c, MQHUB_EBACKLOG_FULL,
+                        "queue '%s' holds its max_backlog of %llu messages; receive and delete "
+                        "some first", q->name, (unsigned long long)q->a.max_backlog);
+    return 0;
+}
+
+void queue_set_gate(queues_t *qs, fsm_gate_fn fn, fsm_hook_name_fn hook_name, void *arg)
+{
+    qs->gate = fn;
+    qs->hook_name = hook_name;
+    qs->gate_arg = arg;
+}
+
+/* Pass @m through the gate (blocks, the queue's hook) as the message it
+ * would become: its msg_id and seq are fixed here. */
+static int gate(queues_t *qs, queue_t *q, cmd_t *c, struct msg *m, const char *body,
+                size_t blen)
+{
+    static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    if (!qs->gate)
+        return 0;
+    snprintf(m->msg_id, sizeof(m->msg_id), "%llx-%llx", (unsigned long long)q->id,
+             (unsigned long long)q->next_seq);
+    fsm_push_msg_t v = {q->next_seq, m->msg_id, strlen(m->msg_id), body, blen, &nil, &nil,
+                        &m->attrs, qs->now, NULL, 0};
+    return qs->gate(qs->gate_arg, c, true, q->name, q->nlen, &v);
+}
+
+/* Validate and apply one message map @mm of a send or send_batch. */
+static int send_one(queues_t *qs, queue_t *q, cmd_t *c, const msgpack_object *mm,
+                    struct sent *out)
+{
+    const msgpack_object *body = mp_map_get(mm, "body");
+    struct msg m = {.raw = NULL};
+    uint64_t delay = q->a.delay;
+    int rc;
+    if (!body || (body->type != MSGPACK_OBJECT_BIN && body->type != MSGPACK_OBJECT_STR))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'body' is required (bin or str)");
+    if ((rc = cmd_arg_uint(c, mm, "delay", 0, 3600, &delay)) ||
+        (rc = cmd_arg_attrs(c, mm, &m.attrs)) ||
+        (rc = arg_opt_id(c, mm, "group", &m.group, &m.glen)) ||
+        (rc = arg_opt_id(c, mm, "dedup_id", &m.dedup, &m.dlen)))
+        return rc;
+    /* str and bin share the layout of their (size, ptr) pair. */
+    size_t blen = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.size : body->via.str.size;
+    const char *bptr = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.ptr : body->via.str.ptr;
+    if (blen > q->a.max_msg_size)
+        return check_room(q, c, blen);
+    if (m.dedup && dedup_lookup(qs, q, m.dedup, m.dlen, qs->now, out))
+        return 0;
+    if ((rc = check_room(q, c, blen)) || (rc = gate(qs, q, c, &m, bptr, blen)))
+        return rc;
+    m.has_group = m.group != NULL;
+    enqueue(qs, q, &m, bptr, blen, delay * 1000);
+    out->seq = m.seq;
+    memcpy(out->msg_id, m.msg_id, sizeof(out->msg_id));
+    if (m.dedup)
+        dedup_store(qs, q, m.dedup, m.dlen, qs->now, out);
+    return 0;
+}
+
+bool queue_exists(queues_t *qs, const char *name, size_t len)
+{
+    return queue_find(qs, name, len) != NULL;
+}
+
+/* Append for a topic: @ref (NULL: store @body) names the shared body. */
+static int append_topic(queues_t *qs, cmd_t *c, const char *name, size_t len,
+                        const char *msg_id, const void *body, size_t blen,
+                        const msgpack_object *tags, const msgpack_object *attrs,
+                        const uint64_t *ref)
+{
+    static const msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
+    queue_t *q = queue_find(qs, name, len);
+    struct msg m = {.raw = NULL, .has_ref = ref != NULL};
+    int rc;
+    if (!q)
+        return cmd_fail(c, MQHUB_ENOT_FOUND, "queue '%.*s' does not exist", (int)len, name);
+    if ((rc = check_room(q, c, blen)))
+        return rc;
+    snprintf(m.msg_id, sizeof(m.msg_id), "%s", msg_id);
+    m.tags = tags ? *tags : nil;
+    m.attrs = attrs ? *attrs : nil;
+    if (ref) {
+        m.ref_tid = ref[0];
+        m.ref_seq = ref[1];
+    }
+    enqueue(qs, q, &m, body, blen, q->a.delay * 1000);
+    return 0;
+}
+
+int queue_append_from_topic(queues_t *qs, cmd_t *c, const char *name, size_t len,
+                            const char *msg_id, const void *body, size_t blen,
+                            const msgpack_object *tags, const msgpack_object *attrs)
+{
+    return append_topic(qs, c, name, len, msg_id, body, blen, tags, attrs, NULL);
+}
+
+int queue_append_ref(queues_t *qs, cmd_t *c, const char *name, size_t len,
+                     const char *msg_id, size_t blen, const msgpack_object *tags,
+                     const msgpack_object *attrs, uint64_t tid, uint64_t seq)
+{
+    const uint64_t ref[2] = {tid, seq};
+    return append_topic(qs, c, name, len, msg_id, NULL, blen, tags, attrs, ref);
+}
+
+static void pack_sent(msgpack_packer *pk, const struct sent *s)
+{
+    cmd_pack_kv_str(pk, "msg_id", s->msg_id, strlen(s->msg_id));
+    cmd_pack_kv_uint(pk, "seq", s->seq);
+}
+
+int queue_op_send(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    struct sent s;
+    int rc = arg_queue(qs, c, "queue", &q);
+    if (rc || (rc = send_one(qs, q, c, c->req, &s)))
+        return rc;
+    if (c->pk) {
+        c->n_fields += 2;
+        pack_sent(c->pk, &s);
+    }
+    return 0;
+}
+
+struct batch {
+    queues_t *qs;
+    queue_t *q;
+};
+
+static int send_item(void *arg, cmd_t *c, const msgpack_object *mm)
+{
+    struct batch *b = arg;
+    struct sent s;
+    int rc = mm->type == MSGPACK_OBJECT_MAP
+                 ? send_one(b->qs, b->q, c, mm, &s)
+                 : cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'msgs': each message must be a map");
+    if (rc == 0 && c->pk) {
+        msgpack_pack_map(c->pk, 2);
+        pack_sent(c->pk, &s);
+    }
+    return rc;
+}
+
+int queue_op_send_batch(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    struct batch b = {.qs = qs};
+    int rc = arg_queue(qs, c, "queue", &b.q);
+    return rc ? rc : cmd_batch(c, "msgs", "maps", BATCH_MAX, send_item, &b);
+}
+
+/* ---- receive ---- */
+
+static void receipt_make(char *out, size_t len, const queue_t *q, const struct msg *m)
+{
+    snprintf(out, len, "%llx.%llx.%llx", (unsigned long long)q->id, (unsigned long long)m->seq,
+             (unsigned long long)m->rc);
+}
+
+static bool parse_hex(const char **p, const char *end, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    for (; s < end && *s != '.'; s++) {
+        int d = *s >= '0' && *s <= '9' ? *s - '0' : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
+        if (d < 0 || s - *p >= 16)
+            return false;
+        v = v << 4 | (uint64_t)d;
+    }
+    if (s == *p)
+        return false;
+    *out = v;
+    *p = s;
+    return true;
+}
+
+/* Load the message a receipt names when the receipt holds its current lock. */
+static int receipt_check(queues_t *qs, cmd_t *c, queue_t *q, const char *r, size_t len,
+                         struct msg *m)
+{
+    const char *p = r, *end = r + len;
+    uint64_t qid, seq, rc;
+    bool ok = parse_hex(&p, end, &qid) && p < end && *p++ == '.' && parse_hex(&p, end, &seq) &&
+              p < end && *p++ == '.' && parse_hex(&p, end, &rc) && p == end && qid == q->id;
+    if (ok)
+        ok = msg_load(qs, q, seq, m) == 0 && m->st == MS_INFLIGHT && m->rc == rc &&
+             m->visible_at > c->now;
+    else
+        *m = (struct msg){.raw = NULL};
+    if (!ok)
+        return cmd_fail(c, MQHUB_EINVALID_RECEIPT,
+                        "receipt '%.*s' is stale or unknown: the lock expired or the message was "
+                        "received again; receive it again", (int)(len > 64 ? 64 : len), r);
+    return 0;
+}
+
+static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
+{
+    char receipt[64];
+    size_t blen = 0;
+    char *body = msg_body(qs, q, m, &blen);
+    receipt_make(receipt, sizeof(receipt), q, m);
+    bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
+    msgpack_pack_map(pk, 9 + m->has_group + tags);
+    cmd_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
+    cmd_pack_kv_uint(pk, "seq", m->seq);
+    cmd_pack_kv_str(pk, "receipt", receipt, strlen(receipt));
+    mp_pack_str(pk, "body", 4);
+    msgpack_pack_bin(pk, blen);
+    msgpack_pack_bin_body(pk, body ? body : "", blen);
+    mp_pack_str(pk, "attrs", 5);
+    if (m->attrs.type == MSGPACK_OBJECT_MAP)
+        msgpack_pack_object(pk, m->attrs);
+    else
+        msgpack_pack_map(pk, 0);
+    if (m->has_group)
+        cmd_pack_kv_str(pk, "group", m->group, m->glen);
+    if (tags) {
+        mp_pack_str(pk, "tags", 4);
+        msgpack_pack_object(pk, m->tags);
+    }
+    cmd_pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
+    cmd_pack_kv_uint(pk, "first_received_at", m->first_received_at);
+    cmd_pack_kv_uint(pk, "next_visible_at", m->visible_at);
+    cmd_pack_kv_uint(pk, "receive_count", m->rc);
+    store_free(body);
+}
+
+/* Move @m (READY, taken off the indexes) to queue @t with a new seq; the
+ * msg_id, body (a shared body's reference moves along), attrs and group stay. */
+static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
+{
+    unsigned char k[KEY_LEN];
+    size_t blen = 0;
+    char *body = NULL;
+    struct msg nm = {.raw = NULL};
+    if (!m->has_ref) {
+        store_key_id_seq(k, 'B', q->id, m->seq);
+        body = store_get(qs->st, k, KEY_LEN, &blen);
+    }
+    memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
+    nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
+    nm.attrs = m->attrs;
+    nm.tags = m->tags;
+    nm.has_ref = m->has_ref, nm.ref_tid = m->ref_tid, nm.ref_seq = m->ref_seq;
+    enqueue(qs, t, &nm, body ? body : "", blen, 0);
+    store_free(body);
+    set_state(qs, q, m, -1);
+    msg_remove(qs, q, m, true);
+}
+
+/* Pop the next deliverable message of @q into @m; false when none. */
+static bool take_next(queues_t *qs, queue_t *q, struct msg *m, struct group **gp)
+{
+    uint64_t seq;
+    while (heap_pop(&q->ready, &seq) == 0) {
+        struct group *g = NULL;
+        if (msg_load(qs, q, seq, m) != 0 || m->st != MS_READY) {
+            msg_free(m);
+            continue;
+        }
+        if (q->a.ordered) {
+            const uint64_t *top;
+            g = group_get(q, m, false);
+            if (!g || g->listed != seq || g->inflight || !(top = heap_top(&g->ready)) ||
+                *top != seq) {
+                msg_free(m);
+                continue;
+            }
+            heap_pop(&g->ready, NULL);
+            g->listed = 0;
+            q->n_listed--;
+        }
+        *gp = g;
+        return true;
+    }
+    return false;
+}
+
+int queue_op_receive(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    uint64_t max = 1, vis;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint32_t n = 0;
+    int rc = arg_queue(qs, c, "queue", &q);
+    if (rc)
+        return rc;
+    vis = q->a.visibility_timeout;
+    if ((rc = cmd_arg_uint(c, c->req, "max", 1, RECEIVE_MAX, &max)) ||
+        (rc = cmd_arg_uint(c, c->req, "visibility", 0, VISIBILITY_MAX, &vis)))
+        return rc;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    while (n < max) {
+        struct msg m;
+        struct group *g;
+        queue_t *t;
+        if (!take_next(qs, q, &m, &g))
+            break;
+        if (q->a.dlq[0] && m.rc >= q->a.dlq_max && (t = queue_find(qs, q->a.dlq, strlen(q->a.dlq))) &&
+            t != q) {
+            dead_letter(qs, q, &m, t);
+            if (g)
+                group_update(q, &m, g);
+            msg_free(&m);
+            continue;
+        }
+        set_state(qs, q, &m, MS_INFLIGHT);
+        m.rc++;
+        if (!m.first_received_at)
+            m.first_received_at = c->now;
+        m.visible_at = c->now + vis * 1000;
+        q->s.received_total++;
+        if (g)
+            g->inflight++;
+        msg_save(qs, q, &m);
+        timer_add(qs, q, m.visible_at, m.seq);
+        if (c->pk)
+            pack_message(qs, &pk, q, &m);
+        msg_free(&m);
+        n++;
+    }
+    cmd_reply_key(c, "msgs");
+    if (c->pk) {
+        msgpack_pack_array(c->pk, n);
+        c->pk->callback(c->pk->data, sb.data, sb.size);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return 0;
+}
+
+/* ---- delete, change_visibility ---- */
+
+static void delete_one(queues_t *qs, queue_t *q, struct msg *m, uint64_t now)
+{
+    group_release(q, m);
+    q->s.deleted_total++;
+    if (q->a.rewind_window == 0) {
+        set_state(qs, q, m, -1);
+        msg_remove(qs, q, m, false);
+        return;
+    }
+    struct stamp s = {now, m->seq};
+    set_state(qs, q, m, MS_DELETED);
+    m->deleted_at = now;
+    msg_save(qs, q, m);
+    heap_push(&q->deleted, &s);
+}
+
+static int delete_item(void *arg, cmd_t *c, const msgpack_object *r)
+{
+    struct batch *b = arg;
+    struct msg m = {.raw = NULL};
+    int rc = r->type != MSGPACK_OBJECT_STR
+                 ? cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'receipts': each receipt must be a string")
+                 : receipt_check(b->qs, c, b->q, r->via.str.ptr, r->via.str.size, &m);
+    if (rc == 0)
+        delete_one(b->qs, b->q, &m, c->now);
+    msg_free(&m);
+    if (rc == 0 && c->pk)
+        cmd_pack_ok_item(c->pk);
+    return rc;
+}
+
+int queue_op_delete_msgs(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    struct batch b = {.qs = qs};
+    int rc = arg_queue(qs, c, "queue", &b.q);
+    return rc ? rc : cmd_batch(c, "receipts", "strings", BATCH_MAX, delete_item, &b);
+}
+
+int queue_op_change_visibility(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    const char *r;
+    size_t rl;
+    uint64_t timeout = UINT64_MAX;
+    struct msg m = {.raw = NULL};
+    int rc = arg_queue(qs, c, "queue", &q);
+    if (rc || (rc = cmd_arg_str(c, c->req, "receipt", true, &r, &rl)) ||
+        (rc = cmd_arg_uint(c, c->req, "timeout", 0, VISIBILITY_MAX, &timeout)))
+        return rc;
+    if (timeout == UINT64_MAX)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'timeout' is required (0-%d s)", VISIBILITY_MAX);
+    if ((rc = receipt_check(qs, c, q, r, rl, &m)) == 0) {
+        m.visible_at = c->now + timeout * 1000;
+        if (timeout == 0) {
+            group_release(q, &m);
+            ready_add(qs, q, &m);
+        } else {
+            timer_add(qs, q, m.visible_at, m.seq);
+        }
+        msg_save(qs, q, &m);
+        cmd_reply_uint(c, "next_visible_at", m.visible_at);
+    }
+    msg_free(&m);
+    return rc;
+}
+
+/* ---- rewind ---- */
+
+struct rewind {
+    uint64_t time, count;
+    heap_t seqs; /* non-ready messages to release, in seq order */
+};
+
+static int rewind_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct rewind *r = arg;
+    struct msg m = {.raw = NULL};
+    if (msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) == 0 &&
+        m.enqueued_at >= r->time) {
+        r->count++;
+        if (m.st != MS_READY)
+            heap_push(&r->seqs, &m.seq);
+    }
+    msg_free(&m);
+    return 0;
+}
+
+int queue_op_rewind(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    uint64_t seq = 0;
+    struct rewind r = {.time = 0};
+    unsigned char from[KEY_LEN];
+    int rc = arg_queue(qs, c, "name", &q);
+    if (rc || (rc = cmd_arg_uint(c, c->req, "time", 0, UINT64_MAX, &r.time)) ||
+        (rc = cmd_arg_uint(c, c->req, "seq", 0, UINT64_MAX, &seq)))
+        return rc;
+    if (!mp_map_get(c->req, "time") && !mp_map_get(c->req, "seq"))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "give field 'time' (ms since epoch) or 'seq' to rewind from");
+    heap_init(&r.seqs, sizeof(uint64_t), cmp_u64);
+    store_key_id_seq(from, 'M', q->id, seq);
+    store_scan(qs->st, from, 9, from, KEY_LEN, rewind_visit, &r);
+    while (heap_pop(&r.seqs, &seq) == 0) {
+        struct msg m;
+        if (msg_load(qs, q, seq, &m) == 0) {
+            group_release(q, &m);
+            m.deleted_at = 0;
+            m.visible_at = c->now;
+            ready_add(qs, q, &m);
+            msg_save(qs, q, &m);
+        }
+        msg_free(&m);
+    }
+    heap_free(&r.seqs);
+    cmd_reply_uint(c, "rewound", r.count);
+    return 0;
+}
+
+/* ---- tick: retention, rewind window, dedup expiry ---- */
+
+struct expired {
+    uint64_t now, retention_ms, budget;
+    heap_t seqs;
+};
+
+static int expired_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct expired *e = arg;
+    struct msg m = {.raw = NULL};
+    int stop = 1;
+    if (heap_len(&e->seqs) < e->budget &&
+        msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) == 0 &&
+        m.enqueued_at + e->retention_ms <= e->now) {
+        heap_push(&e->seqs, &m.seq);
+        stop = 0;
+    }
+    msg_free(&m);
+    return stop;
+}
+
+static uint64_t expire_retention(queues_t *qs, queue_t *q, uint64_t now, uint64_t budget)
+{
+    struct expired e = {.now = now, .retention_ms = q->a.retention * 1000, .budget = budget};
+    unsigned char p[9];
+    uint64_t seq, n = 0;
+    p[0] = 'M';
+    store_be64_put(p + 1, q->id);
+    heap_init(&e.seqs, sizeof(uint64_t), cmp_u64);
+    store_scan(qs->st, p, 9, NULL, 0, expired_visit, &e);
+    while (heap_pop(&e.seqs, &seq) == 0) {
+        struct msg m;
+        if (msg_load(qs, q, seq, &m) == 0) {
+            msg_drop(qs, q, &m);
+            n++;
+        }
+        msg_free(&m);
+    }
+    heap_free(&e.seqs);
+    return n;
+}
+
+static uint64_t expire_deleted(queues_t *qs, queue_t *q, uint64_t now, uint64_t budget)
+{
+    const struct stamp *top;
+    uint64_t n = 0;
+    while (n < budget && (top = heap_top(&q->deleted)) &&
+           top->at + q->a.rewind_window * 1000 <= now) {
+        struct stamp s;
+        struct msg m;
+        heap_pop(&q->deleted, &s);
+        if (msg_load(qs, q, s.seq, &m) == 0 && m.st == MS_DELETED && m.deleted_at == s.at) {
+            msg_drop(qs, q, &m);
+            n++;
+        }
+        msg_free(&m);
+    }
+    return n;
+}
+
+static uint64_t expire_dedup(queues_t *qs, queue_t *q, uint64_t now, uint64_t budget)
+{
+    const struct dedup_ref *top;
+    uint64_t n = 0;
+    while (n < budget && (top = heap_top(&q->dedup)) && top->at + DEDUP_WINDOW_MS <= now) {
+        struct dedup_ref d;
+        unsigned char k[9 + ID_MAX_LEN];
+        size_t vl;
+        heap_pop(&q->dedup, &d);
+        k[0] = 'D';
+        store_be64_put(k + 1, q->id);
+        memcpy(k + 9, d.id, d.len);
+        unsigned char *v = store_get(qs->st, k, 9 + d.len, &vl);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        if (v && msgpack_unpack_next(&u, (char *)v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 3 &&
+            u.data.via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            u.data.via.array.ptr[0].via.u64 == d.at) {
+            store_del(qs->st, k, 9 + d.len);
+            n++;
+        }
+        msgpack_unpacked_destroy(&u);
+        store_free(v);
+        free(d.id);
+    }
+    return n;
+}
+
+int queue_op_tick(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    uint64_t budget = TICK_BUDGET;
+    for (queue_t *q = qs->first; q && budget; q = q->next) {
+        budget -= expire_retention(qs, q, c->now, budget);
+        budget -= expire_deleted(qs, q, c->now, budget);
+        budget -= expire_dedup(qs, q, c->now, budget);
+    }
+    qs->tick_more = budget == 0;
+    return 0;
+}

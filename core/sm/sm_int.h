@@ -1,0 +1,311 @@
+/* core/sm/sm_int.h: the private contract between the files of the state
+ * machine (core/sm/): the command being applied and its argument/reply
+ * helpers (cmd.c), and the parts fsm.c drives — queues (queue.c), topics
+ * (topic.c, subscription.c, body.c, route.c), scripts (script.c). Nothing
+ * outside core/sm/ includes it.
+ * Everything here runs inside apply (or a read between applies): no clock,
+ * no I/O, the same result on every node.
+ */
+#ifndef MQHUB_SM_INT_H
+#define MQHUB_SM_INT_H
+
+#include "log.h"
+#include "mp.h"
+#include "sm.h"
+
+typedef struct queues queues_t;
+typedef struct topics topics_t;
+typedef struct scripts scripts_t;
+
+/* ======================================================================
+ * cmd.c — one command being applied (or read), and the toolkit handlers
+ * use to read its fields and pack their reply.
+ * ====================================================================== */
+
+/* A handler validates @req, changes the state, and packs its result fields
+ * into @pk as map entries (cmd_reply_key() then the value), or returns
+ * cmd_fail(). @pk is NULL when replies are not emitted (followers): handlers
+ * then skip the work done only for the reply. The parts of the state machine
+ * are reachable from the command (fsm.c sets them; none owned). */
+typedef struct cmd {
+    const msgpack_object *req; /* the request map */
+    uint64_t now;              /* the entry's clock, ms */
+    msgpack_packer *pk;
+    uint32_t n_fields;         /* map entries packed into pk */
+    store_t *st;
+    queues_t *qs;
+    topics_t *ts;
+    scripts_t *sc;
+    char err[320];             /* the sentence of the failure */
+} cmd_t;
+/* The one handler type of the op table (ops.c). Returns 0 or a negative
+ * MQHUB_E* code (a business error, reported in the reply; the state is
+ * unchanged by a failed command). */
+typedef int (*op_fn)(cmd_t *c);
+
+/* Record @code's sentence in c->err; returns @code. */
+int cmd_fail(cmd_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Argument readers. All failures are MQHUB_EBAD_REQUEST (cmd_arg_name:
+ * MQHUB_EBAD_NAME) with a sentence naming the field. A str field; when
+ * absent and not @required, *s = NULL, *len = 0. */
+int cmd_arg_str(cmd_t *c, const msgpack_object *map, const char *key, bool required,
+                const char **s, size_t *len);
+/* An unsigned integer field within [min, max]; *out unchanged when absent. */
+int cmd_arg_uint(cmd_t *c, const msgpack_object *map, const char *key, uint64_t min,
+                 uint64_t max, uint64_t *out);
+/* A name field (docs/protocol.md names). */
+int cmd_arg_name(cmd_t *c, const msgpack_object *map, const char *key, const char **s,
+                 size_t *len);
+/* An optional attrs field (map str -> str; *out NIL when absent). */
+int cmd_arg_attrs(cmd_t *c, const msgpack_object *map, msgpack_object *out);
+/* Pack @key as the next reply field (no-op when c->pk is NULL). */
+void cmd_reply_key(cmd_t *c, const char *key);
+/* cmd_reply_key(@key) then the uint @v (no-op when c->pk is NULL). */
+void cmd_reply_uint(cmd_t *c, const char *key, uint64_t v);
+/* A map entry @key: @v / @key: @s into @pk (non-NULL). */
+void cmd_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t v);
+void cmd_pack_kv_str(msgpack_packer *pk, const char *key, const char *s, size_t len);
+/* The result {ok: true} of one item of a batch op. */
+void cmd_pack_ok_item(msgpack_packer *pk);
+/* One item of a batch op: validate and apply @item; 0 (having packed the
+ * item's result map when c->pk is set) or a code with the sentence in c->err. */
+typedef int (*cmd_item_fn)(void *arg, cmd_t *c, const msgpack_object *item);
+/* The batch ops (send_batch, publish_batch, delete, ack): field @key must be
+ * an array of 1..@max items (@what names them in the error: "maps"); @fn runs
+ * on each in order, one failing does not stop the others, and the reply field
+ * "results" holds per item @fn's map or {code, error}. 0 or MQHUB_EBAD_REQUEST. */
+int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
+              cmd_item_fn fn, void *arg);
+/* queue.list / topic.list: the names of the records "<@rec><name>" in @st
+ * filtered by the request's prefix, offset, limit, as reply field @key plus
+ * "total". Returns 0 or MQHUB_EBAD_REQUEST. */
+int cmd_list_names(cmd_t *c, store_t *st, char rec, const char *key);
+
+/* ======================================================================
+ * queue.c — queues and their messages (docs/architecture.md "Messages").
+ * ====================================================================== */
+/* queue.c: the queues of one state machine over @st (not owned). */
+int queue_state_new(queues_t **out, store_t *st);
+void queue_state_free(queues_t *qs);
+void queue_set_ready_cb(queues_t *qs, fsm_ready_cb cb, void *arg);
+/* Drop the in-memory indexes and rebuild them from the store (after load). */
+int queue_rebuild(queues_t *qs);
+/* Around each entry: begin promotes due delayed/locked messages; end flushes
+ * dirty queue records and calls the ready callback. end returns
+ * MQHUB_EINTERNAL when a store write failed during the entry. */
+void queue_begin(queues_t *qs, uint64_t now);
+int queue_end(queues_t *qs);
+uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len);
+uint64_t queue_next_due(queues_t *qs, uint64_t now);
+/* Handlers (see PROTOCOL.md for each op). */
+int queue_op_create(cmd_t *c);
+int queue_op_delete(cmd_t *c);
+int queue_op_purge(cmd_t *c);
+int queue_op_set(cmd_t *c);
+int queue_op_rewind(cmd_t *c);
+int queue_op_get(cmd_t *c);
+int queue_op_list(cmd_t *c);
+int queue_op_send(cmd_t *c);
+int queue_op_send_batch(cmd_t *c);
+int queue_op_receive(cmd_t *c);
+int queue_op_delete_msgs(cmd_t *c);
+int queue_op_change_visibility(cmd_t *c);
+int queue_op_tick(cmd_t *c);
+/* Whether queue @name exists. */
+bool queue_exists(queues_t *qs, const char *name, size_t len);
+/* Append a message that a topic fans out (or dead-letters) to queue @name
+ * under the queue's rules (max_msg_size, max_backlog; no dedup, no delay
+ * beyond the queue's default). @msg_id is kept; @tags (array of str) and
+ * @attrs (map str -> str) may be NULL or NIL. Returns 0, or MQHUB_ENOT_FOUND,
+ * MQHUB_ETOO_LARGE, MQHUB_EBACKLOG_FULL with the sentence in c->err. */
+int queue_append_from_topic(queues_t *qs, cmd_t *c, const char *name, size_t len,
+                            const char *msg_id, const void *body, size_t blen,
+                            const msgpack_object *tags, const msgpack_object *attrs);
+/* The same, but the message stores no body of its own; it refers to topic
+ * message @seq of topic id @tid (whose body has @blen bytes). The caller
+ * counts the reference (body_add_refs). */
+int queue_append_ref(queues_t *qs, cmd_t *c, const char *name, size_t len,
+                     const char *msg_id, size_t blen, const msgpack_object *tags,
+                     const msgpack_object *attrs, uint64_t tid, uint64_t seq);
+/* The gate every send and publish passes before it is accepted (active
+ * blocks, then the queue's or topic's hook). @m describes the message as it
+ * would be stored (seq and msg_id it would get). Returns 0 (accept) or
+ * MQHUB_EBLOCKED with the sentence in c->err. */
+struct fsm_push_msg;
+typedef int (*fsm_gate_fn)(void *arg, cmd_t *c, bool is_queue, const char *name,
+                           size_t len, const struct fsm_push_msg *m);
+/* The hook script of a queue or topic (attrs.hook of queue.get and
+ * topic.get), NULL when none. */
+typedef const char *(*fsm_hook_name_fn)(void *arg, bool is_queue, const char *name,
+                                        size_t len);
+void queue_set_gate(queues_t *qs, fsm_gate_fn fn, fsm_hook_name_fn hook_name, void *arg);
+
+/* ======================================================================
+ * Topics (docs/architecture.md "Topics"): topic.c — topics, publish,
+ * retention; subscription.c — subscriptions, their filters and endpoints,
+ * the replicated pending set of push subscriptions; body.c — the bodies
+ * queue messages share with topic messages; route.c — routing keys. topic.c
+ * and subscription.c share their structures in topic_int.h.
+ * ====================================================================== */
+
+/* ---- topic.c ---- */
+
+/* The topics of one state machine over @st and @qs (neither owned). */
+int topic_state_new(topics_t **out, store_t *st, queues_t *qs);
+void topic_state_free(topics_t *ts);
+void topic_set_push_cb(topics_t *ts, fsm_push_cb cb, void *arg);
+/* Drop the in-memory state and rebuild it from the store (after load). */
+int topic_rebuild(topics_t *ts);
+/* Around each entry (inside queue_begin/queue_end): end flushes dirty topic
+ * and subscription records and calls the push callback; MQHUB_EINTERNAL when
+ * a store write failed during the entry. */
+void topic_begin(topics_t *ts, uint64_t now);
+int topic_end(topics_t *ts);
+/* Earliest time a retained topic message expires (UINT64_MAX: none; @now
+ * when the last tick ran out of budget). */
+uint64_t topic_next_due(topics_t *ts, uint64_t now);
+
+/* The script slots (script/ fills them): @exists tells whether script
+ * @name is loaded; @filter runs it on one message, 0 with *match set, or a
+ * negative code with a sentence in @err (counted as a delivery failure).
+ * Without hooks every named script is missing (NOT_FOUND at create). @gate
+ * runs before every client publish is accepted; @hook_name gives the
+ * topic's hook for topic.get. */
+typedef struct topic_script_hooks {
+    bool (*exists)(void *arg, const char *name, size_t len);
+    int (*filter)(void *arg, const char *name, size_t len, const fsm_push_msg_t *m,
+                  bool *match, char *err, size_t errlen);
+    void *arg;
+    fsm_gate_fn gate;
+    fsm_hook_name_fn hook_name;
+} topic_script_hooks_t;
+void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h);
+/* Publish @msg (a map {body, tags?, key?, attrs?} as in `publish`) to topic
+ * @name without passing the gate (a hook's hub.publish: no recursion). 0 or
+ * a code with the sentence in c->err. */
+int topic_publish_internal(topics_t *ts, cmd_t *c, const char *name, size_t len,
+                           const msgpack_object *msg);
+/* Visit the retained messages of topic @name published at or after @since,
+ * in seq order, until @fn returns nonzero. 0, or MQHUB_ENOT_FOUND. */
+int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since,
+                      int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
+/* Call @fn("topic/subscription") for every subscription whose filter_script
+ * is @script, in topic id then name order. */
+void topic_script_users(topics_t *ts, const char *script, size_t len,
+                        void (*fn)(void *arg, const char *user), void *arg);
+
+/* Handlers (see PROTOCOL.md for each op); topic_op_tick is the topic half
+ * of `tick` (retention expiry). */
+int topic_op_create(cmd_t *c);
+int topic_op_delete(cmd_t *c);
+int topic_op_set(cmd_t *c);
+int topic_op_get(cmd_t *c);
+int topic_op_list(cmd_t *c);
+int topic_op_publish(cmd_t *c);
+int topic_op_publish_batch(cmd_t *c);
+int topic_op_tick(cmd_t *c);
+
+/* ---- subscription.c ---- */
+
+/* Handlers: subscription.create/delete/get/list/rewind, ack, and the
+ * internal op `sub.dead {topic, subscription, seq, attempts}` (the leader
+ * gave up on a push message). */
+int sub_op_create(cmd_t *c);
+int sub_op_delete(cmd_t *c);
+int sub_op_get(cmd_t *c);
+int sub_op_list(cmd_t *c);
+int sub_op_rewind(cmd_t *c);
+int sub_op_ack(cmd_t *c);
+int sub_op_dead(cmd_t *c);
+/* The push engine's reads: fsm_push_pending, fsm_push_is_pending and
+ * fsm_push_retry of sm.h, with the same contracts. */
+int sub_push_pending(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
+                     uint64_t after, unsigned max,
+                     int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
+bool sub_push_is_pending(topics_t *ts, const char *topic, size_t tl, const char *sub,
+                         size_t sl, uint64_t seq);
+int sub_push_retry(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
+                   fsm_retry_t *out);
+
+/* ---- body.c ---- */
+
+/* The body of topic message @seq of topic id @tid that queue messages refer
+ * to (free it with store_free; NULL when gone). */
+void *body_get(store_t *st, uint64_t tid, uint64_t seq, size_t *len);
+/* Give one reference back (the last one removes the kept body). 0 or a
+ * store failure. */
+int body_release(store_t *st, uint64_t tid, uint64_t seq);
+/* Count @n more references (0: nothing to do). 0 or a store failure. */
+int body_add_refs(store_t *st, uint64_t tid, uint64_t seq, uint64_t n);
+/* Before record P<tid><seq> goes (retention): copy its body to G while
+ * references remain. body_keep_all: the same for every message of topic id
+ * @tid that R counts (topic.delete). 0 or a store failure. */
+int body_keep(store_t *st, uint64_t tid, uint64_t seq);
+int body_keep_all(store_t *st, uint64_t tid);
+/* The seqs of message keys (<prefix><id be64><seq be64>) that a store_scan
+ * visit gathers for the work it may not do itself (a visit must not write
+ * the store): body.c gathers R keys, topic.c P keys, subscription.c W keys.
+ * The owner frees v. */
+typedef struct body_seqs {
+    uint64_t *v;
+    size_t n, cap;
+} body_seqs_t;
+/* Append the seq of message key @k; 1 when out of memory, which stops the
+ * store_scan visiting. */
+int body_seqs_push(body_seqs_t *s, const char *k);
+
+/* ---- route.c ---- */
+
+/* Routing-key matching, pure: @key and @binding are dot-separated words (""
+ * is zero words, "a..b" has an empty middle word); in @binding a word "*"
+ * matches exactly one word and "#" zero or more words. Either longer than
+ * MQHUB_ROUTING_KEY_MAX bytes never matches. */
+bool route_key_match(const char *binding, size_t bl, const char *key, size_t kl);
+/* Whether the message's @tags (array of str, or NIL) hold one of @filter's
+ * (array of str). */
+bool route_tags_match(const msgpack_object *filter, const msgpack_object *tags);
+/* Whether the message's @key (str, or NIL: never) matches one of @bindings
+ * (array of str). */
+bool route_bindings_match(const msgpack_object *bindings, const msgpack_object *key);
+
+/* ======================================================================
+ * script/ — the Lua 5.4 script host (docs/scripting.md): scripts live in
+ * the store and run inside apply in a sandbox, so every node computes the
+ * same result. Filters (topic_script_hooks_t), hooks and blocks (the gate of
+ * queue.c and topic.c), hub.state / hub.window / hub.block / hub.publish,
+ * and the ops script.load/get/list/delete (script.c), script.test
+ * (backtest.c), block.list/delete (block.c). The files' own contract is
+ * script/script_int.h.
+ * ====================================================================== */
+
+/* The script host over @st; registers itself as @qs's gate and @ts's
+ * script hooks (none of them owned). 0 or MQHUB_EINTERNAL. */
+int script_state_new(scripts_t **out, store_t *st, queues_t *qs, topics_t *ts);
+void script_state_free(scripts_t *sc);
+/* Drop compiled scripts and caches, reload them from the store (after load). */
+int script_rebuild(scripts_t *sc);
+/* Around each entry: begin starts a new script instance generation (each
+ * script's chunk runs again, lazily, in a fresh environment); end flushes
+ * the counters, MQHUB_EINTERNAL when a store write failed. */
+void script_begin(scripts_t *sc, uint64_t now);
+int script_end(scripts_t *sc);
+/* After each applied command: publish what hooks emitted with hub.publish. */
+void script_after_cmd(scripts_t *sc, cmd_t *c);
+/* attrs.hook of queue.create/set, topic.create/set (@kind 'q' or 't'):
+ * before the handler (@after false) validate it; after a successful handler
+ * attach/detach it; after queue.delete/topic.delete drop the binding. @op is
+ * the op name. */
+int script_hook_op(scripts_t *sc, cmd_t *c, char kind, const char *op, bool after);
+int script_op_load(cmd_t *c);
+int script_op_get(cmd_t *c);
+int script_op_list(cmd_t *c);
+int script_op_delete(cmd_t *c);
+int backtest_op_test(cmd_t *c);
+int block_op_list(cmd_t *c);
+int block_op_delete(cmd_t *c);
+/* The script half of `tick`: expired blocks and idle windows go. */
+int script_op_tick(cmd_t *c);
+
+
+#endif
