@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mqhub/protocol.h"
 #include "mqhub/version.h"
 #include "node/node.h"
 
@@ -28,7 +29,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: mqhubd [--config FILE] [--data DIR] [--help] [--version]\n"
             "  --config FILE  Lua configuration (default: a single node, data in\n"
-            "                 ./mqhub-data, TCP on 127.0.0.1:6200)\n"
+            "                 ./mqhub-data, TCP on " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
             "  --data DIR     data directory (overrides node.data)\n"
             "Stops gracefully on SIGTERM or SIGINT.\n");
 }
@@ -58,7 +59,7 @@ static const char *tcp_listen(config_t *cfg)
     for (unsigned i = 0; i < cfg->n_transports; i++) {
         if (strcmp(cfg->transports[i].name, "tcp") == 0) {
             const char *l = config_transport_string(cfg, &cfg->transports[i], "listen");
-            return l != NULL ? l : "127.0.0.1:6200";
+            return l != NULL ? l : MQHUB_DEFAULT_TCP_ADDRESS;
         }
     }
     return "(no tcp transport)";
@@ -102,8 +103,8 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
-            printf("mqhubd %s (protocol 1, plugin ABI %d)\n", MQHUB_VERSION_STRING,
-                   MQHUB_PLUGIN_ABI);
+            printf("mqhubd %s (protocol %d, plugin ABI %d)\n", MQHUB_VERSION_STRING,
+                   MQHUB_PROTOCOL_VERSION, MQHUB_PLUGIN_ABI);
             return 0;
         } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];

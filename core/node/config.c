@@ -30,9 +30,6 @@
 
 #define DEFAULT_DATA_DIR "./mqhub-data"
 #define DEFAULT_RAFT "127.0.0.1:6300"
-#define DEFAULT_TCP "127.0.0.1:6200"
-#define DEFAULT_WS "127.0.0.1:6280"
-#define DEFAULT_MAX_FRAME (16u << 20)
 #define MAX_ATTR_DEPTH 8
 
 /* Load-time state: the config being filled and a "name" awaiting its table. */
@@ -143,21 +140,6 @@ static void set_string(char **slot, char *s)
     }
 }
 
-/* Names follow PROTOCOL.md: 1-64 of A-Z a-z 0-9 _ - . starting alphanumeric. */
-static bool valid_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                     (ch >= '0' && ch <= '9');
-        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
-            return false;
-    }
-    return true;
-}
 
 /* ---- simple directives ------------------------------------------------- */
 
@@ -465,8 +447,8 @@ static void add_hook_file(lua_State *L, config_t *c, const char *what)
     }
     base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     blen = strlen(base) - 4;
-    snprintf(name, sizeof name, "%.*s", (int)(blen < 64 ? blen : 64), base);
-    if (blen > 64 || !valid_name(name))
+    snprintf(name, sizeof name, "%.*s", (int)(blen < MQHUB_NAME_MAX ? blen : MQHUB_NAME_MAX), base);
+    if (!wire_name_valid(base, blen))
         luaL_error(L, "%s: hook file '%s' must be named like a script (%s)", what, path,
                    mqhub_strerror(MQHUB_EBAD_NAME));
     if (!(source = read_beside(c, path, &slen)))
@@ -553,7 +535,7 @@ static int l_config_named(lua_State *L)
     if (lua_type(L, 1) != LUA_TSTRING)
         luaL_error(L, "%s needs a name: %s \"name\" { ... }", kind, kind);
     const char *name = lua_tostring(L, 1);
-    if (!valid_name(name))
+    if (!wire_name_valid(name, strlen(name)))
         luaL_error(L, "%s name \"%s\": %s", kind, name, mqhub_strerror(MQHUB_EBAD_NAME));
     luaL_where(L, 1);
     snprintf(ld->pending_where, sizeof ld->pending_where, "%s", lua_tostring(L, -1));
@@ -671,12 +653,12 @@ static int dup_default(char **slot, const char *def)
     return *slot ? 0 : MQHUB_EINTERNAL;
 }
 
-/* No transport declared: TCP on DEFAULT_TCP, WebSocket + dashboard on
- * DEFAULT_WS. */
+/* No transport declared: TCP on MQHUB_DEFAULT_TCP_ADDRESS, WebSocket + dashboard on
+ * MQHUB_DEFAULT_WS_ADDRESS. */
 static int add_default_transports(lua_State *L, config_t *c)
 {
     static const char *const names[] = {"tcp", "websocket"};
-    static const char *const listens[] = {DEFAULT_TCP, DEFAULT_WS};
+    static const char *const listens[] = {MQHUB_DEFAULT_TCP_ADDRESS, MQHUB_DEFAULT_WS_ADDRESS};
 
     c->transports = calloc(2, sizeof *c->transports);
     if (!c->transports)
@@ -740,7 +722,7 @@ int config_load(config_t **out, const char *path, char *errmsg, size_t errlen)
     }
     c->L = L;
     c->node_id = 1;
-    c->max_frame = DEFAULT_MAX_FRAME;
+    c->max_frame = MQHUB_DEFAULT_MAX_FRAME;
     c->log_level = MQHUB_LOG_INFO;
     luaL_openlibs(L);
     loader_t ld = {.c = c};

@@ -39,11 +39,8 @@
 #include "clock.h"
 #include "node.h"
 
-#define HUB_PROTOCOL_VERSION 1
-#define HUB_MAX_WAIT_S 30
 #define HUB_CHECK_MS 200 /* how often parked waiters check leadership */
 #define HUB_WAITQ_BUCKETS 256
-#define HUB_DEFAULT_LISTEN "127.0.0.1:6200"
 
 typedef struct hub_req hub_req_t;
 typedef struct waitq waitq_t;
@@ -670,7 +667,7 @@ static uint64_t default_wait(hub_t *h, const msgpack_object *queue)
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&req);
     msgpack_sbuffer_destroy(&resp);
-    return wait > HUB_MAX_WAIT_S ? HUB_MAX_WAIT_S : wait;
+    return wait > MQHUB_RECEIVE_WAIT_MAX ? MQHUB_RECEIVE_WAIT_MAX : wait;
 }
 
 /* `receive`: submit now when messages are ready or no wait is asked, else
@@ -689,9 +686,9 @@ static void receive_start(mqhub_session_t *s, const wire_request_t *v, const cha
                     "queue: receive needs the queue's name as a string");
         return;
     }
-    if (w != NULL && (w->type != MSGPACK_OBJECT_POSITIVE_INTEGER || w->via.u64 > HUB_MAX_WAIT_S)) {
+    if (w != NULL && (w->type != MSGPACK_OBJECT_POSITIVE_INTEGER || w->via.u64 > MQHUB_RECEIVE_WAIT_MAX)) {
         reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
-                    "wait: seconds to wait for a message, an integer 0-%d", HUB_MAX_WAIT_S);
+                    "wait: seconds to wait for a message, an integer 0-%d", MQHUB_RECEIVE_WAIT_MAX);
         return;
     }
     if (!replica_is_leader(h->replica)) {
@@ -736,9 +733,9 @@ static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb
     msgpack_packer pk;
 
     if (ver == NULL || ver->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        ver->via.u64 != HUB_PROTOCOL_VERSION) {
+        ver->via.u64 != MQHUB_PROTOCOL_VERSION) {
         reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
-                    "version: this server speaks protocol version %d", HUB_PROTOCOL_VERSION);
+                    "version: this server speaks protocol version %d", MQHUB_PROTOCOL_VERSION);
         return;
     }
     if (h->cfg->token != NULL && !token_equal(h->cfg->token, mp_map_get(v->map, "token"))) {
@@ -753,7 +750,7 @@ static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb
     mp_pack_cstr(&pk, "server");
     mp_pack_cstr(&pk, "mqhub");
     mp_pack_cstr(&pk, "version");
-    msgpack_pack_uint32(&pk, HUB_PROTOCOL_VERSION);
+    msgpack_pack_uint32(&pk, MQHUB_PROTOCOL_VERSION);
     mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, h->cfg->node_id);
     if (leader != NULL) {
@@ -839,7 +836,8 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
     }
     if (h->cfg->token != NULL && !s->authed && !(o && (o->flags & OPS_F_PUBLIC))) {
         reply_error(h, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
-                    "this server needs a token: send hello {version: 1, token} first");
+                    "this server needs a token: send hello {version: %d, token} first",
+                    MQHUB_PROTOCOL_VERSION);
         return;
     }
     switch (o ? o->kind : OPS_UNKNOWN) {
@@ -968,7 +966,7 @@ size_t hub_max_frame(hub_t *h)
  * config's, else our TCP transport's listen address. */
 static void find_client_address(hub_t *h)
 {
-    const char *listen = HUB_DEFAULT_LISTEN;
+    const char *listen = MQHUB_DEFAULT_TCP_ADDRESS;
 
     if (h->cfg->client_address != NULL) {
         snprintf(h->client_address, sizeof h->client_address, "%s", h->cfg->client_address);

@@ -29,8 +29,6 @@
 
 #include "node.h"
 
-#define PUSH_NAME_MAX 64
-#define PUSH_FRAME_MSGS 64 /* messages per push frame at most */
 
 typedef struct sub sub_t;
 
@@ -59,8 +57,8 @@ typedef struct flight {
 
 struct sub {
     sub_t *next;
-    char topic[PUSH_NAME_MAX + 1];
-    char name[PUSH_NAME_MAX + 1];
+    char topic[MQHUB_NAME_MAX + 1];
+    char name[MQHUB_NAME_MAX + 1];
     size_t tl, nl;
     consumer_t *consumers;
     consumer_t *rr; /* round-robin: the consumer to try first */
@@ -88,8 +86,8 @@ typedef struct dead_ctx {
     push_t *p;
     uint64_t seq;
     size_t tl, nl;
-    char topic[PUSH_NAME_MAX + 1];
-    char name[PUSH_NAME_MAX + 1];
+    char topic[MQHUB_NAME_MAX + 1];
+    char name[MQHUB_NAME_MAX + 1];
 } dead_ctx_t;
 
 static void schedule(push_t *p);
@@ -186,7 +184,7 @@ static sub_t *sub_get(push_t *p, const char *topic, size_t tl, const char *name,
 {
     sub_t *sb = sub_find(p, topic, tl, name, nl);
 
-    if (sb != NULL || tl > PUSH_NAME_MAX || nl > PUSH_NAME_MAX)
+    if (sb != NULL || tl > MQHUB_NAME_MAX || nl > MQHUB_NAME_MAX)
         return sb;
     sb = calloc(1, sizeof *sb);
     if (sb == NULL)
@@ -465,7 +463,7 @@ static int visit(void *arg, const fsm_push_msg_t *m)
     c->free--;
     c->inflight++;
     frame_add(c, m, f->attempt);
-    if (c->n_out >= PUSH_FRAME_MSGS)
+    if (c->n_out >= MQHUB_PUSH_FRAME_MSGS)
         frame_send(c);
     return --rd->free == 0 ? 1 : 0;
 }
@@ -606,9 +604,9 @@ static int arg_name(const msgpack_object *req, const char *key, const char **s, 
     const msgpack_object *o = mp_map_get(req, key);
 
     if (o == NULL || o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
-        o->via.str.size > PUSH_NAME_MAX) {
+        o->via.str.size > MQHUB_NAME_MAX) {
         snprintf(err, errlen, "%s: the %s's name, a string of 1-%d bytes", key,
-                 strcmp(key, "topic") == 0 ? "topic" : "subscription", PUSH_NAME_MAX);
+                 strcmp(key, "topic") == 0 ? "topic" : "subscription", MQHUB_NAME_MAX);
         return MQHUB_EBAD_REQUEST;
     }
     *s = o->via.str.ptr;

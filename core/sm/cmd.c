@@ -63,27 +63,15 @@ range:
                     (unsigned long long)min, (unsigned long long)max);
 }
 
-static bool name_valid(const char *s, size_t len)
-{
-    if (len < 1 || len > MQHUB_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
-            return false;
-    }
-    return true;
-}
-
 int cmd_arg_name(cmd_t *c, const msgpack_object *map, const char *key, const char **s,
                  size_t *len)
 {
     int rc = cmd_arg_str(c, map, key, true, s, len);
-    if (rc == 0 && !name_valid(*s, *len))
+    if (rc == 0 && !wire_name_valid(*s, *len))
         rc = cmd_fail(c, MQHUB_EBAD_NAME,
-                      "field '%s': '%.*s' is not a valid name; use 1-64 of A-Z a-z 0-9 _ - . "
-                      "starting with a letter or digit", key, (int)(*len > 64 ? 64 : *len), *s);
+                      "field '%s': '%.*s' is not a valid name; use 1-%d of A-Z a-z 0-9 _ - . "
+                      "starting with a letter or digit",
+                      key, (int)(*len > MQHUB_NAME_MAX ? MQHUB_NAME_MAX : *len), *s, MQHUB_NAME_MAX);
     return rc;
 }
 
@@ -186,14 +174,14 @@ int cmd_list_names(cmd_t *c, store_t *st, char rec, const char *key)
 {
     const char *prefix;
     size_t plen;
-    struct list l = {0, 100, 0, NULL};
+    struct list l = {0, MQHUB_LIST_LIMIT_DEFAULT, 0, NULL};
     msgpack_sbuffer sb;
     msgpack_packer pk;
     char k[1 + MQHUB_NAME_MAX];
     int rc;
     if ((rc = cmd_arg_str(c, c->req, "prefix", false, &prefix, &plen)) ||
         (rc = cmd_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &l.offset)) ||
-        (rc = cmd_arg_uint(c, c->req, "limit", 1, 1000, &l.limit)))
+        (rc = cmd_arg_uint(c, c->req, "limit", 1, MQHUB_LIST_LIMIT_MAX, &l.limit)))
         return rc;
     if (!c->pk)
         return 0;

@@ -45,11 +45,7 @@
 
 #define META_QID "#qid"
 #define ID_MAX_LEN 128        /* group and dedup_id */
-#define DEDUP_WINDOW_MS 300000
 #define TICK_BUDGET 10000     /* removals per tick */
-#define BATCH_MAX 256
-#define RECEIVE_MAX 256
-#define VISIBILITY_MAX 43200
 #define KEY_LEN 17            /* prefix + qid + seq */
 
 enum msg_state { MS_READY, MS_DELAYED, MS_INFLIGHT, MS_DELETED };
@@ -62,7 +58,9 @@ struct attrs {
 };
 
 static const struct attrs attrs_default = {
-    .visibility_timeout = 30, .max_msg_size = 65536, .retention = 345600,
+    .visibility_timeout = MQHUB_VISIBILITY_TIMEOUT_DEFAULT,
+    .max_msg_size = MQHUB_MSG_SIZE_DEFAULT,
+    .retention = MQHUB_QUEUE_RETENTION_DEFAULT,
 };
 
 struct stats {
@@ -795,13 +793,13 @@ static int attrs_parse(queues_t *qs, cmd_t *c, struct attrs *a, const char *self
         return is_set ? cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' is required (a map)") : 0;
     if (m->type != MSGPACK_OBJECT_MAP)
         return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map");
-    if ((rc = cmd_arg_uint(c, m, "visibility_timeout", 0, VISIBILITY_MAX, &a->visibility_timeout)) ||
-        (rc = cmd_arg_uint(c, m, "polling_wait", 0, 30, &a->polling_wait)) ||
-        (rc = cmd_arg_uint(c, m, "max_msg_size", 1024, 1048576, &a->max_msg_size)) ||
-        (rc = cmd_arg_uint(c, m, "retention", 60, 1296000, &a->retention)) ||
-        (rc = cmd_arg_uint(c, m, "rewind_window", 0, 1296000, &a->rewind_window)) ||
+    if ((rc = cmd_arg_uint(c, m, "visibility_timeout", 0, MQHUB_VISIBILITY_TIMEOUT_MAX, &a->visibility_timeout)) ||
+        (rc = cmd_arg_uint(c, m, "polling_wait", 0, MQHUB_POLLING_WAIT_MAX, &a->polling_wait)) ||
+        (rc = cmd_arg_uint(c, m, "max_msg_size", MQHUB_MSG_SIZE_MIN, MQHUB_MSG_SIZE_MAX, &a->max_msg_size)) ||
+        (rc = cmd_arg_uint(c, m, "retention", MQHUB_RETENTION_MIN, MQHUB_RETENTION_MAX, &a->retention)) ||
+        (rc = cmd_arg_uint(c, m, "rewind_window", 0, MQHUB_RETENTION_MAX, &a->rewind_window)) ||
         (rc = cmd_arg_uint(c, m, "max_backlog", 0, UINT64_MAX, &a->max_backlog)) ||
-        (rc = cmd_arg_uint(c, m, "delay", 0, 3600, &a->delay)))
+        (rc = cmd_arg_uint(c, m, "delay", 0, MQHUB_DELAY_MAX, &a->delay)))
         return rc;
     if (a->rewind_window > a->retention)
         return cmd_fail(c, MQHUB_EBAD_REQUEST,
@@ -828,10 +826,11 @@ static int attrs_parse(queues_t *qs, cmd_t *c, struct attrs *a, const char *self
     size_t dlen;
     uint64_t max = 0;
     if ((rc = cmd_arg_name(c, v, "queue", &dlq, &dlen)) ||
-        (rc = cmd_arg_uint(c, v, "max_receives", 1, 1000, &max)))
+        (rc = cmd_arg_uint(c, v, "max_receives", 1, MQHUB_MAX_RECEIVES_MAX, &max)))
         return rc;
     if (max == 0)
-        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'max_receives' is required (1-1000)");
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'max_receives' is required (1-%d)",
+                        MQHUB_MAX_RECEIVES_MAX);
     if (dlen == self_len && memcmp(dlq, self, dlen) == 0)
         return cmd_fail(c, MQHUB_EBAD_REQUEST,
                         "field 'dead_letter': a queue cannot be its own dead-letter queue");
@@ -1126,7 +1125,7 @@ static bool dedup_lookup(queues_t *qs, const queue_t *q, const char *id, size_t 
     if (msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 3) {
         const msgpack_object *o = u.data.via.array.ptr;
-        hit = o[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o[0].via.u64 + DEDUP_WINDOW_MS > now &&
+        hit = o[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o[0].via.u64 + MQHUB_DEDUP_WINDOW_MS > now &&
               o[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o[2].type == MSGPACK_OBJECT_STR &&
               o[2].via.str.size < sizeof(out->msg_id);
         if (hit) {
@@ -1241,7 +1240,7 @@ static int send_one(queues_t *qs, queue_t *q, cmd_t *c, const msgpack_object *mm
     int rc;
     if (!body || (body->type != MSGPACK_OBJECT_BIN && body->type != MSGPACK_OBJECT_STR))
         return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'body' is required (bin or str)");
-    if ((rc = cmd_arg_uint(c, mm, "delay", 0, 3600, &delay)) ||
+    if ((rc = cmd_arg_uint(c, mm, "delay", 0, MQHUB_DELAY_MAX, &delay)) ||
         (rc = cmd_arg_attrs(c, mm, &m.attrs)) ||
         (rc = arg_opt_id(c, mm, "group", &m.group, &m.glen)) ||
         (rc = arg_opt_id(c, mm, "dedup_id", &m.dedup, &m.dlen)))
@@ -1354,7 +1353,7 @@ int queue_op_send_batch(cmd_t *c)
     queues_t *qs = c->qs;
     struct batch b = {.qs = qs};
     int rc = arg_queue(qs, c, "queue", &b.q);
-    return rc ? rc : cmd_batch(c, "msgs", "maps", BATCH_MAX, send_item, &b);
+    return rc ? rc : cmd_batch(c, "msgs", "maps", MQHUB_BATCH_MAX, send_item, &b);
 }
 
 /* ---- receive ---- */
@@ -1497,8 +1496,8 @@ int queue_op_receive(cmd_t *c)
     if (rc)
         return rc;
     vis = q->a.visibility_timeout;
-    if ((rc = cmd_arg_uint(c, c->req, "max", 1, RECEIVE_MAX, &max)) ||
-        (rc = cmd_arg_uint(c, c->req, "visibility", 0, VISIBILITY_MAX, &vis)))
+    if ((rc = cmd_arg_uint(c, c->req, "max", 1, MQHUB_RECEIVE_MAX, &max)) ||
+        (rc = cmd_arg_uint(c, c->req, "visibility", 0, MQHUB_VISIBILITY_TIMEOUT_MAX, &vis)))
         return rc;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -1578,7 +1577,7 @@ int queue_op_delete_msgs(cmd_t *c)
     queues_t *qs = c->qs;
     struct batch b = {.qs = qs};
     int rc = arg_queue(qs, c, "queue", &b.q);
-    return rc ? rc : cmd_batch(c, "receipts", "strings", BATCH_MAX, delete_item, &b);
+    return rc ? rc : cmd_batch(c, "receipts", "strings", MQHUB_BATCH_MAX, delete_item, &b);
 }
 
 int queue_op_change_visibility(cmd_t *c)
@@ -1591,10 +1590,10 @@ int queue_op_change_visibility(cmd_t *c)
     struct msg m = {.raw = NULL};
     int rc = arg_queue(qs, c, "queue", &q);
     if (rc || (rc = cmd_arg_str(c, c->req, "receipt", true, &r, &rl)) ||
-        (rc = cmd_arg_uint(c, c->req, "timeout", 0, VISIBILITY_MAX, &timeout)))
+        (rc = cmd_arg_uint(c, c->req, "timeout", 0, MQHUB_VISIBILITY_TIMEOUT_MAX, &timeout)))
         return rc;
     if (timeout == UINT64_MAX)
-        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'timeout' is required (0-%d s)", VISIBILITY_MAX);
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'timeout' is required (0-%d s)", MQHUB_VISIBILITY_TIMEOUT_MAX);
     if ((rc = receipt_check(qs, c, q, r, rl, &m)) == 0) {
         m.visible_at = c->now + timeout * 1000;
         if (timeout == 0) {
@@ -1729,7 +1728,7 @@ static uint64_t expire_dedup(queues_t *qs, queue_t *q, uint64_t now, uint64_t bu
 {
     const struct dedup_ref *top;
     uint64_t n = 0;
-    while (n < budget && (top = heap_top(&q->dedup)) && top->at + DEDUP_WINDOW_MS <= now) {
+    while (n < budget && (top = heap_top(&q->dedup)) && top->at + MQHUB_DEDUP_WINDOW_MS <= now) {
         struct dedup_ref d;
         unsigned char k[9 + ID_MAX_LEN];
         size_t vl;

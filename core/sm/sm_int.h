@@ -12,6 +12,7 @@
 #include "log.h"
 #include "mp.h"
 #include "sm.h"
+#include "wire.h"
 
 typedef struct queues queues_t;
 typedef struct topics topics_t;

@@ -498,9 +498,11 @@ static int arg_retry(cmd_t *c, fsm_retry_t *r)
         return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'retry' must be a map {strategy, "
                         "max_attempts, interval_ms, max_interval_ms}");
     if ((rc = cmd_arg_str(c, m, "strategy", false, &strategy, &sl)) ||
-        (rc = cmd_arg_uint(c, m, "max_attempts", 1, 1000, &attempts)) ||
-        (rc = cmd_arg_uint(c, m, "interval_ms", 10, 3600000, &r->interval_ms)) ||
-        (rc = cmd_arg_uint(c, m, "max_interval_ms", 10, 86400000, &r->max_interval_ms)))
+        (rc = cmd_arg_uint(c, m, "max_attempts", 1, MQHUB_RETRY_MAX_ATTEMPTS_MAX, &attempts)) ||
+        (rc = cmd_arg_uint(c, m, "interval_ms", MQHUB_RETRY_INTERVAL_MS_MIN,
+                                    MQHUB_RETRY_INTERVAL_MS_MAX, &r->interval_ms)) ||
+        (rc = cmd_arg_uint(c, m, "max_interval_ms", MQHUB_RETRY_INTERVAL_MS_MIN,
+                                    MQHUB_RETRY_MAX_INTERVAL_MS_MAX, &r->max_interval_ms)))
         return rc;
     if (strategy && !(sl == 7 && memcmp(strategy, "backoff", 7) == 0) &&
         !(sl == 11 && memcmp(strategy, "exponential", 11) == 0))

@@ -38,7 +38,8 @@
 #define META_TID "#tid"
 #define TICK_BUDGET 10000     /* expired messages per tick */
 
-static const struct tattrs tattrs_default = {.max_msg_size = 65536, .retention = 86400};
+static const struct tattrs tattrs_default = {.max_msg_size = MQHUB_MSG_SIZE_DEFAULT,
+                                              .retention = MQHUB_TOPIC_RETENTION_DEFAULT};
 
 static const msgpack_object nil_obj = {.type = MSGPACK_OBJECT_NIL};
 
@@ -420,8 +421,8 @@ static int tattrs_parse(cmd_t *c, struct tattrs *a, bool is_set)
         return is_set ? cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' is required (a map)") : 0;
     if (m->type != MSGPACK_OBJECT_MAP)
         return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map");
-    if ((rc = cmd_arg_uint(c, m, "max_msg_size", 1024, 1048576, &a->max_msg_size)) ||
-        (rc = cmd_arg_uint(c, m, "retention", 60, 1296000, &a->retention)))
+    if ((rc = cmd_arg_uint(c, m, "max_msg_size", MQHUB_MSG_SIZE_MIN, MQHUB_MSG_SIZE_MAX, &a->max_msg_size)) ||
+        (rc = cmd_arg_uint(c, m, "retention", MQHUB_RETENTION_MIN, MQHUB_RETENTION_MAX, &a->retention)))
         return rc;
     return 0;
 }

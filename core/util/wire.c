@@ -1,8 +1,8 @@
 /* wire.c: the request/response envelope of the protocol (docs/protocol.md
  * "Frames"), shared by the hub, the push engine, cluster ops and the fuzzer:
  * decoding one request (wire_decode_request(): the size guard, one map, a
- * uint id, a str op) and packing a response's head or a whole error
- * response. Leaf code over msgpack-c; see wire.h.
+ * uint id, a str op), the name rule, and packing a response's head or a
+ * whole error response. Leaf code over msgpack-c; see wire.h.
  */
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +55,19 @@ int wire_decode_request(msgpack_unpacked *u, const char *buf, size_t len, wire_r
 }
 
 /* ---- responses ---- */
+
+bool wire_name_valid(const char *s, size_t len)
+{
+    if (len < 1 || len > MQHUB_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || (ch != '_' && ch != '-' && ch != '.')))
+            return false;
+    }
+    return true;
+}
 
 void wire_pack_head(msgpack_packer *pk, bool has_id, uint64_t id, bool ok, unsigned n_extra)
 {

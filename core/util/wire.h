@@ -11,6 +11,7 @@
 #include <msgpack.h>
 
 #include "mqhub/errors.h"
+#include "mqhub/protocol.h"
 
 /* One decoded request. @map points into the msgpack_unpacked it came from. */
 typedef struct wire_request {
@@ -28,6 +29,10 @@ typedef struct wire_request {
  * was readable (then it is echoed in the error reply). */
 int wire_decode_request(msgpack_unpacked *u, const char *buf, size_t len, wire_request_t *v,
                         char *errmsg, size_t errlen);
+
+/* A queue, topic, subscription or script name: 1-MQHUB_NAME_MAX bytes of
+ * A-Z a-z 0-9 _ - . starting with a letter or digit (docs/protocol.md). */
+bool wire_name_valid(const char *s, size_t len);
 
 /* Start a response map of @n_extra fields after id (when @has_id) and ok. */
 void wire_pack_head(msgpack_packer *pk, bool has_id, uint64_t id, bool ok, unsigned n_extra);

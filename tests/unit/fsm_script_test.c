@@ -487,6 +487,14 @@ static void test_backtest(void **state)
     assert_int_equal(h_int(r, "errors"), 1);
     assert_int_equal(json_array_size(json_object_get(r, "blocks")), 1);
     json_decref(r);
+    /* a node restored from a snapshot answers the same before its first apply */
+    harness_t *c = h_open(H_T0);
+    h_snapshot_restore(h, c);
+    r = h_read(c, "{'op':'script.test','name':'blocker','topic':'t','since':0}");
+    assert_true(h_ok(r));
+    assert_int_equal(h_int(r, "refused"), 2);
+    json_decref(r);
+    h_close(c);
     r = h_read(h, "{'op':'script.get','name':'blocker'}");
     assert_int_equal(stat_of(r, "calls"), 0);
     json_decref(r);

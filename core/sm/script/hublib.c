@@ -208,7 +208,7 @@ static size_t state_key(lua_State *L, char *k, size_t cap)
 
 static int l_state_get(lua_State *L)
 {
-    char k[2 + NAME_MAX_LEN + STATE_KEY_MAX];
+    char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     size_t kl = state_key(L, k, sizeof(k)), vl;
     char *v = script_ov_get(script_host(L), k, kl, &vl);
     msgpack_unpacked u;
@@ -225,7 +225,7 @@ static int l_state_get(lua_State *L)
 static int l_state_set(lua_State *L)
 {
     scripts_t *sc = writes_allowed(L, "hub.state.set");
-    char k[2 + NAME_MAX_LEN + STATE_KEY_MAX];
+    char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     size_t kl = state_key(L, k, sizeof(k));
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -247,7 +247,7 @@ static int l_state_set(lua_State *L)
 static int l_state_del(lua_State *L)
 {
     scripts_t *sc = writes_allowed(L, "hub.state.del");
-    char k[2 + NAME_MAX_LEN + STATE_KEY_MAX];
+    char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     script_ov_del(sc, k, state_key(L, k, sizeof(k)));
     return 0;
 }
@@ -338,7 +338,7 @@ static size_t win_key(lua_State *L, char *k, size_t cap)
     size_t nl, kl;
     const char *name = luaL_checklstring(L, 1, &nl);
     const char *key = luaL_checklstring(L, 2, &kl);
-    luaL_argcheck(L, nl >= 1 && nl <= NAME_MAX_LEN, 1, "window names are 1-64 bytes");
+    luaL_argcheck(L, nl >= 1 && nl <= MQHUB_NAME_MAX, 1, "window names are 1-64 bytes");
     luaL_argcheck(L, kl <= STATE_KEY_MAX, 2, "keys are at most 255 bytes");
     return script_key2(k, cap, 'Y', name, nl, key, kl);
 }
@@ -346,7 +346,7 @@ static size_t win_key(lua_State *L, char *k, size_t cap)
 static int l_window_add(lua_State *L)
 {
     scripts_t *sc = writes_allowed(L, "hub.window.add");
-    char k[2 + NAME_MAX_LEN + STATE_KEY_MAX];
+    char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     size_t kl = win_key(L, k, sizeof(k));
     double amount = luaL_checknumber(L, 3);
     lua_Integer win_s = luaL_checkinteger(L, 4);
@@ -380,7 +380,7 @@ static int l_window_add(lua_State *L)
 static int window_read(lua_State *L, int what)
 {
     scripts_t *sc = script_host(L);
-    char k[2 + NAME_MAX_LEN + STATE_KEY_MAX];
+    char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     size_t kl = win_key(L, k, sizeof(k));
     struct win w;
     double sum = 0;
@@ -537,7 +537,7 @@ static int l_publish(lua_State *L)
     size_t tl;
     const char *topic = luaL_checklstring(L, 1, &tl);
     msgpack_sbuffer sb;
-    luaL_argcheck(L, tl >= 1 && tl <= NAME_MAX_LEN, 1, "a topic name");
+    luaL_argcheck(L, tl >= 1 && tl <= MQHUB_NAME_MAX, 1, "a topic name");
     if (sc->call_pubs >= PUBLISH_MAX)
         return luaL_error(L, "hub.publish: at most %d messages per call", PUBLISH_MAX);
     lua_settop(L, 3);

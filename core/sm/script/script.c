@@ -303,7 +303,7 @@ static void sentry_unlink(scripts_t *sc, sentry_t *e)
 static int compile(scripts_t *sc, const char *name, const char *src, size_t len, char *err,
                    size_t errlen)
 {
-    char chunk[NAME_MAX_LEN + 2];
+    char chunk[MQHUB_NAME_MAX + 2];
     snprintf(chunk, sizeof(chunk), "=%s", name);
     sc->in_call = false;
     if (luaL_loadbufferx(sc->L, src, len, chunk, "t") == LUA_OK)
@@ -321,7 +321,7 @@ static void stats_key(char *k, const sentry_t *e)
 
 static void stats_save(scripts_t *sc, sentry_t *e)
 {
-    char k[1 + NAME_MAX_LEN];
+    char k[1 + MQHUB_NAME_MAX];
     msgpack_sbuffer sb;
     msgpack_packer pk;
     const struct sstat *s = &e->s;
@@ -341,7 +341,7 @@ static void stats_save(scripts_t *sc, sentry_t *e)
 
 static void stats_load(scripts_t *sc, sentry_t *e)
 {
-    char k[1 + NAME_MAX_LEN];
+    char k[1 + MQHUB_NAME_MAX];
     size_t vl;
     msgpack_unpacked u;
     stats_key(k, e);
@@ -369,7 +369,7 @@ static int rebuild_script(void *arg, const char *k, size_t kl, const char *v, si
     sentry_t *e = calloc(1, sizeof(*e));
     int rc = -1;
     msgpack_unpacked_init(&u);
-    if (e && kl >= 2 && kl <= 1 + NAME_MAX_LEN &&
+    if (e && kl >= 2 && kl <= 1 + MQHUB_NAME_MAX &&
         msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2 &&
         u.data.via.array.ptr[1].type == MSGPACK_OBJECT_STR) {
@@ -433,8 +433,8 @@ int script_rebuild(scripts_t *sc)
 
 static sentry_t *hook_script(scripts_t *sc, char kind, const char *name, size_t len)
 {
-    char k[1 + NAME_MAX_LEN];
-    if (len > NAME_MAX_LEN)
+    char k[1 + MQHUB_NAME_MAX];
+    if (len > MQHUB_NAME_MAX)
         return NULL;
     k[0] = kind;
     memcpy(k + 1, name, len);
@@ -485,8 +485,8 @@ static int gate(void *arg, cmd_t *c, bool is_queue, const char *name, size_t len
 
 static const char *hook_name_cb(void *arg, bool is_queue, const char *name, size_t len)
 {
-    char k[1 + NAME_MAX_LEN];
-    if (len > NAME_MAX_LEN)
+    char k[1 + MQHUB_NAME_MAX];
+    if (len > MQHUB_NAME_MAX)
         return NULL;
     k[0] = is_queue ? 'q' : 't';
     memcpy(k + 1, name, len);
@@ -530,6 +530,7 @@ int script_state_new(scripts_t **out, store_t *st, queues_t *qs, topics_t *ts)
     hmap_init(&sc->call_ov);
     hmap_init(&sc->test_ov);
     sc->outbox_tail = &sc->outbox;
+    sc->gen = 1; /* entries start at inst_gen 0: not instantiated, even before an apply */
     if (sandbox_open(sc) != 0) {
         free(sc);
         return MQHUB_EINTERNAL;
@@ -597,7 +598,7 @@ void script_after_cmd(scripts_t *sc, cmd_t *c)
 static void hook_bind(scripts_t *sc, char kind, const char *name, size_t len,
                       const char *script, size_t sl)
 {
-    char k[2 + NAME_MAX_LEN];
+    char k[2 + MQHUB_NAME_MAX];
     k[0] = 'H';
     k[1] = kind;
     memcpy(k + 2, name, len);
@@ -620,7 +621,7 @@ int script_hook_op(scripts_t *sc, cmd_t *c, char kind, const char *op, bool afte
     const msgpack_object *attrs = mp_map_get(c->req, "attrs"), *hook = NULL;
     size_t len, hl = 0;
     bool del = strcmp(strrchr(op, '.'), ".delete") == 0;
-    if (cmd_arg_str(c, c->req, "name", true, &name, &len) != 0 || len > NAME_MAX_LEN)
+    if (cmd_arg_str(c, c->req, "name", true, &name, &len) != 0 || len > MQHUB_NAME_MAX)
         return 0; /* the handler reports it */
     if (del) {
         if (after)
@@ -702,7 +703,7 @@ int script_op_load(cmd_t *c)
     scripts_t *sc = c->sc;
     const char *name, *src;
     size_t len, sl;
-    char err[ERR_LEN], k[1 + NAME_MAX_LEN];
+    char err[ERR_LEN], k[1 + MQHUB_NAME_MAX];
     msgpack_sbuffer sb;
     msgpack_packer pk;
     int rc;
@@ -771,7 +772,7 @@ static void user_add(void *arg, const char *user)
 static int hook_user(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct users *u = arg;
-    char user[8 + NAME_MAX_LEN];
+    char user[8 + MQHUB_NAME_MAX];
     if (vl == u->len && memcmp(v, u->name, vl) == 0 && kl > 2) {
         snprintf(user, sizeof(user), "%s:%.*s", k[1] == 'q' ? "queue" : "topic",
                  (int)(kl - 2), k + 2);
@@ -782,7 +783,7 @@ static int hook_user(void *arg, const char *k, size_t kl, const char *v, size_t 
 
 static void subscription_user(void *arg, const char *user)
 {
-    char s[16 + 2 * NAME_MAX_LEN];
+    char s[16 + 2 * MQHUB_NAME_MAX];
     snprintf(s, sizeof(s), "subscription:%s", user);
     user_add(arg, s);
 }
@@ -812,7 +813,7 @@ int script_op_get(cmd_t *c)
 {
     scripts_t *sc = c->sc;
     sentry_t *e;
-    char k[1 + NAME_MAX_LEN];
+    char k[1 + MQHUB_NAME_MAX];
     size_t vl;
     msgpack_unpacked u;
     int rc = script_arg(sc, c, &e);
@@ -875,7 +876,7 @@ int script_op_delete(cmd_t *c)
 {
     scripts_t *sc = c->sc;
     sentry_t *e;
-    char k[2 + NAME_MAX_LEN];
+    char k[2 + MQHUB_NAME_MAX];
     int rc = script_arg(sc, c, &e);
     if (rc)
         return rc;

@@ -20,7 +20,6 @@
 #include "hmap.h"
 #include "sm/sm_int.h"
 
-#define NAME_MAX_LEN 64
 #define BLOCK_ATTR_MAX 128
 #define BLOCK_VALUE_MAX 512
 #define ERR_LEN 256
@@ -31,7 +30,7 @@ struct sstat {
 };
 
 typedef struct sentry {
-    char name[NAME_MAX_LEN + 1];
+    char name[MQHUB_NAME_MAX + 1];
     size_t nlen;
     uint64_t version;
     int fn_ref;              /* the compiled chunk */
@@ -52,7 +51,7 @@ struct ov {
 
 struct pubq {
     sentry_t *from;
-    char topic[NAME_MAX_LEN + 1];
+    char topic[MQHUB_NAME_MAX + 1];
     size_t tl;
     char *map;               /* msgpack {body, tags, key, attrs} */
     size_t len;
