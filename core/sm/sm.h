@@ -58,7 +58,7 @@ int64_t store_count(store_t *s);
  * store_load() refuses a frozen store (MQHUB_EINTERNAL). */
 int store_dump(store_t *s, struct raft_buffer **bufs, unsigned *n_bufs);
 int store_load(store_t *s, const void *data, size_t len);
-/* Frozen mode, for snapshots off the loop (core/snapshot.c): after
+/* Frozen mode, for snapshots off the loop (core/raft/snapshot.c): after
  * store_freeze() every write goes to an in-memory ordered overlay and reads
  * see file DB + overlay, so callers notice nothing. store_unfreeze() sends
  * writes to the file DB again; store_drain() then moves up to @max overlay

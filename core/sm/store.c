@@ -6,7 +6,7 @@
  * determinism check. The key layout is the business of fsm.c/queue.c and is
  * documented in docs/architecture.md "Key layout".
  *
- * Frozen mode (snapshots off the loop, see core/snapshot.c): store_freeze()
+ * Frozen mode (snapshots off the loop, see core/raft/snapshot.c): store_freeze()
  * stops writing the file DB; from then on writes go to an in-memory ordered
  * overlay (a Kyoto Cabinet ProtoTreeDB, "+"), each value prefixed with a tag
  * byte, 'V' + value or a lone 'T' for a deleted key (tombstone). Reads look in

@@ -1,5 +1,5 @@
 /* heap.h: a binary min-heap of fixed-size items, ordered by a compare function.
- * Leaf code (never includes core/internal.h). Items are copied in and out;
+ * Leaf code (never includes a layer's header). Items are copied in and out;
  * the heap owns only its array. Not thread-safe. */
 #ifndef MQHUB_UTIL_HEAP_H
 #define MQHUB_UTIL_HEAP_H

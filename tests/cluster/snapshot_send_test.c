@@ -1,7 +1,7 @@
 /* snapshot_send_test.c: a node joining a leader that holds a large state
  * gets it by snapshot install, and the leader's memory stays bounded while it
  * sends (issue 7: raft 0.22 loaded the whole snapshot for every send attempt,
- * ~7 copies at once; core/snapshot.c "Sends" shares one).
+ * ~7 copies at once; core/raft/snapshot.c "Sends" shares one).
  *
  * One node is started, a queue filled with MQHUB_SNAPSHOT_MB MiB (default 128)
  * of 1 KiB bodies, a snapshot taken; then the leader's peak RSS is reset

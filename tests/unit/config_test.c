@@ -1,4 +1,4 @@
-/* config_test.c: the Lua configuration file (core/config.c).
+/* config_test.c: the Lua configuration file (core/node/config.c).
  * Good files fill config_t; each kind of bad file fails with "file:line:
  * problem"; no file gives the documented defaults.
  */

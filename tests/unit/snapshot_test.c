@@ -1,4 +1,4 @@
-/* snapshot_test.c: snapshots off the loop (core/snapshot.c, store frozen mode).
+/* snapshot_test.c: snapshots off the loop (core/raft/snapshot.c, store frozen mode).
  *
  * - store: every operation on a frozen, then draining, store answers exactly
  *   like a plain store given the same operations; a dump taken while frozen

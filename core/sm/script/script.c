@@ -9,7 +9,7 @@
  * Where to start: script_op_load() compiles and stores a script;
  * script_call() is the one path into Lua (script_instance() runs a script's
  * chunk lazily once per entry in a fresh environment, so no Lua memory
- * carries state between entries); filter_cb() serves topic.c's filter slot,
+ * carries state between entries); filter_cb() serves the filter slot (subscription.c's sub_match()),
  * gate() runs before every send/publish (active blocks, then the queue's or
  * topic's hook).
  *
