@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "client_int.h"
 #include "frame.h"
+#include "mp.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_WINDOW 128
@@ -392,28 +393,14 @@ static int conn_drop(mqhub_client_t *c, const char *why)
 
 /* ------------------------------------------------------------- answers */
 
-static const msgpack_object *map_find(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    if (!map || map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 const msgpack_object *mqhub_map_get(const msgpack_object *map, const char *key)
 {
-    return map_find(map, key);
+    return mp_map_get(map, key);
 }
 
 int client_get_uint(const msgpack_object *map, const char *key, uint64_t *out)
 {
-    const msgpack_object *o = map_find(map, key);
+    const msgpack_object *o = mp_map_get(map, key);
     if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return MQHUB_EBAD_REQUEST;
     *out = o->via.u64;
@@ -422,7 +409,7 @@ int client_get_uint(const msgpack_object *map, const char *key, uint64_t *out)
 
 int client_get_str(const msgpack_object *map, const char *key, const char **p, size_t *len)
 {
-    const msgpack_object *o = map_find(map, key);
+    const msgpack_object *o = mp_map_get(map, key);
     if (o && o->type == MSGPACK_OBJECT_STR) {
         *p = o->via.str.ptr;
         *len = o->via.str.size;
@@ -451,7 +438,7 @@ void client_copy_str(const msgpack_object *map, const char *key, char *buf, size
 
 const msgpack_object *client_result_item(const msgpack_object *resp, size_t i)
 {
-    const msgpack_object *a = map_find(resp, "results");
+    const msgpack_object *a = mp_map_get(resp, "results");
     return a && a->type == MSGPACK_OBJECT_ARRAY && i < a->via.array.size ? &a->via.array.ptr[i]
                                                                          : NULL;
 }
@@ -465,7 +452,7 @@ int client_item_status(const msgpack_object *item)
 
 int client_copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n)
 {
-    const msgpack_object *a = map_find(map, key);
+    const msgpack_object *a = mp_map_get(map, key);
     *names = NULL;
     *n = 0;
     if (!a || a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size == 0)
@@ -534,12 +521,12 @@ static bool retry_answer(mqhub_client_t *c, pending_t *p, int code,
 static int dispatch(mqhub_client_t *c, msgpack_zone *zone, const msgpack_object *map)
 {
     uint64_t id;
-    const msgpack_object *ok = map_find(map, "ok");
+    const msgpack_object *ok = mp_map_get(map, "ok");
     char sentence[512] = "";
     int delivered = 0;
 
     if (client_get_uint(map, "id", &id) != 0) {
-        if (map_find(map, "push") != NULL && c->push_cb != NULL) {
+        if (mp_map_get(map, "push") != NULL && c->push_cb != NULL) {
             c->delivered++;
             client_push_dispatch(c->push_cb, c->push_arg, map);
             msgpack_zone_free(zone);

@@ -201,14 +201,14 @@ void testcluster_resume(testcluster_t *c, unsigned i)
 
 static uint64_t get_uint(const msgpack_object *map, const char *key)
 {
-    const msgpack_object *o = testhub_get(map, key);
+    const msgpack_object *o = mp_map_get(map, key);
     return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
 }
 
 static void fill_status(const msgpack_object *m, tc_status_t *out)
 {
     char role[16];
-    const msgpack_object *nodes = testhub_get(m, "nodes");
+    const msgpack_object *nodes = mp_map_get(m, "nodes");
     memset(out, 0, sizeof *out);
     out->node = get_uint(m, "node");
     out->leader_id = get_uint(m, "leader_id");
@@ -252,7 +252,7 @@ int testcluster_status(testcluster_t *c, unsigned i, bool digest, int timeout_ms
     msgpack_pack_str_with_body(&pk, "digest", 6);
     digest ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
     if (testhub_write_frame(fd, sb.data, sb.size) == 0 &&
-        testhub_read_frame(fd, timeout_ms, &zone, &o) == 0 && (ok = testhub_get(&o, "ok")) &&
+        testhub_read_frame(fd, timeout_ms, &zone, &o) == 0 && (ok = mp_map_get(&o, "ok")) &&
         ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
         fill_status(&o, out);
         rc = 0;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp.h"
 #include "tmpdir.h"
 #include "testhub.h"
 
@@ -385,23 +386,10 @@ bool testhub_closed(int fd, int timeout_ms)
     }
 }
 
-const msgpack_object *testhub_get(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
 
 const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size)
 {
-    const msgpack_object *v = testhub_get(map, key);
+    const msgpack_object *v = mp_map_get(map, key);
     buf[0] = '\0';
     if (v && v->type == MSGPACK_OBJECT_STR) {
         size_t n = v->via.str.size < size - 1 ? v->via.str.size : size - 1;

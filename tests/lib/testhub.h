@@ -13,6 +13,8 @@
 
 #include <msgpack.h>
 
+#include "mp.h" /* mp_map_get(): a field of a reply */
+
 typedef struct testhub_opts {
     const char *token;         /* auth { token = ... } when set */
     size_t max_frame;          /* limits { max_frame = ... } when > 0 */
@@ -59,8 +61,6 @@ int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_objec
 bool testhub_closed(int fd, int timeout_ms);
 /* A string field of a map ("" when absent), copied into @buf. */
 const char *testhub_str(const msgpack_object *map, const char *key, char *buf, size_t size);
-/* The value of @key in @map, or NULL. */
-const msgpack_object *testhub_get(const msgpack_object *map, const char *key);
 
 /* Also used by testcluster.c. The monotonic clock in ms; sleep @ms. */
 uint64_t testhub_now_ms(void);
