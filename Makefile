@@ -3,15 +3,16 @@
 #   make test   install what is missing, build, run the whole suite, then again
 #               under AddressSanitizer + UndefinedBehaviorSanitizer, then fuzz the
 #               request decoder with libFuzzer (clang) for 20 s
-# Other targets: deps, build, asan, bench, clean.
+# Other targets: deps, build, asan, bench, package (the .deb), clean.
 
 BUILD   ?= build
 ASAN    ?= build-asan
 FUZZ    ?= build-fuzz
+DEB     ?= build-deb
 JOBS    ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps build run test test-release test-asan test-fuzz asan bench clean
+.PHONY: all deps build run test test-release test-asan test-fuzz asan bench package clean
 
 all: build
 
@@ -52,5 +53,13 @@ test-fuzz: deps $(FUZZ)/Makefile
 bench: build
 	$(BUILD)/apps/bench/mqhub-fsm-bench
 
+# The Debian package $(DEB)/mqhub_<version>_<arch>.deb: a tree configured for
+# the system layout (docs/operations.md "Install"), built, then CPack.
+package: deps
+	cmake -S . -B $(DEB) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DCMAKE_INSTALL_SYSCONFDIR=/etc
+	cmake --build $(DEB) -j$(JOBS)
+	cd $(DEB) && cpack
+
 clean:
-	rm -rf $(BUILD) $(ASAN) $(FUZZ)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ) $(DEB)

@@ -8,6 +8,9 @@
  * answers to pending entries by id, retries NOT_LEADER (reconnect to the
  * named leader) and UNAVAILABLE (exponential back-off), and expires deadlines.
  *
+ * With TLS (opts tls, tls_ca, tls_cert) the socket is wrapped by
+ * client_tls.c right after connect; conn_recv()/conn_send() pick the path.
+ *
  * Start reading at client_submit() and pump(). To add an operation, build it
  * in the *_ops.c of its part of the protocol (session_ops.c, queue_ops.c,
  * topic_ops.c, script_ops.c, cluster_ops.c) with client_req_init() and the
@@ -67,6 +70,7 @@ struct mqhub_client {
     int timeout_ms;
     unsigned window;
     int fd;
+    client_tls_t *tls;     /* NULL: plaintext */
     bool conn_failed;      /* last connect attempt failed */
     uint64_t conn_retry_at;
     unsigned conn_backoff;
@@ -363,6 +367,12 @@ static int conn_open(mqhub_client_t *c, int timeout_ms)
         client_set_errmsg(c, "connect %s: %s", c->address, strerror(err));
         return MQHUB_ECONN;
     }
+    char why[400];
+    if (c->tls && client_tls_start(c->tls, fd, host, timeout_ms, why, sizeof why) != 0) {
+        close(fd);
+        client_set_errmsg(c, "connect %s: %s", c->address, why);
+        return MQHUB_ECONN;
+    }
     c->fd = fd;
     c->out.off = c->out.len = 0;
     c->in.off = c->in.len = 0;
@@ -374,6 +384,8 @@ static int conn_open(mqhub_client_t *c, int timeout_ms)
 static int conn_drop(mqhub_client_t *c, const char *why)
 {
     int n = 0;
+    if (c->tls)
+        client_tls_end(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -594,22 +606,41 @@ static int read_frames(mqhub_client_t *c)
     return n;
 }
 
+/* recv()/send() on the connection, through TLS when it has it; after a
+ * failure other than EAGAIN/EINTR, conn_error() says why. */
+static ssize_t conn_recv(mqhub_client_t *c, void *p, size_t n)
+{
+    return c->tls ? client_tls_recv(c->tls, p, n) : recv(c->fd, p, n, 0);
+}
+
+static ssize_t conn_send(mqhub_client_t *c, const void *p, size_t n)
+{
+    return c->tls ? client_tls_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+static const char *conn_error(const mqhub_client_t *c)
+{
+    return c->tls && errno == EPROTO ? client_tls_error(c->tls) : strerror(errno);
+}
+
 static int do_read(mqhub_client_t *c)
 {
     for (;;) {
         if (buf_reserve(&c->in, READ_CHUNK) != 0)
             return conn_drop(c, "out of memory");
         size_t room = c->in.cap - c->in.len;
-        ssize_t r = recv(c->fd, c->in.p + c->in.len, room, 0);
+        ssize_t r = conn_recv(c, c->in.p + c->in.len, room);
         if (r > 0) {
             c->in.len += (size_t)r;
-            if ((size_t)r < room)
+            /* A short recv emptied the socket; SSL_read returns one record
+             * at a time, so TLS reads on until it would block. */
+            if ((size_t)r < room && !c->tls)
                 break;
             continue;
         }
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             break;
-        return conn_drop(c, r == 0 ? "connection closed by the server" : strerror(errno));
+        return conn_drop(c, r == 0 ? "connection closed by the server" : conn_error(c));
     }
     int n = read_frames(c);
     return n < 0 ? 0 : n;
@@ -618,14 +649,13 @@ static int do_read(mqhub_client_t *c)
 static int do_write(mqhub_client_t *c)
 {
     while (c->out.off < c->out.len) {
-        ssize_t w = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off,
-                         MSG_NOSIGNAL);
+        ssize_t w = conn_send(c, c->out.p + c->out.off, c->out.len - c->out.off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && errno == EAGAIN)
             return 0;
         if (w < 0)
-            return conn_drop(c, strerror(errno));
+            return conn_drop(c, conn_error(c));
         c->out.off += (size_t)w;
     }
     c->out.off = c->out.len = 0;
@@ -746,15 +776,19 @@ static int pump(mqhub_client_t *c, uint64_t until, bool (*stop)(void *), void *a
             nanosleep(&ts, NULL);
             continue;
         }
+        /* TLS: a read may need the socket writable (a key update answer). */
+        bool read_on_out = c->tls && client_tls_wants_write(c->tls);
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-        if (c->out.len > c->out.off)
+        if (c->out.len > c->out.off || read_on_out)
             pfd.events |= POLLOUT;
         int rc = poll(&pfd, 1, ms);
         if (rc < 0 && errno != EINTR)
             return n + conn_drop(c, strerror(errno));
         if (rc > 0 && (pfd.revents & POLLOUT))
             n += do_write(c);
-        if (rc > 0 && c->fd >= 0 && (pfd.revents & (POLLIN | POLLERR | POLLHUP)))
+        if (rc > 0 && c->fd >= 0 &&
+            ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) ||
+             (read_on_out && (pfd.revents & POLLOUT))))
             n += do_read(c);
         if (stop(arg) || clock_mono_ms() >= until)
             return n;
@@ -915,9 +949,11 @@ static int finish_connect(mqhub_client_t *c, char *err, size_t errlen)
             snprintf(err, errlen, "%s", c->errmsg);
         return MQHUB_ECONN;
     }
-    if (!c->token)
+    /* Wait for the hello queued by conn_open. With TLS, one round trip also
+     * tells a refused client certificate (TLS 1.3 reports it after the
+     * handshake) while the caller is still connecting. */
+    if (!c->token && !c->tls)
         return 0;
-    /* Wait for the hello queued by conn_open. */
     rc = mqhub_client_ping(c);
     if (rc != 0 && err)
         snprintf(err, errlen, "%s", c->errmsg);
@@ -939,6 +975,12 @@ int mqhub_client_connect(mqhub_client_t **out, const char *address,
     c->token = o.token ? strdup(o.token) : NULL;
     c->client_name = o.client_name ? strdup(o.client_name) : NULL;
     int rc = parse_seeds(c, address);
+    if (rc == 0 && (o.tls || o.tls_ca || o.tls_cert)) {
+        char why[400];
+        rc = client_tls_new(&c->tls, &o, why, sizeof why);
+        if (rc != 0 && err)
+            snprintf(err, errlen, "%s", why);
+    }
     if (rc == 0)
         rc = finish_connect(c, err, errlen);
     if (rc != 0) {
@@ -953,6 +995,7 @@ void mqhub_client_close(mqhub_client_t *c)
 {
     if (!c)
         return;
+    client_tls_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     while (c->n_pend)

@@ -3,6 +3,8 @@
 #ifndef MQHUB_CLIENT_INT_H
 #define MQHUB_CLIENT_INT_H
 
+#include <sys/types.h>
+
 #include <msgpack.h>
 
 #include "mqhub/client.h"
@@ -78,6 +80,32 @@ int client_item_status(const msgpack_object *item);
 /* The str items of array @key of @map (others skipped) into *@names (NULL
  * when none): 0, or MQHUB_EINTERNAL with what was copied left to free. */
 int client_copy_names(const msgpack_object *map, const char *key, char ***names, size_t *n);
+
+/* client_tls.c: TLS on the handle's socket. One per handle, made from the
+ * tls* members of the connect options: 0, or MQHUB_ECONN (a file that does
+ * not load) / MQHUB_EINTERNAL with a sentence in @err. */
+typedef struct client_tls client_tls_t;
+int client_tls_new(client_tls_t **out, const mqhub_client_opts_t *o, char *err,
+                   size_t errlen);
+/* Ends the connection's TLS (client_tls_end) and frees @t; NULL is fine. */
+void client_tls_free(client_tls_t *t);
+/* Handshake on the connected non-blocking @fd within @timeout_ms; the
+ * server's certificate must chain to the CA and name @host (an IP address
+ * literal or a DNS name; tls_server_name instead when set). 0, or
+ * MQHUB_ECONN with the reason in @err ("TLS handshake: certificate verify
+ * failed: unable to get local issuer certificate"). */
+int client_tls_start(client_tls_t *t, int fd, const char *host, int timeout_ms, char *err,
+                     size_t errlen);
+/* Like recv()/send() on the fd: bytes, 0 at the end (recv), -1 with errno
+ * EAGAIN (would block) or EPROTO (client_tls_error() says why). */
+ssize_t client_tls_recv(client_tls_t *t, void *buf, size_t n);
+ssize_t client_tls_send(client_tls_t *t, const void *buf, size_t n);
+/* The last client_tls_recv() waits for the socket to be writable. */
+bool client_tls_wants_write(const client_tls_t *t);
+/* Send close_notify when the connection is healthy (best effort, never
+ * blocks) and forget the connection; the caller closes the fd. */
+void client_tls_end(client_tls_t *t);
+const char *client_tls_error(const client_tls_t *t);
 
 /* topic_ops.c: decode the push @map into an mqhub_push_t and call @cb with it. */
 void client_push_dispatch(mqhub_client_push_cb cb, void *arg, const msgpack_object *map);

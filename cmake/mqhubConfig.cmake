@@ -1,6 +1,7 @@
 # mqhubConfig.cmake: find_package(mqhub) for an installed mqhub.
 #   mqhub::client  libmqhub, the shared C client library (docs/client.md)
-#   mqhub::api     the public headers only (<mqhub/client.h>, <mqhub/plugin.h>)
+#   mqhub::api     the public headers (<mqhub/client.h>, <mqhub/plugin.h>) and libuv
+#   mqhub::headers the public headers alone
 # Their dependencies (msgpack-c, libuv) are found with pkg-config, as mqhub's
 # own build finds them. Installed as is by cmake/packaging.cmake.
 include(CMakeFindDependencyMacro)

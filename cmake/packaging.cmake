@@ -1,16 +1,22 @@
-# Install rules for what is not a target, and the .deb (docs/operations.md
-# "Install"): the pkg-config files, the CMake package (find_package(mqhub)),
-# the systemd unit and default configuration, then CPack. Targets install
-# themselves where they are defined (apps/, client/, mqhub_add_plugin in
-# cmake/mqhub.cmake, the dashboard in transports/websocket/). The templates
-# and maintainer scripts are in packaging/.
+# Install rules for what is not installed where it is defined, and the .deb
+# (docs/operations.md "Install"): the public headers, the pkg-config files,
+# the CMake package (find_package(mqhub)), the systemd unit and default
+# configuration, then CPack. Programs and libmqhub install themselves in
+# apps/ and client/, plugins in mqhub_add_plugin (cmake/mqhub.cmake), the
+# dashboard in transports/websocket/. The templates and maintainer scripts
+# are in packaging/.
 #
-# mqhubd and websocket.so carry their install paths compiled in, so the .deb
-# comes from a tree configured for the system layout (CMAKE_INSTALL_PREFIX
-# /usr, CMAKE_INSTALL_SYSCONFDIR /etc): `make package` configures build-deb/
-# so. CPack installs that tree with DESTDIR: the package holds exactly the
-# paths the binaries were built for.
+# The programs, plugins, .pc and CMake files carry no absolute install path:
+# mqhubd and websocket.so find the plugins and the dashboard relative to
+# themselves, the .pc files find the prefix from their own folder, so an
+# install tree works under any prefix. Only the unit names absolute paths.
+# `make package` configures build-deb/ for the system layout (prefix /usr,
+# sysconfdir /etc): the multiarch libdir, /etc/mqhub and the unit's paths.
 include(CMakePackageConfigHelpers)
+
+# Public headers; mqhub/version.h is generated (cmake/mqhub_version.cmake).
+install(DIRECTORY include/mqhub DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+        PATTERN "*.in" EXCLUDE)
 
 # pkg-config: mqhub.pc (the client library), mqhub-plugin.pc (plugin authors,
 # with the plugin folder as the variable plugindir).
@@ -22,9 +28,14 @@ foreach(pc mqhub mqhub-plugin)
   install(FILES ${CMAKE_BINARY_DIR}/${pc}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 endforeach()
 
-# find_package(mqhub): mqhub::client and mqhub::api (the export set
-# mqhub-targets is filled where they are defined).
+# find_package(mqhub): mqhub::client (the shared libmqhub; the static
+# mqhub_client needs mqhub_util and is for this build only), mqhub::api (the
+# public headers and libuv) and mqhub::headers (the headers alone).
 set(MQHUB_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/mqhub)
+set_target_properties(mqhub_client_shared PROPERTIES EXPORT_NAME client)
+set_target_properties(mqhub_api PROPERTIES EXPORT_NAME api)
+set_target_properties(mqhub_headers PROPERTIES EXPORT_NAME headers)
+install(TARGETS mqhub_client_shared mqhub_api mqhub_headers EXPORT mqhub-targets)
 install(EXPORT mqhub-targets NAMESPACE mqhub:: FILE mqhubTargets.cmake
         DESTINATION ${MQHUB_INSTALL_CMAKEDIR})
 write_basic_package_version_file(mqhubConfigVersion.cmake COMPATIBILITY SameMajorVersion)
@@ -53,15 +64,11 @@ set(CPACK_PACKAGE_DESCRIPTION
 string(JOIN "" CPACK_PACKAGE_DESCRIPTION ${CPACK_PACKAGE_DESCRIPTION})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
-# What dpkg-shlibdeps finds in the binaries (tests/install/package_test.sh
-# checks that none is missing), plus two it cannot see: libwebsockets loads
-# its libuv event library at run time, and postinst runs adduser.
-set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libc6 (>= 2.34), libjansson4 (>= 2.14), libkyotocabinet16v5 (>= 1.2.79), "
-    "liblua5.4-0 (>= 5.4.4), libmsgpackc2 (>= 2.1.0), libraft0 (>= 0.22.0), "
-    "libssl3 (>= 3.0.0), libuv1 (>= 1.4.2), libwebsockets17 (>= 3.2.0), "
-    "libwebsockets-evlib-uv, adduser")
-string(JOIN "" CPACK_DEBIAN_PACKAGE_DEPENDS ${CPACK_DEBIAN_PACKAGE_DEPENDS})
+# Depends: what dpkg-shlibdeps finds in the binaries, plus two it cannot
+# see: libwebsockets loads its libuv event library at run time, and postinst
+# runs adduser.
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libwebsockets-evlib-uv, adduser")
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 file(WRITE ${CMAKE_BINARY_DIR}/packaging/conffiles
      "${CMAKE_INSTALL_FULL_SYSCONFDIR}/mqhub/mqhub.conf\n")

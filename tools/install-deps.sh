@@ -1,10 +1,11 @@
 #!/bin/sh
-# Installs every Debian 12 package mqhub needs to build, test and run.
+# Installs every Debian 12 package mqhub needs to build, test, run and package
+# (dpkg-dev and file: `make package`'s CPack and dpkg-shlibdeps).
 # Adds bookworm-backports (same archive as the machine's sources) for libraft-dev 0.22.
 # Idempotent: does nothing when everything is already there. Needs root (or sudo).
 set -eu
 
-PKGS="build-essential cmake pkg-config git ca-certificates
+PKGS="build-essential cmake pkg-config git ca-certificates dpkg-dev file
 liblua5.4-dev lua5.4 libwebsockets-dev libwebsockets-evlib-uv libmsgpack-dev
 libkyotocabinet-dev kyotocabinet-utils libuv1-dev libjansson-dev libcmocka-dev
 libssl-dev clang libclang-rt-14-dev python3 python3-websockets python3-msgpack

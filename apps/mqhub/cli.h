@@ -1,7 +1,7 @@
 /* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub).
  * cli_* live in main.c (with the command table), the commands cmd_<file>_*
  * in cmd_<file>.c (cmd_queue.c, cmd_messages.c, cmd_topic.c, cmd_cluster.c,
- * cmd_script.c), out_* in out.c. */
+ * cmd_script.c, cmd_user.c), out_* in out.c. */
 #ifndef MQHUB_CLI_H
 #define MQHUB_CLI_H
 
@@ -21,6 +21,9 @@ enum cli_exit { CLI_OK = 0, CLI_SERVER = 1, CLI_USAGE = 2, CLI_CONNECT = 3 };
 typedef struct cli {
     const char *server;
     const char *token;
+    /* TLS: --tls, or --ca/--cert (env MQHUB_CA, MQHUB_CERT, MQHUB_KEY) */
+    bool tls;
+    const char *ca, *cert, *cert_key;
     int timeout_ms;
     bool json;
     bool help;
@@ -47,6 +50,10 @@ typedef struct cli {
     bool push;
     /* script test (cmd_script.c) */
     const char *topic, *since;
+    /* user add (cmd_user.c): --user-token, --grant VERB:PATTERN */
+    const char *user_token;
+    const char *grants[CLI_MAX_ATTRS];
+    size_t n_grants;
     /* the word after a command that groups subcommands ("create" in `queue
      * create`), NULL for other commands */
     const char *subcommand;
@@ -88,6 +95,8 @@ int cmd_cluster(cli_t *cli);
 /* cmd_script.c: `mqhub script load|get|list|delete|test`, `mqhub block list|delete`. */
 int cmd_script(cli_t *cli);
 int cmd_script_block(cli_t *cli);
+/* cmd_user.c: `mqhub user add|del|list|grant|revoke`. */
+int cmd_user(cli_t *cli);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;

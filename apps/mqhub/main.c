@@ -58,10 +58,11 @@ static const struct command {
     {"script", cmd_script, true,
      "  script load|get|list|delete|test ...   Lua filters and hooks\n"},
     {"block", cmd_script_block, true, "  block list|delete ...        blocks made by hooks\n"},
+    {"user", cmd_user, true, "  user add|del|list|grant|revoke ...   named identities and grants\n"},
 };
 
 static const char usage_head[] =
-    "usage: mqhub [--server HOST:PORT] [--token T] [--json] COMMAND ...\n"
+    "usage: mqhub [--server HOST:PORT] [--token T] [--tls --ca FILE] [--json] COMMAND ...\n"
     "\n"
     "commands:\n";
 
@@ -70,6 +71,11 @@ static const char usage_tail[] =
     "common options:\n"
     "  --server HOST:PORT  hub address (env MQHUB_SERVER, default " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
     "  --token TOKEN       hello token (env MQHUB_TOKEN)\n"
+    "  --tls               connect with TLS (implied by --ca and --cert)\n"
+    "  --ca FILE           CA certificate(s) that sign the server's (env MQHUB_CA;\n"
+    "                      default: the system's trusted CAs)\n"
+    "  --cert FILE         client certificate, when the server asks (env MQHUB_CERT)\n"
+    "  --key-file FILE     its private key (env MQHUB_KEY; default: in --cert's file)\n"
     "  --timeout MS        per request (default 10000)\n"
     "  --json              one JSON document per result, for scripts\n"
     "  --help              this text; `mqhub COMMAND --help` for a command\n"
@@ -173,6 +179,16 @@ static const struct {
      "usage: mqhub block list | block delete ATTR VALUE\n"
      "  block list                 active blocks: attribute, value, until, reason\n"
      "  block delete ATTR VALUE    lift a block before its ttl\n"},
+    {"user",
+     "usage: mqhub user add|del|list|grant|revoke ...\n"
+     "  user add NAME [--grant VERB:PATTERN]... [--user-token T]   a new identity; without\n"
+     "                             --user-token the hub generates one, printed once\n"
+     "  user del NAME              its open sessions fail from their next request\n"
+     "  user list                  every user with its grants (never tokens)\n"
+     "  user grant NAME VERB PATTERN    effective at once, open sessions included\n"
+     "  user revoke NAME VERB PATTERN\n"
+     "  VERB: send receive publish subscribe manage script admin; PATTERN: *, a name,\n"
+     "  or a prefix and * (payments*). Needs admin on * (or the root --token).\n"},
     {"tail",
      "usage: mqhub tail TOPIC --sub NAME [--credit N] [--json]\n"
      "  Subscribes to the push subscription NAME, prints each message as it\n"
@@ -213,18 +229,58 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return CLI_USAGE;
 }
 
+/* What to do about a failed TLS connect, from the library's sentence. */
+static const char *tls_hint(const cli_t *cli, const char *err)
+{
+    static const struct {
+        const char *says, *hint;
+    } hints[] = {
+        {"TLS CA ", "check --ca (env MQHUB_CA): a PEM file of CA certificates"},
+        {"TLS certificate ", "check --cert (env MQHUB_CERT): a PEM certificate"},
+        {"TLS key ", "check --key-file (env MQHUB_KEY): the PEM private key of --cert"},
+        {"certificate verify failed: unable to get local issuer",
+         "pass --ca with the CA that signed the server's certificate (env MQHUB_CA)"},
+        {"certificate verify failed: self-signed",
+         "pass --ca with the server's CA certificate (env MQHUB_CA)"},
+        {"address mismatch", "the server's certificate does not name this IP address: use "
+                             "--server with a name or address it holds (subjectAltName)"},
+        {"hostname mismatch", "the server's certificate does not name this host: use "
+                              "--server with a name or address it holds (subjectAltName)"},
+        {"certificate verify failed", "check --ca: it must hold the CA of the server"},
+        {"certificate required", "the server requires a client certificate: pass --cert FILE "
+                                 "--key-file FILE"},
+        {"alert handshake failure", "the server refused the handshake: it may require a client "
+                                    "certificate (--cert FILE --key-file FILE)"},
+        {"unknown ca", "the server does not trust the client certificate's CA: use a "
+                       "certificate signed by its tls_ca"},
+        {"bad certificate", "the server refused the client certificate (--cert, --key-file)"},
+        {"certificate expired", "the certificate has expired"},
+        {"wrong version number", "this port does not speak TLS: drop --tls/--ca/--cert"},
+        {"no TLS handshake", "this port does not speak TLS: drop --tls/--ca/--cert"},
+    };
+    if (!cli->tls)
+        return strstr(err, "connection closed by the server")
+                   ? "if the server's port uses TLS, pass --tls and --ca FILE" : NULL;
+    for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++)
+        if (strstr(err, hints[i].says))
+            return hints[i].hint;
+    return NULL;
+}
+
 int cli_connect(cli_t *cli)
 {
     mqhub_client_opts_t o = {.timeout_ms = cli->timeout_ms, .token = cli->token,
-                             .client_name = "mqhub-cli"};
+                             .client_name = "mqhub-cli", .tls = cli->tls, .tls_ca = cli->ca,
+                             .tls_cert = cli->cert, .tls_key = cli->cert_key};
     char err[512];
     int rc = mqhub_client_connect(&cli->client, cli->server, &o, err, sizeof err);
     if (rc == 0)
         return CLI_OK;
     if (rc == MQHUB_ECONN) {
-        fprintf(stderr, "mqhub: cannot connect to %s: %s\n"
-                        "is mqhubd running? start it with `make run` "
-                        "(or set --server / MQHUB_SERVER)\n", cli->server, err);
+        const char *hint = tls_hint(cli, err);
+        fprintf(stderr, "mqhub: cannot connect to %s: %s\n%s\n", cli->server, err,
+                hint ? hint : "is mqhubd running? start it with `make run` "
+                              "(or set --server / MQHUB_SERVER)");
         return CLI_CONNECT;
     }
     fprintf(stderr, "%s: %s\n", mqhub_err_name(rc), err);
@@ -235,7 +291,9 @@ int cli_fail(cli_t *cli, int rc, const char *what)
 {
     const char *msg = cli->client ? mqhub_client_errmsg(cli->client) : "";
     if (rc == MQHUB_ECONN) {
-        fprintf(stderr, "mqhub: %s: lost the connection to %s: %s\n", what, cli->server, msg);
+        const char *hint = tls_hint(cli, msg);
+        fprintf(stderr, "mqhub: %s: lost the connection to %s: %s\n%s%s", what, cli->server,
+                msg, hint ? hint : "", hint ? "\n" : "");
         return CLI_CONNECT;
     }
     fprintf(stderr, "%s: %s\n", mqhub_err_name(rc), msg[0] ? msg : mqhub_strerror(rc));
@@ -248,7 +306,8 @@ enum {
     OPT_BATCH, OPT_MAX, OPT_WAIT, OPT_VISIBILITY, OPT_DELETE, OPT_FOLLOW, OPT_ORDERED,
     OPT_TAG, OPT_KEY, OPT_SUB, OPT_EP_QUEUE, OPT_PUSH, OPT_FILTER_TAG, OPT_BINDING,
     OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
-    OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE, OPT_VERSION,
+    OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE, OPT_VERSION, OPT_GRANT, OPT_USER_TOKEN,
+    OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY_FILE,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -260,6 +319,10 @@ static const char *const qattr_names[] = {
 static const struct option options[] = {
     {"server", required_argument, NULL, OPT_SERVER},
     {"token", required_argument, NULL, OPT_TOKEN},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"ca", required_argument, NULL, OPT_CA},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, OPT_HELP},
@@ -298,6 +361,8 @@ static const struct option options[] = {
     {"credit", required_argument, NULL, OPT_CREDIT},
     {"topic", required_argument, NULL, OPT_TOPIC},
     {"since", required_argument, NULL, OPT_SINCE},
+    {"grant", required_argument, NULL, OPT_GRANT},
+    {"user-token", required_argument, NULL, OPT_USER_TOKEN},
     {"visibility-timeout", required_argument, NULL, OPT_QATTR + 0},
     {"polling-wait", required_argument, NULL, OPT_QATTR + 1},
     {"max-msg-size", required_argument, NULL, OPT_QATTR + 2},
@@ -362,6 +427,10 @@ static int one_option(cli_t *cli, int opt, char *arg)
     switch (opt) {
     case OPT_SERVER: cli->server = arg; return 0;
     case OPT_TOKEN: cli->token = arg; return 0;
+    case OPT_TLS: cli->tls = true; return 0;
+    case OPT_CA: cli->ca = arg; return 0;
+    case OPT_CERT: cli->cert = arg; return 0;
+    case OPT_KEY_FILE: cli->cert_key = arg; return 0;
     case OPT_JSON: cli->json = true; return 0;
     case OPT_HELP: cli->help = true; return 0;
     case OPT_VERSION: cli->version = true; return 0;
@@ -386,6 +455,8 @@ static int one_option(cli_t *cli, int opt, char *arg)
     case OPT_FROM: cli->from = arg; return 0;
     case OPT_TOPIC: cli->topic = arg; return 0;
     case OPT_SINCE: cli->since = arg; return 0;
+    case OPT_GRANT: return push_str("grant", cli->grants, &cli->n_grants, arg);
+    case OPT_USER_TOKEN: cli->user_token = arg; return 0;
     case OPT_MAX_ATTEMPTS: return number("max-attempts", arg, &cli->max_attempts);
     case OPT_INTERVAL: return number("interval-ms", arg, &cli->interval_ms);
     case OPT_MAX_INTERVAL: return number("max-interval-ms", arg, &cli->max_interval_ms);
@@ -435,6 +506,12 @@ static void defaults(cli_t *cli)
     cli->server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS;
     env = getenv("MQHUB_TOKEN");
     cli->token = env && *env ? env : NULL;
+    env = getenv("MQHUB_CA");
+    cli->ca = env && *env ? env : NULL;
+    env = getenv("MQHUB_CERT");
+    cli->cert = env && *env ? env : NULL;
+    env = getenv("MQHUB_KEY");
+    cli->cert_key = env && *env ? env : NULL;
     cli->delay = cli->max = cli->wait = cli->visibility = -1;
     cli->rewind_time = cli->rewind_seq = cli->rewind_ago = -1;
     cli->credit = -1;
@@ -446,7 +523,8 @@ static const char *help_key(const cli_t *cli, char *buf, size_t size)
     if (cli->n_args == 0)
         return NULL;
     if (!strcmp(cli->args[0], "sub") || !strcmp(cli->args[0], "topic") ||
-        !strcmp(cli->args[0], "script") || !strcmp(cli->args[0], "block"))
+        !strcmp(cli->args[0], "script") || !strcmp(cli->args[0], "block") ||
+        !strcmp(cli->args[0], "user"))
         return cli->args[0];
     if (!strcmp(cli->args[0], "queue") && cli->n_args > 1) {
         snprintf(buf, size, "queue %s", cli->args[1]);
@@ -512,6 +590,7 @@ int main(int argc, char **argv)
 
     defaults(&cli);
     int rc = parse(&cli, argc, argv);
+    cli.tls = cli.tls || cli.ca || cli.cert;
     if (rc != 0) {
         fprintf(stderr, "see `mqhub --help`\n");
         return rc;

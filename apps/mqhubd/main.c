@@ -1,20 +1,30 @@
-/* mqhubd: the mqhub daemon. Loads the configuration, starts the hub on one
- * libuv loop and runs it until SIGTERM or SIGINT, then stops gracefully.
+/* mqhubd: the mqhub daemon. Loads the configuration, locks the data
+ * directory (one daemon per directory), checks raft's files
+ * (core/raft/logcheck.c), starts the hub on one libuv loop and runs it until
+ * SIGTERM or SIGINT, then stops gracefully. `--repair` drops what is damaged
+ * in raft's files instead, says what, and exits (docs/operations.md
+ * "Damaged data").
  *
- * Exit codes: 0 after a graceful stop, 64 (EX_USAGE) for bad arguments,
- * 78 (EX_CONFIG) when the configuration or a plugin is refused, 1 when the
- * hub cannot start for another reason.
+ * Exit codes: 0 after a graceful stop or a repair, 64 (EX_USAGE) for bad
+ * arguments, 65 (EX_DATAERR) when raft's files are damaged (start refused:
+ * run --repair), 78 (EX_CONFIG) when the configuration or a plugin is
+ * refused or another process uses the data directory, 1 when the hub cannot
+ * start for another reason.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "dirlock.h"
 #include "mqhub/protocol.h"
 #include "mqhub/version.h"
 #include "node/node.h"
 
 #define EXIT_USAGE 64
+#define EXIT_DATAERR 65
 #define EXIT_CONFIG 78
 
 typedef struct daemon {
@@ -27,11 +37,16 @@ typedef struct daemon {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: mqhubd [--config FILE] [--data DIR] [--help] [--version]\n"
+            "usage: mqhubd [--config FILE] [--data DIR] [--repair] [--help] [--version]\n"
             "  --config FILE  Lua configuration (default: a single node, data in\n"
             "                 ./mqhub-data, TCP on " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
             "  --data DIR     data directory (overrides node.data)\n"
-            "Stops gracefully on SIGTERM or SIGINT.\n");
+            "  --repair       do not start: drop what is damaged in DIR/raft (the\n"
+            "                 originals go to DIR/damaged/), print what was dropped,\n"
+            "                 exit; then start as usual. Stop the daemon first.\n"
+            "Stops gracefully on SIGTERM or SIGINT. Exit status: 65 when the raft log\n"
+            "is damaged (see --repair), 78 for a refused configuration or a data\n"
+            "directory in use.\n");
 }
 
 static void on_stopped(void *arg)
@@ -65,18 +80,82 @@ static const char *tcp_listen(config_t *cfg)
     return "(no tcp transport)";
 }
 
+/* Where raft's files are (hub.c starts the replica there) and where the
+ * originals of what a check moves or changes go. */
+static void raft_dirs(const config_t *cfg, char *raft, size_t raft_len, char *keep,
+                      size_t keep_len)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime(&now));
+    snprintf(raft, raft_len, "%s/raft", cfg->data_dir);
+    snprintf(keep, keep_len, "%s/damaged/%s", cfg->data_dir, stamp);
+}
+
+static void log_finding(void *arg, bool lost, const char *line)
+{
+    log_msg(lost ? MQHUB_LOG_ERROR : MQHUB_LOG_WARN, "logcheck", "%s", line);
+}
+
+static void print_finding(void *arg, bool lost, const char *line)
+{
+    printf("%s\n", line);
+}
+
+/* Run the check in @mode; 0 when raft may load the directory, else the exit
+ * status. */
+static int check_raft(const config_t *cfg, logcheck_mode_t mode)
+{
+    char raft[4200], keep[4300], err[1024];
+    bool damaged;
+
+    raft_dirs(cfg, raft, sizeof raft, keep, sizeof keep);
+    if (logcheck_run(raft, keep, mode, log_finding, NULL, &damaged, err, sizeof err) != 0) {
+        fprintf(stderr, "mqhubd: check %s: %s\n", raft, err);
+        return 1;
+    }
+    if (!damaged)
+        return 0;
+    fprintf(stderr, "mqhubd: the raft log in %s is damaged (above); not starting, so that "
+            "nothing is dropped silently. `mqhubd --repair` drops what the lines above "
+            "name (docs/operations.md \"Damaged data\")\n", raft);
+    return EXIT_DATAERR;
+}
+
+static int repair(const config_t *cfg)
+{
+    char raft[4200], keep[4300], err[1024];
+    bool damaged;
+
+    raft_dirs(cfg, raft, sizeof raft, keep, sizeof keep);
+    printf("mqhubd: repairing %s\n", raft);
+    if (logcheck_run(raft, keep, LOGCHECK_REPAIR, print_finding, NULL, &damaged, err,
+                     sizeof err) != 0) {
+        fprintf(stderr, "mqhubd: repair %s: %s\n", raft, err);
+        return 1;
+    }
+    printf("mqhubd: done; start mqhubd as usual\n");
+    return 0;
+}
+
 static int run(config_t *cfg)
 {
     daemon_t d = {0};
     char err[1024];
-    int rc;
+    int rc = check_raft(cfg, LOGCHECK_START);
 
+    if (rc != 0)
+        return rc;
     uv_loop_init(&d.loop);
     rc = hub_start(&d.hub, &d.loop, cfg, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "mqhubd: %s\n", err);
         uv_loop_close(&d.loop);
-        return rc == MQHUB_EBAD_REQUEST ? EXIT_CONFIG : 1; /* a plugin refused */
+        if (rc == MQHUB_EBAD_REQUEST)
+            return EXIT_CONFIG; /* a plugin refused */
+        /* raft refuses a damaged closed segment itself: say what and where. */
+        rc = check_raft(cfg, LOGCHECK_DIAGNOSE);
+        return rc != 0 ? rc : 1;
     }
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sigint);
@@ -94,9 +173,10 @@ static int run(config_t *cfg)
 int main(int argc, char **argv)
 {
     const char *config_path = NULL, *data = NULL;
+    bool repairing = false;
     config_t *cfg;
     char err[1024];
-    int rc;
+    int rc, lock;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -110,6 +190,8 @@ int main(int argc, char **argv)
             config_path = argv[++i];
         } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
             data = argv[++i];
+        } else if (strcmp(argv[i], "--repair") == 0) {
+            repairing = true;
         } else {
             fprintf(stderr, "mqhubd: unknown or incomplete argument '%s'\n", argv[i]);
             usage(stderr);
@@ -128,8 +210,15 @@ int main(int argc, char **argv)
         cfg->data_dir = d;
     }
     log_set_level(cfg->log_level);
+    /* Before anything in the directory is opened; held until exit. */
+    rc = dirlock_take(cfg->data_dir, &lock, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, "mqhubd: %s\n", err);
+        config_free(cfg);
+        return rc == -EWOULDBLOCK ? EXIT_CONFIG : 1;
+    }
     signal(SIGPIPE, SIG_IGN);
-    rc = run(cfg);
+    rc = repairing ? repair(cfg) : run(cfg);
     config_free(cfg);
     return rc;
 }

@@ -236,6 +236,9 @@ static int op_add(cluster_t *c, const msgpack_object *req, pending_t *p, char *e
     if (rc == MQHUB_EEXISTS)
         snprintf(err, errlen, "node %llu is a member already (or its address differs)",
                  (unsigned long long)node);
+    else if (rc == MQHUB_EBAD_REQUEST)
+        snprintf(err, errlen, "this node takes no peers: give every node the same "
+                              "node.cluster_secret_file and restart it (docs/security.md)");
     return rc;
 }
 

@@ -12,6 +12,7 @@
  * one line in the directives table; docs/operations.md "Configuration" lists
  * them all.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <limits.h>
@@ -23,10 +24,10 @@
 #include <lualib.h>
 
 #include "node.h"
+#include "raft/peer.h"
 
-#ifndef MQHUB_PLUGIN_DIR
-#define MQHUB_PLUGIN_DIR "plugins"
-#endif
+/* CMake defines MQHUB_BUILD_DIR, MQHUB_PLUGIN_DIR (the build tree's plugin
+ * folder) and MQHUB_BIN_TO_PLUGINDIR (see default_plugin_dir). */
 
 #define DEFAULT_DATA_DIR "./mqhub-data"
 #define DEFAULT_RAFT "127.0.0.1:6300"
@@ -141,12 +142,26 @@ static void set_string(char **slot, char *s)
 }
 
 
+/* The boolean field @key, false when absent. */
+static bool opt_bool(lua_State *L, int idx, const char *what, const char *key)
+{
+    int t = lua_getfield(L, idx, key);
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        luaL_error(L, "%s.%s must be true or false", what, key);
+    bool v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void set_secret(lua_State *L, config_t *c);
+
 /* ---- simple directives ------------------------------------------------- */
 
 static int l_config_node(lua_State *L)
 {
     static const char *const fields[] = {"id", "data", "raft", "client", "plugin_dir",
-                                         "join", NULL};
+                                         "join", "cluster_secret_file",
+                                         "allow_unauthenticated_peers", NULL};
     config_t *c = get_loader(L)->c;
     lua_Integer id;
 
@@ -158,11 +173,9 @@ static int l_config_node(lua_State *L)
     set_address(L, 1, "node", "raft", &c->raft_address);
     set_address(L, 1, "node", "client", &c->client_address);
     set_string(&c->plugin_dir, opt_string(L, 1, "node", "plugin_dir"));
-    int t = lua_getfield(L, 1, "join");
-    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-        luaL_error(L, "node.join must be true or false");
-    c->join = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    c->join = opt_bool(L, 1, "node", "join");
+    c->allow_unauthenticated_peers = opt_bool(L, 1, "node", "allow_unauthenticated_peers");
+    set_secret(L, c);
     return 0;
 }
 
@@ -234,10 +247,11 @@ static int l_config_peers(lua_State *L)
 
 static int l_config_auth(lua_State *L)
 {
-    static const char *const fields[] = {"token", NULL};
+    static const char *const fields[] = {"token", "allow_anonymous", NULL};
     check_table_arg(L, 1, "auth");
     check_fields(L, 1, "auth", fields);
     set_string(&get_loader(L)->c->token, opt_string(L, 1, "auth", "token"));
+    get_loader(L)->c->allow_anonymous = opt_bool(L, 1, "auth", "allow_anonymous");
     return 0;
 }
 
@@ -427,6 +441,48 @@ static char *read_beside(const config_t *c, const char *path, size_t *len)
     }
     fclose(f);
     return buf;
+}
+
+static void free_secret(config_t *c)
+{
+    if (c->cluster_secret) {
+        explicit_bzero(c->cluster_secret, strlen(c->cluster_secret));
+        free(c->cluster_secret);
+        c->cluster_secret = NULL;
+    }
+}
+
+/* node.cluster_secret_file (relative to the config file's folder unless
+ * absolute): the cluster secret is the file's content without trailing
+ * whitespace, PEER_SECRET_MIN to PEER_SECRET_MAX bytes and no NUL
+ * (docs/security.md "Peers"). It is never logged. */
+static void set_secret(lua_State *L, config_t *c)
+{
+    size_t len, size;
+    char *s;
+    int t = lua_getfield(L, 1, "cluster_secret_file");
+
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (t != LUA_TSTRING)
+        luaL_error(L, "node.cluster_secret_file must be a string");
+    const char *path = lua_tostring(L, -1);
+    if (!(s = read_beside(c, path, &size)))
+        luaL_error(L, "node.cluster_secret_file '%s': %s", path, strerror(errno));
+    for (len = size; len > 0 && s[len - 1] && strchr(" \t\r\n", s[len - 1]); len--)
+        s[len - 1] = '\0';
+    if (len < PEER_SECRET_MIN || len > PEER_SECRET_MAX || strlen(s) != len) {
+        explicit_bzero(s, size);
+        free(s);
+        luaL_error(L, "node.cluster_secret_file '%s': the secret must be %d to %d bytes "
+                   "without NUL (make one with: openssl rand -hex 32 > FILE)", path,
+                   PEER_SECRET_MIN, PEER_SECRET_MAX);
+    }
+    free_secret(c);
+    c->cluster_secret = s;
+    lua_pop(L, 1);
 }
 
 /* A hook given as a file ("scripts/risk/merchant_spike.lua") is loaded as the
@@ -676,6 +732,108 @@ static int add_default_transports(lua_State *L, config_t *c)
     return 0;
 }
 
+/* True when @path lies under the folder @dir (both without symlinks). */
+static bool path_under(const char *path, const char *dir)
+{
+    char real[PATH_MAX];
+    size_t n;
+
+    if (realpath(dir, real) == NULL)
+        return false;
+    n = strlen(real);
+    return strncmp(path, real, n) == 0 && path[n] == '/';
+}
+
+/* node.plugin_dir's default, into *@out (the caller frees it). A program run
+ * from the build tree (make run, the tests) loads the build tree's plugins,
+ * MQHUB_PLUGIN_DIR. An installed one loads <its folder>/MQHUB_BIN_TO_PLUGINDIR
+ * (../lib/mqhub): found from the executable, not compiled in, so a tree
+ * installed under any prefix uses its own plugins (docs/architecture.md
+ * "Install layout"). */
+static int default_plugin_dir(char **out, const char *file, char *errmsg, size_t errlen)
+{
+    char exe[PATH_MAX];
+    size_t len = sizeof exe;
+    char *slash;
+    int rv = uv_exepath(exe, &len);
+
+    if (rv != 0 || (slash = strrchr(exe, '/')) == NULL) {
+        snprintf(errmsg, errlen, "%s: no node.plugin_dir and this program's own path is "
+                 "unknown (uv_exepath: %s)", file, rv != 0 ? uv_strerror(rv) : exe);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (path_under(exe, MQHUB_BUILD_DIR)) {
+        *out = strdup(MQHUB_PLUGIN_DIR);
+    } else {
+        slash[1] = '\0';
+        if (asprintf(out, "%s%s", exe, MQHUB_BIN_TO_PLUGINDIR) < 0)
+            *out = NULL;
+    }
+    return *out ? 0 : MQHUB_EINTERNAL;
+}
+
+/* Whether @listen ("host:port", "[v6]:port") is a loopback address:
+ * 127.0.0.0/8, ::1, ::ffff:127.x.x.x or "localhost". Anything else (0.0.0.0,
+ * ::, another address, a host name) may be reachable from the network. */
+static bool listen_is_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    unsigned char a[16];
+    char host[64];
+    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+
+    if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+        listen++;
+        n -= 2;
+    }
+    if (n >= sizeof host)
+        return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) != 1)
+        return false;
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return (memcmp(a, in6addr_loopback.s6_addr, 16) == 0) ||
+           (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+}
+
+/* The safe-defaults rule (docs/security.md "Safe defaults"): a transport that
+ * listens beyond loopback needs the root token (users live in the replicated
+ * state, unknown before it is loaded, and deleting the last one would open
+ * the hub), unless auth.allow_anonymous = true, which is warned about on
+ * every start. A transport without `listen` uses its loopback default. */
+static int check_exposure(config_t *c, const char *file, char *errmsg, size_t errlen)
+{
+    if (c->token && c->allow_anonymous) {
+        snprintf(errmsg, errlen, "%s: auth.token and auth.allow_anonymous = true contradict "
+                 "each other", file);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (c->allow_anonymous)
+        log_warn("auth", "auth.allow_anonymous = true: without a root token, every client "
+                 "that reaches a listener has every right until a user exists");
+    for (unsigned i = 0; i < c->n_transports && !c->token; i++) {
+        const char *listen = config_transport_string(c, &c->transports[i], "listen");
+        if (!listen || listen_is_loopback(listen))
+            continue;
+        if (c->allow_anonymous) {
+            log_warn("auth", "transport %s listens on %s, beyond loopback, with no token "
+                     "(auth.allow_anonymous = true)", c->transports[i].name, listen);
+            continue;
+        }
+        snprintf(errmsg, errlen, "%s: transport \"%s\" listens on %s, beyond loopback, and "
+                 "no credential is configured: set auth { token = \"...\" } (openssl rand "
+                 "-hex 32), or auth { allow_anonymous = true } to let anyone who reaches it "
+                 "do anything", file, c->transports[i].name, listen);
+        return MQHUB_EBAD_REQUEST;
+    }
+    return 0;
+}
+
 static int finish(config_t *c, char *errmsg, size_t errlen)
 {
     lua_State *L = c->L;
@@ -688,9 +846,25 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
             return MQHUB_EBAD_REQUEST;
         }
     }
+    if ((c->n_peers > 0 || c->join) && !c->cluster_secret && !c->allow_unauthenticated_peers) {
+        snprintf(errmsg, errlen, "%s: a cluster (peers or node.join) needs "
+                 "node.cluster_secret_file, the same on every node (openssl rand -hex 32 > "
+                 "FILE; chmod 600 FILE), or node.allow_unauthenticated_peers = true on a "
+                 "network only the nodes can reach", file);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (c->cluster_secret && c->allow_unauthenticated_peers) {
+        snprintf(errmsg, errlen, "%s: node.cluster_secret_file and "
+                 "node.allow_unauthenticated_peers = true contradict each other", file);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (!c->plugin_dir) {
+        int rv = default_plugin_dir(&c->plugin_dir, file, errmsg, errlen);
+        if (rv != 0)
+            return rv;
+    }
     if (dup_default(&c->data_dir, DEFAULT_DATA_DIR) ||
         dup_default(&c->raft_address, DEFAULT_RAFT) ||
-        dup_default(&c->plugin_dir, MQHUB_PLUGIN_DIR) ||
         (c->n_transports == 0 && add_default_transports(L, c)))
         return MQHUB_EINTERNAL;
     for (unsigned i = 0; i < c->n_transports; i++) {
@@ -704,7 +878,7 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
             !(c->client_address = strdup(listen)))
             return MQHUB_EINTERNAL;
     }
-    return 0;
+    return check_exposure(c, file, errmsg, errlen);
 }
 
 int config_load(config_t **out, const char *path, char *errmsg, size_t errlen)
@@ -775,6 +949,7 @@ void config_free(config_t *c)
     free(c->data_dir);
     free(c->raft_address);
     free(c->token);
+    free_secret(c);
     free(c->plugin_dir);
     free(c->path);
     free(c->client_address);

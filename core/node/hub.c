@@ -3,7 +3,10 @@
  * and dispatches every request a transport submits.
  *
  * Start with hub_request(): decode (wire_decode_request), find the op's row
- * in the op table (ops_find, core/sm/ops.c), authenticate, then dispatch()
+ * in the op table (ops_find, core/sm/ops.c), authenticate, check a named
+ * user's permissions against the row's permission column (permitted(): grants
+ * read from the state machine per request, so nothing refused reaches raft),
+ * write the audit line of manage/script/admin ops (audit()), then dispatch()
  * by the row's kind: local ops (hello, ping) are answered here, reads by
  * fsm_read() on the leader, writes go through replica_submit() and their
  * reply comes back in on_replica_done(); session ops go to the push engine
@@ -27,6 +30,14 @@
  * longpoll_parked_total), cluster.* admin ops, and requests whose session
  * closed first. Plugins read the histograms through metric_get (lat_get).
  *
+ * Identities (docs/security.md): hello's token is the config's root token
+ * (every right), a user's (core/sm/user.c, looked up by SHA-256), or — on a
+ * hub with neither — nothing (anonymous, every right). Wrong tokens are
+ * throttled per connection and per source address: after AUTH_FREE failures
+ * each hello is held on a timer (hello(), on_hello_due) and refusals are
+ * logged at most once per AUTH_LOG_MS. user.create's token is hashed here
+ * (token_op) before submission, so the raft log never holds it.
+ *
  * Extending: a new local op is a row in the op table with kind OPS_LOCAL and
  * one branch in dispatch(); ops of the state machine need nothing here.
  */
@@ -36,20 +47,46 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 #include "clock.h"
 #include "node.h"
 
 #define HUB_CHECK_MS 200 /* how often parked waiters check leadership */
 #define HUB_WAITQ_BUCKETS 256
+/* Failed hellos (docs/security.md "Throttling"): after AUTH_FREE failures
+ * on a connection or from an address, each further hello waits
+ * AUTH_DELAY_MS doubled per failure, up to AUTH_DELAY_MAX_MS. Addresses are
+ * remembered in a table of AUTH_ADDRS entries for AUTH_FORGET_MS after their
+ * last failure; refusals are logged at most once per AUTH_LOG_MS. */
+#define AUTH_FREE 3
+#define AUTH_DELAY_MS 100
+#define AUTH_DELAY_MAX_MS 1000
+#define AUTH_ADDRS 1024
+#define AUTH_FORGET_MS (10 * 60 * 1000)
+#define AUTH_LOG_MS 1000
+#define TOKEN_MIN 16  /* characters of a token a client chooses */
+#define TOKEN_MAX 256
+#define TOKEN_RANDOM 32 /* random bytes of a generated token (hex: 64 characters) */
 
 typedef struct hub_req hub_req_t;
 typedef struct waitq waitq_t;
+
+/* Who a session is (hello): nobody yet; anonymous (a hub with no root token
+ * and no users); the root token of the config; a named user (user.c). */
+enum who { WHO_NONE, WHO_ANON, WHO_ROOT, WHO_USER };
 
 struct mqhub_session {
     hub_t *hub;
     mqhub_push_cb push;
     void *push_arg;
-    bool authed;
+    enum who who;
+    unsigned char hash[FSM_USER_HASH_LEN]; /* WHO_USER: its token's SHA-256 */
+    char user[MQHUB_NAME_MAX + 1];         /* WHO_USER: its name, for messages */
+    unsigned fails;       /* failed hellos on this connection */
+    unsigned hellos_held; /* hellos waiting for their turn (throttled) */
+    uint64_t hello_next;  /* uv_now() before which no held hello is answered */
     bool broken;
     hub_req_t *reqs; /* outstanding requests */
     mqhub_session_t *prev, *next;
@@ -68,7 +105,8 @@ struct hub_req {
     uint64_t t0;    /* uv_hrtime() at hub_request entry */
     uint64_t id;
     bool in_replica;
-    /* Long-poll receives only. */
+    char token[2 * TOKEN_RANDOM + 1]; /* user.create: the token generated, told once */
+    /* Long-poll receives and held hellos only. */
     waitq_t *q;
     hub_req_t *wprev, *wnext; /* in q's FIFO while parked */
     bool parked;
@@ -121,6 +159,13 @@ struct hub {
     void (*stop_cb)(void *arg);
     void *stop_arg;
     char client_address[256];
+    struct auth_addr { /* failed hellos per source address (throttling) */
+        char addr[64];
+        unsigned fails;
+        uint64_t last; /* uv_now() of the last failure */
+    } addrs[AUTH_ADDRS];
+    uint64_t auth_logged;     /* uv_now() of the last refusal logged */
+    unsigned auth_unlogged;   /* refusals since then not logged */
 };
 
 /* ---------------------------------------------------------------- metrics */
@@ -459,6 +504,39 @@ static void on_receive_done(hub_req_t *r, int status, const char *reply, size_t 
     }
 }
 
+/* user.create's successful reply gains the token the node generated
+ * (r->token), told this once and wiped from memory after. */
+static void reply_with_token(hub_req_t *r, const char *reply, size_t len)
+{
+    msgpack_unpacked u;
+    const msgpack_object *ok;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_unpacked_init(&u);
+    msgpack_sbuffer_init(&sb);
+    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP && (ok = mp_map_get(&u.data, "ok")) != NULL &&
+        ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, u.data.via.map.size + 1);
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_pack_object(&pk, u.data.via.map.ptr[i].key);
+            msgpack_pack_object(&pk, u.data.via.map.ptr[i].val);
+        }
+        mp_pack_cstr(&pk, "token");
+        mp_pack_cstr(&pk, r->token);
+        reply = sb.data;
+        len = sb.size;
+    }
+    OPENSSL_cleanse(r->token, sizeof r->token);
+    req_reply(r, reply, len);
+    if (sb.data != NULL)
+        OPENSSL_cleanse(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&u);
+}
+
 static void on_replica_done(void *arg, int status, const char *reply, size_t len)
 {
     hub_req_t *r = arg;
@@ -470,6 +548,8 @@ static void on_replica_done(void *arg, int status, const char *reply, size_t len
         req_free(r);
     else if (status != 0)
         req_fail(r, status);
+    else if (r->token[0] != '\0')
+        reply_with_token(r, reply, len);
     else
         req_reply(r, reply, len);
 }
@@ -710,24 +790,164 @@ static void receive_start(mqhub_session_t *s, const wire_request_t *v, const cha
         receive_park(r, false);
 }
 
-/* -------------------------------------------------------------- dispatch */
+/* ------------------------------------------------------------ identities */
 
-static bool token_equal(const char *want, const msgpack_object *got)
+static bool token_equal(const char *want, const char *got, size_t n)
 {
-    size_t n = strlen(want);
     unsigned char diff = 0;
 
-    if (got == NULL || got->type != MSGPACK_OBJECT_STR || got->via.str.size != n)
+    if (strlen(want) != n)
         return false;
     for (size_t i = 0; i < n; i++) /* constant time: no early exit */
-        diff |= (unsigned char)(want[i] ^ got->via.str.ptr[i]);
+        diff |= (unsigned char)(want[i] ^ got[i]);
     return diff == 0;
 }
 
-static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+/* Whether a session must say hello with a token: a root token is configured
+ * or users exist. Otherwise every session is anonymous with every right. */
+static bool auth_required(hub_t *h)
+{
+    return h->cfg->token != NULL || fsm_user_count(h->fsm) > 0;
+}
+
+static bool identified(mqhub_session_t *s)
+{
+    return s->who == WHO_ROOT || s->who == WHO_USER || !auth_required(s->hub);
+}
+
+static const char *identity(const mqhub_session_t *s, char *buf, size_t size)
+{
+    if (s->who == WHO_ROOT)
+        return "root";
+    if (s->who != WHO_USER)
+        return "anonymous";
+    snprintf(buf, size, "user:%s", s->user);
+    return buf;
+}
+
+/* The source address of @s, the key of its throttling state: the peer
+ * without the port the tcp transport appends ("127.0.0.1:5000"). */
+static void peer_host(const mqhub_session_t *s, char *out, size_t size)
+{
+    const char *colon = strrchr(s->peer, ':');
+    size_t n = strlen(s->peer);
+
+    if (strcmp(s->transport, "tcp") == 0 && colon != NULL)
+        n = (size_t)(colon - s->peer);
+    snprintf(out, size, "%.*s", (int)n, s->peer);
+}
+
+/* The throttling state of address @host, NULL when it has none; with
+ * @create, a slot for it (a free one, else the least recently failed). */
+static struct auth_addr *auth_addr(hub_t *h, const char *host, bool create)
+{
+    uint64_t now = uv_now(h->loop);
+    struct auth_addr *free_slot = NULL, *oldest = NULL;
+
+    for (unsigned i = 0; i < AUTH_ADDRS; i++) {
+        struct auth_addr *a = &h->addrs[i];
+        if (a->addr[0] != '\0' && now - a->last > AUTH_FORGET_MS)
+            a->addr[0] = '\0'; /* forgotten */
+        if (a->addr[0] == '\0') {
+            free_slot = free_slot != NULL ? free_slot : a;
+            continue;
+        }
+        if (strcmp(a->addr, host) == 0)
+            return a;
+        if (oldest == NULL || a->last < oldest->last)
+            oldest = a;
+    }
+    if (!create)
+        return NULL;
+    if (free_slot == NULL)
+        free_slot = oldest;
+    memset(free_slot, 0, sizeof *free_slot);
+    snprintf(free_slot->addr, sizeof free_slot->addr, "%s", host);
+    return free_slot;
+}
+
+/* How long the next hello of @s waits (ms): 0 until AUTH_FREE failures on
+ * its connection or from its address, counting the hellos already held. */
+static uint64_t hello_delay(mqhub_session_t *s)
+{
+    char host[64];
+    struct auth_addr *a;
+    unsigned n = s->fails;
+    uint64_t d = AUTH_DELAY_MS;
+
+    peer_host(s, host, sizeof host);
+    a = auth_addr(s->hub, host, false);
+    if (a != NULL && a->fails > n)
+        n = a->fails;
+    n += s->hellos_held;
+    if (n < AUTH_FREE)
+        return 0;
+    for (unsigned i = AUTH_FREE; i < n && d < AUTH_DELAY_MAX_MS; i++)
+        d *= 2;
+    return d < AUTH_DELAY_MAX_MS ? d : AUTH_DELAY_MAX_MS;
+}
+
+/* Count a wrong token from @s and log it, at most once per AUTH_LOG_MS. */
+static void auth_failed(mqhub_session_t *s)
+{
+    hub_t *h = s->hub;
+    uint64_t now = uv_now(h->loop);
+    char host[64];
+    struct auth_addr *a;
+
+    peer_host(s, host, sizeof host);
+    a = auth_addr(h, host, true);
+    s->fails++;
+    a->fails++;
+    a->last = now;
+    metrics_add(h->metrics, "auth_failures_total", 1);
+    if (h->auth_logged != 0 && now - h->auth_logged < AUTH_LOG_MS) {
+        h->auth_unlogged++;
+        return;
+    }
+    log_warn("auth",
+             "hello refused: wrong token peer=%s transport=%s failures_connection=%u "
+             "failures_address=%u refusals_not_logged=%u",
+             s->peer, s->transport, s->fails, a->fails, h->auth_unlogged);
+    h->auth_logged = now;
+    h->auth_unlogged = 0;
+}
+
+/* Who @token makes @s: 0 (s->who set), or MQHUB_EUNAUTHORIZED (unchanged). */
+static int authenticate(mqhub_session_t *s, const msgpack_object *token)
+{
+    hub_t *h = s->hub;
+    unsigned char hash[FSM_USER_HASH_LEN];
+    const char *t = NULL;
+    size_t tl = 0;
+
+    if (token != NULL && token->type == MSGPACK_OBJECT_STR) {
+        t = token->via.str.ptr;
+        tl = token->via.str.size;
+    }
+    if (t != NULL && h->cfg->token != NULL && token_equal(h->cfg->token, t, tl)) {
+        s->who = WHO_ROOT;
+        return 0;
+    }
+    if (t != NULL && fsm_user_count(h->fsm) > 0) {
+        fsm_user_hash(t, tl, hash);
+        if (fsm_user_find(h->fsm, hash, s->user, sizeof s->user) == 0) {
+            memcpy(s->hash, hash, sizeof hash);
+            s->who = WHO_USER;
+            return 0;
+        }
+    }
+    if (auth_required(h))
+        return MQHUB_EUNAUTHORIZED;
+    s->who = WHO_ANON;
+    return 0;
+}
+
+static void hello_now(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
     const msgpack_object *ver = mp_map_get(v->map, "version");
+    const msgpack_object *token = mp_map_get(v->map, "token");
     const char *leader = leader_address(h);
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -738,15 +958,17 @@ static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb
                     "version: this server speaks protocol version %d", MQHUB_PROTOCOL_VERSION);
         return;
     }
-    if (h->cfg->token != NULL && !token_equal(h->cfg->token, mp_map_get(v->map, "token"))) {
+    if (authenticate(s, token) != 0) {
+        if (token != NULL && token->type != MSGPACK_OBJECT_NIL)
+            auth_failed(s);
         reply_error(h, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
-                    "token: missing or wrong; give the token of the server's auth{} config");
+                    "token: missing or wrong; give the token of the server's auth{} config "
+                    "or a user's token");
         return;
     }
-    s->authed = true;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_pack_head(&pk, true, v->id, true, leader ? 5 : 4);
+    wire_pack_head(&pk, true, v->id, true, 4 + (leader ? 1 : 0) + (s->who == WHO_USER ? 1 : 0));
     mp_pack_cstr(&pk, "server");
     mp_pack_cstr(&pk, "mqhub");
     mp_pack_cstr(&pk, "version");
@@ -757,11 +979,185 @@ static void hello(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb
         mp_pack_cstr(&pk, "leader");
         mp_pack_cstr(&pk, leader);
     }
+    if (s->who == WHO_USER) {
+        mp_pack_cstr(&pk, "user");
+        mp_pack_cstr(&pk, s->user);
+    }
     mp_pack_cstr(&pk, "max_frame");
     msgpack_pack_uint64(&pk, hub_max_frame(h));
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
+
+/* A held hello's turn came: answer it. @r leaves the session's list before
+ * the reply (whose callback may close the session) and is freed after; its
+ * frame stays valid until its timer handle closed. */
+static void on_hello_due(uv_timer_t *t)
+{
+    hub_req_t *r = t->data;
+    mqhub_session_t *s = r->s;
+    wire_request_t v;
+    msgpack_unpacked u;
+    char err[256];
+
+    s->hellos_held--;
+    req_detach(r);
+    msgpack_unpacked_init(&u);
+    if (wire_decode_request(&u, r->frame, r->len, &v, err, sizeof err) == 0)
+        hello_now(s, &v, r->cb, r->arg); /* decoded once already: cannot fail */
+    msgpack_unpacked_destroy(&u);
+    req_free(r);
+}
+
+/* hello: answered now, or — after failed ones (hello_delay) — held on a
+ * timer, in arrival order, so guesses never come faster than the delay
+ * whether sent one by one or pipelined. The loop never blocks. */
+static void hello(mqhub_session_t *s, const wire_request_t *v, const char *buf, size_t len,
+                  mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    uint64_t delay = hello_delay(s), now = uv_now(h->loop);
+    hub_req_t *r;
+
+    if (delay == 0) {
+        hello_now(s, v, cb, arg);
+        return;
+    }
+    if ((r = req_new(s, cb, arg, v->id, buf, len)) == NULL) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
+        return;
+    }
+    r->lat = NULL; /* its wait is the penalty, not latency */
+    s->hello_next = (s->hello_next > now ? s->hello_next : now) + delay;
+    s->hellos_held++;
+    uv_timer_init(h->loop, &r->timer);
+    r->timer.data = r;
+    r->timer_init = true;
+    uv_timer_start(&r->timer, on_hello_due, s->hello_next - now, 0);
+}
+
+/* ----------------------------------------------------------- permissions */
+
+/* Field @path of @map, dotted for nested maps ("attrs.hook"); NULL if absent. */
+static const msgpack_object *field_get(const msgpack_object *map, const char *path)
+{
+    char key[64];
+    const char *dot;
+
+    while (map != NULL && (dot = strchr(path, '.')) != NULL) {
+        snprintf(key, sizeof key, "%.*s", (int)(dot - path), path);
+        map = mp_map_get(map, key);
+        if (map != NULL && map->type != MSGPACK_OBJECT_MAP)
+            return NULL;
+        path = dot + 1;
+    }
+    return map != NULL ? mp_map_get(map, path) : NULL;
+}
+
+/* One line per manage, script or admin request (comp=audit, level=info,
+ * written whatever the configured level: log_audit): who, the op, the names it carries, where from, and whether the
+ * permission check let it through ("allowed" is not "succeeded"). */
+static void audit(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
+                  const char *result)
+{
+    static const char *const fields[] = {"name", "topic", "queue", "verb", "pattern",
+                                         "endpoint.queue", "dead_letter_queue",
+                                         "attrs.dead_letter.queue", "attrs.hook", "address"};
+    enum ops_verb verb = o->perm[0].verb;
+    char names[768] = "", who[96];
+    size_t off = 0;
+
+    if ((verb != OPS_V_MANAGE && verb != OPS_V_SCRIPT && verb != OPS_V_ADMIN) ||
+        o->kind == OPS_READ)
+        return;
+    for (unsigned i = 0; i < sizeof fields / sizeof fields[0] && off < sizeof names; i++) {
+        const msgpack_object *f = field_get(v->map, fields[i]);
+        if (f != NULL && f->type == MSGPACK_OBJECT_STR)
+            off += (size_t)snprintf(names + off, sizeof names - off, " %s=%.*s", fields[i],
+                                    (int)(f->via.str.size > 64 ? 64 : f->via.str.size),
+                                    f->via.str.ptr);
+    }
+    log_audit("identity=%s op=%s%s peer=%s transport=%s result=%s",
+             identity(s, who, sizeof who), o->name, names, s->peer, s->transport, result);
+}
+
+/* What a user is refused, in words: "send to", "manage", ... */
+static const char *verb_phrase(enum ops_verb v)
+{
+    switch (v) {
+    case OPS_V_SEND: return "send to";
+    case OPS_V_RECEIVE: return "receive from";
+    case OPS_V_PUBLISH: return "publish to";
+    case OPS_V_SUBSCRIBE: return "subscribe to";
+    case OPS_V_MANAGE: return "manage";
+    case OPS_V_SCRIPT: return "manage the script";
+    case OPS_V_ADMIN: return "administer";
+    default: return "see";
+    }
+}
+
+static void reply_forbidden(mqhub_session_t *s, const ops_row_t *o, const ops_perm_t *p,
+                            const wire_request_t *v, const char *name, size_t nl,
+                            mqhub_reply_cb cb, void *arg)
+{
+    int n = (int)(nl > MQHUB_NAME_MAX ? MQHUB_NAME_MAX : nl);
+    const char *verb = p->verb == OPS_V_ANY ? "any verb" : ops_verb_name(p->verb);
+
+    audit(s, o, v, "denied");
+    if (p->field == NULL)
+        reply_error(s->hub, cb, arg, true, v->id, MQHUB_EFORBIDDEN,
+                    "user '%s' may not %s the hub (%s needs %s on *)", s->user,
+                    verb_phrase(p->verb), o->name, verb);
+    else
+        reply_error(s->hub, cb, arg, true, v->id, MQHUB_EFORBIDDEN,
+                    "user '%s' may not %s '%.*s' (%s needs %s on %.*s)", s->user,
+                    verb_phrase(p->verb), n, name, o->name, verb, n, name);
+}
+
+/* The permission column of row @o for a named user (docs/security.md):
+ * true, or false having replied FORBIDDEN (or UNAUTHORIZED when the user was
+ * deleted, BAD_REQUEST when the op's own object is not named). Grants are
+ * read from the state machine on every request, so changes apply at once. */
+static bool permitted(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
+                      mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+
+    for (unsigned i = 0; i < OPS_PERMS; i++) {
+        const ops_perm_t *p = &o->perm[i];
+        const msgpack_object *f = p->field != NULL ? field_get(v->map, p->field) : NULL;
+        const char *name = "*";
+        size_t nl = 1;
+        int rc;
+
+        if (i > 0 && p->verb == OPS_V_NONE)
+            break;
+        if (p->field != NULL && (f == NULL || f->type != MSGPACK_OBJECT_STR)) {
+            if (i > 0)
+                continue; /* an optional second object, absent */
+            reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                        "field '%s' is required (a string)", p->field);
+            return false;
+        }
+        if (f != NULL) {
+            name = f->via.str.ptr;
+            nl = f->via.str.size;
+        }
+        rc = fsm_user_may(h->fsm, s->hash, p->verb, name, nl);
+        if (rc == MQHUB_EUNAUTHORIZED) {
+            reply_error(h, cb, arg, true, v->id, rc,
+                        "user '%s' was deleted; say hello again with a valid token", s->user);
+            return false;
+        }
+        if (rc != 0) {
+            reply_forbidden(s, o, p, v, name, nl, cb, arg);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* -------------------------------------------------------------- dispatch */
 
 static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
 {
@@ -775,8 +1171,11 @@ static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void read_op(hub_t *h, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+/* A read, from applied state on the leader; a named user's lists show only
+ * what it holds grants on. */
+static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
 {
+    hub_t *h = s->hub;
     msgpack_sbuffer sb;
 
     if (!replica_is_leader(h->replica)) {
@@ -784,27 +1183,96 @@ static void read_op(hub_t *h, const wire_request_t *v, mqhub_reply_cb cb, void *
         return;
     }
     msgpack_sbuffer_init(&sb);
-    fsm_read(h->fsm, v->map, &sb);
+    fsm_read_as(h->fsm, v->map, s->who == WHO_USER ? s->hash : NULL, &sb);
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void write_op(mqhub_session_t *s, const wire_request_t *v, const char *buf,
-                     size_t len, mqhub_reply_cb cb, void *arg)
+/* Submit @buf through raft; @token (NULL: none) is added to the reply. */
+static void write_op(mqhub_session_t *s, uint64_t id, const char *buf, size_t len,
+                     const char *token, mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
-    hub_req_t *r = req_new(s, cb, arg, v->id, NULL, 0);
+    hub_req_t *r = req_new(s, cb, arg, id, NULL, 0);
     int rc;
 
     if (r == NULL) {
-        reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
+        reply_error(h, cb, arg, true, id, MQHUB_EINTERNAL, "out of memory");
         return;
     }
+    if (token != NULL)
+        snprintf(r->token, sizeof r->token, "%s", token);
     rc = replica_submit(h->replica, buf, len, on_replica_done, r);
     if (rc != 0)
         req_fail(r, rc);
     else
         r->in_replica = true;
+}
+
+static bool is_token_key(const msgpack_object *k)
+{
+    return k->type == MSGPACK_OBJECT_STR &&
+           ((k->via.str.size == 5 && memcmp(k->via.str.ptr, "token", 5) == 0) ||
+            (k->via.str.size == 12 && memcmp(k->via.str.ptr, "token_sha256", 12) == 0));
+}
+
+/* A row flagged OPS_F_TOKEN (user.create): the token — the client's (at
+ * least TOKEN_MIN characters) or, when it gives none, TOKEN_RANDOM random
+ * bytes in hex made here (apply has no random source) — is replaced by its
+ * SHA-256 before the request is submitted, so the log never holds it. A
+ * generated token is told once, in the reply. */
+static void token_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    const msgpack_object *t = mp_map_get(v->map, "token");
+    unsigned char rnd[TOKEN_RANDOM], hash[FSM_USER_HASH_LEN];
+    char gen[2 * TOKEN_RANDOM + 1] = "";
+    const msgpack_object_map *m = &v->map->via.map;
+    uint32_t n = 0;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    if (t != NULL && t->type != MSGPACK_OBJECT_NIL) {
+        if (t->type != MSGPACK_OBJECT_STR || t->via.str.size < TOKEN_MIN ||
+            t->via.str.size > TOKEN_MAX) {
+            reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                        "token: a string of %d-%d characters (leave it out and the node "
+                        "generates one)", TOKEN_MIN, TOKEN_MAX);
+            return;
+        }
+        if (h->cfg->token != NULL && token_equal(h->cfg->token, t->via.str.ptr, t->via.str.size)) {
+            reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                        "token: this is the server's root token; choose another");
+            return;
+        }
+        fsm_user_hash(t->via.str.ptr, t->via.str.size, hash);
+    } else {
+        if (RAND_bytes(rnd, sizeof rnd) != 1) {
+            reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "no random source for a token");
+            return;
+        }
+        for (unsigned i = 0; i < sizeof rnd; i++)
+            snprintf(gen + 2 * i, 3, "%02x", rnd[i]);
+        OPENSSL_cleanse(rnd, sizeof rnd);
+        fsm_user_hash(gen, strlen(gen), hash);
+    }
+    for (uint32_t i = 0; i < m->size; i++)
+        n += !is_token_key(&m->ptr[i].key);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, n + 1);
+    for (uint32_t i = 0; i < m->size; i++) {
+        if (is_token_key(&m->ptr[i].key))
+            continue; /* every copy: the plaintext must not reach the log */
+        msgpack_pack_object(&pk, m->ptr[i].key);
+        msgpack_pack_object(&pk, m->ptr[i].val);
+    }
+    mp_pack_cstr(&pk, "token_sha256");
+    msgpack_pack_bin(&pk, sizeof hash);
+    msgpack_pack_bin_body(&pk, hash, sizeof hash);
+    write_op(s, v->id, sb.data, sb.size, gen[0] ? gen : NULL, cb, arg);
+    OPENSSL_cleanse(gen, sizeof gen);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 /* subscribe / credit / unsubscribe (@op): the push engine (push.c). */
@@ -834,27 +1302,34 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
         reply_status(h, cb, arg, v->id, MQHUB_EUNAVAILABLE);
         return;
     }
-    if (h->cfg->token != NULL && !s->authed && !(o && (o->flags & OPS_F_PUBLIC))) {
+    if (!(o && (o->flags & OPS_F_PUBLIC)) && !identified(s)) {
         reply_error(h, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
                     "this server needs a token: send hello {version: %d, token} first",
                     MQHUB_PROTOCOL_VERSION);
         return;
     }
+    if (o != NULL && !(o->flags & OPS_F_PUBLIC)) {
+        if (s->who == WHO_USER && !permitted(s, o, v, cb, arg))
+            return; /* refused before anything reached raft */
+        audit(s, o, v, "allowed");
+    }
     switch (o ? o->kind : OPS_UNKNOWN) {
     case OPS_LOCAL:
         if (o->node == OPS_NODE_HELLO)
-            hello(s, v, cb, arg);
+            hello(s, v, buf, len, cb, arg);
         else
             reply_ok(cb, arg, v->id); /* ping */
         return;
     case OPS_READ:
-        read_op(h, v, cb, arg);
+        read_op(s, v, cb, arg);
         return;
     case OPS_WRITE:
         if (o->flags & OPS_F_LONG_POLL)
             receive_start(s, v, buf, len, cb, arg);
+        else if (o->flags & OPS_F_TOKEN)
+            token_op(s, v, cb, arg);
         else
-            write_op(s, v, buf, len, cb, arg);
+            write_op(s, v->id, buf, len, NULL, cb, arg);
         return;
     case OPS_SESSION:
         session_op(s, o->node, v, cb, arg);
@@ -1038,6 +1513,8 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .snapshot_threshold = h->cfg->snapshot_threshold,
         .snapshot_trailing = h->cfg->snapshot_trailing,
         .join = h->cfg->join,
+        .cluster_secret = h->cfg->cluster_secret,
+        .allow_unauthenticated_peers = h->cfg->allow_unauthenticated_peers,
     };
 
     snprintf(dir, sizeof dir, "%s/raft", h->cfg->data_dir);

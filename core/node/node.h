@@ -62,6 +62,9 @@ typedef struct config {
     config_object_t *scripts;  /* hook files: name + source (in attrs) */
     unsigned n_scripts;
     bool join;               /* node.join: a new member, never bootstraps */
+    char *cluster_secret;    /* node.cluster_secret_file's content, or NULL */
+    bool allow_unauthenticated_peers; /* node.allow_unauthenticated_peers */
+    bool allow_anonymous;    /* auth.allow_anonymous: listen beyond loopback with no token */
 } config_t;
 
 /* Load @path (NULL: defaults). Errors name the file, line and problem

@@ -48,16 +48,14 @@ static const char *host_config_string(mqhub_host_t *host, const char *key)
     return config_transport_string(p->cfg, p->t, key);
 }
 
-static int64_t host_config_int(mqhub_host_t *host, const char *key, int64_t def)
+static int host_config_int(mqhub_host_t *host, const char *key, int64_t def, int64_t *out)
 {
     plugin_t *p = host_plugin(host);
-    int64_t v;
+    int rc = config_transport_int(p->cfg, p->t, key, def, out);
 
-    if (config_transport_int(p->cfg, p->t, key, def, &v) != 0) {
-        log_error(plugin_name(p), "config %s.%s must be an integer", p->t->name, key);
-        return -1;
-    }
-    return v;
+    if (rc != 0)
+        log_error(plugin_name(p), "transport %s: %s must be an integer", p->t->name, key);
+    return rc;
 }
 
 static mqhub_session_t *host_session_open(mqhub_host_t *host, const char *peer,
@@ -183,11 +181,7 @@ int plugin_load(plugin_t **out, hub_t *hub, config_t *cfg, const config_transpor
     p->hub = hub;
     p->cfg = cfg;
     p->t = t;
-    if (t->path != NULL)
-        snprintf(p->path, sizeof p->path, "%s", t->path);
-    else
-        snprintf(p->path, sizeof p->path, "%s/%s.so",
-                 cfg->plugin_dir ? cfg->plugin_dir : MQHUB_PLUGIN_DIR, t->name);
+    snprintf(p->path, sizeof p->path, "%s", t->path); /* config_load() always sets it */
     if (open_and_init(p, why, sizeof why) != 0) {
         snprintf(errmsg, errlen, "plugin %s: %s", p->path, why);
         /* A plugin whose init failed stays mapped: it may have handles

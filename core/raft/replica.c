@@ -1,8 +1,8 @@
 /* replica.c: one raft group on the loop.
  *
  * A replica_t owns a raft instance with the libuv backend (raft_uv storage in
- * cfg->dir, raft_uv_tcp transport), bound to the fsm through a thin wrapper of
- * its struct raft_fsm. It does three jobs around raft:
+ * cfg->dir, peer.c's authenticated transport), bound to the fsm through a
+ * thin wrapper of its struct raft_fsm. It does three jobs around raft:
  *   - group commit: replica_submit() copies commands into the open batch; a
  *     uv_check handle (it runs right after the poll phase of each loop turn)
  *     turns the batch into ONE raft entry with fsm_entry_encode() and
@@ -29,6 +29,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "peer.h"
 #include "replica.h"
 
 #define BATCH_MAX_CMDS 4096
@@ -94,7 +95,8 @@ struct replica {
     struct raft raft;
     struct raft_io io;
     snapshot_io_t snapio;   /* wraps io: snapshots dumped off the loop */
-    struct raft_uv_transport transport;
+    struct raft_uv_transport transport; /* peer.c */
+    bool takes_peers;       /* a cluster secret, or unauthenticated peers allowed */
     struct raft_fsm *inner; /* the fsm's own raft_fsm */
     struct raft_fsm wrap;   /* what raft sees */
 
@@ -659,6 +661,8 @@ int replica_add(replica_t *r, uint64_t id, const char *raft_address,
         return MQHUB_EUNAVAILABLE;
     if (raft_state(&r->raft) != RAFT_LEADER)
         return MQHUB_ENOT_LEADER;
+    if (!r->takes_peers)
+        return MQHUB_EBAD_REQUEST;
     role = member_role(r, id, &have);
     if (role >= 0 && strcmp(have, raft_address) != 0)
         return MQHUB_EEXISTS;
@@ -880,7 +884,7 @@ static void raft_closed(struct raft *raft)
     batch_t *b;
 
     raft_uv_close(&r->io);
-    raft_uv_tcp_close(&r->transport);
+    peer_transport_free(&r->transport);
     while ((b = r->inflight.head) != NULL) {
         list_remove(&r->inflight, b);
         fail_batch(b, OUTCOME_UNKNOWN);
@@ -997,29 +1001,31 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
         snprintf(errmsg, errlen, "out of memory");
         return MQHUB_EINTERNAL;
     }
-    r->transport.version = 1; /* the struct version raft_uv_tcp_init expects */
-    r->transport.data = r;
-    rv = raft_uv_tcp_init(&r->transport, loop);
-    if (rv != 0) {
-        snprintf(errmsg, errlen, "raft transport: %s", raft_strerror(rv));
+    r->takes_peers = cfg->cluster_secret || cfg->allow_unauthenticated_peers;
+    if (peer_transport_init(&r->transport, loop, cfg->cluster_secret,
+                            cfg->allow_unauthenticated_peers) != 0) {
+        snprintf(errmsg, errlen, "raft transport: out of memory");
         replica_free(r);
         return MQHUB_EINTERNAL;
     }
     rv = raft_uv_init(&r->io, loop, cfg->dir, &r->transport);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft storage %s: %s", cfg->dir, r->io.errmsg);
-        raft_uv_tcp_close(&r->transport);
+        peer_transport_free(&r->transport);
         replica_free(r);
         return MQHUB_EINTERNAL;
     }
     raft_uv_set_segment_size(&r->io, SEGMENT_SIZE);
+    /* Its recovery renames a damaged segment away, and every later one with
+     * it, without a word: damage is logcheck.c's, before raft reads. */
+    raft_uv_set_auto_recovery(&r->io, false);
     snapshot_io_wrap(&r->snapio, &r->io, &r->wrap, fsm_store(fsm), loop);
     rv = raft_init(&r->raft, &r->snapio.io, &r->snapio.fsm, cfg->id,
                    cfg->raft_address);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft init: %s", raft_errmsg(&r->raft));
         raft_uv_close(&r->io);
-        raft_uv_tcp_close(&r->transport);
+        peer_transport_free(&r->transport);
         replica_free(r);
         return MQHUB_EINTERNAL;
     }

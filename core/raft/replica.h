@@ -1,6 +1,7 @@
-/* core/raft/replica.h: one raft group (replica.c) and the raft_io wrapper
- * that takes snapshots off the loop (snapshot.c), as core/node and the tests
- * use them. Loop thread only unless a function says otherwise.
+/* core/raft/replica.h: one raft group (replica.c), the raft_io wrapper
+ * that takes snapshots off the loop (snapshot.c) and the check of raft's
+ * files before a start (logcheck.c), as core/node, mqhubd and the tests use
+ * them. Loop thread only unless a function says otherwise.
  */
 #ifndef MQHUB_RAFT_REPLICA_H
 #define MQHUB_RAFT_REPLICA_H
@@ -14,10 +15,10 @@
 #include "sm/sm.h"
 
 /* ======================================================================
- * replica.c — one raft group on the loop: raft_uv + raft_uv_tcp storage and
- * transport, bootstrap on first start, group commit of submitted commands,
- * periodic and due-time ticks, snapshots. A group is an object: several may
- * live on one loop.
+ * replica.c — one raft group on the loop: raft_uv storage, the peer.c
+ * transport (authenticated peers), bootstrap on first start, group commit of
+ * submitted commands, periodic and due-time ticks, snapshots. A group is an
+ * object: several may live on one loop.
  * ====================================================================== */
 typedef struct replica replica_t;
 
@@ -37,6 +38,8 @@ typedef struct replica_config {
     unsigned snapshot_threshold; /* entries between snapshots (0: default) */
     unsigned snapshot_trailing;  /* entries kept after one (0: default) */
     bool join;                   /* never bootstrap: wait to be added */
+    const char *cluster_secret;  /* peers prove it (peer.h); NULL: none */
+    bool allow_unauthenticated_peers; /* no secret: take peers anyway (else none) */
 } replica_config_t;
 
 /* Called once per submitted command: status 0 with the reply map, or with
@@ -81,7 +84,8 @@ typedef void (*replica_change_cb)(void *arg, int status, const char *errmsg);
 /* Add node @id (raft at @raft_address) as a spare, then make it a voter once
  * it caught up (raft's catch-up rounds). @client_address may be NULL. Returns
  * 0 (cb will run), or a code (cb never runs; MQHUB_EEXISTS also when @id is a
- * voter at that address already). Leader only. */
+ * voter at that address already; MQHUB_EBAD_REQUEST when this node takes no
+ * peers: no cluster secret). Leader only. */
 int replica_add(replica_t *r, uint64_t id, const char *raft_address,
                 const char *client_address, replica_change_cb cb, void *arg);
 int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
@@ -150,6 +154,7 @@ typedef struct snapshot_io {
     uv_timer_t get_timer;        /* serves waiting gets; expires the copy */
     bool get_timer_init, get_timer_closed, inner_closing;
     snapshot_peer_t peers[SNAPSHOT_PEERS];
+    raft_index snap_index;       /* the newest snapshot on disk (0: none) */
 } snapshot_io_t;
 /* Wrap @inner (raft_uv, initialised, not yet given to raft_init) and
  * @inner_fsm (the raft_fsm over the store @st that raft would otherwise see):
@@ -158,5 +163,42 @@ typedef struct snapshot_io {
  * @w lives until raft's close callback. Loop thread. */
 void snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, struct raft_fsm *inner_fsm,
                       store_t *st, uv_loop_t *loop);
+/* A snapshot written through the wrapper ends with a checksum trailer of
+ * SNAPSHOT_TRAILER_LEN bytes: u32be crc32_raft() of every byte before it, 4
+ * zero bytes, "MQSNCRC1". True when @tail (the last SNAPSHOT_TRAILER_LEN
+ * bytes of a snapshot) is one, with its checksum in *@crc; false for a
+ * snapshot written before trailers existed. Any thread. */
+#define SNAPSHOT_TRAILER_LEN 16
+bool snapshot_trailer_parse(const unsigned char *tail, uint32_t *crc);
+
+/* ======================================================================
+ * logcheck.c — raft's directory checked before raft_uv reads it, and the
+ * explicit repair (docs/operations.md "Damaged data"). With auto-recovery
+ * off raft_uv refuses a damaged closed segment, but it still cuts an open
+ * segment at a bad batch without a word, crashes on an open segment that
+ * ends inside a batch, and loads a snapshot whose data is damaged; this
+ * reads those files first. Blocking file I/O, before the loop runs.
+ * ====================================================================== */
+typedef enum logcheck_mode {
+    LOGCHECK_START,    /* the newest snapshot and the open segments; fixes
+                        * only what loses nothing (a torn tail; a damaged
+                        * newest snapshot the log can replace) */
+    LOGCHECK_DIAGNOSE, /* every file; changes nothing */
+    LOGCHECK_REPAIR,   /* every file; keeps the longest undamaged part */
+} logcheck_mode_t;
+/* One finding or action: a sentence without a newline. @lost: it drops (or
+ * would drop) entries or a snapshot that may hold acknowledged data. */
+typedef void (*logcheck_report_cb)(void *arg, bool lost, const char *line);
+/* Check raft's directory @dir in @mode, reporting each finding and action
+ * through @report. Files are moved or copied into @keep_dir (created when
+ * needed) before they are dropped or changed. *@damaged is set when raft
+ * must not load @dir as it is: START found damage only a repair can handle
+ * (and changed nothing), DIAGNOSE found any damage; after REPAIR it is
+ * false. A REPAIR that drops entries also raises raft's term by one, so
+ * that a cluster's leader sends them again (logcheck.c). Returns 0, or
+ * MQHUB_EINTERNAL with @errmsg when a file could not be read or changed. */
+int logcheck_run(const char *dir, const char *keep_dir, logcheck_mode_t mode,
+                 logcheck_report_cb report, void *arg, bool *damaged, char *errmsg,
+                 size_t errlen);
 
 #endif

@@ -20,7 +20,15 @@
  *      Any other snapshot_put (installing a leader's snapshot) passes through.
  *   3. fsm_snapshot_finalize() frees the placeholder
  *      and thaws the store if a failed put left it frozen.
- * Restore is unchanged (store_load of the real stream raft_uv wrote).
+ *
+ * Damage. The dump ends with a checksum trailer (trailer_add: CRC-32 of
+ * everything before it, then TRAILER_MAGIC) that raft_uv writes, loads and
+ * sends with the rest; the wrapper's restore checks and strips it before the
+ * state machine sees the stream (a snapshot without one, written before the
+ * trailer existed, is passed on as it is), and core/raft/logcheck.c checks
+ * the files before raft loads them. So that a damaged newest snapshot can
+ * be replaced by the previous one, our puts ask raft_uv to keep the log back
+ * to the previous snapshot (keep_from), not just the trailing entries.
  *
  * Sends. raft 0.22 (legacy.c) loads the whole snapshot file through
  * io->snapshot_get for every InstallSnapshot it sends and frees it after the
@@ -40,10 +48,12 @@
  * Start at snapshot_io_wrap(), io_snapshot_put() and io_send(). To wrap
  * another raft_io member, replace its pass-through in snapshot_io_wrap().
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "crc32.h"
 #include "log.h"
 #include "replica.h"
 
@@ -54,6 +64,7 @@
 #define DRAIN_SLICE 1000
 #define SENT_MAGIC "MQSNAPSD"
 #define SNAPSHOT_RESEND_MS 30000 /* raft's own install_snapshot_timeout */
+#define TRAILER_MAGIC "MQSNCRC1" /* the last 8 bytes of a snapshot with a checksum */
 
 /* One deferred snapshot_put, from the placeholder to raft's callback. */
 struct snapshot_put {
@@ -100,6 +111,7 @@ struct snapshot_send {
 /* A snapshot_put passed through (installing a leader's snapshot). */
 struct snapshot_put_pass {
     snapshot_io_t *w;
+    raft_index index;
     struct raft_io_snapshot_put inner_req;
     struct raft_io_snapshot_put *req;
     raft_io_snapshot_put_cb cb;
@@ -165,9 +177,57 @@ static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **
     return w->inner_fsm->apply(w->inner_fsm, buf, result);
 }
 
+/* ---- the checksum trailer ---- */
+
+bool snapshot_trailer_parse(const unsigned char *tail, uint32_t *crc)
+{
+    if (memcmp(tail + 8, TRAILER_MAGIC, 8) != 0)
+        return false;
+    *crc = (uint32_t)tail[0] << 24 | (uint32_t)tail[1] << 16 | (uint32_t)tail[2] << 8 | tail[3];
+    return true;
+}
+
+/* Append the trailer to a dump: one more chunk. Worker thread. */
+static int trailer_add(struct raft_buffer **bufs, unsigned *n)
+{
+    uint32_t crc = 0;
+    for (unsigned i = 0; i < *n; i++)
+        crc = crc32_raft(crc, (*bufs)[i].base, (*bufs)[i].len);
+    unsigned char *t = raft_malloc(SNAPSHOT_TRAILER_LEN);
+    struct raft_buffer *more = t ? raft_realloc(*bufs, (*n + 1) * sizeof **bufs) : NULL;
+    if (!more) {
+        raft_free(t);
+        return RAFT_NOMEM;
+    }
+    t[0] = (unsigned char)(crc >> 24);
+    t[1] = (unsigned char)(crc >> 16);
+    t[2] = (unsigned char)(crc >> 8);
+    t[3] = (unsigned char)crc;
+    memset(t + 4, 0, 4);
+    memcpy(t + 8, TRAILER_MAGIC, 8);
+    more[*n] = (struct raft_buffer){.base = t, .len = SNAPSHOT_TRAILER_LEN};
+    *bufs = more;
+    (*n)++;
+    return 0;
+}
+
+/* Check and strip the trailer; the state machine restores the rest. A
+ * failed restore leaves @buf to raft, which frees it. */
 static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     snapshot_io_t *w = rf->data;
+    unsigned char *end = (unsigned char *)buf->base + buf->len;
+    uint32_t crc;
+
+    if (buf->len >= SNAPSHOT_TRAILER_LEN &&
+        snapshot_trailer_parse(end - SNAPSHOT_TRAILER_LEN, &crc)) {
+        if (crc32_raft(0, buf->base, buf->len - SNAPSHOT_TRAILER_LEN) != crc) {
+            log_error("snapshot", "restore: the snapshot (%zu bytes) fails its checksum",
+                      buf->len);
+            return RAFT_CORRUPT;
+        }
+        buf->len -= SNAPSHOT_TRAILER_LEN;
+    }
     return w->inner_fsm->restore(w->inner_fsm, buf);
 }
 
@@ -177,6 +237,8 @@ static void dump_work(uv_work_t *work)
 {
     struct snapshot_put *p = work->data;
     p->status = store_dump(p->st, &p->snap.bufs, &p->snap.n_bufs) == 0 ? 0 : RAFT_NOMEM;
+    if (p->status == 0)
+        p->status = trailer_add(&p->snap.bufs, &p->snap.n_bufs);
     p->t_dumped = uv_hrtime();
 }
 
@@ -223,8 +285,10 @@ static void put_finish(struct snapshot_put *p, int status)
     if (p->snap.bufs)
         free_bufs(p->snap.bufs, p->snap.n_bufs);
     w->put = NULL;
-    if (status == 0)
+    if (status == 0) {
         w->put_epoch++;
+        w->snap_index = p->snap.index;
+    }
     if (w->close_cb) {
         store_thaw(p->st); /* closing: no more loop turns to drain in */
     } else {
@@ -243,6 +307,17 @@ static void inner_put_done(struct raft_io_snapshot_put *req, int status)
 
 static void maybe_close_inner(snapshot_io_t *w);
 
+/* The trailing entries raft_uv keeps after the snapshot at @index: raft's,
+ * or more, so that the log reaches back to the previous snapshot (the one
+ * raft_uv keeps besides the new one) and can replace a damaged newest one.
+ * This keeps up to threshold more entries on disk and loads them at start. */
+static unsigned keep_from(const snapshot_io_t *w, raft_index index, unsigned trailing)
+{
+    if (w->snap_index == 0 || index <= w->snap_index || index - w->snap_index <= trailing)
+        return trailing;
+    return index - w->snap_index > UINT_MAX ? UINT_MAX : (unsigned)(index - w->snap_index);
+}
+
 static void dump_done(uv_work_t *work, int uv_status)
 {
     struct snapshot_put *p = work->data;
@@ -260,8 +335,8 @@ static void dump_done(uv_work_t *work, int uv_status)
         return;
     }
     p->inner_req.data = p;
-    int rv = w->inner->snapshot_put(w->inner, p->trailing, &p->inner_req, &p->snap,
-                                    inner_put_done);
+    int rv = w->inner->snapshot_put(w->inner, keep_from(w, p->snap.index, p->trailing),
+                                    &p->inner_req, &p->snap, inner_put_done);
     if (rv != 0) {
         log_error("snapshot", "put the snapshot at %llu: %s", (unsigned long long)p->snap.index,
                   w->inner->errmsg[0] ? w->inner->errmsg : raft_strerror(rv));
@@ -274,8 +349,10 @@ static int io_init(struct raft_io *io, raft_id id, const char *address);
 static void put_pass_done(struct raft_io_snapshot_put *inner_req, int status)
 {
     struct snapshot_put_pass *pp = inner_req->data;
-    if (status == 0)
+    if (status == 0) {
         pp->w->put_epoch++;
+        pp->w->snap_index = pp->index;
+    }
     pp->cb(pp->req, status);
     free(pp);
 }
@@ -287,7 +364,7 @@ static int put_pass(snapshot_io_t *w, unsigned trailing, struct raft_io_snapshot
     struct snapshot_put_pass *pp = malloc(sizeof *pp);
     if (!pp)
         return RAFT_NOMEM;
-    *pp = (struct snapshot_put_pass){.w = w, .req = req, .cb = cb};
+    *pp = (struct snapshot_put_pass){.w = w, .index = snapshot->index, .req = req, .cb = cb};
     pp->inner_req.data = pp;
     req->cb = cb;
     int rv = w->inner->snapshot_put(w->inner, trailing, &pp->inner_req, snapshot,
@@ -741,8 +818,11 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
                    struct raft_snapshot **snapshot, raft_index *start_index,
                    struct raft_entry *entries[], size_t *n_entries)
 {
-    return pass(io, INNER(io)->load(INNER(io), term, voted_for, snapshot, start_index, entries,
-                                    n_entries));
+    int rv = pass(io, INNER(io)->load(INNER(io), term, voted_for, snapshot, start_index,
+                                      entries, n_entries));
+    if (rv == 0 && *snapshot && io->init == io_init)
+        ((snapshot_io_t *)io->impl)->snap_index = (*snapshot)->index;
+    return rv;
 }
 
 static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,

@@ -94,6 +94,26 @@ bad:
     return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'attrs' must be a map of string to string");
 }
 
+/* The MessagePack size of a str header for @n bytes. */
+static size_t str_header(size_t n)
+{
+    return n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5;
+}
+
+size_t cmd_attrs_size(const msgpack_object *attrs)
+{
+    size_t n;
+    if (!attrs || attrs->type != MSGPACK_OBJECT_MAP)
+        return 0;
+    n = attrs->via.map.size < 16 ? 1 : attrs->via.map.size < 65536 ? 3 : 5;
+    for (uint32_t i = 0; i < attrs->via.map.size; i++) {
+        size_t kl = attrs->via.map.ptr[i].key.via.str.size;
+        size_t vl = attrs->via.map.ptr[i].val.via.str.size;
+        n += str_header(kl) + kl + str_header(vl) + vl;
+    }
+    return n;
+}
+
 void cmd_reply_key(cmd_t *c, const char *key)
 {
     if (!c->pk)
@@ -158,12 +178,15 @@ int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
 struct list {
     uint64_t offset, limit, total;
     msgpack_packer *pk;
+    cmd_t *c; /* its viewer: a named user sees the names it holds a grant on */
 };
 
 static int list_name(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct list *l = arg;
     (void)v, (void)vl;
+    if (l->c->viewer != NULL && !user_sees(l->c->us, l->c->viewer, k + 1, kl - 1))
+        return 0;
     if (l->total >= l->offset && l->total - l->offset < l->limit)
         mp_pack_str(l->pk, k + 1, kl - 1);
     l->total++;
@@ -174,7 +197,7 @@ int cmd_list_names(cmd_t *c, store_t *st, char rec, const char *key)
 {
     const char *prefix;
     size_t plen;
-    struct list l = {0, MQHUB_LIST_LIMIT_DEFAULT, 0, NULL};
+    struct list l = {0, MQHUB_LIST_LIMIT_DEFAULT, 0, NULL, c};
     msgpack_sbuffer sb;
     msgpack_packer pk;
     char k[1 + MQHUB_NAME_MAX];

@@ -28,6 +28,7 @@ struct fsm {
     queues_t *qs;
     topics_t *ts;
     scripts_t *sc;
+    users_t *us;
     uint64_t now;
     bool emit;
     uint64_t (*read_clock)(void); /* reads only: ages shown "now", not at apply */
@@ -55,11 +56,12 @@ static int run_handler(const ops_row_t *o, cmd_t *c)
 /* Run @req through its handler and append the complete response map to @out
  * (NULL: not emitting). @want is the op kind the caller serves. */
 static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_kind want,
-                    msgpack_sbuffer *out)
+                    const unsigned char *viewer, msgpack_sbuffer *out)
 {
     msgpack_sbuffer scratch;
     msgpack_packer spk, opk;
-    cmd_t c = {.req = req, .now = now, .st = f->st, .qs = f->qs, .ts = f->ts, .sc = f->sc};
+    cmd_t c = {.req = req, .now = now, .st = f->st, .qs = f->qs, .ts = f->ts, .sc = f->sc,
+               .us = f->us, .viewer = viewer};
     const char *op = NULL;
     size_t oplen = 0;
     int rc;
@@ -227,7 +229,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
         msgpack_unpacked_init(&cu);
         bool ok = msgpack_unpack_next(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
                   off == bin->size;
-        run_cmd(f, f->now, ok ? &cu.data : &bad, OPS_WRITE, r ? &out : NULL);
+        run_cmd(f, f->now, ok ? &cu.data : &bad, OPS_WRITE, NULL, r ? &out : NULL);
         msgpack_unpacked_destroy(&cu);
         if (r)
             r->off[i + 1] = out.size;
@@ -256,8 +258,14 @@ corrupt:
 
 int fsm_read(fsm_t *f, const msgpack_object *req, msgpack_sbuffer *out)
 {
+    return fsm_read_as(f, req, NULL, out);
+}
+
+int fsm_read_as(fsm_t *f, const msgpack_object *req, const unsigned char *hash,
+                msgpack_sbuffer *out)
+{
     uint64_t now = f->read_clock ? f->read_clock() : 0;
-    run_cmd(f, now > f->now ? now : f->now, req, OPS_READ, out);
+    run_cmd(f, now > f->now ? now : f->now, req, OPS_READ, hash, out);
     return 0;
 }
 
@@ -322,6 +330,8 @@ static int fsm_cb_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         rc = topic_rebuild(f->ts);
     if (rc == 0)
         rc = script_rebuild(f->sc);
+    if (rc == 0)
+        rc = user_rebuild(f->us);
     if (rc != 0)
         return RAFT_CORRUPT;
     raft_free(buf->base);
@@ -348,8 +358,10 @@ int fsm_open(fsm_t **out, const char *dir, char *errmsg, size_t errlen)
     free(path);
     if (rc == 0 && (queue_state_new(&f->qs, f->st) != 0 ||
                     topic_state_new(&f->ts, f->st, f->qs) != 0 ||
-                    script_state_new(&f->sc, f->st, f->qs, f->ts) != 0)) {
+                    script_state_new(&f->sc, f->st, f->qs, f->ts) != 0 ||
+                    user_state_new(&f->us, f->st) != 0)) {
         snprintf(errmsg, errlen, "fsm: out of memory");
+        script_state_free(f->sc);
         topic_state_free(f->ts);
         queue_state_free(f->qs);
         store_close(f->st);
@@ -377,6 +389,7 @@ void fsm_close(fsm_t *f)
 {
     if (!f)
         return;
+    user_state_free(f->us);
     script_state_free(f->sc);
     topic_state_free(f->ts);
     queue_state_free(f->qs);
@@ -442,4 +455,21 @@ void fsm_digest(fsm_t *f, unsigned char out[32])
 store_t *fsm_store(fsm_t *f)
 {
     return f->st;
+}
+
+int fsm_user_find(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], char *name,
+                  size_t size)
+{
+    return user_find_by_hash(f->us, hash, name, size);
+}
+
+int fsm_user_may(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], enum ops_verb verb,
+                 const char *obj, size_t len)
+{
+    return user_may(f->us, hash, verb, obj, len);
+}
+
+size_t fsm_user_count(fsm_t *f)
+{
+    return user_count(f->us);
 }

@@ -27,7 +27,7 @@
  * Shared bodies: a message fanned out from a topic stores no B body; its
  * record names the topic message [tid, seq] and body.c keeps the body with
  * a reference count (body_get / body_release). Every path that
- * removes a record releases its reference (msg_remove, queue_del_records);
+ * removes a record releases its reference (msg_remove, reclaim_msg);
  * a dead-letter move hands it over to the new record.
  *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
@@ -46,6 +46,8 @@
 #define META_QID "#qid"
 #define ID_MAX_LEN 128        /* group and dedup_id */
 #define TICK_BUDGET 10000     /* removals per tick */
+#define RECLAIM_BUDGET 2048   /* records of deleted/purged queues a tick removes */
+#define RECLAIM_SCAN 64       /* reclaim records a tick looks at */
 #define KEY_LEN 17            /* prefix + qid + seq */
 
 enum msg_state { MS_READY, MS_DELAYED, MS_INFLIGHT, MS_DELETED };
@@ -84,6 +86,8 @@ typedef struct queue {
     uint64_t n_listed; /* ordered queues: groups deliverable now */
     heap_t deleted;    /* struct stamp (deleted_at, seq) */
     heap_t dedup;      /* struct dedup_ref */
+    uint64_t floor;    /* messages below this seq were purged (Z record):
+                        * absent to every read, reclaimed by tick */
     bool dirty, woke;
     struct queue *next;       /* id order */
     struct queue *dirty_next; /* this entry's dirty list */
@@ -392,7 +396,7 @@ static int msg_load(queues_t *qs, const queue_t *q, uint64_t seq, struct msg *m)
     unsigned char k[KEY_LEN];
     size_t vl;
     store_key_id_seq(k, 'M', q->id, seq);
-    m->raw = store_get(qs->st, k, KEY_LEN, &vl);
+    m->raw = seq < q->floor ? NULL : store_get(qs->st, k, KEY_LEN, &vl);
     if (!m->raw) {
         msgpack_unpacked_init(&m->u);
         return MQHUB_ENOT_FOUND;
@@ -700,6 +704,8 @@ static void list_groups(queue_t *q)
     }
 }
 
+static int rebuild_dead(void *arg, const char *k, size_t kl, const char *v, size_t vl);
+
 int queue_rebuild(queues_t *qs)
 {
     struct rebuild r = {qs, NULL, 0};
@@ -710,13 +716,14 @@ int queue_rebuild(queues_t *qs)
     if ((v = store_get(qs->st, META_QID, strlen(META_QID), &vl)) && vl == 8)
         qs->next_qid = store_be64_get(v);
     store_free(v);
+    qs->tick_more = false;
     store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
+    store_scan(qs->st, "Z", 1, NULL, 0, rebuild_dead, qs);
     for (queue_t *q = qs->first; q && r.rc == 0; q = q->next) {
-        unsigned char p[9];
+        unsigned char p[KEY_LEN];
         r.q = q;
-        p[0] = 'M';
-        store_be64_put(p + 1, q->id);
-        store_scan(qs->st, p, 9, NULL, 0, rebuild_msg, &r);
+        store_key_id_seq(p, 'M', q->id, q->floor);
+        store_scan(qs->st, p, 9, p, KEY_LEN, rebuild_msg, &r);
         p[0] = 'D';
         store_scan(qs->st, p, 9, NULL, 0, rebuild_dedup, &r);
         if (q->a.ordered)
@@ -899,68 +906,29 @@ int queue_op_create(cmd_t *c)
     return 0;
 }
 
-struct refs {
-    uint64_t *v; /* (tid, seq) pairs */
-    size_t n, cap;
-};
+/* ---- delete and purge: O(1) in apply, reclaimed by tick ----
+ *
+ * queue.delete and queue.purge only write the reclaim record
+ *   Z<qid be64>   [floor be64][dedup: 1 byte]
+ * and drop the queue's in-memory indexes: every message record of queue id
+ * qid below seq floor is dead from then on (msg_load and every scan start
+ * at the floor; a deleted queue's id is never used again, its floor is
+ * UINT64_MAX), and with dedup set its D records too (delete; purge keeps
+ * them). tick removes the dead records RECLAIM_BUDGET at a time, in qid and
+ * seq order (the same records on every node), releasing shared-body
+ * references as msg_remove does, and removes Z once nothing is left. Z is an
+ * ordinary record: it survives snapshots and restarts, and the reclaim
+ * resumes where it stopped. */
 
-static int collect_ref(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+static void reclaim_mark(queues_t *qs, uint64_t qid, uint64_t floor, bool dedup)
 {
-    struct refs *r = arg;
-    struct msg m = {.raw = NULL};
-    int stop = 0;
-    if (kl == KEY_LEN && msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) == 0 &&
-        m.has_ref) {
-        if (r->n == r->cap) {
-            size_t cap = r->cap ? r->cap * 2 : 64;
-            uint64_t *nv = realloc(r->v, cap * 2 * sizeof(*nv));
-            if (nv) {
-                r->v = nv;
-                r->cap = cap;
-            }
-        }
-        if (r->n < r->cap) {
-            r->v[2 * r->n] = m.ref_tid;
-            r->v[2 * r->n + 1] = m.ref_seq;
-            r->n++;
-        } else {
-            stop = 1;
-        }
-    }
-    msgpack_unpacked_destroy(&m.u);
-    return stop;
-}
-
-/* Release the shared-body references of every message of @q (its records
- * are about to go at once). */
-static void release_refs(queues_t *qs, const queue_t *q)
-{
-    struct refs r = {0};
-    unsigned char p[9];
-    p[0] = 'M';
-    store_be64_put(p + 1, q->id);
-    if (store_scan(qs->st, p, 9, NULL, 0, collect_ref, &r) != 0)
-        qs->failed = true;
-    for (size_t i = 0; i < r.n; i++) {
-        if (body_release(qs->st, r.v[2 * i], r.v[2 * i + 1]) != 0)
-            qs->failed = true;
-    }
-    free(r.v);
-}
-
-static void queue_del_records(queues_t *qs, queue_t *q, bool with_dedup)
-{
-    unsigned char p[9];
-    release_refs(qs, q);
-    store_be64_put(p + 1, q->id);
-    p[0] = 'M';
-    store_del_prefix(qs->st, p, 9);
-    p[0] = 'B';
-    store_del_prefix(qs->st, p, 9);
-    if (with_dedup) {
-        p[0] = 'D';
-        store_del_prefix(qs->st, p, 9);
-    }
+    unsigned char k[9], v[9];
+    k[0] = 'Z';
+    store_be64_put(k + 1, qid);
+    store_be64_put(v, floor);
+    v[8] = dedup;
+    qput(qs, k, sizeof k, v, sizeof v);
+    qs->tick_more = true;
 }
 
 int queue_op_delete(cmd_t *c)
@@ -971,7 +939,7 @@ int queue_op_delete(cmd_t *c)
     int rc = arg_queue(qs, c, "name", &q);
     if (rc)
         return rc;
-    queue_del_records(qs, q, true);
+    reclaim_mark(qs, q->id, UINT64_MAX, true);
     qrec_key(k, q);
     store_del(qs->st, k, 1 + q->nlen);
     queue_unlink(qs, q);
@@ -980,7 +948,7 @@ int queue_op_delete(cmd_t *c)
 }
 
 /* Purge drops every message (not the dedup entries: a repeated send within
- * 5 minutes is still a repeat) and keeps the totals. */
+ * 5 minutes is still a repeat) and keeps the totals; seqs continue. */
 int queue_op_purge(cmd_t *c)
 {
     queues_t *qs = c->qs;
@@ -988,10 +956,163 @@ int queue_op_purge(cmd_t *c)
     int rc = arg_queue(qs, c, "name", &q);
     if (rc)
         return rc;
-    queue_del_records(qs, q, false);
+    q->floor = q->next_seq;
+    reclaim_mark(qs, q->id, q->floor, false);
     queue_clear_indexes(q);
     q->s.ready = q->s.inflight = q->s.delayed = q->s.retained = 0;
     mark_dirty(qs, q);
+    return 0;
+}
+
+/* One Z record. */
+struct dead {
+    uint64_t qid, floor;
+    bool dedup;
+};
+
+struct dead_list {
+    struct dead v[RECLAIM_SCAN];
+    size_t n;
+    bool more; /* Z records beyond v */
+};
+
+static bool dead_decode(const char *k, size_t kl, const char *v, size_t vl, struct dead *d)
+{
+    if (kl != 9 || vl != 9)
+        return false;
+    d->qid = store_be64_get((const unsigned char *)k + 1);
+    d->floor = store_be64_get((const unsigned char *)v);
+    d->dedup = v[8] != 0;
+    return true;
+}
+
+static int collect_dead(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct dead_list *l = arg;
+    if (l->n == RECLAIM_SCAN) {
+        l->more = true;
+        return 1;
+    }
+    if (dead_decode(k, kl, v, vl, &l->v[l->n]))
+        l->n++;
+    return 0;
+}
+
+/* Keys gathered by a scan for removal after it (a visit must not write). */
+struct dead_keys {
+    uint64_t floor, budget;
+    size_t n, cap;
+    char **k;
+    size_t *kl;
+};
+
+static int collect_dead_key(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct dead_keys *d = arg;
+    (void)v, (void)vl;
+    if (d->n >= d->budget || (k[0] == 'M' && kl == KEY_LEN &&
+                              store_be64_get((const unsigned char *)k + 9) >= d->floor))
+        return 1;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 256;
+        char **nk = realloc(d->k, cap * sizeof(*nk));
+        size_t *nl = nk ? realloc(d->kl, cap * sizeof(*nl)) : NULL;
+        if (nk)
+            d->k = nk;
+        if (!nl)
+            return 1;
+        d->kl = nl;
+        d->cap = cap;
+    }
+    if (!(d->k[d->n] = malloc(kl)))
+        return 1;
+    memcpy(d->k[d->n], k, kl);
+    d->kl[d->n++] = kl;
+    return 0;
+}
+
+static void dead_keys_free(struct dead_keys *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->k[i]);
+    free(d->k);
+    free(d->kl);
+}
+
+/* Remove a dead message record @k, its body, its shared-body reference. */
+static void reclaim_msg(queues_t *qs, unsigned char *k)
+{
+    struct msg m = {.raw = NULL};
+    size_t vl;
+    if ((m.raw = store_get(qs->st, k, KEY_LEN, &vl)) &&
+        msg_decode(&m, store_be64_get(k + 9), m.raw, vl) == 0 && m.has_ref &&
+        body_release(qs->st, m.ref_tid, m.ref_seq) != 0)
+        qs->failed = true;
+    if (!m.raw)
+        msgpack_unpacked_init(&m.u);
+    msg_free(&m);
+    store_del(qs->st, k, KEY_LEN);
+    k[0] = 'B';
+    store_del(qs->st, k, KEY_LEN);
+}
+
+/* Remove up to @budget dead records of @d; returns how many, *done when
+ * none is left. */
+static uint64_t reclaim_queue(queues_t *qs, const struct dead *d, uint64_t budget, bool *done)
+{
+    struct dead_keys keys = {.floor = d->floor, .budget = budget};
+    unsigned char p[9];
+    p[0] = 'M';
+    store_be64_put(p + 1, d->qid);
+    store_scan(qs->st, p, 9, NULL, 0, collect_dead_key, &keys);
+    if (keys.n < budget && d->dedup) {
+        p[0] = 'D';
+        store_scan(qs->st, p, 9, NULL, 0, collect_dead_key, &keys);
+    }
+    for (size_t i = 0; i < keys.n; i++) {
+        if (keys.k[i][0] == 'M')
+            reclaim_msg(qs, (unsigned char *)keys.k[i]);
+        else
+            store_del(qs->st, keys.k[i], keys.kl[i]);
+    }
+    uint64_t n = keys.n;
+    *done = n < budget;
+    dead_keys_free(&keys);
+    return n;
+}
+
+/* The reclaim half of tick: the dead records of deleted and purged queues,
+ * RECLAIM_BUDGET per tick. */
+static void reclaim_tick(queues_t *qs)
+{
+    struct dead_list l = {.n = 0};
+    uint64_t budget = RECLAIM_BUDGET;
+    store_scan(qs->st, "Z", 1, NULL, 0, collect_dead, &l);
+    for (size_t i = 0; i < l.n && budget; i++) {
+        bool done;
+        budget -= reclaim_queue(qs, &l.v[i], budget, &done);
+        if (done) {
+            unsigned char k[9];
+            k[0] = 'Z';
+            store_be64_put(k + 1, l.v[i].qid);
+            store_del(qs->st, k, sizeof k);
+        } else {
+            l.more = true;
+        }
+    }
+    if (budget == 0 || l.more)
+        qs->tick_more = true;
+}
+
+/* After a load: each live queue's floor, and whether tick has work. */
+static int rebuild_dead(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    queues_t *qs = arg;
+    struct dead d;
+    queue_t *q;
+    if (dead_decode(k, kl, v, vl, &d) && (q = queue_by_id(qs, d.qid)))
+        q->floor = d.floor;
+    qs->tick_more = true;
     return 0;
 }
 
@@ -1052,11 +1173,10 @@ static int first_live(void *arg, const char *k, size_t kl, const char *v, size_t
  * deleted-but-kept ones at the front), 0 when there is none. */
 static uint64_t oldest_age(queues_t *qs, const queue_t *q, uint64_t now)
 {
-    unsigned char p[9];
+    unsigned char from[KEY_LEN];
     uint64_t at = 0;
-    p[0] = 'M';
-    store_be64_put(p + 1, q->id);
-    if (!store_scan(qs->st, p, 9, NULL, 0, first_live, &at))
+    store_key_id_seq(from, 'M', q->id, q->floor);
+    if (!store_scan(qs->st, from, 9, from, KEY_LEN, first_live, &at))
         return 0;
     return now > at ? now - at : 0;
 }
@@ -1194,13 +1314,14 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
     qput(qs, k, KEY_LEN, body, blen);
 }
 
-/* The queue's checks a sent message passes, besides its own fields. */
-static int check_room(queue_t *q, cmd_t *c, size_t blen)
+/* The queue's checks a sent message passes, besides its own fields. @size
+ * is the message's size: body + the encoded attrs (cmd_attrs_size). */
+static int check_room(queue_t *q, cmd_t *c, size_t size)
 {
-    if (blen > q->a.max_msg_size)
+    if (size > q->a.max_msg_size)
         return cmd_fail(c, MQHUB_ETOO_LARGE,
-                        "the body has %zu bytes, more than the queue's max_msg_size (%llu)", blen,
-                        (unsigned long long)q->a.max_msg_size);
+                        "the message (body and attrs) has %zu bytes, more than the queue's "
+                        "max_msg_size (%llu)", size, (unsigned long long)q->a.max_msg_size);
     if (q->a.max_backlog && q->s.ready + q->s.inflight + q->s.delayed >= q->a.max_backlog)
         return cmd_fail(c, MQHUB_EBACKLOG_FULL,
                         "queue '%s' holds its max_backlog of %llu messages; receive and delete "
@@ -1248,11 +1369,12 @@ static int send_one(queues_t *qs, queue_t *q, cmd_t *c, const msgpack_object *mm
     /* str and bin share the layout of their (size, ptr) pair. */
     size_t blen = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.size : body->via.str.size;
     const char *bptr = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.ptr : body->via.str.ptr;
-    if (blen > q->a.max_msg_size)
-        return check_room(q, c, blen);
+    size_t size = blen + cmd_attrs_size(&m.attrs);
+    if (size > q->a.max_msg_size)
+        return check_room(q, c, size);
     if (m.dedup && dedup_lookup(qs, q, m.dedup, m.dlen, qs->now, out))
         return 0;
-    if ((rc = check_room(q, c, blen)) || (rc = gate(qs, q, c, &m, bptr, blen)))
+    if ((rc = check_room(q, c, size)) || (rc = gate(qs, q, c, &m, bptr, blen)))
         return rc;
     m.has_group = m.group != NULL;
     enqueue(qs, q, &m, bptr, blen, delay * 1000);
@@ -1280,7 +1402,7 @@ static int append_topic(queues_t *qs, cmd_t *c, const char *name, size_t len,
     int rc;
     if (!q)
         return cmd_fail(c, MQHUB_ENOT_FOUND, "queue '%.*s' does not exist", (int)len, name);
-    if ((rc = check_room(q, c, blen)))
+    if ((rc = check_room(q, c, blen + cmd_attrs_size(attrs))))
         return rc;
     snprintf(m.msg_id, sizeof(m.msg_id), "%s", msg_id);
     m.tags = tags ? *tags : nil;
@@ -1456,6 +1578,43 @@ static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
     msg_remove(qs, q, m, true);
 }
 
+/* The bytes a receive reply may hold: it must fit the default frame limit
+ * (MQHUB_DEFAULT_MAX_FRAME) with room for the envelope. A fixed number, not
+ * the node's max_frame setting: which messages a receive locks must be the
+ * same on every node. */
+#define RECEIVE_REPLY_MAX (MQHUB_DEFAULT_MAX_FRAME - (64u << 10))
+/* A bound on what pack_message() adds besides body and attrs: msg_id,
+ * receipt, group (<= ID_MAX_LEN), tags (<= 5 of 64 bytes), the numbers and
+ * the field names. */
+#define MSG_REPLY_OVERHEAD 768
+
+/* The bytes @m takes in a receive reply, at most (the body's size is asked
+ * of the store, so followers, which pack no reply, compute the same). */
+static size_t msg_reply_size(queues_t *qs, const queue_t *q, const struct msg *m)
+{
+    unsigned char k[KEY_LEN];
+    size_t blen = 0;
+    if (m->has_ref) {
+        store_free(body_get(qs->st, m->ref_tid, m->ref_seq, &blen));
+    } else {
+        store_key_id_seq(k, 'B', q->id, m->seq);
+        int64_t n = store_size(qs->st, k, KEY_LEN);
+        blen = n > 0 ? (size_t)n : 0;
+    }
+    return blen + cmd_attrs_size(&m->attrs) + MSG_REPLY_OVERHEAD;
+}
+
+/* Give back a message take_next() popped and the receive did not take. */
+static void untake(queue_t *q, const struct msg *m, struct group *g)
+{
+    if (!g) {
+        heap_push(&q->ready, &m->seq);
+        return;
+    }
+    heap_push(&g->ready, &m->seq);
+    group_update(q, m, g);
+}
+
 /* Pop the next deliverable message of @q into @m; false when none. */
 static bool take_next(queues_t *qs, queue_t *q, struct msg *m, struct group **gp)
 {
@@ -1492,6 +1651,7 @@ int queue_op_receive(cmd_t *c)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     uint32_t n = 0;
+    size_t bytes = 0;
     int rc = arg_queue(qs, c, "queue", &q);
     if (rc)
         return rc;
@@ -1515,6 +1675,14 @@ int queue_op_receive(cmd_t *c)
             msg_free(&m);
             continue;
         }
+        /* Stop before the reply outgrows a frame; the rest stay ready. */
+        size_t size = msg_reply_size(qs, q, &m);
+        if (n > 0 && bytes + size > RECEIVE_REPLY_MAX) {
+            untake(q, &m, g);
+            msg_free(&m);
+            break;
+        }
+        bytes += size;
         set_state(qs, q, &m, MS_INFLIGHT);
         m.rc++;
         if (!m.first_received_at)
@@ -1645,7 +1813,7 @@ int queue_op_rewind(cmd_t *c)
         return cmd_fail(c, MQHUB_EBAD_REQUEST,
                         "give field 'time' (ms since epoch) or 'seq' to rewind from");
     heap_init(&r.seqs, sizeof(uint64_t), cmp_u64);
-    store_key_id_seq(from, 'M', q->id, seq);
+    store_key_id_seq(from, 'M', q->id, seq > q->floor ? seq : q->floor);
     store_scan(qs->st, from, 9, from, KEY_LEN, rewind_visit, &r);
     while (heap_pop(&r.seqs, &seq) == 0) {
         struct msg m;
@@ -1688,12 +1856,11 @@ static int expired_visit(void *arg, const char *k, size_t kl, const char *v, siz
 static uint64_t expire_retention(queues_t *qs, queue_t *q, uint64_t now, uint64_t budget)
 {
     struct expired e = {.now = now, .retention_ms = q->a.retention * 1000, .budget = budget};
-    unsigned char p[9];
+    unsigned char from[KEY_LEN];
     uint64_t seq, n = 0;
-    p[0] = 'M';
-    store_be64_put(p + 1, q->id);
+    store_key_id_seq(from, 'M', q->id, q->floor);
     heap_init(&e.seqs, sizeof(uint64_t), cmp_u64);
-    store_scan(qs->st, p, 9, NULL, 0, expired_visit, &e);
+    store_scan(qs->st, from, 9, from, KEY_LEN, expired_visit, &e);
     while (heap_pop(&e.seqs, &seq) == 0) {
         struct msg m;
         if (msg_load(qs, q, seq, &m) == 0) {
@@ -1763,5 +1930,6 @@ int queue_op_tick(cmd_t *c)
         budget -= expire_dedup(qs, q, c->now, budget);
     }
     qs->tick_more = budget == 0;
+    reclaim_tick(qs);
     return 0;
 }

@@ -39,6 +39,8 @@ int store_put(store_t *s, const void *k, size_t kl, const void *v, size_t vl);
 /* Returns a buffer the caller frees with store_free(), or NULL if absent. */
 void *store_get(store_t *s, const void *k, size_t kl, size_t *vl);
 void store_free(void *p);
+/* The size of the value of @k without reading it, or -1 when absent. */
+int64_t store_size(store_t *s, const void *k, size_t kl);
 /* 0 when removed, MQHUB_ENOT_FOUND when absent. */
 int store_del(store_t *s, const void *k, size_t kl);
 /* Visit keys >= @from and starting with @prefix, in order, until @fn returns
@@ -51,6 +53,9 @@ int store_scan(store_t *s, const void *prefix, size_t pl, const void *from, size
 /* Remove every key starting with @prefix; returns the count removed. */
 int64_t store_del_prefix(store_t *s, const void *prefix, size_t pl);
 int64_t store_count(store_t *s);
+/* How many store_put and store_del calls there were (a measure of the work
+ * an apply did, for tests: store_del_prefix counts one per key). */
+uint64_t store_writes(const store_t *s);
 /* Serialise every record into raft buffers (allocated with raft_malloc, the
  * caller owns them) / replace the whole content from such a dump. While
  * frozen, store_dump() serialises the state at store_freeze() and may run on
@@ -149,7 +154,8 @@ enum ops_kind {
 #define OPS_F_HOOK_QUEUE 0x04u /* attrs.hook of a queue: script.c sees the command
                                 * before and after its handler */
 #define OPS_F_HOOK_TOPIC 0x08u /* the same for a topic */
-#define OPS_F_ADMIN 0x10u     /* changes configuration or membership, not messages */
+#define OPS_F_TOKEN 0x10u     /* carries a secret the hub replaces by its SHA-256
+                               * before submitting (user.create) */
 
 /* Which node-side handler answers a row the state machine does not run. */
 enum ops_node {
@@ -165,6 +171,37 @@ enum ops_node {
     OPS_NODE_CLUSTER_TRANSFER,
 };
 
+/* What a grant allows (docs/security.md "Permissions"). A row names the
+ * verb each of its objects needs; the hub checks them before anything is
+ * submitted. */
+enum ops_verb {
+    OPS_V_NONE = 0, /* no check: any authenticated identity */
+    OPS_V_ANY,      /* any verb on the name (get: seeing it) */
+    OPS_V_SEND,
+    OPS_V_RECEIVE,
+    OPS_V_PUBLISH,
+    OPS_V_SUBSCRIBE,
+    OPS_V_MANAGE,   /* create, delete, set, purge, rewind */
+    OPS_V_SCRIPT,   /* scripts and blocks */
+    OPS_V_ADMIN,    /* cluster.*, user.* */
+};
+/* The verb's wire name ("send"), "any" for OPS_V_ANY, "" for OPS_V_NONE. */
+const char *ops_verb_name(enum ops_verb v);
+/* The verb named @s (@len bytes), OPS_V_NONE when none is (ANY is not one). */
+enum ops_verb ops_verb_find(const char *s, size_t len);
+
+/* One object a request names and the verb it needs on it. @field is the
+ * request field holding the name, dotted for nested maps
+ * ("attrs.dead_letter.queue"); NULL: the op acts on the whole hub, checked as
+ * the name "*" (only a grant with pattern "*" covers it). perm[0] is the
+ * op's own object (its field is required); the others are checked when
+ * present. */
+#define OPS_PERMS 3
+typedef struct ops_perm {
+    enum ops_verb verb;
+    const char *field;
+} ops_perm_t;
+
 struct cmd;
 typedef struct ops_row {
     const char *name;
@@ -172,6 +209,7 @@ typedef struct ops_row {
     unsigned flags;             /* OPS_F_* */
     enum ops_node node;         /* LOCAL, SESSION, CLUSTER rows */
     int (*fn)(struct cmd *c);   /* READ, WRITE, INTERNAL rows (sm_int.h) */
+    ops_perm_t perm[OPS_PERMS]; /* what a named user needs; verb NONE: unused */
 } ops_row_t;
 
 /* The row of op @name (@len bytes), or NULL for an unknown op. */
@@ -193,6 +231,31 @@ void fsm_digest(fsm_t *f, unsigned char out[32]);
 /* The store of the state machine: for the snapshot wrapper (raft/snapshot.c)
  * and tests; read it only. */
 store_t *fsm_store(fsm_t *f);
+
+/* ======================================================================
+ * user.c — named identities and their grants (docs/security.md), replicated
+ * like queues. A user is known by the SHA-256 of its token; the hub keeps
+ * that hash per session and asks here on every request, so a grant, revoke
+ * or delete applies to open sessions at once. Loop thread, between applies.
+ * ====================================================================== */
+#define FSM_USER_HASH_LEN 32
+/* SHA-256 of @token (what user.create stores and hello looks up). */
+void fsm_user_hash(const char *token, size_t len, unsigned char out[FSM_USER_HASH_LEN]);
+/* The user whose token hashes to @hash: 0 with its name in @name (@size ≥
+ * MQHUB_NAME_MAX + 1), or MQHUB_EUNAUTHORIZED. */
+int fsm_user_find(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], char *name,
+                  size_t size);
+/* Whether the user of @hash holds @verb (OPS_V_ANY: any verb) on object
+ * @obj ("*": the whole hub): 0, MQHUB_EFORBIDDEN, or MQHUB_EUNAUTHORIZED when
+ * no user has that token any more (deleted). */
+int fsm_user_may(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], enum ops_verb verb,
+                 const char *obj, size_t len);
+/* How many users exist (0: the hub authenticates with its root token only). */
+size_t fsm_user_count(fsm_t *f);
+/* fsm_read() for a named user (@hash): queue.list and topic.list list only
+ * the names it holds some grant on. @hash NULL: everything, as fsm_read. */
+int fsm_read_as(fsm_t *f, const msgpack_object *req, const unsigned char *hash,
+                msgpack_sbuffer *out);
 
 /* ======================================================================
  * Push subscriptions: the replicated pending set (subscription.c) as the

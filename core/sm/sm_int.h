@@ -17,6 +17,7 @@
 typedef struct queues queues_t;
 typedef struct topics topics_t;
 typedef struct scripts scripts_t;
+typedef struct users users_t;
 
 /* ======================================================================
  * cmd.c — one command being applied (or read), and the toolkit handlers
@@ -37,6 +38,9 @@ typedef struct cmd {
     queues_t *qs;
     topics_t *ts;
     scripts_t *sc;
+    users_t *us;
+    const unsigned char *viewer; /* reads for a named user (token hash): lists
+                                  * show only what it may see; NULL: all */
     char err[320];             /* the sentence of the failure */
 } cmd_t;
 /* The one handler type of the op table (ops.c). Returns 0 or a negative
@@ -60,6 +64,9 @@ int cmd_arg_name(cmd_t *c, const msgpack_object *map, const char *key, const cha
                  size_t *len);
 /* An optional attrs field (map str -> str; *out NIL when absent). */
 int cmd_arg_attrs(cmd_t *c, const msgpack_object *map, msgpack_object *out);
+/* The MessagePack encoded size of @attrs (a map str -> str as cmd_arg_attrs
+ * accepts; 0 for NIL or NULL): what max_msg_size counts besides the body. */
+size_t cmd_attrs_size(const msgpack_object *attrs);
 /* Pack @key as the next reply field (no-op when c->pk is NULL). */
 void cmd_reply_key(cmd_t *c, const char *key);
 /* cmd_reply_key(@key) then the uint @v (no-op when c->pk is NULL). */
@@ -131,8 +138,9 @@ int queue_append_ref(queues_t *qs, cmd_t *c, const char *name, size_t len,
                      const msgpack_object *attrs, uint64_t tid, uint64_t seq);
 /* The gate every send and publish passes before it is accepted (active
  * blocks, then the queue's or topic's hook). @m describes the message as it
- * would be stored (seq and msg_id it would get). Returns 0 (accept) or
- * MQHUB_EBLOCKED with the sentence in c->err. */
+ * would be stored (seq and msg_id it would get). Returns 0 (accept),
+ * MQHUB_EBLOCKED, or MQHUB_EUNAVAILABLE (the entry's script budget is spent,
+ * the hook did not run) with the sentence in c->err. */
 struct fsm_push_msg;
 typedef int (*fsm_gate_fn)(void *arg, cmd_t *c, bool is_queue, const char *name,
                            size_t len, const struct fsm_push_msg *m);
@@ -308,5 +316,27 @@ int block_op_delete(cmd_t *c);
 /* The script half of `tick`: expired blocks and idle windows go. */
 int script_op_tick(cmd_t *c);
 
+/* ======================================================================
+ * user.c — identities and grants (docs/security.md). Records U<name>.
+ * ====================================================================== */
+int user_state_new(users_t **out, store_t *st);
+void user_state_free(users_t *us);
+/* Drop the in-memory table and rebuild it from the store (after load). */
+int user_rebuild(users_t *us);
+/* Whether the user of token hash @hash holds any grant covering @name
+ * (false when there is no such user). */
+bool user_sees(users_t *us, const unsigned char *hash, const char *name, size_t len);
+/* fsm_user_find, fsm_user_may, fsm_user_count of sm.h, on the table. */
+int user_find_by_hash(users_t *us, const unsigned char *hash, char *name, size_t size);
+int user_may(users_t *us, const unsigned char *hash, enum ops_verb verb, const char *obj,
+             size_t len);
+size_t user_count(users_t *us);
+/* Grant patterns: "*" (everything), "<prefix>*" or an exact name. */
+bool user_pattern_match(const char *pat, size_t pl, const char *name, size_t nl);
+int user_op_create(cmd_t *c);
+int user_op_delete(cmd_t *c);
+int user_op_list(cmd_t *c);
+int user_op_grant(cmd_t *c);
+int user_op_revoke(cmd_t *c);
 
 #endif

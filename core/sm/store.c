@@ -46,6 +46,7 @@ struct store {
     bool frozen;   /* writes go to the overlay (else to the file DB) */
     char *last;    /* frozen: the last key of the file DB (NULL: empty) */
     size_t last_len;
+    uint64_t writes; /* store_put and store_del calls (store_writes) */
 };
 
 #define TAG_VALUE 'V'
@@ -209,6 +210,7 @@ static void overlay_forget(store_t *s, const void *k, size_t kl)
 
 int store_put(store_t *s, const void *k, size_t kl, const void *v, size_t vl)
 {
+    s->writes++;
     if (s->frozen)
         return overlay_set(s, k, kl, v, vl);
     if (kcdbset(s->db, k, kl, v, vl)) {
@@ -235,6 +237,17 @@ void *store_get(store_t *s, const void *k, size_t kl, size_t *vl)
     return kcdbget(s->db, k, kl, vl);
 }
 
+int64_t store_size(store_t *s, const void *k, size_t kl)
+{
+    if (s->ov) {
+        size_t vl;
+        void *v = store_get(s, k, kl, &vl);
+        store_free(v);
+        return v ? (int64_t)vl : -1;
+    }
+    return kcdbcheck(s->db, k, kl);
+}
+
 void store_free(void *p)
 {
     kcfree(p);
@@ -242,6 +255,7 @@ void store_free(void *p)
 
 int store_del(store_t *s, const void *k, size_t kl)
 {
+    s->writes++;
     if (!s->ov)
         return kcdbremove(s->db, k, kl) ? 0 : MQHUB_ENOT_FOUND;
     size_t vl;
@@ -409,6 +423,7 @@ int64_t store_del_prefix(store_t *s, const void *prefix, size_t pl)
         }
     }
     kccurdel(cur);
+    s->writes += (uint64_t)n;
     return n;
 }
 
@@ -416,6 +431,11 @@ static int count_record(void *arg, const char *k, size_t kl, const char *v, size
 {
     ++*(int64_t *)arg;
     return 0;
+}
+
+uint64_t store_writes(const store_t *s)
+{
+    return s->writes;
 }
 
 int64_t store_count(store_t *s)

@@ -554,10 +554,11 @@ static int publish_one(topics_t *ts, topic_t *t, cmd_t *c, const msgpack_object 
     /* str and bin share the layout of their (size, ptr) pair. */
     size_t blen = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.size : body->via.str.size;
     const char *bptr = body->type == MSGPACK_OBJECT_BIN ? body->via.bin.ptr : body->via.str.ptr;
-    if (blen > t->a.max_msg_size)
+    size_t size = blen + cmd_attrs_size(&attrs);
+    if (size > t->a.max_msg_size)
         return cmd_fail(c, MQHUB_ETOO_LARGE,
-                        "the body has %zu bytes, more than the topic's max_msg_size (%llu)", blen,
-                        (unsigned long long)t->a.max_msg_size);
+                        "the message (body and attrs) has %zu bytes, more than the topic's "
+                        "max_msg_size (%llu)", size, (unsigned long long)t->a.max_msg_size);
     snprintf(out->msg_id, sizeof(out->msg_id), "t%llx-%llx", (unsigned long long)t->id,
              (unsigned long long)t->next_seq);
     fsm_push_msg_t m = {t->next_seq, out->msg_id, strlen(out->msg_id), bptr, blen, tags, key,

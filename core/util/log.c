@@ -3,7 +3,9 @@
  * One line per event on stderr, logfmt style so both people and tools read it:
  *   ts=2026-11-25T13:58:01.123Z level=warn comp=tcp msg="peer sent a bad frame"
  * Start with log_msg(). The level is process-wide (set once from the config);
- * debug lines cost one comparison when off.
+ * debug lines cost one comparison when off. log_audit() lines (comp=audit,
+ * level=info) are written whatever the level: a quiet config must not drop
+ * the audit trail (docs/security.md).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +36,8 @@ static const char *level_name(int level)
     }
 }
 
-void log_vmsg(int level, const char *comp, const char *fmt, va_list ap)
+/* One line, whatever the level. */
+static void write_line(int level, const char *comp, const char *fmt, va_list ap)
 {
     char msg[1024], stamp[32];
     struct timespec ts;
@@ -42,8 +45,6 @@ void log_vmsg(int level, const char *comp, const char *fmt, va_list ap)
     size_t i, o = 0;
     char quoted[2048];
 
-    if (level < log_level)
-        return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     /* Quote the message: escape backslashes, quotes and newlines. */
     for (i = 0; msg[i] != '\0' && o + 3 < sizeof quoted; i++) {
@@ -64,6 +65,20 @@ void log_vmsg(int level, const char *comp, const char *fmt, va_list ap)
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     fprintf(stderr, "ts=%s.%03ldZ level=%s comp=%s msg=\"%s\"\n", stamp,
             ts.tv_nsec / 1000000, level_name(level), comp, quoted);
+}
+
+void log_vmsg(int level, const char *comp, const char *fmt, va_list ap)
+{
+    if (level >= log_level)
+        write_line(level, comp, fmt, ap);
+}
+
+void log_audit(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(MQHUB_LOG_INFO, "audit", fmt, ap);
+    va_end(ap);
 }
 
 void log_msg(int level, const char *comp, const char *fmt, ...)

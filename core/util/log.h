@@ -17,6 +17,8 @@ void log_msg(int level, const char *comp, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_vmsg(int level, const char *comp, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
+/* An audit line (level=info comp=audit), written whatever the level. */
+void log_audit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define log_debug(comp, ...) log_msg(MQHUB_LOG_DEBUG, comp, __VA_ARGS__)
 #define log_info(comp, ...) log_msg(MQHUB_LOG_INFO, comp, __VA_ARGS__)
 #define log_warn(comp, ...) log_msg(MQHUB_LOG_WARN, comp, __VA_ARGS__)

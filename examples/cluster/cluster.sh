@@ -11,10 +11,10 @@
 #   ./cluster.sh stop         stop every node (SIGTERM)
 #   ./cluster.sh clean        stop, then remove the data
 #
-# Node N: client 127.0.0.1:620N, raft 127.0.0.1:630N, data and log in
-# $DIR/nN (DIR defaults to ./mqhub-cluster). Binaries: $BUILD (default
-# ./build) /apps/mqhubd/mqhubd and /apps/mqhub/mqhub. $EXTRA, when set, is
-# appended to every config written, e.g. EXTRA='snapshot { threshold = 1024 }'.
+# Node N: client 127.0.0.1:620N, raft 127.0.0.1:630N, data and log in $DIR/nN
+# (DIR defaults to ./mqhub-cluster), the cluster secret in $DIR/cluster.secret.
+# Binaries: $BUILD (default ./build) /apps/mqhubd/mqhubd and /apps/mqhub/mqhub.
+# $EXTRA, when set, is appended to every config, e.g. EXTRA='snapshot { ... }'.
 set -eu
 
 DIR=${DIR:-./mqhub-cluster}
@@ -30,7 +30,8 @@ config() { # config N JOIN
     mkdir -p "$DIR/n$n"
     {
         echo "node { id = $n, data = \"$DIR/n$n/data\", raft = \"127.0.0.1:630$n\","
-        echo "       client = \"127.0.0.1:620$n\"$([ "$2" = join ] && echo ', join = true') }"
+        echo "       client = \"127.0.0.1:620$n\", cluster_secret_file = \"$DIR/cluster.secret\""
+        echo "       $([ "$2" = join ] && echo ', join = true') }"
         echo "transport \"tcp\" { listen = \"127.0.0.1:620$n\" }"
         echo "peers {"
         for p in 1 2 3; do
@@ -77,6 +78,10 @@ signal_node() { # signal_node SIG N
 [ -x "$MQHUBD" ] && [ -x "$MQHUB" ] || die "build first (make build), or set BUILD"
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
+# One cluster secret shared by every node (docs/security.md "Peers").
+if [ ! -f "$DIR/cluster.secret" ]; then
+    (umask 077 && openssl rand -hex 32 > "$DIR/cluster.secret")
+fi
 
 case "${1:-}" in
 start)

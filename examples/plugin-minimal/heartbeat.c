@@ -29,9 +29,14 @@ static void on_beat(uv_timer_t *t)
 static int hb_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
                    char *errmsg, size_t errlen)
 {
-    int64_t interval = api->config_int(host, "interval", 10);
+    int64_t interval;
     heartbeat_t *hb;
 
+    /* A value that is not an integer was logged by the host: refuse it. */
+    if (api->config_int(host, "interval", 10, &interval) != 0) {
+        snprintf(errmsg, errlen, "interval must be an integer");
+        return -1;
+    }
     if (interval < 1) {
         snprintf(errmsg, errlen, "interval must be a positive number of seconds");
         return -1;

@@ -76,15 +76,27 @@ typedef struct mqhub_client_opts {
     const char *token;       /* when set, connect (and every reconnect) does hello */
     const char *client_name; /* sent in hello; NULL: "libmqhub" */
     unsigned window;         /* async requests in flight; 0: 128 */
+    /* TLS (docs/client.md "TLS"): on when @tls is true or @tls_ca or
+     * @tls_cert is set. The server's certificate must chain to @tls_ca and
+     * name the host or IP address of the address dialled. Files are PEM,
+     * read at connect. TLS 1.2 is the minimum. */
+    bool tls;
+    const char *tls_ca;          /* CA file to verify the server; NULL: the system's */
+    const char *tls_cert;        /* client certificate (chain), when the server asks */
+    const char *tls_key;         /* its private key; NULL: read from @tls_cert */
+    const char *tls_server_name; /* name to verify instead of the dialled host */
 } mqhub_client_opts_t;
 
 /* Connect to @address ("host:port", or a comma-separated list of them tried
  * in turn) and, when @opts->token is set, say hello
  * with it. @opts may be NULL (defaults). On success *@out is a new handle the
- * caller closes with mqhub_client_close().
+ * caller closes with mqhub_client_close(). With TLS the handshake, and one
+ * ping, happen here.
  * Returns 0; MQHUB_ECONN (bad address, refused, unreachable, no answer within
- * the timeout); MQHUB_EUNAUTHORIZED (token refused); MQHUB_ETIMEOUT. On
- * failure *@out is NULL and @err (may be NULL) receives a sentence. */
+ * the timeout; TLS: a file that does not load, a handshake refused either
+ * way, e.g. "TLS handshake: certificate verify failed: ..."); MQHUB_EUNAUTHORIZED
+ * (token refused); MQHUB_ETIMEOUT. On failure *@out is NULL and @err (may
+ * be NULL) receives a sentence. */
 MQHUB_EXTERN int mqhub_client_connect(mqhub_client_t **out, const char *address,
                                       const mqhub_client_opts_t *opts, char *err, size_t errlen);
 
@@ -618,6 +630,39 @@ MQHUB_EXTERN int mqhub_client_script_test(mqhub_client_t *c, const char *name, c
 MQHUB_EXTERN int mqhub_client_block_list(mqhub_client_t *c, mqhub_response_t *out);
 /* block.delete {attr, value}. 0, MQHUB_ENOT_FOUND, common. */
 MQHUB_EXTERN int mqhub_client_block_delete(mqhub_client_t *c, const char *attr, const char *value);
+
+/* ---- users (docs/security.md; client/user_ops.c) ----
+ * Named identities: a user says hello with its token and may do what its
+ * grants allow — a verb ("send", "receive", "publish", "subscribe", "manage",
+ * "script", "admin") on a name pattern ("*", "payments*", "payments.in").
+ * Every call needs the admin verb on * (or the server's root token); without
+ * it MQHUB_EFORBIDDEN. Blocking, on the handle's thread. */
+typedef struct mqhub_grant {
+    const char *verb;
+    const char *pattern;
+} mqhub_grant_t;
+/* user.create {name, token?, grants}. @token NULL: the node generates one
+ * (64 hex characters) and it is copied into @token_out (@token_size ≥ 65; it
+ * is told only this once); a given token must have 16-256 characters. 0,
+ * MQHUB_EEXISTS (the name, or another user's token), MQHUB_EBAD_NAME,
+ * MQHUB_EBAD_REQUEST (verb, pattern or token), common. */
+MQHUB_EXTERN int mqhub_client_user_create(mqhub_client_t *c, const char *name, const char *token,
+                                          const mqhub_grant_t *grants, size_t n_grants,
+                                          char *token_out, size_t token_size);
+/* user.delete {name}: its open sessions fail from their next request. 0,
+ * MQHUB_ENOT_FOUND, common. */
+MQHUB_EXTERN int mqhub_client_user_delete(mqhub_client_t *c, const char *name);
+/* user.list {} -> {users: [{name, created_at, grants: [{verb, pattern}]}]}
+ * (never tokens). On 0 the caller frees *@out with mqhub_response_free(). */
+MQHUB_EXTERN int mqhub_client_user_list(mqhub_client_t *c, mqhub_response_t *out);
+/* user.grant / user.revoke {name, verb, pattern}: effective at once, open
+ * sessions included. *@changed (may be NULL): false when the user held that
+ * grant already (grant) or did not hold it (revoke). 0, MQHUB_ENOT_FOUND (no
+ * such user), MQHUB_EBAD_REQUEST (verb or pattern), common. */
+MQHUB_EXTERN int mqhub_client_user_grant(mqhub_client_t *c, const char *name, const char *verb,
+                                         const char *pattern, bool *changed);
+MQHUB_EXTERN int mqhub_client_user_revoke(mqhub_client_t *c, const char *name, const char *verb,
+                                          const char *pattern, bool *changed);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,4 @@
-/* mqhub plugin ABI, version 1.
+/* mqhub plugin ABI, version 2 (history in docs/plugins.md "ABI history").
  *
  * A plugin is a shared object (dlopen'ed by mqhubd) exporting one symbol,
  * declared at the end of this header; a plugin defines it as
@@ -22,8 +22,10 @@
  * must hop back to the loop (uv_async_t) before calling the host.
  *
  * Compatibility: members are only ever appended to these structs; a plugin
- * checks MQHUB_HOST_HAS(api, member) before using a member added after
- * version 1.
+ * checks MQHUB_HOST_HAS(api, member) before using a member appended after
+ * version 2 (every member below is in every version-2 host; the "appended
+ * after" notes date from version 1). A member that changes type bumps
+ * MQHUB_PLUGIN_ABI instead.
  * See docs/plugins.md for a walk-through and a minimal out-of-tree plugin.
  */
 #ifndef MQHUB_PLUGIN_H
@@ -39,7 +41,9 @@
 extern "C" {
 #endif
 
-#define MQHUB_PLUGIN_ABI 1
+/* Bumped when a member changes meaning or type (2: config_int reports errors
+ * in its return value); the host refuses a plugin built against another. */
+#define MQHUB_PLUGIN_ABI 2
 
 /* Opaque: one per loaded plugin instance (owned by the host). */
 typedef struct mqhub_host mqhub_host_t;
@@ -64,10 +68,14 @@ typedef struct mqhub_host_api {
     /* Configuration values from this plugin's table in the config file
      * (transport "tcp" { listen = "..." }). config_string returns NULL when the
      * key is absent or not a string; the pointer lives as long as the plugin.
-     * config_int returns @def when the key is absent, 1/0 for true/false;
-     * -1 and logs when it is not an integer or boolean. */
+     * config_int stores the value in *@out (@def when the key is absent, 1/0
+     * for true/false) and returns 0; when the key is present but not an
+     * integer (a string, a fraction, beyond int64) it logs an error naming
+     * the transport and the key, leaves *@out alone and returns
+     * MQHUB_EBAD_REQUEST: init should then fail. Range checks are the
+     * plugin's. */
     const char *(*config_string)(mqhub_host_t *host, const char *key);
-    int64_t (*config_int)(mqhub_host_t *host, const char *key, int64_t def);
+    int (*config_int)(mqhub_host_t *host, const char *key, int64_t def, int64_t *out);
 
     /* Open a session for a new client connection; the host names it after
      * the plugin ("tcp") in logs and metrics. @peer is the remote address,

@@ -3,11 +3,16 @@
 // errors, a queue created with the CLI shows up, its backlog follows sends, the
 // live tail shows a published message within a second, the blocks page shows
 // the block a risk script (scripts/risk/merchant_spike.lua, loaded with the
-// CLI as a topic hook) sets, with its reason and a ticking countdown.
+// CLI as a topic hook) sets, with its reason and a ticking countdown. A page
+// served from another origin (a tiny HTTP server on another loopback port)
+// cannot open the hub's WebSocket (docs/security.md "Safe defaults"). On a
+// hub with a root token the dashboard asks for a token, and a user's token
+// shows only that user's queues.
 // Screenshots go to $ARTIFACTS.
 import {createRequire} from 'node:module';
 import {execFileSync, spawn} from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,14 +33,14 @@ function freePort() {
   });
 }
 
-async function startHub() {
+async function startHub(extra = '') {
   const dir = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'mqhub-browser-'));
   const [tcp, raft, ws] = [await freePort(), await freePort(), await freePort()];
   fs.writeFileSync(path.join(dir, 'config.lua'),
     `node { id = 1, data = "${dir}/data", raft = "127.0.0.1:${raft}" }\n` +
     `transport "tcp" { listen = "127.0.0.1:${tcp}" }\n` +
     `transport "websocket" { listen = "127.0.0.1:${ws}", dashboard = true }\n` +
-    `log { level = "warn" }\n`);
+    `log { level = "warn" }\n` + extra);
   const log = fs.openSync(path.join(dir, 'mqhubd.log'), 'w');
   const proc = spawn(MQHUBD, ['--config', path.join(dir, 'config.lua')], {stdio: ['ignore', log, log]});
   const base = `http://127.0.0.1:${ws}`;
@@ -49,7 +54,8 @@ async function startHub() {
 }
 
 function cli(hub, ...args) {
-  return execFileSync(MQHUB_CLI, ['--server', hub.server, ...args],
+  const auth = hub.token ? ['--token', hub.token] : [];
+  return execFileSync(MQHUB_CLI, ['--server', hub.server, ...auth, ...args],
     {encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe']});
 }
 
@@ -154,6 +160,70 @@ try {
     const again = cliFails(hub, 'publish', 'card-payments', 'more', '--attr', 'merchant=m-77', '--attr', 'amount=1');
     if (!/BLOCKED/.test(again)) throw new Error(`a blocked merchant's payment was accepted: ${again}`);
     await page.screenshot({path: path.join(ARTIFACTS, 'blocks.png')});
+  });
+
+  await check('a page from another origin cannot open the WebSocket', async () => {
+    const port = await freePort();
+    const wsUrl = hub.base.replace('http:', 'ws:') + '/';
+    const html = `<!doctype html><title>waiting</title><script>
+      const ws = new WebSocket(${JSON.stringify(wsUrl)}, 'mqhub.v1.json');
+      ws.onopen = () => {
+        ws.send(JSON.stringify({op: 'queue.create', id: 1, name: 'hijacked'}));
+        document.title = 'opened';
+      };
+      ws.onclose = () => { if (document.title !== 'opened') document.title = 'refused'; };
+    </script>`;
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, {'content-type': 'text/html'});
+      res.end(html);
+    });
+    await new Promise((r) => server.listen(port, '127.0.0.1', r));
+    const other = await context.newPage(); // its console error is expected: not counted
+    try {
+      await other.goto(`http://127.0.0.1:${port}/`);
+      await other.waitForFunction(() => document.title !== 'waiting', null, {timeout: 5000});
+      const title = await other.title();
+      if (title !== 'refused') throw new Error(`the foreign page's WebSocket: ${title}`);
+    } finally {
+      await other.close();
+      server.close();
+    }
+    const err = cliFails(hub, 'queue', 'get', 'hijacked');
+    if (!/NOT_FOUND/.test(err)) throw new Error(`queue get hijacked: ${err}`);
+    const log = fs.readFileSync(path.join(hub.dir, 'mqhubd.log'), 'utf8');
+    if (!log.includes(`Origin \\"http://127.0.0.1:${port}\\" is not in allowed_origins`))
+      throw new Error(`no refusal in the log:\n${log}`);
+  });
+
+  await check('login: a user token shows only that user\'s queues', async () => {
+    const root = 'root-token-for-the-browser-test';
+    const secured = await startHub(`auth { token = "${root}" }\n`);
+    secured.token = root;
+    const other = await context.newPage(); // UNAUTHORIZED before login is expected
+    try {
+      cli(secured, 'queue', 'create', 'alice.jobs');
+      cli(secured, 'queue', 'create', 'secret.jobs');
+      cli(secured, 'user', 'add', 'alice', '--user-token', 'alice-token-0123456789abcdef',
+          '--grant', 'send:alice*');
+      await other.goto(`${secured.base}/#queues`);
+      await other.waitForSelector('#login:not([hidden])', {timeout: 5000});
+      await other.fill('#token', 'alice-token-0123456789abcdef');
+      await other.click('#login button[type=submit]');
+      await other.waitForSelector('#conn.up', {timeout: 5000});
+      await other.waitForSelector('td.backlog[data-queue="alice.jobs"]', {timeout: 5000});
+      if (await other.locator('td.backlog[data-queue="secret.jobs"]').count() !== 0)
+        throw new Error('a queue alice may not see is shown');
+      const who = await other.textContent('#who');
+      if (who !== 'user alice') throw new Error(`who: ${who}`);
+      if (await other.isHidden('#restricted')) throw new Error('no restricted notice');
+      if (await other.evaluate(() => document.cookie) !== '') throw new Error('a cookie was set');
+      await other.screenshot({path: path.join(ARTIFACTS, 'login-user.png')});
+    } finally {
+      await other.close();
+      secured.proc.kill('SIGTERM');
+      await new Promise((r) => secured.proc.on('exit', r));
+      fs.rmSync(secured.dir, {recursive: true, force: true});
+    }
   });
 
   await check('no console errors', async () => {

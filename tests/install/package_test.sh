@@ -4,19 +4,24 @@
 # is incremental) and checks the package with dpkg-deb:
 #   - the files are in place, /etc/mqhub/mqhub.conf is a conffile, the
 #     maintainer scripts are there and executable;
-#   - the plugin folder and dashboard compiled into mqhubd and websocket.so are
-#     the folders the package puts them in;
+#   - the package's mqhubd, run from the unpacked package with its
+#     configuration changed only in ports and data folder (installed.sh),
+#     loads the package's plugins and serves the package's dashboard;
 #   - the unit starts the package's mqhubd with the package's configuration
 #     (and passes systemd-analyze verify, where systemd is installed);
 #   - Depends names every package dpkg-shlibdeps finds for the binaries.
 set -u
 src=$1 work=$2
+. "$src/tests/install/installed.sh"
+pid=
+trap '[ -n "$pid" ] && kill -KILL $pid 2>/dev/null' EXIT
 fail() {
     echo "FAIL: $*"
+    [ -f "$work/run/mqhubd.log" ] && cat "$work/run/mqhubd.log"
     exit 1
 }
 mkdir -p "$work"
-rm -rf "$work/root" "$work/control" "$work/shlibdeps" "$work"/build-deb/mqhub_*.deb
+rm -rf "$work/root" "$work/control" "$work/shlibdeps" "$work/run" "$work"/build-deb/mqhub_*.deb
 env -u MAKEFLAGS -u MFLAGS make -C "$src" package DEB="$work/build-deb" >"$work/make.log" 2>&1 ||
     { tail -n 60 "$work/make.log"; fail "make package"; }
 set -- "$work"/build-deb/mqhub_*.deb
@@ -49,12 +54,13 @@ done
 dpkg-deb -x "$deb" "$work/root" || fail "dpkg-deb -x"
 root=$work/root
 
-# Compiled-in paths: where the package puts the plugins and the dashboard.
-plugins=$(dirname "$(find "$root/usr/lib" -name tcp.so)")
-plugins=${plugins#"$root"}
-grep -qaF "$plugins" "$root/usr/bin/mqhubd" || fail "mqhubd does not look in $plugins"
-grep -qaF /usr/share/mqhub/www "$root$plugins/websocket.so" ||
-    fail "websocket.so does not serve /usr/share/mqhub/www"
+# The package's daemon finds the package's plugins and dashboard by itself.
+mkdir -p "$work/run"
+installed_start "$root/usr/bin" "$root/etc/mqhub/mqhub.conf" "$work/run"
+plugindir=$(dirname "$(find "$root/usr/lib" -name tcp.so)")
+installed_plugins "$plugindir"
+installed_dashboard "$root/usr/share/mqhub/www"
+installed_stop
 
 # The unit: the package's mqhubd and configuration.
 unit=$root/usr/lib/systemd/system/mqhubd.service

@@ -3,9 +3,10 @@
  *
  * testcluster_start() makes one temp dir with a subdir per node, picks two
  * free loopback ports per node, writes every config.lua up front (so joining
- * nodes can be started later), then starts the initial voters. Status comes
- * from cluster.status over raw frames (testhub's frame helpers), so this file
- * needs no client library. To configure more, extend write_config().
+ * nodes can be started later) with TC_SECRET in each node's cluster.secret,
+ * then starts the initial voters. Status comes from cluster.status over raw
+ * frames (testhub's frame helpers), so this file needs no client library. To
+ * configure more, extend write_config().
  */
 #include <signal.h>
 #include <stdio.h>
@@ -27,15 +28,29 @@ uint64_t testcluster_now_ms(void)
     return testhub_now_ms();
 }
 
+int testcluster_write_secret(testcluster_t *c, unsigned i, const char *secret)
+{
+    char path[340];
+    snprintf(path, sizeof path, "%s/cluster.secret", c->nodes[i].dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n", secret);
+    return fclose(f) == 0 && chmod(path, 0600) == 0 ? 0 : -1;
+}
+
 static int write_config(testcluster_t *c, unsigned i, unsigned n_initial, const char *extra)
 {
     tc_node_t *nd = &c->nodes[i];
     char path[340];
     snprintf(path, sizeof path, "%s/config.lua", nd->dir);
+    if (testcluster_write_secret(c, i, TC_SECRET) != 0)
+        return -1;
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    fprintf(f, "node { id = %llu, data = \"%s/data\", raft = \"%s\", client = \"%s\"%s }\n",
+    fprintf(f, "node { id = %llu, data = \"%s/data\", raft = \"%s\", client = \"%s\",\n"
+               "       cluster_secret_file = \"cluster.secret\"%s }\n",
             (unsigned long long)nd->id, nd->dir, nd->raft, nd->address,
             i >= n_initial ? ", join = true" : "");
     fprintf(f, "transport \"tcp\" { listen = \"%s\" }\n", nd->address);

@@ -15,6 +15,8 @@
 #include <sys/types.h>
 
 #define TC_MAX_NODES 7
+/* Every node's cluster secret (node.cluster_secret_file = <dir>/cluster.secret). */
+#define TC_SECRET "mqhub-test-cluster-secret-3f9a1c07d2e84b6a95c1f0e7d3b2a8c4"
 
 typedef struct tc_node {
     uint64_t id;             /* 1-based */
@@ -45,6 +47,8 @@ typedef struct tc_status {
  * the first @n_initial and wait until they agree on a leader. 0 or -1. */
 int testcluster_start(testcluster_t *c, const char *mqhubd, unsigned n_total,
                       unsigned n_initial, const char *extra_config);
+/* Replace node @i's cluster secret file (takes effect at its next start). 0 or -1. */
+int testcluster_write_secret(testcluster_t *c, unsigned i, const char *secret);
 /* Start node @i (0-based) on its dir (first start or restart) and wait until
  * it answers cluster.status. 0 or -1 (its log printed). */
 int testcluster_start_node(testcluster_t *c, unsigned i);

@@ -1,5 +1,5 @@
-/* oldabi.c: a plugin built against a different ABI version (7): mqhubd must
- * refuse it before calling anything in it. */
+/* oldabi.c: a plugin built against ABI version 1 (whose config_int returned
+ * -1 in-band): mqhubd must refuse it before calling anything in it. */
 #include <stdlib.h>
 
 #include "mqhub/plugin.h"
@@ -11,7 +11,7 @@ static int oldabi_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **s
 }
 
 static const mqhub_plugin_t oldabi_plugin = {
-    .abi_version = 7,
+    .abi_version = 1,
     .size = sizeof(mqhub_plugin_t),
     .name = "oldabi",
     .init = oldabi_init,

@@ -78,6 +78,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->client_address, "127.0.0.1:6200");
     assert_non_null(strstr(c->transports[0].path, "/tcp.so"));
     assert_null(c->token);
+    assert_null(c->cluster_secret); /* a single node takes no peers */
     assert_int_equal(c->max_frame, 16u << 20);
     assert_int_equal(c->log_level, MQHUB_LOG_INFO);
     assert_int_equal(c->n_queues, 0);
@@ -93,7 +94,7 @@ static void test_full_file(void **state)
         "-- a full configuration\n"
         "local base = 6300\n"
         "node { id = 2, data = \"/var/lib/mqhub\", raft = \"127.0.0.1:\" .. (base + 1),\n"
-        "       plugin_dir = \"/opt/mqhub/plugins\" }\n"
+        "       plugin_dir = \"/opt/mqhub/plugins\", allow_unauthenticated_peers = true }\n"
         "peers { [1] = \"127.0.0.1:6300\", [3] = { raft = \"127.0.0.1:6302\",\n"
         "        client = \"127.0.0.1:6202\" } }\n"
         "transport \"tcp\" { listen = \"127.0.0.1:6201\", backlog = 64 }\n"
@@ -173,6 +174,35 @@ static void test_full_file(void **state)
     assert_int_equal((unsigned char)c->queues[1].attrs[0], 0x80);
     assert_int_equal(c->n_topics, 1);
     assert_string_equal(c->topics[0].name, "payments");
+    config_free(c);
+}
+
+/* What a plugin's config_int reads (core/node/plugin.c): -1 is a value like
+ * any other; a string, a fraction or a number beyond int64 is an error and
+ * leaves *out alone, so the plugin can refuse to start. */
+static void test_transport_int(void **state)
+{
+    char err[256];
+    config_t *c = NULL;
+    int64_t v = 0;
+
+    write_conf("transport \"t\" { neg = -1, yes = true, whole = 3.0, frac = 1.5,\n"
+               "                  huge = 1e30, text = \"12\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    const config_transport_t *t = &c->transports[0];
+    assert_int_equal(config_transport_int(c, t, "neg", 5, &v), 0);
+    assert_int_equal(v, -1);
+    assert_int_equal(config_transport_int(c, t, "yes", 5, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(config_transport_int(c, t, "whole", 5, &v), 0);
+    assert_int_equal(v, 3);
+    assert_int_equal(config_transport_int(c, t, "absent", -1, &v), 0);
+    assert_int_equal(v, -1);
+    v = 42;
+    assert_int_equal(config_transport_int(c, t, "frac", 5, &v), MQHUB_EBAD_REQUEST);
+    assert_int_equal(config_transport_int(c, t, "huge", 5, &v), MQHUB_EBAD_REQUEST);
+    assert_int_equal(config_transport_int(c, t, "text", 5, &v), MQHUB_EBAD_REQUEST);
+    assert_int_equal(v, 42);
     config_free(c);
 }
 
@@ -268,6 +298,59 @@ static void test_hook_file(void **state)
                         "directory");
 }
 
+static void write_file(const char *name, const char *text)
+{
+    FILE *f = fopen(name, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* node.cluster_secret_file and node.allow_unauthenticated_peers: a cluster
+ * (peers or join) needs one of them; a single node needs neither. */
+static void test_cluster_secret(void **state)
+{
+    static const char hex[] = "3f9a1c07d2e84b6a95c1f0e7d3b2a8c43f9a1c07d2e84b6a95c1f0e7d3b2a8c4";
+    char err[512], text[100];
+    config_t *c = NULL;
+
+    snprintf(text, sizeof text, "%s \n\n", hex);
+    write_file("cluster.secret", text);
+    write_conf("node { id = 1, cluster_secret_file = \"cluster.secret\" }\n"
+               "peers { [2] = \"127.0.0.1:6301\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_string_equal(c->cluster_secret, hex); /* trailing whitespace dropped */
+    assert_false(c->allow_unauthenticated_peers);
+    config_free(c);
+
+    write_file("short.secret", "0123456789abcdef0123456789abcde\n"); /* 31 bytes */
+    assert_string_equal(load_bad("node { cluster_secret_file = \"short.secret\" }\n"),
+                        "mqhub.conf:1: node.cluster_secret_file 'short.secret': the secret "
+                        "must be 32 to 1024 bytes without NUL (make one with: openssl rand "
+                        "-hex 32 > FILE)");
+    assert_string_equal(load_bad("node { cluster_secret_file = \"none\" }\n"),
+                        "mqhub.conf:1: node.cluster_secret_file 'none': No such file or "
+                        "directory");
+    assert_string_equal(load_bad("node { allow_unauthenticated_peers = 1 }\n"),
+                        "mqhub.conf:1: node.allow_unauthenticated_peers must be true or false");
+    const char *need = "mqhub.conf: a cluster (peers or node.join) needs "
+                       "node.cluster_secret_file, the same on every node (openssl rand -hex "
+                       "32 > FILE; chmod 600 FILE), or node.allow_unauthenticated_peers = "
+                       "true on a network only the nodes can reach";
+    assert_string_equal(load_bad("peers { [2] = \"127.0.0.1:6301\" }\n"), need);
+    assert_string_equal(load_bad("node { id = 4, join = true }\n"), need);
+    assert_string_equal(load_bad("node { cluster_secret_file = \"cluster.secret\",\n"
+                                 "       allow_unauthenticated_peers = true }\n"),
+                        "mqhub.conf: node.cluster_secret_file and "
+                        "node.allow_unauthenticated_peers = true contradict each other");
+
+    write_conf("node { join = true, allow_unauthenticated_peers = true }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_null(c->cluster_secret);
+    assert_true(c->allow_unauthenticated_peers);
+    config_free(c);
+}
+
 static void test_binary_refused(void **state)
 {
     const char *e = load_bad("\x1bLua binary chunk");
@@ -280,6 +363,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_int, setup, teardown),
         cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_names, setup, teardown),
@@ -287,6 +371,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hook_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cluster_secret, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -755,9 +755,12 @@ static void test_shared_body_purge_delete(void **state)
     publish(h, "");
     assert_int_equal(refs(h, 1), 4);
     H_EXPECT(h, "", "{'op':'queue.purge','name':'q1'}");
+    assert_int_equal(refs(h, 1), 4); /* purge is O(1): tick reclaims */
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(refs(h, 1), 3);
     assert_int_equal(refs(h, 2), 3);
     H_EXPECT(h, "", "{'op':'queue.delete','name':'q2'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(refs(h, 1), 2);
     assert_int_equal(refs(h, 2), 2);
     /* topic.delete keeps the bodies the queues still refer to */
@@ -767,6 +770,7 @@ static void test_shared_body_purge_delete(void **state)
     recv_one(h, "q3", "b");
     H_EXPECT(h, "", "{'op':'queue.purge','name':'q3'}");
     H_EXPECT(h, "", "{'op':'queue.delete','name':'q4'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(keys(h, 'R'), 0);
     assert_int_equal(keys(h, 'G'), 0);
     assert_int_equal(keys(h, 'B'), 0);
@@ -795,8 +799,10 @@ static void test_shared_body_dead_letter(void **state)
     json_decref(r);
     for (int i = 1; i <= 3; i++)
         H_EXPECT(h, "", "{'op':'queue.purge','name':'q%d'}", i);
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(keys(h, 'G'), 1);
     H_EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
     assert_int_equal(keys(h, 'G'), 0);
     assert_int_equal(keys(h, 'R'), 0);
 }

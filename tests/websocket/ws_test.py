@@ -24,6 +24,18 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
+def vm_peak(pid):
+    """The peak virtual memory of process @pid in bytes (Linux), else None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmPeak:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class Json:
     """A JSON-subprotocol connection with request ids."""
 
@@ -159,6 +171,40 @@ class Protocol(unittest.TestCase):
         with self.assertRaises(websockets.ConnectionClosed) as cm:
             run(go())
         self.assertEqual(cm.exception.code, 1007)
+
+    def test_huge_count_msgpack_closes(self):
+        """A few bytes announcing a huge array or map: the size guard refuses
+        it before msgpack-c allocates for the announced count (before the
+        fix, 5 bytes made mqhubd reserve gigabytes). BAD_REQUEST without an
+        id, close 1007, and the daemon serves the next connection."""
+        frames = [b"\xdd\xff\xff\xff\xff",                           # array32 of 2^32-1
+                  b"\xdd\x0f\xff\xff\xff",                           # array32 of 2^28-1
+                  b"\xdf\x00\xff\xff\xff",                           # map32 of 2^24-1
+                  b"\x82\xa2op\xa4ping\xa2id\xdd\x0f\xff\xff\xff"]  # inside a request
+        proto = ["mqhub.v1.msgpack"]
+        before = vm_peak(self.hub.proc.pid)
+        for frame in frames:
+            async def go():
+                async with websockets.connect(self.hub.url, subprotocols=proto) as ws:
+                    await ws.send(frame)
+                    err = msgpack.unpackb(await ws.recv(), raw=False)
+                    self.assertEqual(err["code"], "BAD_REQUEST")
+                    self.assertEqual(err["error"],
+                                     "the frame is not one complete MessagePack value")
+                    self.assertNotIn("id", err)
+                    await ws.recv()
+            with self.assertRaises(websockets.ConnectionClosed) as cm:
+                run(go())
+            self.assertEqual(cm.exception.code, 1007, frame)
+
+        async def healthy():
+            async with websockets.connect(self.hub.url, subprotocols=proto) as ws:
+                self.assertTrue((await Mp(ws).req("ping"))["ok"])
+        run(healthy())
+        self.assertIsNone(self.hub.proc.poll(), "mqhubd died")
+        if before is not None:
+            grew = vm_peak(self.hub.proc.pid) - before
+            self.assertLess(grew, 512 << 20, "mqhubd reserved %d MiB" % (grew >> 20))
 
     def test_oversized_frame_closes(self):
         async def go():
@@ -472,6 +518,180 @@ class Auth(unittest.TestCase):
         self.assertEqual(self.hub.http("/metrics?token=s3cret")[0], 200)
         self.assertEqual(self.hub.http("/healthz")[0], 200)
         self.assertEqual(self.hub.http("/readyz")[0], 200)
+
+
+class Origins(unittest.TestCase):
+    """Cross-site WebSocket hijacking: an upgrade whose Origin is not the
+    dashboard's own (or in allowed_origins) is refused with 403 and logged;
+    clients that send no Origin are served."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Hub(MQHUBD)
+        cls.custom = Hub(MQHUBD, ws_extra=', allowed_origins = "https://dash.example, '
+                         'http://ops.example:8080"')
+
+    @classmethod
+    def tearDownClass(cls):
+        for hub in (cls.hub, cls.custom):
+            rc = hub.stop()
+            hub.cleanup()
+            assert rc == 0, "mqhubd exit status %s" % rc
+
+    def opens(self, hub, origin):
+        async def go():
+            async with websockets.connect(hub.url, origin=origin,
+                                          subprotocols=["mqhub.v1.json"]) as ws:
+                return (await Json(ws).req("ping"))["ok"]
+        try:
+            return run(go())
+        except websockets.InvalidStatusCode as e:
+            self.assertEqual(e.status_code, 403)
+            return False
+
+    def test_foreign_origin_refused(self):
+        for origin in ("http://evil.example", "http://127.0.0.1:%d" % (self.hub.ws + 1),
+                       "https://127.0.0.1:%d" % self.hub.ws, "null"):
+            self.assertFalse(self.opens(self.hub, origin), origin)
+        log = self.hub.read_log()
+        self.assertIn('WebSocket upgrade refused (403): Origin \\"http://evil.example\\" is '
+                      'not in allowed_origins', log)
+
+    def test_own_origin_and_none_accepted(self):
+        for origin in (None, "http://127.0.0.1:%d" % self.hub.ws,
+                       "http://localhost:%d" % self.hub.ws, "http://[::1]:%d" % self.hub.ws):
+            self.assertTrue(self.opens(self.hub, origin), origin)
+
+    def test_allowed_origins_replace_the_default(self):
+        self.assertTrue(self.opens(self.custom, "https://dash.example"))
+        self.assertTrue(self.opens(self.custom, "http://ops.example:8080"))
+        self.assertTrue(self.opens(self.custom, None))
+        self.assertFalse(self.opens(self.custom, "http://127.0.0.1:%d" % self.custom.ws))
+        self.assertFalse(self.opens(self.custom, "https://dash.example.evil"))
+
+    def test_http_is_not_affected(self):
+        status, _, _ = self.hub.http("/healthz", {"Origin": "http://evil.example"})
+        self.assertEqual(status, 200)
+
+    def test_bad_allowed_origins_refuses_to_start(self):
+        with self.assertRaises(RuntimeError) as cm:
+            Hub(MQHUBD, ws_extra=', allowed_origins = "dash.example/"')
+        self.assertIn("allowed_origins: \"dash.example/\" is not an origin", str(cm.exception))
+
+
+USER_TOKEN = "alice-token-0123456789abcdef"
+ADMIN_TOKEN = "ops-token-0123456789abcdef"
+
+
+class Permissions(unittest.TestCase):
+    """The WebSocket row of the permission matrix (docs/security.md): a user's
+    denied send / publish is FORBIDDEN and changes nothing, an allowed one
+    succeeds, over both subprotocols. Also what a user sees: stats pushes
+    restricted to its names, and /metrics only for admin on *. At most one
+    wrong token here: more would throttle every hello from 127.0.0.1."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hub = Hub(MQHUBD, token="root-token-for-ws-permissions")
+
+        async def go():
+            async with websockets.connect(cls.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                root = Json(ws)
+                assert (await root.req("hello", version=1, token=cls.hub.token))["ok"]
+                for op, name in (("queue.create", "payments.in"), ("queue.create", "other.q"),
+                                 ("topic.create", "pay.t1"), ("topic.create", "other.t")):
+                    r = await root.req(op, name=name)
+                    assert r["ok"], r
+                r = await root.req("user.create", name="alice", token=USER_TOKEN,
+                                   grants=[{"verb": "send", "pattern": "payments*"},
+                                           {"verb": "publish", "pattern": "pay.t*"}])
+                assert r["ok"], r
+                r = await root.req("user.create", name="ops", token=ADMIN_TOKEN,
+                                   grants=[{"verb": "admin", "pattern": "*"}])
+                assert r["ok"], r
+        run(go())
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.hub.stop()
+        cls.hub.cleanup()
+        assert rc == 0, "mqhubd exit status %s" % rc
+
+    def test_matrix(self):
+        user_token = USER_TOKEN
+
+        async def go():
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                root = Json(ws)
+                assert (await root.req("hello", version=1, token=self.hub.token))["ok"]
+                for proto, cls in (("mqhub.v1.json", Json), ("mqhub.v1.msgpack", Mp)):
+                    async with websockets.connect(self.hub.url, subprotocols=[proto]) as uws:
+                        u = cls(uws)
+                        r = await u.req("hello", version=1, token=user_token)
+                        self.assertTrue(r["ok"] and r.get("user") == "alice", r)
+                        r = await u.req("send", queue="payments.in", body="ok")
+                        self.assertTrue(r["ok"], r)
+                        r = await u.req("send", queue="other.q", body="no")
+                        self.assertEqual(r["code"], "FORBIDDEN", r)
+                        self.assertIn("alice", r["error"])
+                        self.assertIn("other.q", r["error"])
+                        r = await u.req("publish", topic="pay.t1", body="ok")
+                        self.assertTrue(r["ok"], r)
+                        r = await u.req("publish", topic="other.t", body="no")
+                        self.assertEqual(r["code"], "FORBIDDEN", r)
+                        r = await u.req("queue.purge", name="payments.in")
+                        self.assertEqual(r["code"], "FORBIDDEN", r)
+                        names = [q if isinstance(q, str) else q["name"]
+                                 for q in (await u.req("queue.list"))["queues"]]
+                        self.assertEqual(names, ["payments.in"])
+                # Nothing changed by the refusals; the allowed ones happened.
+                q = await root.req("queue.get", name="other.q")
+                self.assertEqual(q["stats"]["sent_total"], 0, q)
+                q = await root.req("queue.get", name="payments.in")
+                self.assertEqual(q["stats"]["sent_total"], 2, q)
+                t = await root.req("topic.get", name="other.t")
+                self.assertEqual(t["stats"]["published_total"], 0, t)
+                t = await root.req("topic.get", name="pay.t1")
+                self.assertEqual(t["stats"]["published_total"], 2, t)
+        run(go())
+
+    def test_stats_only_what_the_user_may_see(self):
+        async def pushes(token, n):
+            async with websockets.connect(self.hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                c = Json(ws)
+                assert (await c.req("hello", version=1, token=token))["ok"]
+                sub = await c.req("stats.subscribe", interval_ms=100)
+                self.assertTrue(sub["ok"], sub)
+                got = [p for p in c.pushes if p.get("push") == "stats"]
+                while len(got) < n:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if msg.get("push") == "stats":
+                        got.append(msg)
+                return sub, got[-1]
+
+        sub, snap = run(pushes(USER_TOKEN, 2))
+        self.assertTrue(sub["restricted"])
+        self.assertEqual([q["name"] for q in snap["queues"]], ["payments.in"])
+        self.assertEqual([t["name"] for t in snap["topics"]], ["pay.t1"])
+        self.assertNotIn("blocks", snap)
+        self.assertIn("FORBIDDEN", snap["errors"]["block.list"])
+        sub, snap = run(pushes(ADMIN_TOKEN, 1))
+        self.assertFalse(sub["restricted"])
+        self.assertEqual(sorted(q["name"] for q in snap["queues"]), ["other.q", "payments.in"])
+
+    def test_metrics_credentials(self):
+        status, _, headers = self.hub.http("/metrics")
+        self.assertEqual(status, 401)
+        self.assertEqual(headers.get("www-authenticate"), 'Bearer realm="mqhub"')
+        self.assertEqual(self.hub.http("/metrics", {"Authorization": "Bearer wrong-token"})[0],
+                         401)
+        for token in (self.hub.token, ADMIN_TOKEN):
+            status, text, _ = self.hub.http("/metrics", {"Authorization": "Bearer " + token})
+            self.assertEqual(status, 200)
+            parse_prometheus(text)
+        status, text, _ = self.hub.http("/metrics", {"Authorization": "Bearer " + USER_TOKEN})
+        self.assertEqual(status, 403, text)
+        self.assertIn("admin", text)
 
 
 class Tls(unittest.TestCase):

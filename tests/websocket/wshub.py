@@ -41,6 +41,7 @@ class Hub:
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError("mqhubd exited: " + self.read_log())
             try:
                 if self.http("/readyz")[0] == 200:

@@ -23,10 +23,24 @@
  * callback, so no reply is ever delivered to freed memory; replies arriving
  * for a closing connection are dropped.
  *
+ * TLS (when tls_cert is set): the bytes read go into the connection's TLS
+ * engine (tls.h, OpenSSL on memory BIOs) and the plaintext it yields goes
+ * through the same frame decoder (tls_drain); flush() seals the queued
+ * replies into TLS records just before each write, so the byte counts of the
+ * backpressure see the records that are really written. The host session is
+ * opened once the handshake completes; a connection without a completed
+ * handshake after tls_handshake_timeout seconds is closed, and failed
+ * handshakes (plaintext clients, refused certificates) are logged at most
+ * once a second (log_limited).
+ *
  * Config (transport "tcp" { ... }): listen (MQHUB_DEFAULT_TCP_ADDRESS,
  * "127.0.0.1:6200"; port 0 picks a free port and logs it), backlog (1024),
- * high_water (8 MiB), max_inflight (4096).
+ * high_water (8 MiB), max_inflight (4096); tls_cert, tls_key (PEM files),
+ * tls_ca (PEM, CAs of client certificates), tls_client_certs ("none",
+ * "optional", "required"; default "required" with tls_ca, else "none"),
+ * tls_handshake_timeout (seconds, 10). docs/operations.md lists them.
  */
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +51,7 @@
 #include "frame.h"
 #include "mqhub/plugin.h"
 #include "mqhub/protocol.h"
+#include "tls.h"
 
 #define TCP_CHUNK (64 * 1024)
 
@@ -51,6 +66,10 @@ typedef struct tcp {
     size_t max_frame;
     size_t high_water, low_water;
     unsigned max_inflight;
+    tls_ctx_t *tls;        /* NULL: plaintext */
+    uint64_t handshake_ms; /* a TLS client must finish its handshake within */
+    uint64_t log_second;   /* log_limited(): the second of the last line */
+    unsigned log_dropped;  /* lines not logged since */
     char scratch[TCP_CHUNK]; /* shared by every connection's reads */
 } tcp_t;
 
@@ -58,7 +77,10 @@ struct conn {
     tcp_t *t;
     uv_tcp_t handle;
     uv_shutdown_t shutdown;
-    mqhub_session_t *session;
+    tls_conn_t *tls;  /* NULL: plaintext */
+    uv_timer_t timer; /* TLS: the handshake deadline */
+    int handles;      /* handles not closed yet (handle, timer) */
+    mqhub_session_t *session; /* TLS: NULL until the handshake completes */
     char *buf; /* bytes of an incomplete frame (or paused frames) */
     size_t len, cap;
     char *out;         /* replies not handed to libuv yet */
@@ -70,6 +92,7 @@ struct conn {
     bool ending;       /* shutting down after the queued writes */
     bool shut;         /* uv_shutdown requested: no more writes */
     bool closing;
+    bool notified;     /* TLS: close_notify queued */
     conn_t *prev, *next;
 };
 
@@ -81,6 +104,8 @@ typedef struct wreq {
 } wreq_t;
 
 static void conn_resume(conn_t *c);
+static void flush(conn_t *c);
+static void peer_name(uv_tcp_t *h, char *out, size_t len);
 
 /* ---------------------------------------------------------------- closing */
 
@@ -89,6 +114,8 @@ static void on_conn_closed(uv_handle_t *handle)
     conn_t *c = handle->data;
     tcp_t *t = c->t;
 
+    if (--c->handles > 0)
+        return;
     if (c->session != NULL)
         t->api->session_close(c->session);
     if (c->prev != NULL)
@@ -99,7 +126,27 @@ static void on_conn_closed(uv_handle_t *handle)
         c->next->prev = c->prev;
     free(c->buf);
     free(c->out);
+    tls_conn_free(c->tls);
     free(c);
+}
+
+/* Closing without the orderly conn_end() (server stop, errors): still try
+ * to tell a TLS client with close_notify, if the socket takes it at once. */
+static void tls_goodbye(conn_t *c)
+{
+    char *data;
+    size_t len;
+    uv_buf_t b;
+
+    if (c->notified || c->shut || c->writing != NULL || !tls_conn_established(c->tls))
+        return;
+    c->notified = true;
+    tls_conn_close_notify(c->tls);
+    if (tls_conn_take_out(c->tls, &data, &len) != 0 || data == NULL)
+        return;
+    b = uv_buf_init(data, (unsigned)len);
+    uv_try_write((uv_stream_t *)&c->handle, &b, 1);
+    free(data);
 }
 
 static void conn_close(conn_t *c)
@@ -107,6 +154,10 @@ static void conn_close(conn_t *c)
     if (c->closing)
         return;
     c->closing = true;
+    if (c->tls != NULL) {
+        tls_goodbye(c);
+        uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    }
     uv_close((uv_handle_t *)&c->handle, on_conn_closed);
 }
 
@@ -121,10 +172,18 @@ static size_t queued(const conn_t *c)
 }
 
 /* When ending and every reply is handed to libuv: shut down after the last
- * write, then close. */
+ * write, then close. TLS: close_notify goes out first, and the shutdown
+ * waits until every record is written. */
 static void maybe_shutdown(conn_t *c)
 {
     if (!c->ending || c->shut || c->closing || c->out_len > 0)
+        return;
+    if (c->tls != NULL && !c->notified) {
+        c->notified = true;
+        tls_conn_close_notify(c->tls);
+        flush(c);
+    }
+    if (c->tls != NULL && (c->writing != NULL || tls_conn_out_len(c->tls) > 0))
         return;
     c->shut = true;
     c->shutdown.data = c;
@@ -133,8 +192,6 @@ static void maybe_shutdown(conn_t *c)
 }
 
 /* ---------------------------------------------------------------- writing */
-
-static void flush(conn_t *c);
 
 static void on_written(uv_write_t *req, int status)
 {
@@ -153,25 +210,58 @@ static void on_written(uv_write_t *req, int status)
     conn_resume(c);
 }
 
+/* The bytes of the next write into *@data (the caller owns them; NULL when
+ * none): the queued replies as they are, or sealed into TLS records along
+ * with what the handshake has to say. 0, or -1 on failure. */
+static int next_write(conn_t *c, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (c->tls == NULL) {
+        if (c->out_len == 0)
+            return 0;
+        *data = c->out;
+        *len = c->out_len;
+        c->out = NULL;
+        c->out_len = c->out_cap = 0;
+        return 0;
+    }
+    if (c->out_len > 0 && tls_conn_established(c->tls)) {
+        if (tls_conn_write(c->tls, c->out, c->out_len) != 0)
+            return -1;
+        free(c->out);
+        c->out = NULL;
+        c->out_len = c->out_cap = 0;
+    }
+    return tls_conn_take_out(c->tls, data, len);
+}
+
 /* Hand the pending output to libuv as one write; one write in flight at a
  * time, so replies completing meanwhile are coalesced into the next. */
 static void flush(conn_t *c)
 {
     wreq_t *w;
     uv_buf_t b;
+    char *data;
+    size_t len;
 
-    if (c->writing != NULL || c->out_len == 0 || c->closing)
+    if (c->writing != NULL || c->closing)
+        return;
+    if (next_write(c, &data, &len) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (data == NULL)
         return;
     w = malloc(sizeof *w);
     if (w == NULL) {
+        free(data);
         conn_close(c);
         return;
     }
     w->c = c;
-    w->data = c->out;
-    w->len = c->out_len;
-    c->out = NULL;
-    c->out_len = c->out_cap = 0;
+    w->data = data;
+    w->len = len;
     b = uv_buf_init(w->data, (unsigned)w->len);
     if (uv_write(&w->req, (uv_stream_t *)&c->handle, &b, 1, on_written) != 0) {
         free(w->data);
@@ -336,31 +426,69 @@ static void pause_or_resume(conn_t *c)
     }
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+/* Where the next plaintext bytes go: the shared scratch when no frame is
+ * incomplete, else the connection's buffer after its bytes. -1 when out of
+ * memory. */
+static int read_room(conn_t *c, char **room, size_t *len)
 {
-    conn_t *c = handle->data;
     size_t body, want = c->len + TCP_CHUNK;
 
     if (c->len == 0) {
-        *buf = uv_buf_init(c->t->scratch, sizeof c->t->scratch);
-        return;
+        *room = c->t->scratch;
+        *len = sizeof c->t->scratch;
+        return 0;
     }
     /* Room for the whole frame being read, when its header is in. */
     if (frame_next(c->buf, c->len, c->t->max_frame, &body) == FRAME_NEED_MORE &&
         c->len >= FRAME_HEADER && FRAME_HEADER + body > want)
         want = FRAME_HEADER + body;
-    if (reserve(c, want) != 0) {
+    if (reserve(c, want) != 0)
+        return -1;
+    *room = c->buf + c->len;
+    *len = c->cap - c->len;
+    return 0;
+}
+
+/* @n plaintext bytes arrived at @room (from read_room): submit the complete
+ * frames, keep the rest. */
+static void received(conn_t *c, const char *room, size_t n)
+{
+    const char *data = room;
+    size_t used;
+
+    if (room != c->t->scratch) {
+        c->len += n;
+        data = c->buf;
+        n = c->len;
+    }
+    used = process(c, data, n);
+    if (!c->closing && keep(c, data + used, n - used) != 0)
+        conn_close(c);
+}
+
+/* TLS reads ciphertext into the scratch: the engine copies it at once. */
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *c = handle->data;
+    char *room;
+    size_t len;
+
+    if (c->tls != NULL) {
+        *buf = uv_buf_init(c->t->scratch, sizeof c->t->scratch);
+        return;
+    }
+    if (read_room(c, &room, &len) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+    *buf = uv_buf_init(room, (unsigned)len);
 }
+
+static void tls_received(conn_t *c, const char *data, size_t n);
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = stream->data;
-    const char *data;
-    size_t n, used;
 
     if (nread < 0) {
         /* EOF: the client sent all it will; flush our replies, then close. */
@@ -372,18 +500,119 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->closing)
         return;
-    if (buf->base == c->t->scratch) {
-        data = c->t->scratch;
-        n = (size_t)nread;
-    } else {
-        c->len += (size_t)nread;
-        data = c->buf;
-        n = c->len;
+    if (c->tls != NULL) {
+        tls_received(c, buf->base, (size_t)nread);
+        return;
     }
-    used = process(c, data, n);
-    if (!c->closing && keep(c, data + used, n - used) != 0)
-        conn_close(c);
+    received(c, buf->base, (size_t)nread);
     pause_or_resume(c);
+}
+
+/* ------------------------------------------------------------------- TLS */
+
+/* A warning at most once a second (a port scan or a misconfigured client
+ * fleet must not flood the log); the next line says how many were dropped. */
+static void log_limited(tcp_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_limited(tcp_t *t, const char *fmt, ...)
+{
+    uint64_t second = uv_now(t->loop) / 1000;
+    char line[512];
+    va_list ap;
+
+    if (second == t->log_second && t->log_second != 0) {
+        t->log_dropped++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (t->log_dropped > 0)
+        t->api->log(t->host, MQHUB_LOG_WARN, "%s (%u similar lines dropped)", line,
+                    t->log_dropped);
+    else
+        t->api->log(t->host, MQHUB_LOG_WARN, "%s", line);
+    t->log_second = second;
+    t->log_dropped = 0;
+}
+
+/* The handshake is done: the connection becomes a session. */
+static void tls_established(conn_t *c)
+{
+    tcp_t *t = c->t;
+    char peer[96], subject[256];
+
+    uv_timer_stop(&c->timer);
+    peer_name(&c->handle, peer, sizeof peer);
+    tls_conn_peer_subject(c->tls, subject, sizeof subject);
+    t->api->log(t->host, MQHUB_LOG_DEBUG, "%s: %s%s%s", peer, tls_conn_version(c->tls),
+                subject[0] ? ", client certificate " : "", subject);
+    c->session = t->api->session_open(t->host, peer, on_push, c);
+    if (c->session == NULL)
+        conn_close(c);
+}
+
+/* A refused handshake or a broken record: send the alert OpenSSL wrote,
+ * then close. */
+static void tls_failed(conn_t *c)
+{
+    tcp_t *t = c->t;
+    char peer[96];
+
+    peer_name(&c->handle, peer, sizeof peer);
+    t->api->metric_add(t->host, "tls_failures", 1);
+    log_limited(t, "TLS from %s refused: %s", peer, tls_conn_error(c->tls));
+    conn_end(c);
+}
+
+/* Decrypt what the TLS engine holds into the frame decoder while the limits
+ * allow; send what the handshake has to say. */
+static void tls_drain(conn_t *c)
+{
+    char *room;
+    size_t len;
+    ssize_t n;
+
+    while (!c->ending && !c->closing && !over_limits(c)) {
+        if (read_room(c, &room, &len) != 0) {
+            conn_close(c);
+            return;
+        }
+        n = tls_conn_read(c->tls, room, len);
+        if (c->session == NULL && tls_conn_established(c->tls))
+            tls_established(c);
+        if (n == TLS_FAILED) {
+            tls_failed(c);
+            return;
+        }
+        if (n == TLS_CLOSED)
+            conn_end(c);
+        if (n <= 0 || c->closing)
+            break;
+        received(c, room, (size_t)n);
+    }
+    flush(c);
+    pause_or_resume(c);
+}
+
+static void tls_received(conn_t *c, const char *data, size_t n)
+{
+    if (tls_conn_feed(c->tls, data, n) != 0) {
+        conn_close(c);
+        return;
+    }
+    tls_drain(c);
+}
+
+static void on_handshake_timeout(uv_timer_t *timer)
+{
+    conn_t *c = timer->data;
+    char peer[96];
+
+    peer_name(&c->handle, peer, sizeof peer);
+    c->t->api->metric_add(c->t->host, "tls_failures", 1);
+    log_limited(c->t, "TLS from %s refused: no handshake within %llu s", peer,
+                (unsigned long long)(c->t->handshake_ms / 1000));
+    conn_close(c);
 }
 
 /* Continue after backpressure: process buffered frames, then read again. */
@@ -403,7 +632,9 @@ static void conn_resume(conn_t *c)
             return;
         }
     }
-    if (c->closing || c->ending)
+    if (c->tls != NULL && !c->closing && !c->ending)
+        tls_drain(c); /* records read before the pause */
+    if (c->closing || c->ending || c->paused)
         return;
     if (over_limits(c))
         pause_or_resume(c);
@@ -446,8 +677,18 @@ static void on_connection(uv_stream_t *server, int status)
     if (c == NULL)
         return;
     c->t = t;
+    if (t->tls != NULL && (c->tls = tls_conn_new(t->tls)) == NULL) {
+        free(c);
+        return;
+    }
     uv_tcp_init(t->loop, &c->handle);
     c->handle.data = c;
+    c->handles = 1;
+    if (c->tls != NULL) {
+        uv_timer_init(t->loop, &c->timer);
+        c->timer.data = c;
+        c->handles = 2;
+    }
     c->next = t->conns;
     if (t->conns != NULL)
         t->conns->prev = c;
@@ -457,9 +698,13 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->handle, 1);
-    peer_name(&c->handle, peer, sizeof peer);
-    c->session = t->api->session_open(t->host, peer, on_push, c);
-    if (c->session == NULL ||
+    if (c->tls != NULL)
+        uv_timer_start(&c->timer, on_handshake_timeout, t->handshake_ms, 0);
+    else {
+        peer_name(&c->handle, peer, sizeof peer);
+        c->session = t->api->session_open(t->host, peer, on_push, c);
+    }
+    if ((c->tls == NULL && c->session == NULL) ||
         uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) != 0)
         conn_close(c);
 }
@@ -492,7 +737,10 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss)
 
 static void on_failed_server_closed(uv_handle_t *handle)
 {
-    free(handle->data);
+    tcp_t *t = handle->data;
+
+    tls_ctx_free(t->tls);
+    free(t);
 }
 
 static void log_bound(tcp_t *t, const char *listen)
@@ -515,8 +763,66 @@ static void log_bound(tcp_t *t, const char *listen)
     }
     /* With port 0 nobody else knows the port: say it at info level. */
     t->api->log(t->host, any_port ? MQHUB_LOG_INFO : MQHUB_LOG_DEBUG,
-                "listening on %s%s%s:%d", ss.ss_family == AF_INET6 ? "[" : "", ip,
-                ss.ss_family == AF_INET6 ? "]" : "", port);
+                "listening on %s%s%s:%d%s", ss.ss_family == AF_INET6 ? "[" : "", ip,
+                ss.ss_family == AF_INET6 ? "]" : "", port, t->tls ? " (TLS)" : "");
+}
+
+/* The integer @key of the config into *@out (@def when absent); on a value
+ * that is not an integer, a sentence in @errmsg (the host logged it too). */
+static int config_int(const mqhub_host_api_t *api, mqhub_host_t *host, const char *key,
+                      int64_t def, int64_t *out, char *errmsg, size_t errlen)
+{
+    int rc = api->config_int(host, key, def, out);
+
+    if (rc != 0)
+        snprintf(errmsg, errlen, "%s must be an integer", key);
+    return rc;
+}
+
+/* tls_client_certs as an enum: -1 when it is none of the words. */
+static int client_certs(const char *s, const char *ca)
+{
+    if (s == NULL)
+        return ca != NULL ? TLS_CERTS_REQUIRED : TLS_CERTS_NONE;
+    if (strcmp(s, "none") == 0)
+        return TLS_CERTS_NONE;
+    if (strcmp(s, "optional") == 0)
+        return TLS_CERTS_OPTIONAL;
+    return strcmp(s, "required") == 0 ? TLS_CERTS_REQUIRED : -1;
+}
+
+/* The tls_* keys: *@out stays NULL without tls_cert. 0, or -1 with a
+ * sentence in @errmsg. */
+static int tls_setup(const mqhub_host_api_t *api, mqhub_host_t *host, tls_ctx_t **out,
+                     int64_t *handshake_s, char *errmsg, size_t errlen)
+{
+    tls_config_t cfg = {
+        .cert_file = api->config_string(host, "tls_cert"),
+        .key_file = api->config_string(host, "tls_key"),
+        .ca_file = api->config_string(host, "tls_ca"),
+    };
+    int certs = client_certs(api->config_string(host, "tls_client_certs"), cfg.ca_file);
+
+    *out = NULL;
+    if (config_int(api, host, "tls_handshake_timeout", 10, handshake_s, errmsg, errlen) != 0)
+        return -1;
+    if (*handshake_s < 1 || *handshake_s > 3600) {
+        snprintf(errmsg, errlen, "tls_handshake_timeout must be 1-3600 seconds");
+        return -1;
+    }
+    if (cfg.cert_file == NULL && cfg.key_file == NULL && cfg.ca_file == NULL)
+        return 0;
+    if (cfg.cert_file == NULL || cfg.key_file == NULL) {
+        snprintf(errmsg, errlen, "TLS needs both tls_cert and tls_key");
+        return -1;
+    }
+    if (certs < 0) {
+        snprintf(errmsg, errlen, "tls_client_certs must be \"none\", \"optional\" or "
+                 "\"required\"");
+        return -1;
+    }
+    cfg.client_certs = (enum tls_client_certs)certs;
+    return tls_ctx_new(out, &cfg, errmsg, errlen);
 }
 
 static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
@@ -524,7 +830,8 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
 {
     const char *listen = api->config_string(host, "listen");
     struct sockaddr_storage ss;
-    int64_t backlog, hw, mi;
+    int64_t backlog, hw, mi, handshake_s;
+    tls_ctx_t *tls;
     tcp_t *t;
     int rc;
 
@@ -534,19 +841,25 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
     }
-    backlog = api->config_int(host, "backlog", 1024);
-    hw = api->config_int(host, "high_water", 8 << 20);
-    mi = api->config_int(host, "max_inflight", 4096);
+    if (config_int(api, host, "backlog", 1024, &backlog, errmsg, errlen) != 0 ||
+        config_int(api, host, "high_water", 8 << 20, &hw, errmsg, errlen) != 0 ||
+        config_int(api, host, "max_inflight", 4096, &mi, errmsg, errlen) != 0)
+        return -1;
     if (backlog < 1 || backlog > 65535 || hw < 4096 || mi < 1 || mi > 1000000) {
         snprintf(errmsg, errlen, "backlog (1-65535), high_water (>= 4096) and max_inflight "
                  "(1-1000000) must be in range");
         return -1;
     }
+    if (tls_setup(api, host, &tls, &handshake_s, errmsg, errlen) != 0)
+        return -1;
     t = calloc(1, sizeof *t);
     if (t == NULL) {
+        tls_ctx_free(tls);
         snprintf(errmsg, errlen, "out of memory");
         return -1;
     }
+    t->tls = tls;
+    t->handshake_ms = (uint64_t)handshake_s * 1000;
     t->api = api;
     t->host = host;
     t->loop = api->loop(host);
@@ -580,7 +893,10 @@ static void tcp_stop(void *state)
 
 static void tcp_fini(void *state)
 {
-    free(state);
+    tcp_t *t = state;
+
+    tls_ctx_free(t->tls);
+    free(t);
 }
 
 static const mqhub_plugin_t tcp_plugin = {

@@ -2,7 +2,9 @@
  *   /healthz  200 "ok" while the process serves requests
  *   /readyz   200 when a leader is known and this node applied what was
  *             committed (within WS_READY_LAG entries), else 503 and why
- *   /metrics  Prometheus text format 0.0.4
+ *   /metrics  Prometheus text format 0.0.4, for an identity that may see
+ *             everything (auth_start(): the root token, a user with admin
+ *             on *, or anyone on a hub without credentials)
  * The dashboard's static files are served by lws itself (a file mount in
  * ws.c); everything else reaches http_callback().
  *
@@ -17,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
+#include <msgpack.h>
 
 #include "ws.h"
 
@@ -30,6 +32,7 @@ struct http_req {
     ws_t *w;
     struct lws *wsi;
     enum endpoint ep;
+    mqhub_session_t *session; /* /metrics: the credential check, then closed */
     void *ticket;     /* stats_want() pending */
     bool ready;       /* body rendered */
     bool header_sent;
@@ -261,6 +264,7 @@ static void counter_metrics(families_t *fs, ws_t *w)
         {"plugin_websocket_connections_total", "mqhub_websocket_connections_total"},
         {"plugin_websocket_frames_too_large", "mqhub_websocket_frames_too_large_total"},
         {"plugin_websocket_slow_clients_closed", "mqhub_websocket_slow_clients_closed_total"},
+        {"plugin_websocket_origins_refused", "mqhub_websocket_origins_refused_total"},
     };
     const mqhub_host_api_t *api = w->api;
 
@@ -404,21 +408,113 @@ static void on_snapshot(void *arg, const json_t *snap)
     lws_callback_on_writable(h->wsi);
 }
 
-static bool authorized(http_req_t *h)
-{
-    const char *token = h->w->token;
-    char got[300];
-    size_t tl;
+/* ------------------------------------------------------------ credential */
 
-    if (token == NULL)
-        return true;
-    tl = strlen(token);
-    if (lws_hdr_copy(h->wsi, got, sizeof got, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
-        strncmp(got, "Bearer ", 7) == 0 && strlen(got + 7) == tl &&
-        CRYPTO_memcmp(got + 7, token, tl) == 0)
-        return true;
-    return lws_get_urlarg_by_name(h->wsi, "token=", got, sizeof got) != NULL &&
-           strlen(got + 6) == tl && CRYPTO_memcmp(got + 6, token, tl) == 0;
+/* /metrics shows every queue and topic: the request's credential is checked
+ * by the hub itself, on a session of its own, as a client's would be
+ * (wrong tokens are throttled and logged there): hello with the bearer
+ * token (Authorization: Bearer T, or ?token=T), then user.list, which needs
+ * admin on *. NOT_LEADER comes after the permission check, so it passes. */
+
+/* The check's result. Its session stays open until the request ends
+ * (http_end): this runs inside the session's reply callback. */
+static void auth_done(http_req_t *h, unsigned status)
+{
+    if (status == 200) {
+        h->ticket = stats_want(h->w->stats, 0, on_snapshot, h);
+        return;
+    }
+    h->ready = true;
+    h->status = status;
+    h->body = strdup(status == 401 ? "a token is needed: Authorization: Bearer TOKEN\n"
+                                   : "this identity may not read /metrics (it needs the admin "
+                                     "grant on *)\n");
+    h->len = h->body != NULL ? strlen(h->body) : 0;
+    lws_callback_on_writable(h->wsi);
+}
+
+static const char *reply_code(const json_t *reply)
+{
+    const char *code = json_string_value(json_object_get(reply, "code"));
+    return json_is_true(json_object_get(reply, "ok")) ? "" : code != NULL ? code : "?";
+}
+
+static void on_auth_admin(void *arg, const char *buf, size_t len)
+{
+    json_t *reply = ws_reply_json(buf, len);
+    const char *code = reply_code(reply);
+
+    auth_done(arg, *code == '\0' || strcmp(code, "NOT_LEADER") == 0 ? 200
+                   : strcmp(code, "FORBIDDEN") == 0                ? 403
+                                                                   : 401);
+    json_decref(reply);
+}
+
+/* {op, id} (user.list) or, with @hello, {op: hello, id, version[, token]}
+ * (no token when @token is ""). */
+static void auth_request(http_req_t *h, bool hello, const char *token, mqhub_reply_cb cb)
+{
+    const char *op = hello ? "hello" : "user.list";
+    bool with_token = hello && *token != '\0';
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + hello + with_token);
+    msgpack_pack_str_with_body(&pk, "op", 2);
+    msgpack_pack_str_with_body(&pk, op, strlen(op));
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_uint8(&pk, 1);
+    if (hello) {
+        msgpack_pack_str_with_body(&pk, "version", 7);
+        msgpack_pack_uint8(&pk, 1);
+    }
+    if (with_token) {
+        msgpack_pack_str_with_body(&pk, "token", 5);
+        msgpack_pack_str_with_body(&pk, token, strlen(token));
+    }
+    h->w->api->request(h->session, sb.data, sb.size, cb, h);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void on_auth_hello(void *arg, const char *buf, size_t len)
+{
+    http_req_t *h = arg;
+    json_t *reply = ws_reply_json(buf, len);
+    bool ok = *reply_code(reply) == '\0';
+
+    json_decref(reply);
+    if (ok)
+        auth_request(h, false, "", on_auth_admin);
+    else
+        auth_done(h, 401);
+}
+
+/* The bearer token of the request into @out ("" when none). */
+static void bearer(struct lws *wsi, char *out, size_t len)
+{
+    char got[300];
+
+    *out = '\0';
+    if (lws_hdr_copy(wsi, got, sizeof got, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        strncmp(got, "Bearer ", 7) == 0)
+        snprintf(out, len, "%s", got + 7);
+    else if (lws_get_urlarg_by_name(wsi, "token=", got, sizeof got) != NULL)
+        snprintf(out, len, "%s", got + 6);
+}
+
+static int auth_start(http_req_t *h)
+{
+    char token[300], peer[96] = "?";
+
+    lws_get_peer_simple(h->wsi, peer, sizeof peer);
+    bearer(h->wsi, token, sizeof token);
+    h->session = h->w->api->session_open(h->w->host, peer, NULL, NULL);
+    if (h->session == NULL)
+        return -1;
+    auth_request(h, true, token, on_auth_hello);
+    return 0;
 }
 
 static int start(ws_t *w, struct lws *wsi, http_req_t *h)
@@ -436,10 +532,8 @@ static int start(ws_t *w, struct lws *wsi, http_req_t *h)
         lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     }
-    if (h->ep == EP_METRICS && !authorized(h)) {
-        lws_return_http_status(wsi, HTTP_STATUS_UNAUTHORIZED, "a token is needed");
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
-    }
+    if (h->ep == EP_METRICS)
+        return auth_start(h);
     if (h->ep == EP_HEALTHZ) {
         h->ready = true;
         h->status = 200;
@@ -459,14 +553,32 @@ static int write_header(http_req_t *h)
     const char *type = h->ep == EP_METRICS ? "text/plain; version=0.0.4; charset=utf-8"
                                            : "text/plain; charset=utf-8";
 
+    if (h->status != 200)
+        type = "text/plain; charset=utf-8";
     if (lws_add_http_common_headers(h->wsi, h->status, type, (lws_filepos_t)h->len, &p, end) ||
         lws_add_http_header_by_name(h->wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &p, end) ||
+        (h->status == 401 &&
+         lws_add_http_header_by_name(h->wsi, (const unsigned char *)"www-authenticate:",
+                                     (const unsigned char *)"Bearer realm=\"mqhub\"", 20, &p,
+                                     end)) ||
         lws_finalize_write_http_header(h->wsi, start, &p, end))
         return -1;
     h->header_sent = true;
     lws_callback_on_writable(h->wsi);
     return 0;
+}
+
+/* The request is over (answered, or its connection closed): free its
+ * state, so that a kept-alive connection may ask again. */
+static void http_end(http_req_t *h)
+{
+    if (h->ticket != NULL)
+        stats_cancel(h->w->stats, h->ticket);
+    if (h->session != NULL)
+        h->w->api->session_close(h->session); /* no reply callback after this */
+    free(h->body);
+    memset(h, 0, sizeof *h);
 }
 
 static int write_body(http_req_t *h)
@@ -480,8 +592,7 @@ static int write_body(http_req_t *h)
     memcpy(buf + LWS_PRE, h->body, h->len);
     n = lws_write(h->wsi, buf + LWS_PRE, h->len, LWS_WRITE_HTTP_FINAL);
     free(buf);
-    free(h->body);
-    memset(h, 0, sizeof *h); /* a kept-alive connection may ask again */
+    http_end(h);
     if (n < 0)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -499,17 +610,15 @@ int http_callback(ws_t *w, struct lws *wsi, enum lws_callback_reasons reason, vo
         if (h == NULL || h->wsi == NULL || !h->ready)
             break;
         if (h->status >= 500 && h->body == NULL) {
-            lws_return_http_status(wsi, h->status, "metrics unavailable");
+            http_end(h);
+            lws_return_http_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR,
+                                   "metrics unavailable");
             return lws_http_transaction_completed(wsi) ? -1 : 0;
         }
         return h->header_sent ? write_body(h) : write_header(h);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (h != NULL && h->wsi != NULL) {
-            if (h->ticket != NULL)
-                stats_cancel(w->stats, h->ticket);
-            free(h->body);
-            memset(h, 0, sizeof *h);
-        }
+        if (h != NULL && h->wsi != NULL)
+            http_end(h);
         break;
     default:
         break;

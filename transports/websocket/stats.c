@@ -322,12 +322,10 @@ static void on_tick(uv_timer_t *t)
 int stats_new(stats_t **out, ws_t *w)
 {
     stats_t *s = calloc(1, sizeof *s);
-    int64_t interval = w->api->config_int(w->host, "stats_interval_ms", 1000);
+    int64_t interval = w->stats_interval_ms;
 
     if (s == NULL)
         return -1;
-    if (interval < 100)
-        interval = 100;
     s->w = w;
     s->session = w->api->session_open(w->host, "websocket-stats", NULL, NULL);
     if (s->session == NULL) {

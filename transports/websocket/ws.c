@@ -7,11 +7,15 @@
  *
  * Start with ws_init(): one libwebsockets context on the daemon's libuv loop
  * (a foreign loop: lws adds its handles, runs no thread and installs no
- * signal handler). callback() dispatches lws events: conn_open() opens one
+ * signal handler). The listening socket is ours (listen_open(), exactly the
+ * configured address; on_accept() hands connections to lws), and
+ * origin_check() refuses upgrades from foreign web pages (allowed_origins).
+ * callback() dispatches lws events: conn_open() opens one
  * host session per WebSocket, conn_receive() gathers a message's fragments
  * and handle() submits it (requests go to api->request; stats.subscribe is
- * answered here), replies and pushes are queued by enqueue() and written one
- * per writable event by conn_writable().
+ * answered here, its pushes restricted for a named user without admin by
+ * push_restricted()), replies and pushes are queued by enqueue() and
+ * written one per writable event by conn_writable().
  *
  * Limits: a message above max_frame is answered FRAME_TOO_LARGE and the
  * connection closed (1009); a request the host cannot read closes it after
@@ -26,27 +30,36 @@
  * closing lws's handles), ws_fini() calls it again after the loop drained
  * to free the rest.
  */
+#include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <msgpack.h>
 
 #include "codec.h"
+#include "mp.h"
+#include "wire.h"
 #include "ws.h"
 
 #define WS_PROTO_JSON "mqhub.v1.json"
 #define WS_PROTO_MSGPACK "mqhub.v1.msgpack"
 #define WS_PROTO_HTTP "mqhub-http"
 #define WS_KILL_SECS 3
+#define WS_BACKLOG 511
+#define WS_ACCEPTS_PER_WAKE 64
+#define WS_MAX_ORIGINS 16
+#define WS_ORIGIN_LOG_MS 1000
 #define WS_CSP                                                                             \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "     \
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
-#ifndef MQHUB_WS_WWW
-#define MQHUB_WS_WWW "www"
-#endif
 
 typedef struct out {
     struct out *next;
@@ -55,7 +68,7 @@ typedef struct out {
     unsigned char buf[]; /* LWS_PRE bytes of room, then the message */
 } out_t;
 
-enum creq_kind { CREQ_CLIENT, CREQ_TOKEN, CREQ_STATS };
+enum creq_kind { CREQ_CLIENT, CREQ_TOKEN, CREQ_STATS, CREQ_LIST };
 
 typedef struct creq {
     conn_t *c;
@@ -79,6 +92,12 @@ struct conn {
     char close_reason[120];
     uint64_t stats_interval; /* 0: not subscribed to stats */
     uint64_t stats_last;
+    /* A named user without admin on *: its stats pushes hold only the
+     * queues and topics its own queue.list / topic.list return (visible:
+     * {"queues": [name], "topics": [name]}, refreshed with every push). */
+    bool stats_restricted;
+    json_t *visible;
+    unsigned lists_pending;
     conn_t *prev, *next;
 };
 
@@ -92,9 +111,22 @@ typedef struct ws_full {
     lws_retry_bo_t retry;
     void *loops[1];
     unsigned n_stats; /* connections subscribed to stats */
+    bool dashboard;   /* config dashboard: serve www/ at / */
     char www[PATH_MAX];
-    char iface[128];
-    int port;
+    struct sockaddr_storage addr; /* config listen, numeric */
+    int listen_fd;                /* ours, not lws's: see listen_open() */
+    uv_poll_t *listener;          /* readable listen_fd: accept and adopt; freed
+                                   * by its close callback (it may outlive us) */
+    char bound[INET6_ADDRSTRLEN + 8]; /* "ip:port" / "[ip]:port" actually bound */
+    bool tls;
+    /* WebSocket upgrades with an Origin header must name one of these
+     * (origin_allowed()); any_origin: allowed_origins = "*"; same_host: a
+     * wildcard listen without allowed_origins, the Origin must match Host. */
+    char origins[WS_MAX_ORIGINS][128];
+    unsigned n_origins;
+    bool any_origin, same_host;
+    uint64_t origin_logged_at; /* loop ms of the last refusal logged */
+    unsigned origin_unlogged;  /* refusals since, not logged */
 } ws_full_t;
 
 /* lws logs through one process-wide function: the instance it reports to. */
@@ -286,6 +318,7 @@ static bool reply_ok(const char *buf, size_t len)
 }
 
 static void stats_subscribed(conn_t *c, const creq_t *r, const char *buf, size_t len);
+static void visible_update(conn_t *c, const char *buf, size_t len);
 
 static void on_reply(void *arg, const char *buf, size_t len)
 {
@@ -306,6 +339,9 @@ static void on_reply(void *arg, const char *buf, size_t len)
         break;
     case CREQ_STATS:
         stats_subscribed(c, r, buf, len);
+        break;
+    case CREQ_LIST:
+        visible_update(c, buf, len);
         break;
     }
     free(r);
@@ -350,28 +386,134 @@ static void set_stats(conn_t *c, uint64_t interval_ms)
     stats_set_active(c->w->stats, f->n_stats > 0);
 }
 
-/* The ping standing for stats.subscribe was answered: an error (no token
- * yet) goes to the client as it is, success subscribes. */
-static void stats_subscribed(conn_t *c, const creq_t *r, const char *buf, size_t len)
+json_t *ws_reply_json(const char *buf, size_t len)
 {
     msgpack_unpacked u;
     size_t off = 0;
-    json_t *reply = NULL;
+    json_t *v = NULL;
 
-    if (!reply_ok(buf, len)) {
-        send_msgpack(c, buf, len);
-        return;
-    }
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS)
-        reply = codec_msgpack_to_json(&u.data);
+        v = codec_msgpack_to_json(&u.data);
     msgpack_unpacked_destroy(&u);
+    return v;
+}
+
+/* The user.list standing for stats.subscribe was answered. Success (root,
+ * anonymous, admin on *): the whole snapshot. FORBIDDEN (a named user
+ * without admin): subscribed, restricted to what the user may list. Any
+ * other error (UNAUTHORIZED before the hello) goes to the client as it is. */
+static void stats_subscribed(conn_t *c, const creq_t *r, const char *buf, size_t len)
+{
+    json_t *reply = ws_reply_json(buf, len), *ok;
+    const char *code = json_string_value(json_object_get(reply, "code"));
+    /* NOT_LEADER comes after the permission check: a follower's admin. */
+    bool full = reply_ok(buf, len) || (code != NULL && strcmp(code, "NOT_LEADER") == 0);
+    bool restricted = code != NULL && strcmp(code, "FORBIDDEN") == 0;
+
     if (reply == NULL)
         return;
-    json_object_set_new(reply, "interval_ms", json_integer((json_int_t)r->interval_ms));
-    send_json(c, reply);
+    if (!full && !restricted) {
+        send_json(c, reply);
+        json_decref(reply);
+        return;
+    }
+    ok = json_pack("{s:b, s:O?}", "ok", 1, "id", json_object_get(reply, "id"));
+    if (ok != NULL && r->interval_ms != 0) {
+        json_object_set_new(ok, "interval_ms", json_integer((json_int_t)r->interval_ms));
+        json_object_set_new(ok, "restricted", json_boolean(restricted));
+    }
+    if (ok != NULL)
+        send_json(c, ok);
+    json_decref(ok);
     json_decref(reply);
+    c->stats_restricted = restricted;
     set_stats(c, r->interval_ms);
+}
+
+/* ----------------------------------------------------- restricted stats */
+
+/* Ask, in @c's own session, for the queues and topics it may list. */
+static void visible_refresh(conn_t *c)
+{
+    static const char *const ops[] = {"queue.list", "topic.list"};
+
+    if (c->lists_pending > 0)
+        return;
+    for (int i = 0; i < 2; i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 3);
+        msgpack_pack_str_with_body(&pk, "op", 2);
+        msgpack_pack_str_with_body(&pk, ops[i], strlen(ops[i]));
+        msgpack_pack_str_with_body(&pk, "id", 2);
+        msgpack_pack_uint64(&pk, 0);
+        msgpack_pack_str_with_body(&pk, "limit", 5);
+        msgpack_pack_uint16(&pk, 1000);
+        c->lists_pending++;
+        submit(c, CREQ_LIST, sb.data, sb.size, 0);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+/* A queue.list / topic.list of visible_refresh() answered. */
+static void visible_update(conn_t *c, const char *buf, size_t len)
+{
+    json_t *reply = ws_reply_json(buf, len);
+    static const char *const keys[] = {"queues", "topics"};
+
+    c->lists_pending--;
+    if (c->visible == NULL)
+        c->visible = json_object();
+    for (int i = 0; reply != NULL && c->visible != NULL && i < 2; i++) {
+        json_t *names = json_object_get(reply, keys[i]);
+        if (json_is_array(names))
+            json_object_set(c->visible, keys[i], names);
+    }
+    json_decref(reply);
+}
+
+static bool name_in(const json_t *names, const char *name)
+{
+    size_t i;
+    json_t *n;
+
+    json_array_foreach(names, i, n) {
+        if (json_is_string(n) && name != NULL && strcmp(json_string_value(n), name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* @push with only the queues and topics of @c->visible, and without blocks
+ * and scripts (they need script on *): a new reference, NULL on
+ * out-of-memory. */
+static json_t *push_restricted(const conn_t *c, const json_t *push)
+{
+    static const char *const keys[] = {"queues", "topics"};
+    json_t *copy = json_copy((json_t *)push), *errors;
+
+    if (copy == NULL)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        const json_t *names = json_object_get(c->visible, keys[i]);
+        json_t *kept = json_array(), *e;
+        size_t k;
+        json_array_foreach(json_object_get(push, keys[i]), k, e) {
+            if (name_in(names, json_string_value(json_object_get(e, "name"))))
+                json_array_append(kept, e);
+        }
+        json_object_set_new(copy, keys[i], kept);
+    }
+    json_object_del(copy, "blocks");
+    json_object_del(copy, "scripts");
+    errors = json_object();
+    json_object_set_new(errors, "block.list", json_string("FORBIDDEN: blocks need the script "
+                                                          "grant on *"));
+    json_object_set_new(copy, "errors", errors);
+    return copy;
 }
 
 void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms)
@@ -381,74 +523,73 @@ void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms)
             now_ms + 50 < c->stats_last + c->stats_interval)
             continue;
         c->stats_last = now_ms;
-        send_json(c, push);
+        if (!c->stats_restricted) {
+            send_json(c, push);
+            continue;
+        }
+        if (c->visible != NULL) { /* none yet: the first push waits for the lists */
+            json_t *mine = push_restricted(c, push);
+            if (mine != NULL)
+                send_json(c, mine);
+            json_decref(mine);
+        }
+        visible_refresh(c);
     }
 }
 
 /* ---------------------------------------------------------------- requests */
 
-typedef struct local_view {
-    const char *op;
-    size_t op_len;
-    const msgpack_object *id;
-    uint64_t interval_ms;
-} local_view_t;
-
-static bool key_is(const msgpack_object *k, const char *s)
+static bool op_is(const wire_request_t *v, const char *op)
 {
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(s) &&
-           memcmp(k->via.str.ptr, s, k->via.str.size) == 0;
+    return v->op_len == strlen(op) && memcmp(v->op, op, v->op_len) == 0;
 }
 
-static void read_local(const msgpack_object *map, local_view_t *v)
+/* The interval_ms a stats.subscribe asks for, within the configured bounds. */
+static uint64_t stats_interval(const ws_t *w, const wire_request_t *v)
 {
-    for (uint32_t i = 0; map->type == MSGPACK_OBJECT_MAP && i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (key_is(&kv->key, "op") && kv->val.type == MSGPACK_OBJECT_STR) {
-            v->op = kv->val.via.str.ptr;
-            v->op_len = kv->val.via.str.size;
-        } else if (key_is(&kv->key, "id")) {
-            v->id = &kv->val;
-        } else if (key_is(&kv->key, "interval_ms") &&
-                   kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            v->interval_ms = kv->val.via.u64;
-        }
-    }
+    const msgpack_object *o = mp_map_get(v->map, "interval_ms");
+    uint64_t iv = o != NULL && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 != 0
+                      ? o->via.u64
+                      : MQHUB_STATS_INTERVAL_MS_DEFAULT;
+
+    if (iv < (uint64_t)w->stats_interval_ms)
+        iv = (uint64_t)w->stats_interval_ms;
+    return iv < MQHUB_STATS_INTERVAL_MS_MAX ? iv : MQHUB_STATS_INTERVAL_MS_MAX;
 }
 
 /* stats.subscribe {interval_ms} / stats.unsubscribe {}: answered by the
- * transport. Returns true when @buf was one of them. */
+ * transport. Returns true when @buf was one of them. Anything else, a frame
+ * that is not one readable request included, goes to the host, which
+ * answers it. wire_decode_request runs the size guard (mp_extent) before
+ * msgpack-c builds anything: a 5-byte frame announcing 2^32 elements must
+ * not make msgpack-c allocate for them. */
 static bool handle_local(conn_t *c, const char *buf, size_t len)
 {
-    int64_t base = c->w->api->config_int(c->w->host, "stats_interval_ms", 1000);
     msgpack_unpacked u;
-    size_t off = 0;
-    local_view_t v = {0};
-    bool sub, unsub, mine;
+    wire_request_t v;
+    char err[128];
+    bool read, sub, unsub, mine;
 
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS)
-        read_local(&u.data, &v);
-    sub = v.op != NULL && v.op_len == 15 && memcmp(v.op, "stats.subscribe", 15) == 0;
-    unsub = v.op != NULL && v.op_len == 17 && memcmp(v.op, "stats.unsubscribe", 17) == 0;
-    mine = (sub || unsub) && v.id != NULL && v.id->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+    read = wire_decode_request(&u, buf, len, &v, err, sizeof err) == 0;
+    sub = read && op_is(&v, "stats.subscribe");
+    unsub = read && op_is(&v, "stats.unsubscribe");
+    mine = sub || unsub;
     if (mine) {
-        /* Answered by a ping with the client's id: it fails as any other op
-         * would (UNAUTHORIZED before the token's hello). */
-        uint64_t iv = v.interval_ms ? v.interval_ms : MQHUB_STATS_INTERVAL_MS_DEFAULT;
+        /* Answered by a user.list with the client's id: it fails as any
+         * other op would (UNAUTHORIZED before the token's hello), and tells
+         * an identity that sees everything (admin on *) from a named user
+         * whose pushes are restricted (FORBIDDEN; stats_subscribed). */
+        uint64_t iv = stats_interval(c->w, &v);
         msgpack_sbuffer sb;
         msgpack_packer pk;
-        if (iv < (uint64_t)base)
-            iv = (uint64_t)base;
-        if (iv > MQHUB_STATS_INTERVAL_MS_MAX)
-            iv = MQHUB_STATS_INTERVAL_MS_MAX;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, 2);
         msgpack_pack_str_with_body(&pk, "op", 2);
-        msgpack_pack_str_with_body(&pk, "ping", 4);
+        msgpack_pack_str_with_body(&pk, "user.list", 9);
         msgpack_pack_str_with_body(&pk, "id", 2);
-        msgpack_pack_uint64(&pk, v.id->via.u64);
+        msgpack_pack_uint64(&pk, v.id);
         submit(c, CREQ_STATS, sb.data, sb.size, sub ? iv : 0);
         msgpack_sbuffer_destroy(&sb);
     }
@@ -521,6 +662,153 @@ static int conn_receive(conn_t *c, const char *in, size_t len)
     return 0;
 }
 
+/* ---------------------------------------------------------------- origins */
+
+/* Cross-site WebSocket hijacking: a page of any site open in a browser can
+ * open ws://127.0.0.1:6280/, and the browser says which site it came from in
+ * Origin. Browsers always send it on WebSocket upgrades; other clients
+ * (libraries, the CLI's peers) usually do not, and are let through. */
+
+static void origin_add(ws_full_t *f, const char *scheme, const char *host, int port)
+{
+    bool default_port = (strcmp(scheme, "http") == 0 && port == 80) ||
+                        (strcmp(scheme, "https") == 0 && port == 443);
+
+    if (f->n_origins + 2 > WS_MAX_ORIGINS)
+        return;
+    snprintf(f->origins[f->n_origins++], sizeof f->origins[0], "%s://%s:%d", scheme, host,
+             port);
+    if (default_port) /* a browser leaves the default port out */
+        snprintf(f->origins[f->n_origins++], sizeof f->origins[0], "%s://%s", scheme, host);
+}
+
+/* The dashboard's own origins: the bound address, and for loopback the
+ * names a browser on this host may use for it. A wildcard listen has no
+ * one name: the Origin must then match the request's Host (same_host). */
+static void origins_default(ws_full_t *f)
+{
+    const char *scheme = f->tls ? "https" : "http";
+    char ip[sizeof f->bound];
+    bool v6 = f->addr.ss_family == AF_INET6;
+    const unsigned char *a6 = ((struct sockaddr_in6 *)&f->addr)->sin6_addr.s6_addr;
+    uint32_t a4 = ntohl(((struct sockaddr_in *)&f->addr)->sin_addr.s_addr);
+    int port = v6 ? ntohs(((struct sockaddr_in6 *)&f->addr)->sin6_port)
+                  : ntohs(((struct sockaddr_in *)&f->addr)->sin_port);
+    bool any = v6 ? IN6_IS_ADDR_UNSPECIFIED((const struct in6_addr *)a6) : a4 == INADDR_ANY;
+    bool loopback = v6 ? IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)a6) : (a4 >> 24) == 127;
+
+    if (any) {
+        f->same_host = true;
+        return;
+    }
+    snprintf(ip, sizeof ip, "%s", f->bound);
+    *strrchr(ip, ':') = '\0'; /* "127.0.0.1", "[::1]" */
+    origin_add(f, scheme, ip, port);
+    if (loopback) {
+        origin_add(f, scheme, "localhost", port);
+        if (strcmp(ip, "127.0.0.1") != 0)
+            origin_add(f, scheme, "127.0.0.1", port);
+        if (strcmp(ip, "[::1]") != 0)
+            origin_add(f, scheme, "[::1]", port);
+    }
+}
+
+/* allowed_origins = "https://a.example:6280 http://b.example" (spaces or
+ * commas between them), or "*" for any origin. */
+static int origins_parse(ws_full_t *f, const char *list, char *errmsg, size_t errlen)
+{
+    const char *p = list;
+
+    while (*p != '\0') {
+        size_t n = strcspn(p, " ,\t");
+        if (n == 1 && *p == '*') {
+            f->any_origin = true;
+        } else if (n > 0) {
+            if ((strncmp(p, "http://", 7) != 0 && strncmp(p, "https://", 8) != 0) ||
+                n >= sizeof f->origins[0] || f->n_origins == WS_MAX_ORIGINS ||
+                p[n - 1] == '/') {
+                snprintf(errmsg, errlen, "allowed_origins: \"%.*s\" is not an origin "
+                         "(scheme://host[:port], no path; at most %d of them)",
+                         (int)(n < 200 ? n : 200), p, WS_MAX_ORIGINS);
+                return -1;
+            }
+            memcpy(f->origins[f->n_origins], p, n);
+            f->origins[f->n_origins++][n] = '\0';
+        }
+        p += n;
+        p += strspn(p, " ,\t");
+    }
+    return 0;
+}
+
+static bool origin_allowed(const ws_full_t *f, struct lws *wsi, const char *origin)
+{
+    char host[256], own[300];
+
+    if (f->any_origin)
+        return true;
+    for (unsigned i = 0; i < f->n_origins; i++)
+        if (strcasecmp(f->origins[i], origin) == 0)
+            return true;
+    if (!f->same_host || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
+        return false;
+    snprintf(own, sizeof own, "%s://%s", f->tls ? "https" : "http", host);
+    return strcasecmp(own, origin) == 0;
+}
+
+/* A refusal in the log: at most one line a second, with how many were not
+ * logged since (a page can retry in a loop). */
+static void origin_log(ws_full_t *f, struct lws *wsi, const char *origin)
+{
+    ws_t *w = &f->w;
+    uint64_t now = ws_now(w);
+    char peer[96] = "?";
+
+    w->api->metric_add(w->host, "origins_refused", 1);
+    if (f->origin_logged_at != 0 && now < f->origin_logged_at + WS_ORIGIN_LOG_MS) {
+        f->origin_unlogged++;
+        return;
+    }
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    w->api->log(w->host, MQHUB_LOG_WARN, "WebSocket upgrade refused (403): Origin \"%s\" is "
+                "not in allowed_origins, peer=%s refusals_not_logged=%u", origin, peer,
+                f->origin_unlogged);
+    f->origin_logged_at = now;
+    f->origin_unlogged = 0;
+}
+
+/* The 403, written raw: lws_return_http_status() at this point of an
+ * upgrade answers "HTTP/1.0", which WebSocket clients refuse to read. */
+static void write_forbidden(struct lws *wsi)
+{
+    static const char body[] = "WebSocket refused: this Origin is not in allowed_origins\n";
+    unsigned char buf[LWS_PRE + 512];
+    int n = snprintf((char *)buf + LWS_PRE, sizeof buf - LWS_PRE,
+                     "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                     "content-length: %zu\r\ncache-control: no-store\r\nconnection: close"
+                     "\r\n\r\n%s", sizeof body - 1, body);
+
+    lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_HTTP_HEADERS);
+}
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: 0 lets the upgrade go on; -1 after a
+ * 403 was written (lws then hangs up). */
+static int origin_check(ws_full_t *f, struct lws *wsi)
+{
+    char origin[256];
+    int len = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+
+    if (len <= 0)
+        return 0;
+    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+        snprintf(origin, sizeof origin, "(%d bytes)", len);
+    else if (origin_allowed(f, wsi, origin))
+        return 0;
+    origin_log(f, wsi, origin);
+    write_forbidden(wsi);
+    return -1;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 /* ?token=... on the upgrade request: say hello with it for the client. */
@@ -591,6 +879,7 @@ static void conn_free(conn_t *c)
         c->reqs = next;
     }
     drop_queue(c);
+    json_decref(c->visible);
     free(c->in);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -609,6 +898,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     conn_t **slot = user;
 
     switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return origin_check((ws_full_t *)w, wsi);
     case LWS_CALLBACK_ESTABLISHED:
         return conn_open(w, wsi, slot);
     case LWS_CALLBACK_RECEIVE:
@@ -637,26 +928,91 @@ static void emit_log(int level, const char *line)
                          "lws: %.*s", (int)n, line);
 }
 
-/* "host:port" or "[v6]:port" → interface and port (a 0.0.0.0 or :: host
- * means every interface). */
+/* "host:port" or "[v6]:port", host a numeric IPv4 or IPv6 address (as for
+ * the TCP transport; 0.0.0.0 or :: is every interface), into @f->addr. */
 static int parse_listen(ws_full_t *f, const char *s)
 {
     const char *colon = strrchr(s, ':');
+    char host[INET6_ADDRSTRLEN];
     size_t hl;
+    int port;
 
-    if (colon == NULL || sscanf(colon + 1, "%d", &f->port) != 1 || f->port < 0 ||
-        f->port > 65535)
+    if (colon == NULL || sscanf(colon + 1, "%d", &port) != 1 || port < 0 || port > 65535)
         return -1;
     hl = (size_t)(colon - s);
     if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
         s++;
         hl -= 2;
     }
-    if (hl == 0 || hl >= sizeof f->iface)
+    if (hl == 0 || hl >= sizeof host)
         return -1;
-    memcpy(f->iface, s, hl);
-    f->iface[hl] = '\0';
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&f->addr) == 0)
+        return 0;
+    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)&f->addr) == 0 ? 0 : -1;
+}
+
+/* The integer @key of the config into *@out (@def when absent); on a value
+ * that is not an integer, a sentence in @errmsg (the host logged it too). */
+static int config_int(ws_t *w, const char *key, int64_t def, int64_t *out, char *errmsg,
+                      size_t errlen)
+{
+    int rc = w->api->config_int(w->host, key, def, out);
+
+    if (rc != 0)
+        snprintf(errmsg, errlen, "%s must be an integer", key);
+    return rc;
+}
+
+/* The integer settings, checked: buffers, keepalive, stats, dashboard. */
+static int read_limits(ws_full_t *f, char *errmsg, size_t errlen)
+{
+    ws_t *w = &f->w;
+    int64_t send_buffer, ping, idle, dashboard;
+
+    if (config_int(w, "send_buffer", 4 << 20, &send_buffer, errmsg, errlen) != 0 ||
+        config_int(w, "ping_interval", 20, &ping, errmsg, errlen) != 0 ||
+        config_int(w, "idle_timeout", 60, &idle, errmsg, errlen) != 0 ||
+        config_int(w, "stats_interval_ms", 1000, &w->stats_interval_ms, errmsg, errlen) != 0 ||
+        config_int(w, "dashboard", 1, &dashboard, errmsg, errlen) != 0)
+        return -1;
+    if (w->stats_interval_ms < 100) /* the collector's floor */
+        w->stats_interval_ms = 100;
+    if (send_buffer < 4096 || ping < 1 || ping > 3600 || idle <= ping || idle > 65535) {
+        snprintf(errmsg, errlen, "send_buffer (>= 4096), ping_interval (1-3600) and "
+                 "idle_timeout (above ping_interval, <= 65535) must be in range");
+        return -1;
+    }
+    w->send_limit = (size_t)send_buffer;
+    f->retry.secs_since_valid_ping = (uint16_t)ping;
+    f->retry.secs_since_valid_hangup = (uint16_t)idle;
+    f->dashboard = dashboard != 0;
     return 0;
+}
+
+/* The dashboard folder when the config has no `www`, into @out (0, or -1
+ * when it cannot be told). websocket.so loaded from the build tree's plugin
+ * folder (make run, the tests) serves the source tree's www/, so edits show
+ * at once; an installed one serves MQHUB_PLUGINDIR_TO_WWW from the folder it
+ * was loaded from (dladdr), so a tree installed under any prefix serves its
+ * own dashboard (docs/architecture.md "Install layout"). */
+static int default_www(char *out, size_t len)
+{
+    Dl_info info;
+    char dir[PATH_MAX], build[PATH_MAX];
+    char *slash;
+    bool build_tree;
+    int n;
+
+    if (dladdr((void *)default_www, &info) == 0 || info.dli_fname == NULL ||
+        realpath(info.dli_fname, dir) == NULL || (slash = strrchr(dir, '/')) == NULL)
+        return -1;
+    *slash = '\0';
+    build_tree = realpath(MQHUB_WS_BUILD_PLUGINDIR, build) != NULL && strcmp(dir, build) == 0;
+    n = build_tree ? snprintf(out, len, "%s", MQHUB_WS_SOURCE_WWW)
+                   : snprintf(out, len, "%s/%s", dir, MQHUB_PLUGINDIR_TO_WWW);
+    return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
 static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
@@ -665,9 +1021,7 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
     const mqhub_host_api_t *api = w->api;
     const char *listen = api->config_string(w->host, "listen");
     const char *www = api->config_string(w->host, "www");
-    int64_t send_buffer = api->config_int(w->host, "send_buffer", 4 << 20);
-    int64_t ping = api->config_int(w->host, "ping_interval", 20);
-    int64_t idle = api->config_int(w->host, "idle_timeout", 60);
+    const char *origins = api->config_string(w->host, "allowed_origins");
 
     if (listen == NULL)
         listen = MQHUB_DEFAULT_WS_ADDRESS;
@@ -675,16 +1029,17 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
     }
-    if (send_buffer < 4096 || ping < 1 || ping > 3600 || idle <= ping || idle > 65535) {
-        snprintf(errmsg, errlen, "send_buffer (>= 4096), ping_interval (1-3600) and "
-                 "idle_timeout (above ping_interval, <= 65535) must be in range");
+    if (read_limits(f, errmsg, errlen) != 0)
+        return -1;
+    if (www != NULL) {
+        snprintf(f->www, sizeof f->www, "%s", www);
+    } else if (default_www(f->www, sizeof f->www) != 0) {
+        snprintf(errmsg, errlen, "no www given and websocket.so's own folder is unknown");
         return -1;
     }
-    snprintf(f->www, sizeof f->www, "%s", www != NULL ? www : MQHUB_WS_WWW);
-    w->send_limit = (size_t)send_buffer;
+    if (origins != NULL && origins_parse(f, origins, errmsg, errlen) != 0)
+        return -1;
     w->max_frame = api->max_frame(w->host) ? api->max_frame(w->host) : MQHUB_DEFAULT_MAX_FRAME;
-    f->retry.secs_since_valid_ping = (uint16_t)ping;
-    f->retry.secs_since_valid_hangup = (uint16_t)idle;
     if (MQHUB_HOST_HAS(api, auth_token))
         w->token = api->auth_token(w->host);
     return 0;
@@ -722,38 +1077,125 @@ static void set_mounts(ws_full_t *f, bool dashboard)
         NULL, NULL, "referrer-policy:", "no-referrer"};
 }
 
-static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
-                   size_t errlen)
+/* ---------------------------------------------------------------- listening */
+
+/* lws 4.1.6 reads info.iface as an interface name first; with IPv6 on it
+ * then parses an IPv4 address given there into the wrong bytes of its
+ * sockaddr_in6 (lib/plat/unix/unix-sockets.c lws_interface_to_sa), so
+ * listen = "127.0.0.1:6280" listened on [::]:6280, every interface. The
+ * plugin therefore binds the listening socket itself, exactly at the
+ * configured address, and hands each accepted connection to lws
+ * (lws_adopt_socket_vhost; the vhost listens on nothing of its own). */
+
+/* "ip:port" or "[ip]:port" of @ss into @out. */
+static void addr_name(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    bool v6 = ss->ss_family == AF_INET6;
+    int port = v6 ? ntohs(((const struct sockaddr_in6 *)ss)->sin6_port)
+                  : ntohs(((const struct sockaddr_in *)ss)->sin_port);
+
+    if (v6)
+        uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof ip);
+    else
+        uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof ip);
+    snprintf(out, len, v6 ? "[%s]:%d" : "%s:%d", ip, port);
+}
+
+/* The listening socket, bound to @f->addr; its real address (getsockname:
+ * the port when the config said 0) into @f->bound and @f->addr. */
+static int listen_open(ws_full_t *f, char *errmsg, size_t errlen)
+{
+    socklen_t len = f->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                  : sizeof(struct sockaddr_in);
+    int fd = socket(f->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+
+    addr_name(&f->addr, f->bound, sizeof f->bound);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&f->addr, len) != 0 || listen(fd, WS_BACKLOG) != 0) {
+        snprintf(errmsg, errlen, "listen on %s: %s", f->bound, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    len = sizeof f->addr;
+    if (getsockname(fd, (struct sockaddr *)&f->addr, &len) == 0)
+        addr_name(&f->addr, f->bound, sizeof f->bound);
+    f->listen_fd = fd;
+    return 0;
+}
+
+/* The listening socket is readable: accept what waits (a bounded number per
+ * wake-up, so that a flood does not starve the loop) and give it to lws,
+ * which closes it itself when it cannot take it. */
+static void on_accept(uv_poll_t *p, int status, int events)
+{
+    ws_full_t *f = p->data;
+    struct lws_vhost *vh = lws_get_vhost_by_name(f->w.ctx, "mqhub");
+
+    (void)events;
+    for (int i = 0; status == 0 && vh != NULL && i < WS_ACCEPTS_PER_WAKE; i++) {
+        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                f->w.api->log(f->w.host, MQHUB_LOG_WARN, "accept on %s: %s", f->bound,
+                              strerror(errno));
+            return;
+        }
+        lws_adopt_socket_vhost(vh, fd);
+    }
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Close the listener handle and the listening socket (the handle's memory
+ * goes in its close callback). */
+static void listen_close(ws_full_t *f)
+{
+    if (f->listener != NULL)
+        uv_close((uv_handle_t *)f->listener, on_listener_closed);
+    f->listener = NULL;
+    if (f->listen_fd >= 0)
+        close(f->listen_fd); /* after uv_close: no longer polled */
+    f->listen_fd = -1;
+}
+
+static int listen_start(ws_full_t *f, char *errmsg, size_t errlen)
+{
+    int rc = UV_ENOMEM;
+
+    f->listener = malloc(sizeof *f->listener);
+    if (f->listener != NULL && (rc = uv_poll_init_socket(f->w.loop, f->listener,
+                                                         f->listen_fd)) != 0) {
+        free(f->listener);
+        f->listener = NULL;
+    }
+    if (rc == 0) {
+        f->listener->data = f;
+        rc = uv_poll_start(f->listener, UV_READABLE, on_accept);
+    }
+    if (rc != 0)
+        snprintf(errmsg, errlen, "listen on %s: %s", f->bound, uv_strerror(rc));
+    return rc;
+}
+
+/* ---------------------------------------------------------------- plugin */
+
+static int create_context(ws_full_t *f, const char *cert, const char *key)
 {
     struct lws_context_creation_info info;
-    const char *cert = api->config_string(host, "tls_cert");
-    const char *key = api->config_string(host, "tls_key");
-    ws_full_t *f = calloc(1, sizeof *f);
     ws_t *w = &f->w;
 
-    if (f == NULL) {
-        snprintf(errmsg, errlen, "out of memory");
-        return -1;
-    }
-    w->api = api;
-    w->host = host;
-    w->loop = api->loop(host);
-    if ((cert == NULL) != (key == NULL))
-        snprintf(errmsg, errlen, "tls_cert and tls_key go together");
-    if ((cert == NULL) != (key == NULL) || read_config(f, errmsg, errlen) != 0) {
-        free(f);
-        return -1;
-    }
-    set_protocols(f);
-    set_mounts(f, api->config_int(host, "dashboard", 1) != 0);
-    f->loops[0] = w->loop;
     memset(&info, 0, sizeof info);
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
                    (cert != NULL ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0);
     info.foreign_loops = f->loops;
-    info.port = f->port;
-    info.iface = strcmp(f->iface, "0.0.0.0") == 0 || strcmp(f->iface, "::") == 0 ? NULL
-                                                                                   : f->iface;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listen_open() listens */
     info.protocols = f->protocols;
     info.mounts = &f->mounts[0];
     info.headers = &f->headers[0];
@@ -766,28 +1208,79 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
     log_target = w;
     lws_set_log_level(LLL_ERR | LLL_WARN, emit_log);
     w->ctx = lws_create_context(&info);
-    if (w->ctx == NULL) {
-        snprintf(errmsg, errlen, "listen on %s:%d%s failed (address in use, or see the lws "
-                 "log line above)", f->iface, f->port, cert != NULL ? " with TLS" : "");
+    if (w->ctx == NULL)
         log_target = NULL;
-        free(f);
+    return w->ctx != NULL ? 0 : -1;
+}
+
+static void log_listening(ws_full_t *f, bool tls)
+{
+    ws_t *w = &f->w;
+
+    if (f->dashboard)
+        w->api->log(w->host, MQHUB_LOG_INFO, "listening on %s%s, dashboard at http%s://%s/",
+                    f->bound, tls ? " (TLS)" : "", tls ? "s" : "", f->bound);
+    else
+        w->api->log(w->host, MQHUB_LOG_INFO, "listening on %s%s, dashboard off", f->bound,
+                    tls ? " (TLS)" : "");
+}
+
+/* What ws_init made before it failed, undone (no connection exists yet). */
+static void init_undo(ws_full_t *f)
+{
+    if (f->w.ctx != NULL)
+        lws_context_destroy(f->w.ctx);
+    listen_close(f);
+    if (log_target == &f->w)
+        log_target = NULL;
+    free(f);
+}
+
+static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
+                   size_t errlen)
+{
+    const char *cert = api->config_string(host, "tls_cert");
+    const char *key = api->config_string(host, "tls_key");
+    ws_full_t *f = calloc(1, sizeof *f);
+    ws_t *w = &f->w;
+
+    if (f == NULL) {
+        snprintf(errmsg, errlen, "out of memory");
+        return -1;
+    }
+    w->api = api;
+    w->host = host;
+    w->loop = api->loop(host);
+    f->listen_fd = -1;
+    if ((cert == NULL) != (key == NULL))
+        snprintf(errmsg, errlen, "tls_cert and tls_key go together");
+    if ((cert == NULL) != (key == NULL) || read_config(f, errmsg, errlen) != 0 ||
+        listen_open(f, errmsg, errlen) != 0) {
+        init_undo(f);
+        return -1;
+    }
+    f->tls = cert != NULL;
+    if (f->n_origins == 0 && !f->any_origin)
+        origins_default(f);
+    set_protocols(f);
+    set_mounts(f, f->dashboard);
+    f->loops[0] = w->loop;
+    if (create_context(f, cert, key) != 0) {
+        snprintf(errmsg, errlen, "TLS or libwebsockets set-up for %s failed (see the lws log "
+                 "line above)", f->bound);
+        init_undo(f);
+        return -1;
+    }
+    if (listen_start(f, errmsg, errlen) != 0) {
+        init_undo(f);
         return -1;
     }
     if (stats_new(&w->stats, w) != 0) {
         snprintf(errmsg, errlen, "out of memory");
-        lws_context_destroy(w->ctx); /* no connection yet: nothing pending */
-        log_target = NULL;
-        free(f);
+        init_undo(f);
         return -1;
     }
-    int port = lws_get_vhost_listen_port(lws_get_vhost_by_name(w->ctx, "mqhub"));
-    if (f->mounts[2].mount_next)
-        api->log(host, MQHUB_LOG_INFO, "listening on %s:%d%s, dashboard at http%s://%s:%d/",
-                 f->iface, port, cert != NULL ? " (TLS)" : "", cert != NULL ? "s" : "",
-                 f->iface, port);
-    else
-        api->log(host, MQHUB_LOG_INFO, "listening on %s:%d%s, dashboard off", f->iface, port,
-                 cert != NULL ? " (TLS)" : "");
+    log_listening(f, cert != NULL);
     *state = f;
     return 0;
 }
@@ -796,6 +1289,7 @@ static void ws_stop(void *state)
 {
     ws_t *w = state;
 
+    listen_close((ws_full_t *)w);
     stats_stop(w->stats);
     lws_context_destroy(w->ctx); /* inside the loop: closes connections and handles */
 }

@@ -33,6 +33,7 @@ typedef struct ws {
     unsigned n_conns;
     size_t max_frame;      /* largest message a client may send */
     size_t send_limit;     /* bytes queued to one client before it is closed */
+    int64_t stats_interval_ms; /* config, >= 100: the shortest stats interval */
     const char *token;     /* the server's hello token, NULL when none */
     uint64_t messages_in, messages_out;
 } ws_t;
@@ -43,6 +44,9 @@ typedef struct ws {
 void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms);
 /* Milliseconds of the loop clock. */
 uint64_t ws_now(ws_t *w);
+/* A hub reply (MessagePack map) as JSON: a new reference, NULL when it does
+ * not unpack. */
+json_t *ws_reply_json(const char *buf, size_t len);
 
 /* ---- http.c: the lws callback for HTTP on non-file mounts. */
 int http_callback(ws_t *w, struct lws *wsi, enum lws_callback_reasons reason, void *user,

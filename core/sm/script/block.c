@@ -123,7 +123,8 @@ void block_pack_record(msgpack_packer *pk, const char *k, size_t kl, const char 
 /* ---- block.list, block.delete ---- */
 
 struct block_visit {
-    scripts_t *sc;
+    uint64_t now; /* the read's clock: a block past its until is not listed,
+                   * even before tick removed it */
     msgpack_packer *pk;
     uint32_t n;
 };
@@ -133,7 +134,7 @@ static int block_visit(void *arg, const char *k, size_t kl, const char *v, size_
     struct block_visit *b = arg;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (block_decode(&u, v, vl) && u.data.via.array.ptr[0].via.u64 > b->sc->now) {
+    if (block_decode(&u, v, vl) && u.data.via.array.ptr[0].via.u64 > b->now) {
         if (b->pk)
             pack_block(b->pk, k, kl, u.data.via.array.ptr);
         b->n++;
@@ -145,13 +146,13 @@ static int block_visit(void *arg, const char *k, size_t kl, const char *v, size_
 int block_op_list(cmd_t *c)
 {
     scripts_t *sc = c->sc;
-    struct block_visit b = {.sc = sc};
+    struct block_visit b = {.now = c->now};
     if (!c->pk)
         return 0;
     store_scan(sc->st, "K", 1, NULL, 0, block_visit, &b);
     cmd_reply_key(c, "blocks");
     msgpack_pack_array(c->pk, b.n);
-    b = (struct block_visit){.sc = sc, .pk = c->pk};
+    b = (struct block_visit){.now = c->now, .pk = c->pk};
     store_scan(sc->st, "K", 1, NULL, 0, block_visit, &b);
     return 0;
 }

@@ -672,8 +672,11 @@ static const luaL_Reg window_fns[] = {{"add", l_window_add}, {"sum", l_window_su
                                       {"count", l_window_count}, {"rate", l_window_rate},
                                       {NULL, NULL}};
 
+/* hub.<name>: @fns, or the one function @fn_name; every call metered
+ * (sandbox_meter at @kind's rate), @fixed steps on top for those that touch
+ * the store. */
 static void add_sub(lua_State *L, const char *name, const char *fn_name, lua_CFunction fn,
-                    const luaL_Reg *fns)
+                    const luaL_Reg *fns, int kind, int fixed)
 {
     lua_newtable(L);
     if (fns)
@@ -682,6 +685,7 @@ static void add_sub(lua_State *L, const char *name, const char *fn_name, lua_CFu
         lua_pushcfunction(L, fn);
         lua_setfield(L, -2, fn_name);
     }
+    sandbox_meter(L, kind, fixed);
     sandbox_readonly(L);
     lua_setfield(L, -2, name);
 }
@@ -691,10 +695,11 @@ void hublib_open(scripts_t *sc)
     lua_State *L = sc->L;
     lua_newtable(L);
     luaL_setfuncs(L, hub_fns, 0);
-    add_sub(L, "state", NULL, NULL, state_fns);
-    add_sub(L, "window", NULL, NULL, window_fns);
-    add_sub(L, "json", "decode", l_json_decode, NULL);
-    add_sub(L, "msgpack", "decode", l_msgpack_decode, NULL);
+    sandbox_meter(L, METER_PLAIN, STORE_CALL_STEPS);
+    add_sub(L, "state", NULL, NULL, state_fns, METER_PLAIN, STORE_CALL_STEPS);
+    add_sub(L, "window", NULL, NULL, window_fns, METER_PLAIN, STORE_CALL_STEPS);
+    add_sub(L, "json", "decode", l_json_decode, NULL, METER_DECODE, 0);
+    add_sub(L, "msgpack", "decode", l_msgpack_decode, NULL, METER_DECODE, 0);
     sandbox_readonly(L);
     lua_setfield(L, -2, "hub");
     lua_createtable(L, 0, 3); /* msg views */

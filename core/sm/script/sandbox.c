@@ -35,10 +35,26 @@
 
 #define HOOK_EVERY 1000               /* instructions between count hooks */
 #define STEP_MAX 1000000              /* instructions per call */
+#define ENTRY_STEP_MAX 3000000        /* per raft entry, all calls together */
 #define CALL_MEM_MAX (16u << 20)      /* bytes a call may allocate */
 #define HEAP_MAX (256u << 20)         /* the whole Lua heap */
 #define PATTERN_COST_MAX 5e7          /* estimated matcher steps */
 #define REP_MAX (1u << 20)            /* string.rep result bytes */
+/* What a library call costs, in VM instructions of the same budget (the
+ * count hook does not fire inside C functions): one per argument and result;
+ * per KiB of the strings it is given STEPS_PER_KIB (copies and scans),
+ * SLOW_STEPS_PER_KIB (utf8.*, tonumber: a step per byte) or
+ * DECODE_STEPS_PER_KIB (hub.json/msgpack.decode: values built per byte), and
+ * STEPS_PER_KIB per KiB it returns; one per element of a table the table
+ * library is given (table.sort: n log2 n; table.move: the range); one per
+ * repetition of string.rep; an estimated matcher step of a pattern each;
+ * and STORE_CALL_STEPS for a hub call that reads or writes the store.
+ * Calibrated so that a budget's worth of any of them takes about as long as
+ * 1,000,000 instructions, ~10 ms (docs/benchmarks.md "Script budget").
+ * Measured by tests/unit/fsm_limits_test.c (test_c_call_budget). */
+#define STEPS_PER_KIB 128
+#define SLOW_STEPS_PER_KIB 512
+#define DECODE_STEPS_PER_KIB 16384
 
 enum { ABORT_NONE, ABORT_STEPS, ABORT_MEM }; /* sc->abort */
 
@@ -74,12 +90,128 @@ static void count_hook(lua_State *L, lua_Debug *ar)
 {
     scripts_t *sc = script_host(L);
     sc->steps += HOOK_EVERY;
-    if (sc->in_call && sc->steps > STEP_MAX) {
+    if (sc->in_call && sc->steps > sc->limit) {
         sc->abort = ABORT_STEPS;
         lua_getinfo(L, "Sl", ar);
+        if (sc->limit < STEP_MAX)
+            luaL_error(L, "%s:%d: the entry's instruction budget of %d is spent",
+                       ar->short_src, ar->currentline, ENTRY_STEP_MAX);
         luaL_error(L, "%s:%d: instruction budget of %d exceeded", ar->short_src,
                    ar->currentline, STEP_MAX);
     }
+}
+
+void sandbox_charge(lua_State *L, uint64_t steps)
+{
+    scripts_t *sc = script_host(L);
+    sc->steps += steps;
+    if (sc->in_call && sc->steps > sc->limit) {
+        sc->abort = ABORT_STEPS;
+        if (sc->limit < STEP_MAX)
+            luaL_error(L, "the entry's instruction budget of %d is spent", ENTRY_STEP_MAX);
+        luaL_error(L, "instruction budget of %d exceeded (library calls count the bytes "
+                      "they touch)", STEP_MAX);
+    }
+}
+
+bool sandbox_entry_spent(const scripts_t *sc)
+{
+    return !sc->testing && sc->entry_steps >= ENTRY_STEP_MAX;
+}
+
+/* The cost of the values at @from..@to: one each, plus their string bytes
+ * at @kind's rate and, for the table library's kinds, the elements of their
+ * tables (times log2 n for a sort). */
+static uint64_t values_cost(lua_State *L, int from, int to, int kind)
+{
+    uint64_t per_kib = kind == METER_SLOW     ? SLOW_STEPS_PER_KIB
+                       : kind == METER_DECODE ? DECODE_STEPS_PER_KIB
+                                              : STEPS_PER_KIB;
+    uint64_t bytes = 0, steps = 0;
+    for (int i = from; i <= to; i++) {
+        steps++;
+        if (lua_type(L, i) == LUA_TSTRING) {
+            size_t l;
+            lua_tolstring(L, i, &l);
+            bytes += l;
+        } else if (kind >= METER_TABLE && lua_type(L, i) == LUA_TTABLE) {
+            uint64_t n = lua_rawlen(L, i), log = 1;
+            while (kind == METER_SORT && n >> log)
+                log++;
+            steps += n * log;
+        }
+    }
+    return steps + bytes * per_kib / 1024;
+}
+
+/* A metered library function: upvalue 1 the original (a C function without
+ * upvalues), upvalue 2 its kind (METER_*: how its table arguments count),
+ * upvalue 3 a fixed cost. The arguments are charged before the call (a call
+ * over the budget does no work), the results after. The original runs in
+ * this frame, so its errors still name the script's line. */
+static int l_metered(lua_State *L)
+{
+    lua_CFunction fn = lua_tocfunction(L, lua_upvalueindex(1));
+    int kind = (int)lua_tointeger(L, lua_upvalueindex(2));
+    uint64_t steps = (uint64_t)lua_tointeger(L, lua_upvalueindex(3));
+    steps += values_cost(L, 1, lua_gettop(L), kind);
+    if (kind == METER_MOVE && lua_isinteger(L, 2) && lua_isinteger(L, 3) &&
+        lua_tointeger(L, 3) > lua_tointeger(L, 2))
+        steps += (uint64_t)lua_tointeger(L, 3) - (uint64_t)lua_tointeger(L, 2);
+    sandbox_charge(L, steps);
+    int n = fn(L);
+    sandbox_charge(L, values_cost(L, lua_gettop(L) - n + 1, lua_gettop(L), METER_PLAIN));
+    return n;
+}
+
+/* Replace the function at the top by its metered closure: a C function
+ * without upvalues only (the sandbox's own wrappers, closures, charge in
+ * their body: see charge_call). */
+static void meter_top(lua_State *L, int kind, int fixed)
+{
+    if (!lua_iscfunction(L, -1))
+        return;
+    if (lua_getupvalue(L, -1, 1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushinteger(L, kind);
+    lua_pushinteger(L, fixed);
+    lua_pushcclosure(L, l_metered, 3);
+}
+
+void sandbox_meter(lua_State *L, int kind, int fixed)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -1) != LUA_TFUNCTION || lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            continue;
+        }
+        const char *name = lua_tostring(L, -2);
+        meter_top(L, kind != METER_TABLE ? kind
+                     : strcmp(name, "sort") == 0 ? METER_SORT
+                     : strcmp(name, "move") == 0 ? METER_MOVE : kind, fixed);
+        lua_pushvalue(L, -2); /* t key fn key */
+        lua_insert(L, -2);
+        lua_rawset(L, -4); /* replacing an existing key keeps lua_next valid */
+    }
+}
+
+/* Meter field @f of the table at the top (see sandbox_meter). */
+static void meter_field(lua_State *L, const char *f, int kind)
+{
+    lua_getfield(L, -1, f);
+    meter_top(L, kind, 0);
+    lua_setfield(L, -2, f);
+}
+
+/* What the sandbox's own wrappers (l_pattern, l_rep, l_format) charge for
+ * the @nvalues values at the top: their arguments before the original runs,
+ * its results after. */
+static void charge_call(lua_State *L, int nvalues)
+{
+    sandbox_charge(L, values_cost(L, lua_gettop(L) - nvalues + 1, lua_gettop(L), METER_PLAIN));
 }
 
 /* pcall, xpcall, coroutine.resume/close: the original (upvalue 1) runs; a
@@ -96,7 +228,8 @@ static int l_guard(lua_State *L)
         if (script_host(L)->abort == ABORT_MEM)
             lua_pushliteral(L, "not enough memory (script allocation cap)");
         else
-            lua_pushfstring(L, "instruction budget of %d exceeded", STEP_MAX);
+            lua_pushfstring(L, "instruction budget of %d exceeded",
+                            (int)script_host(L)->limit);
         return lua_error(L);
     }
     return lua_gettop(L);
@@ -163,6 +296,10 @@ int sandbox_pairs(lua_State *L)
         lua_pushvalue(L, -1);
         lua_rawseti(L, 2, ++n);
     }
+    uint64_t log = 1;
+    while ((uint64_t)n >> log)
+        log++;
+    sandbox_charge(L, (uint64_t)n * log); /* the sort's comparisons run in C */
     lua_rawgeti(L, LUA_REGISTRYINDEX, script_host(L)->sort_ref);
     lua_pushvalue(L, 2);
     lua_pushcfunction(L, l_keycmp);
@@ -312,13 +449,17 @@ static int l_pattern(lua_State *L)
     luaL_checklstring(L, 1, &sl);
     const char *p = luaL_checklstring(L, 2, &pl);
     bool plain = lua_toboolean(L, lua_upvalueindex(2)) && lua_toboolean(L, 4);
-    if (!plain && pattern_cost(p, pl, sl) > PATTERN_COST_MAX)
+    double cost = plain ? 0 : pattern_cost(p, pl, sl);
+    if (cost > PATTERN_COST_MAX)
         return luaL_error(L, "pattern too complex for a subject of %d bytes: use fewer "
                           "quantifiers (* + - %%b), anchor it, or match a shorter string",
                           (int)sl);
+    sandbox_charge(L, (uint64_t)cost);
+    charge_call(L, lua_gettop(L));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    charge_call(L, lua_gettop(L));
     return lua_gettop(L);
 }
 
@@ -331,9 +472,12 @@ static int l_rep(lua_State *L)
         lua_tolstring(L, 3, &sl);
     if (n > 0 && (double)n * (double)(l + sl) > REP_MAX)
         return luaL_error(L, "string.rep: result over %d bytes", (int)REP_MAX);
+    sandbox_charge(L, n > 0 ? (uint64_t)n : 0); /* a copy per repetition */
+    charge_call(L, lua_gettop(L));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
+    charge_call(L, 1);
     return 1;
 }
 
@@ -358,9 +502,11 @@ static int l_format(lua_State *L)
             lua_replace(L, i);
         }
     }
+    charge_call(L, lua_gettop(L));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
+    charge_call(L, 1);
     return 1;
 }
 
@@ -424,6 +570,7 @@ static void setup_libs(scripts_t *sc, lua_State *L)
     wrap_field(L, "gsub", l_pattern, 0);
     wrap_field(L, "rep", l_rep, -1);
     wrap_field(L, "format", l_format, -1);
+    sandbox_meter(L, METER_PLAIN, 0);
     sandbox_readonly(L);
     lua_pushliteral(L, "");
     lua_getmetatable(L, -1);
@@ -436,6 +583,7 @@ static void setup_libs(scripts_t *sc, lua_State *L)
     lib_into(L, "table", luaopen_table);
     lua_getfield(L, -1, "sort");
     sc->sort_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sandbox_meter(L, METER_TABLE, 0);
     sandbox_readonly(L);
     lua_setfield(L, -2, "table");
     lib_into(L, "math", luaopen_math);
@@ -445,6 +593,7 @@ static void setup_libs(scripts_t *sc, lua_State *L)
     sandbox_readonly(L);
     lua_setfield(L, -2, "math");
     lib_into(L, "utf8", luaopen_utf8);
+    sandbox_meter(L, METER_SLOW, 0);
     sandbox_readonly(L);
     lua_setfield(L, -2, "utf8");
     lib_into(L, "coroutine", luaopen_coroutine);
@@ -459,6 +608,8 @@ int sandbox_open(scripts_t *sc)
     static const char *const base_keep[] = {"assert", "error", "ipairs", "select", "tonumber",
                                             "type", "rawequal", "rawlen", "rawget",
                                             "getmetatable", "_VERSION", NULL};
+    static const char *const base_metered[] = {"tonumber", "rawequal", "select", "ipairs",
+                                               NULL};
     lua_State *L;
     if (!(L = sc->L = lua_newstate(l_alloc, sc)))
         return MQHUB_EINTERNAL;
@@ -483,6 +634,10 @@ int sandbox_open(scripts_t *sc)
     lua_setfield(L, -2, "pairs");
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "tostring");
+    /* the base functions whose work grows with their arguments (error and
+     * assert stay unwrapped: error's level 1 must be the script's line) */
+    for (const char *const *k = base_metered; *k; k++)
+        meter_field(L, *k, strcmp(*k, "tonumber") == 0 ? METER_SLOW : METER_PLAIN);
     setup_libs(sc, L);
     hublib_open(sc);
     lua_createtable(L, 0, 2); /* the environments' metatable */
@@ -521,10 +676,25 @@ int sandbox_pcall(scripts_t *sc, int nargs, int nres, char *err, size_t errlen)
     sc->steps = 0;
     sc->call_alloc = 0;
     sc->abort = ABORT_NONE;
+    /* Every call of an entry shares ENTRY_STEP_MAX too (group commit puts
+     * many messages in one entry); script.test is a read, not an entry. */
+    sc->limit = STEP_MAX;
+    if (!sc->testing)
+        sc->limit = sc->entry_steps >= ENTRY_STEP_MAX ? 0
+                    : ENTRY_STEP_MAX - sc->entry_steps < STEP_MAX ? ENTRY_STEP_MAX - sc->entry_steps
+                                                                  : STEP_MAX;
+    if (sc->limit == 0) {
+        snprintf(err, errlen, "%s: the entry's instruction budget of %d is spent",
+                 sc->cur ? sc->cur->name : "script", ENTRY_STEP_MAX);
+        lua_settop(L, fn - 1);
+        return MQHUB_ESCRIPT_ERROR;
+    }
     sc->in_call = true;
     lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY); /* resets the count */
     int rc = lua_pcall(L, nargs, nres, fn);
     sc->in_call = false;
+    if (!sc->testing)
+        sc->entry_steps += sc->steps;
     if (rc == LUA_OK) {
         lua_remove(L, fn);
         return 0;

@@ -475,6 +475,11 @@ static int gate(void *arg, cmd_t *c, bool is_queue, const char *name, size_t len
         return MQHUB_EBLOCKED;
     if (!(e = hook_script(sc, is_queue ? 'q' : 't', name, len)))
         return 0;
+    /* A hook that cannot run does not let the message through unchecked. */
+    if (sandbox_entry_spent(sc))
+        return cmd_fail(c, MQHUB_EUNAVAILABLE,
+                        "hook '%s' cannot run: the hooks of this raft entry spent its "
+                        "instruction budget; retry", e->name);
     sc->msg_queue = is_queue;
     sc->dest = name;
     sc->destlen = len;
@@ -562,6 +567,7 @@ void script_state_free(scripts_t *sc)
 void script_begin(scripts_t *sc, uint64_t now)
 {
     sc->now = now;
+    sc->entry_steps = 0;
     sc->gen++;
     sc->failed = false;
 }

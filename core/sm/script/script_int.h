@@ -75,6 +75,8 @@ struct scripts {
     const char *dest;
     size_t destlen;
     uint64_t steps;          /* sandbox.c: the budget and the allocation cap */
+    uint64_t limit;          /* this call's budget: STEP_MAX or the entry's rest */
+    uint64_t entry_steps;    /* spent by this entry's calls (script_begin resets) */
     size_t heap, call_alloc;
     int abort;
     unsigned call_pubs, call_blocks;
@@ -140,6 +142,10 @@ int sandbox_open(scripts_t *sc);
  * with the message handler; 0 with @nres results left on the stack, or
  * MQHUB_ESCRIPT_ERROR with the message in @err (stack restored). */
 int sandbox_pcall(scripts_t *sc, int nargs, int nres, char *err, size_t errlen);
+/* Whether this entry's calls spent the entry's budget (ENTRY_STEP_MAX,
+ * sandbox.c): a hook then does not run and the message is refused with
+ * UNAVAILABLE. Never during script.test. */
+bool sandbox_entry_spent(const scripts_t *sc);
 /* Seed math.random for a call of @e on @m: the same on every node. */
 void sandbox_seed(scripts_t *sc, const sentry_t *e, const fsm_push_msg_t *m);
 /* Replace the table at the top with a read-only proxy of it. */
@@ -148,6 +154,17 @@ void sandbox_readonly(lua_State *L);
 int sandbox_readonly_error(lua_State *L);
 /* The sandbox's pairs(t): the keys sorted (booleans, numbers, strings). */
 int sandbox_pairs(lua_State *L);
+/* Charge @steps to the call's instruction budget (a C function's work the
+ * count hook cannot see); raises the budget error when it is exceeded. */
+void sandbox_charge(lua_State *L, uint64_t steps);
+/* Meter every function of the table at the top (replaced in place): each
+ * call is charged its arguments and results (sandbox.c: strings by their
+ * bytes at @kind's rate — PLAIN copies and scans, SLOW per-byte decoding,
+ * DECODE building values; TABLE: the table library, whose tables count by
+ * their length) plus @fixed steps. */
+enum { METER_PLAIN, METER_SLOW, METER_DECODE, METER_TABLE, METER_SORT, METER_MOVE };
+#define STORE_CALL_STEPS 200 /* a hub call that reads or writes the store */
+void sandbox_meter(lua_State *L, int kind, int fixed);
 
 /* ---- hublib.c: hub.* and the msg view ---- */
 

@@ -3,14 +3,25 @@
 // docs/protocol.md "Extensions") rendered on five pages, and a live tail of a
 // topic through a push subscription. Rates are the difference of totals
 // between two snapshots. Errors are shown in the red bar, never swallowed.
+// Login: a server with credentials answers UNAUTHORIZED; the form takes a
+// token (root or a user's), kept in sessionStorage — never a cookie, so a
+// cross-site request carries nothing — and sent in hello. A named user's
+// stats are restricted by the server to the names it may list; what it may
+// not do is answered FORBIDDEN and shown as "not allowed".
 import {MqhubClient, bodyText} from './mqhub.js';
 import {sparkline, lineChart, formatNumber, formatAge, formatCountdown} from './charts.js';
 
 const HISTORY = 120;
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
+if (params.has('token')) { // ?token= once: keep it in the tab, not in the URL and history
+  sessionStorage.setItem('mqhub-token', params.get('token'));
+  params.delete('token');
+  const rest = params.toString();
+  history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+}
 const state = {
-  token: params.get('token') || sessionStorage.getItem('mqhub-token') || null,
+  token: sessionStorage.getItem('mqhub-token') || null,
   prev: null, last: null,
   history: new Map(),           // queue -> backlog values
   rates: {in: [], out: []},
@@ -27,6 +38,11 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) e.append(c);
   return e;
+}
+
+// FORBIDDEN: the identity may not do this; say so plainly.
+function errorText(err) {
+  return err.code === 'FORBIDDEN' ? `not allowed: ${err.message.replace(/^FORBIDDEN: /, '')}` : err.message;
 }
 
 function showError(source, text) {
@@ -194,8 +210,9 @@ function renderTailChoices(snap) {
 function render(snap) {
   const errors = snap.errors || {};
   // Unknown ops are shown on their page; other failures in the red bar.
+  // FORBIDDEN sections (a restricted user) are explained on their page.
   const shown = Object.entries(errors).filter(([op, e]) =>
-    !e.startsWith('UNKNOWN_OP') && op !== 'hello');
+    !e.startsWith('UNKNOWN_OP') && !e.startsWith('FORBIDDEN') && op !== 'hello');
   showError('server', shown.map(([op, e]) => `${op}: ${e}`).join('\n'));
   const page = (location.hash || '#overview').slice(1);
   if (page === 'overview') renderOverview(snap);
@@ -236,7 +253,7 @@ async function toggleTail(client) {
     $('#tail-toggle').textContent = t.running ? 'Pause' : 'Resume';
     showError('tail', null);
   } catch (err) {
-    showError('tail', err.message);
+    showError('tail', errorText(err));
   }
 }
 
@@ -251,7 +268,7 @@ async function createTail(client) {
     state.tail.sub = 'dashboard-tail';
     showError('tail', null);
   } catch (err) {
-    showError('tail', err.message);
+    showError('tail', errorText(err));
   }
 }
 
@@ -270,11 +287,16 @@ async function start() {
   const client = new MqhubClient(wsUrl(), {token: state.token});
   client.on('open', async (info) => {
     setConn(`connected · node ${info.node}`, 'up');
+    $('#who').textContent = info.user ? `user ${info.user}` : state.token ? 'root' : '';
+    $('#logout').hidden = !state.token;
     showError('connection', null);
     try {
-      await client.request('stats.subscribe', {interval_ms: 1000});
+      const sub = await client.request('stats.subscribe', {interval_ms: 1000});
+      $('#restricted').hidden = !sub.restricted;
+      $('#restricted').textContent = sub.restricted
+        ? `Showing only the queues and topics ${info.user ? `user ${info.user}` : 'this identity'} may see.` : '';
     } catch (err) {
-      showError('stats', err.message);
+      showError('stats', errorText(err));
     }
   });
   client.on('close', (ev) => {
@@ -296,6 +318,10 @@ async function start() {
     sessionStorage.setItem('mqhub-token', $('#token').value);
     location.reload();
   });
+  $('#logout').addEventListener('click', () => {
+    sessionStorage.removeItem('mqhub-token');
+    location.reload();
+  });
   setInterval(() => {
     for (const c of document.querySelectorAll('.countdown'))
       c.textContent = formatCountdown(Number(c.dataset.until) - Date.now());
@@ -307,6 +333,12 @@ async function start() {
       client.close();
       $('#login').hidden = false;
       setConn('token needed', 'down');
+      if (state.token) { // a stored token was refused: forget it
+        sessionStorage.removeItem('mqhub-token');
+        $('#login-error').hidden = false;
+        $('#login-error').textContent = 'That token was refused.';
+      }
+      return;
     }
     showError('connection', err.message);
   }
