@@ -54,10 +54,11 @@ bench: build
 	$(BUILD)/apps/bench/mqhub-fsm-bench
 
 # The Debian package $(DEB)/mqhub_<version>_<arch>.deb: a tree configured for
-# the system layout (docs/operations.md "Install"), built, then CPack.
+# the system layout (docs/operations.md "Install"), built without the test
+# suite, then CPack.
 package: deps
 	cmake -S . -B $(DEB) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-	  -DCMAKE_INSTALL_SYSCONFDIR=/etc
+	  -DCMAKE_INSTALL_SYSCONFDIR=/etc -DMQHUB_TESTS=OFF
 	cmake --build $(DEB) -j$(JOBS)
 	cd $(DEB) && cpack
 
