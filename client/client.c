@@ -596,7 +596,8 @@ static int read_frames(mqhub_client_t *c)
         c->in.off += FRAME_HEADER + len;
         msgpack_object obj;
         size_t off = 0;
-        if (msgpack_unpack(copy, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        if (mp_extent(copy, len) != len ||
+            msgpack_unpack(copy, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
             off != len || obj.type != MSGPACK_OBJECT_MAP) {
             msgpack_zone_free(zone);
             return conn_drop(c, "server sent a frame that is not a msgpack map"), -1;

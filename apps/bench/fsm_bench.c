@@ -1,18 +1,23 @@
 /* fsm_bench.c: mqhub-fsm-bench — the state machine alone, no raft, no network.
  *
- *   mqhub-fsm-bench [-n N] [--size BYTES] [--batch K] [--dir DIR]
+ *   mqhub-fsm-bench [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues]
  *
  * Applies N sends (BYTES each), then N receives, then N deletes, K commands
  * per entry, through fsm_entry_encode + fsm_apply_entry exactly as raft would
  * on the leader (replies encoded). Prints ops/s per phase, the RSS growth per
  * backlog message after the send phase, and the size and time of a snapshot
- * of that backlog (raft keeps it in memory until it is written). Start at
- * main(); each phase is one call of run_phase().
+ * of that backlog (raft keeps it in memory until it is written).
+ * --queues: N queue.create instead (names in scrambled order, so name order
+ * is not id order), 1000 queue.list pages at spread offsets, and a restart:
+ * snapshot, then restore into a fresh state machine (store load + rebuild),
+ * timed (queues_main). Start at main(); each phase is one call of
+ * run_phase().
  */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -156,6 +161,93 @@ static int run_phase(struct bench *b, const char *name, size_t n, make_cmd_fn ma
     return failed ? 1 : 0;
 }
 
+/* Queue i's name: a bijection of i (odd multiplier mod 2^32), so names
+ * come in an order unrelated to ids. */
+static void queue_name(char *out, size_t size, size_t i)
+{
+    snprintf(out, size, "q%08x", (unsigned)((uint32_t)i * 2654435761u));
+}
+
+static void make_create(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    char name[16];
+    queue_name(name, sizeof(name), i);
+    msgpack_pack_map(pk, 2);
+    pack_str(pk, "op");
+    pack_str(pk, "queue.create");
+    pack_str(pk, "name");
+    pack_str(pk, name);
+    (void)b;
+}
+
+/* One queue.list read (limit 100 from @offset); 0 when the page is full. */
+static int list_page(fsm_t *f, uint64_t offset)
+{
+    msgpack_sbuffer sb, out;
+    msgpack_packer pk;
+    msgpack_unpacked u, r;
+    int rc = 1;
+    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_init(&out);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "op");
+    pack_str(&pk, "queue.list");
+    pack_str(&pk, "offset");
+    msgpack_pack_uint64(&pk, offset);
+    pack_str(&pk, "limit");
+    msgpack_pack_uint32(&pk, 100);
+    msgpack_unpacked_init(&u);
+    msgpack_unpacked_init(&r);
+    if (msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        fsm_read(f, &u.data, &out) == 0 &&
+        msgpack_unpack_next(&r, out.data, out.size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *q = mp_map_get(&r.data, "queues");
+        rc = q && q->type == MSGPACK_OBJECT_ARRAY && q->via.array.size == 100 ? 0 : 1;
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_unpacked_destroy(&r);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&out);
+    return rc;
+}
+
+/* --queues: create @n queues, list pages, restart from a snapshot. */
+static int queues_main(struct bench *b, size_t n, const char *dir2)
+{
+    struct raft_fsm *rf = fsm_raft(b->f);
+    struct raft_buffer *bufs, buf;
+    unsigned nb;
+    fsm_t *g;
+    char err[256];
+    int rc = run_phase(b, "create", n, make_create), bad = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < 1000 && n >= 100; i++)
+        bad |= list_page(b->f, (uint64_t)(i * (n - 100) / 1000));
+    printf("list     %10d pages of 100 in %.3f s%s\n", n >= 100 ? 1000 : 0, now_s() - t0,
+           bad ? " (some pages short!)" : "");
+    if (rf->snapshot(rf, &bufs, &nb) != 0 || nb != 1 || fsm_open(&g, dir2, err, sizeof(err)) != 0) {
+        fprintf(stderr, "snapshot or open failed\n");
+        return 1;
+    }
+    buf.len = bufs[0].len;
+    buf.base = raft_malloc(buf.len);
+    memcpy(buf.base, bufs[0].base, buf.len);
+    rf->snapshot_finalize(rf, &bufs, &nb);
+    t0 = now_s();
+    struct raft_fsm *gf = fsm_raft(g);
+    if (gf->restore(gf, &buf) != 0) {
+        fprintf(stderr, "restore failed\n");
+        rc = 1;
+    }
+    printf("restart  %10zu queues %.3f s (restore: store load + rebuild)\n", n, now_s() - t0);
+    t0 = now_s();
+    bad = list_page(g, n >= 100 ? n - 100 : 0);
+    printf("list     after restart, last page %s in %.6f s\n", bad ? "SHORT" : "full", now_s() - t0);
+    fsm_close(g);
+    return rc | bad;
+}
+
 static void snapshot_cost(struct bench *b, size_t n)
 {
     struct raft_fsm *rf = fsm_raft(b->f);
@@ -181,19 +273,23 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"size", required_argument, 0, 's'},
                                          {"batch", required_argument, 0, 'b'},
                                          {"dir", required_argument, 0, 'd'},
+                                         {"queues", no_argument, 0, 'q'},
                                          {0, 0, 0, 0}};
     struct bench b = {.now = 1700000000000ULL, .size = 1024, .batch = 64};
     size_t n = 100000;
     char dir[256] = "", err[256];
     int c, rc = 0;
+    bool queues = false;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (c) {
         case 'n': n = strtoull(optarg, NULL, 10); break;
         case 's': b.size = strtoull(optarg, NULL, 10); break;
         case 'b': b.batch = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
+        case 'q': queues = true; break;
         default:
-            fprintf(stderr, "usage: %s [-n N] [--size BYTES] [--batch K] [--dir DIR]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -222,7 +318,20 @@ int main(int argc, char **argv)
     fsm_apply_entry(b.f, buf.base, buf.len, NULL);
     raft_free(buf.base);
 
-    printf("mqhub-fsm-bench: n=%zu size=%zu batch=%u dir=%s\n", n, b.size, b.batch, dir);
+    printf("mqhub-fsm-bench: n=%zu size=%zu batch=%u dir=%s%s\n", n, b.size, b.batch, dir,
+           queues ? " (queues)" : "");
+    if (queues) {
+        char dir2[300];
+        snprintf(dir2, sizeof(dir2), "%s/restart", dir);
+        mkdir(dir2, 0700);
+        rc = queues_main(&b, n, dir2);
+        fsm_close(b.f);
+        snprintf(dir2, sizeof(dir2), "%s/restart/state.kct", dir);
+        unlink(dir2);
+        snprintf(dir2, sizeof(dir2), "%s/restart", dir);
+        rmdir(dir2);
+        goto out;
+    }
     long rss0 = rss_kib();
     rc |= run_phase(&b, "send", n, make_send);
     long rss1 = rss_kib();
@@ -233,8 +342,9 @@ int main(int argc, char **argv)
     rc |= run_phase(&b, "delete", n, make_delete);
     for (size_t i = 0; i < b.n_receipts; i++)
         free(b.receipts[i]);
-    free(b.receipts);
     fsm_close(b.f);
+out:
+    free(b.receipts);
     if (own_dir) {
         char path[300];
         snprintf(path, sizeof(path), "%s/state.kct", dir);

@@ -154,6 +154,7 @@ static bool opt_bool(lua_State *L, int idx, const char *what, const char *key)
 }
 
 static void set_secret(lua_State *L, config_t *c);
+static void set_beside(lua_State *L, config_t *c, const char *key, char **slot);
 
 /* ---- simple directives ------------------------------------------------- */
 
@@ -161,7 +162,8 @@ static int l_config_node(lua_State *L)
 {
     static const char *const fields[] = {"id", "data", "raft", "client", "plugin_dir",
                                          "join", "cluster_secret_file",
-                                         "allow_unauthenticated_peers", NULL};
+                                         "allow_unauthenticated_peers", "peer_tls_cert",
+                                         "peer_tls_key", "peer_tls_ca", NULL};
     config_t *c = get_loader(L)->c;
     lua_Integer id;
 
@@ -175,6 +177,9 @@ static int l_config_node(lua_State *L)
     set_string(&c->plugin_dir, opt_string(L, 1, "node", "plugin_dir"));
     c->join = opt_bool(L, 1, "node", "join");
     c->allow_unauthenticated_peers = opt_bool(L, 1, "node", "allow_unauthenticated_peers");
+    set_beside(L, c, "peer_tls_cert", &c->peer_tls_cert);
+    set_beside(L, c, "peer_tls_key", &c->peer_tls_key);
+    set_beside(L, c, "peer_tls_ca", &c->peer_tls_ca);
     set_secret(L, c);
     return 0;
 }
@@ -441,6 +446,25 @@ static char *read_beside(const config_t *c, const char *path, size_t *len)
     }
     fclose(f);
     return buf;
+}
+
+/* The file name node.@key into *@slot, relative to the config file's folder
+ * unless absolute (as node.cluster_secret_file). */
+static void set_beside(lua_State *L, config_t *c, const char *key, char **slot)
+{
+    const char *slash = c->path ? strrchr(c->path, '/') : NULL;
+    char *path = opt_string(L, 1, "node", key), *full;
+
+    if (!path || path[0] == '/' || !slash) {
+        set_string(slot, path);
+        return;
+    }
+    if (asprintf(&full, "%.*s/%s", (int)(slash - c->path), c->path, path) < 0) {
+        free(path);
+        luaL_error(L, "out of memory");
+    }
+    free(path);
+    set_string(slot, full);
 }
 
 static void free_secret(config_t *c)
@@ -853,6 +877,16 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
                  "network only the nodes can reach", file);
         return MQHUB_EBAD_REQUEST;
     }
+    if (!c->peer_tls_cert != !c->peer_tls_key || !c->peer_tls_cert != !c->peer_tls_ca) {
+        snprintf(errmsg, errlen, "%s: peer TLS needs all of node.peer_tls_cert, "
+                 "node.peer_tls_key and node.peer_tls_ca (the cluster CA)", file);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (c->peer_tls_cert && !c->cluster_secret) {
+        snprintf(errmsg, errlen, "%s: node.peer_tls_* needs node.cluster_secret_file: the "
+                 "secret stays the peers' authentication, TLS adds privacy", file);
+        return MQHUB_EBAD_REQUEST;
+    }
     if (c->cluster_secret && c->allow_unauthenticated_peers) {
         snprintf(errmsg, errlen, "%s: node.cluster_secret_file and "
                  "node.allow_unauthenticated_peers = true contradict each other", file);
@@ -951,6 +985,9 @@ void config_free(config_t *c)
     free(c->token);
     free_secret(c);
     free(c->plugin_dir);
+    free(c->peer_tls_cert);
+    free(c->peer_tls_key);
+    free(c->peer_tls_ca);
     free(c->path);
     free(c->client_address);
     free(c);

@@ -88,6 +88,7 @@ struct mqhub_session {
     unsigned hellos_held; /* hellos waiting for their turn (throttled) */
     uint64_t hello_next;  /* uv_now() before which no held hello is answered */
     bool broken;
+    bool blocked;    /* its transport's output is above high water: no pushes */
     hub_req_t *reqs; /* outstanding requests */
     mqhub_session_t *prev, *next;
     metrics_lat_t *lat; /* its transport's histogram; NULL: not timed */
@@ -477,7 +478,7 @@ static bool reply_is_empty_receive(const char *reply, size_t len)
     bool empty = false;
 
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+    if (mp_unpack(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
         ok = mp_map_get(&u.data, "ok");
         msgs = mp_map_get(&u.data, "msgs");
         empty = ok != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean &&
@@ -515,7 +516,7 @@ static void reply_with_token(hub_req_t *r, const char *reply, size_t len)
 
     msgpack_unpacked_init(&u);
     msgpack_sbuffer_init(&sb);
-    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+    if (mp_unpack(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP && (ok = mp_map_get(&u.data, "ok")) != NULL &&
         ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean) {
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -640,7 +641,7 @@ static void on_declared_done(void *arg, int status, const char *reply, size_t le
         return;
     }
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+    if (mp_unpack(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
         (ok = mp_map_get(&u.data, "ok")) != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN &&
         !ok->via.boolean && (err = mp_map_get(&u.data, "error")) != NULL &&
         err->type == MSGPACK_OBJECT_STR)
@@ -734,11 +735,11 @@ static uint64_t default_wait(hub_t *h, const msgpack_object *queue)
     mp_pack_cstr(&pk, "name");
     msgpack_pack_object(&pk, *queue);
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, req.data, req.size, &off) == MSGPACK_UNPACK_SUCCESS &&
+    if (mp_unpack(&u, req.data, req.size, &off) == MSGPACK_UNPACK_SUCCESS &&
         fsm_read(h->fsm, &u.data, &resp) == 0) {
         msgpack_unpacked_destroy(&u);
         msgpack_unpacked_init(&u);
-        if (msgpack_unpack_next(&u, resp.data, resp.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        if (mp_unpack(&u, resp.data, resp.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
             (attrs = mp_map_get(&u.data, "attrs")) != NULL &&
             (pw = mp_map_get(attrs, "polling_wait")) != NULL &&
             pw->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -1420,6 +1421,20 @@ bool hub_session_broken(mqhub_session_t *s)
     return s->broken;
 }
 
+void hub_session_writable(mqhub_session_t *s, int writable)
+{
+    bool was = s->blocked;
+
+    s->blocked = !writable;
+    if (was && writable)
+        push_session_writable(s->hub->push, s);
+}
+
+bool hub_session_can_push(const mqhub_session_t *s)
+{
+    return !s->blocked;
+}
+
 metrics_t *hub_metrics(hub_t *h)
 {
     return h->metrics;
@@ -1515,6 +1530,7 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .join = h->cfg->join,
         .cluster_secret = h->cfg->cluster_secret,
         .allow_unauthenticated_peers = h->cfg->allow_unauthenticated_peers,
+        .peer_tls = {h->cfg->peer_tls_cert, h->cfg->peer_tls_key, h->cfg->peer_tls_ca},
     };
 
     snprintf(dir, sizeof dir, "%s/raft", h->cfg->data_dir);

@@ -64,6 +64,9 @@ typedef struct config {
     bool join;               /* node.join: a new member, never bootstraps */
     char *cluster_secret;    /* node.cluster_secret_file's content, or NULL */
     bool allow_unauthenticated_peers; /* node.allow_unauthenticated_peers */
+    char *peer_tls_cert;     /* node.peer_tls_cert, _key, _ca: all or none (peer.h) */
+    char *peer_tls_key;
+    char *peer_tls_ca;
     bool allow_anonymous;    /* auth.allow_anonymous: listen beyond loopback with no token */
 } config_t;
 
@@ -132,6 +135,11 @@ mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *p
 void hub_session_close(mqhub_session_t *s);
 int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb cb,
                 void *arg);
+/* The transport's output for @s went above its high-water mark (@writable
+ * 0: no pushes to it) or back below its low-water mark (1: pushes resume). */
+void hub_session_writable(mqhub_session_t *s, int writable);
+/* False while the transport said @s is not writable (push.c skips it). */
+bool hub_session_can_push(const mqhub_session_t *s);
 /* True once the session answered a frame it could not read (not one map, or
  * no uint id): the reply carries no id, so the stream is out of sync and the
  * transport closes the connection after writing the reply. */
@@ -209,6 +217,10 @@ int push_request(push_t *p, mqhub_session_t *s, enum ops_node op, mqhub_push_cb 
 /* @s is closing: its consumers go away, their unacked messages are
  * deliverable again at once (the attempt counts). */
 void push_session_close(push_t *p, mqhub_session_t *s);
+/* @s is writable again (hub_session_writable): its subscriptions get a round
+ * soon. While it is not, deliver() gives it nothing (its flights time out
+ * and go to other consumers). */
+void push_session_writable(push_t *p, mqhub_session_t *s);
 /* Periodic: when this node is no longer the leader, every subscribed session
  * gets a "closed" push (NOT_LEADER) and the engine forgets its state. */
 void push_check(push_t *p);

@@ -93,6 +93,11 @@ static int host_session_broken(mqhub_session_t *session)
     return hub_session_broken(session);
 }
 
+static void host_session_writable(mqhub_session_t *session, int writable)
+{
+    hub_session_writable(session, writable);
+}
+
 static const char *host_auth_token(mqhub_host_t *host)
 {
     return host_plugin(host)->cfg->token;
@@ -118,6 +123,7 @@ static const mqhub_host_api_t host_api = {
     .session_broken = host_session_broken,
     .auth_token = host_auth_token,
     .metric_get = host_metric_get,
+    .session_writable = host_session_writable,
 };
 
 /* Check the descriptor; on refusal fill @why. */

@@ -159,7 +159,7 @@ static void send_closed(push_t *p, consumer_t *c, int code, const char *why)
     mp_pack_cstr(&pk, "code");
     mp_pack_cstr(&pk, mqhub_err_name(code));
     mp_pack_cstr(&pk, "error");
-    mp_pack_cstr(&pk, why);
+    mp_pack_text(&pk, why);
     if (leader != NULL) {
         mp_pack_cstr(&pk, "leader");
         mp_pack_cstr(&pk, leader);
@@ -375,18 +375,20 @@ static uint64_t free_credit(const sub_t *sb)
     uint64_t n = 0;
 
     for (const consumer_t *c = sb->consumers; c != NULL; c = c->next)
-        n += c->free;
+        if (hub_session_can_push(c->s))
+            n += c->free;
     return n;
 }
 
-/* The next consumer with free credit, round-robin; NULL when none. */
+/* The next consumer with free credit whose transport takes more (not above
+ * its high-water mark), round-robin; NULL when none. */
 static consumer_t *next_consumer(sub_t *sb)
 {
     consumer_t *c = sb->rr != NULL ? sb->rr : sb->consumers;
 
     for (consumer_t *start = c; c != NULL;) {
         consumer_t *next = c->next != NULL ? c->next : sb->consumers;
-        if (c->free > 0) {
+        if (c->free > 0 && hub_session_can_push(c->s)) {
             sb->rr = next;
             return c;
         }
@@ -731,6 +733,14 @@ void push_session_close(push_t *p, mqhub_session_t *s)
 }
 
 /* --------------------------------------------------------------- engine */
+
+void push_session_writable(push_t *p, mqhub_session_t *s)
+{
+    for (sub_t *sb = p->subs; sb != NULL; sb = sb->next)
+        if (consumer_find(sb, s) != NULL)
+            sb->dirty = true;
+    schedule(p);
+}
 
 static void forget_all(push_t *p, int code, const char *why)
 {

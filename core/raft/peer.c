@@ -21,6 +21,12 @@
  * per LOG_WINDOW_MS (the rest are counted in one line). Peer sockets get
  * TCP_NODELAY both ways: a commit is one small message and its answer.
  *
+ * With peer TLS (node.peer_tls_*), a connection first becomes a tunnel
+ * (peer_tls.c): mutual TLS against the cluster CA on the socket, plaintext
+ * on a socketpair pipe, and the handshake above runs on that pipe, with the
+ * TLS channel binding in its proofs; raft gets the pipe. The secret stays
+ * the authentication: a certificate alone does not reach raft.
+ *
  * Start reading at peer_transport_init(), on_connection() (incoming) and
  * peer_connect() (outgoing); each step of a handshake is one function named
  * after what it received. A new handshake field means a new PEER_VERSION.
@@ -38,6 +44,7 @@
 #include "log.h"
 #include "mqhub/errors.h"
 #include "peer.h"
+#include "peer_tls.h"
 
 #define LISTEN_BACKLOG 64
 /* Incoming handshakes at once; more are closed at once (a flood of idle
@@ -68,7 +75,12 @@ typedef struct peer peer_t;
 typedef struct shake {
     peer_t *p;
     struct shake *prev, *next;  /* p->shakes */
-    uv_tcp_t *tcp;              /* raft_malloc'ed: raft frees a stream it is given */
+    uv_tcp_t *tcp;              /* raft_malloc'ed; the tunnel's once it is made */
+    uv_stream_t *stream;        /* the handshake's and then raft's: tcp, or the
+                                   tunnel's pipe (raft_malloc'ed: raft frees it) */
+    peer_tunnel_t *tunnel;      /* peer TLS, until the tunnel ends or raft has it */
+    bool bound;                 /* binding is set */
+    uint8_t binding[PEER_BINDING_SIZE]; /* the TLS channel binding */
     bool outgoing;
     bool resolving;             /* gai in flight (outgoing, host name) */
     bool closing;               /* refused or cancelled: tcp closing */
@@ -106,6 +118,8 @@ struct peer {
     unsigned incoming;          /* incoming ones in shakes */
     uint64_t log_window;        /* uv_now() at its start */
     unsigned logged, suppressed;
+    peer_tls_t *tls;            /* node.peer_tls_*, or NULL */
+    bool tls_open;              /* tls has tunnels to close */
 };
 
 /* ---- wire format ------------------------------------------------------- */
@@ -173,17 +187,21 @@ int peer_hello_decode(const uint8_t in[PEER_HELLO_SIZE], uint64_t *id,
 
 int peer_proof(uint8_t out[PEER_PROOF_SIZE], const char *key, enum peer_side side,
                const uint8_t connector_hello[PEER_HELLO_SIZE],
-               const uint8_t acceptor_hello[PEER_HELLO_SIZE])
+               const uint8_t acceptor_hello[PEER_HELLO_SIZE], const uint8_t *binding)
 {
     const char *label = side == PEER_CONNECTOR ? label_connector : label_acceptor;
-    size_t ll = strlen(label);
-    uint8_t msg[sizeof label_connector + 2 * PEER_HELLO_SIZE];
+    size_t ll = strlen(label), n = ll + 2 * PEER_HELLO_SIZE;
+    uint8_t msg[sizeof label_connector + 2 * PEER_HELLO_SIZE + PEER_BINDING_SIZE];
     unsigned len = 0;
 
     memcpy(msg, label, ll);
     memcpy(msg + ll, connector_hello, PEER_HELLO_SIZE);
     memcpy(msg + ll + PEER_HELLO_SIZE, acceptor_hello, PEER_HELLO_SIZE);
-    if (!HMAC(EVP_sha256(), key, (int)strlen(key), msg, ll + 2 * PEER_HELLO_SIZE, out, &len) ||
+    if (binding) {
+        memcpy(msg + n, binding, PEER_BINDING_SIZE);
+        n += PEER_BINDING_SIZE;
+    }
+    if (!HMAC(EVP_sha256(), key, (int)strlen(key), msg, n, out, &len) ||
         len != PEER_PROOF_SIZE)
         return MQHUB_EINTERNAL;
     return 0;
@@ -194,8 +212,27 @@ static bool proof_valid(const shake_t *s, enum peer_side side, const uint8_t *pr
 {
     uint8_t want[PEER_PROOF_SIZE];
     return peer_proof(want, s->p->key, side, s->hello[PEER_CONNECTOR],
-                      s->hello[PEER_ACCEPTOR]) == 0 &&
+                      s->hello[PEER_ACCEPTOR], s->bound ? s->binding : NULL) == 0 &&
            CRYPTO_memcmp(want, proof, PEER_PROOF_SIZE) == 0;
+}
+
+/* Our proof for side @side of @s, into s->proof. */
+static int make_proof(shake_t *s, enum peer_side side)
+{
+    return peer_proof(s->proof, s->p->key, side, s->hello[PEER_CONNECTOR],
+                      s->hello[PEER_ACCEPTOR], s->bound ? s->binding : NULL);
+}
+
+/* With peer TLS, the tunnel's channel binding into the shake (the first
+ * handshake bytes came through TLS, so the session is established). */
+static int bind_channel(shake_t *s)
+{
+    if (!s->tunnel)
+        return s->p->tls ? -1 : 0;
+    if (peer_tunnel_binding(s->tunnel, s->binding) != 0)
+        return -1;
+    s->bound = true;
+    return 0;
 }
 
 /* Our hello for side @side of @s, with a fresh nonce. */
@@ -235,7 +272,7 @@ static void refusal_log(peer_t *p, const char *remote, const char *why)
 static void maybe_closed(peer_t *p)
 {
     raft_uv_transport_close_cb cb = p->close_cb;
-    if (!p->closing || p->listener_open || p->sweep_open || p->shakes || !cb)
+    if (!p->closing || p->listener_open || p->sweep_open || p->shakes || p->tls_open || !cb)
         return;
     p->close_cb = NULL;
     cb(p->t);
@@ -262,6 +299,7 @@ static shake_t *shake_new(peer_t *p, bool outgoing)
     }
     uv_tcp_init(p->loop, s->tcp);
     s->tcp->data = s;
+    s->stream = (uv_stream_t *)s->tcp;
     s->p = p;
     s->outgoing = outgoing;
     p->incoming += !outgoing;
@@ -290,7 +328,7 @@ static void shake_finish(shake_t *s)
 static void on_shake_closed(uv_handle_t *h)
 {
     shake_t *s = h->data;
-    raft_free(s->tcp);
+    raft_free(h);
     shake_finish(s);
 }
 
@@ -302,10 +340,14 @@ static void shake_abort(shake_t *s, int status)
         return;
     s->closing = true;
     s->status = status;
+    if (s->tunnel) {
+        peer_tunnel_abort(s->tunnel);
+        s->tunnel = NULL;
+    }
     if (s->resolving)
         uv_cancel((uv_req_t *)&s->gai); /* on_resolved closes the handle */
     else
-        uv_close((uv_handle_t *)s->tcp, on_shake_closed);
+        uv_close((uv_handle_t *)s->stream, on_shake_closed);
 }
 
 __attribute__((format(printf, 2, 3))) static void shake_refuse(shake_t *s, const char *fmt,
@@ -326,7 +368,7 @@ __attribute__((format(printf, 2, 3))) static void shake_refuse(shake_t *s, const
 static void shake_done(shake_t *s)
 {
     peer_t *p = s->p;
-    uv_stream_t *stream = (uv_stream_t *)s->tcp;
+    uv_stream_t *stream = s->stream;
     struct raft_uv_connect *req = s->req;
     char address[PEER_ADDRESS_MAX + 1];
     uint64_t id = s->their_id;
@@ -336,6 +378,8 @@ static void shake_done(shake_t *s)
         return;
     memcpy(address, s->their_address, sizeof address);
     stream->data = NULL;
+    if (s->tunnel)
+        peer_tunnel_detach(s->tunnel);
     unlink_shake(s);
     free(s);
     if (outgoing)
@@ -357,7 +401,7 @@ static void on_written(uv_write_t *w, int status)
 static void shake_write(shake_t *s, unsigned i, uv_buf_t *bufs, unsigned n)
 {
     s->w[i].data = s;
-    int rv = uv_write(&s->w[i], (uv_stream_t *)s->tcp, bufs, n, on_written);
+    int rv = uv_write(&s->w[i], s->stream, bufs, n, on_written);
     if (rv != 0)
         shake_abort(s, RAFT_NOCONNECTION);
     else
@@ -379,16 +423,17 @@ static void got_acceptor_reply(shake_t *s)
     memcpy(s->hello[PEER_ACCEPTOR], s->in, PEER_HELLO_SIZE);
     if (peer_hello_decode(s->hello[PEER_ACCEPTOR], &id, s->their_address, why, sizeof why))
         shake_refuse(s, "%s", why);
+    else if (bind_channel(s) != 0)
+        shake_refuse(s, "no TLS channel binding");
     else if (id != s->their_id)
         shake_refuse(s, "it is node %llu", (unsigned long long)id);
     else if (!proof_valid(s, PEER_ACCEPTOR, s->in + PEER_HELLO_SIZE))
         shake_refuse(s, "wrong cluster secret");
-    else if (peer_proof(s->proof, s->p->key, PEER_CONNECTOR, s->hello[PEER_CONNECTOR],
-                        s->hello[PEER_ACCEPTOR]) != 0)
+    else if (make_proof(s, PEER_CONNECTOR) != 0)
         shake_refuse(s, "HMAC failed");
     if (s->closing)
         return;
-    uv_read_stop((uv_stream_t *)s->tcp);
+    uv_read_stop(s->stream);
     s->proven = true;
     shake_write(s, 1, &(uv_buf_t){.base = (char *)s->proof, .len = PEER_PROOF_SIZE}, 1);
 }
@@ -404,9 +449,9 @@ static void got_connector_hello(shake_t *s)
         shake_refuse(s, "%s", why);
     else if (s->their_id == s->p->id)
         shake_refuse(s, "it claims this node's id %llu", (unsigned long long)s->p->id);
-    else if (make_hello(s, PEER_ACCEPTOR) != 0 ||
-             peer_proof(s->proof, s->p->key, PEER_ACCEPTOR, s->hello[PEER_CONNECTOR],
-                        s->hello[PEER_ACCEPTOR]) != 0)
+    else if (bind_channel(s) != 0)
+        shake_refuse(s, "no TLS channel binding");
+    else if (make_hello(s, PEER_ACCEPTOR) != 0 || make_proof(s, PEER_ACCEPTOR) != 0)
         shake_refuse(s, "RAND_bytes or HMAC failed");
     if (s->closing)
         return;
@@ -425,7 +470,7 @@ static void got_connector_proof(shake_t *s)
         shake_refuse(s, "wrong cluster secret");
         return;
     }
-    uv_read_stop((uv_stream_t *)s->tcp);
+    uv_read_stop(s->stream);
     s->proven = true;
     shake_done(s);
 }
@@ -444,6 +489,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     s->got += (size_t)nread;
+    if (!s->outgoing && !s->got_hello && !s->p->tls && s->got >= 2 && s->in[0] == 0x16 &&
+        s->in[1] == 0x03) { /* a TLS record: a ClientHello */
+        shake_refuse(s, "it speaks TLS (node.peer_tls_* set there, not here?)");
+        return;
+    }
     if (s->got < s->need)
         return;
     if (s->outgoing)
@@ -458,9 +508,31 @@ static void start_reading(shake_t *s, size_t need)
 {
     s->need = need;
     s->got = 0;
-    int rv = uv_read_start((uv_stream_t *)s->tcp, on_alloc, on_read);
+    int rv = uv_read_start(s->stream, on_alloc, on_read);
     if (rv != 0)
         shake_abort(s, RAFT_NOCONNECTION);
+}
+
+/* The tunnel of @owner (a shake) ended during the handshake. */
+static void on_tunnel_down(void *owner, const char *why)
+{
+    shake_t *s = owner;
+    s->tunnel = NULL;
+    shake_refuse(s, "%s", why);
+}
+
+/* With peer TLS, put a tunnel between the socket and the handshake: the
+ * handshake (and then raft) uses the tunnel's pipe. 0 or -1. */
+static int shake_tunnel(shake_t *s)
+{
+    if (!s->p->tls)
+        return 0;
+    if (peer_tunnel_start(s->p->tls, s->tcp, s->outgoing, s->remote, s, on_tunnel_down,
+                          &s->tunnel, &s->stream) != 0)
+        return -1;
+    s->stream->data = s;
+    s->tcp = NULL;
+    return 0;
 }
 
 /* ---- incoming ---------------------------------------------------------- */
@@ -500,6 +572,8 @@ static void on_connection(uv_stream_t *server, int status)
     name_remote(s);
     if (p->incoming > INCOMING_MAX)
         shake_refuse(s, "more than %d handshakes at once", INCOMING_MAX);
+    else if (shake_tunnel(s) != 0)
+        shake_refuse(s, "out of memory for TLS");
     else
         start_reading(s, PEER_HELLO_SIZE);
 }
@@ -517,6 +591,10 @@ static void on_connected(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(s->tcp, 1);
+    if (shake_tunnel(s) != 0) {
+        shake_refuse(s, "out of memory for TLS");
+        return;
+    }
     if (make_hello(s, PEER_CONNECTOR) != 0) {
         shake_refuse(s, "RAND_bytes failed");
         return;
@@ -540,7 +618,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
     s->resolving = false;
     if (s->closing)
-        uv_close((uv_handle_t *)s->tcp, on_shake_closed);
+        uv_close((uv_handle_t *)s->stream, on_shake_closed);
     else if (status < 0 || !res)
         shake_abort(s, RAFT_NOCONNECTION);
     else
@@ -687,7 +765,8 @@ static int peer_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
         return RAFT_IOERR;
     }
     if (p->authenticated)
-        log_info("peer", "raft port %s: peers must prove the cluster secret", p->address);
+        log_info("peer", "raft port %s: peers must prove the cluster secret%s", p->address,
+                 p->tls ? ", inside TLS with a certificate of the cluster CA" : "");
     else
         log_warn("peer", "raft port %s takes UNAUTHENTICATED peers "
                  "(node.allow_unauthenticated_peers): whoever reaches it can disrupt "
@@ -709,6 +788,13 @@ static void on_sweep_closed(uv_handle_t *h)
     maybe_closed(p);
 }
 
+static void on_tls_closed(void *data)
+{
+    peer_t *p = data;
+    p->tls_open = false;
+    maybe_closed(p);
+}
+
 static void peer_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
 {
     peer_t *p = t->impl;
@@ -721,18 +807,30 @@ static void peer_close(struct raft_uv_transport *t, raft_uv_transport_close_cb c
         uv_close((uv_handle_t *)&p->listener, on_listener_closed);
     if (p->sweep_open)
         uv_close((uv_handle_t *)&p->sweep, on_sweep_closed);
+    if (p->tls) {
+        p->tls_open = true;
+        peer_tls_close(p->tls, on_tls_closed, p);
+    }
     maybe_closed(p);
 }
 
 int peer_transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const char *secret,
-                        bool allow_unauthenticated)
+                        bool allow_unauthenticated, const peer_tls_files_t *tls,
+                        char *errmsg, size_t errlen)
 {
     const char *key = secret ? secret : allow_unauthenticated ? OPEN_KEY : NULL;
     peer_t *p = calloc(1, sizeof *p);
+    int rv;
 
     if (!p || (key && !(p->key = strdup(key)))) {
         free(p);
+        snprintf(errmsg, errlen, "out of memory");
         return MQHUB_EINTERNAL;
+    }
+    if (tls && tls->cert && (rv = peer_tls_new(&p->tls, loop, tls, errmsg, errlen)) != 0) {
+        free(p->key);
+        free(p);
+        return rv;
     }
     p->t = t;
     p->loop = loop;
@@ -756,6 +854,7 @@ void peer_transport_free(struct raft_uv_transport *t)
         OPENSSL_cleanse(p->key, strlen(p->key));
         free(p->key);
     }
+    peer_tls_free(p->tls);
     free(p);
     t->impl = NULL;
 }

@@ -1002,11 +1002,13 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
         return MQHUB_EINTERNAL;
     }
     r->takes_peers = cfg->cluster_secret || cfg->allow_unauthenticated_peers;
-    if (peer_transport_init(&r->transport, loop, cfg->cluster_secret,
-                            cfg->allow_unauthenticated_peers) != 0) {
-        snprintf(errmsg, errlen, "raft transport: out of memory");
+    char why[256];
+    rv = peer_transport_init(&r->transport, loop, cfg->cluster_secret,
+                             cfg->allow_unauthenticated_peers, &cfg->peer_tls, why, sizeof why);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft transport: %s", why);
         replica_free(r);
-        return MQHUB_EINTERNAL;
+        return rv;
     }
     rv = raft_uv_init(&r->io, loop, cfg->dir, &r->transport);
     if (rv != 0) {

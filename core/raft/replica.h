@@ -12,6 +12,7 @@
 #include <raft.h>
 #include <uv.h>
 
+#include "raft/peer.h"
 #include "sm/sm.h"
 
 /* ======================================================================
@@ -40,6 +41,7 @@ typedef struct replica_config {
     bool join;                   /* never bootstrap: wait to be added */
     const char *cluster_secret;  /* peers prove it (peer.h); NULL: none */
     bool allow_unauthenticated_peers; /* no secret: take peers anyway (else none) */
+    peer_tls_files_t peer_tls;   /* node.peer_tls_*: all NULL, or TLS between peers */
 } replica_config_t;
 
 /* Called once per submitted command: status 0 with the reply map, or with

@@ -1,18 +1,20 @@
 /* body.c: shared bodies — the bodies that queue messages fanned out from a
  * topic share with the topic's retained message (docs/architecture.md
  * "Shared bodies"). Called by queue.c (body_get, body_release) and by
- * topic.c and subscription.c (body_add_refs, body_keep, body_keep_all).
+ * topic.c and subscription.c (body_add_refs, body_keep), and by the
+ * reclaim of a deleted topic in queue.c (body_keep).
  *
  * State in the store (docs/architecture.md "Key layout"):
  *   R<tid be64><seq be64>     how many queue messages refer to the body of
  *                             topic message seq (u64be)
  *   G<tid be64><seq be64>     that body once P<tid><seq> is gone (retention
- *                             expiry, topic.delete) while references remain
+ *                             expiry, a deleted topic's reclaim) while
+ *                             references remain
  * Queue messages fanned out from a publish store no body of their own; the
  * publish adds its count of them to R once (body_add_refs). Dropping a P
- * record that R still counts first copies its body to G (body_keep,
- * body_keep_all); queue.c reads it with body_get() and gives each reference
- * back with body_release(), the last one removing R and G. There is no
+ * record that R still counts first copies its body to G (body_keep);
+ * queue.c reads it with body_get() and gives each reference back with
+ * body_release(), the last one removing R and G. There is no
  * in-memory state: everything is in the store, so a rebuild has nothing to do.
  *
  * Start reading at body_get() and body_release(). Whatever comes to hold a
@@ -99,29 +101,6 @@ int body_keep(store_t *st, uint64_t tid, uint64_t seq)
     store_key_id_seq(k, 'G', tid, seq);
     rc = store_put(st, k, KEY_LEN, body, len);
     store_free(body);
-    return rc;
-}
-
-static int collect_ref(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    (void)v, (void)vl;
-    return kl == KEY_LEN ? body_seqs_push(arg, k) : 0;
-}
-
-int body_keep_all(store_t *st, uint64_t tid)
-{
-    body_seqs_t list = {0};
-    unsigned char p[9];
-    int rc = 0;
-    p[0] = 'R';
-    store_be64_put(p + 1, tid);
-    if (store_scan(st, p, 9, NULL, 0, collect_ref, &list) != 0)
-        rc = MQHUB_EINTERNAL;
-    for (size_t i = 0; i < list.n; i++) {
-        if (body_keep(st, tid, list.v[i]) != 0)
-            rc = MQHUB_EINTERNAL;
-    }
-    free(list.v);
     return rc;
 }
 

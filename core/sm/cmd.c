@@ -153,7 +153,8 @@ static void pack_err_item(msgpack_packer *pk, int rc, const char *err)
     const char *code = mqhub_err_name(rc);
     msgpack_pack_map(pk, 2);
     cmd_pack_kv_str(pk, "code", code, strlen(code));
-    cmd_pack_kv_str(pk, "error", err, strlen(err));
+    mp_pack_str(pk, "error", 5);
+    mp_pack_text(pk, err);
 }
 
 int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
@@ -175,53 +176,75 @@ int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
     return 0;
 }
 
-struct list {
-    uint64_t offset, limit, total;
-    msgpack_packer *pk;
-    cmd_t *c; /* its viewer: a named user sees the names it holds a grant on */
-};
-
-static int list_name(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+/* The rank just past every name starting with @prefix: the rank of the
+ * smallest string greater than all of them (the prefix with its last byte
+ * below 0xff incremented and the rest cut), or the end. */
+static size_t prefix_end(const omap_t *names, const char *prefix, size_t plen)
 {
-    struct list *l = arg;
-    (void)v, (void)vl;
-    if (l->c->viewer != NULL && !user_sees(l->c->us, l->c->viewer, k + 1, kl - 1))
-        return 0;
-    if (l->total >= l->offset && l->total - l->offset < l->limit)
-        mp_pack_str(l->pk, k + 1, kl - 1);
-    l->total++;
-    return 0;
+    unsigned char k[MQHUB_NAME_MAX];
+    if (plen)
+        memcpy(k, prefix, plen);
+    while (plen && k[plen - 1] == 0xff)
+        plen--;
+    if (!plen)
+        return omap_len(names);
+    k[plen - 1]++;
+    return omap_rank(names, k, plen);
 }
 
-int cmd_list_names(cmd_t *c, store_t *st, char rec, const char *key)
+/* Pack the names of ranks [@from, @to) that the viewer sees, from its
+ * @offset-th on, at most @limit; returns how many it sees in all. */
+static uint64_t pack_names(cmd_t *c, msgpack_packer *pk, const omap_t *names, size_t from,
+                           size_t to, uint64_t offset, uint64_t limit)
+{
+    uint64_t total = 0;
+    for (size_t i = from; i < to; i++) {
+        const char *name;
+        size_t len;
+        omap_at(names, i, &name, &len);
+        if (c->viewer != NULL && !user_sees(c->us, c->viewer, name, len))
+            continue;
+        if (total >= offset && total - offset < limit)
+            mp_pack_str(pk, name, len);
+        total++;
+    }
+    return total;
+}
+
+int cmd_list_names(cmd_t *c, const omap_t *names, const char *key)
 {
     const char *prefix;
-    size_t plen;
-    struct list l = {0, MQHUB_LIST_LIMIT_DEFAULT, 0, NULL, c};
+    size_t plen, from = 0, to = 0;
+    uint64_t offset = 0, limit = MQHUB_LIST_LIMIT_DEFAULT, total;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    char k[1 + MQHUB_NAME_MAX];
     int rc;
     if ((rc = cmd_arg_str(c, c->req, "prefix", false, &prefix, &plen)) ||
-        (rc = cmd_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &l.offset)) ||
-        (rc = cmd_arg_uint(c, c->req, "limit", 1, MQHUB_LIST_LIMIT_MAX, &l.limit)))
+        (rc = cmd_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &offset)) ||
+        (rc = cmd_arg_uint(c, c->req, "limit", 1, MQHUB_LIST_LIMIT_MAX, &limit)))
         return rc;
     if (!c->pk)
         return 0;
+    if (plen <= MQHUB_NAME_MAX) { /* a longer prefix matches no name */
+        from = omap_rank(names, prefix, plen);
+        to = prefix_end(names, prefix, plen);
+    }
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    l.pk = &pk;
-    k[0] = rec;
-    if (plen <= MQHUB_NAME_MAX) { /* a longer prefix matches no name */
-        if (plen)
-            memcpy(k + 1, prefix, plen);
-        store_scan(st, k, 1 + plen, NULL, 0, list_name, &l);
+    if (c->viewer) { /* a named user: every name in range is checked */
+        total = pack_names(c, &pk, names, from, to, offset, limit);
+    } else {         /* everyone's list: only the page is visited */
+        total = to - from;
+        if (offset < total)
+            pack_names(c, &pk, names, from + offset,
+                       from + offset + (limit < total - offset ? limit : total - offset), 0,
+                       limit);
     }
-    uint64_t shown = l.total > l.offset ? l.total - l.offset : 0;
+    uint64_t shown = total > offset ? total - offset : 0;
     cmd_reply_key(c, key);
-    msgpack_pack_array(c->pk, (uint32_t)(shown < l.limit ? shown : l.limit));
+    msgpack_pack_array(c->pk, (uint32_t)(shown < limit ? shown : limit));
     c->pk->callback(c->pk->data, sb.data, sb.size);
-    cmd_reply_uint(c, "total", l.total);
+    cmd_reply_uint(c, "total", total);
     msgpack_sbuffer_destroy(&sb);
     return 0;
 }

@@ -102,7 +102,7 @@ static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_
             mp_pack_str(&opk, "code", 4);
             mp_pack_str(&opk, code, strlen(code));
             mp_pack_str(&opk, "error", 5);
-            mp_pack_str(&opk, c.err, strlen(c.err));
+            mp_pack_text(&opk, c.err);
         }
     }
     msgpack_sbuffer_destroy(&scratch);
@@ -198,7 +198,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
     if (result)
         *result = NULL;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, NULL) != MSGPACK_UNPACK_SUCCESS)
+    if (mp_unpack(&u, buf, len, NULL) != MSGPACK_UNPACK_SUCCESS)
         goto corrupt;
     a = &u.data;
     if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size != 3 ||
@@ -227,7 +227,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
         msgpack_object bad = {.type = MSGPACK_OBJECT_NIL};
         size_t off = 0;
         msgpack_unpacked_init(&cu);
-        bool ok = msgpack_unpack_next(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
+        bool ok = mp_unpack(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
                   off == bin->size;
         run_cmd(f, f->now, ok ? &cu.data : &bad, OPS_WRITE, NULL, r ? &out : NULL);
         msgpack_unpacked_destroy(&cu);

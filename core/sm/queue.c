@@ -30,6 +30,11 @@
  * removes a record releases its reference (msg_remove, reclaim_msg);
  * a dead-letter move hands it over to the new record.
  *
+ * The queues themselves: by name in an ordered map (omap: lookups and
+ * queue.list pages in O(log n)), by id in a hash map, and in id order in a
+ * doubly linked list (a new queue has the highest id: appended; rebuild
+ * sorts once).
+ *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
  * a handler here, one line in fsm.c's op table. Iterate queues only through
  * the id-ordered list (never a hash map): tick's work budget must pick the
@@ -89,7 +94,7 @@ typedef struct queue {
     uint64_t floor;    /* messages below this seq were purged (Z record):
                         * absent to every read, reclaimed by tick */
     bool dirty, woke;
-    struct queue *next;       /* id order */
+    struct queue *next, *prev; /* id order */
     struct queue *dirty_next; /* this entry's dirty list */
 } queue_t;
 
@@ -99,8 +104,9 @@ struct dedup_ref { uint64_t at; char *id; size_t len; };
 
 struct queues {
     store_t *st;
-    hmap_t by_name, by_id;
-    queue_t *first; /* id order */
+    omap_t by_name;   /* name -> queue: lookups and queue.list */
+    hmap_t by_id;
+    queue_t *first, *last; /* id order */
     heap_t timers;
     queue_t *dirty;
     uint64_t next_qid, now;
@@ -168,7 +174,7 @@ static void qput(queues_t *qs, const void *k, size_t kl, const void *v, size_t v
 
 static queue_t *queue_find(queues_t *qs, const char *name, size_t len)
 {
-    return hmap_get(&qs->by_name, name, len);
+    return omap_get(&qs->by_name, name, len);
 }
 
 static queue_t *queue_by_id(queues_t *qs, uint64_t id)
@@ -291,31 +297,31 @@ static void queue_destroy(queue_t *q)
     free(q);
 }
 
-/* Insert @q in the id-ordered list and the maps. */
+/* Add @q to the maps and at the end of the id-ordered list: its id is
+ * above every linked queue's (a new queue; queue_rebuild links in id order).
+ * 0, or MQHUB_EINTERNAL with @q linked nowhere. */
 static int queue_link(queues_t *qs, queue_t *q)
 {
-    queue_t **pp = &qs->first;
-    if (hmap_put(&qs->by_name, q->name, q->nlen, q) != 0 ||
-        hmap_put(&qs->by_id, &q->id, sizeof(q->id), q) != 0)
+    if (omap_put(&qs->by_name, q->name, q->nlen, q) != 0)
         return MQHUB_EINTERNAL;
-    while (*pp && (*pp)->id < q->id)
-        pp = &(*pp)->next;
-    q->next = *pp;
-    *pp = q;
+    if (hmap_put(&qs->by_id, &q->id, sizeof(q->id), q) != 0) {
+        omap_del(&qs->by_name, q->name, q->nlen);
+        return MQHUB_EINTERNAL;
+    }
+    q->prev = qs->last;
+    q->next = NULL;
+    *(qs->last ? &qs->last->next : &qs->first) = q;
+    qs->last = q;
     return 0;
 }
 
 static void queue_unlink(queues_t *qs, queue_t *q)
 {
-    hmap_del(&qs->by_name, q->name, q->nlen);
+    omap_del(&qs->by_name, q->name, q->nlen);
     hmap_del(&qs->by_id, &q->id, sizeof(q->id));
-    for (queue_t **pp = &qs->first; *pp; pp = &(*pp)->next) {
-        if (*pp == q) {
-            *pp = q->next;
-            break;
-        }
-    }
-    for (queue_t **pp = &qs->dirty; *pp; pp = &(*pp)->dirty_next) {
+    *(q->prev ? &q->prev->next : &qs->first) = q->next;
+    *(q->next ? &q->next->prev : &qs->last) = q->prev;
+    for (queue_t **pp = &qs->dirty; q->dirty && *pp; pp = &(*pp)->dirty_next) {
         if (*pp == q) {
             *pp = q->dirty_next;
             break;
@@ -581,7 +587,7 @@ int queue_state_new(queues_t **out, store_t *st)
         return MQHUB_EINTERNAL;
     qs->st = st;
     qs->next_qid = 1;
-    hmap_init(&qs->by_name);
+    omap_init(&qs->by_name);
     hmap_init(&qs->by_id);
     heap_init(&qs->timers, sizeof(struct timer), cmp_timer);
     *out = qs;
@@ -595,7 +601,8 @@ static void free_all_queues(queues_t *qs)
         qs->first = q->next;
         queue_destroy(q);
     }
-    hmap_free(&qs->by_name);
+    qs->last = NULL;
+    omap_free(&qs->by_name);
     hmap_free(&qs->by_id);
     heap_clear(&qs->timers);
     qs->dirty = NULL;
@@ -621,20 +628,49 @@ void queue_set_ready_cb(queues_t *qs, fsm_ready_cb cb, void *arg)
 struct rebuild {
     queues_t *qs;
     queue_t *q;
+    queue_t **all; /* the Q records, in name order as the store has them */
+    size_t n, cap;
     int rc;
 };
 
 static int rebuild_queue(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     struct rebuild *r = arg;
-    queue_t *q = queue_alloc(k + 1, kl - 1);
-    if (!q || kl - 1 > MQHUB_NAME_MAX || queue_decode(q, v, vl) != 0 || queue_link(r->qs, q) != 0) {
+    queue_t *q = kl - 1 <= MQHUB_NAME_MAX ? queue_alloc(k + 1, kl - 1) : NULL;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        queue_t **all = realloc(r->all, cap * sizeof(*all));
+        if (all)
+            r->all = all, r->cap = cap;
+    }
+    if (!q || r->n == r->cap || queue_decode(q, v, vl) != 0) {
         if (q)
             queue_destroy(q);
         r->rc = MQHUB_EINTERNAL;
         return 1;
     }
+    r->all[r->n++] = q;
     return 0;
+}
+
+static int cmp_queue_id(const void *a, const void *b)
+{
+    const queue_t *x = *(queue_t *const *)a, *y = *(queue_t *const *)b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Link the queues read from the store, sorted once by id: O(n log n). */
+static void rebuild_link(struct rebuild *r)
+{
+    if (r->n)
+        qsort(r->all, r->n, sizeof(*r->all), cmp_queue_id);
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->rc == 0 && queue_link(r->qs, r->all[i]) != 0)
+            r->rc = MQHUB_EINTERNAL;
+        if (r->rc != 0)
+            queue_destroy(r->all[i]);
+    }
+    free(r->all);
 }
 
 static int rebuild_msg(void *arg, const char *k, size_t kl, const char *v, size_t vl)
@@ -708,7 +744,7 @@ static int rebuild_dead(void *arg, const char *k, size_t kl, const char *v, size
 
 int queue_rebuild(queues_t *qs)
 {
-    struct rebuild r = {qs, NULL, 0};
+    struct rebuild r = {.qs = qs};
     size_t vl;
     unsigned char *v;
     free_all_queues(qs);
@@ -718,6 +754,7 @@ int queue_rebuild(queues_t *qs)
     store_free(v);
     qs->tick_more = false;
     store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
+    rebuild_link(&r);
     store_scan(qs->st, "Z", 1, NULL, 0, rebuild_dead, qs);
     for (queue_t *q = qs->first; q && r.rc == 0; q = q->next) {
         unsigned char p[KEY_LEN];
@@ -895,7 +932,6 @@ int queue_op_create(cmd_t *c)
     q->next_seq = 1;
     q->a = a;
     if (queue_link(qs, q) != 0) {
-        queue_unlink(qs, q);
         queue_destroy(q);
         return cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
     }
@@ -909,22 +945,29 @@ int queue_op_create(cmd_t *c)
 /* ---- delete and purge: O(1) in apply, reclaimed by tick ----
  *
  * queue.delete and queue.purge only write the reclaim record
- *   Z<qid be64>   [floor be64][dedup: 1 byte]
- * and drop the queue's in-memory indexes: every message record of queue id
- * qid below seq floor is dead from then on (msg_load and every scan start
- * at the floor; a deleted queue's id is never used again, its floor is
- * UINT64_MAX), and with dedup set its D records too (delete; purge keeps
- * them). tick removes the dead records RECLAIM_BUDGET at a time, in qid and
- * seq order (the same records on every node), releasing shared-body
+ *   Z<kind><id be64>   [floor be64][dedup: 1 byte]
+ * with kind 'M' and id the queue id, and drop the queue's in-memory indexes:
+ * every message record of queue id qid below seq floor is dead from then on
+ * (msg_load and every scan start at the floor; a deleted queue's id is
+ * never used again, its floor is UINT64_MAX), and with dedup set its D
+ * records too (delete; purge keeps them). topic.delete and
+ * subscription.delete use the same record (queue_reclaim_mark) with kind
+ * 'P' (a topic's retained log P<tid>: each body that R still counts is
+ * first kept in G, as retention does) and 'W' (a subscription's pending set
+ * W<sid>). tick removes the dead records RECLAIM_BUDGET at a time, in Z key
+ * then seq order (the same records on every node), releasing shared-body
  * references as msg_remove does, and removes Z once nothing is left. Z is an
  * ordinary record: it survives snapshots and restarts, and the reclaim
  * resumes where it stopped. */
 
-static void reclaim_mark(queues_t *qs, uint64_t qid, uint64_t floor, bool dedup)
+#define ZKEY_LEN 10 /* 'Z', kind, id */
+
+void queue_reclaim_mark(queues_t *qs, char kind, uint64_t id, uint64_t floor, bool dedup)
 {
-    unsigned char k[9], v[9];
+    unsigned char k[ZKEY_LEN], v[9];
     k[0] = 'Z';
-    store_be64_put(k + 1, qid);
+    k[1] = (unsigned char)kind;
+    store_be64_put(k + 2, id);
     store_be64_put(v, floor);
     v[8] = dedup;
     qput(qs, k, sizeof k, v, sizeof v);
@@ -939,7 +982,7 @@ int queue_op_delete(cmd_t *c)
     int rc = arg_queue(qs, c, "name", &q);
     if (rc)
         return rc;
-    reclaim_mark(qs, q->id, UINT64_MAX, true);
+    queue_reclaim_mark(qs, 'M', q->id, UINT64_MAX, true);
     qrec_key(k, q);
     store_del(qs->st, k, 1 + q->nlen);
     queue_unlink(qs, q);
@@ -957,7 +1000,7 @@ int queue_op_purge(cmd_t *c)
     if (rc)
         return rc;
     q->floor = q->next_seq;
-    reclaim_mark(qs, q->id, q->floor, false);
+    queue_reclaim_mark(qs, 'M', q->id, q->floor, false);
     queue_clear_indexes(q);
     q->s.ready = q->s.inflight = q->s.delayed = q->s.retained = 0;
     mark_dirty(qs, q);
@@ -966,7 +1009,8 @@ int queue_op_purge(cmd_t *c)
 
 /* One Z record. */
 struct dead {
-    uint64_t qid, floor;
+    char kind; /* the prefix of the dead records: 'M', 'P' or 'W' */
+    uint64_t id, floor;
     bool dedup;
 };
 
@@ -978,9 +1022,10 @@ struct dead_list {
 
 static bool dead_decode(const char *k, size_t kl, const char *v, size_t vl, struct dead *d)
 {
-    if (kl != 9 || vl != 9)
+    if (kl != ZKEY_LEN || vl != 9)
         return false;
-    d->qid = store_be64_get((const unsigned char *)k + 1);
+    d->kind = k[1];
+    d->id = store_be64_get((const unsigned char *)k + 2);
     d->floor = store_be64_get((const unsigned char *)v);
     d->dedup = v[8] != 0;
     return true;
@@ -1010,8 +1055,8 @@ static int collect_dead_key(void *arg, const char *k, size_t kl, const char *v, 
 {
     struct dead_keys *d = arg;
     (void)v, (void)vl;
-    if (d->n >= d->budget || (k[0] == 'M' && kl == KEY_LEN &&
-                              store_be64_get((const unsigned char *)k + 9) >= d->floor))
+    if (d->n >= d->budget ||
+        (k[0] != 'D' && kl == KEY_LEN && store_be64_get((const unsigned char *)k + 9) >= d->floor))
         return 1;
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 256;
@@ -1056,24 +1101,36 @@ static void reclaim_msg(queues_t *qs, unsigned char *k)
     store_del(qs->st, k, KEY_LEN);
 }
 
+/* Remove a dead retained topic message @k, keeping its body in G while
+ * queue messages still refer to it (as retention does). */
+static void reclaim_topic_msg(queues_t *qs, const unsigned char *k)
+{
+    if (body_keep(qs->st, store_be64_get(k + 1), store_be64_get(k + 9)) != 0)
+        qs->failed = true;
+    store_del(qs->st, k, KEY_LEN);
+}
+
 /* Remove up to @budget dead records of @d; returns how many, *done when
  * none is left. */
-static uint64_t reclaim_queue(queues_t *qs, const struct dead *d, uint64_t budget, bool *done)
+static uint64_t reclaim_one(queues_t *qs, const struct dead *d, uint64_t budget, bool *done)
 {
     struct dead_keys keys = {.floor = d->floor, .budget = budget};
     unsigned char p[9];
-    p[0] = 'M';
-    store_be64_put(p + 1, d->qid);
+    p[0] = (unsigned char)d->kind;
+    store_be64_put(p + 1, d->id);
     store_scan(qs->st, p, 9, NULL, 0, collect_dead_key, &keys);
     if (keys.n < budget && d->dedup) {
         p[0] = 'D';
         store_scan(qs->st, p, 9, NULL, 0, collect_dead_key, &keys);
     }
     for (size_t i = 0; i < keys.n; i++) {
-        if (keys.k[i][0] == 'M')
-            reclaim_msg(qs, (unsigned char *)keys.k[i]);
+        unsigned char *k = (unsigned char *)keys.k[i];
+        if (k[0] == 'M' && keys.kl[i] == KEY_LEN)
+            reclaim_msg(qs, k);
+        else if (k[0] == 'P' && keys.kl[i] == KEY_LEN)
+            reclaim_topic_msg(qs, k);
         else
-            store_del(qs->st, keys.k[i], keys.kl[i]);
+            store_del(qs->st, k, keys.kl[i]);
     }
     uint64_t n = keys.n;
     *done = n < budget;
@@ -1082,7 +1139,7 @@ static uint64_t reclaim_queue(queues_t *qs, const struct dead *d, uint64_t budge
 }
 
 /* The reclaim half of tick: the dead records of deleted and purged queues,
- * RECLAIM_BUDGET per tick. */
+ * deleted topics and subscriptions, RECLAIM_BUDGET per tick. */
 static void reclaim_tick(queues_t *qs)
 {
     struct dead_list l = {.n = 0};
@@ -1090,11 +1147,12 @@ static void reclaim_tick(queues_t *qs)
     store_scan(qs->st, "Z", 1, NULL, 0, collect_dead, &l);
     for (size_t i = 0; i < l.n && budget; i++) {
         bool done;
-        budget -= reclaim_queue(qs, &l.v[i], budget, &done);
+        budget -= reclaim_one(qs, &l.v[i], budget, &done);
         if (done) {
-            unsigned char k[9];
+            unsigned char k[ZKEY_LEN];
             k[0] = 'Z';
-            store_be64_put(k + 1, l.v[i].qid);
+            k[1] = (unsigned char)l.v[i].kind;
+            store_be64_put(k + 2, l.v[i].id);
             store_del(qs->st, k, sizeof k);
         } else {
             l.more = true;
@@ -1110,7 +1168,7 @@ static int rebuild_dead(void *arg, const char *k, size_t kl, const char *v, size
     queues_t *qs = arg;
     struct dead d;
     queue_t *q;
-    if (dead_decode(k, kl, v, vl, &d) && (q = queue_by_id(qs, d.qid)))
+    if (dead_decode(k, kl, v, vl, &d) && d.kind == 'M' && (q = queue_by_id(qs, d.id)))
         q->floor = d.floor;
     qs->tick_more = true;
     return 0;
@@ -1209,7 +1267,7 @@ int queue_op_get(cmd_t *c)
 int queue_op_list(cmd_t *c)
 {
     queues_t *qs = c->qs;
-    return cmd_list_names(c, qs->st, 'Q', "queues");
+    return cmd_list_names(c, &qs->by_name, "queues");
 }
 
 /* ---- send ---- */

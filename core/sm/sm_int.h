@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "mp.h"
+#include "omap.h"
 #include "sm.h"
 #include "wire.h"
 
@@ -85,10 +86,11 @@ typedef int (*cmd_item_fn)(void *arg, cmd_t *c, const msgpack_object *item);
  * "results" holds per item @fn's map or {code, error}. 0 or MQHUB_EBAD_REQUEST. */
 int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
               cmd_item_fn fn, void *arg);
-/* queue.list / topic.list: the names of the records "<@rec><name>" in @st
- * filtered by the request's prefix, offset, limit, as reply field @key plus
- * "total". Returns 0 or MQHUB_EBAD_REQUEST. */
-int cmd_list_names(cmd_t *c, store_t *st, char rec, const char *key);
+/* queue.list / topic.list: the keys of @names (name -> object, in name
+ * order) filtered by the request's prefix, offset, limit, as reply field
+ * @key plus "total". O(log n + limit) per list; for a viewer (a named user)
+ * every name under the prefix is checked. Returns 0 or MQHUB_EBAD_REQUEST. */
+int cmd_list_names(cmd_t *c, const omap_t *names, const char *key);
 
 /* ======================================================================
  * queue.c — queues and their messages (docs/architecture.md "Messages").
@@ -120,6 +122,14 @@ int queue_op_receive(cmd_t *c);
 int queue_op_delete_msgs(cmd_t *c);
 int queue_op_change_visibility(cmd_t *c);
 int queue_op_tick(cmd_t *c);
+/* Mark dead every record <@kind><@id be64><seq be64> with seq below @floor
+ * (UINT64_MAX: all), and with @dedup the queue's D<@id> records too: tick
+ * removes them in bounded chunks (docs/architecture.md "Deleting and
+ * purging"). @kind is 'M' (a queue's messages, with their B bodies and
+ * shared-body references), 'P' (a topic's retained log; bodies still
+ * referred to are kept in G first) or 'W' (a subscription's pending set).
+ * One store write. */
+void queue_reclaim_mark(queues_t *qs, char kind, uint64_t id, uint64_t floor, bool dedup);
 /* Whether queue @name exists. */
 bool queue_exists(queues_t *qs, const char *name, size_t len);
 /* Append a message that a topic fans out (or dead-letters) to queue @name
@@ -247,11 +257,10 @@ void *body_get(store_t *st, uint64_t tid, uint64_t seq, size_t *len);
 int body_release(store_t *st, uint64_t tid, uint64_t seq);
 /* Count @n more references (0: nothing to do). 0 or a store failure. */
 int body_add_refs(store_t *st, uint64_t tid, uint64_t seq, uint64_t n);
-/* Before record P<tid><seq> goes (retention): copy its body to G while
- * references remain. body_keep_all: the same for every message of topic id
- * @tid that R counts (topic.delete). 0 or a store failure. */
+/* Before record P<tid><seq> goes (retention, the reclaim of a deleted
+ * topic): copy its body to G while references remain. 0 or a store
+ * failure. */
 int body_keep(store_t *st, uint64_t tid, uint64_t seq);
-int body_keep_all(store_t *st, uint64_t tid);
 /* The seqs of message keys (<prefix><id be64><seq be64>) that a store_scan
  * visit gathers for the work it may not do itself (a visit must not write
  * the store): body.c gathers R keys, topic.c P keys, subscription.c W keys.

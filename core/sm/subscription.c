@@ -195,7 +195,7 @@ static void sub_unlink(topics_t *ts, sub_t *s)
             break;
         }
     }
-    for (sub_t **pp = &ts->dirty_subs; *pp; pp = &(*pp)->dirty_next) {
+    for (sub_t **pp = &ts->dirty_subs; s->dirty && *pp; pp = &(*pp)->dirty_next) {
         if (*pp == s) {
             *pp = s->dirty_next;
             break;
@@ -234,6 +234,7 @@ static bool sub_is_push(const sub_t *s)
 
 struct rebuild {
     topic_t *t;
+    sub_t *last; /* S records come in name order: each is appended here */
     int rc;
 };
 
@@ -250,13 +251,14 @@ static int rebuild_sub(void *arg, const char *k, size_t kl, const char *v, size_
     memcpy(s->name, k + 9, kl - 9);
     s->nlen = kl - 9;
     s->t = r->t;
-    sub_link(s);
+    *(r->last ? &r->last->next : &r->t->subs) = s;
+    r->last = s;
     return 0;
 }
 
 int sub_rebuild(topics_t *ts, topic_t *t)
 {
-    struct rebuild r = {t, 0};
+    struct rebuild r = {t, NULL, 0};
     unsigned char p[9];
     p[0] = 'S';
     store_be64_put(p + 1, t->id);
@@ -656,12 +658,12 @@ out:
     return rc;
 }
 
+/* Remove S<tid><name>; the pending set W<sid> is left to tick's reclaim
+ * (queue_reclaim_mark), so a delete is O(1) whatever is pending. */
 static void sub_del_records(topics_t *ts, const sub_t *s)
 {
     unsigned char p[9 + MQHUB_NAME_MAX];
-    p[0] = 'W';
-    store_be64_put(p + 1, s->id);
-    store_del_prefix(ts->st, p, 9);
+    queue_reclaim_mark(ts->qs, 'W', s->id, UINT64_MAX, false);
     p[0] = 'S';
     store_be64_put(p + 1, s->t->id);
     memcpy(p + 9, s->name, s->nlen);

@@ -18,10 +18,14 @@
  *   P<tid be64><seq be64>     retained message [msg_id, published_at, tags,
  *                             key, attrs, body]
  * Queue messages fanned out from a publish refer to the body in P (body.c):
- * dropping a P record (retention, topic.delete) first lets body.c keep the
- * bodies still referred to (body_keep, body_keep_all).
- * In memory: topics in id order (tick picks the same work on every node) with
- * their subscriptions in name order, a hash map for lookups only.
+ * dropping a P record (retention; the reclaim after topic.delete) first
+ * lets body.c keep the bodies still referred to (body_keep).
+ * topic.delete is O(1) in the retained log: it marks P<tid> dead for tick's
+ * reclaim (queue_reclaim_mark, queue.c) and removes T<name>.
+ * In memory: topics in id order, a doubly linked list (tick picks the same
+ * work on every node; a new topic has the highest id: appended; rebuild sorts
+ * once), with their subscriptions in name order, and an ordered map by name
+ * for lookups and topic.list pages (O(log n)).
  *
  * Start reading at topic_op_publish(). Scripts (script.c) come in through
  * ts->hooks: the gate (blocks and hooks) before a client publish is accepted
@@ -214,32 +218,29 @@ static void mark_topic(topics_t *ts, topic_t *t)
 
 topic_t *topic_find(topics_t *ts, const char *name, size_t len)
 {
-    return hmap_get(&ts->by_name, name, len);
+    return omap_get(&ts->by_name, name, len);
 }
 
+/* Add @t to the name map and at the end of the id-ordered list (its id is
+ * above every linked topic's). 0, or MQHUB_EINTERNAL with @t linked nowhere. */
 static int topic_link(topics_t *ts, topic_t *t)
 {
-    topic_t **pp = &ts->first;
-    if (hmap_put(&ts->by_name, t->name, t->nlen, t) != 0)
+    if (omap_put(&ts->by_name, t->name, t->nlen, t) != 0)
         return MQHUB_EINTERNAL;
-    while (*pp && (*pp)->id < t->id)
-        pp = &(*pp)->next;
-    t->next = *pp;
-    *pp = t;
+    t->prev = ts->last;
+    t->next = NULL;
+    *(ts->last ? &ts->last->next : &ts->first) = t;
+    ts->last = t;
     return 0;
 }
 
 static void topic_destroy(topics_t *ts, topic_t *t)
 {
     sub_free_all(ts, t);
-    hmap_del(&ts->by_name, t->name, t->nlen);
-    for (topic_t **pp = &ts->first; *pp; pp = &(*pp)->next) {
-        if (*pp == t) {
-            *pp = t->next;
-            break;
-        }
-    }
-    for (topic_t **pp = &ts->dirty; *pp; pp = &(*pp)->dirty_next) {
+    omap_del(&ts->by_name, t->name, t->nlen);
+    *(t->prev ? &t->prev->next : &ts->first) = t->next;
+    *(t->next ? &t->next->prev : &ts->last) = t->prev;
+    for (topic_t **pp = &ts->dirty; t->dirty && *pp; pp = &(*pp)->dirty_next) {
         if (*pp == t) {
             *pp = t->dirty_next;
             break;
@@ -280,7 +281,7 @@ int topic_state_new(topics_t **out, store_t *st, queues_t *qs)
     ts->st = st;
     ts->qs = qs;
     ts->next_tid = ts->next_sid = 1;
-    hmap_init(&ts->by_name);
+    omap_init(&ts->by_name);
     *out = ts;
     return 0;
 }
@@ -289,8 +290,7 @@ static void free_all_topics(topics_t *ts)
 {
     while (ts->first)
         topic_destroy(ts, ts->first);
-    hmap_free(&ts->by_name);
-    hmap_init(&ts->by_name);
+    omap_free(&ts->by_name);
 }
 
 void topic_state_free(topics_t *ts)
@@ -298,7 +298,6 @@ void topic_state_free(topics_t *ts)
     if (!ts)
         return;
     free_all_topics(ts);
-    hmap_free(&ts->by_name);
     free(ts);
 }
 
@@ -315,6 +314,8 @@ void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h)
 
 struct rebuild {
     topics_t *ts;
+    topic_t **all; /* the T records, in name order as the store has them */
+    size_t n, cap;
     int rc;
 };
 
@@ -322,22 +323,50 @@ static int rebuild_topic(void *arg, const char *k, size_t kl, const char *v, siz
 {
     struct rebuild *r = arg;
     topic_t *t = kl - 1 <= MQHUB_NAME_MAX ? topic_alloc(k + 1, kl - 1) : NULL;
-    if (!t || topic_decode(t, v, vl) != 0 || topic_link(r->ts, t) != 0) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        topic_t **all = realloc(r->all, cap * sizeof(*all));
+        if (all)
+            r->all = all, r->cap = cap;
+    }
+    if (!t || r->n == r->cap || topic_decode(t, v, vl) != 0) {
         free(t);
         r->rc = MQHUB_EINTERNAL;
         return 1;
     }
+    r->all[r->n++] = t;
     return 0;
+}
+
+static int cmp_topic_id(const void *a, const void *b)
+{
+    const topic_t *x = *(topic_t *const *)a, *y = *(topic_t *const *)b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Link the topics read from the store, sorted once by id: O(n log n). */
+static void rebuild_link(struct rebuild *r)
+{
+    if (r->n)
+        qsort(r->all, r->n, sizeof(*r->all), cmp_topic_id);
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->rc == 0 && topic_link(r->ts, r->all[i]) != 0)
+            r->rc = MQHUB_EINTERNAL;
+        if (r->rc != 0)
+            free(r->all[i]);
+    }
+    free(r->all);
 }
 
 int topic_rebuild(topics_t *ts)
 {
-    struct rebuild r = {ts, 0};
+    struct rebuild r = {.ts = ts};
     free_all_topics(ts);
     ts->dirty_subs = NULL;
     ts->next_tid = get_meta(ts, META_TID);
     ts->next_sid = get_meta(ts, META_SID);
     store_scan(ts->st, "T", 1, NULL, 0, rebuild_topic, &r);
+    rebuild_link(&r);
     for (topic_t *t = ts->first; t && r.rc == 0; t = t->next) {
         r.rc = sub_rebuild(ts, t);
         topic_load_first_at(ts, t);
@@ -466,11 +495,7 @@ int topic_op_delete(cmd_t *c)
     if (rc)
         return rc;
     sub_delete_all(ts, t);
-    if (body_keep_all(ts->st, t->id) != 0)
-        ts->failed = true;
-    k[0] = 'P';
-    store_be64_put(k + 1, t->id);
-    store_del_prefix(ts->st, k, 9);
+    queue_reclaim_mark(ts->qs, 'P', t->id, UINT64_MAX, false);
     trec_key(k, t);
     store_del(ts->st, k, 1 + t->nlen);
     topic_destroy(ts, t);
@@ -524,7 +549,7 @@ int topic_op_get(cmd_t *c)
 int topic_op_list(cmd_t *c)
 {
     topics_t *ts = c->ts;
-    return cmd_list_names(c, ts->st, 'T', "topics");
+    return cmd_list_names(c, &ts->by_name, "topics");
 }
 
 /* ---- publish ---- */

@@ -7,7 +7,6 @@
 #ifndef MQHUB_SM_TOPIC_INT_H
 #define MQHUB_SM_TOPIC_INT_H
 
-#include "hmap.h"
 #include "sm_int.h"
 
 #define META_SID "#sid"
@@ -26,15 +25,15 @@ struct topic {
     struct tattrs a;
     sub_t *subs;               /* name order (subscription.c) */
     bool dirty;
-    topic_t *next;             /* id order */
+    topic_t *next, *prev;      /* id order */
     topic_t *dirty_next;
 };
 
 struct topics {
     store_t *st;
     queues_t *qs;
-    hmap_t by_name;
-    topic_t *first;
+    omap_t by_name;            /* name -> topic: lookups and topic.list */
+    topic_t *first, *last;     /* id order */
     topic_t *dirty;
     sub_t *dirty_subs;
     uint64_t next_tid, next_sid, now;

@@ -1,5 +1,6 @@
 /* mp.c: MessagePack helpers over msgpack-c — a map lookup, str packing, and
- * the size guard every decoder of untrusted bytes runs first (mp_extent()).
+ * the size guard every decoder of untrusted bytes runs first (mp_extent(),
+ * wrapped with the unpack itself in mp_unpack()).
  * Leaf code: includes nothing of core/. See mp.h for the contracts.
  */
 #include <stdbool.h>
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "mp.h"
+#include "utf8.h"
 
 const msgpack_object *mp_map_get(const msgpack_object *map, const char *key)
 {
@@ -31,6 +33,18 @@ void mp_pack_str(msgpack_packer *pk, const char *s, size_t len)
 void mp_pack_cstr(msgpack_packer *pk, const char *s)
 {
     mp_pack_str(pk, s, strlen(s));
+}
+
+void mp_pack_text(msgpack_packer *pk, const char *s)
+{
+    char esc[4096];
+    size_t n = strlen(s);
+
+    if (utf8_valid(s, n)) {
+        mp_pack_str(pk, s, n);
+        return;
+    }
+    mp_pack_str(pk, esc, utf8_escape(esc, sizeof esc, s, n));
 }
 
 /* ---- the size guard ---- */
@@ -117,4 +131,13 @@ size_t mp_extent(const char *buf, size_t len)
             return 0;
     }
     return off;
+}
+
+msgpack_unpack_return mp_unpack(msgpack_unpacked *u, const char *buf, size_t len, size_t *off)
+{
+    size_t start = off != NULL ? *off : 0;
+
+    if (start >= len || mp_extent(buf + start, len - start) == 0)
+        return MSGPACK_UNPACK_PARSE_ERROR;
+    return msgpack_unpack_next(u, buf, len, off);
 }

@@ -1,10 +1,11 @@
-/* tls.c: the server-side TLS engine of tls.h — OpenSSL on two memory BIOs.
+/* tls.c: the TLS engine of tls.h — OpenSSL on two memory BIOs.
  *
  * Each connection's SSL reads ciphertext from `rbio` (filled by
  * tls_conn_feed with what the transport read from its socket) and writes
  * ciphertext to `wbio` (emptied by tls_conn_take_out into the transport's
  * next socket write). Nothing here blocks or knows about sockets, so any
- * transport that owns a byte stream can use it.
+ * transport that owns a byte stream can use it: the TCP transport as a
+ * server, the raft peer transport (core/raft/peer_tls.c) as both sides.
  *
  * Start at tls_ctx_new() (policy: TLS 1.2 minimum, no compression, no
  * renegotiation, client certificates per tls_client_certs) and
@@ -58,13 +59,13 @@ static void ssl_error_text(char *buf, size_t size, const char *fallback)
                                       ? ERR_reason_error_string(last) : fallback);
 }
 
-static int ctx_fail(SSL_CTX *ssl, const char *key, const char *file, char *errmsg,
-                    size_t errlen)
+static int ctx_fail(SSL_CTX *ssl, const tls_config_t *cfg, const char *key, const char *file,
+                    char *errmsg, size_t errlen)
 {
     char why[160];
 
     ssl_error_text(why, sizeof why, "cannot load");
-    snprintf(errmsg, errlen, "%s %s: %s", key, file, why);
+    snprintf(errmsg, errlen, "%s%s %s: %s", cfg->keys ? cfg->keys : "tls_", key, file, why);
     SSL_CTX_free(ssl);
     return -1;
 }
@@ -86,7 +87,7 @@ static int ctx_client_certs(SSL_CTX *ssl, const tls_config_t *cfg, char *errmsg,
     }
     if (SSL_CTX_load_verify_locations(ssl, cfg->ca_file, NULL) != 1 ||
         (names = SSL_load_client_CA_file(cfg->ca_file)) == NULL)
-        return ctx_fail(ssl, "tls_ca", cfg->ca_file, errmsg, errlen);
+        return ctx_fail(ssl, cfg, "ca", cfg->ca_file, errmsg, errlen);
     SSL_CTX_set_client_CA_list(ssl, names);
     if (cfg->client_certs == TLS_CERTS_REQUIRED)
         mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
@@ -96,7 +97,7 @@ static int ctx_client_certs(SSL_CTX *ssl, const tls_config_t *cfg, char *errmsg,
 
 int tls_ctx_new(tls_ctx_t **out, const tls_config_t *cfg, char *errmsg, size_t errlen)
 {
-    SSL_CTX *ssl = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ssl = SSL_CTX_new(TLS_method());
     tls_ctx_t *ctx;
 
     if (ssl == NULL) {
@@ -108,11 +109,11 @@ int tls_ctx_new(tls_ctx_t **out, const tls_config_t *cfg, char *errmsg, size_t e
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
     if (SSL_CTX_use_certificate_chain_file(ssl, cfg->cert_file) != 1)
-        return ctx_fail(ssl, "tls_cert", cfg->cert_file, errmsg, errlen);
+        return ctx_fail(ssl, cfg, "cert", cfg->cert_file, errmsg, errlen);
     if (SSL_CTX_use_PrivateKey_file(ssl, cfg->key_file, SSL_FILETYPE_PEM) != 1)
-        return ctx_fail(ssl, "tls_key", cfg->key_file, errmsg, errlen);
+        return ctx_fail(ssl, cfg, "key", cfg->key_file, errmsg, errlen);
     if (SSL_CTX_check_private_key(ssl) != 1)
-        return ctx_fail(ssl, "tls_key", cfg->key_file, errmsg, errlen);
+        return ctx_fail(ssl, cfg, "key", cfg->key_file, errmsg, errlen);
     if (ctx_client_certs(ssl, cfg, errmsg, errlen) != 0)
         return -1;
     ctx = malloc(sizeof *ctx);
@@ -165,7 +166,7 @@ static void shrink_wbio(tls_conn_t *tc, size_t taken)
     tc->wbio = b;
 }
 
-tls_conn_t *tls_conn_new(tls_ctx_t *ctx)
+static tls_conn_t *conn_new(tls_ctx_t *ctx, bool client)
 {
     tls_conn_t *tc = calloc(1, sizeof *tc);
 
@@ -182,8 +183,21 @@ tls_conn_t *tls_conn_new(tls_ctx_t *ctx)
         return NULL;
     }
     SSL_set_bio(tc->ssl, tc->rbio, tc->wbio);
-    SSL_set_accept_state(tc->ssl);
+    if (client)
+        SSL_set_connect_state(tc->ssl);
+    else
+        SSL_set_accept_state(tc->ssl);
     return tc;
+}
+
+tls_conn_t *tls_conn_new(tls_ctx_t *ctx)
+{
+    return conn_new(ctx, false);
+}
+
+tls_conn_t *tls_conn_new_client(tls_ctx_t *ctx)
+{
+    return conn_new(ctx, true);
 }
 
 void tls_conn_free(tls_conn_t *tc)
@@ -334,4 +348,14 @@ void tls_conn_peer_subject(const tls_conn_t *tc, char *buf, size_t size)
         return;
     X509_NAME_oneline(X509_get_subject_name(cert), buf, (int)size);
     X509_free(cert);
+}
+
+int tls_conn_export(const tls_conn_t *tc, const char *label, unsigned char *out, size_t len)
+{
+    if (!SSL_is_init_finished(tc->ssl) ||
+        SSL_export_keying_material(tc->ssl, out, len, label, strlen(label), NULL, 0, 0) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
 }

@@ -1,6 +1,7 @@
-/* tls.h: a server-side TLS engine over memory buffers (OpenSSL with two
- * memory BIOs), for transports that own their sockets: the TCP transport
- * today, an HTTP transport later. It never touches a socket or a loop: the
+/* tls.h: a TLS engine over memory buffers (OpenSSL with two memory BIOs),
+ * for code that owns its sockets: the TCP transport (server side) and the
+ * raft peer transport (core/raft/peer_tls.c, both sides, mutual
+ * certificates). It never touches a socket or a loop: the
  * transport feeds it the bytes it read (tls_conn_feed), pulls plaintext out
  * (tls_conn_read), pushes plaintext in (tls_conn_write) and writes whatever
  * tls_conn_take_out() hands it. Not thread-safe; one loop thread per context.
@@ -20,10 +21,13 @@ typedef struct tls_config {
     const char *key_file;  /* PEM: its private key */
     const char *ca_file;   /* PEM: CAs that sign client certificates, or NULL */
     enum tls_client_certs client_certs;
+    const char *keys;      /* the config keys' prefix in errors: "tls_" when NULL */
 } tls_config_t;
 
 /* One per listener: certificates, key and policy (TLS 1.2 minimum, no
- * compression, no renegotiation). */
+ * compression, no renegotiation). Its connections can be either side; as a
+ * client, a connection verifies the server's chain against ca_file whenever
+ * client_certs is not TLS_CERTS_NONE (no host name check). */
 typedef struct tls_ctx tls_ctx_t;
 /* One per connection. */
 typedef struct tls_conn tls_conn_t;
@@ -42,6 +46,8 @@ void tls_ctx_free(tls_ctx_t *ctx);
 /* A server connection of @ctx, waiting for the client's hello; NULL when out
  * of memory. Freed with tls_conn_free(). */
 tls_conn_t *tls_conn_new(tls_ctx_t *ctx);
+/* The same for the client side: the first tls_conn_read() queues its hello. */
+tls_conn_t *tls_conn_new_client(tls_ctx_t *ctx);
 void tls_conn_free(tls_conn_t *tc);
 
 /* Hand over @len bytes read from the peer (copied). 0, or -1 out of memory. */
@@ -69,5 +75,9 @@ const char *tls_conn_error(const tls_conn_t *tc);
  * (cut to @size, "" when none), for logs. */
 const char *tls_conn_version(const tls_conn_t *tc);
 void tls_conn_peer_subject(const tls_conn_t *tc, char *buf, size_t size);
+/* @len bytes of keying material exported for @label (RFC 5705/8446), the
+ * same on both ends of an established connection: a channel binding. 0, or
+ * -1 before the handshake is done. */
+int tls_conn_export(const tls_conn_t *tc, const char *label, unsigned char *out, size_t len);
 
 #endif

@@ -18,11 +18,7 @@ int wire_decode_request(msgpack_unpacked *u, const char *buf, size_t len, wire_r
     msgpack_unpack_return ret;
 
     memset(v, 0, sizeof *v);
-    if (mp_extent(buf, len) == 0) {
-        snprintf(errmsg, errlen, "the frame is not one complete MessagePack value");
-        return MQHUB_EBAD_REQUEST;
-    }
-    ret = msgpack_unpack_next(u, buf, len, &off);
+    ret = mp_unpack(u, buf, len, &off);
     if (ret != MSGPACK_UNPACK_SUCCESS) {
         snprintf(errmsg, errlen, "the frame is not one complete MessagePack value");
         return MQHUB_EBAD_REQUEST;
@@ -87,7 +83,7 @@ void wire_pack_error(msgpack_packer *pk, bool has_id, uint64_t id, int code, con
     mp_pack_cstr(pk, "code");
     mp_pack_cstr(pk, mqhub_err_name(code));
     mp_pack_cstr(pk, "error");
-    mp_pack_cstr(pk, msg);
+    mp_pack_text(pk, msg);
     if (leader != NULL) {
         mp_pack_cstr(pk, "leader");
         mp_pack_cstr(pk, leader);

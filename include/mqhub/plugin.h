@@ -129,6 +129,14 @@ typedef struct mqhub_host_api {
      * and "request_seconds_bucket.<transport>.<i>" (cumulative;
      * docs/plugins.md). */
     int64_t (*metric_get)(mqhub_host_t *host, const char *name);
+
+    /* Appended after metric_get (MQHUB_HOST_HAS): the transport's outgoing
+     * bytes for @session went above its high-water mark (@writable 0) or back
+     * below its low-water mark (1). While not writable the host sends the
+     * session no pushes (push subscriptions skip it; replies still come). A
+     * transport that never calls it gets pushes always. Closing a session
+     * that stays unwritable too long is the transport's (write_timeout). */
+    void (*session_writable)(mqhub_session_t *session, int writable);
 } mqhub_host_api_t;
 
 typedef struct mqhub_plugin {

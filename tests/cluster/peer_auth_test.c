@@ -214,9 +214,9 @@ static int handshake(unsigned i, uint64_t as_id, const char *key, bool *acceptor
     assert_int_equal(peer_hello_encode(hc, as_id, "127.0.0.1:1", nonce), 0);
     assert_int_equal(testhub_write_all(fd, hc, sizeof hc), 0);
     assert_int_equal(read_exact(fd, reply, sizeof reply, 3000), 0);
-    assert_int_equal(peer_proof(want, key, PEER_ACCEPTOR, hc, reply), 0);
+    assert_int_equal(peer_proof(want, key, PEER_ACCEPTOR, hc, reply, NULL), 0);
     *acceptor_ok = memcmp(want, reply + PEER_HELLO_SIZE, PEER_PROOF_SIZE) == 0;
-    assert_int_equal(peer_proof(mine, key, PEER_CONNECTOR, hc, reply), 0);
+    assert_int_equal(peer_proof(mine, key, PEER_CONNECTOR, hc, reply, NULL), 0);
     assert_int_equal(testhub_write_all(fd, mine, sizeof mine), 0);
     return fd;
 }

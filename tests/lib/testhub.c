@@ -81,7 +81,8 @@ static int write_config(testhub_t *h, const testhub_opts_t *o)
         return -1;
     fprintf(f, "node { id = 1, data = \"%s/data\", raft = \"127.0.0.1:%u\" }\n", h->dir,
             h->raft_port);
-    fprintf(f, "transport \"tcp\" { listen = \"127.0.0.1:%u\" }\n", h->port);
+    fprintf(f, "transport \"tcp\" { listen = \"127.0.0.1:%u\"%s }\n", h->port,
+            o && o->tcp_extra ? o->tcp_extra : "");
     fprintf(f, "log { level = \"warn\" }\n");
     if (o && o->token)
         fprintf(f, "auth { token = \"%s\" }\n", o->token);

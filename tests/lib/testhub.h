@@ -19,6 +19,7 @@ typedef struct testhub_opts {
     const char *token;         /* auth { token = ... } when set */
     size_t max_frame;          /* limits { max_frame = ... } when > 0 */
     const char *extra_config;  /* appended verbatim to the config file */
+    const char *tcp_extra;     /* more keys of transport "tcp": ", k = v, ..." */
 } testhub_opts_t;
 
 typedef struct testhub {

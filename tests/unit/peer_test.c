@@ -3,7 +3,11 @@
  * loop over loopback: the right secret hands raft both ends and the first
  * bytes after the handshake reach the accepted stream intact; a wrong
  * secret, a wrong node id, an unauthenticated node against a keyed one, and
- * a node without a secret are all refused before raft gets a stream.
+ * a node without a secret are all refused before raft gets a stream. With
+ * peer TLS (a throwaway PKI from tests/integration/tls_pki.c): bytes cross
+ * intact both ways, 24 MiB included, with backpressure while raft's side
+ * does not read; a certificate of another CA, and a plaintext peer against
+ * a TLS one (either way round), are refused with a log line.
  */
 #include <arpa/inet.h>
 #include <setjmp.h>
@@ -19,6 +23,7 @@
 
 #include "mqhub/errors.h"
 #include "raft/peer.h"
+#include "tls_pki.h"
 
 #define KEY "0123456789abcdef0123456789abcdef"
 #define OTHER_KEY "fedcba9876543210fedcba9876543210"
@@ -111,25 +116,28 @@ static void test_proof_vector(void **state)
     char text[2 * PEER_PROOF_SIZE + 1];
 
     fixed_hellos(hc, ha);
-    assert_int_equal(peer_proof(p, KEY, PEER_CONNECTOR, hc, ha), 0);
+    assert_int_equal(peer_proof(p, KEY, PEER_CONNECTOR, hc, ha, NULL), 0);
     hex(p, sizeof p, text);
     assert_string_equal(text,
                         "e2566a225a14b9ded7a584c4565137723cca7f2b1e2e51b65aaa94329879e8c8");
-    assert_int_equal(peer_proof(p, KEY, PEER_ACCEPTOR, hc, ha), 0);
+    assert_int_equal(peer_proof(p, KEY, PEER_ACCEPTOR, hc, ha, NULL), 0);
     hex(p, sizeof p, text);
     assert_string_equal(text,
                         "9d553642a9deed5b209408f7de636d4c86039280b4591ad85a24254e30de836b");
 
     /* Any other key, side, order or byte gives another proof. */
-    assert_int_equal(peer_proof(q, OTHER_KEY, PEER_ACCEPTOR, hc, ha), 0);
+    assert_int_equal(peer_proof(q, OTHER_KEY, PEER_ACCEPTOR, hc, ha, NULL), 0);
     assert_memory_not_equal(p, q, sizeof p);
-    assert_int_equal(peer_proof(q, KEY, PEER_CONNECTOR, hc, ha), 0);
+    assert_int_equal(peer_proof(q, KEY, PEER_CONNECTOR, hc, ha, NULL), 0);
     assert_memory_not_equal(p, q, sizeof p);
-    assert_int_equal(peer_proof(q, KEY, PEER_ACCEPTOR, ha, hc), 0);
+    assert_int_equal(peer_proof(q, KEY, PEER_ACCEPTOR, ha, hc, NULL), 0);
+    assert_memory_not_equal(p, q, sizeof p);
+    uint8_t binding[PEER_BINDING_SIZE] = {1};  /* peer TLS: the channel counts too */
+    assert_int_equal(peer_proof(q, KEY, PEER_ACCEPTOR, hc, ha, binding), 0);
     assert_memory_not_equal(p, q, sizeof p);
     for (size_t i = 0; i < PEER_HELLO_SIZE; i += 37) {
         hc[i] ^= 1;
-        assert_int_equal(peer_proof(q, KEY, PEER_ACCEPTOR, hc, ha), 0);
+        assert_int_equal(peer_proof(q, KEY, PEER_ACCEPTOR, hc, ha, NULL), 0);
         assert_memory_not_equal(p, q, sizeof p);
         hc[i] ^= 1;
     }
@@ -187,14 +195,22 @@ static void on_dialed(struct raft_uv_connect *req, uv_stream_t *stream, int stat
     d->stream = stream;
 }
 
-static void side_start(side_t *s, uint64_t id, const char *secret, bool open)
+static void side_start_tls(side_t *s, uint64_t id, const char *secret, bool open,
+                           const peer_tls_files_t *tls)
 {
+    char why[256];
     memset(s, 0, sizeof *s);
     snprintf(s->address, sizeof s->address, "127.0.0.1:%u", free_port());
-    assert_int_equal(peer_transport_init(&s->t, &g_loop, secret, open), 0);
+    if (peer_transport_init(&s->t, &g_loop, secret, open, tls, why, sizeof why) != 0)
+        fail_msg("peer_transport_init: %s", why);
     s->t.data = s;
     assert_int_equal(s->t.init(&s->t, id, s->address), 0);
     assert_int_equal(s->t.listen(&s->t, on_accept), 0);
+}
+
+static void side_start(side_t *s, uint64_t id, const char *secret, bool open)
+{
+    side_start_tls(s, id, secret, open, NULL);
 }
 
 static void on_side_closed(struct raft_uv_transport *t)
@@ -345,6 +361,230 @@ static void test_without_secret(void **state)
     side_stop(&a);
 }
 
+/* ---- peer TLS ----------------------------------------------------------- */
+
+static tls_pki_t g_pki;
+
+/* Files of the PKI: @cert signed by @ca ("server" by "ca", "other-server"
+ * by "other-ca"), into @f (paths in @store). */
+static const peer_tls_files_t *pki_files(peer_tls_files_t *f, char store[3][300],
+                                         const char *cert, const char *ca)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.pem", cert);
+    f->cert = tls_pki_path(&g_pki, name, store[0], 300);
+    snprintf(name, sizeof name, "%s.key", cert);
+    f->key = tls_pki_path(&g_pki, name, store[1], 300);
+    snprintf(name, sizeof name, "%s.pem", ca);
+    f->ca = tls_pki_path(&g_pki, name, store[2], 300);
+    return f;
+}
+
+static void tls_side(side_t *s, uint64_t id, const char *cert, const char *ca)
+{
+    peer_tls_files_t f;
+    char store[3][300];
+    side_start_tls(s, id, KEY, false, pki_files(&f, store, cert, ca));
+}
+
+/* stderr into a file while a test looks for a log line. */
+static int g_saved_stderr = -1;
+static FILE *g_capture;
+
+static void capture_start(void)
+{
+    fflush(stderr);
+    g_capture = tmpfile();
+    assert_non_null(g_capture);
+    g_saved_stderr = dup(2);
+    dup2(fileno(g_capture), 2);
+}
+
+/* Stop capturing; whether the log holds @a and @b. */
+static bool capture_has(const char *a, const char *b)
+{
+    static char text[16384];
+    size_t n;
+    fflush(stderr);
+    dup2(g_saved_stderr, 2);
+    close(g_saved_stderr);
+    rewind(g_capture);
+    n = fread(text, 1, sizeof text - 1, g_capture);
+    text[n] = '\0';
+    fclose(g_capture);
+    fputs(text, stderr); /* keep it in the test's output */
+    return strstr(text, a) && strstr(text, b);
+}
+
+/* A big payload and where it lands. */
+typedef struct bulk {
+    char *data;
+    size_t len, got;
+    bool done, written;
+    int status;
+} bulk_t;
+
+static void bulk_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf)
+{
+    bulk_t *k = h->data;
+    *buf = uv_buf_init(k->data + k->got, (unsigned)(k->len - k->got));
+}
+
+static void bulk_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    bulk_t *k = st->data;
+    assert_true(n >= 0);
+    if ((k->got += (size_t)n) == k->len) {
+        k->done = true;
+        uv_read_stop(st);
+    }
+}
+
+static void bulk_written(uv_write_t *w, int status)
+{
+    bulk_t *k = w->data;
+    k->written = true;
+    k->status = status;
+}
+
+static char *pattern(size_t len, unsigned seed)
+{
+    char *p = malloc(len);
+    assert_non_null(p);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (char)(i * 131 + seed + i / 7919);
+    return p;
+}
+
+/* @len bytes from @from reach @to intact; with @stall, @to does not read
+ * for a while first, and the writer must still be waiting then (the
+ * tunnels hold back instead of buffering it all). */
+static void transfer(uv_stream_t *from, uv_stream_t *to, size_t len, bool stall)
+{
+    char *out = pattern(len, (unsigned)len);
+    bulk_t k = {.data = malloc(len), .len = len};
+    uv_write_t w = {.data = &k};
+    uv_buf_t buf = uv_buf_init(out, (unsigned)len);
+
+    assert_non_null(k.data);
+    assert_int_equal(uv_write(&w, from, &buf, 1, bulk_written), 0);
+    if (stall) {
+        uv_update_time(&g_loop);
+        for (uint64_t until = uv_now(&g_loop) + 300; uv_now(&g_loop) < until;) {
+            uv_run(&g_loop, UV_RUN_NOWAIT);
+            usleep(1000);
+            uv_update_time(&g_loop);
+        }
+        assert_false(k.written);
+    }
+    to->data = &k;
+    assert_int_equal(uv_read_start(to, bulk_alloc, bulk_read), 0);
+    assert_true(run_until(&k.done));
+    assert_true(run_until(&k.written));
+    assert_int_equal(k.status, 0);
+    assert_memory_equal(k.data, out, len);
+    free(out);
+    free(k.data);
+}
+
+static void test_tls_ok(void **state)
+{
+    side_t a, b;
+    dial_t d;
+
+    tls_side(&a, 1, "server", "ca");
+    tls_side(&b, 2, "server", "ca");
+    dial(&b, &a, 1, &d);
+    assert_int_equal(d.status, 0);
+    assert_true(run_until(&a.got));
+    assert_int_equal(a.accepted_id, 2);
+
+    transfer(d.stream, a.accepted, 10, false);     /* raft's direction */
+    transfer(a.accepted, d.stream, 10, false);     /* and back */
+    transfer(d.stream, a.accepted, 24u << 20, true);
+    transfer(a.accepted, d.stream, (1u << 20) + 3, false);
+
+    uv_close((uv_handle_t *)d.stream, free_stream);
+    side_stop(&a);
+    side_stop(&b);
+}
+
+static void eof_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    if (n == UV_EOF)
+        *(bool *)st->data = true;
+}
+
+static void eof_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf)
+{
+    static char scratch[64];
+    *buf = uv_buf_init(scratch, sizeof scratch);
+}
+
+/* raft closing its end of a connection reaches the other node's raft as an
+ * end of file (raft then drops that connection, as with plain TCP). */
+static void test_tls_close_reaches_other_side(void **state)
+{
+    side_t a, b;
+    dial_t d;
+    bool eof = false;
+
+    tls_side(&a, 1, "server", "ca");
+    tls_side(&b, 2, "server", "ca");
+    dial(&b, &a, 1, &d);
+    assert_true(run_until(&a.got));
+    uv_close((uv_handle_t *)d.stream, free_stream);
+    a.accepted->data = &eof;
+    assert_int_equal(uv_read_start(a.accepted, eof_alloc, eof_read), 0);
+    assert_true(run_until(&eof));
+    side_stop(&b);
+    side_stop(&a);
+}
+
+static void test_tls_refusals(void **state)
+{
+    side_t a, b;
+    peer_tls_files_t f;
+    char store[3][300];
+
+    tls_side(&a, 1, "server", "ca");
+
+    capture_start(); /* a certificate of another CA: a refuses it */
+    tls_side(&b, 2, "other-server", "ca");
+    expect_refused(&a, &b, 1);
+    side_stop(&b);
+    assert_true(capture_has("from 127.0.0.1", "refused: TLS: certificate verify failed"));
+
+    capture_start(); /* b trusts another CA only: b refuses a */
+    tls_side(&b, 2, "server", "other-ca");
+    expect_refused(&a, &b, 1);
+    side_stop(&b);
+    assert_true(capture_has("refused", "certificate verify failed"));
+
+    capture_start(); /* plaintext peer to a TLS node */
+    side_start(&b, 2, KEY, false);
+    expect_refused(&a, &b, 1);
+    side_stop(&b);
+    assert_true(capture_has("from 127.0.0.1", "refused: TLS: wrong version number"));
+
+    capture_start(); /* a TLS peer to a plaintext node */
+    side_stop(&a);
+    side_start(&a, 1, KEY, false);
+    tls_side(&b, 2, "server", "ca");
+    expect_refused(&a, &b, 1);
+    side_stop(&b);
+    side_stop(&a);
+    assert_true(capture_has("from 127.0.0.1", "it speaks TLS"));
+
+    /* Files that do not load fail the transport's init, naming the key. */
+    char why[256];
+    struct raft_uv_transport t;
+    pki_files(&f, store, "missing", "ca");
+    assert_int_equal(peer_transport_init(&t, &g_loop, KEY, false, &f, why, sizeof why),
+                     MQHUB_EBAD_REQUEST);
+    assert_non_null(strstr(why, "node.peer_tls_cert"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -354,9 +594,15 @@ int main(void)
         cmocka_unit_test(test_handshake_ok),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_without_secret),
+        cmocka_unit_test(test_tls_ok),
+        cmocka_unit_test(test_tls_close_reaches_other_side),
+        cmocka_unit_test(test_tls_refusals),
     };
     uv_loop_init(&g_loop);
+    if (tls_pki_make(&g_pki) != 0)
+        return 1;
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    tls_pki_cleanup(&g_pki);
     uv_run(&g_loop, UV_RUN_NOWAIT);
     uv_loop_close(&g_loop);
     return rc;

@@ -16,6 +16,19 @@
  * connection stops reading until they drain (below low_water, half of
  * max_inflight).
  *
+ * Limits (docs/operations.md "Limits"): the host is told (session_writable)
+ * when the unwritten output passes high_water and when it drains below
+ * low_water, so pushes stop for a client that does not read; one that stays
+ * above high_water for write_timeout seconds is closed. The bytes of
+ * unfinished frames of all connections together stay within input_budget:
+ * the connection that would pass it is closed. A connection holding part of
+ * a frame for frame_timeout seconds, or (idle_timeout > 0) quiet for
+ * idle_timeout seconds with nothing in flight, is closed; sweep() checks
+ * once a second. At most max_connections (and never closer than
+ * TCP_FD_RESERVE to the open-file limit, so accept() never meets EMFILE)
+ * are open; a connection past it is accepted and closed at once. Every such
+ * close is logged (log_limited).
+ *
  * Closing: a frame above max_frame gets a FRAME_TOO_LARGE error frame; a
  * frame the host could not read gets its BAD_REQUEST reply (the host then
  * reports session_broken). Either way the connection writes what is queued,
@@ -38,13 +51,16 @@
  * high_water (8 MiB), max_inflight (4096); tls_cert, tls_key (PEM files),
  * tls_ca (PEM, CAs of client certificates), tls_client_certs ("none",
  * "optional", "required"; default "required" with tls_ca, else "none"),
- * tls_handshake_timeout (seconds, 10). docs/operations.md lists them.
+ * tls_handshake_timeout (seconds, 10); write_timeout (60 s), frame_timeout
+ * (30 s), idle_timeout (0: off), input_budget (256 MiB), max_connections
+ * (10000). docs/operations.md lists them.
  */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <msgpack.h>
 
@@ -54,6 +70,9 @@
 #include "tls.h"
 
 #define TCP_CHUNK (64 * 1024)
+/* File descriptors left to the rest of the daemon (raft, data, other
+ * transports) when the open-file limit caps max_connections. */
+#define TCP_FD_RESERVE 64
 
 typedef struct conn conn_t;
 
@@ -68,6 +87,11 @@ typedef struct tcp {
     unsigned max_inflight;
     tls_ctx_t *tls;        /* NULL: plaintext */
     uint64_t handshake_ms; /* a TLS client must finish its handshake within */
+    uint64_t write_ms, frame_ms, idle_ms; /* the timeouts; idle_ms 0: none */
+    size_t input_budget;   /* bytes of unfinished frames, all connections */
+    size_t input_bytes;    /* ...held now (the sum of every conn's cap) */
+    unsigned max_conns, n_conns;
+    uv_timer_t sweep;      /* once a second: the timeouts */
     uint64_t log_second;   /* log_limited(): the second of the last line */
     unsigned log_dropped;  /* lines not logged since */
     char scratch[TCP_CHUNK]; /* shared by every connection's reads */
@@ -93,6 +117,8 @@ struct conn {
     bool shut;         /* uv_shutdown requested: no more writes */
     bool closing;
     bool notified;     /* TLS: close_notify queued */
+    bool blocked;      /* output above high_water (told the host) */
+    uint64_t blocked_at, partial_at, active_at; /* uv_now(): since when */
     conn_t *prev, *next;
 };
 
@@ -106,6 +132,7 @@ typedef struct wreq {
 static void conn_resume(conn_t *c);
 static void flush(conn_t *c);
 static void peer_name(uv_tcp_t *h, char *out, size_t len);
+static void log_limited(tcp_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---------------------------------------------------------------- closing */
 
@@ -124,6 +151,8 @@ static void on_conn_closed(uv_handle_t *handle)
         t->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    t->input_bytes -= c->cap;
+    t->n_conns--;
     free(c->buf);
     free(c->out);
     tls_conn_free(c->tls);
@@ -171,6 +200,25 @@ static size_t queued(const conn_t *c)
     return c->out_len + (c->writing != NULL ? c->writing->len : 0);
 }
 
+/* Tell the host when the output passes high_water (no more pushes) and
+ * when it drains below low_water; sweep() closes a connection blocked for
+ * write_timeout. */
+static void track_blocked(conn_t *c)
+{
+    tcp_t *t = c->t;
+    size_t q = queued(c);
+    bool was = c->blocked;
+
+    if (!c->blocked && q >= t->high_water) {
+        c->blocked = true;
+        c->blocked_at = uv_now(t->loop);
+    } else if (c->blocked && q <= t->low_water) {
+        c->blocked = false;
+    }
+    if (was != c->blocked && c->session != NULL && MQHUB_HOST_HAS(t->api, session_writable))
+        t->api->session_writable(c->session, !c->blocked);
+}
+
 /* When ending and every reply is handed to libuv: shut down after the last
  * write, then close. TLS: close_notify goes out first, and the shutdown
  * waits until every record is written. */
@@ -206,6 +254,7 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     flush(c);
+    track_blocked(c);
     maybe_shutdown(c);
     conn_resume(c);
 }
@@ -296,6 +345,7 @@ static void conn_write(conn_t *c, const char *msgpack, size_t len)
     memcpy(c->out + c->out_len + FRAME_HEADER, msgpack, len);
     c->out_len = want;
     flush(c);
+    track_blocked(c);
 }
 
 /* Stop reading, write what is queued, then close. */
@@ -383,15 +433,28 @@ static size_t process(conn_t *c, const char *data, size_t n)
     return off;
 }
 
+/* Grow the connection's buffer to @want bytes, within input_budget. -1 when
+ * out of memory or over the budget (logged: the caller closes). */
 static int reserve(conn_t *c, size_t want)
 {
+    tcp_t *t = c->t;
+    char peer[96];
     char *b;
 
     if (c->cap >= want)
         return 0;
+    if (t->input_bytes - c->cap + want > t->input_budget) {
+        peer_name(&c->handle, peer, sizeof peer);
+        t->api->metric_add(t->host, "input_budget_closes", 1);
+        log_limited(t, "closing %s: its unfinished frame of %zu bytes would pass "
+                    "input_budget (%zu bytes held by all connections)", peer, want,
+                    t->input_bytes);
+        return -1;
+    }
     b = realloc(c->buf, want);
     if (b == NULL)
         return -1;
+    t->input_bytes += want - c->cap;
     c->buf = b;
     c->cap = want;
     return 0;
@@ -408,8 +471,13 @@ static int keep(conn_t *c, const char *data, size_t rest)
         memcpy(c->buf, data, rest);
     }
     c->len = rest;
+    if (rest == 0)
+        c->partial_at = 0;
+    else if (c->partial_at == 0)
+        c->partial_at = uv_now(c->t->loop);
     if (rest == 0 && c->cap > TCP_CHUNK) {
         free(c->buf);
+        c->t->input_bytes -= c->cap;
         c->buf = NULL;
         c->cap = 0;
     }
@@ -500,6 +568,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->closing)
         return;
+    c->active_at = uv_now(c->t->loop);
     if (c->tls != NULL) {
         tls_received(c, buf->base, (size_t)nread);
         return;
@@ -642,6 +711,47 @@ static void conn_resume(conn_t *c)
         conn_close(c);
 }
 
+/* --------------------------------------------------------------- timeouts */
+
+/* Why @c is overdue at @now, or NULL. */
+static const char *overdue(const conn_t *c, uint64_t now, uint64_t *secs)
+{
+    const tcp_t *t = c->t;
+
+    if (c->blocked && now - c->blocked_at >= t->write_ms) {
+        *secs = t->write_ms / 1000;
+        return "does not read its replies (output above high_water for write_timeout";
+    }
+    if (c->partial_at != 0 && now - c->partial_at >= t->frame_ms) {
+        *secs = t->frame_ms / 1000;
+        return "left a frame unfinished (frame_timeout";
+    }
+    if (t->idle_ms > 0 && c->inflight == 0 && queued(c) == 0 &&
+        now - c->active_at >= t->idle_ms) {
+        *secs = t->idle_ms / 1000;
+        return "was idle (idle_timeout";
+    }
+    return NULL;
+}
+
+/* Once a second: close the connections past a timeout. */
+static void sweep(uv_timer_t *timer)
+{
+    tcp_t *t = timer->data;
+    uint64_t now = uv_now(t->loop), secs;
+    const char *why;
+    char peer[96];
+
+    for (conn_t *c = t->conns; c != NULL; c = c->next) {
+        if (c->closing || (why = overdue(c, now, &secs)) == NULL)
+            continue;
+        peer_name(&c->handle, peer, sizeof peer);
+        t->api->metric_add(t->host, "timeout_closes", 1);
+        log_limited(t, "closing %s: it %s %llu s)", peer, why, (unsigned long long)secs);
+        conn_close(c);
+    }
+}
+
 /* -------------------------------------------------------------- accepting */
 
 static void peer_name(uv_tcp_t *h, char *out, size_t len)
@@ -670,13 +780,15 @@ static void on_connection(uv_stream_t *server, int status)
     char peer[96];
 
     if (status != 0) {
-        t->api->log(t->host, MQHUB_LOG_WARN, "accept: %s", uv_strerror(status));
+        log_limited(t, "accept: %s (%u connections open)", uv_strerror(status), t->n_conns);
         return;
     }
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return;
     c->t = t;
+    t->n_conns++;
+    c->active_at = uv_now(t->loop);
     if (t->tls != NULL && (c->tls = tls_conn_new(t->tls)) == NULL) {
         free(c);
         return;
@@ -694,6 +806,14 @@ static void on_connection(uv_stream_t *server, int status)
         t->conns->prev = c;
     t->conns = c;
     if (uv_accept(server, (uv_stream_t *)&c->handle) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (t->n_conns > t->max_conns) {
+        peer_name(&c->handle, peer, sizeof peer);
+        t->api->metric_add(t->host, "connections_refused", 1);
+        log_limited(t, "refusing %s: %u connections open (max_connections %u)", peer,
+                    t->n_conns - 1, t->max_conns);
         conn_close(c);
         return;
     }
@@ -825,6 +945,42 @@ static int tls_setup(const mqhub_host_api_t *api, mqhub_host_t *host, tls_ctx_t 
     return tls_ctx_new(out, &cfg, errmsg, errlen);
 }
 
+/* The limits of the "Limits" table (docs/operations.md) into @t. 0, or -1
+ * with a sentence in @errmsg. */
+static int limits_setup(tcp_t *t, char *errmsg, size_t errlen)
+{
+    const mqhub_host_api_t *api = t->api;
+    int64_t wt, ft, it, ib, mc;
+    struct rlimit rl;
+
+    if (config_int(api, t->host, "write_timeout", 60, &wt, errmsg, errlen) != 0 ||
+        config_int(api, t->host, "frame_timeout", 30, &ft, errmsg, errlen) != 0 ||
+        config_int(api, t->host, "idle_timeout", 0, &it, errmsg, errlen) != 0 ||
+        config_int(api, t->host, "input_budget", 256 << 20, &ib, errmsg, errlen) != 0 ||
+        config_int(api, t->host, "max_connections", 10000, &mc, errmsg, errlen) != 0)
+        return -1;
+    if (wt < 1 || wt > 86400 || ft < 1 || ft > 86400 || it < 0 || it > 86400 ||
+        ib < (int64_t)t->max_frame + 4 || mc < 1 || mc > 1000000) {
+        snprintf(errmsg, errlen, "write_timeout and frame_timeout (1-86400 s), idle_timeout "
+                 "(0-86400 s), input_budget (>= max_frame + 4) and max_connections "
+                 "(1-1000000) must be in range");
+        return -1;
+    }
+    t->write_ms = (uint64_t)wt * 1000;
+    t->frame_ms = (uint64_t)ft * 1000;
+    t->idle_ms = (uint64_t)it * 1000;
+    t->input_budget = (size_t)ib;
+    t->max_conns = (unsigned)mc;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)mc + 2 * TCP_FD_RESERVE) {
+        t->max_conns = rl.rlim_cur > 2 * TCP_FD_RESERVE ? (unsigned)rl.rlim_cur - TCP_FD_RESERVE
+                                                         : (unsigned)rl.rlim_cur / 2;
+        api->log(t->host, MQHUB_LOG_WARN, "max_connections %u (the open-file limit is %llu)",
+                 t->max_conns, (unsigned long long)rl.rlim_cur);
+    }
+    return 0;
+}
+
 static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
                     char *errmsg, size_t errlen)
 {
@@ -867,6 +1023,11 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
     t->high_water = (size_t)hw;
     t->low_water = (size_t)hw / 4;
     t->max_inflight = (unsigned)mi;
+    if (limits_setup(t, errmsg, errlen) != 0) {
+        tls_ctx_free(tls);
+        free(t);
+        return -1;
+    }
     uv_tcp_init(t->loop, &t->server);
     t->server.data = t;
     rc = uv_tcp_bind(&t->server, (struct sockaddr *)&ss, 0);
@@ -878,6 +1039,9 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
         return -1;
     }
     log_bound(t, listen);
+    uv_timer_init(t->loop, &t->sweep);
+    t->sweep.data = t;
+    uv_timer_start(&t->sweep, sweep, 1000, 1000);
     *state = t;
     return 0;
 }
@@ -887,6 +1051,7 @@ static void tcp_stop(void *state)
     tcp_t *t = state;
 
     uv_close((uv_handle_t *)&t->server, NULL);
+    uv_close((uv_handle_t *)&t->sweep, NULL);
     for (conn_t *c = t->conns; c != NULL; c = c->next)
         conn_close(c);
 }

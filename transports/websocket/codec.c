@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "mp.h"
 
 #define B64_SUFFIX "_base64"
 
@@ -147,14 +148,50 @@ int codec_json_pack(const json_t *v, msgpack_packer *pk, char *err, size_t errle
     return pack_value(v, pk, err, errlen);
 }
 
+/* One pass over the text before jansson builds it: nesting deeper than
+ * CODEC_JSON_MAX_DEPTH or more than CODEC_JSON_MAX_VALUES values (counted
+ * by their separators) is refused in microseconds per KiB, so a 16 MiB
+ * message cannot hold the loop for seconds in json_loadb and packing. */
+static int json_prescan(const char *text, size_t len, char *err, size_t errlen)
+{
+    size_t depth = 0, values = 1;
+    bool in_str = false;
+
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = false;
+            continue;
+        }
+        if (ch == '"')
+            in_str = true;
+        else if ((ch == '[' || ch == '{') && ++depth > CODEC_JSON_MAX_DEPTH) {
+            snprintf(err, errlen, "JSON nested deeper than %d levels", CODEC_JSON_MAX_DEPTH);
+            return -1;
+        } else if ((ch == ']' || ch == '}') && depth > 0)
+            depth--;
+        else if ((ch == ',' || ch == ':') && ++values > CODEC_JSON_MAX_VALUES) {
+            snprintf(err, errlen, "JSON with more than %d values", CODEC_JSON_MAX_VALUES);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int codec_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *out, char *err,
                           size_t errlen)
 {
     json_error_t je;
     msgpack_packer pk;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root;
     int rc;
 
+    if (json_prescan(text, len, err, errlen) != 0)
+        return -1;
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (root == NULL) {
         snprintf(err, errlen, "not JSON: %s at line %d column %d", je.text, je.line,
                  je.column);
@@ -262,7 +299,7 @@ char *codec_msgpack_text(const char *buf, size_t len, size_t *outlen)
     char *text = NULL;
 
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len)
+    if (mp_unpack(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len)
         j = codec_msgpack_to_json(&u.data);
     msgpack_unpacked_destroy(&u);
     if (j != NULL)

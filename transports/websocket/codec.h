@@ -22,9 +22,14 @@
  * "_base64" value is not base64. */
 int codec_json_pack(const json_t *v, msgpack_packer *pk, char *err, size_t errlen);
 
+/* The limits of a JSON request, checked in one pass before parsing. */
+#define CODEC_JSON_MAX_DEPTH 64
+#define CODEC_JSON_MAX_VALUES 100000
+
 /* Parse the JSON text @text (@len bytes, one object) and append its
  * MessagePack form to @out (initialised by the caller). 0, or -1 with a
- * sentence in @err. */
+ * sentence in @err (also for nesting deeper than CODEC_JSON_MAX_DEPTH or
+ * more than CODEC_JSON_MAX_VALUES values, refused before parsing). */
 int codec_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *out, char *err,
                           size_t errlen);
 

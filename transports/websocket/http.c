@@ -520,9 +520,29 @@ static int auth_start(http_req_t *h)
     return 0;
 }
 
+static int write_header(http_req_t *h);
+static int write_body(http_req_t *h);
+
+/* /healthz is answered at once, inside LWS_CALLBACK_HTTP, so that pipelined
+ * requests (several GETs in one read) are each answered in turn: lws hands
+ * us the next one only after this transaction completed. */
+static int answer_healthz(http_req_t *h)
+{
+    h->ready = true;
+    h->status = 200;
+    h->body = strdup("ok\n");
+    h->len = 3;
+    if (h->body == NULL || write_header(h) != 0)
+        return -1;
+    return write_body(h);
+}
+
 static int start(ws_t *w, struct lws *wsi, http_req_t *h)
 {
     char uri[256] = "";
+
+    if (h->wsi != NULL) /* a request pipelined behind one still waiting */
+        return -1;
 
     lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     h->w = w;
@@ -537,14 +557,8 @@ static int start(ws_t *w, struct lws *wsi, http_req_t *h)
     }
     if (h->ep == EP_METRICS)
         return auth_start(h);
-    if (h->ep == EP_HEALTHZ) {
-        h->ready = true;
-        h->status = 200;
-        h->body = strdup("ok\n");
-        h->len = 3;
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
+    if (h->ep == EP_HEALTHZ)
+        return answer_healthz(h);
     h->ticket = stats_want(w->stats, h->ep == EP_METRICS ? 0 : 1000, on_snapshot, h);
     return 0;
 }

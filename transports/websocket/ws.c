@@ -304,7 +304,7 @@ static bool reply_ok(const char *buf, size_t len)
     bool ok = false;
 
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+    if (mp_unpack(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP) {
         for (uint32_t i = 0; i < u.data.via.map.size; i++) {
             const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
@@ -393,7 +393,7 @@ json_t *ws_reply_json(const char *buf, size_t len)
     json_t *v = NULL;
 
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS)
+    if (mp_unpack(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS)
         v = codec_msgpack_to_json(&u.data);
     msgpack_unpacked_destroy(&u);
     return v;

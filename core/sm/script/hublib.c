@@ -647,7 +647,7 @@ static int l_msgpack_decode(lua_State *L)
     struct mp_decode d;
     luaL_argcheck(L, l <= DECODE_MAX, 1, "at most 1 MiB");
     msgpack_unpacked_init(&d.u);
-    if (msgpack_unpack_next(&d.u, s, l, &off) != MSGPACK_UNPACK_SUCCESS || off != l) {
+    if (mp_unpack(&d.u, s, l, &off) != MSGPACK_UNPACK_SUCCESS || off != l) {
         msgpack_unpacked_destroy(&d.u);
         lua_pushnil(L);
         lua_pushliteral(L, "not one MessagePack value");

@@ -1,0 +1,559 @@
+/* cmq.c: the CMQ transport plugin (docs/cmq.md): Tencent CMQ's HTTP API
+ * (Action=SendMessage&..., HMAC-signed) served by libwebsockets' HTTP
+ * server on the daemon's libuv loop, every action turned into native
+ * requests by actions.c.
+ *
+ * Start with cmq_init(): config, the listening socket (listen.c, bound
+ * exactly where `listen` says; on_accept() hands connections to lws, at
+ * most max_connections at a time) and one lws context on the daemon's loop
+ * (a foreign loop, as in the WebSocket transport). callback() sees each
+ * request: req_start() gathers the query params and waits for a body when
+ * there is one (req_body(), bounded by max_body), req_dispatch() checks
+ * SecretId, Timestamp and Signature and starts the action in the
+ * connection's host session (opened on the first request, hello with the
+ * daemon's root token), on_done() renders the JSON reply, written by
+ * req_writable() (header, then body) with HTTP 200 for API errors too.
+ *
+ * Limits: header_timeout for a request's head and body, idle_timeout for an
+ * idle keep-alive connection, a long poll at most 30 s (the call's own
+ * timeout is CMQ_WAIT_MAX plus a margin).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "cmq.h"
+#include "listen.h"
+
+#define CMQ_DEFAULT_LISTEN "127.0.0.1:6290"
+#define CMQ_BACKLOG 511
+#define CMQ_ACCEPTS_PER_WAKE 64
+#define CMQ_CALL_MARGIN 15 /* s beyond the longest poll before lws drops a request */
+
+typedef struct cmq {
+    const mqhub_host_api_t *api;
+    mqhub_host_t *host;
+    uv_loop_t *loop;
+    struct lws_context *ctx;
+    struct lws_protocols protocols[2];
+    void *loops[1];
+    const char *secret_id, *secret_key, *token;
+    size_t max_body;
+    int64_t max_conns, header_timeout, idle_timeout, time_window;
+    unsigned n_conns;
+    uint64_t requests, started;
+    struct sockaddr_storage addr;
+    char bound[64];
+    int listen_fd;
+    uv_poll_t *listener; /* freed by its close callback */
+} cmq_t;
+
+/* Per connection (lws user space; persists across keep-alive requests). */
+typedef struct req {
+    cmq_t *q;
+    struct lws *wsi;
+    mqhub_session_t *session; /* the connection's, opened on first use */
+    /* The request in progress: */
+    char method[8], host[256], path[256];
+    cmq_params_t params;
+    char *body;
+    size_t body_len, body_want;
+    cmq_call_t *call;
+    char *out; /* the JSON reply */
+    size_t out_len;
+    bool header_sent;
+} req_t;
+
+/* ---------------------------------------------------------------- replies */
+
+/* The request's reply @reply (stolen) with requestId, queued to write. */
+static void reply_json(req_t *h, json_t *reply)
+{
+    char id[48];
+
+    snprintf(id, sizeof id, "%" PRIx64 "-%" PRIu64, h->q->started, ++h->q->requests);
+    json_object_set_new(reply, "requestId", json_string(id));
+    h->out = json_dumps(reply, JSON_COMPACT);
+    h->out_len = h->out != NULL ? strlen(h->out) : 0;
+    json_decref(reply);
+    if (h->out == NULL) {
+        h->out = strdup("{\"code\":6000,\"message\":\"(10010)out of memory\",\"requestId\":\"\"}");
+        h->out_len = h->out != NULL ? strlen(h->out) : 0;
+    }
+    lws_callback_on_writable(h->wsi);
+}
+
+static void call_free(req_t *h)
+{
+    if (h->call != NULL) {
+        cmq_call_cleanup(h->call);
+        free(h->call);
+        h->call = NULL;
+    }
+}
+
+static void on_done(void *arg, json_t *reply)
+{
+    req_t *h = arg;
+    int64_t code = json_integer_value(json_object_get(reply, "code"));
+
+    if (code != 0)
+        h->q->api->metric_add(h->q->host, "errors", 1);
+    reply_json(h, reply);
+}
+
+/* The request is over: free its state for the next one on the connection. */
+static void req_reset(req_t *h)
+{
+    call_free(h);
+    cmq_params_free(&h->params);
+    free(h->body);
+    free(h->out);
+    h->body = h->out = NULL;
+    h->body_len = h->body_want = h->out_len = 0;
+    h->header_sent = false;
+}
+
+static int req_writable(req_t *h)
+{
+    struct lws *wsi = h->wsi;
+    unsigned char hdr[LWS_PRE + 512], *p = hdr + LWS_PRE, *end = hdr + sizeof hdr - 1;
+    unsigned char *buf;
+    int n;
+
+    if (h->out == NULL)
+        return 0;
+    if (!h->header_sent) {
+        if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "application/json; charset=utf-8",
+                                        (lws_filepos_t)h->out_len, &p, end) ||
+            lws_finalize_write_http_header(wsi, hdr + LWS_PRE, &p, end))
+            return -1;
+        h->header_sent = true;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if ((buf = malloc(LWS_PRE + h->out_len)) == NULL)
+        return -1;
+    memcpy(buf + LWS_PRE, h->out, h->out_len);
+    n = lws_write(wsi, buf + LWS_PRE, h->out_len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    req_reset(h);
+    if (n < 0)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void on_hello(void *arg, const char *buf, size_t len)
+{
+    (void)arg; /* a wrong token shows as UNAUTHORIZED on every request (4100) */
+    (void)buf;
+    (void)len;
+}
+
+/* The connection's host session, opened (with a hello carrying the root
+ * token, when the daemon has one) on its first request. */
+static mqhub_session_t *session(req_t *h)
+{
+    char peer[96] = "?";
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    const char *token = h->q->token;
+
+    if (h->session != NULL)
+        return h->session;
+    lws_get_peer_simple(h->wsi, peer, sizeof peer);
+    h->session = h->q->api->session_open(h->q->host, peer, NULL, NULL);
+    if (h->session == NULL || token == NULL)
+        return h->session;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "op", 2);
+    msgpack_pack_str_with_body(&pk, "hello", 5);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_uint8(&pk, 0);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "client", 6);
+    msgpack_pack_str_with_body(&pk, "cmq", 3);
+    msgpack_pack_str_with_body(&pk, "token", 5);
+    msgpack_pack_str_with_body(&pk, token, strlen(token));
+    h->q->api->request(h->session, sb.data, sb.size, on_hello, h);
+    msgpack_sbuffer_destroy(&sb);
+    return h->session;
+}
+
+/* SecretId, Timestamp and Signature: NULL when they pass, else the 4100
+ * reply (a new reference). */
+static json_t *authenticate(req_t *h)
+{
+    cmq_t *q = h->q;
+    const char *id = cmq_param(&h->params, "SecretId", NULL);
+    const char *ts = cmq_param(&h->params, "Timestamp", NULL);
+    char *endp = NULL;
+    long long t = ts != NULL ? strtoll(ts, &endp, 10) : 0;
+    long long now = (long long)time(NULL);
+
+    if (id == NULL || strcmp(id, q->secret_id) != 0)
+        return cmq_error(CMQ_EAUTH, 10270, "secretId is not known to this server");
+    if (ts == NULL || *endp != '\0' || t < now - q->time_window || t > now + q->time_window)
+        return cmq_error(CMQ_EAUTH, 10030, "Timestamp must be unix seconds within %" PRId64
+                         " s of the server's clock", q->time_window);
+    if (!cmq_sign_verify(&h->params, h->method, h->host, h->path, q->secret_key))
+        return cmq_error(CMQ_EAUTH, 10030, "authentication failed: wrong Signature");
+    return NULL;
+}
+
+static void req_dispatch(req_t *h)
+{
+    json_t *err = authenticate(h);
+
+    h->q->api->metric_add(h->q->host, "requests", 1);
+    if (err != NULL) {
+        h->q->api->metric_add(h->q->host, "auth_failures", 1);
+        reply_json(h, err);
+        return;
+    }
+    if (session(h) == NULL || (h->call = calloc(1, sizeof *h->call)) == NULL) {
+        reply_json(h, cmq_error(CMQ_EINTERNAL, 10010, "out of memory"));
+        return;
+    }
+    h->call->api = h->q->api;
+    h->call->session = h->session;
+    h->call->params = &h->params;
+    h->call->done = on_done;
+    h->call->arg = h;
+    lws_set_timeout(h->wsi, PENDING_TIMEOUT_USER_OK, CMQ_WAIT_MAX + CMQ_CALL_MARGIN);
+    cmq_call_start(h->call, (int64_t)time(NULL));
+}
+
+/* The query string's params (decoded by lws) into @h->params. */
+static int query_params(req_t *h)
+{
+    char frag[8192];
+
+    for (int i = 0;; i++) {
+        int n = lws_hdr_copy_fragment(h->wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+        char *eq;
+        if (n < 0)
+            return 0;
+        eq = memchr(frag, '=', (size_t)n);
+        if (cmq_params_add(&h->params, frag, eq != NULL ? (size_t)(eq - frag) : (size_t)n,
+                           eq != NULL ? eq + 1 : "",
+                           eq != NULL ? (size_t)(frag + n - eq - 1) : 0) != 0)
+            return -1;
+    }
+}
+
+static int http_status(struct lws *wsi, unsigned status, const char *msg)
+{
+    lws_return_http_status(wsi, status, msg);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int req_start(cmq_t *q, struct lws *wsi, req_t *h, const char *uri)
+{
+    char len[32] = "";
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+
+    h->q = q;
+    h->wsi = wsi;
+    req_reset(h);
+    if (!get && !post)
+        return http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "GET or POST");
+    snprintf(h->method, sizeof h->method, "%s", get ? "GET" : "POST");
+    snprintf(h->path, sizeof h->path, "%s", uri);
+    if (lws_hdr_copy(wsi, h->host, sizeof h->host, WSI_TOKEN_HOST) < 0)
+        h->host[0] = '\0';
+    if (query_params(h) != 0)
+        return -1;
+    if (lws_hdr_copy(wsi, len, sizeof len, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+        h->body_want = (size_t)strtoull(len, NULL, 10);
+    if (h->body_want > q->max_body) {
+        q->api->metric_add(q->host, "bodies_too_large", 1);
+        return http_status(wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "request body too large");
+    }
+    if (h->body_want == 0)
+        req_dispatch(h);
+    return 0;
+}
+
+static int req_body(req_t *h, const char *in, size_t len)
+{
+    if (h->body_len + len > h->body_want || h->body_len + len > h->q->max_body)
+        return -1;
+    if (h->body == NULL && (h->body = malloc(h->body_want + 1)) == NULL)
+        return -1;
+    memcpy(h->body + h->body_len, in, len);
+    h->body_len += len;
+    return 0;
+}
+
+static int req_body_done(req_t *h)
+{
+    if (cmq_form_parse(&h->params, h->body != NULL ? h->body : "", h->body_len) != 0) {
+        reply_json(h, cmq_error(CMQ_EPARAM, 10110, "the body is not "
+                                "application/x-www-form-urlencoded"));
+        return 0;
+    }
+    req_dispatch(h);
+    return 0;
+}
+
+/* The connection is gone: no reply callback after session_close. */
+static void req_closed(req_t *h)
+{
+    if (h->session != NULL)
+        h->q->api->session_close(h->session);
+    h->session = NULL;
+    req_reset(h);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    cmq_t *q = ctx != NULL ? lws_context_user(ctx) : NULL;
+    req_t *h = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return req_start(q, wsi, h, in != NULL ? in : "/");
+    case LWS_CALLBACK_HTTP_BODY:
+        return h != NULL && h->wsi != NULL ? req_body(h, in, len) : -1;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return h != NULL && h->wsi != NULL ? req_body_done(h) : -1;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return h != NULL && h->wsi != NULL ? req_writable(h) : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (h != NULL && h->wsi != NULL)
+            req_closed(h);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (q != NULL && lws_get_opaque_user_data(wsi) == q && q->n_conns > 0)
+            q->n_conns--;
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+/* ---------------------------------------------------------------- listening */
+
+/* Accept what waits (a bounded number per wake-up) and give it to lws;
+ * beyond max_connections a connection is closed at once. */
+static void on_accept(uv_poll_t *p, int status, int events)
+{
+    cmq_t *q = p->data;
+    struct lws_vhost *vh = lws_get_vhost_by_name(q->ctx, "cmq");
+
+    (void)events;
+    for (int i = 0; status == 0 && vh != NULL && i < CMQ_ACCEPTS_PER_WAKE; i++) {
+        int fd = accept4(q->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct lws *wsi;
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED)
+                q->api->log(q->host, MQHUB_LOG_WARN, "accept on %s: %s", q->bound,
+                            strerror(errno));
+            return;
+        }
+        if (q->n_conns >= (uint64_t)q->max_conns) {
+            q->api->metric_add(q->host, "connections_refused", 1);
+            close(fd);
+            continue;
+        }
+        wsi = lws_adopt_socket_vhost(vh, fd);
+        if (wsi == NULL)
+            continue;
+        lws_set_opaque_user_data(wsi, q);
+        q->n_conns++;
+        q->api->metric_add(q->host, "connections_total", 1);
+    }
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void listen_close(cmq_t *q)
+{
+    if (q->listener != NULL)
+        uv_close((uv_handle_t *)q->listener, on_listener_closed);
+    q->listener = NULL;
+    if (q->listen_fd >= 0)
+        close(q->listen_fd);
+    q->listen_fd = -1;
+}
+
+static int listen_start(cmq_t *q, char *errmsg, size_t errlen)
+{
+    int rc = UV_ENOMEM;
+
+    q->listener = malloc(sizeof *q->listener);
+    if (q->listener != NULL &&
+        (rc = uv_poll_init_socket(q->loop, q->listener, q->listen_fd)) != 0) {
+        free(q->listener);
+        q->listener = NULL;
+    }
+    if (rc == 0) {
+        q->listener->data = q;
+        rc = uv_poll_start(q->listener, UV_READABLE, on_accept);
+    }
+    if (rc != 0)
+        snprintf(errmsg, errlen, "listen on %s: %s", q->bound, uv_strerror(rc));
+    return rc;
+}
+
+/* ---------------------------------------------------------------- plugin */
+
+static int config_int(cmq_t *q, const char *key, int64_t def, int64_t lo, int64_t hi,
+                      int64_t *out, char *errmsg, size_t errlen)
+{
+    if (q->api->config_int(q->host, key, def, out) != 0 || *out < lo || *out > hi) {
+        snprintf(errmsg, errlen, "%s must be an integer from %" PRId64 " to %" PRId64, key, lo,
+                 hi);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_config(cmq_t *q, char *errmsg, size_t errlen)
+{
+    const mqhub_host_api_t *api = q->api;
+    const char *listen = api->config_string(q->host, "listen");
+    int64_t max_body;
+
+    q->secret_id = api->config_string(q->host, "secret_id");
+    q->secret_key = api->config_string(q->host, "secret_key");
+    if (q->secret_id == NULL || *q->secret_id == '\0' || q->secret_key == NULL ||
+        *q->secret_key == '\0') {
+        snprintf(errmsg, errlen, "secret_id and secret_key are required (the SecretId and "
+                 "SecretKey CMQ clients sign with)");
+        return -1;
+    }
+    if (listen == NULL)
+        listen = CMQ_DEFAULT_LISTEN;
+    if (listen_parse(listen, &q->addr) != 0) {
+        snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
+        return -1;
+    }
+    if (config_int(q, "max_body", 4 << 20, 64 << 10, 64 << 20, &max_body, errmsg, errlen) ||
+        config_int(q, "max_connections", 1024, 1, 1000000, &q->max_conns, errmsg, errlen) ||
+        config_int(q, "header_timeout", 10, 1, 3600, &q->header_timeout, errmsg, errlen) ||
+        config_int(q, "idle_timeout", 60, 1, 3600, &q->idle_timeout, errmsg, errlen) ||
+        config_int(q, "time_window", CMQ_TIME_WINDOW, 1, 86400 * 366, &q->time_window, errmsg,
+                   errlen))
+        return -1;
+    q->max_body = (size_t)max_body;
+    if (MQHUB_HOST_HAS(api, auth_token))
+        q->token = api->auth_token(q->host);
+    return 0;
+}
+
+static int create_context(cmq_t *q)
+{
+    struct lws_context_creation_info info;
+
+    memset(&info, 0, sizeof info);
+    q->protocols[0] = (struct lws_protocols){.name = "cmq-http", .callback = callback,
+                                             .per_session_data_size = sizeof(req_t),
+                                             .rx_buffer_size = 65536};
+    q->loops[0] = q->loop;
+    info.options = LWS_SERVER_OPTION_LIBUV;
+    info.foreign_loops = q->loops;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listen_open() listens */
+    info.protocols = q->protocols;
+    info.vhost_name = "cmq";
+    info.server_string = "mqhub";
+    info.timeout_secs = (unsigned)q->header_timeout;
+    info.keepalive_timeout = (int)q->idle_timeout;
+    info.max_http_header_data = 65535; /* a GET carries its params in the query */
+    info.user = q;
+    lws_set_log_level(LLL_ERR | LLL_WARN, NULL); /* keeps the process's log function */
+    q->ctx = lws_create_context(&info);
+    return q->ctx != NULL ? 0 : -1;
+}
+
+static void init_undo(cmq_t *q)
+{
+    if (q->ctx != NULL)
+        lws_context_destroy(q->ctx);
+    listen_close(q);
+    free(q);
+}
+
+static int cmq_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
+                    size_t errlen)
+{
+    cmq_t *q = calloc(1, sizeof *q);
+
+    if (q == NULL) {
+        snprintf(errmsg, errlen, "out of memory");
+        return -1;
+    }
+    q->api = api;
+    q->host = host;
+    q->loop = api->loop(host);
+    q->listen_fd = -1;
+    q->started = (uint64_t)time(NULL);
+    if (read_config(q, errmsg, errlen) != 0 ||
+        (q->listen_fd = listen_open(&q->addr, CMQ_BACKLOG, q->bound, sizeof q->bound, errmsg,
+                                    errlen)) < 0) {
+        init_undo(q);
+        return -1;
+    }
+    if (create_context(q) != 0) {
+        snprintf(errmsg, errlen, "libwebsockets set-up for %s failed", q->bound);
+        init_undo(q);
+        return -1;
+    }
+    if (listen_start(q, errmsg, errlen) != 0) {
+        init_undo(q);
+        return -1;
+    }
+    api->log(host, MQHUB_LOG_INFO, "CMQ API listening on http://%s/ (SecretId %s)", q->bound,
+             q->secret_id);
+    *state = q;
+    return 0;
+}
+
+static void cmq_stop(void *state)
+{
+    cmq_t *q = state;
+
+    listen_close(q);
+    lws_context_destroy(q->ctx); /* inside the loop: closes connections and handles */
+}
+
+static void cmq_fini(void *state)
+{
+    cmq_t *q = state;
+
+    lws_context_destroy(q->ctx); /* after the loop drained: frees the rest */
+    free(q);
+}
+
+static const mqhub_plugin_t cmq_plugin = {
+    .abi_version = MQHUB_PLUGIN_ABI,
+    .size = sizeof(mqhub_plugin_t),
+    .name = "cmq",
+    .init = cmq_init,
+    .stop = cmq_stop,
+    .fini = cmq_fini,
+};
+
+MQHUB_PLUGIN_EXPORT const mqhub_plugin_t *mqhub_plugin_entry(void)
+{
+    return &cmq_plugin;
+}
