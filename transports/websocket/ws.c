@@ -7,8 +7,9 @@
  *
  * Start with ws_init(): one libwebsockets context on the daemon's libuv loop
  * (a foreign loop: lws adds its handles, runs no thread and installs no
- * signal handler). The listening socket is ours (listen_open(), exactly the
- * configured address; on_accept() hands connections to lws), and
+ * signal handler). The listening socket is ours (ws_listen_open() with
+ * core/util/listen.c, exactly the configured address; on_accept() hands
+ * connections to lws), and
  * origin_check() refuses upgrades from foreign web pages (allowed_origins).
  * callback() dispatches lws events: conn_open() opens one
  * host session per WebSocket, conn_receive() gathers a message's fragments
@@ -45,6 +46,7 @@
 #include <msgpack.h>
 
 #include "codec.h"
+#include "listen.h"
 #include "mp.h"
 #include "wire.h"
 #include "ws.h"
@@ -114,7 +116,7 @@ typedef struct ws_full {
     bool dashboard;   /* config dashboard: serve www/ at / */
     char www[PATH_MAX];
     struct sockaddr_storage addr; /* config listen, numeric */
-    int listen_fd;                /* ours, not lws's: see listen_open() */
+    int listen_fd;                /* ours, not lws's: see ws_listen_open() */
     uv_poll_t *listener;          /* readable listen_fd: accept and adopt; freed
                                    * by its close callback (it may outlive us) */
     char bound[INET6_ADDRSTRLEN + 8]; /* "ip:port" / "[ip]:port" actually bound */
@@ -928,31 +930,6 @@ static void emit_log(int level, const char *line)
                          "lws: %.*s", (int)n, line);
 }
 
-/* "host:port" or "[v6]:port", host a numeric IPv4 or IPv6 address (as for
- * the TCP transport; 0.0.0.0 or :: is every interface), into @f->addr. */
-static int parse_listen(ws_full_t *f, const char *s)
-{
-    const char *colon = strrchr(s, ':');
-    char host[INET6_ADDRSTRLEN];
-    size_t hl;
-    int port;
-
-    if (colon == NULL || sscanf(colon + 1, "%d", &port) != 1 || port < 0 || port > 65535)
-        return -1;
-    hl = (size_t)(colon - s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= sizeof host)
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&f->addr) == 0)
-        return 0;
-    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)&f->addr) == 0 ? 0 : -1;
-}
-
 /* The integer @key of the config into *@out (@def when absent); on a value
  * that is not an integer, a sentence in @errmsg (the host logged it too). */
 static int config_int(ws_t *w, const char *key, int64_t def, int64_t *out, char *errmsg,
@@ -1025,7 +1002,7 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
 
     if (listen == NULL)
         listen = MQHUB_DEFAULT_WS_ADDRESS;
-    if (parse_listen(f, listen) != 0) {
+    if (listen_parse(listen, &f->addr) != 0) {
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
     }
@@ -1087,43 +1064,12 @@ static void set_mounts(ws_full_t *f, bool dashboard)
  * configured address, and hands each accepted connection to lws
  * (lws_adopt_socket_vhost; the vhost listens on nothing of its own). */
 
-/* "ip:port" or "[ip]:port" of @ss into @out. */
-static void addr_name(const struct sockaddr_storage *ss, char *out, size_t len)
+/* The listening socket, bound to @f->addr (core/util/listen.c); its real
+ * address (the port when the config said 0) into @f->bound and @f->addr. */
+static int ws_listen_open(ws_full_t *f, char *errmsg, size_t errlen)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    bool v6 = ss->ss_family == AF_INET6;
-    int port = v6 ? ntohs(((const struct sockaddr_in6 *)ss)->sin6_port)
-                  : ntohs(((const struct sockaddr_in *)ss)->sin_port);
-
-    if (v6)
-        uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof ip);
-    else
-        uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof ip);
-    snprintf(out, len, v6 ? "[%s]:%d" : "%s:%d", ip, port);
-}
-
-/* The listening socket, bound to @f->addr; its real address (getsockname:
- * the port when the config said 0) into @f->bound and @f->addr. */
-static int listen_open(ws_full_t *f, char *errmsg, size_t errlen)
-{
-    socklen_t len = f->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                  : sizeof(struct sockaddr_in);
-    int fd = socket(f->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-
-    addr_name(&f->addr, f->bound, sizeof f->bound);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&f->addr, len) != 0 || listen(fd, WS_BACKLOG) != 0) {
-        snprintf(errmsg, errlen, "listen on %s: %s", f->bound, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    len = sizeof f->addr;
-    if (getsockname(fd, (struct sockaddr *)&f->addr, &len) == 0)
-        addr_name(&f->addr, f->bound, sizeof f->bound);
-    f->listen_fd = fd;
-    return 0;
+    f->listen_fd = listen_open(&f->addr, WS_BACKLOG, f->bound, sizeof f->bound, errmsg, errlen);
+    return f->listen_fd < 0 ? -1 : 0;
 }
 
 /* The listening socket is readable: accept what waits (a bounded number per
@@ -1255,7 +1201,7 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
     if ((cert == NULL) != (key == NULL))
         snprintf(errmsg, errlen, "tls_cert and tls_key go together");
     if ((cert == NULL) != (key == NULL) || read_config(f, errmsg, errlen) != 0 ||
-        listen_open(f, errmsg, errlen) != 0) {
+        ws_listen_open(f, errmsg, errlen) != 0) {
         init_undo(f);
         return -1;
     }

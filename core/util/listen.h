@@ -1,13 +1,13 @@
 /* listen.h: a listening TCP socket at exactly the configured address
- * (listen.c). Pure socket calls, no lws; the loop thread calls them. */
-#ifndef MQHUB_CMQ_LISTEN_H
-#define MQHUB_CMQ_LISTEN_H
+ * (listen.c), for the transports that hand accepted sockets to
+ * libwebsockets (websocket, cmq). Pure POSIX socket calls, no state. */
+#ifndef MQHUB_UTIL_LISTEN_H
+#define MQHUB_UTIL_LISTEN_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
-#include <uv.h>
 
 /* "host:port" or "[v6]:port" with a numeric host into @addr: 0, or -1. */
 int listen_parse(const char *s, struct sockaddr_storage *addr);

@@ -1,15 +1,15 @@
-/* listen.c: the CMQ transport's listening socket, bound exactly at the
- * configured address. lws 4.1.6 reads info.iface as an interface name first
- * and, with IPv6 on, parses an IPv4 address given there into the wrong bytes
- * (see transports/websocket/ws.c "listening"), so, as the WebSocket
- * transport does, the plugin binds the socket itself and hands each
- * accepted connection to lws (cmq.c on_accept()).
+/* listen.c: a listening socket bound exactly at the configured address.
+ * lws 4.1.6 reads info.iface as an interface name first and, with IPv6 on,
+ * parses an IPv4 address given there into the wrong bytes, so
+ * `listen = "127.0.0.1:6280"` listened on [::]:6280. The transports built on
+ * lws (websocket, cmq) therefore bind the socket here and hand each accepted
+ * connection to lws (lws_adopt_socket_vhost).
  *
- * Start with listen_parse() then listen_open(). The same code lives in
- * transports/websocket/ws.c (static there); moving both to one shared
- * helper is a follow-up that touches that transport.
+ * Start with listen_parse() then listen_open(); listen_name() formats an
+ * address for log lines.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,9 +38,18 @@ int listen_parse(const char *s, struct sockaddr_storage *addr)
     memcpy(host, s, hl);
     host[hl] = '\0';
     memset(addr, 0, sizeof *addr);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)addr) == 0)
+    struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
         return 0;
-    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr) == 0 ? 0 : -1;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+        return -1;
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    return 0;
 }
 
 void listen_name(const struct sockaddr_storage *ss, char *out, size_t len)
@@ -51,9 +60,9 @@ void listen_name(const struct sockaddr_storage *ss, char *out, size_t len)
                   : ntohs(((const struct sockaddr_in *)ss)->sin_port);
 
     if (v6)
-        uv_ip6_name((const struct sockaddr_in6 *)ss, ip, sizeof ip);
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, ip, sizeof ip);
     else
-        uv_ip4_name((const struct sockaddr_in *)ss, ip, sizeof ip);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, sizeof ip);
     snprintf(out, len, v6 ? "[%s]:%d" : "%s:%d", ip, port);
 }
 
