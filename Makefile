@@ -3,7 +3,8 @@
 #   make test   install what is missing, build, run the whole suite, then again
 #               under AddressSanitizer + UndefinedBehaviorSanitizer, then fuzz the
 #               request decoder with libFuzzer (clang) for 20 s
-# Other targets: deps, build, asan, bench, package (the .deb), clean.
+# Other targets: deps, build, asan, bench, soak (~12 min, not in make test), package
+# (the .deb), clean.
 
 BUILD   ?= build
 ASAN    ?= build-asan
@@ -12,7 +13,7 @@ DEB     ?= build-deb
 JOBS    ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps build run test test-release test-asan test-fuzz asan bench package clean
+.PHONY: all deps build run test test-release test-asan test-fuzz asan bench soak package clean
 
 all: build
 
@@ -30,8 +31,9 @@ run: build
 
 test: test-release test-asan test-fuzz
 
+# The soak (label soak, ~12 min) is left out; `make soak` runs it.
 test-release: build
-	cd $(BUILD) && ctest $(CTEST_ARGS)
+	cd $(BUILD) && ctest $(CTEST_ARGS) -LE soak
 
 $(ASAN)/Makefile: | deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DMQHUB_SANITIZE=ON -DMQHUB_WERROR=ON
@@ -52,6 +54,11 @@ test-fuzz: deps $(FUZZ)/Makefile
 
 bench: build
 	$(BUILD)/apps/bench/mqhub-fsm-bench
+
+# tests/soak/soak.py on the release build: 10 min of normal traffic and hostile
+# clients, then the table of pings, RSS and messages (docs/operations.md "Soak").
+soak: build
+	cd $(BUILD) && ctest --output-on-failure -V -L soak
 
 # The Debian package $(DEB)/mqhub_<version>_<arch>.deb: a tree configured for
 # the system layout (docs/operations.md "Install"), built without the test

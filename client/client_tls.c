@@ -14,6 +14,7 @@
  * The SSL talks to the socket through a small BIO of ours (sock_bio) that
  * sends with MSG_NOSIGNAL, as client.c does: OpenSSL's socket BIO uses
  * write(2), which raises SIGPIPE in the application when the server has gone.
+ * OpenSSL's error sentences come from core/util/tls.c (tls_error_text).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +32,7 @@
 
 #include "clock.h"
 #include "client_int.h"
+#include "tls.h"
 
 struct client_tls {
     SSL_CTX *ctx;
@@ -41,26 +43,6 @@ struct client_tls {
     bool broken;       /* a fatal error: no close_notify */
     char error[256];
 };
-
-/* Why the queued OpenSSL errors happened, short ("No such file or
- * directory", "wrong version number"), emptying the queue. */
-static void error_text(char *buf, size_t size, const char *fallback)
-{
-    unsigned long e, sys = 0, last = 0;
-
-    /* A file that cannot be opened queues errno as a system error, then
-     * OpenSSL's own "system lib": say the errno. */
-    while ((e = ERR_get_error()) != 0) {
-        if (ERR_SYSTEM_ERROR(e))
-            sys = e;
-        last = e;
-    }
-    if (sys != 0)
-        snprintf(buf, size, "%s", strerror(ERR_GET_REASON(sys)));
-    else
-        snprintf(buf, size, "%s", last && ERR_reason_error_string(last)
-                                      ? ERR_reason_error_string(last) : fallback);
-}
 
 /* ---- sock_bio: the socket without SIGPIPE; its data is the fd ---- */
 
@@ -115,7 +97,7 @@ static int load_fail(SSL_CTX *ctx, const char *what, const char *file, char *err
 {
     char why[160];
 
-    error_text(why, sizeof why, "cannot load");
+    tls_error_text(why, sizeof why, "cannot load");
     snprintf(err, errlen, "TLS %s %s: %s", what, file, why);
     SSL_CTX_free(ctx);
     return MQHUB_ECONN;
@@ -213,7 +195,7 @@ static int ssl_status(client_tls_t *t, int ret, short *events)
         snprintf(t->error, sizeof t->error, "%s",
                  errno ? strerror(errno) : "connection closed by the server");
     } else {
-        error_text(t->error, sizeof t->error, "TLS protocol error");
+        tls_error_text(t->error, sizeof t->error, "TLS protocol error");
     }
     return -1;
 }

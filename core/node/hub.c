@@ -16,8 +16,9 @@
  * turn) or its deadline timer fires; a receive applied with no message while
  * time remains is parked again at the head of the FIFO.
  *
- * Lifetimes: a request that waits on raft or on a queue is a hub_req_t
- * linked to its session. Closing the session detaches them (their callbacks
+ * Lifetimes: a request that waits on raft, on a queue or for its next slice
+ * (a read in slices: script.test, read_op) is a hub_req_t linked to its
+ * session. Closing the session detaches them (their callbacks
  * are never called again); a detached request still in raft is freed when
  * raft answers, a parked one at once (after its timer handle closed).
  *
@@ -106,6 +107,7 @@ struct hub_req {
     uint64_t t0;    /* uv_hrtime() at hub_request entry */
     uint64_t id;
     bool in_replica;
+    fsm_read_t *read; /* a read in slices (script.test): its cursor, freed with it */
     char token[2 * TOKEN_RANDOM + 1]; /* user.create: the token generated, told once */
     /* Long-poll receives and held hellos only. */
     waitq_t *q;
@@ -382,6 +384,8 @@ static void req_free(hub_req_t *r)
     park_unlink(r);
     if (q != NULL)
         waitq_release(h, q);
+    fsm_read_free(r->read);
+    r->read = NULL;
     if (r->timer_init) {
         r->timer.data = r;
         uv_close((uv_handle_t *)&r->timer, on_req_timer_closed);
@@ -1172,20 +1176,55 @@ static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The next slice of a read in slices, one per loop turn (a 1 ms repeating
+ * timer: libuv 1.44 runs a 0 ms timer started from a timer callback again in
+ * the same turn); it ends with NOT_LEADER once this node stops leading, and
+ * with UNAVAILABLE when the hub stops (its timer keeps the loop running
+ * until then). */
+static void on_read_slice(uv_timer_t *t)
+{
+    hub_req_t *r = t->data;
+    msgpack_sbuffer sb;
+
+    if (r->hub->stopping || !replica_is_leader(r->hub->replica)) {
+        req_fail(r, r->hub->stopping ? MQHUB_EUNAVAILABLE : MQHUB_ENOT_LEADER);
+        return;
+    }
+    msgpack_sbuffer_init(&sb);
+    if (fsm_read_step(r->hub->fsm, r->read, &sb))
+        req_reply(r, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* A read, from applied state on the leader; a named user's lists show only
- * what it holds grants on. */
+ * what it holds grants on. A long one (script.test) runs in slices
+ * (fsm_read_start): its cursor waits in a hub_req_t of the session, so a
+ * closed session frees it (req_free) and is never called back. */
 static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
     msgpack_sbuffer sb;
+    fsm_read_t *cur;
+    hub_req_t *r;
 
     if (!replica_is_leader(h->replica)) {
         reply_status(h, cb, arg, v->id, MQHUB_ENOT_LEADER);
         return;
     }
     msgpack_sbuffer_init(&sb);
-    fsm_read_as(h->fsm, v->map, s->who == WHO_USER ? s->hash : NULL, &sb);
-    cb(arg, sb.data, sb.size);
+    fsm_read_start(h->fsm, v->map, s->who == WHO_USER ? s->hash : NULL, &sb, &cur);
+    if (cur == NULL) {
+        cb(arg, sb.data, sb.size);
+    } else if ((r = req_new(s, cb, arg, v->id, NULL, 0)) == NULL) {
+        fsm_read_free(cur);
+        reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
+    } else {
+        r->read = cur;
+        uv_timer_init(h->loop, &r->timer);
+        r->timer.data = r;
+        r->timer_init = true;
+        uv_timer_start(&r->timer, on_read_slice, 0, 1);
+    }
     msgpack_sbuffer_destroy(&sb);
 }
 

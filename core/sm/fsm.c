@@ -7,8 +7,10 @@
  * the op table and wraps each handler's fields into a complete response map
  * {id, ok: true, ...} or {id, ok: false, code, error}. Business errors are
  * replies; apply fails only on a corrupt entry or a store write failure.
- * fsm_read() serves the read ops from applied state; fsm_raft() is the glue
- * to raft (struct raft_fsm version 3).
+ * fsm_read() serves the read ops from applied state, fsm_read_start() /
+ * fsm_read_step() the long ones in slices (rows flagged OPS_F_SLICED, with
+ * a cmd_slice_t kept in their cursor between slices); fsm_raft() is the
+ * glue to raft (struct raft_fsm version 3).
  *
  * To add an op: one row in ops.c's table and one handler (an op_fn). A row
  * flagged OPS_F_HOOK_QUEUE/TOPIC lets script.c see the command before and
@@ -54,14 +56,16 @@ static int run_handler(const ops_row_t *o, cmd_t *c)
 }
 
 /* Run @req through its handler and append the complete response map to @out
- * (NULL: not emitting). @want is the op kind the caller serves. */
-static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_kind want,
-                    const unsigned char *viewer, msgpack_sbuffer *out)
+ * (NULL: not emitting). @want is the op kind the caller serves; @slice is a
+ * sliced read's (NULL: none). Returns false when the slice asked for more
+ * (nothing appended), true otherwise. */
+static bool run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_kind want,
+                    const unsigned char *viewer, cmd_slice_t *slice, msgpack_sbuffer *out)
 {
     msgpack_sbuffer scratch;
     msgpack_packer spk, opk;
     cmd_t c = {.req = req, .now = now, .st = f->st, .qs = f->qs, .ts = f->ts, .sc = f->sc,
-               .us = f->us, .viewer = viewer};
+               .us = f->us, .viewer = viewer, .slice = slice};
     const char *op = NULL;
     size_t oplen = 0;
     int rc;
@@ -83,6 +87,10 @@ static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_
             rc = run_handler(o, &c);
         if (want == OPS_WRITE)
             script_after_cmd(f->sc, &c);
+    }
+    if (slice && slice->more && rc == 0) {
+        msgpack_sbuffer_destroy(&scratch);
+        return false;
     }
     if (out) {
         const msgpack_object *id = mp_map_get(req, "id");
@@ -106,6 +114,7 @@ static void run_cmd(fsm_t *f, uint64_t now, const msgpack_object *req, enum ops_
         }
     }
     msgpack_sbuffer_destroy(&scratch);
+    return true;
 }
 
 /* ---- entries ---- */
@@ -229,7 +238,7 @@ int fsm_apply_entry(fsm_t *f, const void *buf, size_t len, fsm_result_t **result
         msgpack_unpacked_init(&cu);
         bool ok = mp_unpack(&cu, bin->ptr, bin->size, &off) == MSGPACK_UNPACK_SUCCESS &&
                   off == bin->size;
-        run_cmd(f, f->now, ok ? &cu.data : &bad, OPS_WRITE, NULL, r ? &out : NULL);
+        run_cmd(f, f->now, ok ? &cu.data : &bad, OPS_WRITE, NULL, NULL, r ? &out : NULL);
         msgpack_unpacked_destroy(&cu);
         if (r)
             r->off[i + 1] = out.size;
@@ -261,12 +270,89 @@ int fsm_read(fsm_t *f, const msgpack_object *req, msgpack_sbuffer *out)
     return fsm_read_as(f, req, NULL, out);
 }
 
+/* The clock of a read: the read clock's, never behind apply's. */
+static uint64_t read_now(fsm_t *f)
+{
+    uint64_t now = f->read_clock ? f->read_clock() : 0;
+    return now > f->now ? now : f->now;
+}
+
 int fsm_read_as(fsm_t *f, const msgpack_object *req, const unsigned char *hash,
                 msgpack_sbuffer *out)
 {
-    uint64_t now = f->read_clock ? f->read_clock() : 0;
-    run_cmd(f, now > f->now ? now : f->now, req, OPS_READ, hash, out);
+    run_cmd(f, read_now(f), req, OPS_READ, hash, NULL, out);
     return 0;
+}
+
+/* ---- reads in slices ---- */
+
+struct fsm_read {
+    msgpack_sbuffer req; /* the request, packed again: ours */
+    msgpack_unpacked u;  /* and unpacked from it */
+    unsigned char hash[FSM_USER_HASH_LEN];
+    bool has_hash;
+    cmd_slice_t slice;
+};
+
+static bool is_sliced(const msgpack_object *req)
+{
+    const msgpack_object *op = req->type == MSGPACK_OBJECT_MAP ? mp_map_get(req, "op") : NULL;
+    const ops_row_t *o = op && op->type == MSGPACK_OBJECT_STR
+                             ? ops_find(op->via.str.ptr, op->via.str.size)
+                             : NULL;
+    return o && o->kind == OPS_READ && (o->flags & OPS_F_SLICED);
+}
+
+/* A cursor holding a copy of @req and @hash; NULL when out of memory. */
+static fsm_read_t *read_new(const msgpack_object *req, const unsigned char *hash)
+{
+    fsm_read_t *r = calloc(1, sizeof(*r));
+    msgpack_packer pk;
+    if (!r)
+        return NULL;
+    msgpack_sbuffer_init(&r->req);
+    msgpack_unpacked_init(&r->u);
+    msgpack_packer_init(&pk, &r->req, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *req) != 0 ||
+        mp_unpack(&r->u, r->req.data, r->req.size, NULL) != MSGPACK_UNPACK_SUCCESS) {
+        fsm_read_free(r);
+        return NULL;
+    }
+    if ((r->has_hash = hash != NULL))
+        memcpy(r->hash, hash, sizeof(r->hash));
+    return r;
+}
+
+int fsm_read_start(fsm_t *f, const msgpack_object *req, const unsigned char *hash,
+                   msgpack_sbuffer *out, fsm_read_t **cur)
+{
+    fsm_read_t *r = is_sliced(req) ? read_new(req, hash) : NULL;
+    *cur = NULL;
+    if (!r) /* not sliced (or no memory for a cursor: in one go) */
+        return fsm_read_as(f, req, hash, out);
+    if (fsm_read_step(f, r, out))
+        fsm_read_free(r);
+    else
+        *cur = r;
+    return 0;
+}
+
+bool fsm_read_step(fsm_t *f, fsm_read_t *cur, msgpack_sbuffer *out)
+{
+    cur->slice.more = false;
+    return run_cmd(f, read_now(f), &cur->u.data, OPS_READ, cur->has_hash ? cur->hash : NULL,
+                   &cur->slice, out);
+}
+
+void fsm_read_free(fsm_read_t *cur)
+{
+    if (!cur)
+        return;
+    if (cur->slice.state)
+        cur->slice.free(cur->slice.state);
+    msgpack_unpacked_destroy(&cur->u);
+    msgpack_sbuffer_destroy(&cur->req);
+    free(cur);
 }
 
 void fsm_set_read_clock(fsm_t *f, uint64_t (*now_ms)(void))

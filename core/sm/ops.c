@@ -79,7 +79,7 @@ static const ops_row_t rows[] = {
     /* scripts and blocks (script/: script.c, backtest.c, block.c) */
     {"script.get", OPS_READ, 0, NODE, script_op_get, P(ON(SCRIPT, "name"))},
     {"script.list", OPS_READ, 0, NODE, script_op_list, P(HUB(SCRIPT))},
-    {"script.test", OPS_READ, 0, NODE, backtest_op_test,
+    {"script.test", OPS_READ, OPS_F_SLICED, NODE, backtest_op_test,
      P(ON(SCRIPT, "name"), ON(SUBSCRIBE, "topic"))},
     {"block.list", OPS_READ, 0, NODE, block_op_list, P(HUB(SCRIPT))},
     {"script.load", OPS_WRITE, 0, NODE, script_op_load, P(ON(SCRIPT, "name"))},

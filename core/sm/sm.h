@@ -156,6 +156,8 @@ enum ops_kind {
 #define OPS_F_HOOK_TOPIC 0x08u /* the same for a topic */
 #define OPS_F_TOKEN 0x10u     /* carries a secret the hub replaces by its SHA-256
                                * before submitting (user.create) */
+#define OPS_F_SLICED 0x20u    /* a read that may run long (script.test): the hub
+                               * runs it in slices, fsm_read_start() */
 
 /* Which node-side handler answers a row the state machine does not run. */
 enum ops_node {
@@ -218,6 +220,24 @@ const ops_row_t *ops_find(const char *name, size_t len);
 /* Answer a read request (@req, the request map) into @out: a complete
  * response map (id, ok, ...). Returns 0. */
 int fsm_read(fsm_t *f, const msgpack_object *req, msgpack_sbuffer *out);
+
+/* A read that may run long (rows flagged OPS_F_SLICED: script.test) runs in
+ * slices of bounded work, one per loop turn, so it never holds the loop.
+ * fsm_read_start() answers any other read at once (*cur NULL, the response
+ * in @out, as fsm_read_as). A sliced one runs its first slice; when it is
+ * not finished *cur is a cursor and @out stays empty: call fsm_read_step()
+ * on a later loop turn until it returns true with the response in @out.
+ * Entries may be applied (and a snapshot restored) between slices: each
+ * slice reads the state of its moment (what that means for the op:
+ * docs/scripting.md). The cursor keeps its own copy of @req and @hash and
+ * no pointer into the state; the caller frees it with fsm_read_free()
+ * whether the read finished or not (NULL: nothing). Returns 0. Loop thread,
+ * between applies. */
+typedef struct fsm_read fsm_read_t;
+int fsm_read_start(fsm_t *f, const msgpack_object *req, const unsigned char *hash,
+                   msgpack_sbuffer *out, fsm_read_t **cur);
+bool fsm_read_step(fsm_t *f, fsm_read_t *cur, msgpack_sbuffer *out);
+void fsm_read_free(fsm_read_t *cur);
 
 /* Long-poll support: ready messages in @queue now (0 also when absent), and
  * the earliest time (ms) any delayed or locked message of any queue becomes

@@ -42,8 +42,20 @@ typedef struct cmd {
     users_t *us;
     const unsigned char *viewer; /* reads for a named user (token hash): lists
                                   * show only what it may see; NULL: all */
+    struct cmd_slice *slice;   /* a read run in slices (OPS_F_SLICED rows,
+                                * fsm_read_start); NULL: run it to the end */
     char err[320];             /* the sentence of the failure */
 } cmd_t;
+/* What a read run in slices keeps between them. Its handler allocates
+ * @state at the first slice (NULL until then) with @free to release it, and
+ * sets @more when it needs another slice (its reply fields are then not
+ * used). fsm.c owns the struct and calls @free once the read ends or is
+ * abandoned. */
+typedef struct cmd_slice {
+    void *state;
+    void (*free)(void *state);
+    bool more;
+} cmd_slice_t;
 /* The one handler type of the op table (ops.c). Returns 0 or a negative
  * MQHUB_E* code (a business error, reported in the reply; the state is
  * unchanged by a failed command). */
@@ -205,9 +217,22 @@ void topic_set_script_hooks(topics_t *ts, const topic_script_hooks_t *h);
  * a code with the sentence in c->err. */
 int topic_publish_internal(topics_t *ts, cmd_t *c, const char *name, size_t len,
                            const msgpack_object *msg);
-/* Visit the retained messages of topic @name published at or after @since,
- * in seq order, until @fn returns nonzero. 0, or MQHUB_ENOT_FOUND. */
-int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since,
+/* A visit of a topic's retained messages that may go on in later calls
+ * (script.test runs in slices): the caller sets @since, @from (0 at first)
+ * and @max; each call advances @from and sets the rest. */
+typedef struct topic_visit {
+    uint64_t since;    /* messages published at or after (ms) */
+    uint64_t from;     /* the next seq to look at */
+    size_t max;        /* records to look at in this call, at most */
+    uint64_t topic_id; /* set: the topic's id (another once it is deleted and
+                        * created again) */
+    bool end;          /* set: nothing retained after @from */
+} topic_visit_t;
+/* Visit the retained messages of topic @name from seq v->from on that were
+ * published at or after v->since, in seq order, looking at v->max records at
+ * most, until @fn returns nonzero (that message is not taken: v->from stays
+ * on it). 0, or MQHUB_ENOT_FOUND. */
+int topic_visit_since(topics_t *ts, const char *name, size_t len, topic_visit_t *v,
                       int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg);
 /* Call @fn("topic/subscription") for every subscription whose filter_script
  * is @script, in topic id then name order. */

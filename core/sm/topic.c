@@ -173,10 +173,12 @@ void topic_msg_free(struct tmsg *tm)
     tm->raw = NULL;
 }
 
-/* A collect_since() visit: the seqs of messages published at or after time. */
+/* A collect_since() visit: the seqs of messages published at or after time,
+ * looking at @max records at most (@seen of them, the last one @last). */
 struct since {
     body_seqs_t list;
-    uint64_t time;
+    uint64_t time, last;
+    size_t max, seen;
 };
 
 static int collect_since(void *arg, const char *k, size_t kl, const char *v, size_t vl)
@@ -184,6 +186,11 @@ static int collect_since(void *arg, const char *k, size_t kl, const char *v, siz
     struct since *s = arg;
     msgpack_unpacked u;
     bool keep;
+    if (s->seen >= s->max)
+        return 1;
+    s->seen++;
+    if (kl == KEY_LEN)
+        s->last = store_be64_get((const unsigned char *)k + 9);
     msgpack_unpacked_init(&u);
     keep = kl == KEY_LEN && msgpack_unpack_next(&u, v, vl, NULL) == MSGPACK_UNPACK_SUCCESS &&
            u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 6 &&
@@ -195,13 +202,19 @@ static int collect_since(void *arg, const char *k, size_t kl, const char *v, siz
     return body_seqs_push(&s->list, k);
 }
 
+/* Scan @t's retained messages from @seq on (at most s->max records). */
+static void scan_since(topics_t *ts, const topic_t *t, uint64_t seq, struct since *s)
+{
+    unsigned char from[KEY_LEN];
+    store_key_id_seq(from, 'P', t->id, seq);
+    store_scan(ts->st, from, 9, from, KEY_LEN, collect_since, s);
+}
+
 void topic_seqs_since(topics_t *ts, const topic_t *t, uint64_t seq, uint64_t time,
                       body_seqs_t *out)
 {
-    struct since s = {.time = time};
-    unsigned char from[KEY_LEN];
-    store_key_id_seq(from, 'P', t->id, seq);
-    store_scan(ts->st, from, 9, from, KEY_LEN, collect_since, &s);
+    struct since s = {.time = time, .max = SIZE_MAX};
+    scan_since(ts, t, seq, &s);
     *out = s.list;
 }
 
@@ -673,22 +686,29 @@ void topic_script_users(topics_t *ts, const char *script, size_t len,
         sub_script_users(t, script, len, fn, arg);
 }
 
-int topic_visit_since(topics_t *ts, const char *name, size_t len, uint64_t since,
+int topic_visit_since(topics_t *ts, const char *name, size_t len, topic_visit_t *v,
                       int (*fn)(void *arg, const fsm_push_msg_t *m), void *arg)
 {
     topic_t *t = topic_find(ts, name, len);
-    body_seqs_t list;
+    struct since s = {.time = v->since, .max = v->max};
     if (!t)
         return MQHUB_ENOT_FOUND;
-    topic_seqs_since(ts, t, 0, since, &list);
-    for (size_t i = 0; i < list.n; i++) {
+    v->topic_id = t->id;
+    scan_since(ts, t, v->from, &s);
+    v->end = s.seen < v->max;
+    if (s.seen)
+        v->from = s.last + 1;
+    for (size_t i = 0; i < s.list.n; i++) {
         struct tmsg tm;
-        int stop = topic_msg_load(ts, t, list.v[i], &tm) == 0 && fn(arg, &tm.m);
+        int stop = topic_msg_load(ts, t, s.list.v[i], &tm) == 0 && fn(arg, &tm.m);
         topic_msg_free(&tm);
-        if (stop)
+        if (stop) {
+            v->from = s.list.v[i]; /* not taken: the next visit starts with it */
+            v->end = false;
             break;
+        }
     }
-    free(list.v);
+    free(s.list.v);
     return 0;
 }
 

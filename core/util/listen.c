@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -22,7 +23,7 @@
 int listen_parse(const char *s, struct sockaddr_storage *addr)
 {
     const char *colon = strrchr(s, ':');
-    char host[INET6_ADDRSTRLEN];
+    char host[128], *zone;
     size_t hl;
     int port;
 
@@ -45,10 +46,13 @@ int listen_parse(const char *s, struct sockaddr_storage *addr)
         a4->sin_port = htons((uint16_t)port);
         return 0;
     }
+    if ((zone = strchr(host, '%')) != NULL)
+        *zone++ = '\0';
     if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
         return -1;
     a6->sin6_family = AF_INET6;
     a6->sin6_port = htons((uint16_t)port);
+    a6->sin6_scope_id = zone != NULL ? if_nametoindex(zone) : 0;
     return 0;
 }
 

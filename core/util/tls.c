@@ -39,9 +39,7 @@ struct tls_conn {
     char error[256];
 };
 
-/* Why the queued OpenSSL errors happened, short ("No such file or
- * directory", "wrong version number"), emptying the queue. */
-static void ssl_error_text(char *buf, size_t size, const char *fallback)
+void tls_error_text(char *buf, size_t size, const char *fallback)
 {
     unsigned long e, sys = 0, last = 0;
 
@@ -64,7 +62,7 @@ static int ctx_fail(SSL_CTX *ssl, const tls_config_t *cfg, const char *key, cons
 {
     char why[160];
 
-    ssl_error_text(why, sizeof why, "cannot load");
+    tls_error_text(why, sizeof why, "cannot load");
     snprintf(errmsg, errlen, "%s%s %s: %s", cfg->keys ? cfg->keys : "tls_", key, file, why);
     SSL_CTX_free(ssl);
     return -1;
@@ -239,7 +237,7 @@ static int conn_status(tls_conn_t *tc, int ret)
                  X509_verify_cert_error_string(vr));
         ERR_clear_error();
     } else {
-        ssl_error_text(tc->error, sizeof tc->error,
+        tls_error_text(tc->error, sizeof tc->error,
                        e == SSL_ERROR_SYSCALL ? "unexpected end of stream" : "protocol error");
         if (strcmp(tc->error, "wrong version number") == 0 ||
             strcmp(tc->error, "http request") == 0)

@@ -32,6 +32,12 @@ typedef struct tls_ctx tls_ctx_t;
 /* One per connection. */
 typedef struct tls_conn tls_conn_t;
 
+/* Why the queued OpenSSL errors happened, short ("No such file or
+ * directory", "wrong version number"; @fallback when none says), into @buf,
+ * emptying the thread's OpenSSL error queue. Also used by the client
+ * library's own TLS (client/client_tls.c). */
+void tls_error_text(char *buf, size_t size, const char *fallback);
+
 /* tls_conn_read() results besides a byte count. */
 #define TLS_AGAIN 0     /* needs more bytes from the peer */
 #define TLS_CLOSED (-1) /* the peer sent close_notify */

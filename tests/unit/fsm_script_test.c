@@ -3,7 +3,8 @@
  * tests/lua/ (one file each) fails fast with SCRIPT_ERROR and the node keeps serving),
  * hooks and blocks on publish and send with expiry and block.delete, the
  * merchant-spike rule of scripts/risk/merchant_spike.lua end to end,
- * script.test changing nothing and matching live decisions, determinism of
+ * script.test changing nothing and matching live decisions, the same in
+ * slices (and a script or topic deleted between them), determinism of
  * two state machines (pairs, random, time, state, windows) and across a
  * snapshot restore. */
 #include <dirent.h>
@@ -515,6 +516,160 @@ static void test_backtest(void **state)
     h_close(h);
 }
 
+/* ---- script.test in slices (fsm_read_start / fsm_read_step) ---- */
+
+/* Its state carries over slices: `n` counts the calls (a publish at the
+ * 1700th and the 2500th), a block made in the first slice refuses a message
+ * of the second. */
+static const char *slicer =
+    "function on_message(msg)\n"
+    "  local n = (hub.state.get('n') or 0) + 1\n"
+    "  hub.state.set('n', n)\n"
+    "  if n == 1700 or n == 2500 then hub.publish('alerts', 'at ' .. n) end\n"
+    "  if msg.body == 'm7' then\n"
+    "    hub.block{attr = 'user', value = msg.attrs.user, ttl = 3600, reason = 'r'}\n"
+    "  end\n"
+    "  return true\n"
+    "end\n";
+
+/* Publish @n messages m<i> with attrs.user u<i % 1500> to topic t. */
+static void publish_many(harness_t *h, int n)
+{
+    char *buf = malloc(64 * 100 + 128);
+    for (int i = 0; i < n; i += 100) {
+        size_t off = (size_t)sprintf(buf, "{'op':'publish_batch','topic':'t','msgs':[");
+        for (int j = i; j < i + 100 && j < n; j++)
+            off += (size_t)sprintf(buf + off, "%s{'body':'m%d','attrs':{'user':'u%d'}}",
+                                   j > i ? "," : "", j, j % 1500);
+        sprintf(buf + off, "]}");
+        H_EXPECT(h, "", "%s", buf);
+    }
+    free(buf);
+}
+
+/* Start script.test of @script on t in slices: the reply (NULL while
+ * slices are left; then *cur is the cursor). */
+static json_t *test_start(harness_t *h, const char *script, fsm_read_t **cur)
+{
+    size_t len;
+    char *cmd = h_pack(&len, "{'op':'script.test','id':7,'name':'%s','topic':'t','since':0}",
+                       script);
+    msgpack_unpacked u;
+    msgpack_sbuffer out;
+    json_t *r = NULL;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, cmd, len, NULL), MSGPACK_UNPACK_SUCCESS);
+    msgpack_sbuffer_init(&out);
+    assert_int_equal(fsm_read_start(h->f, &u.data, NULL, &out, cur), 0);
+    if (!*cur) {
+        msgpack_unpacked_destroy(&u);
+        assert_int_equal(msgpack_unpack_next(&u, out.data, out.size, NULL),
+                         MSGPACK_UNPACK_SUCCESS);
+        r = h_to_json(&u.data);
+    } else {
+        assert_int_equal(out.size, 0);
+    }
+    msgpack_sbuffer_destroy(&out);
+    msgpack_unpacked_destroy(&u);
+    free(cmd);
+    return r;
+}
+
+/* One more slice: the reply when it was the last, else NULL. */
+static json_t *test_step(harness_t *h, fsm_read_t *cur)
+{
+    msgpack_sbuffer out;
+    msgpack_unpacked u;
+    json_t *r = NULL;
+    msgpack_sbuffer_init(&out);
+    if (fsm_read_step(h->f, cur, &out)) {
+        msgpack_unpacked_init(&u);
+        assert_int_equal(msgpack_unpack_next(&u, out.data, out.size, NULL),
+                         MSGPACK_UNPACK_SUCCESS);
+        r = h_to_json(&u.data);
+        msgpack_unpacked_destroy(&u);
+    } else {
+        assert_int_equal(out.size, 0);
+    }
+    msgpack_sbuffer_destroy(&out);
+    return r;
+}
+
+static void test_backtest_slices(void **state)
+{
+    harness_t *h = h_open(H_T0);
+    char before[65], after[65];
+    fsm_read_t *cur;
+    (void)state;
+    load_ok(h, "slicer", slicer);
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'alerts'}");
+    publish_many(h, 2500);
+    h_digest(h, before);
+    json_t *whole = h_read(h, "{'op':'script.test','id':7,'name':'slicer','topic':'t','since':0}");
+    assert_true(h_ok(whole));
+    assert_int_equal(h_int(whole, "messages"), 2500);
+    assert_int_equal(h_int(whole, "refused"), 1); /* m1507: u7 was blocked by m7 */
+    assert_int_equal(h_int(whole, "publishes"), 1); /* n reaches 1700, not 2500 */
+    assert_int_equal(json_array_size(json_object_get(whole, "blocks")), 1);
+    /* 2500 messages in slices of 1000: the same reply after 3 slices */
+    json_t *r = test_start(h, "slicer", &cur);
+    int slices = 1;
+    assert_null(r);
+    while (!(r = test_step(h, cur)))
+        slices++;
+    slices++;
+    fsm_read_free(cur);
+    assert_int_equal(slices, 3);
+    if (!json_equal(r, whole))
+        fail_msg("sliced %s\nwhole %s", json_dumps(r, JSON_COMPACT),
+                 json_dumps(whole, JSON_COMPACT));
+    json_decref(r);
+    h_digest(h, after);
+    assert_string_equal(before, after); /* a read: nothing changed */
+    json_decref(whole);
+    /* the script deleted between two slices: a clear error */
+    assert_null(test_start(h, "slicer", &cur));
+    H_EXPECT(h, "", "{'op':'script.delete','name':'slicer'}");
+    r = test_step(h, cur);
+    fsm_read_free(cur);
+    assert_string_equal(h_code(r), "NOT_FOUND");
+    assert_non_null(strstr(h_str(r, "error"), "script 'slicer' was deleted during the test"));
+    json_decref(r);
+    /* reloaded: UNAVAILABLE (run it again) */
+    load_ok(h, "slicer", slicer);
+    assert_null(test_start(h, "slicer", &cur));
+    load_ok(h, "slicer", slicer);
+    r = test_step(h, cur);
+    fsm_read_free(cur);
+    assert_string_equal(h_code(r), "UNAVAILABLE");
+    json_decref(r);
+    /* a snapshot restored between slices: the test goes on */
+    harness_t *c = h_open(H_T0);
+    h_snapshot_restore(h, c);
+    assert_null(test_start(c, "slicer", &cur));
+    h_snapshot_restore(h, c);
+    while (!(r = test_step(c, cur)))
+        ;
+    fsm_read_free(cur);
+    assert_true(h_ok(r));
+    assert_int_equal(h_int(r, "messages"), 2500);
+    json_decref(r);
+    h_close(c);
+    /* the topic deleted between slices; a cursor abandoned mid-way is freed */
+    assert_null(test_start(h, "slicer", &cur));
+    fsm_read_t *abandoned;
+    assert_null(test_start(h, "slicer", &abandoned));
+    H_EXPECT(h, "", "{'op':'topic.delete','name':'t'}");
+    r = test_step(h, cur);
+    fsm_read_free(cur);
+    fsm_read_free(abandoned);
+    assert_string_equal(h_code(r), "NOT_FOUND");
+    assert_non_null(strstr(h_str(r, "error"), "topic 't' was deleted during the test"));
+    json_decref(r);
+    h_close(h);
+}
+
 /* ---- determinism ---- */
 
 static const char *chaos =
@@ -607,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_merchant_spike),
         cmocka_unit_test(test_backtest),
+        cmocka_unit_test(test_backtest_slices),
         cmocka_unit_test(test_determinism),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

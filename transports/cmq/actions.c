@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "cmq.h"
+#include "codec.h"
 
 typedef void (*step_fn)(cmq_call_t *c, const json_t *r);
 
@@ -152,13 +153,15 @@ static void on_native(void *arg, const char *buf, size_t len)
  * the action's step function. */
 static void native(cmq_call_t *c, json_t *req)
 {
+    char err[64];
     msgpack_sbuffer sb;
     msgpack_packer pk;
 
     json_object_set_new(req, "id", json_integer((json_int_t)++c->next_id));
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    mpjson_pack(&pk, req, NULL);
+    /* Fails only on a "<key>_base64" string, a key no action builds. */
+    (void)codec_json_pack(req, &pk, err, sizeof err);
     json_decref(req);
     c->api->request(c->session, sb.data, sb.size, on_native, c);
     msgpack_sbuffer_destroy(&sb);
@@ -399,42 +402,81 @@ static json_t *named_req(cmq_call_t *c, const char *op, const char *key, const c
     return name != NULL ? json_pack("{s:s, s:s}", "op", op, key, name) : NULL;
 }
 
-static void a_create_queue(cmq_call_t *c, const json_t *r)
+/* Send {"op": @op, "name": <param @param>} (nothing after failing). */
+static void native_named(cmq_call_t *c, const char *op, const char *param)
 {
-    json_t *req, *attrs;
+    json_t *req = named_req(c, op, "name", param);
 
+    if (req != NULL)
+        native(c, req);
+}
+
+/* @req (stolen, NULL after failing) with "attrs" from the params by @map;
+ * NULL after failing the call (@req freed). */
+static json_t *with_attrs(cmq_call_t *c, json_t *req, const attr_map_t *map)
+{
+    json_t *attrs;
+
+    if (req == NULL || (attrs = attrs_param(c, map)) == NULL) {
+        json_decref(req);
+        return NULL;
+    }
+    json_object_set_new(req, "attrs", attrs);
+    return req;
+}
+
+/* Step 1 of a create, which CMQ refuses for an existing name even with equal
+ * settings: @r answers the lookup of @name. Taken: fail with @code and
+ * @subcode ("@kind @name already exists"); not found: send the create
+ * request kept in c->scratch, which keeps only its {"name"} from then on. */
+static void create_if_absent(cmq_call_t *c, const json_t *r, enum cmq_code code, int subcode,
+                             const char *kind, const char *name)
+{
+    json_t *req;
+
+    if (native_ok(r)) {
+        fail(c, cmq_error(code, subcode, "%s %s already exists", kind, name));
+    } else if (strcmp(jstr(r, "code"), "NOT_FOUND") != 0) {
+        native_error(c, r);
+    } else {
+        req = c->scratch;
+        c->scratch = json_pack("{s:O}", "name", json_object_get(req, "name"));
+        native(c, req);
+    }
+}
+
+/* A create action: step 0 keeps the create request @req (stolen; nothing
+ * when NULL) and asks @get_op whether the name is taken, step 1 sends @req
+ * when it is not (create_if_absent), the last step answers {@id_key: name}.
+ * @kind and @exists_code for the CMQ error when the name is taken. */
+static void create_unless_exists(cmq_call_t *c, const json_t *r, json_t *req, const char *get_op,
+                                 const char *kind, int exists_code, const char *id_key)
+{
     switch (c->step) {
-    case 0: /* CMQ refuses an existing name even with equal attributes */
-        if ((req = named_req(c, "queue.create", "name", "queueName")) == NULL)
+    case 0:
+        if (req == NULL)
             return;
-        if ((attrs = attrs_param(c, queue_attrs)) == NULL) {
-            json_decref(req);
-            return;
-        }
-        json_object_set_new(req, "attrs", attrs);
         c->scratch = req;
-        native(c, json_pack("{s:s, s:O}", "op", "queue.get", "name",
-                            json_object_get(req, "name")));
+        native(c, json_pack("{s:s, s:O}", "op", get_op, "name", json_object_get(req, "name")));
         return;
     case 1:
-        if (native_ok(r)) {
-            fail(c, cmq_error(CMQ_EEXISTS, 10020, "queue %s already exists",
-                              jstr(c->scratch, "name")));
-        } else if (strcmp(jstr(r, "code"), "NOT_FOUND") != 0) {
-            native_error(c, r);
-        } else {
-            req = c->scratch;
-            c->scratch = NULL;
-            c->scratch = json_pack("{s:O}", "name", json_object_get(req, "name"));
-            native(c, req);
-        }
+        create_if_absent(c, r, CMQ_EEXISTS, exists_code, kind, jstr(c->scratch, "name"));
         return;
     default:
         if (!native_ok(r))
             native_error(c, r);
         else
-            finish(c, json_pack("{s:O}", "queueId", json_object_get(c->scratch, "name")));
+            finish(c, json_pack("{s:O}", id_key, json_object_get(c->scratch, "name")));
     }
+}
+
+static void a_create_queue(cmq_call_t *c, const json_t *r)
+{
+    json_t *req = NULL;
+
+    if (c->step == 0)
+        req = with_attrs(c, named_req(c, "queue.create", "name", "queueName"), queue_attrs);
+    create_unless_exists(c, r, req, "queue.get", "queue", 10020, "queueId");
 }
 
 /* A one-request action whose reply carries nothing. */
@@ -455,18 +497,16 @@ static void a_delete_queue(cmq_call_t *c, const json_t *r)
     simple(c, r, r == NULL ? named_req(c, "queue.delete", "name", "queueName") : NULL);
 }
 
+/* Set{Queue,Topic}Attributes: @op on the name in @param, attrs by @map. */
+static void set_attributes(cmq_call_t *c, const json_t *r, const char *op, const char *param,
+                           const attr_map_t *map)
+{
+    simple(c, r, r == NULL ? with_attrs(c, named_req(c, op, "name", param), map) : NULL);
+}
+
 static void a_set_queue_attributes(cmq_call_t *c, const json_t *r)
 {
-    json_t *req = r == NULL ? named_req(c, "queue.set", "name", "queueName") : NULL, *attrs;
-
-    if (req != NULL) {
-        if ((attrs = attrs_param(c, queue_attrs)) == NULL) {
-            json_decref(req);
-            return;
-        }
-        json_object_set_new(req, "attrs", attrs);
-    }
-    simple(c, r, req);
+    set_attributes(c, r, "queue.set", "queueName", queue_attrs);
 }
 
 static void a_list_queue(cmq_call_t *c, const json_t *r)
@@ -480,9 +520,7 @@ static void a_get_queue_attributes(cmq_call_t *c, const json_t *r)
     json_int_t age;
 
     if (r == NULL) {
-        json_t *req = named_req(c, "queue.get", "name", "queueName");
-        if (req != NULL)
-            native(c, req);
+        native_named(c, "queue.get", "queueName");
         return;
     }
     if (!native_ok(r)) {
@@ -770,55 +808,23 @@ static void a_batch_delete_message(cmq_call_t *c, const json_t *r)
 
 static void a_create_topic(cmq_call_t *c, const json_t *r)
 {
-    json_t *req, *attrs;
+    json_t *req = NULL;
     long long filter = 1;
 
-    switch (c->step) {
-    case 0:
-        if ((req = named_req(c, "topic.create", "name", "topicName")) == NULL)
-            return;
-        if (int_param(c, "filterType", 1, 2, &filter) < 0 ||
-            (attrs = attrs_param(c, topic_attrs)) == NULL) {
+    if (c->step == 0) {
+        req = named_req(c, "topic.create", "name", "topicName");
+        if (req != NULL && int_param(c, "filterType", 1, 2, &filter) < 0) {
             json_decref(req);
-            return;
+            req = NULL;
         }
-        json_object_set_new(req, "attrs", attrs);
-        c->scratch = req;
-        native(c, json_pack("{s:s, s:O}", "op", "topic.get", "name",
-                            json_object_get(req, "name")));
-        return;
-    case 1:
-        if (native_ok(r)) {
-            fail(c, cmq_error(CMQ_EEXISTS, 10610, "topic %s already exists",
-                              jstr(c->scratch, "name")));
-        } else if (strcmp(jstr(r, "code"), "NOT_FOUND") != 0) {
-            native_error(c, r);
-        } else {
-            req = c->scratch;
-            c->scratch = json_pack("{s:O}", "name", json_object_get(req, "name"));
-            native(c, req);
-        }
-        return;
-    default:
-        if (!native_ok(r))
-            native_error(c, r);
-        else
-            finish(c, json_pack("{s:O}", "topicId", json_object_get(c->scratch, "name")));
+        req = with_attrs(c, req, topic_attrs);
     }
+    create_unless_exists(c, r, req, "topic.get", "topic", 10610, "topicId");
 }
 
 static void a_set_topic_attributes(cmq_call_t *c, const json_t *r)
 {
-    json_t *req = r == NULL ? named_req(c, "topic.set", "name", "topicName") : NULL, *attrs;
-
-    if (req != NULL) {
-        if ((attrs = attrs_param(c, topic_attrs)) == NULL) {
-            json_decref(req);
-            return;
-        }
-        json_object_set_new(req, "attrs", attrs);
-    }
-    simple(c, r, req);
+    set_attributes(c, r, "topic.set", "topicName", topic_attrs);
 }
 
 static void a_get_topic_attributes(cmq_call_t *c, const json_t *r)
@@ -826,9 +832,7 @@ static void a_get_topic_attributes(cmq_call_t *c, const json_t *r)
     json_t *out;
 
     if (r == NULL) {
-        json_t *req = named_req(c, "topic.get", "name", "topicName");
-        if (req != NULL)
-            native(c, req);
+        native_named(c, "topic.get", "topicName");
         return;
     }
     if (!native_ok(r)) {
@@ -850,12 +854,9 @@ static void a_list_topic(cmq_call_t *c, const json_t *r)
 
 static void a_delete_topic(cmq_call_t *c, const json_t *r)
 {
-    json_t *req;
-
     switch (c->step) {
     case 0:
-        if ((req = named_req(c, "topic.get", "name", "topicName")) != NULL)
-            native(c, req);
+        native_named(c, "topic.get", "topicName");
         return;
     case 1:
         if (!native_ok(r)) {
@@ -1021,17 +1022,8 @@ static void a_subscribe(cmq_call_t *c, const json_t *r)
     const char *endpoint = cmq_param(c->params, "endpoint", NULL);
     json_t *req, *tags, *keys;
 
-    if (c->step == 1) { /* CMQ refuses an existing name even with equal settings */
-        if (native_ok(r)) {
-            fail(c, cmq_error(CMQ_ESUB_EXISTS, 10470, "subscription %s already exists",
-                              jstr(r, "name")));
-        } else if (strcmp(jstr(r, "code"), "NOT_FOUND") != 0) {
-            native_error(c, r);
-        } else {
-            req = c->scratch;
-            c->scratch = json_pack("{s:O}", "name", json_object_get(req, "name"));
-            native(c, req);
-        }
+    if (c->step == 1) {
+        create_if_absent(c, r, CMQ_ESUB_EXISTS, 10470, "subscription", jstr(r, "name"));
         return;
     }
     if (r != NULL) {

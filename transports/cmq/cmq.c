@@ -3,8 +3,9 @@
  * server on the daemon's libuv loop, every action turned into native
  * requests by actions.c.
  *
- * Start with cmq_init(): config, the listening socket (listen.c, bound
- * exactly where `listen` says; on_accept() hands connections to lws, at
+ * Start with cmq_init(): config, the listening socket (transports/common's
+ * listener.c, bound exactly where `listen` says; on_accept() hands
+ * connections to lws, at
  * most max_connections at a time) and one lws context on the daemon's loop
  * (a foreign loop, as in the WebSocket transport). callback() sees each
  * request: req_start() gathers the query params and waits for a body when
@@ -30,6 +31,7 @@
 
 #include "cmq.h"
 #include "listen.h"
+#include "listener.h"
 
 #define CMQ_DEFAULT_LISTEN "127.0.0.1:6290"
 #define CMQ_BACKLOG 511
@@ -50,8 +52,7 @@ typedef struct cmq {
     uint64_t requests, started;
     struct sockaddr_storage addr;
     char bound[64];
-    int listen_fd;
-    uv_poll_t *listener; /* freed by its close callback */
+    listener_t *listener;
 } cmq_t;
 
 /* Per connection (lws user space; persists across keep-alive requests). */
@@ -349,70 +350,37 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 /* ---------------------------------------------------------------- listening */
 
-/* Accept what waits (a bounded number per wake-up) and give it to lws;
- * beyond max_connections a connection is closed at once. */
-static void on_accept(uv_poll_t *p, int status, int events)
+/* A connection accepted by q->listener, given to lws; beyond
+ * max_connections it is closed at once. */
+static void on_accept(void *data, int fd)
 {
-    cmq_t *q = p->data;
+    cmq_t *q = data;
     struct lws_vhost *vh = lws_get_vhost_by_name(q->ctx, "cmq");
+    struct lws *wsi;
 
-    (void)events;
-    for (int i = 0; status == 0 && vh != NULL && i < CMQ_ACCEPTS_PER_WAKE; i++) {
-        int fd = accept4(q->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        struct lws *wsi;
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
-                q->api->log(q->host, MQHUB_LOG_WARN, "accept on %s: %s", q->bound,
-                            strerror(errno));
-            return;
-        }
-        if (q->n_conns >= (uint64_t)q->max_conns) {
+    if (vh == NULL || q->n_conns >= (uint64_t)q->max_conns) {
+        if (vh != NULL)
             q->api->metric_add(q->host, "connections_refused", 1);
-            close(fd);
-            continue;
-        }
-        wsi = lws_adopt_socket_vhost(vh, fd);
-        if (wsi == NULL)
-            continue;
-        lws_set_opaque_user_data(wsi, q);
-        q->n_conns++;
-        q->api->metric_add(q->host, "connections_total", 1);
+        close(fd);
+        return;
     }
+    wsi = lws_adopt_socket_vhost(vh, fd);
+    if (wsi == NULL)
+        return;
+    lws_set_opaque_user_data(wsi, q);
+    q->n_conns++;
+    q->api->metric_add(q->host, "connections_total", 1);
 }
 
-static void on_listener_closed(uv_handle_t *h)
+/* The listener, bound to @q->addr; its real address into @q->bound. */
+static int cmq_listen_open(cmq_t *q, char *errmsg, size_t errlen)
 {
-    free(h);
-}
+    listener_config_t cfg = {.api = q->api, .host = q->host, .backlog = CMQ_BACKLOG,
+                             .accepts_per_wake = CMQ_ACCEPTS_PER_WAKE, .on_accept = on_accept,
+                             .data = q};
 
-static void listen_close(cmq_t *q)
-{
-    if (q->listener != NULL)
-        uv_close((uv_handle_t *)q->listener, on_listener_closed);
-    q->listener = NULL;
-    if (q->listen_fd >= 0)
-        close(q->listen_fd);
-    q->listen_fd = -1;
-}
-
-static int listen_start(cmq_t *q, char *errmsg, size_t errlen)
-{
-    int rc = UV_ENOMEM;
-
-    q->listener = malloc(sizeof *q->listener);
-    if (q->listener != NULL &&
-        (rc = uv_poll_init_socket(q->loop, q->listener, q->listen_fd)) != 0) {
-        free(q->listener);
-        q->listener = NULL;
-    }
-    if (rc == 0) {
-        q->listener->data = q;
-        rc = uv_poll_start(q->listener, UV_READABLE, on_accept);
-    }
-    if (rc != 0)
-        snprintf(errmsg, errlen, "listen on %s: %s", q->bound, uv_strerror(rc));
-    return rc;
+    return listener_open(&q->listener, &cfg, &q->addr, q->bound, sizeof q->bound, errmsg,
+                         errlen);
 }
 
 /* ---------------------------------------------------------------- plugin */
@@ -472,7 +440,7 @@ static int create_context(cmq_t *q)
     q->loops[0] = q->loop;
     info.options = LWS_SERVER_OPTION_LIBUV;
     info.foreign_loops = q->loops;
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listen_open() listens */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* q->listener listens */
     info.protocols = q->protocols;
     info.vhost_name = "cmq";
     info.server_string = "mqhub";
@@ -489,7 +457,7 @@ static void init_undo(cmq_t *q)
 {
     if (q->ctx != NULL)
         lws_context_destroy(q->ctx);
-    listen_close(q);
+    listener_close(q->listener);
     free(q);
 }
 
@@ -505,20 +473,13 @@ static int cmq_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
     q->api = api;
     q->host = host;
     q->loop = api->loop(host);
-    q->listen_fd = -1;
     q->started = (uint64_t)time(NULL);
-    if (read_config(q, errmsg, errlen) != 0 ||
-        (q->listen_fd = listen_open(&q->addr, CMQ_BACKLOG, q->bound, sizeof q->bound, errmsg,
-                                    errlen)) < 0) {
+    if (read_config(q, errmsg, errlen) != 0 || cmq_listen_open(q, errmsg, errlen) != 0) {
         init_undo(q);
         return -1;
     }
     if (create_context(q) != 0) {
         snprintf(errmsg, errlen, "libwebsockets set-up for %s failed", q->bound);
-        init_undo(q);
-        return -1;
-    }
-    if (listen_start(q, errmsg, errlen) != 0) {
         init_undo(q);
         return -1;
     }
@@ -532,7 +493,7 @@ static void cmq_stop(void *state)
 {
     cmq_t *q = state;
 
-    listen_close(q);
+    listener_close(q->listener);
     lws_context_destroy(q->ctx); /* inside the loop: closes connections and handles */
 }
 

@@ -2,12 +2,12 @@
  * its files:
  *   cmq.c      plugin entry, libwebsockets HTTP server on the daemon's loop,
  *              one request's life: params, signature, action, JSON reply
- *   listen.c   the listening socket, bound exactly where the config says
  *   form.c     request parameters: x-www-form-urlencoded bodies, arrays
  *   sign.c     CMQ request signatures (HmacSHA1 / HmacSHA256)
  *   actions.c  the action table: each CMQ action as native requests, the
  *              replies and error codes in CMQ's spelling
- *   mpjson.c   MessagePack <-> JSON for native requests and replies
+ *   mpjson.c   MessagePack -> JSON for native replies (requests are
+ *              packed by the WebSocket transport's codec.c, ws_codec)
  * form.c, sign.c, actions.c and mpjson.c do no I/O and know nothing of lws:
  * the unit test (tests/cmq/cmq_unit_test.c) links them directly.
  * Everything runs on the daemon's loop thread.
@@ -96,9 +96,6 @@ bool cmq_sign_verify(const cmq_params_t *p, const char *method, const char *host
 
 /* ---- mpjson.c */
 
-/* Pack @v: objects as maps, strings as str except under the key "body"
- * (bin), integers, reals, booleans, null. */
-void mpjson_pack(msgpack_packer *pk, const json_t *v, const char *key);
 /* A new JSON value for @o: bin and str as strings (bytes that are not UTF-8
  * become U+FFFD), ext as null. NULL on out-of-memory. */
 json_t *mpjson_unpack(const msgpack_object *o);

@@ -65,6 +65,7 @@
 #include <msgpack.h>
 
 #include "frame.h"
+#include "listen.h"
 #include "mqhub/plugin.h"
 #include "mqhub/protocol.h"
 #include "tls.h"
@@ -831,30 +832,6 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* -------------------------------------------------------------- lifecycle */
 
-/* "host:port" or "[v6]:port" → a socket address. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss)
-{
-    const char *colon = strrchr(s, ':');
-    char host[128];
-    size_t hl;
-    int port;
-
-    if (colon == NULL || sscanf(colon + 1, "%d", &port) != 1 || port < 0 || port > 65535)
-        return -1;
-    hl = (size_t)(colon - s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= sizeof host)
-        return -1;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0 ? 0 : -1;
-}
-
 static void on_failed_server_closed(uv_handle_t *handle)
 {
     tcp_t *t = handle->data;
@@ -869,22 +846,14 @@ static void log_bound(tcp_t *t, const char *listen)
     int sl = sizeof ss;
     size_t n = strlen(listen);
     bool any_port = n >= 2 && strcmp(listen + n - 2, ":0") == 0;
-    char ip[64];
-    int port;
+    char bound[INET6_ADDRSTRLEN + 8];
 
     if (uv_tcp_getsockname(&t->server, (struct sockaddr *)&ss, &sl) != 0)
         return;
-    if (ss.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    } else {
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
+    listen_name(&ss, bound, sizeof bound);
     /* With port 0 nobody else knows the port: say it at info level. */
-    t->api->log(t->host, any_port ? MQHUB_LOG_INFO : MQHUB_LOG_DEBUG,
-                "listening on %s%s%s:%d%s", ss.ss_family == AF_INET6 ? "[" : "", ip,
-                ss.ss_family == AF_INET6 ? "]" : "", port, t->tls ? " (TLS)" : "");
+    t->api->log(t->host, any_port ? MQHUB_LOG_INFO : MQHUB_LOG_DEBUG, "listening on %s%s",
+                bound, t->tls ? " (TLS)" : "");
 }
 
 /* The integer @key of the config into *@out (@def when absent); on a value
@@ -993,7 +962,7 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
 
     if (listen == NULL)
         listen = MQHUB_DEFAULT_TCP_ADDRESS;
-    if (parse_listen(listen, &ss) != 0) {
+    if (listen_parse(listen, &ss) != 0) {
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
     }

@@ -7,8 +7,8 @@
  *
  * Start with ws_init(): one libwebsockets context on the daemon's libuv loop
  * (a foreign loop: lws adds its handles, runs no thread and installs no
- * signal handler). The listening socket is ours (ws_listen_open() with
- * core/util/listen.c, exactly the configured address; on_accept() hands
+ * signal handler). The listening socket is ours (transports/common's
+ * listener.c, exactly the configured address; on_accept() hands
  * connections to lws), and
  * origin_check() refuses upgrades from foreign web pages (allowed_origins).
  * callback() dispatches lws events: conn_open() opens one
@@ -47,6 +47,7 @@
 
 #include "codec.h"
 #include "listen.h"
+#include "listener.h"
 #include "mp.h"
 #include "wire.h"
 #include "ws.h"
@@ -116,9 +117,7 @@ typedef struct ws_full {
     bool dashboard;   /* config dashboard: serve www/ at / */
     char www[PATH_MAX];
     struct sockaddr_storage addr; /* config listen, numeric */
-    int listen_fd;                /* ours, not lws's: see ws_listen_open() */
-    uv_poll_t *listener;          /* readable listen_fd: accept and adopt; freed
-                                   * by its close callback (it may outlive us) */
+    listener_t *listener;         /* ours, not lws's: accept and adopt */
     char bound[INET6_ADDRSTRLEN + 8]; /* "ip:port" / "[ip]:port" actually bound */
     bool tls;
     /* WebSocket upgrades with an Origin header must name one of these
@@ -1064,70 +1063,29 @@ static void set_mounts(ws_full_t *f, bool dashboard)
  * configured address, and hands each accepted connection to lws
  * (lws_adopt_socket_vhost; the vhost listens on nothing of its own). */
 
-/* The listening socket, bound to @f->addr (core/util/listen.c); its real
- * address (the port when the config said 0) into @f->bound and @f->addr. */
-static int ws_listen_open(ws_full_t *f, char *errmsg, size_t errlen)
+/* A connection accepted by f->listener, given to lws, which closes it
+ * itself when it cannot take it. */
+static void on_accept(void *data, int fd)
 {
-    f->listen_fd = listen_open(&f->addr, WS_BACKLOG, f->bound, sizeof f->bound, errmsg, errlen);
-    return f->listen_fd < 0 ? -1 : 0;
-}
-
-/* The listening socket is readable: accept what waits (a bounded number per
- * wake-up, so that a flood does not starve the loop) and give it to lws,
- * which closes it itself when it cannot take it. */
-static void on_accept(uv_poll_t *p, int status, int events)
-{
-    ws_full_t *f = p->data;
+    ws_full_t *f = data;
     struct lws_vhost *vh = lws_get_vhost_by_name(f->w.ctx, "mqhub");
 
-    (void)events;
-    for (int i = 0; status == 0 && vh != NULL && i < WS_ACCEPTS_PER_WAKE; i++) {
-        int fd = accept4(f->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
-                f->w.api->log(f->w.host, MQHUB_LOG_WARN, "accept on %s: %s", f->bound,
-                              strerror(errno));
-            return;
-        }
+    if (vh == NULL)
+        close(fd);
+    else
         lws_adopt_socket_vhost(vh, fd);
-    }
 }
 
-static void on_listener_closed(uv_handle_t *h)
+/* The listener, bound to @f->addr; its real address (the port when the
+ * config said 0) into @f->bound and @f->addr. */
+static int ws_listen_open(ws_full_t *f, char *errmsg, size_t errlen)
 {
-    free(h);
-}
+    listener_config_t cfg = {.api = f->w.api, .host = f->w.host, .backlog = WS_BACKLOG,
+                             .accepts_per_wake = WS_ACCEPTS_PER_WAKE, .on_accept = on_accept,
+                             .data = f};
 
-/* Close the listener handle and the listening socket (the handle's memory
- * goes in its close callback). */
-static void listen_close(ws_full_t *f)
-{
-    if (f->listener != NULL)
-        uv_close((uv_handle_t *)f->listener, on_listener_closed);
-    f->listener = NULL;
-    if (f->listen_fd >= 0)
-        close(f->listen_fd); /* after uv_close: no longer polled */
-    f->listen_fd = -1;
-}
-
-static int listen_start(ws_full_t *f, char *errmsg, size_t errlen)
-{
-    int rc = UV_ENOMEM;
-
-    f->listener = malloc(sizeof *f->listener);
-    if (f->listener != NULL && (rc = uv_poll_init_socket(f->w.loop, f->listener,
-                                                         f->listen_fd)) != 0) {
-        free(f->listener);
-        f->listener = NULL;
-    }
-    if (rc == 0) {
-        f->listener->data = f;
-        rc = uv_poll_start(f->listener, UV_READABLE, on_accept);
-    }
-    if (rc != 0)
-        snprintf(errmsg, errlen, "listen on %s: %s", f->bound, uv_strerror(rc));
-    return rc;
+    return listener_open(&f->listener, &cfg, &f->addr, f->bound, sizeof f->bound, errmsg,
+                         errlen);
 }
 
 /* ---------------------------------------------------------------- plugin */
@@ -1141,7 +1099,7 @@ static int create_context(ws_full_t *f, const char *cert, const char *key)
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 |
                    (cert != NULL ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0);
     info.foreign_loops = f->loops;
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listen_open() listens */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* f->listener listens */
     info.protocols = f->protocols;
     info.mounts = &f->mounts[0];
     info.headers = &f->headers[0];
@@ -1176,7 +1134,7 @@ static void init_undo(ws_full_t *f)
 {
     if (f->w.ctx != NULL)
         lws_context_destroy(f->w.ctx);
-    listen_close(f);
+    listener_close(f->listener);
     if (log_target == &f->w)
         log_target = NULL;
     free(f);
@@ -1197,7 +1155,6 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
     w->api = api;
     w->host = host;
     w->loop = api->loop(host);
-    f->listen_fd = -1;
     if ((cert == NULL) != (key == NULL))
         snprintf(errmsg, errlen, "tls_cert and tls_key go together");
     if ((cert == NULL) != (key == NULL) || read_config(f, errmsg, errlen) != 0 ||
@@ -1217,10 +1174,6 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
         init_undo(f);
         return -1;
     }
-    if (listen_start(f, errmsg, errlen) != 0) {
-        init_undo(f);
-        return -1;
-    }
     if (stats_new(&w->stats, w) != 0) {
         snprintf(errmsg, errlen, "out of memory");
         init_undo(f);
@@ -1235,7 +1188,7 @@ static void ws_stop(void *state)
 {
     ws_t *w = state;
 
-    listen_close((ws_full_t *)w);
+    listener_close(((ws_full_t *)w)->listener);
     stats_stop(w->stats);
     lws_context_destroy(w->ctx); /* inside the loop: closes connections and handles */
 }

@@ -4,7 +4,8 @@
  *   http.c   HTTP endpoints on the same listener: /metrics, /healthz, /readyz
  *   stats.c  the collector: a snapshot of cluster, queues, topics and blocks
  *            gathered by ordinary requests, for stats pushes and /metrics
- *   codec.c  JSON <-> MessagePack (codec.h)
+ *   codec.c  JSON <-> MessagePack (codec.h; the static ws_codec, also linked
+ *            by the CMQ transport)
  * Everything runs on the daemon's loop thread.
  */
 #ifndef MQHUB_WS_H
