@@ -295,7 +295,7 @@ static int l_config_limits(lua_State *L)
 
 static int l_config_snapshot(lua_State *L)
 {
-    static const char *const fields[] = {"threshold", "trailing", NULL};
+    static const char *const fields[] = {"threshold", "trailing", "log_bytes", NULL};
     config_t *c = get_loader(L)->c;
     lua_Integer v;
 
@@ -305,6 +305,8 @@ static int l_config_snapshot(lua_State *L)
         c->snapshot_threshold = (unsigned)v;
     if (opt_int(L, 1, "snapshot", "trailing", 0, UINT_MAX, &v))
         c->snapshot_trailing = (unsigned)v;
+    if (opt_int(L, 1, "snapshot", "log_bytes", 1 << 20, (lua_Integer)1 << 40, &v))
+        c->snapshot_log_bytes = (uint64_t)v;
     return 0;
 }
 

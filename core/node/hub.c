@@ -394,17 +394,33 @@ static void req_free(hub_req_t *r)
     }
 }
 
+/* Whether a reply of @len bytes fits this node's max_frame; when it does
+ * not, @cb gets TOO_LARGE instead (the reply is dropped, never sent past the
+ * limit the client was told in hello). Receive batches are bounded before
+ * they are taken (reply_max, pack_used_fields); this catches the rest. */
+static bool reply_fits(hub_t *h, mqhub_reply_cb cb, void *arg, uint64_t id, size_t len)
+{
+    if (len <= hub_max_frame(h))
+        return true;
+    reply_error(h, cb, arg, true, id, MQHUB_ETOO_LARGE,
+                "the reply would be %zu bytes, above this node's max_frame %zu; ask for "
+                "fewer (limit, max)", len, hub_max_frame(h));
+    return false;
+}
+
 /* Call @r's callback (when its session is open) with @reply, then free it. */
 static void req_reply(hub_req_t *r, const char *reply, size_t len)
 {
     mqhub_reply_cb cb = r->cb;
     void *arg = r->arg;
     bool open = r->s != NULL;
+    hub_t *h = r->hub;
+    uint64_t id = r->id;
 
     if (open)
         metrics_lat_observe(r->lat, r->t0);
     req_free(r);
-    if (open)
+    if (open && reply_fits(h, cb, arg, id, len))
         cb(arg, reply, len);
 }
 
@@ -1214,7 +1230,8 @@ static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb 
     msgpack_sbuffer_init(&sb);
     fsm_read_start(h->fsm, v->map, s->who == WHO_USER ? s->hash : NULL, &sb, &cur);
     if (cur == NULL) {
-        cb(arg, sb.data, sb.size);
+        if (reply_fits(h, cb, arg, v->id, sb.size))
+            cb(arg, sb.data, sb.size);
     } else if ((r = req_new(s, cb, arg, v->id, NULL, 0)) == NULL) {
         fsm_read_free(cur);
         reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
@@ -1226,6 +1243,49 @@ static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb 
         uv_timer_start(&r->timer, on_read_slice, 0, 1);
     }
     msgpack_sbuffer_destroy(&sb);
+}
+
+static bool is_key(const msgpack_object *k, const char *name)
+{
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(name) &&
+           memcmp(k->via.str.ptr, name, k->via.str.size) == 0;
+}
+
+/* Whether key @k of a request is a field of op @o (ops_uses_field). */
+static bool used_field(const ops_row_t *o, const msgpack_object *k)
+{
+    return k->type == MSGPACK_OBJECT_STR && ops_uses_field(o, k->via.str.ptr, k->via.str.size);
+}
+
+/* @map re-packed into @sb (initialized here; the caller destroys it) with
+ * only the fields op @o uses (its row's fields column, core/sm/ops.c): a
+ * field no handler reads never reaches the raft log, so padding a request
+ * costs the client its frame, not every node's log and every apply. A
+ * receive (OPS_F_LONG_POLL) gets reply_max, this node's max_frame, in place
+ * of any the client sent: apply stops its batch below it (queue.c). */
+static void pack_used_fields(hub_t *h, const ops_row_t *o, const msgpack_object *map,
+                             msgpack_sbuffer *sb)
+{
+    const msgpack_object_map *m = &map->via.map;
+    bool receive = (o->flags & OPS_F_LONG_POLL) != 0;
+    msgpack_packer pk;
+    uint32_t n = 0;
+
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < m->size; i++)
+        n += used_field(o, &m->ptr[i].key) && !(receive && is_key(&m->ptr[i].key, "reply_max"));
+    msgpack_pack_map(&pk, n + receive);
+    for (uint32_t i = 0; i < m->size; i++) {
+        if (!used_field(o, &m->ptr[i].key) || (receive && is_key(&m->ptr[i].key, "reply_max")))
+            continue;
+        msgpack_pack_object(&pk, m->ptr[i].key);
+        msgpack_pack_object(&pk, m->ptr[i].val);
+    }
+    if (receive) {
+        mp_pack_cstr(&pk, "reply_max");
+        msgpack_pack_uint64(&pk, hub_max_frame(h));
+    }
 }
 
 /* Submit @buf through raft; @token (NULL: none) is added to the reply. */
@@ -1260,8 +1320,10 @@ static bool is_token_key(const msgpack_object *k)
  * least TOKEN_MIN characters) or, when it gives none, TOKEN_RANDOM random
  * bytes in hex made here (apply has no random source) — is replaced by its
  * SHA-256 before the request is submitted, so the log never holds it. A
- * generated token is told once, in the reply. */
-static void token_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+ * generated token is told once, in the reply. Like any write it submits only
+ * the fields of its row @o. */
+static void token_op(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
+                     mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
     const msgpack_object *t = mp_map_get(v->map, "token");
@@ -1297,12 +1359,12 @@ static void token_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb
         fsm_user_hash(gen, strlen(gen), hash);
     }
     for (uint32_t i = 0; i < m->size; i++)
-        n += !is_token_key(&m->ptr[i].key);
+        n += !is_token_key(&m->ptr[i].key) && used_field(o, &m->ptr[i].key);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, n + 1);
     for (uint32_t i = 0; i < m->size; i++) {
-        if (is_token_key(&m->ptr[i].key))
+        if (is_token_key(&m->ptr[i].key) || !used_field(o, &m->ptr[i].key))
             continue; /* every copy: the plaintext must not reach the log */
         msgpack_pack_object(&pk, m->ptr[i].key);
         msgpack_pack_object(&pk, m->ptr[i].val);
@@ -1337,6 +1399,7 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
 {
     hub_t *h = s->hub;
     timed_t *t = arg;
+    msgpack_sbuffer sb;
 
     if (h->stopping) {
         reply_status(h, cb, arg, v->id, MQHUB_EUNAVAILABLE);
@@ -1364,12 +1427,16 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
         read_op(s, v, cb, arg);
         return;
     case OPS_WRITE:
+        if (o->flags & OPS_F_TOKEN) {
+            token_op(s, o, v, cb, arg);
+            return;
+        }
+        pack_used_fields(h, o, v->map, &sb);
         if (o->flags & OPS_F_LONG_POLL)
-            receive_start(s, v, buf, len, cb, arg);
-        else if (o->flags & OPS_F_TOKEN)
-            token_op(s, v, cb, arg);
+            receive_start(s, v, sb.data, sb.size, cb, arg);
         else
-            write_op(s, v->id, buf, len, NULL, cb, arg);
+            write_op(s, v->id, sb.data, sb.size, NULL, cb, arg);
+        msgpack_sbuffer_destroy(&sb);
         return;
     case OPS_SESSION:
         session_op(s, o->node, v, cb, arg);
@@ -1566,6 +1633,7 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .n_peers = h->cfg->n_peers,
         .snapshot_threshold = h->cfg->snapshot_threshold,
         .snapshot_trailing = h->cfg->snapshot_trailing,
+        .snapshot_log_bytes = h->cfg->snapshot_log_bytes,
         .join = h->cfg->join,
         .cluster_secret = h->cfg->cluster_secret,
         .allow_unauthenticated_peers = h->cfg->allow_unauthenticated_peers,

@@ -55,6 +55,7 @@ typedef struct config {
     char *path;              /* the file loaded, NULL for defaults */
     char *client_address;    /* node.client, else the tcp transport's listen */
     unsigned snapshot_trailing;
+    uint64_t snapshot_log_bytes; /* snapshot.log_bytes (0: default) */
     config_object_t *queues;
     unsigned n_queues;
     config_object_t *topics;

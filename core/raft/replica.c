@@ -45,6 +45,7 @@
 #define ELECTION_MS 1000
 #define DEFAULT_SNAPSHOT_THRESHOLD 8192
 #define DEFAULT_SNAPSHOT_TRAILING 1024
+#define DEFAULT_SNAPSHOT_LOG_BYTES (128u << 20) /* applied since the last snapshot */
 
 typedef struct waiter {
     replica_done_cb cb;
@@ -1036,9 +1037,12 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
     raft_set_heartbeat_timeout(&r->raft, HEARTBEAT_MS);
     raft_set_election_timeout(&r->raft, ELECTION_MS);
     raft_set_pre_vote(&r->raft, true);
-    raft_set_snapshot_threshold(&r->raft, cfg->snapshot_threshold
-                                              ? cfg->snapshot_threshold
-                                              : DEFAULT_SNAPSHOT_THRESHOLD);
+    unsigned threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
+                                                 : DEFAULT_SNAPSHOT_THRESHOLD;
+    raft_set_snapshot_threshold(&r->raft, threshold);
+    snapshot_io_limit_log(&r->snapio, &r->raft, threshold,
+                          cfg->snapshot_log_bytes ? cfg->snapshot_log_bytes
+                                                  : DEFAULT_SNAPSHOT_LOG_BYTES);
     raft_set_snapshot_trailing(&r->raft, cfg->snapshot_trailing ? cfg->snapshot_trailing
                                                                 : DEFAULT_SNAPSHOT_TRAILING);
     rv = bootstrap(r, cfg);

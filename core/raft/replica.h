@@ -38,6 +38,7 @@ typedef struct replica_config {
     unsigned n_peers;
     unsigned snapshot_threshold; /* entries between snapshots (0: default) */
     unsigned snapshot_trailing;  /* entries kept after one (0: default) */
+    uint64_t snapshot_log_bytes; /* bytes applied before one at the latest (0: default) */
     bool join;                   /* never bootstrap: wait to be added */
     const char *cluster_secret;  /* peers prove it (peer.h); NULL: none */
     bool allow_unauthenticated_peers; /* no secret: take peers anyway (else none) */
@@ -157,6 +158,14 @@ typedef struct snapshot_io {
     bool get_timer_init, get_timer_closed, inner_closing;
     snapshot_peer_t peers[SNAPSHOT_PEERS];
     raft_index snap_index;       /* the newest snapshot on disk (0: none) */
+    /* The byte budget of raft's in-memory log (snapshot_io_limit_log()):
+     * raft snapshots every `threshold` entries, which holds threshold x 16
+     * MiB in memory at worst; past log_budget bytes applied since the last
+     * snapshot the threshold is lowered until the next one completes. */
+    struct raft *raft;           /* NULL: no budget */
+    unsigned threshold;          /* the configured one */
+    uint64_t log_budget, log_bytes, log_entries;
+    bool lowered;
 } snapshot_io_t;
 /* Wrap @inner (raft_uv, initialised, not yet given to raft_init) and
  * @inner_fsm (the raft_fsm over the store @st that raft would otherwise see):
@@ -165,6 +174,11 @@ typedef struct snapshot_io {
  * @w lives until raft's close callback. Loop thread. */
 void snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, struct raft_fsm *inner_fsm,
                       store_t *st, uv_loop_t *loop);
+/* After raft_init(): snapshot at the latest once @budget bytes of entries
+ * were applied since the last snapshot, besides raft's own @threshold
+ * entries (docs/operations.md "Limits"). */
+void snapshot_io_limit_log(snapshot_io_t *w, struct raft *raft, unsigned threshold,
+                           uint64_t budget);
 /* A snapshot written through the wrapper ends with a checksum trailer of
  * SNAPSHOT_TRAILER_LEN bytes: u32be crc32_raft() of every byte before it, 4
  * zero bytes, "MQSNCRC1". True when @tail (the last SNAPSHOT_TRAILER_LEN

@@ -171,9 +171,46 @@ static int fsm_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[]
     return 0;
 }
 
+/* ---- the byte budget of raft's in-memory log ---- */
+
+void snapshot_io_limit_log(snapshot_io_t *w, struct raft *raft, unsigned threshold,
+                           uint64_t budget)
+{
+    w->raft = raft;
+    w->threshold = threshold;
+    w->log_budget = budget;
+}
+
+/* One more entry applied: past the budget, raft's threshold becomes the
+ * entries applied since the last snapshot, so raft takes one after this
+ * apply (its own count, which also holds entries that are not commands, is
+ * never below ours). */
+static void log_count(snapshot_io_t *w, size_t len)
+{
+    w->log_bytes += len;
+    w->log_entries++;
+    if (w->raft == NULL || w->lowered || w->log_bytes < w->log_budget)
+        return;
+    raft_set_snapshot_threshold(w->raft, (unsigned)(w->log_entries < w->threshold
+                                                        ? w->log_entries : w->threshold));
+    w->lowered = true;
+}
+
+/* A snapshot completed (taken or installed): count afresh, and give raft
+ * back its configured threshold. */
+static void log_reset(snapshot_io_t *w)
+{
+    w->log_bytes = 0;
+    w->log_entries = 0;
+    if (w->raft != NULL && w->lowered)
+        raft_set_snapshot_threshold(w->raft, w->threshold);
+    w->lowered = false;
+}
+
 static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
 {
     snapshot_io_t *w = rf->data;
+    log_count(w, buf->len);
     return w->inner_fsm->apply(w->inner_fsm, buf, result);
 }
 
@@ -288,6 +325,7 @@ static void put_finish(struct snapshot_put *p, int status)
     if (status == 0) {
         w->put_epoch++;
         w->snap_index = p->snap.index;
+        log_reset(w);
     }
     if (w->close_cb) {
         store_thaw(p->st); /* closing: no more loop turns to drain in */
@@ -352,6 +390,7 @@ static void put_pass_done(struct raft_io_snapshot_put *inner_req, int status)
     if (status == 0) {
         pp->w->put_epoch++;
         pp->w->snap_index = pp->index;
+        log_reset(pp->w);
     }
     pp->cb(pp->req, status);
     free(pp);

@@ -1645,6 +1645,9 @@ static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
  * receipt, group (<= ID_MAX_LEN), tags (<= 5 of 64 bytes), the numbers and
  * the field names. */
 #define MSG_REPLY_OVERHEAD 768
+/* What a receive reply holds besides its messages: id, ok, the msgs key and
+ * the array's header. */
+#define RECEIVE_ENVELOPE 64
 
 /* The bytes @m takes in a receive reply, at most (the body's size is asked
  * of the store, so followers, which pack no reply, compute the same). */
@@ -1705,18 +1708,23 @@ int queue_op_receive(cmd_t *c)
 {
     queues_t *qs = c->qs;
     queue_t *q;
-    uint64_t max = 1, vis;
+    uint64_t max = 1, vis, reply_max = 0;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     uint32_t n = 0;
-    size_t bytes = 0;
+    size_t bytes = 0, limit = RECEIVE_REPLY_MAX;
     int rc = arg_queue(qs, c, "queue", &q);
     if (rc)
         return rc;
     vis = q->a.visibility_timeout;
     if ((rc = cmd_arg_uint(c, c->req, "max", 1, MQHUB_RECEIVE_MAX, &max)) ||
-        (rc = cmd_arg_uint(c, c->req, "visibility", 0, MQHUB_VISIBILITY_TIMEOUT_MAX, &vis)))
+        (rc = cmd_arg_uint(c, c->req, "visibility", 0, MQHUB_VISIBILITY_TIMEOUT_MAX, &vis)) ||
+        (rc = cmd_arg_uint(c, c->req, "reply_max", 0, UINT64_MAX, &reply_max)))
         return rc;
+    /* reply_max: the max_frame of the node that took the request, written
+     * into the entry by its hub, so every node stops at the same message. */
+    if (reply_max > RECEIVE_ENVELOPE && reply_max - RECEIVE_ENVELOPE < limit)
+        limit = (size_t)(reply_max - RECEIVE_ENVELOPE);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     while (n < max) {
@@ -1735,7 +1743,17 @@ int queue_op_receive(cmd_t *c)
         }
         /* Stop before the reply outgrows a frame; the rest stay ready. */
         size_t size = msg_reply_size(qs, q, &m);
-        if (n > 0 && bytes + size > RECEIVE_REPLY_MAX) {
+        if (n == 0 && reply_max > 0 && size > limit) {
+            untake(q, &m, g);
+            msg_free(&m);
+            msgpack_sbuffer_destroy(&sb);
+            return cmd_fail(c, MQHUB_ETOO_LARGE,
+                            "the next message of queue '%s' needs up to %zu bytes in a reply, "
+                            "more than this node's max_frame allows (%llu); receive it "
+                            "through a node with a larger limits.max_frame",
+                            q->name, size + RECEIVE_ENVELOPE, (unsigned long long)reply_max);
+        }
+        if (n > 0 && bytes + size > limit) {
             untake(q, &m, g);
             msg_free(&m);
             break;

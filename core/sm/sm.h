@@ -212,10 +212,19 @@ typedef struct ops_row {
     enum ops_node node;         /* LOCAL, SESSION, CLUSTER rows */
     int (*fn)(struct cmd *c);   /* READ, WRITE, INTERNAL rows (sm_int.h) */
     ops_perm_t perm[OPS_PERMS]; /* what a named user needs; verb NONE: unused */
+    /* The top-level request fields the op uses, space-separated ("op id
+     * queue body ..."): all that the hub submits of a client's write request
+     * (nested maps such as attrs are kept whole). NULL on rows the hub never
+     * submits for a client (reads, node ops, internal ops). */
+    const char *fields;
 } ops_row_t;
 
 /* The row of op @name (@len bytes), or NULL for an unknown op. */
 const ops_row_t *ops_find(const char *name, size_t len);
+
+/* Whether @key (@len bytes) is one of @o's fields (ops_row_t.fields); true
+ * for every key when the row names none. */
+bool ops_uses_field(const ops_row_t *o, const char *key, size_t len);
 
 /* Answer a read request (@req, the request map) into @out: a complete
  * response map (id, ok, ...). Returns 0. */

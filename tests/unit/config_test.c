@@ -107,7 +107,7 @@ static void test_full_file(void **state)
         "auth { token = \"s3cret\" }\n"
         "log { level = \"debug\" }\n"
         "limits { max_frame = 1048576 }\n"
-        "snapshot { threshold = 100, trailing = 10 }\n");
+        "snapshot { threshold = 100, trailing = 10, log_bytes = 4194304 }\n");
     assert_int_equal(config_load(&c, path, err, sizeof err), 0);
     assert_int_equal(c->node_id, 2);
     assert_string_equal(c->data_dir, "/var/lib/mqhub");
@@ -143,6 +143,7 @@ static void test_full_file(void **state)
     assert_int_equal(c->max_frame, 1048576);
     assert_int_equal(c->snapshot_threshold, 100);
     assert_int_equal(c->snapshot_trailing, 10);
+    assert_int_equal(c->snapshot_log_bytes, 4194304);
 
     /* Declared queues carry their attrs as a msgpack map. */
     assert_int_equal(c->n_queues, 2);

@@ -1,0 +1,80 @@
+/* log_budget_test.c: raft's in-memory log is bounded by bytes, not only by
+ * entries (docs/operations.md "Snapshot tuning", snapshot.log_bytes). A node
+ * with the default threshold of 8192 entries and log_bytes = 1 MiB gets 40
+ * sends of 60 KiB — 40 entries, far below the threshold, 2.4 MiB — and must
+ * have taken a snapshot by then; one without the byte bound took none.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mqhub/client.h"
+#include "testhub.h"
+
+#define BODY_BYTES (60 * 1024)
+#define SENDS 40
+
+static const char *mqhubd_path;
+
+static int count_snapshots(const char *data_dir)
+{
+    char raft[700];
+    int n = 0;
+    snprintf(raft, sizeof raft, "%s/raft", data_dir);
+    DIR *d = opendir(raft);
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strncmp(e->d_name, "snapshot-", 9) == 0 && !strstr(e->d_name, ".meta"))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void test_bytes_make_a_snapshot(void **state)
+{
+    testhub_t hub;
+    mqhub_client_t *c = NULL;
+    mqhub_client_opts_t o = {.timeout_ms = 10000, .window = 4};
+    mqhub_queue_attrs_t attrs = {.max_msg_size = 1048576};
+    testhub_opts_t ho = {.extra_config = "snapshot { log_bytes = 1048576 }\n"};
+    char err[256], data[600];
+    static char body[BODY_BYTES];
+    (void)state;
+
+    memset(body, 'b', sizeof body);
+    assert_int_equal(testhub_start(&hub, mqhubd_path, &ho), 0);
+    assert_int_equal(mqhub_client_connect(&c, hub.address, &o, err, sizeof err), 0);
+    assert_int_equal(mqhub_client_queue_create(c, "budget", &attrs), 0);
+    for (int i = 0; i < SENDS; i++)
+        assert_int_equal(mqhub_client_send(c, "budget", body, sizeof body, NULL, NULL), 0);
+    snprintf(data, sizeof data, "%s/data", hub.dir);
+    int snaps = 0;
+    for (int i = 0; i < 100 && (snaps = count_snapshots(data)) == 0; i++)
+        usleep(50 * 1000); /* the snapshot is written off the loop */
+    fprintf(stderr, "%d sends of %d bytes: %d snapshot(s)\n", SENDS, BODY_BYTES, snaps);
+    assert_true(snaps >= 1);
+    mqhub_client_close(c);
+    assert_int_equal(testhub_stop(&hub), 0);
+    testhub_cleanup(&hub);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bytes_make_a_snapshot),
+    };
+    mqhubd_path = testhub_binary(argc, argv);
+    if (!mqhubd_path) {
+        fprintf(stderr, "usage: %s MQHUBD (or set $MQHUBD)\n", argv[0]);
+        return 1;
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
