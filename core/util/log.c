@@ -38,6 +38,9 @@ static const char *level_name(int level)
 
 /* One line, whatever the level. */
 static void write_line(int level, const char *comp, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void write_line(int level, const char *comp, const char *fmt, va_list ap)
 {
     char msg[1024], stamp[32];
     struct timespec ts;
