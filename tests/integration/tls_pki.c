@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tls_pki.h"
+#include "tmpdir.h"
 
 /* P-256 keys: fast to make, and every TLS 1.2/1.3 client takes them. */
 #define NEWKEY "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
@@ -26,9 +27,8 @@ static const char script[] =
 int tls_pki_make(tls_pki_t *p)
 {
     char cmd[sizeof script + 512];
-    snprintf(p->dir, sizeof p->dir, "/tmp/mqhub-pki-XXXXXX");
-    if (!mkdtemp(p->dir)) {
-        perror("mkdtemp");
+    if (!tmpdir_make(p->dir, sizeof p->dir, "pki")) {
+        perror("tmpdir_make");
         return -1;
     }
     snprintf(cmd, sizeof cmd, "cd '%s' && { %s} > openssl.log 2>&1 || { cat openssl.log >&2; "

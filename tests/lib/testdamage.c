@@ -192,11 +192,10 @@ static uint64_t now_ms(void)
 int testdamage_run(const char *mqhubd, const char *config, const char *arg, int timeout_ms,
                    char *out, size_t outlen)
 {
-    char tmpl[] = "/tmp/mqhub-testdamage-XXXXXX";
-    int fd = mkstemp(tmpl), status = 0, rc = -1;
+    const char *tmp = getenv("TMPDIR");
+    int fd = open(tmp && *tmp ? tmp : "/tmp", O_TMPFILE | O_RDWR, 0600), status = 0, rc = -1;
     if (fd < 0)
         return -1;
-    unlink(tmpl);
     pid_t pid = fork();
     if (pid == 0) {
         dup2(fd, 1);
