@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fsm_harness.h"
+#include "mp.h"
 #include "tmpdir.h"
 
 harness_t *h_open(uint64_t start_ms)
@@ -215,6 +216,30 @@ json_t *h_entry(harness_t *h, unsigned n, char **cmds, size_t *lens)
         fsm_result_free(r);
     }
     return arr;
+}
+
+json_t *h_script_load(harness_t *h, const char *name, const char *src)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    mp_pack_cstr(&pk, "op");
+    mp_pack_cstr(&pk, "script.load");
+    mp_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 1);
+    mp_pack_cstr(&pk, "name");
+    mp_pack_cstr(&pk, name);
+    mp_pack_cstr(&pk, "source");
+    mp_pack_cstr(&pk, src);
+    char *cmd = sb.data;
+    size_t len = sb.size;
+    json_t *arr = h_entry(h, 1, &cmd, &len);
+    json_t *r = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+    msgpack_sbuffer_destroy(&sb);
+    return r;
 }
 
 json_t *h_run(harness_t *h, const char *fmt, ...)

@@ -32,6 +32,9 @@ char *h_pack(size_t *len, const char *fmt, ...) __attribute__((format(printf, 2,
 json_t *h_run(harness_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Apply @n already packed commands as one entry; returns an array of replies. */
 json_t *h_entry(harness_t *h, unsigned n, char **cmds, size_t *lens);
+/* script.load {name, source: @src} as it is (JSON specs cannot carry
+ * arbitrary source text); returns the reply. */
+json_t *h_script_load(harness_t *h, const char *name, const char *src);
 /* A read op (queue.get, queue.list) through fsm_read. */
 json_t *h_read(harness_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Convert a msgpack object to JSON (bin → string). */

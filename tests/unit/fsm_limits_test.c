@@ -133,30 +133,6 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* script.load @name with @src (the harness's JSON specs cannot carry
- * arbitrary source text); returns the reply's code ("" = ok). */
-static void load_script(harness_t *h, const char *name, const char *src)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    mp_pack_str(&pk, "op", 2);
-    mp_pack_str(&pk, "script.load", 11);
-    mp_pack_str(&pk, "name", 4);
-    mp_pack_str(&pk, name, strlen(name));
-    mp_pack_str(&pk, "source", 6);
-    mp_pack_str(&pk, src, strlen(src));
-    char *cmd = sb.data;
-    size_t len = sb.size;
-    json_t *r = h_entry(h, 1, &cmd, &len);
-    if (!h_ok(json_array_get(r, 0)))
-        fail_msg("load %s: %s", name, json_dumps(r, JSON_COMPACT));
-    json_decref(r);
-    msgpack_sbuffer_destroy(&sb);
-}
-
 /* Hooks that call C library functions in a loop: each call does work the
  * count hook cannot see. Each must be refused with the budget error (the
  * message accepted, as for any script error) and take a bounded time. */
@@ -192,7 +168,10 @@ static void test_c_call_budget(void **state)
         snprintf(src, sizeof src,
                  "function on_message(msg)\n  %s\n  for i = 1, 1000000 do %s end\n"
                  "  return true\nend\n", c_loops[i].setup, c_loops[i].op);
-        load_script(h, name, src);
+        json_t *loaded = h_script_load(h, name, src);
+        if (!h_ok(loaded))
+            fail_msg("load %s: %s", name, json_dumps(loaded, JSON_COMPACT));
+        json_decref(loaded);
         H_EXPECT(h, "", "{'op':'queue.create','name':'%s','attrs':{'hook':'%s'}}", name, name);
         double t0 = now_ms();
         H_EXPECT(h, "", "{'op':'send','queue':'%s','body':'x'}", name);

@@ -29,35 +29,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* script.load with @src as it is (the harness's JSON specs cannot carry
- * arbitrary source text). Returns the reply. */
-static json_t *load(harness_t *h, const char *name, const char *src)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    mp_pack_str(&pk, "op", 2);
-    mp_pack_str(&pk, "script.load", 11);
-    mp_pack_str(&pk, "id", 2);
-    msgpack_pack_uint64(&pk, 1);
-    mp_pack_str(&pk, "name", 4);
-    mp_pack_str(&pk, name, strlen(name));
-    mp_pack_str(&pk, "source", 6);
-    mp_pack_str(&pk, src, strlen(src));
-    char *cmd = sb.data;
-    size_t len = sb.size;
-    json_t *arr = h_entry(h, 1, &cmd, &len);
-    json_t *r = json_incref(json_array_get(arr, 0));
-    json_decref(arr);
-    msgpack_sbuffer_destroy(&sb);
-    return r;
-}
-
 static void load_ok(harness_t *h, const char *name, const char *src)
 {
-    json_t *r = load(h, name, src);
+    json_t *r = h_script_load(h, name, src);
     if (!h_ok(r))
         fail_msg("load %s: %s", name, json_dumps(r, JSON_COMPACT));
     json_decref(r);
@@ -91,19 +65,19 @@ static void test_load_errors(void **state)
 {
     harness_t *h = h_open(H_T0);
     (void)state;
-    json_t *r = load(h, "bad", "function filter(msg)\n  return msg.seq >\nend\n");
+    json_t *r = h_script_load(h, "bad", "function filter(msg)\n  return msg.seq >\nend\n");
     assert_string_equal(h_code(r), "SCRIPT_ERROR");
     assert_non_null(strstr(h_str(r, "error"), "bad:3:"));
     json_decref(r);
-    r = load(h, "none", "local x = 1\n");
+    r = h_script_load(h, "none", "local x = 1\n");
     assert_string_equal(h_code(r), "SCRIPT_ERROR");
     assert_non_null(strstr(h_str(r, "error"), "neither filter"));
     json_decref(r);
-    r = load(h, "bin", "\x1bLua\x54\x00\x19\x93\r\n\x1a\n");
+    r = h_script_load(h, "bin", "\x1bLua\x54\x00\x19\x93\r\n\x1a\n");
     assert_string_equal(h_code(r), "SCRIPT_ERROR");
     assert_non_null(strstr(h_str(r, "error"), "binary chunk"));
     json_decref(r);
-    r = load(h, "bad name!", "function filter(m) return true end");
+    r = h_script_load(h, "bad name!", "function filter(m) return true end");
     assert_string_equal(h_code(r), "BAD_NAME");
     json_decref(r);
     r = h_read(h, "{'op':'script.get','name':'bad'}");
@@ -286,7 +260,7 @@ static void try_escape(harness_t *h, const char *file, const char *src, unsigned
     char name[32];
     double t0 = now_s();
     snprintf(name, sizeof(name), "esc%u", i);
-    json_t *r = load(h, name, src);
+    json_t *r = h_script_load(h, name, src);
     if (!h_ok(r)) {
         assert_string_equal(h_code(r), "SCRIPT_ERROR");
         if (!expected(src, h_str(r, "error")))
