@@ -219,24 +219,7 @@ static void test_hook_decode(void **state)
     must(fd, "script.load", "name", "dec", "source", src, NULL);
     request(fd, code, error, sizeof error, "queue.create", "name", "hq", NULL);
     assert_string_equal(code, "");
-    /* attrs is a map: packed by hand */
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    pack_str(&pk, "op");
-    pack_str(&pk, "queue.set");
-    pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, ++next_id);
-    pack_str(&pk, "name");
-    pack_str(&pk, "hq");
-    pack_str(&pk, "attrs");
-    msgpack_pack_map(&pk, 1);
-    pack_str(&pk, "hook");
-    pack_str(&pk, "dec");
-    assert_int_equal(testhub_write_frame(fd, sb.data, sb.size), 0);
-    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(testhub_send_set_hook(fd, ++next_id, "hq", "dec"), 0);
     msgpack_zone zone;
     msgpack_object o;
     msgpack_zone_init(&zone, 4096);

@@ -144,23 +144,7 @@ static void test_c_function_hook(void **state)
     expect_ok(a);
     send_req(a, "queue.create", "name", "hooked", NULL);
     expect_ok(a);
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    pack_str(&pk, "op");
-    pack_str(&pk, "queue.set");
-    pack_str(&pk, "id");
-    msgpack_pack_uint64(&pk, ++next_id);
-    pack_str(&pk, "name");
-    pack_str(&pk, "hooked");
-    pack_str(&pk, "attrs");
-    msgpack_pack_map(&pk, 1);
-    pack_str(&pk, "hook");
-    pack_str(&pk, "cloop");
-    assert_int_equal(testhub_write_frame(a, sb.data, sb.size), 0);
-    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(testhub_send_set_hook(a, ++next_id, "hooked", "cloop"), 0);
     expect_ok(a);
     /* 20 sends pipelined, each its own hook call, while b pings */
     for (int i = 0; i < 20; i++)

@@ -334,6 +334,28 @@ int testhub_write_frame(int fd, const void *p, size_t n)
     return testhub_write_all(fd, p, n);
 }
 
+int testhub_send_set_hook(int fd, uint64_t id, const char *queue, const char *script)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    mp_pack_cstr(&pk, "op");
+    mp_pack_cstr(&pk, "queue.set");
+    mp_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, id);
+    mp_pack_cstr(&pk, "name");
+    mp_pack_cstr(&pk, queue);
+    mp_pack_cstr(&pk, "attrs");
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "hook");
+    mp_pack_cstr(&pk, script);
+    int rc = testhub_write_frame(fd, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
 static int read_exact(int fd, void *p, size_t n, uint64_t until)
 {
     char *c = p;

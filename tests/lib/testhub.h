@@ -55,6 +55,9 @@ int testhub_connect_raw(const testhub_t *h);            /* fd or -1 */
 int testhub_write_all(int fd, const void *p, size_t n);  /* 0 or -1 */
 /* Write one frame (length prefix + @n bytes). */
 int testhub_write_frame(int fd, const void *p, size_t n);
+/* Send queue.set {id: @id, name: @queue, attrs: {hook: @script}} (the
+ * answer is the caller's to read). 0 or -1. */
+int testhub_send_set_hook(int fd, uint64_t id, const char *queue, const char *script);
 /* Read one frame within @timeout_ms and unpack it into @zone. 0, or -1 on
  * EOF / timeout / garbage. */
 int testhub_read_frame(int fd, int timeout_ms, msgpack_zone *zone, msgpack_object *out);
