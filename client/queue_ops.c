@@ -554,3 +554,44 @@ int mqhub_client_change_visibility(mqhub_client_t *c, const char *queue,
     mqhub_response_free(&resp);
     return rc;
 }
+
+/* ------------------------------------------------------- peek, redrive */
+
+int mqhub_client_queue_peek(mqhub_client_t *c, const char *queue, uint32_t max, uint64_t from,
+                            mqhub_response_t *out)
+{
+    client_req_t r;
+
+    client_req_init(c, &r, "queue.peek", 2 + (from != 0));
+    client_pack_kv_str(&r.pk, "queue", queue);
+    client_pack_kv_uint(&r.pk, "max", max);
+    if (from != 0)
+        client_pack_kv_uint(&r.pk, "from", from);
+    return client_call(c, &r, out);
+}
+
+int mqhub_client_queue_redrive(mqhub_client_t *c, const char *queue, const char *to,
+                               uint32_t max, uint64_t from, mqhub_redrive_result_t *out)
+{
+    client_req_t r;
+    mqhub_response_t resp;
+
+    client_req_init(c, &r, "queue.redrive", 1 + (to != NULL) + (max != 0) + (from != 0));
+    client_pack_kv_str(&r.pk, "queue", queue);
+    if (to != NULL)
+        client_pack_kv_str(&r.pk, "to", to);
+    if (max != 0)
+        client_pack_kv_uint(&r.pk, "max", max);
+    if (from != 0)
+        client_pack_kv_uint(&r.pk, "from", from);
+    int rc = client_call(c, &r, &resp);
+    if (rc != 0)
+        return rc;
+    memset(out, 0, sizeof *out);
+    client_get_uint(&resp.map, "moved", &out->moved);
+    client_get_uint(&resp.map, "kept", &out->kept);
+    client_get_uint(&resp.map, "remaining", &out->remaining);
+    client_get_uint(&resp.map, "next", &out->next);
+    mqhub_response_free(&resp);
+    return 0;
+}

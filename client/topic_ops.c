@@ -259,25 +259,38 @@ static unsigned sub_fields(const mqhub_sub_opts_t *o)
 {
     return (o->n_filter_tags > 0) + (o->n_binding_keys > 0) + (o->filter_script != NULL) +
            (retry_fields(o) > 0) + (o->dead_letter_queue != NULL) +
-           (o->from != NULL || o->has_from_time);
+           (o->from != NULL || o->has_from_time) + o->ephemeral;
 }
 
-static void pack_sub_opts(msgpack_packer *pk, const mqhub_sub_opts_t *o)
+static void pack_endpoint(msgpack_packer *pk, const mqhub_sub_opts_t *o)
 {
     client_pack_str(pk, "endpoint");
-    msgpack_pack_map(pk, 1);
-    if (o->queue) {
+    msgpack_pack_map(pk, o->http && o->http_format ? 2 : 1);
+    if (o->http) {
+        client_pack_kv_str(pk, "http", o->http);
+        if (o->http_format)
+            client_pack_kv_str(pk, "format", o->http_format);
+    } else if (o->queue) {
         client_pack_kv_str(pk, "queue", o->queue);
     } else {
         client_pack_str(pk, "push");
         msgpack_pack_true(pk);
     }
-    if (o->n_filter_tags > 0)
-        pack_str_array(pk, "filter_tags", o->filter_tags, o->n_filter_tags);
-    if (o->n_binding_keys > 0)
-        pack_str_array(pk, "binding_keys", o->binding_keys, o->n_binding_keys);
-    if (o->filter_script)
-        client_pack_kv_str(pk, "filter_script", o->filter_script);
+}
+
+/* A name field of subscription.set: "" packs nil (remove it). */
+static void pack_opt_name(msgpack_packer *pk, const char *key, const char *v)
+{
+    if (*v) {
+        client_pack_kv_str(pk, key, v);
+    } else {
+        client_pack_str(pk, key);
+        msgpack_pack_nil(pk);
+    }
+}
+
+static void pack_retry(msgpack_packer *pk, const mqhub_sub_opts_t *o)
+{
     if (retry_fields(o) > 0) {
         client_pack_str(pk, "retry");
         msgpack_pack_map(pk, retry_fields(o));
@@ -290,12 +303,28 @@ static void pack_sub_opts(msgpack_packer *pk, const mqhub_sub_opts_t *o)
         if (o->max_interval_ms > 0)
             client_pack_kv_uint(pk, "max_interval_ms", o->max_interval_ms);
     }
+}
+
+static void pack_sub_opts(msgpack_packer *pk, const mqhub_sub_opts_t *o)
+{
+    pack_endpoint(pk, o);
+    if (o->n_filter_tags > 0)
+        pack_str_array(pk, "filter_tags", o->filter_tags, o->n_filter_tags);
+    if (o->n_binding_keys > 0)
+        pack_str_array(pk, "binding_keys", o->binding_keys, o->n_binding_keys);
+    if (o->filter_script)
+        client_pack_kv_str(pk, "filter_script", o->filter_script);
+    pack_retry(pk, o);
     if (o->dead_letter_queue)
         client_pack_kv_str(pk, "dead_letter_queue", o->dead_letter_queue);
     if (o->has_from_time)
         client_pack_kv_uint(pk, "from", o->from_time);
     else if (o->from)
         client_pack_kv_str(pk, "from", o->from);
+    if (o->ephemeral) {
+        client_pack_str(pk, "ephemeral");
+        msgpack_pack_true(pk);
+    }
 }
 
 int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *name,
@@ -308,6 +337,38 @@ int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *na
     client_pack_kv_str(&r.pk, "topic", topic);
     client_pack_kv_str(&r.pk, "name", name);
     pack_sub_opts(&r.pk, o);
+    return client_call_simple(c, &r);
+}
+
+/* The fields subscription.set sends for @o (mqhub_client_sub_set). */
+static unsigned set_fields(const mqhub_sub_opts_t *o)
+{
+    return (o->filter_tags != NULL) + (o->binding_keys != NULL) + (o->filter_script != NULL) +
+           (retry_fields(o) > 0) + (o->dead_letter_queue != NULL) + (o->http != NULL);
+}
+
+int mqhub_client_sub_set(mqhub_client_t *c, const char *topic, const char *name,
+                         const mqhub_sub_opts_t *opts)
+{
+    mqhub_sub_opts_t none = {0};
+    const mqhub_sub_opts_t *o = opts ? opts : &none;
+    client_req_t r;
+    if (o->queue || o->from || o->has_from_time)
+        return MQHUB_EBAD_REQUEST;
+    client_req_init(c, &r, "subscription.set", 2 + set_fields(o));
+    client_pack_kv_str(&r.pk, "topic", topic);
+    client_pack_kv_str(&r.pk, "name", name);
+    if (o->http)
+        pack_endpoint(&r.pk, o);
+    if (o->filter_tags)
+        pack_str_array(&r.pk, "filter_tags", o->filter_tags, o->n_filter_tags);
+    if (o->binding_keys)
+        pack_str_array(&r.pk, "binding_keys", o->binding_keys, o->n_binding_keys);
+    if (o->filter_script)
+        pack_opt_name(&r.pk, "filter_script", o->filter_script);
+    pack_retry(&r.pk, o);
+    if (o->dead_letter_queue)
+        pack_opt_name(&r.pk, "dead_letter_queue", o->dead_letter_queue);
     return client_call_simple(c, &r);
 }
 

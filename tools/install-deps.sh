@@ -8,8 +8,8 @@ set -eu
 PKGS="build-essential cmake pkg-config git ca-certificates dpkg-dev file
 liblua5.4-dev lua5.4 libwebsockets-dev libwebsockets-evlib-uv libmsgpack-dev
 libkyotocabinet-dev kyotocabinet-utils libuv1-dev libjansson-dev libcmocka-dev
-libssl-dev clang libclang-rt-14-dev python3 python3-websockets python3-msgpack
-chromium nodejs openssl"
+libssl-dev libcurl4-openssl-dev clang libclang-rt-14-dev python3 python3-websockets
+python3-msgpack chromium nodejs openssl jq"
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -1,6 +1,7 @@
 /* bench.c: mqhub-bench, a load generator for a running mqhubd.
  *
- *   mqhub-bench produce|consume|both [--server H:P] [--ca FILE] [--connections N]
+ *   mqhub-bench produce|consume|both [--server H:P] [--ca FILE] [--token T]
+ *       [--connections N]
  *   (publish|push: the topic modes, topic_bench.c)
  *       [--size B] [--batch N] [--window N] [--duration S | --count N]
  *       [--rate R] [--recv-max M] [--threads T] [--queue Q] [--json]
@@ -40,6 +41,7 @@ typedef struct hist {
 typedef struct bench {
     const char *server, *queue;
     const char *ca; /* TLS: the CA of the server's certificate, or NULL */
+    const char *token; /* hello's token (env MQHUB_TOKEN), or NULL */
     unsigned conns, size, batch, window, recv_max, threads;
     double rate;       /* produced msgs/s over all producers, 0: unpaced */
     double duration;   /* seconds, 0 when --count */
@@ -414,6 +416,7 @@ static void usage(FILE *f)
           "       mqhub-bench publish|push [options]   (topics: mqhub-bench publish --help)\n"
           "  --server H:P       hub (env MQHUB_SERVER, default " MQHUB_DEFAULT_TCP_ADDRESS ")\n"
           "  --ca FILE          connect with TLS, verifying the server with this CA\n"
+          "  --token T          say hello with this token (env MQHUB_TOKEN)\n"
           "  --connections N    producers and consumers each (default 4)\n"
           "  --size B           body bytes (default 100)\n"
           "  --batch N          send_batch size / receive max (default 1 = send)\n"
@@ -434,16 +437,19 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         {"batch", 1, NULL, 'b'},  {"window", 1, NULL, 'w'},      {"duration", 1, NULL, 'd'},
         {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
         {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},    {"threads", 1, NULL, 't'},
-        {"ca", 1, NULL, 'a'},     {"help", 0, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"ca", 1, NULL, 'a'},     {"token", 1, NULL, 'k'},       {"help", 0, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    const char *env = getenv("MQHUB_SERVER");
+    const char *env = getenv("MQHUB_SERVER"), *token = getenv("MQHUB_TOKEN");
     int o;
     *b = (bench_t){.server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS, .queue = "bench",
-                   .conns = 4, .size = 100, .batch = 1, .window = 64, .duration = 5};
+                   .conns = 4, .size = 100, .batch = 1, .window = 64, .duration = 5,
+                   .token = token && *token ? token : NULL};
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 's': b->server = optarg; break;
         case 'a': b->ca = optarg; break;
+        case 'k': b->token = optarg; break;
         case 'c': b->conns = (unsigned)atoi(optarg); break;
         case 'z': b->size = (unsigned)atoi(optarg); break;
         case 'b': b->batch = (unsigned)atoi(optarg); break;
@@ -475,7 +481,7 @@ static int prepare_queue(bench_t *b)
     mqhub_client_t *c;
     char err[512];
     mqhub_queue_attrs_t a = {0};
-    mqhub_client_opts_t o = {.tls_ca = b->ca};
+    mqhub_client_opts_t o = {.tls_ca = b->ca, .token = b->token};
     int rc = mqhub_client_connect(&c, b->server, &o, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "mqhub-bench: %s\nis mqhubd running? start it with `make run`\n", err);
@@ -540,7 +546,7 @@ static int run(bench_t *b, int mode)
     worker_t **order = calloc(n, sizeof *order);
     group_t *g = calloc(nt, sizeof *g);
     mqhub_client_opts_t o = {.window = b->window, .client_name = "mqhub-bench",
-                             .tls_ca = b->ca};
+                             .tls_ca = b->ca, .token = b->token};
     char err[512];
     int rc = 0;
     atomic_store(&b->producers_left, (mode & 1) ? (int)b->conns : 0);

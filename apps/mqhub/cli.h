@@ -46,8 +46,10 @@ typedef struct cli {
     const char *tags[CLI_MAX_ATTRS], *filter_tags[CLI_MAX_ATTRS], *bindings[CLI_MAX_ATTRS];
     size_t n_tags, n_filter_tags, n_bindings;
     const char *key, *sub, *endpoint_queue, *filter_script, *retry, *dlq, *from;
+    const char *http, *http_format; /* sub create/set --http URL --format F */
     long long max_attempts, interval_ms, max_interval_ms, credit;
-    bool push;
+    bool push, clear_filters;
+    bool ephemeral; /* tail --ephemeral: its own ephemeral push subscription */
     /* script test (cmd_script.c) */
     const char *topic, *since;
     /* user add (cmd_user.c): --user-token, --grant VERB:PATTERN */
@@ -73,10 +75,13 @@ int cli_fail(cli_t *cli, int rc, const char *what);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print usage of @cmd ("send", "queue create", NULL for the overview) to @f. */
 void cli_usage(FILE *f, const char *cmd);
+/* "unknown GROUP command WORD", with `did you mean` when a subcommand of
+ * @group is within two edits of @word, and the group's usage; CLI_USAGE. */
+int cli_unknown_subcommand(const char *group, const char *word);
 
 /* The commands, one row each in main.c's table. Each returns the process
  * exit code; a group's handler reads its word from cli->subcommand. */
-/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind`. */
+/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind|peek|redrive`. */
 int cmd_queue(cli_t *cli);
 /* cmd_messages.c: `mqhub send`, `mqhub recv`, `mqhub delete`. */
 int cmd_messages_send(cli_t *cli);
@@ -97,6 +102,9 @@ int cmd_script(cli_t *cli);
 int cmd_script_block(cli_t *cli);
 /* cmd_user.c: `mqhub user add|del|list|grant|revoke`. */
 int cmd_user(cli_t *cli);
+/* cmd_conn.c: `mqhub connections`, `mqhub consumers [--queue Q | --topic T]`. */
+int cmd_conn_connections(cli_t *cli);
+int cmd_conn_consumers(cli_t *cli);
 
 /* out.c: aligned tables and JSON output. */
 typedef struct table table_t;
@@ -110,5 +118,11 @@ void out_json_body(json_t *obj, const void *body, size_t len);
 /* A body for a table cell: text cut to @max chars, or "<N bytes>". */
 void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t max);
 bool out_utf8_valid(const unsigned char *p, size_t n);
+/* A MessagePack object as new JSON (bin as a string; "id" and "ok" keys left out). */
+json_t *out_msgpack_json(const msgpack_object *o);
+/* The layout of every `get` command: a "KIND  NAME" heading, then one
+ * "field  value" row per member of @obj (its "attrs" and "stats" maps spread
+ * into rows), numbers with their unit ("30 s", "1048576 B", "12 ms"). */
+void out_fields(const char *kind, const char *name, json_t *obj);
 
 #endif

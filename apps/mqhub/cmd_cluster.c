@@ -168,5 +168,5 @@ int cmd_cluster(cli_t *cli)
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(sub, subs[i].name))
             return subs[i].fn(cli);
-    return cli_usage_error("cluster", "unknown cluster command \"%s\"", sub);
+    return cli_unknown_subcommand("cluster", sub);
 }

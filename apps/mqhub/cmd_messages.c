@@ -1,7 +1,9 @@
 /* cmd_messages.c: `mqhub send`, `mqhub recv` and `mqhub delete`.
  * send takes one body (argument or stdin) or a batch file (one body per line,
  * sent with send_batch in chunks of MQHUB_BATCH_MAX); recv prints what
- * arrived and may delete it, or --follow until Ctrl-C. Start at
+ * arrived — every field the server returns, tags and attrs included (it calls
+ * receive through mqhub_client_call) — and may delete it, or --follow until
+ * Ctrl-C. Start at
  * cmd_messages_send() / cmd_messages_recv().
  */
 #include <signal.h>
@@ -171,92 +173,194 @@ static void on_signal(int sig)
     signal(sig, SIG_DFL); /* a second Ctrl-C ends at once */
 }
 
-static json_t *msg_json(const mqhub_msg_t *m)
+/* A field of a received message as text (strings, bin, numbers); "" when absent. */
+static void msg_str(const msgpack_object *m, const char *key, char *buf, size_t size)
 {
-    json_t *j = json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:i}", "msg_id", m->msg_id, "seq",
-                          (json_int_t)m->seq, "receipt", m->receipt, "enqueued_at",
-                          (json_int_t)m->enqueued_at, "first_received_at",
-                          (json_int_t)m->first_received_at, "next_visible_at",
-                          (json_int_t)m->next_visible_at, "receive_count",
-                          (int)m->receive_count);
-    json_t *attrs = json_object();
-    for (size_t i = 0; i < m->n_attrs; i++)
-        json_object_set_new(attrs, m->attrs[i].key, json_string(m->attrs[i].value));
-    json_object_set_new(j, "attrs", attrs);
-    if (m->group)
-        json_object_set_new(j, "group", json_string(m->group));
-    out_json_body(j, m->body, m->body_len);
+    const msgpack_object *v = mqhub_map_get(m, key);
+    buf[0] = '\0';
+    if (v && v->type == MSGPACK_OBJECT_STR)
+        snprintf(buf, size, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+    else if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        snprintf(buf, size, "%llu", (unsigned long long)v->via.u64);
+}
+
+/* The body of a received message (bin or str); NULL and 0 when absent. */
+static const char *msg_body(const msgpack_object *m, size_t *len)
+{
+    const msgpack_object *b = mqhub_map_get(m, "body");
+    *len = 0;
+    if (b && (b->type == MSGPACK_OBJECT_BIN || b->type == MSGPACK_OBJECT_STR)) {
+        *len = b->via.bin.size; /* str and bin share their layout */
+        return b->via.bin.ptr;
+    }
+    return NULL;
+}
+
+/* Every field the server returned (tags, attrs, group, times ...), the
+ * body as "body" or "body_base64" (out_json_body). */
+static json_t *msg_json(const msgpack_object *m)
+{
+    size_t len;
+    const char *body = msg_body(m, &len);
+    json_t *j = out_msgpack_json(m);
+    json_object_del(j, "body");
+    out_json_body(j, body ? body : "", len);
     return j;
 }
 
-static void print_table(const mqhub_msg_list_t *l)
+/* "a,b" for tags, "k=v,k=v" for attrs ("" when absent). */
+static void msg_list_cell(const msgpack_object *m, const char *key, char *buf, size_t size)
 {
-    char seq[24], count[16], body[256];
-    table_t *t = out_table_new(5, "SEQ", "MSG_ID", "RECEIVES", "BODY", "RECEIPT");
-    for (size_t i = 0; i < l->n; i++) {
-        const mqhub_msg_t *m = &l->msgs[i];
-        snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->seq);
-        snprintf(count, sizeof count, "%u", m->receive_count);
-        out_body_cell(body, sizeof body, m->body, m->body_len, 60);
-        out_table_row(t, seq, m->msg_id, count, body, m->receipt);
+    const msgpack_object *v = mqhub_map_get(m, key);
+    size_t off = 0;
+    buf[0] = '\0';
+    for (uint32_t i = 0; v && v->type == MSGPACK_OBJECT_ARRAY && i < v->via.array.size; i++) {
+        const msgpack_object *t = &v->via.array.ptr[i];
+        if (t->type == MSGPACK_OBJECT_STR && off < size)
+            off += (size_t)snprintf(buf + off, size - off, "%s%.*s", off ? "," : "",
+                                    (int)t->via.str.size, t->via.str.ptr);
+    }
+    for (uint32_t i = 0; v && v->type == MSGPACK_OBJECT_MAP && i < v->via.map.size; i++) {
+        const msgpack_object *k = &v->via.map.ptr[i].key, *x = &v->via.map.ptr[i].val;
+        if (k->type == MSGPACK_OBJECT_STR && x->type == MSGPACK_OBJECT_STR && off < size)
+            off += (size_t)snprintf(buf + off, size - off, "%s%.*s=%.*s", off ? "," : "",
+                                    (int)k->via.str.size, k->via.str.ptr,
+                                    (int)x->via.str.size, x->via.str.ptr);
+    }
+}
+
+static const msgpack_object *msgs_of(const mqhub_response_t *r, uint32_t *n)
+{
+    const msgpack_object *l = mqhub_map_get(&r->map, "msgs");
+    *n = l && l->type == MSGPACK_OBJECT_ARRAY ? l->via.array.size : 0;
+    return *n ? l->via.array.ptr : NULL;
+}
+
+static void print_table(const mqhub_response_t *r)
+{
+    char seq[24], id[MQHUB_MSG_ID_MAX], count[16], tags[256], attrs[512], body[256],
+        receipt[128];
+    uint32_t n;
+    const msgpack_object *m = msgs_of(r, &n);
+    table_t *t = out_table_new(7, "SEQ", "MSG_ID", "RECEIVES", "TAGS", "ATTRS", "BODY", "RECEIPT");
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len;
+        const char *b = msg_body(&m[i], &len);
+        msg_str(&m[i], "seq", seq, sizeof seq);
+        msg_str(&m[i], "msg_id", id, sizeof id);
+        msg_str(&m[i], "receive_count", count, sizeof count);
+        msg_list_cell(&m[i], "tags", tags, sizeof tags);
+        msg_list_cell(&m[i], "attrs", attrs, sizeof attrs);
+        msg_str(&m[i], "receipt", receipt, sizeof receipt);
+        out_body_cell(body, sizeof body, b ? b : "", len, 60);
+        out_table_row(t, seq, id, count, tags[0] ? tags : "-", attrs[0] ? attrs : "-", body,
+                      receipt);
     }
     out_table_print(t, stdout);
 }
 
-static void print_msgs(const cli_t *cli, const mqhub_msg_list_t *l)
+/* --follow without --json: one line per message, "SEQ MSG_ID [TAGS] [ATTRS] BODY". */
+static void print_line(const msgpack_object *m)
 {
-    char body[256];
+    char seq[24], id[MQHUB_MSG_ID_MAX], tags[256], attrs[512], body[256];
+    size_t len;
+    const char *b = msg_body(m, &len);
+    msg_str(m, "seq", seq, sizeof seq);
+    msg_str(m, "msg_id", id, sizeof id);
+    msg_list_cell(m, "tags", tags, sizeof tags);
+    msg_list_cell(m, "attrs", attrs, sizeof attrs);
+    out_body_cell(body, sizeof body, b ? b : "", len, 200);
+    printf("%-10s %-24s %s%s%s%s%s", seq, id, tags[0] ? "[" : "", tags, tags[0] ? "] " : "",
+           attrs[0] ? attrs : "", attrs[0] ? " " : "");
+    fputs(body, stdout); /* after the columns: a body may hold anything */
+    fputc('\n', stdout);
+}
+
+static void print_msgs(const cli_t *cli, const mqhub_response_t *r)
+{
+    uint32_t n;
+    const msgpack_object *m = msgs_of(r, &n);
     if (cli->json && cli->follow) {
-        for (size_t i = 0; i < l->n; i++)
-            out_json(msg_json(&l->msgs[i]));
+        for (uint32_t i = 0; i < n; i++)
+            out_json(msg_json(&m[i]));
     } else if (cli->json) {
         json_t *arr = json_array();
-        for (size_t i = 0; i < l->n; i++)
-            json_array_append_new(arr, msg_json(&l->msgs[i]));
+        for (uint32_t i = 0; i < n; i++)
+            json_array_append_new(arr, msg_json(&m[i]));
         out_json(json_pack("{s:o}", "msgs", arr));
     } else if (cli->follow) {
-        for (size_t i = 0; i < l->n; i++) {
-            out_body_cell(body, sizeof body, l->msgs[i].body, l->msgs[i].body_len, 200);
-            printf("%-10llu %-24s %s\n", (unsigned long long)l->msgs[i].seq,
-                   l->msgs[i].msg_id, body);
-        }
+        for (uint32_t i = 0; i < n; i++)
+            print_line(&m[i]);
         fflush(stdout);
-    } else if (l->n == 0) {
+    } else if (n == 0) {
         printf("no messages\n");
     } else {
-        print_table(l);
+        print_table(r);
     }
 }
 
-static int delete_received(cli_t *cli, const char *queue, const mqhub_msg_list_t *l)
+static int delete_received(cli_t *cli, const char *queue, const mqhub_response_t *r)
 {
-    const char *receipts[MQHUB_RECEIVE_MAX];
+    char receipts[MQHUB_RECEIVE_MAX][128], seq[24];
+    const char *ptrs[MQHUB_RECEIVE_MAX];
     int st[MQHUB_RECEIVE_MAX], bad = 0;
-    for (size_t i = 0; i < l->n; i++)
-        receipts[i] = l->msgs[i].receipt;
-    int rc = mqhub_client_delete(cli->client, queue, receipts, l->n, st);
+    uint32_t n;
+    const msgpack_object *m = msgs_of(r, &n);
+    n = n < MQHUB_RECEIVE_MAX ? n : MQHUB_RECEIVE_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        msg_str(&m[i], "receipt", receipts[i], sizeof receipts[i]);
+        ptrs[i] = receipts[i];
+    }
+    int rc = mqhub_client_delete(cli->client, queue, ptrs, n, st);
     if (rc != 0)
         return cli_fail(cli, rc, "delete");
-    for (size_t i = 0; i < l->n; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         if (st[i] != 0) {
-            fprintf(stderr, "delete seq %llu: %s\n", (unsigned long long)l->msgs[i].seq,
-                    mqhub_err_name(st[i]));
+            msg_str(&m[i], "seq", seq, sizeof seq);
+            fprintf(stderr, "delete seq %s: %s\n", seq, mqhub_err_name(st[i]));
             bad = 1;
         }
     }
     return bad ? CLI_SERVER : CLI_OK;
 }
 
+/* receive as a generic call, so that every field the server returns (tags
+ * of messages that came from a topic, attrs, group) reaches the output. */
 static int recv_once(cli_t *cli, const char *queue, const mqhub_receive_opts_t *o)
 {
-    mqhub_msg_list_t l;
-    int rc = mqhub_client_receive(cli->client, queue, o, &l);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    mqhub_response_t r;
+    uint32_t n;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + (o->wait >= 0) + (o->visibility >= 0));
+    msgpack_pack_str_with_body(&pk, "queue", 5);
+    msgpack_pack_str_with_body(&pk, queue, strlen(queue));
+    msgpack_pack_str_with_body(&pk, "max", 3);
+    msgpack_pack_unsigned_int(&pk, o->max);
+    if (o->wait >= 0) {
+        msgpack_pack_str_with_body(&pk, "wait", 4);
+        msgpack_pack_int(&pk, o->wait);
+    }
+    if (o->visibility >= 0) {
+        msgpack_pack_str_with_body(&pk, "visibility", 10);
+        msgpack_pack_int(&pk, o->visibility);
+    }
+    msgpack_unpacked_init(&u);
+    msgpack_unpack_next(&u, sb.data, sb.size, NULL);
+    int rc = mqhub_client_call(cli->client, "receive", &u.data, &r);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
     if (rc != 0)
         return cli_fail(cli, rc, "receive");
-    print_msgs(cli, &l);
-    if (cli->del && l.n > 0)
-        rc = delete_received(cli, queue, &l);
-    mqhub_msg_list_free(&l);
+    print_msgs(cli, &r);
+    msgs_of(&r, &n);
+    if (cli->del && n > 0)
+        rc = delete_received(cli, queue, &r);
+    mqhub_response_free(&r);
     return rc;
 }
 
@@ -266,10 +370,16 @@ int cmd_messages_recv(cli_t *cli)
         return cli_usage_error("recv", cli->n_args ? "give one QUEUE" : "missing QUEUE");
     if (cli->max == 0 || cli->max > MQHUB_RECEIVE_MAX)
         return cli_usage_error("recv", "--max takes 1 to %d", MQHUB_RECEIVE_MAX);
+    if (cli->wait > MQHUB_RECEIVE_WAIT_MAX)
+        return cli_usage_error("recv", "--wait takes 0 to %d", MQHUB_RECEIVE_WAIT_MAX);
     mqhub_receive_opts_t o = {.max = cli->max > 0 ? (unsigned)cli->max : 1,
                               .wait = (int)cli->wait, .visibility = (int)cli->visibility};
     if (cli->follow && o.wait < 0)
         o.wait = 1; /* short polls keep Ctrl-C prompt */
+    /* the call's timeout covers the long poll (a queue's polling_wait: up to 30 s) */
+    int need_ms = ((o.wait >= 0 ? o.wait : MQHUB_RECEIVE_WAIT_MAX) + 5) * 1000;
+    if ((cli->timeout_ms > 0 ? cli->timeout_ms : 10000) < need_ms)
+        cli->timeout_ms = need_ms;
     int rc = cli_connect(cli);
     if (rc != 0 || !cli->follow)
         return rc != 0 ? rc : recv_once(cli, cli->args[0], &o);

@@ -1,4 +1,4 @@
-/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind`.
+/* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind|peek|redrive`.
  * Each subcommand checks its arguments (usage error: exit 2), connects, makes
  * one library call and prints a table or, with --json, one JSON object.
  * Start at cmd_queue(); add a subcommand as one function and one table entry.
@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -140,30 +141,6 @@ static json_t *stats_json(const mqhub_queue_stats_t *s)
                      (json_int_t)s->deleted_total);
 }
 
-/* One "key  value" row per member of a JSON object (numbers, strings, maps). */
-static void rows_from(table_t *t, const char *prefix, json_t *obj)
-{
-    const char *k;
-    json_t *v;
-    char key[128], val[256];
-    json_object_foreach(obj, k, v) {
-        snprintf(key, sizeof key, "%s%s", prefix, k);
-        if (json_is_object(v)) {
-            char *s = json_dumps(v, JSON_COMPACT);
-            out_table_row(t, key, s);
-            free(s);
-            continue;
-        }
-        if (json_is_integer(v))
-            snprintf(val, sizeof val, "%lld", (long long)json_integer_value(v));
-        else if (json_is_string(v))
-            snprintf(val, sizeof val, "%s", json_string_value(v));
-        else
-            snprintf(val, sizeof val, "%s", json_is_true(v) ? "true" : "false");
-        out_table_row(t, key, val);
-    }
-}
-
 static int q_get(cli_t *cli)
 {
     mqhub_queue_info_t info;
@@ -179,10 +156,7 @@ static int q_get(cli_t *cli)
         out_json(j);
         return CLI_OK;
     }
-    table_t *t = out_table_new(2, "QUEUE", info.name);
-    rows_from(t, "", json_object_get(j, "attrs"));
-    rows_from(t, "", json_object_get(j, "stats"));
-    out_table_print(t, stdout);
+    out_fields("QUEUE", info.name, j);
     json_decref(j);
     return CLI_OK;
 }
@@ -260,6 +234,164 @@ static int q_rewind(cli_t *cli)
     return CLI_OK;
 }
 
+/* ---- peek, redrive ---- */
+
+/* One peeked message as JSON: every field the server returned, the body as
+ * text or body_base64 (out_json_body). */
+static json_t *peek_json(const msgpack_object *m)
+{
+    const msgpack_object *b = mqhub_map_get(m, "body");
+    json_t *j = out_msgpack_json(m);
+    json_object_del(j, "body");
+    if (b && b->type == MSGPACK_OBJECT_BIN)
+        out_json_body(j, b->via.bin.ptr, b->via.bin.size);
+    return j;
+}
+
+/* "k=v,k=v" of a JSON object of strings, or "a,b" of an array; "-" when empty. */
+static void join_cell(char *buf, size_t size, json_t *v)
+{
+    size_t off = 0, i;
+    const char *k;
+    json_t *x;
+    buf[0] = '\0';
+    json_object_foreach(v, k, x) if (off < size)
+        off += (size_t)snprintf(buf + off, size - off, "%s%s=%s", off ? "," : "", k,
+                                json_string_value(x) ? json_string_value(x) : "");
+    json_array_foreach(v, i, x) if (off < size)
+        off += (size_t)snprintf(buf + off, size - off, "%s%s", off ? "," : "",
+                                json_string_value(x) ? json_string_value(x) : "");
+    if (!buf[0])
+        snprintf(buf, size, "-");
+}
+
+static void peek_table(json_t *msgs)
+{
+    table_t *t = out_table_new(6, "SEQ", "MSG_ID", "RECEIVES", "TAGS", "ATTRS", "BODY");
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        char seq[24], rc[24], tags[256], attrs[512], body[256];
+        json_t *b = json_object_get(m, "body");
+        snprintf(seq, sizeof seq, "%lld", (long long)json_integer_value(json_object_get(m, "seq")));
+        snprintf(rc, sizeof rc, "%lld",
+                 (long long)json_integer_value(json_object_get(m, "receive_count")));
+        join_cell(tags, sizeof tags, json_object_get(m, "tags"));
+        join_cell(attrs, sizeof attrs, json_object_get(m, "attrs"));
+        if (b)
+            out_body_cell(body, sizeof body, json_string_value(b), json_string_length(b), 60);
+        else
+            snprintf(body, sizeof body, "<binary>");
+        out_table_row(t, seq, json_string_value(json_object_get(m, "msg_id")), rc, tags, attrs,
+                      body);
+    }
+    out_table_print(t, stdout);
+}
+
+/* --from SEQ of `queue peek` into *@from (0 when absent); false when it is
+ * not a number. */
+static bool from_seq(const cli_t *cli, uint64_t *from)
+{
+    char *end;
+    *from = 0;
+    if (!cli->from)
+        return true;
+    if (*cli->from < '0' || *cli->from > '9')
+        return false;
+    *from = strtoull(cli->from, &end, 10);
+    return *end == '\0';
+}
+
+/* `queue peek NAME [--max N] [--from SEQ]`: ready messages, locking none. */
+static int q_peek(cli_t *cli)
+{
+    mqhub_response_t r;
+    uint64_t from, next = 0;
+    int rc = need_name(cli, "queue peek", false);
+    if (rc != 0)
+        return rc;
+    if (!from_seq(cli, &from))
+        return cli_usage_error("queue peek", "--from takes a seq (a number)");
+    if (cli->max == 0 || cli->max > MQHUB_RECEIVE_MAX)
+        return cli_usage_error("queue peek", "--max takes 1-%d", MQHUB_RECEIVE_MAX);
+    if ((rc = cli_connect(cli)) != 0)
+        return rc;
+    rc = mqhub_client_queue_peek(cli->client, cli->args[0],
+                                 cli->max > 0 ? (uint32_t)cli->max : 10, from, &r);
+    if (rc != 0)
+        return cli_fail(cli, rc, "queue peek");
+    const msgpack_object *ms = mqhub_map_get(&r.map, "msgs");
+    json_t *msgs = json_array();
+    for (uint32_t i = 0; ms && ms->type == MSGPACK_OBJECT_ARRAY && i < ms->via.array.size; i++)
+        json_array_append_new(msgs, peek_json(&ms->via.array.ptr[i]));
+    const msgpack_object *nx = mqhub_map_get(&r.map, "next");
+    if (nx && nx->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        next = nx->via.u64;
+    mqhub_response_free(&r);
+    if (cli->json) {
+        json_t *j = json_pack("{s:o}", "msgs", msgs);
+        if (next)
+            json_object_set_new(j, "next", json_integer((json_int_t)next));
+        out_json(j);
+        return CLI_OK;
+    }
+    if (json_array_size(msgs) == 0)
+        printf("no ready messages%s\n", next ? " in this stretch" : "");
+    else
+        peek_table(msgs);
+    if (next)
+        printf("(more may follow: mqhub queue peek %s --from %llu)\n", cli->args[0],
+               (unsigned long long)next);
+    json_decref(msgs);
+    return CLI_OK;
+}
+
+/* `queue redrive DLQ [TO] [--max N]`: one command per chunk of --max (default
+ * 1000) messages, with a progress line each, until the queue is walked. */
+static int q_redrive(cli_t *cli)
+{
+    mqhub_redrive_result_t res = {0};
+    uint64_t moved = 0, kept = 0, from = 0;
+    unsigned rounds = 0;
+    int rc;
+    if (cli->n_args < 1)
+        return cli_usage_error("queue redrive", "missing queue NAME");
+    if (cli->n_args > 2)
+        return cli_usage_error("queue redrive", "unexpected argument \"%s\"", cli->args[2]);
+    if (cli->max == 0 || cli->max > 10000)
+        return cli_usage_error("queue redrive", "--max takes 1-10000");
+    if ((rc = cli_connect(cli)) != 0)
+        return rc;
+    do {
+        rc = mqhub_client_queue_redrive(cli->client, cli->args[0],
+                                        cli->n_args > 1 ? cli->args[1] : NULL,
+                                        cli->max > 0 ? (uint32_t)cli->max : 0, from, &res);
+        if (rc != 0)
+            return cli_fail(cli, rc, "queue redrive");
+        moved += res.moved;
+        kept += res.kept;
+        from = res.next;
+        rounds++;
+        if (!cli->json && isatty(fileno(stderr)))
+            fprintf(stderr, "\rmoved %llu, kept %llu, %llu left ...",
+                    (unsigned long long)moved, (unsigned long long)kept,
+                    (unsigned long long)res.remaining);
+    } while (from != 0);
+    if (!cli->json && isatty(fileno(stderr)))
+        fputc('\n', stderr);
+    if (cli->json)
+        out_json(json_pack("{s:b,s:I,s:I,s:I,s:I}", "ok", 1, "moved", (json_int_t)moved, "kept",
+                           (json_int_t)kept, "remaining", (json_int_t)res.remaining, "commands",
+                           (json_int_t)rounds));
+    else
+        printf("moved %llu messages out of %s%s%s; %llu stay (%llu whose source queue is gone "
+               "or no longer dead-letters there)\n",
+               (unsigned long long)moved, cli->args[0], cli->n_args > 1 ? " to " : "",
+               cli->n_args > 1 ? cli->args[1] : "", (unsigned long long)res.remaining,
+               (unsigned long long)kept);
+    return CLI_OK;
+}
+
 int cmd_queue(cli_t *cli)
 {
     const char *sub = cli->subcommand;
@@ -269,10 +401,10 @@ int cmd_queue(cli_t *cli)
     } subs[] = {
         {"create", q_create}, {"list", q_list},     {"get", q_get},
         {"set", q_set},       {"delete", q_delete}, {"purge", q_purge},
-        {"rewind", q_rewind},
+        {"rewind", q_rewind}, {"peek", q_peek},       {"redrive", q_redrive},
     };
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(sub, subs[i].name))
             return subs[i].fn(cli);
-    return cli_usage_error("queue", "unknown queue command \"%s\"", sub);
+    return cli_unknown_subcommand("queue", sub);
 }

@@ -11,38 +11,6 @@
 
 #include "cli.h"
 
-static json_t *to_json(const msgpack_object *o)
-{
-    json_t *j;
-    char key[256];
-    switch (o->type) {
-    case MSGPACK_OBJECT_MAP:
-        j = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size >= sizeof key)
-                continue;
-            snprintf(key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
-            if (strcmp(key, "id") && strcmp(key, "ok"))
-                json_object_set_new(j, key, to_json(&o->via.map.ptr[i].val));
-        }
-        return j;
-    case MSGPACK_OBJECT_ARRAY:
-        j = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(j, to_json(&o->via.array.ptr[i]));
-        return j;
-    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.bin.ptr, o->via.bin.size);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
-    default: return json_null();
-    }
-}
-
 static uint64_t get_uint(const msgpack_object *m, const char *k)
 {
     const msgpack_object *v = mqhub_map_get(m, k);
@@ -94,23 +62,17 @@ static int s_load(cli_t *cli)
     return rc;
 }
 
+/* The fields (the get layout, out_fields()), then "---" and the source. */
 static void print_get(const msgpack_object *m)
 {
-    const msgpack_object *st = mqhub_map_get(m, "stats"), *users = mqhub_map_get(m, "users");
     const msgpack_object *src = mqhub_map_get(m, "source");
-    char err[512];
-    get_str(st, "last_error", err, sizeof err);
-    printf("version %llu: %llu calls, %llu errors, %llu refused, %llu blocks, %llu publishes\n",
-           (unsigned long long)get_uint(m, "version"), (unsigned long long)get_uint(st, "calls"),
-           (unsigned long long)get_uint(st, "errors"), (unsigned long long)get_uint(st, "refused"),
-           (unsigned long long)get_uint(st, "blocks"),
-           (unsigned long long)get_uint(st, "publishes"));
-    if (err[0])
-        printf("last error: %s\n", err);
-    printf("used by:");
-    for (uint32_t i = 0; users && users->type == MSGPACK_OBJECT_ARRAY && i < users->via.array.size; i++)
-        printf(" %.*s", (int)users->via.array.ptr[i].via.str.size, users->via.array.ptr[i].via.str.ptr);
-    printf("%s\n---\n", users && users->via.array.size ? "" : " nothing");
+    json_t *j = out_msgpack_json(m);
+    char name[256];
+    get_str(m, "name", name, sizeof name);
+    json_object_del(j, "source");
+    out_fields("SCRIPT", name, j);
+    json_decref(j);
+    printf("---\n");
     if (src && src->type == MSGPACK_OBJECT_STR)
         fwrite(src->via.str.ptr, 1, src->via.str.size, stdout);
 }
@@ -122,7 +84,7 @@ static int show(cli_t *cli, int rc, mqhub_response_t *resp, const char *what,
     if (rc != 0)
         return cli_fail(cli, rc, what);
     if (cli->json)
-        out_json(to_json(&resp->map));
+        out_json(out_msgpack_json(&resp->map));
     else
         print(&resp->map);
     mqhub_response_free(resp);
@@ -257,7 +219,7 @@ int cmd_script(cli_t *cli)
     for (size_t i = 0; i < sizeof script_cmds / sizeof script_cmds[0]; i++)
         if (!strcmp(sub, script_cmds[i].name))
             return script_cmds[i].fn(cli);
-    return cli_usage_error("script", "unknown subcommand \"%s\"", sub);
+    return cli_unknown_subcommand("script", sub);
 }
 
 static void print_blocks(const msgpack_object *m)
@@ -293,7 +255,7 @@ int cmd_script_block(cli_t *cli)
                     print_blocks);
     }
     if (strcmp(sub, "delete"))
-        return cli_usage_error("block", "unknown subcommand \"%s\"", sub);
+        return cli_unknown_subcommand("block", sub);
     if (cli->n_args != 2)
         return cli_usage_error("block", "block delete takes ATTR VALUE");
     if ((rc = cli_connect(cli)) != 0)

@@ -1,5 +1,5 @@
 /* cmd_topic.c: `mqhub topic create|list|get|set|delete`, `mqhub publish`,
- * `mqhub sub create|list|get|delete|rewind` and `mqhub tail`.
+ * `mqhub sub create|set|list|get|delete|rewind` and `mqhub tail`.
  *
  * Like cmd_queue.c: check the arguments (usage error: exit 2), connect, one
  * library call, print a table or with --json one JSON object. tail is the
@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -33,39 +35,6 @@ static void print_done(cli_t *cli, const char *what, const char *name)
         out_json(json_pack("{s:b,s:s}", "ok", 1, "name", name));
     else
         printf("%s %s\n", what, name);
-}
-
-/* A MessagePack object as JSON (bin as text when UTF-8, else base64 key). */
-static json_t *obj_json(const msgpack_object *o)
-{
-    json_t *j;
-    switch (o->type) {
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.bin.ptr, o->via.bin.size);
-    case MSGPACK_OBJECT_ARRAY:
-        j = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(j, obj_json(&o->via.array.ptr[i]));
-        return j;
-    case MSGPACK_OBJECT_MAP:
-        j = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR)
-                continue;
-            char key[128];
-            snprintf(key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
-            if (strcmp(key, "id") && strcmp(key, "ok"))
-                json_object_set_new(j, key, obj_json(&o->via.map.ptr[i].val));
-        }
-        return j;
-    default: return json_null();
-    }
 }
 
 /* ---------------------------------------------------------------- topics */
@@ -163,27 +132,19 @@ static int t_get(cli_t *cli)
     json_t *subs = json_array();
     for (size_t i = 0; i < ti.n_subscriptions; i++)
         json_array_append_new(subs, json_string(ti.subscriptions[i]));
+    json_t *j = json_pack("{s:s,s:{s:i,s:i,s:s?},s:{s:I,s:I,s:I,s:I},s:o}", "name", ti.name,
+                          "attrs", "max_msg_size", (int)ti.attrs.max_msg_size, "retention",
+                          (int)ti.attrs.retention, "hook",
+                          ti.attrs.hook[0] ? ti.attrs.hook : NULL, "stats", "retained",
+                          (json_int_t)ti.retained, "published_total",
+                          (json_int_t)ti.published_total, "first_seq",
+                          (json_int_t)ti.first_seq, "last_seq", (json_int_t)ti.last_seq,
+                          "subscriptions", subs);
     if (cli->json) {
-        out_json(json_pack("{s:s,s:{s:i,s:i,s:s?},s:{s:I,s:I,s:I,s:I},s:o}", "name", ti.name,
-                           "attrs", "max_msg_size", (int)ti.attrs.max_msg_size, "retention",
-                           (int)ti.attrs.retention, "hook",
-                           ti.attrs.hook[0] ? ti.attrs.hook : NULL, "stats", "retained",
-                           (json_int_t)ti.retained, "published_total",
-                           (json_int_t)ti.published_total, "first_seq",
-                           (json_int_t)ti.first_seq, "last_seq", (json_int_t)ti.last_seq,
-                           "subscriptions", subs));
+        out_json(j);
     } else {
-        printf("name             %s\nmax_msg_size     %u\nretention        %u s\n"
-               "hook             %s\n"
-               "retained         %llu\npublished_total  %llu\nseqs             %llu-%llu\n"
-               "subscriptions   ", ti.name, ti.attrs.max_msg_size, ti.attrs.retention,
-               ti.attrs.hook[0] ? ti.attrs.hook : "-",
-               (unsigned long long)ti.retained, (unsigned long long)ti.published_total,
-               (unsigned long long)ti.first_seq, (unsigned long long)ti.last_seq);
-        for (size_t i = 0; i < ti.n_subscriptions; i++)
-            printf(" %s", ti.subscriptions[i]);
-        printf("\n");
-        json_decref(subs);
+        out_fields("TOPIC", ti.name, j);
+        json_decref(j);
     }
     mqhub_topic_info_free(&ti);
     return CLI_OK;
@@ -202,7 +163,7 @@ int cmd_topic(cli_t *cli)
         return t_list(cli);
     if (!strcmp(sub, "get"))
         return t_get(cli);
-    return cli_usage_error("topic", "unknown topic command \"%s\"", sub);
+    return cli_unknown_subcommand("topic", sub);
 }
 
 /* --------------------------------------------------------------- publish */
@@ -275,17 +236,53 @@ static int s_create(cli_t *cli)
         .max_attempts = cli->max_attempts > 0 ? (uint32_t)cli->max_attempts : 0,
         .interval_ms = cli->interval_ms > 0 ? (uint64_t)cli->interval_ms : 0,
         .max_interval_ms = cli->max_interval_ms > 0 ? (uint64_t)cli->max_interval_ms : 0,
+        .http = cli->http, .http_format = cli->http_format,
     };
     int rc = need_args(cli, "sub", 2, "TOPIC NAME");
     if (rc != 0 || (rc = parse_from(cli, &o)) != 0)
         return rc;
-    if (!cli->endpoint_queue == !cli->push)
-        return cli_usage_error("sub", "give exactly one endpoint: --queue Q or --push");
+    if ((cli->endpoint_queue != NULL) + cli->push + (cli->http != NULL) != 1)
+        return cli_usage_error("sub", "give exactly one endpoint: --queue Q, --push or "
+                               "--http URL");
+    if (cli->http_format && !cli->http)
+        return cli_usage_error("sub", "--format applies to an --http endpoint");
     if ((rc = cli_connect(cli)) != 0)
         return rc;
     if ((rc = mqhub_client_sub_create(cli->client, cli->args[0], cli->args[1], &o)) != 0)
         return cli_fail(cli, rc, "sub create");
     print_done(cli, "created subscription", cli->args[1]);
+    return CLI_OK;
+}
+
+/* sub set: only the options given change; --clear-filters sends empty tag
+ * and binding lists (then any --filter-tag / --binding given). */
+static int s_set(cli_t *cli)
+{
+    bool clear = cli->clear_filters;
+    mqhub_sub_opts_t o = {
+        .filter_tags = cli->n_filter_tags > 0 || clear ? cli->filter_tags : NULL,
+        .n_filter_tags = cli->n_filter_tags,
+        .binding_keys = cli->n_bindings > 0 || clear ? cli->bindings : NULL,
+        .n_binding_keys = cli->n_bindings, .filter_script = cli->filter_script,
+        .retry = cli->retry, .dead_letter_queue = cli->dlq,
+        .max_attempts = cli->max_attempts > 0 ? (uint32_t)cli->max_attempts : 0,
+        .interval_ms = cli->interval_ms > 0 ? (uint64_t)cli->interval_ms : 0,
+        .max_interval_ms = cli->max_interval_ms > 0 ? (uint64_t)cli->max_interval_ms : 0,
+        .http = cli->http, .http_format = cli->http_format,
+    };
+    int rc = need_args(cli, "sub", 2, "TOPIC NAME");
+    if (rc != 0)
+        return rc;
+    if (cli->endpoint_queue || cli->push || cli->from)
+        return cli_usage_error("sub", "sub set cannot change --queue, --push or --from: "
+                               "delete the subscription and create it again");
+    if (cli->http_format && !cli->http)
+        return cli_usage_error("sub", "--format goes with --http URL");
+    if ((rc = cli_connect(cli)) != 0)
+        return rc;
+    if ((rc = mqhub_client_sub_set(cli->client, cli->args[0], cli->args[1], &o)) != 0)
+        return cli_fail(cli, rc, "sub set");
+    print_done(cli, "changed subscription", cli->args[1]);
     return CLI_OK;
 }
 
@@ -321,19 +318,13 @@ static int s_get(cli_t *cli)
         return rc;
     if ((rc = mqhub_client_sub_get(cli->client, cli->args[0], cli->args[1], &resp)) != 0)
         return cli_fail(cli, rc, "sub get");
-    json_t *j = obj_json(&resp.map);
+    json_t *j = out_msgpack_json(&resp.map);
     mqhub_response_free(&resp);
     if (cli->json) {
         out_json(j);
         return CLI_OK;
     }
-    const char *k;
-    json_t *v;
-    json_object_foreach(j, k, v) {
-        char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        printf("%-18s %s\n", k, s ? s : json_string_value(v));
-        free(s);
-    }
+    out_fields("SUBSCRIPTION", cli->args[1], j);
     json_decref(j);
     return CLI_OK;
 }
@@ -373,6 +364,8 @@ int cmd_topic_sub(cli_t *cli)
     const char *sub = cli->subcommand;
     if (!strcmp(sub, "create"))
         return s_create(cli);
+    if (!strcmp(sub, "set"))
+        return s_set(cli);
     if (!strcmp(sub, "delete"))
         return s_delete(cli);
     if (!strcmp(sub, "list"))
@@ -381,7 +374,7 @@ int cmd_topic_sub(cli_t *cli)
         return s_get(cli);
     if (!strcmp(sub, "rewind"))
         return s_rewind(cli);
-    return cli_usage_error("sub", "unknown sub command \"%s\"", sub);
+    return cli_unknown_subcommand("sub", sub);
 }
 
 /* ------------------------------------------------------------------ tail */
@@ -470,6 +463,21 @@ static int tail_flush(tail_t *t, const char *topic)
     return rc;
 }
 
+/* tail --ephemeral: an ephemeral push subscription of this session
+ * (from latest), which the hub deletes when the CLI's connection closes. */
+static int tail_ephemeral(cli_t *cli, const char *topic)
+{
+    static char name[32];
+    mqhub_sub_opts_t o = {.ephemeral = true};
+    snprintf(name, sizeof name, "tail-%lx-%lx", (unsigned long)getpid(),
+             (unsigned long)time(NULL));
+    int rc = mqhub_client_sub_create(cli->client, topic, name, &o);
+    if (rc != 0)
+        return cli_fail(cli, rc, "tail: ephemeral subscription");
+    cli->sub = name;
+    return 0;
+}
+
 int cmd_topic_tail(cli_t *cli)
 {
     tail_t t = {.cli = cli};
@@ -477,15 +485,20 @@ int cmd_topic_tail(cli_t *cli)
     int rc = need_args(cli, "tail", 1, "TOPIC");
     if (rc != 0)
         return rc;
-    if (!cli->sub)
-        return cli_usage_error("tail", "--sub NAME is required");
+    if (!cli->sub == !cli->ephemeral)
+        return cli_usage_error("tail", "give --sub NAME or --ephemeral");
     if ((rc = cli_connect(cli)) != 0)
         return rc;
     const char *topic = cli->args[0];
+    if (cli->ephemeral && (rc = tail_ephemeral(cli, topic)) != 0)
+        return rc;
     uint32_t credit = cli->credit > 0 ? (uint32_t)cli->credit : TAIL_DEFAULT_CREDIT;
     mqhub_client_on_push(cli->client, on_push, &t);
     if ((rc = mqhub_client_subscribe(cli->client, topic, cli->sub, credit)) != 0)
         return cli_fail(cli, rc, "subscribe");
+    if (isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) /* a person watching, not a pipe */
+        fprintf(stderr, "waiting for messages on %s, subscription %s… (Ctrl-C to stop)\n",
+                topic, cli->sub);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     while (!interrupted && !t.closed && rc >= 0) {

@@ -207,5 +207,5 @@ int cmd_user(cli_t *cli)
     for (size_t i = 0; i < sizeof user_cmds / sizeof user_cmds[0]; i++)
         if (!strcmp(sub, user_cmds[i].name))
             return user_cmds[i].fn(cli);
-    return cli_usage_error("user", "unknown subcommand \"%s\"", sub);
+    return cli_unknown_subcommand("user", sub);
 }

@@ -1,8 +1,12 @@
 /* out.c: how the mqhub CLI prints: aligned tables for people, compact JSON
  * (jansson) for scripts, and bodies shown as text when they are UTF-8.
- * Start with out_table_new()/out_table_row()/out_table_print() and out_json_body().
+ * Start with out_table_new()/out_table_row()/out_table_print(), out_json_body()
+ * and out_fields() (the one layout of every `get` command: a KIND NAME
+ * heading, then one "field  value" row each, units written after the number).
+ * To give a new field a unit: a row in field_units.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,4 +178,117 @@ void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t 
         buf[o++] = p[i] < 0x20 ? ' ' : (char)p[i];
     }
     buf[o] = '\0';
+}
+
+json_t *out_msgpack_json(const msgpack_object *o)
+{
+    json_t *j;
+    switch (o->type) {
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer((json_int_t)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.bin.ptr, o->via.bin.size);
+    case MSGPACK_OBJECT_ARRAY:
+        j = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(j, out_msgpack_json(&o->via.array.ptr[i]));
+        return j;
+    case MSGPACK_OBJECT_MAP:
+        j = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR)
+                continue;
+            char key[128];
+            snprintf(key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
+            if (strcmp(key, "id") && strcmp(key, "ok"))
+                json_object_set_new(j, key, out_msgpack_json(&o->via.map.ptr[i].val));
+        }
+        return j;
+    default: return json_null();
+    }
+}
+
+/* Units of the fields the `get` commands show; a field named *_ms is in
+ * milliseconds, *_at a time (ms since the epoch), anything else a count. */
+static const struct {
+    const char *field, *unit;
+} field_units[] = {
+    {"visibility_timeout", "s"}, {"polling_wait", "s"}, {"retention", "s"},
+    {"rewind_window", "s"},      {"delay", "s"},        {"max_msg_size", "B"},
+    {"interval_ms", "ms"},       {"max_interval_ms", "ms"},
+};
+
+static const char *unit_of(const char *field)
+{
+    for (size_t i = 0; i < sizeof field_units / sizeof field_units[0]; i++)
+        if (strcmp(field, field_units[i].field) == 0)
+            return field_units[i].unit;
+    size_t n = strlen(field);
+    return n > 3 && strcmp(field + n - 3, "_ms") == 0 ? "ms" : NULL;
+}
+
+/* One value as a table cell: numbers with their unit, arrays joined by
+ * commas ("-" when empty), maps as compact JSON, null as "-". */
+static void field_cell(const char *field, json_t *v, char *buf, size_t size)
+{
+    const char *unit = unit_of(field);
+    if (json_is_integer(v)) {
+        snprintf(buf, size, "%lld%s%s", (long long)json_integer_value(v), unit ? " " : "",
+                 unit ? unit : "");
+    } else if (json_is_real(v)) {
+        snprintf(buf, size, "%.3f%s%s", json_real_value(v), unit ? " " : "", unit ? unit : "");
+    } else if (json_is_string(v)) {
+        snprintf(buf, size, "%s", json_string_value(v)[0] ? json_string_value(v) : "-");
+    } else if (json_is_boolean(v)) {
+        snprintf(buf, size, "%s", json_is_true(v) ? "true" : "false");
+    } else if (json_is_array(v)) {
+        size_t i, off = 0;
+        json_t *e;
+        buf[0] = '\0';
+        json_array_foreach(v, i, e) {
+            char *s = json_is_string(e) ? NULL : json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (off < size)
+                off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? "," : "",
+                                        s ? s : json_string_value(e));
+            free(s);
+        }
+        if (json_array_size(v) == 0)
+            snprintf(buf, size, "-");
+    } else if (json_is_object(v)) {
+        char *s = json_dumps(v, JSON_COMPACT);
+        snprintf(buf, size, "%s", s ? s : "");
+        free(s);
+    } else {
+        snprintf(buf, size, "-");
+    }
+}
+
+/* Rows of @obj's members; a member that is a map of numbers ("stats") is
+ * spread into rows of its own, other maps stay one JSON cell. */
+static void field_rows(table_t *t, json_t *obj, bool spread)
+{
+    const char *k;
+    json_t *v;
+    char val[1024];
+    json_object_foreach(obj, k, v) {
+        if (spread && !strcmp(k, "name"))
+            continue; /* in the heading */
+        if (spread && json_is_object(v) && (!strcmp(k, "stats") || !strcmp(k, "attrs"))) {
+            field_rows(t, v, false);
+            continue;
+        }
+        field_cell(k, v, val, sizeof val);
+        out_table_row(t, k, val);
+    }
+}
+
+void out_fields(const char *kind, const char *name, json_t *obj)
+{
+    table_t *t = out_table_new(2, kind, name);
+    field_rows(t, obj, true);
+    out_table_print(t, stdout);
 }

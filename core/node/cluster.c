@@ -1,7 +1,8 @@
 /* cluster.c: the cluster.* operations of PROTOCOL.md "Cluster", answered by
  * the hub on the node that receives them.
  *
- *   cluster.status {digest?: bool}  any node: raft's view from here
+ *   cluster.status {digest?: bool, records?: bool}  any node: raft's view
+ *                                   from here (+ state digest, store records)
  *   cluster.add {id, address, client?}  leader: raft_add, then voter
  *   cluster.remove {id}             leader: raft_remove
  *   cluster.transfer {id?}          leader: raft_transfer (0/absent: raft picks)
@@ -164,11 +165,18 @@ static void hex(const unsigned char *d, size_t n, char *out)
         snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
+/* A boolean field of @req that is true (absent or another type: false). */
+static bool asked(const msgpack_object *req, const char *key)
+{
+    const msgpack_object *want = mp_map_get(req, key);
+    return want && want->type == MSGPACK_OBJECT_BOOLEAN && want->via.boolean;
+}
+
 static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
                       mqhub_reply_cb cb, void *arg)
 {
-    const msgpack_object *want = mp_map_get(req, "digest");
-    bool digest = want && want->type == MSGPACK_OBJECT_BOOLEAN && want->via.boolean;
+    bool digest = asked(req, "digest");
+    bool records = asked(req, "records");
     replica_node_t nodes[CLUSTER_MAX_NODES];
     unsigned n = replica_nodes(c->replica, nodes, CLUSTER_MAX_NODES);
     const char *leader = replica_leader_address(c->replica);
@@ -181,7 +189,7 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         n = CLUSTER_MAX_NODES;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_pack_head(&pk, true, id, true, 8 + digest);
+    wire_pack_head(&pk, true, id, true, 8 + digest + records);
     mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, replica_id(c->replica));
     mp_pack_cstr(&pk, "leader");
@@ -207,6 +215,10 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         hex(d, sizeof d, h);
         mp_pack_cstr(&pk, "digest");
         mp_pack_cstr(&pk, h);
+    }
+    if (records) { /* O(1), or O(overlay) during a snapshot (store_count) */
+        mp_pack_cstr(&pk, "records");
+        msgpack_pack_int64(&pk, store_count(fsm_store(c->fsm)));
     }
     cb(arg, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);

@@ -37,7 +37,19 @@
  * throttled per connection and per source address: after AUTH_FREE failures
  * each hello is held on a timer (hello(), on_hello_due) and refusals are
  * logged at most once per AUTH_LOG_MS. user.create's token is hashed here
- * (token_op) before submission, so the raft log never holds it.
+ * (token_op) before submission, so the raft log never holds it. A plugin
+ * that authenticates its clients itself (CMQ's signatures) names a
+ * session's user instead (hub_session_identify): that user's hash is looked
+ * up by name before each request (named_user_current).
+ *
+ * Operators' lists: connection.list and consumer.list (console_list) are
+ * local ops answered from the leader's sessions — their counters (sid,
+ * connected_at, requests, bytes in and out), their parked receives and
+ * their push consumers (push_consumers). Ephemeral subscriptions: the hub
+ * writes the session's owner into subscription.create {ephemeral: true}
+ * (pack_used_fields) and proposes `sub.reap` when that session closes
+ * (hub_session_close) and once per term as leader for other owners'
+ * (reap_check).
  *
  * Extending: a new local op is a row in the op table with kind OPS_LOCAL and
  * one branch in dispatch(); ops of the state machine need nothing here.
@@ -55,6 +67,9 @@
 #include "node.h"
 
 #define HUB_CHECK_MS 200 /* how often parked waiters check leadership */
+/* A new leader deletes the ephemeral subscriptions of other leaders'
+ * sessions this long after it took over (sub.reap {keep}). */
+#define HUB_EPHEMERAL_GRACE_MS 5000
 #define HUB_WAITQ_BUCKETS 256
 /* Failed hellos (docs/security.md "Throttling"): after AUTH_FREE failures
  * on a connection or from an address, each further hello waits
@@ -85,6 +100,8 @@ struct mqhub_session {
     enum who who;
     unsigned char hash[FSM_USER_HASH_LEN]; /* WHO_USER: its token's SHA-256 */
     char user[MQHUB_NAME_MAX + 1];         /* WHO_USER: its name, for messages */
+    bool by_name; /* WHO_USER named by its transport (hub_session_identify):
+                   * hash looked up from the name on every request */
     unsigned fails;       /* failed hellos on this connection */
     unsigned hellos_held; /* hellos waiting for their turn (throttled) */
     uint64_t hello_next;  /* uv_now() before which no held hello is answered */
@@ -95,6 +112,11 @@ struct mqhub_session {
     metrics_lat_t *lat; /* its transport's histogram; NULL: not timed */
     char transport[32];
     char peer[64];
+    /* What connection.list shows (console_list): */
+    uint64_t sid;          /* this node's number for it, from 1 */
+    uint64_t connected_at; /* wall clock, ms */
+    uint64_t requests, bytes_in, bytes_out; /* frames in; replies and pushes out */
+    bool ephemeral; /* it asked for an ephemeral subscription: reap them at close */
 };
 
 struct hub_req {
@@ -108,6 +130,7 @@ struct hub_req {
     uint64_t id;
     bool in_replica;
     fsm_read_t *read; /* a read in slices (script.test): its cursor, freed with it */
+    const ops_row_t *op; /* a read in slices: its row, checked again each slice */
     char token[2 * TOKEN_RANDOM + 1]; /* user.create: the token generated, told once */
     /* Long-poll receives and held hellos only. */
     waitq_t *q;
@@ -138,6 +161,7 @@ typedef struct timed {
     void *arg;
     metrics_lat_t *lat;
     uint64_t t0;
+    uint64_t *bytes_out; /* its session's */
 } timed_t;
 
 struct hub {
@@ -150,6 +174,13 @@ struct hub {
     plugin_t **plugins;
     unsigned n_plugins;
     mqhub_session_t *sessions;
+    uint64_t last_sid; /* the sid of the last session opened */
+    /* Ephemeral subscriptions: owners are "<node>.<boot>.<sid>", boot random
+     * per start, so a new leader (or this node restarted) tells its own
+     * sessions' from the others'. */
+    char boot[17];
+    uint64_t leader_since; /* uv_now() when it became leader; 0: not leader */
+    bool reaped;           /* its sub.reap {keep} of this term was proposed */
     waitq_t *buckets[HUB_WAITQ_BUCKETS];
     waitq_t *signalled;
     unsigned n_parked;
@@ -179,6 +210,7 @@ static void timed_reply(void *arg, const char *reply, size_t len)
     timed_t *t = arg;
 
     metrics_lat_observe(t->lat, t->t0);
+    *t->bytes_out += len;
     t->cb(t->arg, reply, len);
 }
 
@@ -417,8 +449,10 @@ static void req_reply(hub_req_t *r, const char *reply, size_t len)
     hub_t *h = r->hub;
     uint64_t id = r->id;
 
-    if (open)
+    if (open) {
         metrics_lat_observe(r->lat, r->t0);
+        r->s->bytes_out += len;
+    }
     req_free(r);
     if (open && reply_fits(h, cb, arg, id, len))
         cb(arg, reply, len);
@@ -709,11 +743,66 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
  * waiters and closes its push sessions with NOT_LEADER, so clients move to
  * the leader; a node that leads for the first time creates what the config
  * declares. */
+/* The owner of @s's ephemeral subscriptions into @buf (see hub.boot). */
+static void session_owner(const mqhub_session_t *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "%llu.%s.%llu", (unsigned long long)s->hub->cfg->node_id, s->hub->boot,
+             (unsigned long long)s->sid);
+}
+
+static void on_reap_done(void *arg, int status, const char *reply, size_t len)
+{
+    (void)arg, (void)reply, (void)len;
+    if (status != 0)
+        log_warn("hub", "sub.reap: %s (the next leader reaps them)", mqhub_strerror(status));
+}
+
+/* Propose the internal op sub.reap {@key: @val} (subscription.c). */
+static void reap_propose(hub_t *h, const char *key, const char *val)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    mp_pack_cstr(&pk, "op");
+    mp_pack_cstr(&pk, "sub.reap");
+    mp_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 0);
+    mp_pack_cstr(&pk, key);
+    mp_pack_cstr(&pk, val);
+    if (replica_submit(h->replica, sb.data, sb.size, on_reap_done, NULL) != 0)
+        log_warn("hub", "sub.reap not proposed (not leader): the next leader reaps them");
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* HUB_EPHEMERAL_GRACE_MS into a term as leader: delete the ephemeral
+ * subscriptions whose owners are not this start's sessions. */
+static void reap_check(hub_t *h, bool leader)
+{
+    char keep[64];
+
+    if (!leader) {
+        h->leader_since = 0;
+        h->reaped = false;
+        return;
+    }
+    if (h->leader_since == 0)
+        h->leader_since = uv_now(h->loop);
+    if (h->reaped || uv_now(h->loop) - h->leader_since < HUB_EPHEMERAL_GRACE_MS)
+        return;
+    h->reaped = true;
+    snprintf(keep, sizeof keep, "%llu.%s.", (unsigned long long)h->cfg->node_id, h->boot);
+    reap_propose(h, "keep", keep);
+}
+
 static void check_leadership(hub_t *h, bool leader)
 {
     if (h->n_parked > 0 && !leader)
         fail_parked(h, MQHUB_ENOT_LEADER);
     push_check(h->push);
+    reap_check(h, leader);
     if (leader && !h->declared) {
         h->declared = true;
         declare(h, "script.load", h->cfg->scripts, h->cfg->n_scripts);
@@ -987,6 +1076,7 @@ static void hello_now(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_c
                     "or a user's token");
         return;
     }
+    s->by_name = false; /* a token now says who the session is */
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     wire_pack_head(&pk, true, v->id, true, 4 + (leader ? 1 : 0) + (s->who == WHO_USER ? 1 : 0));
@@ -1113,6 +1203,7 @@ static const char *verb_phrase(enum ops_verb v)
     case OPS_V_MANAGE: return "manage";
     case OPS_V_SCRIPT: return "manage the script";
     case OPS_V_ADMIN: return "administer";
+    case OPS_V_MONITOR: return "monitor";
     default: return "see";
     }
 }
@@ -1192,11 +1283,38 @@ static void reply_ok(mqhub_reply_cb cb, void *arg, uint64_t id)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A reply callback that keeps the reply in the msgpack_sbuffer @arg. */
+static void sbuffer_reply(void *arg, const char *reply, size_t len)
+{
+    msgpack_sbuffer_write(arg, reply, len);
+}
+
+/* Whether a named user's read in slices @r is still permitted: its request
+ * (kept in r->frame) against its row, with the grants of now, so a revoked
+ * grant or a deleted user stops it at the next slice. When it is not, the
+ * refusal (FORBIDDEN or UNAUTHORIZED, as permitted() words it) is in @sb. */
+static bool read_still_permitted(hub_req_t *r, msgpack_sbuffer *sb)
+{
+    msgpack_unpacked u;
+    wire_request_t v;
+    char err[64];
+    bool ok;
+
+    if (r->s == NULL || r->s->who != WHO_USER)
+        return true;
+    msgpack_unpacked_init(&u);
+    ok = wire_decode_request(&u, r->frame, r->len, &v, err, sizeof err) == 0 &&
+         permitted(r->s, r->op, &v, sbuffer_reply, sb);
+    msgpack_unpacked_destroy(&u);
+    return ok;
+}
+
 /* The next slice of a read in slices, one per loop turn (a 1 ms repeating
  * timer: libuv 1.44 runs a 0 ms timer started from a timer callback again in
- * the same turn); it ends with NOT_LEADER once this node stops leading, and
- * with UNAVAILABLE when the hub stops (its timer keeps the loop running
- * until then). */
+ * the same turn); it ends with NOT_LEADER once this node stops leading, with
+ * UNAVAILABLE when the hub stops (its timer keeps the loop running until
+ * then), and with FORBIDDEN once a named user lost the grant it needs (each
+ * slice checks it again: read_still_permitted). */
 static void on_read_slice(uv_timer_t *t)
 {
     hub_req_t *r = t->data;
@@ -1207,16 +1325,18 @@ static void on_read_slice(uv_timer_t *t)
         return;
     }
     msgpack_sbuffer_init(&sb);
-    if (fsm_read_step(r->hub->fsm, r->read, &sb))
+    if (!read_still_permitted(r, &sb) || fsm_read_step(r->hub->fsm, r->read, &sb))
         req_reply(r, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
 }
 
 /* A read, from applied state on the leader; a named user's lists show only
  * what it holds grants on. A long one (script.test) runs in slices
- * (fsm_read_start): its cursor waits in a hub_req_t of the session, so a
- * closed session frees it (req_free) and is never called back. */
-static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb cb, void *arg)
+ * (fsm_read_start): its cursor waits in a hub_req_t of the session, with the
+ * request @buf (@len bytes) and its row @o for the permission check of each
+ * slice; a closed session frees it (req_free) and is never called back. */
+static void read_op(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
+                    const char *buf, size_t len, mqhub_reply_cb cb, void *arg)
 {
     hub_t *h = s->hub;
     msgpack_sbuffer sb;
@@ -1232,11 +1352,12 @@ static void read_op(mqhub_session_t *s, const wire_request_t *v, mqhub_reply_cb 
     if (cur == NULL) {
         if (reply_fits(h, cb, arg, v->id, sb.size))
             cb(arg, sb.data, sb.size);
-    } else if ((r = req_new(s, cb, arg, v->id, NULL, 0)) == NULL) {
+    } else if ((r = req_new(s, cb, arg, v->id, buf, len)) == NULL) {
         fsm_read_free(cur);
         reply_error(h, cb, arg, true, v->id, MQHUB_EINTERNAL, "out of memory");
     } else {
         r->read = cur;
+        r->op = o;
         uv_timer_init(h->loop, &r->timer);
         r->timer.data = r;
         r->timer_init = true;
@@ -1263,28 +1384,40 @@ static bool used_field(const ops_row_t *o, const msgpack_object *k)
  * costs the client its frame, not every node's log and every apply. A
  * receive (OPS_F_LONG_POLL) gets reply_max, this node's max_frame, in place
  * of any the client sent: apply stops its batch below it (queue.c). */
-static void pack_used_fields(hub_t *h, const ops_row_t *o, const msgpack_object *map,
-                             msgpack_sbuffer *sb)
+static void pack_used_fields(mqhub_session_t *s, const ops_row_t *o,
+                             const msgpack_object *map, msgpack_sbuffer *sb)
 {
     const msgpack_object_map *m = &map->via.map;
     bool receive = (o->flags & OPS_F_LONG_POLL) != 0;
+    /* subscription.create {ephemeral: true}: the owner is this session */
+    const char *own = (o->flags & OPS_F_OWNER) ? "owner" : NULL;
+    const msgpack_object *e = own ? mp_map_get(map, "ephemeral") : NULL;
+    bool owned = e != NULL && e->type == MSGPACK_OBJECT_BOOLEAN && e->via.boolean;
+    const char *node = receive ? "reply_max" : own; /* the field the node writes */
     msgpack_packer pk;
     uint32_t n = 0;
 
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     for (uint32_t i = 0; i < m->size; i++)
-        n += used_field(o, &m->ptr[i].key) && !(receive && is_key(&m->ptr[i].key, "reply_max"));
-    msgpack_pack_map(&pk, n + receive);
+        n += used_field(o, &m->ptr[i].key) && !(node && is_key(&m->ptr[i].key, node));
+    msgpack_pack_map(&pk, n + receive + owned);
     for (uint32_t i = 0; i < m->size; i++) {
-        if (!used_field(o, &m->ptr[i].key) || (receive && is_key(&m->ptr[i].key, "reply_max")))
+        if (!used_field(o, &m->ptr[i].key) || (node && is_key(&m->ptr[i].key, node)))
             continue;
         msgpack_pack_object(&pk, m->ptr[i].key);
         msgpack_pack_object(&pk, m->ptr[i].val);
     }
     if (receive) {
         mp_pack_cstr(&pk, "reply_max");
-        msgpack_pack_uint64(&pk, hub_max_frame(h));
+        msgpack_pack_uint64(&pk, hub_max_frame(s->hub));
+    }
+    if (owned) {
+        char owner[64];
+        session_owner(s, owner, sizeof owner);
+        mp_pack_cstr(&pk, "owner");
+        mp_pack_cstr(&pk, owner);
+        s->ephemeral = true;
     }
 }
 
@@ -1392,6 +1525,239 @@ static void session_op(mqhub_session_t *s, enum ops_node op, const wire_request_
         reply_error(s->hub, cb, arg, true, v->id, rc, "%s", err);
 }
 
+/* A session its transport named (hub_session_identify): the named user's
+ * token hash of now into s->hash, so its grants — and a delete or re-create
+ * of the name — apply from this request on. false, having replied
+ * UNAUTHORIZED, when no user has the name. */
+static bool named_user_current(mqhub_session_t *s, const wire_request_t *v,
+                               mqhub_reply_cb cb, void *arg)
+{
+    if (fsm_user_by_name(s->hub->fsm, s->user, strlen(s->user), s->hash) == 0)
+        return true;
+    memset(s->hash, 0, sizeof s->hash);
+    reply_error(s->hub, cb, arg, true, v->id, MQHUB_EUNAUTHORIZED,
+                "user '%s' (named by transport %s) does not exist", s->user, s->transport);
+    return false;
+}
+
+/* ------------------------------------------ connection.list, consumer.list */
+
+#define CONSOLE_LIST_MAX 1000 /* connections or consumers one reply lists */
+
+/* A console list being packed: its items into @sb, counted in @n (all) of
+ * which the first CONSOLE_LIST_MAX are packed. */
+typedef struct console {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint64_t n;
+    const mqhub_session_t *self;
+    const char *topic; /* consumer.list {topic}: only its consumers */
+    size_t tl;
+} console_t;
+
+/* The map header of a connection or consumer map with @n fields of its
+ * own, then the fields saying who @s is: connection (its sid), transport,
+ * peer, identity ("root", "anonymous", "user" with user: name, or "none"
+ * before a hello on a hub that needs one). */
+static void pack_who(msgpack_packer *pk, const mqhub_session_t *s, unsigned n)
+{
+    static const char *const names[] = {"none", "anonymous", "root", "user"};
+    msgpack_pack_map(pk, n + (s->who == WHO_USER ? 5 : 4));
+    mp_pack_cstr(pk, "connection");
+    msgpack_pack_uint64(pk, s->sid);
+    mp_pack_cstr(pk, "transport");
+    mp_pack_cstr(pk, s->transport);
+    mp_pack_cstr(pk, "peer");
+    mp_pack_text(pk, s->peer);
+    mp_pack_cstr(pk, "identity");
+    mp_pack_cstr(pk, names[s->who]);
+    if (s->who == WHO_USER) {
+        mp_pack_cstr(pk, "user");
+        mp_pack_cstr(pk, s->user);
+    }
+}
+
+static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    mp_pack_cstr(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+/* One push consumer as an element of a connection's subscriptions. */
+static void console_sub(void *arg, const push_consumer_info_t *c)
+{
+    msgpack_packer *pk = arg;
+    msgpack_pack_map(pk, 4);
+    mp_pack_cstr(pk, "topic");
+    mp_pack_str(pk, c->topic, c->tl);
+    mp_pack_cstr(pk, "subscription");
+    mp_pack_str(pk, c->subscription, c->sl);
+    pack_kv_u64(pk, "credit", c->credit_free);
+    pack_kv_u64(pk, "inflight", c->inflight);
+}
+
+static void count_sub(void *arg, const push_consumer_info_t *c)
+{
+    (void)c;
+    (*(uint32_t *)arg)++;
+}
+
+/* The requests of @s parked as long polls (of queue @q; NULL: any), and
+ * its other outstanding ones. */
+static void session_reqs(const mqhub_session_t *s, const waitq_t *q, uint64_t *parked,
+                         uint64_t *inflight)
+{
+    *parked = *inflight = 0;
+    for (const hub_req_t *r = s->reqs; r != NULL; r = r->next) {
+        if (r->parked && r->q != NULL && (q == NULL || r->q == q))
+            (*parked)++;
+        else if (q == NULL)
+            (*inflight)++;
+    }
+}
+
+static void console_connection(console_t *k, const mqhub_session_t *s)
+{
+    msgpack_packer *pk = &k->pk;
+    uint64_t parked, inflight;
+    uint32_t n_subs = 0;
+    push_consumers(s->hub->push, s, count_sub, &n_subs);
+    session_reqs(s, NULL, &parked, &inflight);
+    pack_who(pk, s, 8);
+    pack_kv_u64(pk, "connected_at", s->connected_at);
+    pack_kv_u64(pk, "requests", s->requests);
+    pack_kv_u64(pk, "bytes_in", s->bytes_in);
+    pack_kv_u64(pk, "bytes_out", s->bytes_out);
+    pack_kv_u64(pk, "inflight", inflight);
+    pack_kv_u64(pk, "parked", parked);
+    mp_pack_cstr(pk, "subscriptions");
+    msgpack_pack_array(pk, n_subs);
+    push_consumers(s->hub->push, s, console_sub, pk);
+    mp_pack_cstr(pk, "self");
+    if (s == k->self)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
+/* A push consumer as an element of consumer.list. */
+static void console_push(void *arg, const push_consumer_info_t *c)
+{
+    console_t *k = arg;
+    if (k->topic != NULL && (c->tl != k->tl || memcmp(c->topic, k->topic, c->tl) != 0))
+        return;
+    if (k->n++ >= CONSOLE_LIST_MAX)
+        return;
+    pack_who(&k->pk, c->s, 5);
+    mp_pack_cstr(&k->pk, "kind");
+    mp_pack_cstr(&k->pk, "push");
+    mp_pack_cstr(&k->pk, "topic");
+    mp_pack_str(&k->pk, c->topic, c->tl);
+    mp_pack_cstr(&k->pk, "subscription");
+    mp_pack_str(&k->pk, c->subscription, c->sl);
+    pack_kv_u64(&k->pk, "credit", c->credit_free);
+    pack_kv_u64(&k->pk, "inflight", c->inflight);
+}
+
+/* The long-poll consumers of @s: one per queue it has receives parked on
+ * (@only: that queue's only). */
+static void console_polls(console_t *k, const mqhub_session_t *s, const waitq_t *only)
+{
+    for (const hub_req_t *r = s->reqs; r != NULL; r = r->next) {
+        uint64_t parked, unused;
+        bool seen = false;
+        if (!r->parked || r->q == NULL || (only != NULL && r->q != only))
+            continue;
+        for (const hub_req_t *e = s->reqs; e != r && !seen; e = e->next)
+            seen = e->parked && e->q == r->q;
+        if (seen || k->n++ >= CONSOLE_LIST_MAX)
+            continue;
+        session_reqs(s, r->q, &parked, &unused);
+        pack_who(&k->pk, s, 3);
+        mp_pack_cstr(&k->pk, "kind");
+        mp_pack_cstr(&k->pk, "receive");
+        mp_pack_cstr(&k->pk, "queue");
+        mp_pack_str(&k->pk, r->q->name, r->q->len);
+        pack_kv_u64(&k->pk, "parked", parked);
+    }
+}
+
+/* An optional string field @key of @v: true with *s NULL when absent;
+ * false (having replied BAD_REQUEST) when not a string. */
+static bool console_arg(mqhub_session_t *s, const wire_request_t *v, const char *key,
+                        const msgpack_object **out, mqhub_reply_cb cb, void *arg)
+{
+    const msgpack_object *o = mp_map_get(v->map, key);
+    *out = NULL;
+    if (o == NULL || o->type == MSGPACK_OBJECT_NIL)
+        return true;
+    if (o->type == MSGPACK_OBJECT_STR) {
+        *out = o;
+        return true;
+    }
+    reply_error(s->hub, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                "field '%s' must be a string (a name)", key);
+    return false;
+}
+
+/* connection.list {} → {connections: [...], total} and consumer.list
+ * {queue? | topic?} → {consumers: [...], total}: this node's sessions, on
+ * the leader only (where long polls and push consumers live), newest first,
+ * at most CONSOLE_LIST_MAX of them. */
+static void console_list(mqhub_session_t *s, enum ops_node op, const wire_request_t *v,
+                         mqhub_reply_cb cb, void *arg)
+{
+    hub_t *h = s->hub;
+    const msgpack_object *queue = NULL, *topic = NULL;
+    const waitq_t *only = NULL;
+    console_t k = {.self = s};
+    msgpack_sbuffer out;
+    msgpack_packer pk;
+
+    if (!replica_is_leader(h->replica)) {
+        reply_status(h, cb, arg, v->id, MQHUB_ENOT_LEADER);
+        return;
+    }
+    if (op == OPS_NODE_CONSUMER_LIST &&
+        (!console_arg(s, v, "queue", &queue, cb, arg) || !console_arg(s, v, "topic", &topic, cb, arg)))
+        return;
+    if (queue != NULL && topic != NULL) {
+        reply_error(h, cb, arg, true, v->id, MQHUB_EBAD_REQUEST,
+                    "give field 'queue' or field 'topic', not both");
+        return;
+    }
+    if (topic != NULL) {
+        k.topic = topic->via.str.ptr;
+        k.tl = topic->via.str.size;
+    }
+    msgpack_sbuffer_init(&k.sb);
+    msgpack_packer_init(&k.pk, &k.sb, msgpack_sbuffer_write);
+    if (op == OPS_NODE_CONNECTION_LIST) {
+        for (const mqhub_session_t *e = h->sessions; e != NULL; e = e->next)
+            if (k.n++ < CONSOLE_LIST_MAX)
+                console_connection(&k, e);
+    } else {
+        if (queue != NULL)
+            only = waitq_find(h, queue->via.str.ptr, queue->via.str.size);
+        for (const mqhub_session_t *e = h->sessions;
+             e != NULL && topic == NULL && (queue == NULL || only != NULL); e = e->next)
+            console_polls(&k, e, only);
+        if (queue == NULL)
+            push_consumers(h->push, NULL, console_push, &k);
+    }
+    msgpack_sbuffer_init(&out);
+    msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+    wire_pack_head(&pk, true, v->id, true, 2);
+    mp_pack_cstr(&pk, op == OPS_NODE_CONNECTION_LIST ? "connections" : "consumers");
+    msgpack_pack_array(&pk, (uint32_t)(k.n < CONSOLE_LIST_MAX ? k.n : CONSOLE_LIST_MAX));
+    msgpack_sbuffer_write(&out, k.sb.data, k.sb.size);
+    pack_kv_u64(&pk, "total", k.n);
+    if (reply_fits(h, cb, arg, v->id, out.size))
+        cb(arg, out.data, out.size);
+    msgpack_sbuffer_destroy(&out);
+    msgpack_sbuffer_destroy(&k.sb);
+}
+
 /* @v's row of the op table (@o, NULL: unknown) decides who answers it.
  * @cb is timed_reply, @arg its timed_t. */
 static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_t *v,
@@ -1412,6 +1778,8 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
         return;
     }
     if (o != NULL && !(o->flags & OPS_F_PUBLIC)) {
+        if (s->by_name && !named_user_current(s, v, cb, arg))
+            return;
         if (s->who == WHO_USER && !permitted(s, o, v, cb, arg))
             return; /* refused before anything reached raft */
         audit(s, o, v, "allowed");
@@ -1420,18 +1788,20 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
     case OPS_LOCAL:
         if (o->node == OPS_NODE_HELLO)
             hello(s, v, buf, len, cb, arg);
+        else if (o->node == OPS_NODE_CONNECTION_LIST || o->node == OPS_NODE_CONSUMER_LIST)
+            console_list(s, o->node, v, cb, arg);
         else
-            reply_ok(cb, arg, v->id); /* ping */
+            reply_ok(cb, arg, v->id); /* ping; monitor.check (its check passed above) */
         return;
     case OPS_READ:
-        read_op(s, v, cb, arg);
+        read_op(s, o, v, buf, len, cb, arg);
         return;
     case OPS_WRITE:
         if (o->flags & OPS_F_TOKEN) {
             token_op(s, o, v, cb, arg);
             return;
         }
-        pack_used_fields(h, o, v->map, &sb);
+        pack_used_fields(s, o, v->map, &sb);
         if (o->flags & OPS_F_LONG_POLL)
             receive_start(s, v, sb.data, sb.size, cb, arg);
         else
@@ -1454,12 +1824,15 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
 
 int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb cb, void *arg)
 {
-    timed_t t = {.cb = cb, .arg = arg, .lat = s->lat, .t0 = uv_hrtime()};
+    timed_t t = {.cb = cb, .arg = arg, .lat = s->lat, .t0 = uv_hrtime(),
+                 .bytes_out = &s->bytes_out};
     wire_request_t v;
     msgpack_unpacked u;
     char err[256];
 
     metrics_add(s->hub->metrics, "requests_total", 1);
+    s->requests++;
+    s->bytes_in += len;
     msgpack_unpacked_init(&u);
     if (wire_decode_request(&u, buf, len, &v, err, sizeof err) != 0) {
         if (!v.has_id)
@@ -1487,6 +1860,8 @@ mqhub_session_t *hub_session_open(hub_t *h, const char *transport, const char *p
     snprintf(s->transport, sizeof s->transport, "%s", transport);
     s->lat = metrics_lat_slot(h->metrics, s->transport);
     snprintf(s->peer, sizeof s->peer, "%s", peer ? peer : "?");
+    s->sid = ++h->last_sid;
+    s->connected_at = clock_wall_ms();
     s->next = h->sessions;
     if (h->sessions != NULL)
         h->sessions->prev = s;
@@ -1516,10 +1891,28 @@ void hub_session_close(mqhub_session_t *s)
         s->next->prev = s->prev;
     cluster_session_closed(h->cluster, s);
     push_session_close(h->push, s);
+    if (s->ephemeral && !h->stopping && replica_is_leader(h->replica)) {
+        char owner[64];
+        session_owner(s, owner, sizeof owner);
+        reap_propose(h, "owner", owner);
+    }
     metrics_add(h->metrics, "sessions_closed_total", 1);
     count_session(h, s->transport, -1);
     log_debug("hub", "session close %s %s", s->transport, s->peer);
     free(s);
+}
+
+int hub_session_identify(mqhub_session_t *s, const char *user)
+{
+    size_t n = user != NULL ? strlen(user) : 0;
+
+    if (n == 0 || n > MQHUB_NAME_MAX)
+        return MQHUB_EBAD_REQUEST;
+    memcpy(s->user, user, n + 1);
+    memset(s->hash, 0, sizeof s->hash);
+    s->who = WHO_USER;
+    s->by_name = true;
+    return 0;
 }
 
 bool hub_session_broken(mqhub_session_t *s)
@@ -1539,6 +1932,11 @@ void hub_session_writable(mqhub_session_t *s, int writable)
 bool hub_session_can_push(const mqhub_session_t *s)
 {
     return !s->blocked;
+}
+
+void hub_session_sent(mqhub_session_t *s, size_t len)
+{
+    s->bytes_out += len;
 }
 
 metrics_t *hub_metrics(hub_t *h)
@@ -1676,10 +2074,18 @@ static int hub_alloc(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, 
 int hub_start(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, size_t errlen)
 {
     hub_t *h;
+    unsigned char boot[8];
     int rc = hub_alloc(&h, loop, cfg, errmsg, errlen);
 
     if (rc != 0)
         return rc;
+    if (RAND_bytes(boot, sizeof boot) != 1) {
+        hub_free(h);
+        snprintf(errmsg, errlen, "no random source for the node's boot id");
+        return MQHUB_EINTERNAL;
+    }
+    for (unsigned i = 0; i < sizeof boot; i++)
+        snprintf(h->boot + 2 * i, 3, "%02x", boot[i]);
     fsm_set_ready_cb(h->fsm, on_fsm_ready, h);
     fsm_set_read_clock(h->fsm, clock_wall_ms);
     rc = load_plugins(h, errmsg, errlen);

@@ -7,11 +7,18 @@
  * read through metrics_get() as "request_seconds_count.<transport>",
  * "request_seconds_sum_us.<transport>" and
  * "request_seconds_bucket.<transport>.<i>" (cumulative). Loop thread only.
+ * The process's own figures are read when asked (process_get: "process.*"
+ * names, from /proc/self and getrusage; the start time is taken in
+ * metrics_new, when the daemon starts).
  * To add a histogram family: a prefix in metrics_get() and its reader.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "node.h"
 
@@ -37,12 +44,18 @@ struct metrics {
     metric_t *all;
     unsigned n;
     metrics_lat_t lat[LAT_TRANSPORTS];
+    int64_t start_ms; /* wall clock when the daemon made its metrics */
 };
 
 int metrics_new(metrics_t **out)
 {
+    struct timespec ts;
     *out = calloc(1, sizeof **out);
-    return *out ? 0 : MQHUB_EINTERNAL;
+    if (*out == NULL)
+        return MQHUB_EINTERNAL;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    (*out)->start_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return 0;
 }
 
 void metrics_free(metrics_t *m)
@@ -141,8 +154,57 @@ static int64_t lat_get(metrics_t *m, const char *name)
     return (int64_t)n;
 }
 
+/* Open file descriptors: the entries of /proc/self/fd, less the one the
+ * listing itself holds; -1 when it cannot be read. */
+static int64_t open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int64_t n = -1; /* the listing's own descriptor */
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Resident set size in bytes (/proc/self/statm); -1 when unreadable. */
+static int64_t rss_bytes(void)
+{
+    long long size, resident;
+    FILE *f = fopen("/proc/self/statm", "r");
+    int ok = f != NULL && fscanf(f, "%lld %lld", &size, &resident) == 2;
+    if (f != NULL)
+        fclose(f);
+    return ok ? resident * (int64_t)sysconf(_SC_PAGESIZE) : -1;
+}
+
+/* "process.rss_bytes", "process.open_fds", "process.max_fds",
+ * "process.cpu_us" (user + system), "process.start_ms" (ms since the
+ * epoch); @name is past "process.". 0 for other names. */
+static int64_t process_get(metrics_t *m, const char *name)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    if (strcmp(name, "rss_bytes") == 0)
+        return rss_bytes();
+    if (strcmp(name, "open_fds") == 0)
+        return open_fds();
+    if (strcmp(name, "max_fds") == 0)
+        return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (int64_t)rl.rlim_cur : -1;
+    if (strcmp(name, "cpu_us") == 0 && getrusage(RUSAGE_SELF, &ru) == 0)
+        return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+               ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+    if (strcmp(name, "start_ms") == 0)
+        return m->start_ms;
+    return 0;
+}
+
 int64_t metrics_get(metrics_t *m, const char *name)
 {
+    if (strncmp(name, "process.", 8) == 0)
+        return process_get(m, name + 8);
     if (strncmp(name, LAT_PREFIX, sizeof LAT_PREFIX - 1) == 0)
         return lat_get(m, name + sizeof LAT_PREFIX - 1);
     for (unsigned i = 0; i < m->n; i++) {

@@ -102,7 +102,9 @@ void metrics_add(metrics_t *m, const char *name, int64_t delta);
  * "request_seconds_count.<transport>", "request_seconds_sum_us.<transport>"
  * (microseconds) and "request_seconds_bucket.<transport>.<i>" (cumulative,
  * i = 0..11 for the bounds 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1
- * 0.25 0.5 1 5 s). */
+ * 0.25 0.5 1 5 s); and the process's own figures, read when asked:
+ * "process.rss_bytes", "process.open_fds", "process.max_fds",
+ * "process.cpu_us" (user + system) and "process.start_ms" (-1: unreadable). */
 int64_t metrics_get(metrics_t *m, const char *name);
 /* The histogram of @transport, found or claimed (NULL: all slots taken; such
  * sessions are not timed). */
@@ -141,10 +143,18 @@ int hub_request(mqhub_session_t *s, const char *buf, size_t len, mqhub_reply_cb 
 void hub_session_writable(mqhub_session_t *s, int writable);
 /* False while the transport said @s is not writable (push.c skips it). */
 bool hub_session_can_push(const mqhub_session_t *s);
+/* @len bytes of pushes went to @s (push.c): its bytes_out in connection.list. */
+void hub_session_sent(mqhub_session_t *s, size_t len);
 /* True once the session answered a frame it could not read (not one map, or
  * no uint id): the reply carries no id, so the stream is out of sync and the
  * transport closes the connection after writing the reply. */
 bool hub_session_broken(mqhub_session_t *s);
+/* @s acts as the user named @user from its next request (a transport that
+ * authenticated the client itself, e.g. CMQ's signed requests): the user's
+ * grants apply, looked up by name on each request (UNAUTHORIZED while no
+ * such user exists). 0, or MQHUB_EBAD_REQUEST for a name that is empty or
+ * longer than MQHUB_NAME_MAX. */
+int hub_session_identify(mqhub_session_t *s, const char *user);
 /* The node's counters and histograms (metrics.c), for the plugin host. */
 metrics_t *hub_metrics(hub_t *h);
 
@@ -225,6 +235,19 @@ void push_session_writable(push_t *p, mqhub_session_t *s);
 /* Periodic: when this node is no longer the leader, every subscribed session
  * gets a "closed" push (NOT_LEADER) and the engine forgets its state. */
 void push_check(push_t *p);
+/* One consumer as connection.list and consumer.list show it (hub.c): the
+ * names are not NUL-terminated and valid during the visit only. */
+typedef struct push_consumer_info {
+    const mqhub_session_t *s;
+    const char *topic, *subscription;
+    size_t tl, sl;
+    uint64_t credit_free; /* messages it may still be given */
+    uint64_t inflight;    /* messages it holds unacknowledged */
+} push_consumer_info_t;
+/* Call @fn for every consumer of the engine (@s NULL) or of session @s, in
+ * the engine's order. */
+void push_consumers(const push_t *p, const mqhub_session_t *s,
+                    void (*fn)(void *arg, const push_consumer_info_t *c), void *arg);
 /* Close the engine's timer; @cb once it is closed. push_free() after. */
 void push_stop(push_t *p, void (*cb)(void *arg), void *arg);
 void push_free(push_t *p);

@@ -98,6 +98,11 @@ static void host_session_writable(mqhub_session_t *session, int writable)
     hub_session_writable(session, writable);
 }
 
+static int host_session_identify(mqhub_session_t *session, const char *user)
+{
+    return hub_session_identify(session, user);
+}
+
 static const char *host_auth_token(mqhub_host_t *host)
 {
     return host_plugin(host)->cfg->token;
@@ -124,6 +129,7 @@ static const mqhub_host_api_t host_api = {
     .auth_token = host_auth_token,
     .metric_get = host_metric_get,
     .session_writable = host_session_writable,
+    .session_identify = host_session_identify,
 };
 
 /* Check the descriptor; on refusal fill @why. */

@@ -434,6 +434,7 @@ static void frame_send(consumer_t *c)
     msgpack_sbuffer_write(&head, c->sb.data, c->sb.size);
     msgpack_sbuffer_destroy(&c->sb);
     c->n_out = 0;
+    hub_session_sent(c->s, head.size);
     c->cb(c->cb_arg, head.data, head.size);
     msgpack_sbuffer_destroy(&head);
 }
@@ -729,6 +730,19 @@ void push_session_close(push_t *p, mqhub_session_t *s)
         consumer_t *c = consumer_find(sb, s);
         if (c != NULL)
             consumer_remove(p, sb, c);
+    }
+}
+
+void push_consumers(const push_t *p, const mqhub_session_t *s,
+                    void (*fn)(void *arg, const push_consumer_info_t *c), void *arg)
+{
+    for (const sub_t *sb = p->subs; sb != NULL; sb = sb->next) {
+        for (const consumer_t *c = sb->consumers; c != NULL; c = c->next) {
+            push_consumer_info_t i = {c->s, sb->topic, sb->name, sb->tl, sb->nl, c->free,
+                                      c->inflight};
+            if (s == NULL || c->s == s)
+                fn(arg, &i);
+        }
     }
 }
 

@@ -549,6 +549,12 @@ int fsm_user_find(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], char *n
     return user_find_by_hash(f->us, hash, name, size);
 }
 
+int fsm_user_by_name(fsm_t *f, const char *name, size_t len,
+                     unsigned char hash[FSM_USER_HASH_LEN])
+{
+    return user_hash_by_name(f->us, name, len, hash);
+}
+
 int fsm_user_may(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], enum ops_verb verb,
                  const char *obj, size_t len)
 {

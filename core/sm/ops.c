@@ -60,6 +60,10 @@ static const ops_row_t rows[] = {
     {"queue.set", OPS_WRITE, HOOK_Q, NODE, queue_op_set, P(Q_SET), F("name attrs")},
     {"queue.rewind", OPS_WRITE, 0, NODE, queue_op_rewind, P(ON(MANAGE, "name")),
      F("name time seq")},
+    /* peek shows bodies: receive, not a read verb */
+    {"queue.peek", OPS_READ, 0, NODE, queue_op_peek, P(ON(RECEIVE, "queue")), NOF},
+    {"queue.redrive", OPS_WRITE, 0, NODE, queue_op_redrive,
+     P(ON(MANAGE, "queue"), ON(SEND, "to")), F("queue to max from")},
     {"send", OPS_WRITE, 0, NODE, queue_op_send, P(ON(SEND, "queue")),
      F("queue body delay attrs group dedup_id")},
     {"send_batch", OPS_WRITE, 0, NODE, queue_op_send_batch, P(ON(SEND, "queue")), F("queue msgs")},
@@ -81,10 +85,14 @@ static const ops_row_t rows[] = {
      F("topic body tags key attrs")},
     {"publish_batch", OPS_WRITE, 0, NODE, topic_op_publish_batch, P(ON(PUBLISH, "topic")),
      F("topic msgs")},
-    {"subscription.create", OPS_WRITE, 0, NODE, sub_op_create,
+    {"subscription.create", OPS_WRITE, OPS_F_OWNER, NODE, sub_op_create,
      P(ON(MANAGE, "topic"), ON(SEND, "endpoint.queue"), ON(SEND, "dead_letter_queue")),
      F("topic name endpoint filter_tags binding_keys filter_script filter_fallback "
-       "dead_letter_queue retry from")},
+       "dead_letter_queue retry from ephemeral owner")}, /* owner: the hub's */
+    {"subscription.set", OPS_WRITE, 0, NODE, sub_op_set,
+     P(ON(MANAGE, "topic"), ON(SEND, "dead_letter_queue")),
+     F("topic name endpoint filter_tags binding_keys filter_script filter_fallback "
+       "dead_letter_queue retry")},
     {"subscription.delete", OPS_WRITE, 0, NODE, sub_op_delete, P(ON(MANAGE, "topic")),
      F("topic name")},
     {"subscription.rewind", OPS_WRITE, 0, NODE, sub_op_rewind, P(ON(MANAGE, "topic")),
@@ -92,6 +100,7 @@ static const ops_row_t rows[] = {
     {"ack", OPS_WRITE, 0, NODE, sub_op_ack, P(ON(SUBSCRIBE, "topic")),
      F("topic subscription seqs")},
     {"sub.dead", OPS_INTERNAL, 0, NODE, sub_op_dead, P(), NOF},
+    {"sub.reap", OPS_INTERNAL, 0, NODE, sub_op_reap, P(), NOF},
     /* push sessions (node/push.c) */
     {"subscribe", OPS_SESSION, 0, OPS_NODE_SUBSCRIBE, NULL, P(ON(SUBSCRIBE, "topic")), NOF},
     {"credit", OPS_SESSION, 0, OPS_NODE_CREDIT, NULL, P(ON(SUBSCRIBE, "topic")), NOF},
@@ -114,6 +123,11 @@ static const ops_row_t rows[] = {
     {"user.revoke", OPS_WRITE, 0, NODE, user_op_revoke, P(HUB(ADMIN)), F("name verb pattern")},
     /* membership (node/cluster.c) */
     {"cluster.status", OPS_CLUSTER, 0, OPS_NODE_CLUSTER_STATUS, NULL, P(), NOF},
+    /* answered like ping once the check passed: may this identity read /metrics? */
+    {"monitor.check", OPS_LOCAL, 0, OPS_NODE_PING, NULL, P(HUB(MONITOR)), NOF},
+    /* the leader's sessions and consumers (node/hub.c) */
+    {"connection.list", OPS_LOCAL, 0, OPS_NODE_CONNECTION_LIST, NULL, P(HUB(MONITOR)), NOF},
+    {"consumer.list", OPS_LOCAL, 0, OPS_NODE_CONSUMER_LIST, NULL, P(HUB(MONITOR)), NOF},
     {"cluster.add", OPS_CLUSTER, 0, OPS_NODE_CLUSTER_ADD, NULL, P(HUB(ADMIN)), NOF},
     {"cluster.remove", OPS_CLUSTER, 0, OPS_NODE_CLUSTER_REMOVE, NULL, P(HUB(ADMIN)), NOF},
     {"cluster.transfer", OPS_CLUSTER, 0, OPS_NODE_CLUSTER_TRANSFER, NULL, P(HUB(ADMIN)), NOF},

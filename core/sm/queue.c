@@ -3,7 +3,8 @@
  *
  * State lives in the store (docs/architecture.md "Key layout"):
  *   #qid                      next queue id (u64be)
- *   Q<name>                   queue record: id, attrs, next_seq, counters
+ *   Q<name>                   queue record: id, attrs, next_seq, counters,
+ *                             created_at, modified_at
  *   M<qid be64><seq be64>     message record (small msgpack array, see msg_pack)
  *   B<qid be64><seq be64>     message body (none when the record refers
  *                             to a topic message's body: see "Shared bodies")
@@ -34,6 +35,11 @@
  * queue.list pages in O(log n)), by id in a hash map, and in id order in a
  * doubly linked list (a new queue has the highest id: appended; rebuild
  * sorts once).
+ *
+ * Operators: queue.peek (a read) and queue.redrive (a write) walk a queue's
+ * records in seq order from a cursor, a bounded number per call (walk_queue);
+ * a dead-letter move records the source queue in the attr
+ * mqhub.source_queue, where redrive takes the message back (move_msg).
  *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
  * a handler here, one line in fsm.c's op table. Iterate queues only through
@@ -84,6 +90,7 @@ typedef struct queue {
     char name[MQHUB_NAME_MAX + 1];
     size_t nlen;
     uint64_t id, next_seq;
+    uint64_t created_at, modified_at; /* entry clock, ms */
     struct attrs a;
     struct stats s;
     heap_t ready;      /* u64 seqs (ordered: group heads) */
@@ -197,6 +204,10 @@ static void qrec_key(unsigned char *k, const queue_t *q)
     memcpy(k + 1, q->name, q->nlen);
 }
 
+/* Items of a Q record: 19 before created_at and modified_at. */
+#define QREC_N 21
+#define QREC_N_V1 19
+
 static void queue_save(queues_t *qs, queue_t *q)
 {
     msgpack_sbuffer sb;
@@ -206,7 +217,7 @@ static void queue_save(queues_t *qs, queue_t *q)
     const struct stats *s = &q->s;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 19);
+    msgpack_pack_array(&pk, QREC_N);
     uint64_t nums[] = {q->id, q->next_seq, a->visibility_timeout, a->polling_wait,
                        a->max_msg_size, a->retention, a->rewind_window, a->max_backlog,
                        a->delay, a->dlq_max, s->ready, s->inflight, s->delayed, s->retained,
@@ -218,6 +229,8 @@ static void queue_save(queues_t *qs, queue_t *q)
         msgpack_pack_true(&pk);
     else
         msgpack_pack_false(&pk);
+    msgpack_pack_uint64(&pk, q->created_at);
+    msgpack_pack_uint64(&pk, q->modified_at);
     qrec_key(k, q);
     qput(qs, k, 1 + q->nlen, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -230,9 +243,17 @@ static int queue_decode(queue_t *q, const char *v, size_t vl)
     int rc = MQHUB_EINTERNAL;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 19)
+        u.data.type != MSGPACK_OBJECT_ARRAY ||
+        (u.data.via.array.size != QREC_N && u.data.via.array.size != QREC_N_V1))
         goto out;
     const msgpack_object *o = u.data.via.array.ptr;
+    if (u.data.via.array.size == QREC_N) {
+        if (o[19].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            o[20].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            goto out;
+        q->created_at = o[19].via.u64;
+        q->modified_at = o[20].via.u64;
+    }
     for (int i = 0; i < 17; i++) {
         if (o[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             goto out;
@@ -931,6 +952,7 @@ int queue_op_create(cmd_t *c)
     q->id = qs->next_qid++;
     q->next_seq = 1;
     q->a = a;
+    q->created_at = q->modified_at = c->now;
     if (queue_link(qs, q) != 0) {
         queue_destroy(q);
         return cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
@@ -1186,6 +1208,7 @@ int queue_op_set(cmd_t *c)
     if ((rc = attrs_parse(qs, c, &a, q->name, q->nlen, true)))
         return rc;
     q->a = a;
+    q->modified_at = c->now;
     mark_dirty(qs, q);
     return 0;
 }
@@ -1251,6 +1274,8 @@ int queue_op_get(cmd_t *c)
     cmd_reply_key(c, "attrs");
     pack_attrs(c->pk, &q->a, qs->hook_name ? qs->hook_name(qs->gate_arg, true, q->name, q->nlen)
                                            : NULL);
+    cmd_reply_uint(c, "created_at", q->created_at);
+    cmd_reply_uint(c, "modified_at", q->modified_at);
     cmd_reply_key(c, "stats");
     msgpack_pack_map(c->pk, 8);
     cmd_pack_kv_uint(c->pk, "ready", q->s.ready);
@@ -1613,27 +1638,84 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
     store_free(body);
 }
 
-/* Move @m (READY, taken off the indexes) to queue @t with a new seq; the
- * msg_id, body (a shared body's reference moves along), attrs and group stay. */
-static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
+/* The attr a dead-letter move adds: the queue the message came from, where
+ * queue.redrive takes it back (and removes the attr again). */
+#define SOURCE_ATTR "mqhub.source_queue"
+#define SOURCE_ATTR_LEN (sizeof(SOURCE_ATTR) - 1)
+
+static bool is_source_attr(const msgpack_object *k)
+{
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == SOURCE_ATTR_LEN &&
+           memcmp(k->via.str.ptr, SOURCE_ATTR, SOURCE_ATTR_LEN) == 0;
+}
+
+/* @attrs (NIL or a map) without SOURCE_ATTR, plus SOURCE_ATTR = @src when
+ * @src is not NULL, packed into @sb and unpacked into @u (its strings point
+ * into @sb: the caller destroys both after use). An empty result is NIL, as
+ * a message sent without attrs has. */
+static const msgpack_object *attrs_with_source(msgpack_sbuffer *sb, msgpack_unpacked *u,
+                                               const msgpack_object *attrs, const char *src,
+                                               size_t srclen)
+{
+    msgpack_packer pk;
+    uint32_t n = src != NULL;
+    bool is_map = attrs->type == MSGPACK_OBJECT_MAP;
+    for (uint32_t i = 0; is_map && i < attrs->via.map.size; i++)
+        n += !is_source_attr(&attrs->via.map.ptr[i].key);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    if (n == 0)
+        msgpack_pack_nil(&pk);
+    else
+        msgpack_pack_map(&pk, n);
+    for (uint32_t i = 0; is_map && i < attrs->via.map.size; i++) {
+        const msgpack_object_kv *kv = &attrs->via.map.ptr[i];
+        if (is_source_attr(&kv->key))
+            continue;
+        msgpack_pack_object(&pk, kv->key);
+        msgpack_pack_object(&pk, kv->val);
+    }
+    if (src != NULL)
+        cmd_pack_kv_str(&pk, SOURCE_ATTR, src, srclen);
+    msgpack_unpacked_init(u);
+    msgpack_unpack_next(u, sb->data, sb->size, NULL);
+    return &u->data;
+}
+
+/* Move @m (READY, taken off the indexes) to queue @t with a new seq and
+ * receive_count 0; the msg_id, body (a shared body's reference moves along),
+ * attrs and group stay. The attrs gain SOURCE_ATTR = @src (a dead-letter
+ * move) or lose it (@src NULL: a redrive). */
+static void move_msg(queues_t *qs, queue_t *q, struct msg *m, queue_t *t, const char *src,
+                     size_t srclen)
 {
     unsigned char k[KEY_LEN];
     size_t blen = 0;
     char *body = NULL;
     struct msg nm = {.raw = NULL};
+    msgpack_sbuffer sb;
+    msgpack_unpacked u;
     if (!m->has_ref) {
         store_key_id_seq(k, 'B', q->id, m->seq);
         body = store_get(qs->st, k, KEY_LEN, &blen);
     }
     memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
     nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
-    nm.attrs = m->attrs;
+    nm.attrs = *attrs_with_source(&sb, &u, &m->attrs, src, srclen);
     nm.tags = m->tags;
     nm.has_ref = m->has_ref, nm.ref_tid = m->ref_tid, nm.ref_seq = m->ref_seq;
     enqueue(qs, t, &nm, body ? body : "", blen, 0);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
     store_free(body);
     set_state(qs, q, m, -1);
     msg_remove(qs, q, m, true);
+}
+
+/* A dead-letter move of @m from @q to @t, recording @q as its source. */
+static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
+{
+    move_msg(qs, q, m, t, q->name, q->nlen);
 }
 
 /* The bytes a receive reply may hold: it must fit the default frame limit
@@ -1904,6 +1986,253 @@ int queue_op_rewind(cmd_t *c)
     }
     heap_free(&r.seqs);
     cmd_reply_uint(c, "rewound", r.count);
+    return 0;
+}
+
+/* ---- peek and redrive: bounded walks over a queue's records ---- */
+
+/* Records of a queue a peek looks at, at most (a huge queue of locked or
+ * retained messages does not hold the loop: the reply's `next` goes on). */
+#define PEEK_SCAN 4096
+#define REDRIVE_DEFAULT 1000
+#define REDRIVE_MAX 10000
+
+/* A walk over M<qid> records from a seq on: the READY ones it gathers (up
+ * to @want) among at most @budget records, and where a next walk goes on. */
+struct walk {
+    body_seqs_t ready;
+    size_t want, budget, seen;
+    uint64_t next; /* the seq after the last record looked at */
+    bool more;     /* the walk stopped before the queue's end */
+};
+
+static int walk_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct walk *w = arg;
+    struct msg m = {.raw = NULL};
+    uint64_t seq = store_be64_get((const unsigned char *)k + 9);
+    (void)kl;
+    if (w->seen == w->budget || w->ready.n == w->want) {
+        w->more = true;
+        return 1;
+    }
+    w->seen++;
+    w->next = seq + 1;
+    if (msg_decode(&m, seq, v, vl) == 0 && m.st == MS_READY && body_seqs_push(&w->ready, k))
+        w->more = true;
+    msg_free(&m);
+    return w->more;
+}
+
+/* Walk @q from seq @from (purged seqs skipped). */
+static void walk_queue(queues_t *qs, const queue_t *q, uint64_t from, struct walk *w)
+{
+    unsigned char k[KEY_LEN];
+    w->next = from > q->floor ? from : q->floor;
+    store_key_id_seq(k, 'M', q->id, w->next);
+    store_scan(qs->st, k, 9, k, KEY_LEN, walk_visit, w);
+}
+
+/* Field 'from' of a peek or redrive: a seq, or a msg_id this queue gave
+ * ("<qid>-<seq>", hex) standing for its seq. */
+static int arg_from(cmd_t *c, const queue_t *q, uint64_t *from)
+{
+    const msgpack_object *v = mp_map_get(c->req, "from");
+    char id[48], *dash, *end = NULL;
+    unsigned long long qid = 0, seq = 0;
+    if (!v || v->type != MSGPACK_OBJECT_STR)
+        return cmd_arg_uint(c, c->req, "from", 0, UINT64_MAX, from);
+    snprintf(id, sizeof id, "%.*s", (int)(v->via.str.size < sizeof id ? v->via.str.size : 0),
+             v->via.str.ptr);
+    dash = strchr(id, '-');
+    if (dash && dash > id && strspn(id, "0123456789abcdef-") == strlen(id)) {
+        qid = strtoull(id, NULL, 16);
+        seq = strtoull(dash + 1, &end, 16);
+    }
+    if (!end || end == dash + 1 || *end != '\0' || qid != q->id)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'from': '%.*s' is not a msg_id queue '%s' gave; give the seq "
+                        "(a message moved here keeps the msg_id of the queue it came from)",
+                        (int)(v->via.str.size > 64 ? 64 : v->via.str.size), v->via.str.ptr,
+                        q->name);
+    *from = seq;
+    return 0;
+}
+
+/* One message of a peek: as receive packs it, without a receipt. */
+static void pack_peeked(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
+{
+    size_t blen = 0;
+    char *body = msg_body(qs, q, m, &blen);
+    bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
+    msgpack_pack_map(pk, 8 + m->has_group + tags);
+    cmd_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
+    cmd_pack_kv_uint(pk, "seq", m->seq);
+    mp_pack_str(pk, "body", 4);
+    msgpack_pack_bin(pk, blen);
+    msgpack_pack_bin_body(pk, body ? body : "", blen);
+    mp_pack_str(pk, "attrs", 5);
+    if (m->attrs.type == MSGPACK_OBJECT_MAP)
+        msgpack_pack_object(pk, m->attrs);
+    else
+        msgpack_pack_map(pk, 0);
+    if (m->has_group)
+        cmd_pack_kv_str(pk, "group", m->group, m->glen);
+    if (tags) {
+        mp_pack_str(pk, "tags", 4);
+        msgpack_pack_object(pk, m->tags);
+    }
+    cmd_pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
+    cmd_pack_kv_uint(pk, "first_received_at", m->first_received_at);
+    cmd_pack_kv_uint(pk, "receive_count", m->rc);
+    cmd_pack_kv_str(pk, "state", "ready", 5);
+    store_free(body);
+}
+
+/* queue.peek {queue, max?, from?}: a read. The READY messages from seq
+ * `from` on, in seq order, unlocked and uncounted; `next` tells where a
+ * following peek goes on when this one stopped early (max, PEEK_SCAN, or
+ * the reply's size). */
+int queue_op_peek(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q;
+    uint64_t max = 1, from = 0;
+    struct walk w = {.budget = PEEK_SCAN};
+    size_t bytes = 0, n = 0;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int rc = arg_queue(qs, c, "queue", &q);
+    if (rc || (rc = cmd_arg_uint(c, c->req, "max", 1, MQHUB_RECEIVE_MAX, &max)) ||
+        (rc = arg_from(c, q, &from)) || !c->pk)
+        return rc;
+    w.want = (size_t)max;
+    walk_queue(qs, q, from, &w);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (; n < w.ready.n; n++) {
+        struct msg m;
+        if (msg_load(qs, q, w.ready.v[n], &m) != 0) {
+            msg_free(&m);
+            continue;
+        }
+        /* Stop before the reply outgrows a frame (one message at least). */
+        size_t size = msg_reply_size(qs, q, &m);
+        if (n > 0 && bytes + size > RECEIVE_REPLY_MAX) {
+            msg_free(&m);
+            w.next = w.ready.v[n];
+            w.more = true;
+            break;
+        }
+        bytes += size;
+        pack_peeked(qs, &pk, q, &m);
+        msg_free(&m);
+    }
+    cmd_reply_key(c, "msgs");
+    msgpack_pack_array(c->pk, (uint32_t)n);
+    c->pk->callback(c->pk->data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (w.more)
+        cmd_reply_uint(c, "next", w.next);
+    free(w.ready.v);
+    return 0;
+}
+
+/* Whether some queue names @q as its dead-letter queue (the id-ordered
+ * list: the same answer on every node). */
+static bool is_dead_letter_queue(queues_t *qs, const queue_t *q)
+{
+    for (const queue_t *s = qs->first; s; s = s->next)
+        if (strcmp(s->a.dlq, q->name) == 0)
+            return true;
+    return false;
+}
+
+/* Where a redrive of @m out of DLQ @q goes: @to, or the source queue its
+ * dead-letter move recorded while that queue exists and still names @q as
+ * its dead-letter queue; NULL: the message stays. */
+static queue_t *redrive_target(queues_t *qs, const queue_t *q, const struct msg *m, queue_t *to)
+{
+    queue_t *t;
+    if (to)
+        return to;
+    for (uint32_t i = 0; m->attrs.type == MSGPACK_OBJECT_MAP && i < m->attrs.via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->attrs.via.map.ptr[i];
+        if (!is_source_attr(&kv->key) || kv->val.type != MSGPACK_OBJECT_STR)
+            continue;
+        t = queue_find(qs, kv->val.via.str.ptr, kv->val.via.str.size);
+        return t && t != q && strcmp(t->a.dlq, q->name) == 0 ? t : NULL;
+    }
+    return NULL;
+}
+
+/* Take READY @m off @q's ready index for a move. An ordered queue gives up
+ * only its groups' heads (a message behind one that stays stays too, so
+ * each group keeps its order); false: @m stays. */
+static bool redrive_take(queue_t *q, const struct msg *m, struct group **gp)
+{
+    const uint64_t *top;
+    struct group *g;
+    *gp = NULL;
+    if (!q->a.ordered)
+        return true; /* its entry in q->ready is skipped once the record is gone */
+    g = group_get(q, m, false);
+    if (!g || !(top = heap_top(&g->ready)) || *top != m->seq)
+        return false;
+    heap_pop(&g->ready, NULL);
+    if (g->listed == m->seq) {
+        g->listed = 0;
+        q->n_listed--;
+    }
+    *gp = g;
+    return true;
+}
+
+/* queue.redrive {queue, to?, max?, from?}: move up to `max` READY messages
+ * of dead-letter queue `queue`, in seq order, back to their source queues
+ * (or to `to`), as new messages there (receive_count 0). Looks at `max`
+ * records at most; `next` tells where the next command goes on. */
+int queue_op_redrive(cmd_t *c)
+{
+    queues_t *qs = c->qs;
+    queue_t *q, *to = NULL;
+    uint64_t max = REDRIVE_DEFAULT, from = 0, moved = 0, kept = 0;
+    struct walk w = {.budget = 0};
+    int rc = arg_queue(qs, c, "queue", &q);
+    if (rc || (mp_map_get(c->req, "to") && (rc = arg_queue(qs, c, "to", &to))) ||
+        (rc = cmd_arg_uint(c, c->req, "max", 1, REDRIVE_MAX, &max)) ||
+        (rc = arg_from(c, q, &from)))
+        return rc;
+    if (to == q)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'to': queue '%s' is the queue redriven",
+                        q->name);
+    if (!to && !is_dead_letter_queue(qs, q))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "queue '%s' is no queue's dead-letter queue (attrs.dead_letter); give "
+                        "'to' to move its messages to a queue", q->name);
+    w.want = w.budget = (size_t)max;
+    walk_queue(qs, q, from, &w);
+    for (size_t i = 0; i < w.ready.n; i++) {
+        struct msg m;
+        struct group *g;
+        queue_t *t;
+        if (msg_load(qs, q, w.ready.v[i], &m) == 0 && m.st == MS_READY &&
+            (t = redrive_target(qs, q, &m, to)) && redrive_take(q, &m, &g)) {
+            move_msg(qs, q, &m, t, NULL, 0);
+            if (g)
+                group_update(q, &m, g);
+            moved++;
+        } else {
+            kept++;
+        }
+        msg_free(&m);
+    }
+    free(w.ready.v);
+    cmd_reply_uint(c, "moved", moved);
+    cmd_reply_uint(c, "kept", kept);
+    cmd_reply_uint(c, "remaining", q->s.ready);
+    if (w.more)
+        cmd_reply_uint(c, "next", w.next);
     return 0;
 }
 

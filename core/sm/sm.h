@@ -158,6 +158,9 @@ enum ops_kind {
                                * before submitting (user.create) */
 #define OPS_F_SLICED 0x20u    /* a read that may run long (script.test): the hub
                                * runs it in slices, fsm_read_start() */
+#define OPS_F_OWNER 0x40u     /* with `ephemeral: true` the hub writes `owner`, the
+                               * session's (subscription.create); a client's is
+                               * dropped */
 
 /* Which node-side handler answers a row the state machine does not run. */
 enum ops_node {
@@ -171,6 +174,8 @@ enum ops_node {
     OPS_NODE_CLUSTER_ADD,
     OPS_NODE_CLUSTER_REMOVE,
     OPS_NODE_CLUSTER_TRANSFER,
+    OPS_NODE_CONNECTION_LIST, /* the leader's sessions (hub.c) */
+    OPS_NODE_CONSUMER_LIST,   /* its long polls and push consumers (hub.c) */
 };
 
 /* What a grant allows (docs/security.md "Permissions"). A row names the
@@ -186,6 +191,7 @@ enum ops_verb {
     OPS_V_MANAGE,   /* create, delete, set, purge, rewind */
     OPS_V_SCRIPT,   /* scripts and blocks */
     OPS_V_ADMIN,    /* cluster.*, user.* */
+    OPS_V_MONITOR,  /* read-only: metrics (on *), and seeing names (ANY); admin implies it */
 };
 /* The verb's wire name ("send"), "any" for OPS_V_ANY, "" for OPS_V_NONE. */
 const char *ops_verb_name(enum ops_verb v);
@@ -274,6 +280,12 @@ void fsm_user_hash(const char *token, size_t len, unsigned char out[FSM_USER_HAS
  * MQHUB_NAME_MAX + 1), or MQHUB_EUNAUTHORIZED. */
 int fsm_user_find(fsm_t *f, const unsigned char hash[FSM_USER_HASH_LEN], char *name,
                   size_t size);
+/* The token hash of the user named @name (@len bytes) into @hash: 0, or
+ * MQHUB_EUNAUTHORIZED when no such user exists. For sessions a plugin
+ * identified by name (hub.c, session_identify): looked up per request, so a
+ * deleted user loses them and one re-created under the name takes them. */
+int fsm_user_by_name(fsm_t *f, const char *name, size_t len,
+                     unsigned char hash[FSM_USER_HASH_LEN]);
 /* Whether the user of @hash holds @verb (OPS_V_ANY: any verb) on object
  * @obj ("*": the whole hub): 0, MQHUB_EFORBIDDEN, or MQHUB_EUNAUTHORIZED when
  * no user has that token any more (deleted). */

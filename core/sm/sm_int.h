@@ -126,6 +126,8 @@ int queue_op_delete(cmd_t *c);
 int queue_op_purge(cmd_t *c);
 int queue_op_set(cmd_t *c);
 int queue_op_rewind(cmd_t *c);
+int queue_op_peek(cmd_t *c);
+int queue_op_redrive(cmd_t *c);
 int queue_op_get(cmd_t *c);
 int queue_op_list(cmd_t *c);
 int queue_op_send(cmd_t *c);
@@ -256,12 +258,16 @@ int topic_op_tick(cmd_t *c);
  * internal op `sub.dead {topic, subscription, seq, attempts}` (the leader
  * gave up on a push message). */
 int sub_op_create(cmd_t *c);
+int sub_op_set(cmd_t *c);
 int sub_op_delete(cmd_t *c);
 int sub_op_get(cmd_t *c);
 int sub_op_list(cmd_t *c);
 int sub_op_rewind(cmd_t *c);
 int sub_op_ack(cmd_t *c);
 int sub_op_dead(cmd_t *c);
+/* The internal op `sub.reap {owner | keep}`: ephemeral subscriptions whose
+ * session is gone (hub.c proposes it). */
+int sub_op_reap(cmd_t *c);
 /* The push engine's reads: fsm_push_pending, fsm_push_is_pending and
  * fsm_push_retry of sm.h, with the same contracts. */
 int sub_push_pending(topics_t *ts, const char *topic, size_t tl, const char *sub, size_t sl,
@@ -362,6 +368,8 @@ int user_rebuild(users_t *us);
 bool user_sees(users_t *us, const unsigned char *hash, const char *name, size_t len);
 /* fsm_user_find, fsm_user_may, fsm_user_count of sm.h, on the table. */
 int user_find_by_hash(users_t *us, const unsigned char *hash, char *name, size_t size);
+/* fsm_user_by_name of sm.h, on the table. */
+int user_hash_by_name(users_t *us, const char *name, size_t len, unsigned char *hash);
 int user_may(users_t *us, const unsigned char *hash, enum ops_verb verb, const char *obj,
              size_t len);
 size_t user_count(users_t *us);

@@ -21,6 +21,15 @@
  * data) and store_drain() moves the overlay into the file DB a slice at a
  * time, so the loop never stops for long; store_thaw() does both at once.
  *
+ * Leaf cache: Kyoto Cabinet's TreeDB bounds its page cache by the bytes of
+ * the records it holds; a leaf emptied by removals is only marked dead and
+ * stays in the cache (about 680 bytes each, counted as 8) until the cache
+ * passes that bound, which a small live set under queue churn never does. So
+ * every STORE_FLUSH_REMOVALS removals (store_del, store_del_prefix, a drain's
+ * tombstones) the unfrozen store flushes the cache (flush_dead_leaves):
+ * dirty leaves are written to the file DB, dead ones dropped, memory freed.
+ * docs/architecture.md "Memory"; tests/unit/store_cache_test.c.
+ *
  * Snapshot stream: "MQS1" then, per record in key order,
  *   u32be key_len, u32be value_len, key, value
  * in raft_malloc'ed chunks of up to STORE_CHUNK bytes (a record never spans two
@@ -31,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <kclangc.h>
 #include <openssl/evp.h>
@@ -39,6 +49,19 @@
 
 #define STORE_MAGIC "MQS1"
 #define STORE_CHUNK ((size_t)64 << 20)
+/* Writes between two leaf-cache flushes, counted in bytes: a put its key and
+ * value plus STORE_PUT_COST (the leaf it dirties), a removal
+ * STORE_REMOVAL_COST (a dead leaf at most: 16,384 removals, ~10 MiB of dead
+ * leaves, make one budget). The budget bounds what a flush has to write, so
+ * that one flush stays within a few ms on the loop. */
+#define STORE_FLUSH_BUDGET ((uint64_t)1 << 20)
+#define STORE_PUT_COST 256
+#define STORE_REMOVAL_COST 64
+/* The leaf cache's bound (KC's pccap; its default is 64 MiB): the most a
+ * flush has to write (~100 ms for 16 MiB of dirty leaves, ~260 ms for 64) and
+ * the cache's share of RSS. A larger one measured no faster (benchmarks.md:
+ * the OS page cache holds the file). */
+#define STORE_PAGE_CACHE ((size_t)16 << 20)
 
 struct store {
     KCDB *db;      /* the file DB */
@@ -47,6 +70,7 @@ struct store {
     char *last;    /* frozen: the last key of the file DB (NULL: empty) */
     size_t last_len;
     uint64_t writes; /* store_put and store_del calls (store_writes) */
+    uint64_t dirtied; /* write budget spent since the last flush_leaf_cache */
 };
 
 #define TAG_VALUE 'V'
@@ -61,7 +85,7 @@ int store_open(store_t **out, const char *path, char *errmsg, size_t errlen)
         return MQHUB_EINTERNAL;
     }
     char *spec = NULL;
-    if (asprintf(&spec, "%s#type=kct", path) < 0)
+    if (asprintf(&spec, "%s#type=kct#pccap=%zu", path, STORE_PAGE_CACHE) < 0)
         spec = NULL;
     if (!spec || !kcdbopen(s->db, spec, KCOWRITER | KCOCREATE | KCOTRUNCATE)) {
         snprintf(errmsg, errlen, "store %s: %s", path, spec ? kcdbemsg(s->db) : "out of memory");
@@ -95,6 +119,26 @@ void store_close(store_t *s)
     free(s);
 }
 
+/* ---- the leaf cache ---- */
+
+/* @bytes more of the write budget spent on the file DB: past
+ * STORE_FLUSH_BUDGET, flush the leaf cache (never while frozen: the dump
+ * reads the file DB then). */
+static void flush_leaf_cache(store_t *s, uint64_t bytes)
+{
+    s->dirtied += bytes;
+    if (s->frozen || s->dirtied < STORE_FLUSH_BUDGET)
+        return;
+    s->dirtied = 0;
+    struct timespec ta, tb;
+    clock_gettime(CLOCK_MONOTONIC, &ta);
+    if (!kcdbsync(s->db, false, NULL, NULL))
+        log_warn("store", "leaf cache flush: %s", kcdbemsg(s->db));
+    clock_gettime(CLOCK_MONOTONIC, &tb);
+    double ms = (tb.tv_sec - ta.tv_sec) * 1e3 + (tb.tv_nsec - ta.tv_nsec) / 1e6;
+    if (ms >= 3) log_warn("store", "H10TMP flush %.1f ms", ms);
+}
+
 /* ---- frozen mode ---- */
 
 bool store_frozen(const store_t *s)
@@ -105,6 +149,7 @@ bool store_frozen(const store_t *s)
 int64_t store_drain(store_t *s, size_t max)
 {
     int rc = 0;
+    uint64_t removed = 0, written = 0;
     if (!s->ov)
         return 0;
     if (s->frozen)
@@ -117,6 +162,8 @@ int64_t store_drain(store_t *s, size_t max)
         char *k = kccurget(cur, &kl, &v, &vl, 0);
         if (!k)
             break;
+        removed += v[0] != TAG_VALUE;
+        written += v[0] == TAG_VALUE ? kl + vl - 1 + STORE_PUT_COST : 0;
         bool ok = v[0] == TAG_VALUE ? kcdbset(s->db, k, kl, v + 1, vl - 1)
                                     : kcdbremove(s->db, k, kl) || kcdbecode(s->db) == KCENOREC;
         kcfree(k);
@@ -128,6 +175,7 @@ int64_t store_drain(store_t *s, size_t max)
             break;
     }
     kccurdel(cur);
+    flush_leaf_cache(s, removed * STORE_REMOVAL_COST + written);
     int64_t left = kcdbcount(s->ov);
     if (left <= 0)
         drop_overlay(s);
@@ -215,6 +263,7 @@ int store_put(store_t *s, const void *k, size_t kl, const void *v, size_t vl)
         return overlay_set(s, k, kl, v, vl);
     if (kcdbset(s->db, k, kl, v, vl)) {
         overlay_forget(s, k, kl);
+        flush_leaf_cache(s, kl + vl + STORE_PUT_COST);
         return 0;
     }
     log_error("store", "put: %s", kcdbemsg(s->db));
@@ -256,8 +305,12 @@ void store_free(void *p)
 int store_del(store_t *s, const void *k, size_t kl)
 {
     s->writes++;
-    if (!s->ov)
-        return kcdbremove(s->db, k, kl) ? 0 : MQHUB_ENOT_FOUND;
+    if (!s->ov) {
+        if (!kcdbremove(s->db, k, kl))
+            return MQHUB_ENOT_FOUND;
+        flush_leaf_cache(s, STORE_REMOVAL_COST);
+        return 0;
+    }
     size_t vl;
     void *v = store_get(s, k, kl, &vl);
     if (!v)
@@ -265,7 +318,8 @@ int store_del(store_t *s, const void *k, size_t kl)
     kcfree(v);
     if (s->frozen)
         return overlay_set(s, k, kl, NULL, 0);
-    kcdbremove(s->db, k, kl); /* absent there when only the overlay had it */
+    if (kcdbremove(s->db, k, kl)) /* absent there when only the overlay had it */
+        flush_leaf_cache(s, STORE_REMOVAL_COST);
     overlay_forget(s, k, kl);
     return 0;
 }
@@ -424,13 +478,8 @@ int64_t store_del_prefix(store_t *s, const void *prefix, size_t pl)
     }
     kccurdel(cur);
     s->writes += (uint64_t)n;
+    flush_leaf_cache(s, (uint64_t)n * STORE_REMOVAL_COST);
     return n;
-}
-
-static int count_record(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    ++*(int64_t *)arg;
-    return 0;
 }
 
 uint64_t store_writes(const store_t *s)
@@ -438,12 +487,26 @@ uint64_t store_writes(const store_t *s)
     return s->writes;
 }
 
+/* The file DB's count corrected by the overlay (a value for a key the file
+ * DB lacks adds one, a tombstone for a key it has takes one): O(overlay), not
+ * O(store), so cluster.status {records} stays cheap during a snapshot. */
 int64_t store_count(store_t *s)
 {
-    int64_t n = 0;
+    int64_t n = kcdbcount(s->db);
     if (!s->ov)
-        return kcdbcount(s->db);
-    store_scan(s, "", 0, NULL, 0, count_record, &n); /* rare: tests and stats */
+        return n;
+    KCCUR *cur = kcdbcursor(s->ov);
+    if (kccurjump(cur)) {
+        size_t kl, vl;
+        const char *v;
+        char *k;
+        while ((k = kccurget(cur, &kl, &v, &vl, 1)) != NULL) {
+            bool in_file = kcdbcheck(s->db, k, kl) >= 0;
+            n += v[0] == TAG_VALUE ? !in_file : -(int64_t)in_file;
+            kcfree(k);
+        }
+    }
+    kccurdel(cur);
     return n;
 }
 

@@ -1,5 +1,5 @@
 /* subscription.c: the subscriptions of topics — PROTOCOL.md "Topics". Called
- * by fsm.c (handlers sub_op_*: subscription.create/delete/get/list/rewind,
+ * by fsm.c (handlers sub_op_*: subscription.create/set/delete/get/list/rewind,
  * ack, and the internal op `sub.dead {topic, subscription, seq, attempts}`
  * the leader proposes when it gave up on a push message), by topic.c
  * (fan-out, retention, rebuild, end of entry: topic_int.h), and by the push
@@ -12,17 +12,27 @@
  * refers to the retained message's body (queue_append_ref; the references
  * are added to the body's count once per message, body.c). A push endpoint
  * gets a pending entry (sub, seq) that the leader's push engine delivers and
- * that `ack`, `sub.dead` or retention removes. A failed delivery (queue full
+ * that `ack`, `sub.dead` or retention removes. An http endpoint ({http: url,
+ * format}) is a push endpoint whose pending messages a delivery plugin
+ * (plugins/webhook) pushes to the URL; it finds them with the cross-topic
+ * `subscription.list {endpoint: "http"}`. A failed delivery (queue full
  * or gone, script error) is counted in the subscription's stats, never
  * dropped silently, and never fails the publish. `from` at create and
  * subscription.rewind replay retained messages through the same path.
+ * subscription.set replaces the config in place (sub_op_set): the pending set
+ * and the stats stay, the next offer uses the new filters. An ephemeral push
+ * subscription carries the owner the node wrote (its session, in the S record
+ * after modified_at) and goes with `sub.reap` (sub_op_reap).
  *
  * State in the store (docs/architecture.md "Key layout"):
  *   #sid                      next subscription id (u64be)
  *   S<tid be64><name>         subscription record (sub_save): id, its
- *                             canonical config (bin), stats
+ *                             canonical config (bin), stats, created_at,
+ *                             modified_at
  *   W<sid be64><seq be64>     a pending message of a push subscription
- * In memory: each topic's subscriptions in name order (topic_t.subs).
+ * In memory: each topic's subscriptions in name order (topic_t.subs), and
+ * the http ones of every topic in an ordered map (ts->http_subs, key
+ * "topic\0name": topic then name order) for the cross-topic listing.
  *
  * Start reading at sub_fan_out() and sub_op_create(). To add a filter kind: a
  * field in the config (config_pack/sub_bind, CF_*) and a clause in
@@ -38,8 +48,17 @@
 
 /* Indexes into the canonical subscription config (config_pack). */
 enum { CF_QUEUE, CF_TAGS, CF_BINDINGS, CF_SCRIPT, CF_EXP, CF_ATTEMPTS, CF_INTERVAL,
-       CF_MAX_INTERVAL, CF_DLQ, CF_FROM, CF_FROM_TIME, CF_SKIP_ON_ERROR, CF_N };
+       CF_MAX_INTERVAL, CF_DLQ, CF_FROM, CF_FROM_TIME, CF_SKIP_ON_ERROR, CF_HTTP, CF_FORMAT,
+       CF_N };
+/* A config saved before http endpoints ends at CF_HTTP (sub_bind). */
+#define CF_N_V1 CF_HTTP
 enum { FROM_LATEST, FROM_EARLIEST, FROM_TIME };
+enum { FORMAT_JSON, FORMAT_SIMPLIFIED }; /* CF_FORMAT of an http endpoint */
+#define SREC_N 14 /* items of an S record (12 before created_at, modified_at) */
+/* An ephemeral subscription's S record has one more item: its owner. */
+#define SREC_N_OWNED (SREC_N + 1)
+#define OWNER_MAX 64     /* bytes of an owner ("<node>.<boot>.<session>", hub.c) */
+#define EPHEMERAL_MAX 64 /* ephemeral subscriptions one owner may hold */
 
 struct sstats {
     uint64_t matched_total, failed_total, pending, acked_total, dead_lettered_total,
@@ -51,13 +70,15 @@ struct sstats {
 struct sub {
     char name[MQHUB_NAME_MAX + 1];
     size_t nlen;
-    uint64_t id;
+    uint64_t id, created_at, modified_at; /* entry clock, ms */
     topic_t *t;
     char *cfg;                 /* canonical config, owned */
     size_t cfg_len;
     msgpack_unpacked cu;       /* cfg decoded; cf points into it */
     const msgpack_object *cf;  /* CF_N items */
     struct sstats s;
+    char owner[OWNER_MAX + 1]; /* ephemeral: the session owning it; "" durable */
+    size_t olen;
     bool dirty, woke;
     sub_t *next;               /* name order */
     sub_t *dirty_next;
@@ -108,7 +129,7 @@ static void sub_save(topics_t *ts, sub_t *s)
                        x->dead_lettered_total, x->dropped_total, x->expired_total, x->last_at};
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 12);
+    msgpack_pack_array(&pk, s->olen ? SREC_N_OWNED : SREC_N);
     msgpack_pack_uint64(&pk, s->id);
     msgpack_pack_bin(&pk, s->cfg_len);
     msgpack_pack_bin_body(&pk, s->cfg, s->cfg_len);
@@ -116,11 +137,33 @@ static void sub_save(topics_t *ts, sub_t *s)
         msgpack_pack_uint64(&pk, nums[i]);
     mp_pack_str(&pk, x->last_code, strlen(x->last_code));
     mp_pack_str(&pk, x->last_error, strlen(x->last_error));
+    msgpack_pack_uint64(&pk, s->created_at);
+    msgpack_pack_uint64(&pk, s->modified_at);
+    if (s->olen)
+        mp_pack_str(&pk, s->owner, s->olen);
     k[0] = 'S';
     store_be64_put(k + 1, s->t->id);
     memcpy(k + 9, s->name, s->nlen);
     topic_put(ts, k, 9 + s->nlen, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* A config of CF_N_V1 items (saved before http endpoints) with no URL and
+ * the json format appended: the config such a subscription has today, in a
+ * new malloc'ed buffer (NULL when out of memory). */
+static char *cfg_upgrade(const msgpack_object *old, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, CF_N);
+    for (uint32_t i = 0; i < CF_N_V1; i++)
+        msgpack_pack_object(&pk, old->via.array.ptr[i]);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_uint8(&pk, FORMAT_JSON);
+    *len = sb.size;
+    return msgpack_sbuffer_release(&sb);
 }
 
 /* Take ownership of @cfg (malloc'ed) and point s->cf into it. */
@@ -130,7 +173,16 @@ static int sub_bind(sub_t *s, char *cfg, size_t len)
     s->cfg_len = len;
     msgpack_unpacked_init(&s->cu);
     if (msgpack_unpack_next(&s->cu, cfg, len, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        s->cu.data.type != MSGPACK_OBJECT_ARRAY || s->cu.data.via.array.size != CF_N)
+        s->cu.data.type != MSGPACK_OBJECT_ARRAY)
+        return MQHUB_EINTERNAL;
+    if (s->cu.data.via.array.size == CF_N_V1) {
+        char *up = cfg_upgrade(&s->cu.data, &len);
+        msgpack_unpacked_destroy(&s->cu);
+        free(s->cfg);
+        s->cfg = NULL;
+        return up ? sub_bind(s, up, len) : MQHUB_EINTERNAL;
+    }
+    if (s->cu.data.via.array.size != CF_N)
         return MQHUB_EINTERNAL;
     s->cf = s->cu.data.via.array.ptr;
     return 0;
@@ -143,9 +195,25 @@ static int sub_decode(sub_t *s, const char *v, size_t vl)
     int rc = MQHUB_EINTERNAL;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 12)
+        u.data.type != MSGPACK_OBJECT_ARRAY ||
+        (u.data.via.array.size != 12 && u.data.via.array.size != SREC_N &&
+         u.data.via.array.size != SREC_N_OWNED))
         goto out;
     const msgpack_object *o = u.data.via.array.ptr;
+    if (u.data.via.array.size == SREC_N_OWNED) {
+        if (o[SREC_N].type != MSGPACK_OBJECT_STR || o[SREC_N].via.str.size == 0 ||
+            o[SREC_N].via.str.size > OWNER_MAX)
+            goto out;
+        copy_str(s->owner, sizeof(s->owner), &o[SREC_N]);
+        s->olen = o[SREC_N].via.str.size;
+    }
+    if (u.data.via.array.size >= SREC_N) {
+        if (o[12].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            o[13].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            goto out;
+        s->created_at = o[12].via.u64;
+        s->modified_at = o[13].via.u64;
+    }
     for (int i = 0; i < 8; i++) {
         if (o[2 + i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             goto out;
@@ -187,8 +255,33 @@ static void sub_destroy(sub_t *s)
     free(s);
 }
 
+/* The key of @s in ts->http_subs into @k: topic name, a 0 byte (which no
+ * name holds, so topic then name order), name; returns its length. */
+static size_t http_key(const sub_t *s, char k[2 * MQHUB_NAME_MAX + 1])
+{
+    memcpy(k, s->t->name, s->t->nlen);
+    k[s->t->nlen] = 0;
+    memcpy(k + s->t->nlen + 1, s->name, s->nlen);
+    return s->t->nlen + 1 + s->nlen;
+}
+
+static bool sub_is_http(const sub_t *s);
+
+/* Add @s (name, topic and config set) to ts->http_subs when it is an http
+ * subscription. 0, or MQHUB_EINTERNAL when out of memory. */
+static int http_index(topics_t *ts, sub_t *s)
+{
+    char k[2 * MQHUB_NAME_MAX + 1];
+    if (!sub_is_http(s))
+        return 0;
+    return omap_put(&ts->http_subs, k, http_key(s, k), s) == 0 ? 0 : MQHUB_EINTERNAL;
+}
+
 static void sub_unlink(topics_t *ts, sub_t *s)
 {
+    char k[2 * MQHUB_NAME_MAX + 1];
+    if (s->cf && sub_is_http(s))
+        omap_del(&ts->http_subs, k, http_key(s, k));
     for (sub_t **pp = &s->t->subs; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
@@ -227,12 +320,19 @@ static sub_t *sub_find(const topic_t *t, const char *name, size_t len)
     return NULL;
 }
 
+/* Push and http endpoints: a pending set the leader delivers. */
 static bool sub_is_push(const sub_t *s)
 {
     return s->cf[CF_QUEUE].type == MSGPACK_OBJECT_NIL;
 }
 
+static bool sub_is_http(const sub_t *s)
+{
+    return s->cf[CF_HTTP].type == MSGPACK_OBJECT_STR;
+}
+
 struct rebuild {
+    topics_t *ts;
     topic_t *t;
     sub_t *last; /* S records come in name order: each is appended here */
     int rc;
@@ -253,12 +353,16 @@ static int rebuild_sub(void *arg, const char *k, size_t kl, const char *v, size_
     s->t = r->t;
     *(r->last ? &r->last->next : &r->t->subs) = s;
     r->last = s;
+    if (http_index(r->ts, s) != 0) {
+        r->rc = MQHUB_EINTERNAL;
+        return 1;
+    }
     return 0;
 }
 
 int sub_rebuild(topics_t *ts, topic_t *t)
 {
-    struct rebuild r = {t, NULL, 0};
+    struct rebuild r = {ts, t, NULL, 0};
     unsigned char p[9];
     p[0] = 'S';
     store_be64_put(p + 1, t->id);
@@ -536,51 +640,166 @@ static int arg_from(cmd_t *c, int *kind, uint64_t *time)
                     "field 'from' must be \"latest\", \"earliest\" or a time (ms since epoch)");
 }
 
-/* The endpoint map: {queue: name} (the queue must exist) or {push: true}. */
-static int arg_endpoint(topics_t *ts, cmd_t *c, const char **q, size_t *ql)
+/* An endpoint: a queue name, an http URL, or neither (push). */
+struct endpoint {
+    const char *q, *url;
+    size_t ql, ul;
+    uint8_t format; /* FORMAT_*, http only */
+};
+
+/* endpoint.http: http:// or https:// and at least one byte more, at most
+ * MQHUB_SUB_URL_MAX bytes, no space or control character; endpoint.format:
+ * "json" (default) or "simplified". */
+static int arg_http(cmd_t *c, const msgpack_object *e, struct endpoint *ep)
+{
+    const msgpack_object *v = mp_map_get(e, "http");
+    const char *fmt;
+    size_t fl, n;
+    int rc;
+    if (v->type != MSGPACK_OBJECT_STR)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'endpoint.http' must be a string (an http:// or https:// URL)");
+    ep->url = v->via.str.ptr;
+    ep->ul = n = v->via.str.size;
+    if (n > MQHUB_SUB_URL_MAX)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'endpoint.http' holds %zu bytes, at most "
+                        "%d allowed", n, MQHUB_SUB_URL_MAX);
+    if (!(n > 7 && memcmp(ep->url, "http://", 7) == 0) &&
+        !(n > 8 && memcmp(ep->url, "https://", 8) == 0))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'endpoint.http' must start with http:// "
+                        "or https:// followed by a host");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)ep->url[i];
+        if (ch <= 0x20 || ch == 0x7f)
+            return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'endpoint.http' must not contain "
+                            "spaces or control characters (byte %zu is 0x%02x)", i, ch);
+    }
+    if ((rc = cmd_arg_str(c, e, "format", false, &fmt, &fl)))
+        return cmd_fail(c, rc, "field 'endpoint.format' must be \"json\" or \"simplified\"");
+    ep->format = FORMAT_JSON;
+    if (fmt && fl == 10 && memcmp(fmt, "simplified", 10) == 0)
+        ep->format = FORMAT_SIMPLIFIED;
+    else if (fmt && !(fl == 4 && memcmp(fmt, "json", 4) == 0))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'endpoint.format' must be \"json\" or \"simplified\"");
+    return 0;
+}
+
+/* The endpoint map: exactly one of {queue: name} (the queue must exist),
+ * {push: true} or {http: url, format?}. */
+static int arg_endpoint(topics_t *ts, cmd_t *c, struct endpoint *ep)
 {
     const msgpack_object *e = mp_map_get(c->req, "endpoint"), *push;
     int rc;
-    *q = NULL;
-    *ql = 0;
+    *ep = (struct endpoint){.format = FORMAT_JSON};
     if (!e || e->type != MSGPACK_OBJECT_MAP)
         goto bad;
+    push = mp_map_get(e, "push");
+    bool is_push = push && push->type == MSGPACK_OBJECT_BOOLEAN && push->via.boolean;
+    if ((mp_map_get(e, "queue") != NULL) + (mp_map_get(e, "http") != NULL) + is_push != 1)
+        goto bad;
+    if (mp_map_get(e, "http"))
+        return arg_http(c, e, ep);
     if (mp_map_get(e, "queue")) {
-        if ((rc = cmd_arg_name(c, e, "queue", q, ql)))
+        if ((rc = cmd_arg_name(c, e, "queue", &ep->q, &ep->ql)))
             return rc;
-        if (!queue_exists(ts->qs, *q, *ql))
-            return cmd_fail(c, MQHUB_ENOT_FOUND,
-                            "endpoint queue '%.*s' does not exist; create it first", (int)*ql, *q);
-        return 0;
+        if (!queue_exists(ts->qs, ep->q, ep->ql))
+            return cmd_fail(c, MQHUB_ENOT_FOUND, "endpoint queue '%.*s' does not exist; "
+                            "create it first", (int)ep->ql, ep->q);
     }
-    if ((push = mp_map_get(e, "push")) && push->type == MSGPACK_OBJECT_BOOLEAN && push->via.boolean)
-        return 0;
+    return 0;
 bad:
-    return cmd_fail(c, MQHUB_EBAD_REQUEST,
-                    "field 'endpoint' must be {queue: name} or {push: true}");
+    return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'endpoint' must be {queue: name}, "
+                    "{push: true} or {http: url, format?}");
 }
 
-/* Validate subscription.create and pack its canonical config into @sb. */
-static int config_pack(topics_t *ts, cmd_t *c, msgpack_sbuffer *sb)
+static const char *endpoint_kind(const sub_t *s)
 {
-    const char *q, *script = NULL, *dlq = NULL, *fb;
-    size_t ql, scl = 0, dl = 0, fbl;
+    return !sub_is_push(s) ? "queue" : sub_is_http(s) ? "http" : "push";
+}
+
+/* subscription.set's endpoint: absent keeps @base's; an http endpoint may
+ * get another URL or format, no endpoint may change kind. */
+static int arg_endpoint_set(topics_t *ts, cmd_t *c, const sub_t *base, struct endpoint *ep)
+{
+    const msgpack_object *cf = base->cf;
+    int rc;
+    if (!mp_map_get(c->req, "endpoint")) {
+        *ep = (struct endpoint){.format = (uint8_t)cf[CF_FORMAT].via.u64};
+        if (cf[CF_QUEUE].type == MSGPACK_OBJECT_STR)
+            ep->q = cf[CF_QUEUE].via.str.ptr, ep->ql = cf[CF_QUEUE].via.str.size;
+        if (sub_is_http(base))
+            ep->url = cf[CF_HTTP].via.str.ptr, ep->ul = cf[CF_HTTP].via.str.size;
+        return 0;
+    }
+    if ((rc = arg_endpoint(ts, c, ep)))
+        return rc;
+    if (!sub_is_http(base) || !ep->url)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "subscription '%s' has a %s endpoint and field "
+                        "'endpoint' gives a%s %s one: an endpoint cannot change kind (only an "
+                        "http endpoint's url and format can change); delete the subscription "
+                        "and create it again", base->name, endpoint_kind(base),
+                        ep->url ? "n" : "", ep->q ? "queue" : ep->url ? "http" : "push");
+    return 0;
+}
+
+/* An optional string list of subscription.set: absent keeps @keep. */
+static int arg_strs_or(cmd_t *c, const char *key, size_t minlen, size_t maxlen,
+                       const msgpack_object *keep, const msgpack_object **out)
+{
+    if (keep && !mp_map_get(c->req, key)) {
+        *out = keep;
+        return 0;
+    }
+    return topic_arg_strs(c, c->req, key, FILTER_MAX, minlen, maxlen, out);
+}
+
+/* An optional name (filter_script, dead_letter_queue): absent keeps @keep's
+ * (create: none), nil removes it. */
+static int arg_opt_name(cmd_t *c, const char *key, const msgpack_object *keep,
+                        const char **s, size_t *len)
+{
+    const msgpack_object *v = mp_map_get(c->req, key);
+    *s = NULL;
+    *len = 0;
+    if (!v && keep && keep->type == MSGPACK_OBJECT_STR)
+        *s = keep->via.str.ptr, *len = keep->via.str.size;
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    return cmd_arg_name(c, c->req, key, s, len);
+}
+
+/* Validate subscription.create (@base NULL) or subscription.set (@base the
+ * subscription: every absent field keeps its value) and pack the canonical
+ * config into @sb. */
+static int config_pack(topics_t *ts, cmd_t *c, const sub_t *base, msgpack_sbuffer *sb)
+{
+    const msgpack_object *cf = base ? base->cf : NULL;
+    const char *script, *dlq, *fb;
+    size_t scl, dl, fbl;
     const msgpack_object *tags, *binds;
+    struct endpoint ep;
     fsm_retry_t r;
-    int from, rc;
-    uint64_t from_time;
+    int from = FROM_LATEST, rc;
+    uint64_t from_time = 0;
+    bool skip;
     msgpack_packer pk;
-    if ((rc = arg_endpoint(ts, c, &q, &ql)) ||
-        (rc = topic_arg_strs(c, c->req, "filter_tags", FILTER_MAX, 1, MQHUB_TAG_LEN_MAX,
-                             &tags)) ||
-        (rc = topic_arg_strs(c, c->req, "binding_keys", FILTER_MAX, 0, MQHUB_ROUTING_KEY_MAX,
-                             &binds)) ||
-        (rc = arg_retry(c, &r)) || (rc = arg_from(c, &from, &from_time)))
+    if ((rc = base ? arg_endpoint_set(ts, c, base, &ep) : arg_endpoint(ts, c, &ep)) ||
+        (rc = arg_strs_or(c, "filter_tags", 1, MQHUB_TAG_LEN_MAX, cf ? &cf[CF_TAGS] : NULL,
+                          &tags)) ||
+        (rc = arg_strs_or(c, "binding_keys", 0, MQHUB_ROUTING_KEY_MAX,
+                          cf ? &cf[CF_BINDINGS] : NULL, &binds)) ||
+        (rc = arg_retry(c, &r)) || (!base && (rc = arg_from(c, &from, &from_time))) ||
+        (rc = arg_opt_name(c, "filter_script", cf ? &cf[CF_SCRIPT] : NULL, &script, &scl)) ||
+        (rc = arg_opt_name(c, "dead_letter_queue", cf ? &cf[CF_DLQ] : NULL, &dlq, &dl)))
         return rc;
-    if (mp_map_get(c->req, "filter_script") &&
-        (rc = cmd_arg_name(c, c->req, "filter_script", &script, &scl)))
-        return rc;
-    if (script && !(ts->hooks.exists && ts->hooks.exists(ts->hooks.arg, script, scl)))
+    if (base && !mp_map_get(c->req, "retry"))
+        r = (fsm_retry_t){cf[CF_EXP].via.boolean, (uint32_t)cf[CF_ATTEMPTS].via.u64,
+                          cf[CF_INTERVAL].via.u64, cf[CF_MAX_INTERVAL].via.u64};
+    if (base)
+        from = (int)cf[CF_FROM].via.u64, from_time = cf[CF_FROM_TIME].via.u64;
+    if (mp_map_get(c->req, "filter_script") && script &&
+        !(ts->hooks.exists && ts->hooks.exists(ts->hooks.arg, script, scl)))
         return cmd_fail(c, MQHUB_ENOT_FOUND,
                         "script '%.*s' does not exist (load it with script.load)", (int)scl, script);
     if ((rc = cmd_arg_str(c, c->req, "filter_fallback", false, &fb, &fbl)))
@@ -589,18 +808,16 @@ static int config_pack(topics_t *ts, cmd_t *c, msgpack_sbuffer *sb)
         !(fbl == 7 && memcmp(fb, "deliver", 7) == 0))
         return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'filter_fallback' must be \"deliver\" or "
                         "\"skip\"");
-    if (mp_map_get(c->req, "dead_letter_queue") &&
-        (rc = cmd_arg_name(c, c->req, "dead_letter_queue", &dlq, &dl)))
-        return rc;
-    if (dlq && q)
+    skip = fb ? fbl == 4 : base && cf[CF_SKIP_ON_ERROR].via.boolean;
+    if (dlq && ep.q)
         return cmd_fail(c, MQHUB_EBAD_REQUEST,
-                        "field 'dead_letter_queue' applies to push subscriptions only");
-    if (dlq && !queue_exists(ts->qs, dlq, dl))
+                        "field 'dead_letter_queue' applies to push and http subscriptions only");
+    if (mp_map_get(c->req, "dead_letter_queue") && dlq && !queue_exists(ts->qs, dlq, dl))
         return cmd_fail(c, MQHUB_ENOT_FOUND,
                         "dead-letter queue '%.*s' does not exist; create it first", (int)dl, dlq);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, CF_N);
-    pack_opt_str(&pk, q, ql);
+    pack_opt_str(&pk, ep.q, ep.ql);
     msgpack_pack_object(&pk, tags->type == MSGPACK_OBJECT_NIL
                                   ? (msgpack_object){.type = MSGPACK_OBJECT_ARRAY} : *tags);
     msgpack_pack_object(&pk, binds->type == MSGPACK_OBJECT_NIL
@@ -613,7 +830,44 @@ static int config_pack(topics_t *ts, cmd_t *c, msgpack_sbuffer *sb)
     pack_opt_str(&pk, dlq, dl);
     msgpack_pack_uint8(&pk, (uint8_t)from);
     msgpack_pack_uint64(&pk, from_time);
-    pack_bool(&pk, fb && fbl == 4);
+    pack_bool(&pk, skip);
+    pack_opt_str(&pk, ep.url, ep.ul);
+    msgpack_pack_uint8(&pk, ep.url ? ep.format : FORMAT_JSON);
+    return 0;
+}
+
+/* ---- ephemeral subscriptions: owned by a session, deleted with it ---- */
+
+/* The ephemeral subscriptions of @owner (@len bytes), over every topic. */
+static uint64_t owned_count(const topics_t *ts, const char *owner, size_t len)
+{
+    uint64_t n = 0;
+    for (const topic_t *t = ts->first; t; t = t->next)
+        for (const sub_t *s = t->subs; s; s = s->next)
+            n += s->olen == len && memcmp(s->owner, owner, len) == 0;
+    return n;
+}
+
+/* Fields `ephemeral` and `owner` of subscription.create: *owner NULL for a
+ * durable subscription. `owner` is written by the node that took the
+ * request (the creating session; a client's is replaced), so a request
+ * without it did not come through a node. */
+static int arg_owner(cmd_t *c, const char **owner, size_t *len)
+{
+    const msgpack_object *e = mp_map_get(c->req, "ephemeral");
+    int rc;
+    *owner = NULL;
+    *len = 0;
+    if (!e || e->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (e->type != MSGPACK_OBJECT_BOOLEAN)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'ephemeral' must be a boolean");
+    if (!e->via.boolean)
+        return 0;
+    if ((rc = cmd_arg_str(c, c->req, "owner", true, owner, len)))
+        return rc;
+    if (*len == 0 || *len > OWNER_MAX)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'owner' must have 1-%d bytes", OWNER_MAX);
     return 0;
 }
 
@@ -621,20 +875,31 @@ int sub_op_create(cmd_t *c)
 {
     topics_t *ts = c->ts;
     topic_t *t;
-    const char *name;
-    size_t len;
+    const char *name, *owner;
+    size_t len, olen;
     msgpack_sbuffer sb;
     sub_t *s;
     int rc = topic_arg(ts, c, "topic", &t);
     if (rc || (rc = cmd_arg_name(c, c->req, "name", &name, &len)))
         return rc;
     msgpack_sbuffer_init(&sb);
-    if ((rc = config_pack(ts, c, &sb)))
+    if ((rc = config_pack(ts, c, NULL, &sb)))
+        goto out;
+    if ((rc = arg_owner(c, &owner, &olen)))
         goto out;
     if ((s = sub_find(t, name, len))) {
-        if (s->cfg_len != sb.size || memcmp(s->cfg, sb.data, sb.size) != 0)
-            rc = cmd_fail(c, MQHUB_EEXISTS, "subscription '%.*s' exists with other settings; "
-                          "delete it first to change them", (int)len, name);
+        /* The same settings again: ok (an ephemeral one: for its owner only). */
+        if (s->cfg_len != sb.size || memcmp(s->cfg, sb.data, sb.size) != 0 ||
+            s->olen != olen || memcmp(s->owner, owner ? owner : "", olen) != 0)
+            rc = cmd_fail(c, MQHUB_EEXISTS, "subscription '%.*s' exists with other settings%s; "
+                          "use subscription.set to change them", (int)len, name,
+                          s->olen ? " (an ephemeral one, of another session)" : "");
+        goto out;
+    }
+    if (owner && owned_count(ts, owner, olen) >= EPHEMERAL_MAX) {
+        rc = cmd_fail(c, MQHUB_EBAD_REQUEST,
+                      "this session holds %d ephemeral subscriptions, the most one may; "
+                      "delete some first", EPHEMERAL_MAX);
         goto out;
     }
     size_t cfg_len = sb.size;
@@ -646,13 +911,61 @@ int sub_op_create(cmd_t *c)
     }
     memcpy(s->name, name, len);
     s->nlen = len;
-    s->id = ts->next_sid++;
     s->t = t;
+    if (owner && (!sub_is_push(s) || sub_is_http(s))) {
+        sub_destroy(s);
+        rc = cmd_fail(c, MQHUB_EBAD_REQUEST,
+                      "an ephemeral subscription has endpoint {push: true}");
+        goto out;
+    }
+    memcpy(s->owner, owner ? owner : "", olen);
+    s->olen = olen;
+    if (http_index(ts, s) != 0) {
+        sub_destroy(s);
+        rc = cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
+        goto out;
+    }
+    s->id = ts->next_sid++;
+    s->created_at = s->modified_at = ts->now;
     sub_link(s);
     topic_put_meta(ts, META_SID, ts->next_sid);
     mark_sub(ts, s);
     if (s->cf[CF_FROM].via.u64 != FROM_LATEST)
         replay(ts, c, s, 0, s->cf[CF_FROM_TIME].via.u64);
+out:
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* subscription.set: the new config replaces the old one in place — the
+ * pending set (W records), the cursor and the stats stay, nothing is
+ * replayed; the next publish is offered with the new filters. */
+int sub_op_set(cmd_t *c)
+{
+    topics_t *ts = c->ts;
+    topic_t *t;
+    sub_t *s, nb = {.cfg = NULL};
+    msgpack_sbuffer sb;
+    int rc = arg_sub(ts, c, "name", &t, &s);
+    if (rc)
+        return rc;
+    msgpack_sbuffer_init(&sb);
+    if ((rc = config_pack(ts, c, s, &sb)))
+        goto out;
+    size_t cfg_len = sb.size;
+    if (sub_bind(&nb, msgpack_sbuffer_release(&sb), cfg_len) != 0) {
+        if (nb.cfg)
+            msgpack_unpacked_destroy(&nb.cu);
+        free(nb.cfg);
+        rc = cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
+        goto out;
+    }
+    msgpack_unpacked_destroy(&s->cu);
+    free(s->cfg);
+    s->cfg = nb.cfg, s->cfg_len = nb.cfg_len, s->cu = nb.cu;
+    s->cf = s->cu.data.via.array.ptr;
+    s->modified_at = ts->now;
+    mark_sub(ts, s);
 out:
     msgpack_sbuffer_destroy(&sb);
     return rc;
@@ -690,12 +1003,144 @@ int sub_op_delete(cmd_t *c)
     return 0;
 }
 
+/* sub.reap {owner? | keep?}: delete the ephemeral subscriptions of session
+ * `owner` (it closed), or every one whose owner does not start with `keep`
+ * (a new leader's prefix: their sessions were on another leader). In topic
+ * id then name order; replies {deleted}. */
+int sub_op_reap(cmd_t *c)
+{
+    topics_t *ts = c->ts;
+    const char *owner, *keep;
+    size_t ol, kl;
+    uint64_t n = 0;
+    int rc;
+    if ((rc = cmd_arg_str(c, c->req, "owner", false, &owner, &ol)) ||
+        (rc = cmd_arg_str(c, c->req, "keep", false, &keep, &kl)))
+        return rc;
+    if (!owner == !keep)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "give field 'owner' or field 'keep'");
+    for (topic_t *t = ts->first; t; t = t->next) {
+        for (sub_t *s = t->subs, *next; s; s = next) {
+            next = s->next;
+            if (!s->olen || (owner && (s->olen != ol || memcmp(s->owner, owner, ol) != 0)) ||
+                (keep && s->olen >= kl && memcmp(s->owner, keep, kl) == 0))
+                continue;
+            sub_del_records(ts, s);
+            sub_unlink(ts, s);
+            sub_destroy(s);
+            n++;
+        }
+    }
+    cmd_reply_uint(c, "deleted", n);
+    return 0;
+}
+
+static void pack_endpoint(msgpack_packer *pk, const sub_t *s)
+{
+    const msgpack_object *cf = s->cf;
+    bool simplified = cf[CF_FORMAT].via.u64 == FORMAT_SIMPLIFIED;
+    mp_pack_str(pk, "endpoint", 8);
+    if (sub_is_http(s)) {
+        msgpack_pack_map(pk, 2);
+        mp_pack_str(pk, "http", 4);
+        msgpack_pack_object(pk, cf[CF_HTTP]);
+        cmd_pack_kv_str(pk, "format", simplified ? "simplified" : "json", simplified ? 10 : 4);
+    } else if (sub_is_push(s)) {
+        msgpack_pack_map(pk, 1);
+        mp_pack_str(pk, "push", 4);
+        msgpack_pack_true(pk);
+    } else {
+        msgpack_pack_map(pk, 1);
+        mp_pack_str(pk, "queue", 5);
+        msgpack_pack_object(pk, cf[CF_QUEUE]);
+    }
+}
+
+static void pack_http_sub(msgpack_packer *pk, const sub_t *s)
+{
+    msgpack_pack_map(pk, 3);
+    cmd_pack_kv_str(pk, "topic", s->t->name, s->t->nlen);
+    cmd_pack_kv_str(pk, "name", s->name, s->nlen);
+    pack_endpoint(pk, s);
+}
+
+/* The http subscriptions of @t (or of every topic), topic then name order,
+ * those the viewer sees: from the @offset-th on, at most @limit, packed into
+ * @pk; returns how many there are. From the index ts->http_subs: O(log n +
+ * limit) per page (a named user's list checks every entry in range). */
+static uint64_t pack_http_subs(topics_t *ts, cmd_t *c, msgpack_packer *pk, const topic_t *only,
+                               uint64_t offset, uint64_t limit)
+{
+    size_t from = 0, to = omap_len(&ts->http_subs), kl;
+    uint64_t total = 0;
+    const char *k;
+    char p[MQHUB_NAME_MAX + 1];
+    if (only) { /* the keys "topic\0..." lie in ["topic\0", "topic\1") */
+        memcpy(p, only->name, only->nlen);
+        p[only->nlen] = 0;
+        from = omap_rank(&ts->http_subs, p, only->nlen + 1);
+        p[only->nlen] = 1;
+        to = omap_rank(&ts->http_subs, p, only->nlen + 1);
+    }
+    if (!c->viewer) {
+        for (size_t i = from + offset; offset < to - from && i < to && i - from - offset < limit;
+             i++)
+            pack_http_sub(pk, omap_at(&ts->http_subs, i, &k, &kl));
+        return to - from;
+    }
+    for (size_t i = from; i < to; i++) {
+        const sub_t *s = omap_at(&ts->http_subs, i, &k, &kl);
+        if (!user_sees(c->us, c->viewer, s->t->name, s->t->nlen))
+            continue;
+        if (total >= offset && total - offset < limit)
+            pack_http_sub(pk, s);
+        total++;
+    }
+    return total;
+}
+
+/* subscription.list {endpoint: "http", topic?, offset?, limit?}: the http
+ * subscriptions as {topic, name, endpoint}, of one topic or of all. */
+static int list_http(cmd_t *c)
+{
+    topics_t *ts = c->ts;
+    topic_t *t = NULL;
+    uint64_t offset = 0, limit = MQHUB_LIST_LIMIT_DEFAULT, total;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int rc;
+    if ((mp_map_get(c->req, "topic") && (rc = topic_arg(ts, c, "topic", &t))) ||
+        (rc = cmd_arg_uint(c, c->req, "offset", 0, UINT64_MAX, &offset)) ||
+        (rc = cmd_arg_uint(c, c->req, "limit", 1, MQHUB_LIST_LIMIT_MAX, &limit)))
+        return rc;
+    if (!c->pk)
+        return 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    total = pack_http_subs(ts, c, &pk, t, offset, limit);
+    uint64_t shown = total > offset ? total - offset : 0;
+    cmd_reply_key(c, "subscriptions");
+    msgpack_pack_array(c->pk, (uint32_t)(shown < limit ? shown : limit));
+    c->pk->callback(c->pk->data, sb.data, sb.size);
+    cmd_reply_uint(c, "total", total);
+    msgpack_sbuffer_destroy(&sb);
+    return 0;
+}
+
 int sub_op_list(cmd_t *c)
 {
     topics_t *ts = c->ts;
     topic_t *t;
-    int rc = topic_arg(ts, c, "topic", &t);
-    if (rc || !c->pk)
+    const char *ep;
+    size_t el;
+    int rc = cmd_arg_str(c, c->req, "endpoint", false, &ep, &el);
+    if (rc)
+        return cmd_fail(c, rc, "field 'endpoint' must be \"http\" (or absent)");
+    if (ep && !(el == 4 && memcmp(ep, "http", 4) == 0))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST, "field 'endpoint' must be \"http\" (or absent)");
+    if (ep)
+        return list_http(c);
+    if ((rc = topic_arg(ts, c, "topic", &t)) || !c->pk)
         return rc;
     cmd_reply_key(c, "subscriptions");
     sub_pack_names(c->pk, t);
@@ -724,15 +1169,7 @@ static uint64_t sub_cursor(topics_t *ts, const sub_t *s)
 static void pack_sub_config(msgpack_packer *pk, const sub_t *s)
 {
     const msgpack_object *cf = s->cf;
-    mp_pack_str(pk, "endpoint", 8);
-    msgpack_pack_map(pk, 1);
-    if (sub_is_push(s)) {
-        mp_pack_str(pk, "push", 4);
-        msgpack_pack_true(pk);
-    } else {
-        mp_pack_str(pk, "queue", 5);
-        msgpack_pack_object(pk, cf[CF_QUEUE]);
-    }
+    pack_endpoint(pk, s);
     mp_pack_str(pk, "filter_tags", 11);
     msgpack_pack_object(pk, cf[CF_TAGS]);
     mp_pack_str(pk, "binding_keys", 12);
@@ -797,6 +1234,14 @@ int sub_op_get(cmd_t *c)
     mp_pack_str(c->pk, s->name, s->nlen);
     pack_sub_config(c->pk, s);
     c->n_fields += 8;
+    cmd_reply_uint(c, "created_at", s->created_at);
+    cmd_reply_uint(c, "modified_at", s->modified_at);
+    cmd_reply_key(c, "ephemeral");
+    pack_bool(c->pk, s->olen > 0);
+    if (s->olen) {
+        cmd_reply_key(c, "owner");
+        mp_pack_str(c->pk, s->owner, s->olen);
+    }
     cmd_reply_key(c, "stats");
     pack_sub_stats(ts, c->pk, s);
     return 0;

@@ -14,7 +14,8 @@
  *
  * State in the store (docs/architecture.md "Key layout"):
  *   #tid                      next topic id (u64be)
- *   T<name>                   topic record (topic_save)
+ *   T<name>                   topic record (topic_save): ids, attrs,
+ *                             counters, created_at, modified_at
  *   P<tid be64><seq be64>     retained message [msg_id, published_at, tags,
  *                             key, attrs, body]
  * Queue messages fanned out from a publish refer to the body in P (body.c):
@@ -43,7 +44,12 @@
 #define TICK_BUDGET 10000     /* expired messages per tick */
 
 static const struct tattrs tattrs_default = {.max_msg_size = MQHUB_MSG_SIZE_DEFAULT,
-                                              .retention = MQHUB_TOPIC_RETENTION_DEFAULT};
+                                              .retention = MQHUB_TOPIC_RETENTION_DEFAULT,
+                                              .filter_type = TOPIC_FILTER_TAGS};
+
+/* Items of a T record: 7 before created_at, modified_at and filter_type. */
+#define TREC_N 10
+#define TREC_N_V1 7
 
 static const msgpack_object nil_obj = {.type = MSGPACK_OBJECT_NIL};
 
@@ -84,12 +90,13 @@ static void topic_save(topics_t *ts, topic_t *t)
     msgpack_sbuffer sb;
     msgpack_packer pk;
     unsigned char k[1 + MQHUB_NAME_MAX];
-    uint64_t nums[] = {t->id, t->next_seq, t->first_seq, t->a.max_msg_size, t->a.retention,
-                       t->retained, t->published_total};
+    uint64_t nums[TREC_N] = {t->id, t->next_seq, t->first_seq, t->a.max_msg_size,
+                             t->a.retention, t->retained, t->published_total, t->created_at,
+                             t->modified_at, t->a.filter_type};
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 7);
-    for (size_t i = 0; i < 7; i++)
+    msgpack_pack_array(&pk, TREC_N);
+    for (size_t i = 0; i < TREC_N; i++)
         msgpack_pack_uint64(&pk, nums[i]);
     trec_key(k, t);
     topic_put(ts, k, 1 + t->nlen, sb.data, sb.size);
@@ -99,20 +106,22 @@ static void topic_save(topics_t *ts, topic_t *t)
 static int topic_decode(topic_t *t, const char *v, size_t vl)
 {
     msgpack_unpacked u;
-    uint64_t nums[7];
+    uint64_t nums[TREC_N] = {[9] = TOPIC_FILTER_TAGS};
     int rc = MQHUB_EINTERNAL;
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 7)
+        u.data.type != MSGPACK_OBJECT_ARRAY ||
+        (u.data.via.array.size != TREC_N && u.data.via.array.size != TREC_N_V1))
         goto out;
-    for (int i = 0; i < 7; i++) {
+    for (uint32_t i = 0; i < u.data.via.array.size; i++) {
         if (u.data.via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             goto out;
         nums[i] = u.data.via.array.ptr[i].via.u64;
     }
     t->id = nums[0], t->next_seq = nums[1], t->first_seq = nums[2];
-    t->a = (struct tattrs){nums[3], nums[4]};
+    t->a = (struct tattrs){nums[3], nums[4], nums[9]};
     t->retained = nums[5], t->published_total = nums[6];
+    t->created_at = nums[7], t->modified_at = nums[8];
     rc = 0;
 out:
     msgpack_unpacked_destroy(&u);
@@ -295,6 +304,7 @@ int topic_state_new(topics_t **out, store_t *st, queues_t *qs)
     ts->qs = qs;
     ts->next_tid = ts->next_sid = 1;
     omap_init(&ts->by_name);
+    omap_init(&ts->http_subs);
     *out = ts;
     return 0;
 }
@@ -304,6 +314,7 @@ static void free_all_topics(topics_t *ts)
     while (ts->first)
         topic_destroy(ts, ts->first);
     omap_free(&ts->by_name);
+    omap_free(&ts->http_subs); /* empty by now: sub_unlink took each out */
 }
 
 void topic_state_free(topics_t *ts)
@@ -455,6 +466,27 @@ int topic_arg_strs(cmd_t *c, const msgpack_object *map, const char *key, uint32_
     return 0;
 }
 
+static const char *filter_type_name(uint64_t ft)
+{
+    return ft == TOPIC_FILTER_ROUTING_KEY ? "routing_key" : "tags";
+}
+
+/* attrs.filter_type: "tags" or "routing_key". */
+static int filter_type_parse(cmd_t *c, const msgpack_object *m, struct tattrs *a)
+{
+    const char *s;
+    size_t n;
+    int rc = cmd_arg_str(c, m, "filter_type", false, &s, &n);
+    if (rc == 0 && s && n == 4 && memcmp(s, "tags", 4) == 0)
+        a->filter_type = TOPIC_FILTER_TAGS;
+    else if (rc == 0 && s && n == 11 && memcmp(s, "routing_key", 11) == 0)
+        a->filter_type = TOPIC_FILTER_ROUTING_KEY;
+    else if (rc != 0 || s)
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "field 'attrs.filter_type' must be \"tags\" or \"routing_key\"");
+    return 0;
+}
+
 static int tattrs_parse(cmd_t *c, struct tattrs *a, bool is_set)
 {
     const msgpack_object *m = mp_map_get(c->req, "attrs");
@@ -466,7 +498,7 @@ static int tattrs_parse(cmd_t *c, struct tattrs *a, bool is_set)
     if ((rc = cmd_arg_uint(c, m, "max_msg_size", MQHUB_MSG_SIZE_MIN, MQHUB_MSG_SIZE_MAX, &a->max_msg_size)) ||
         (rc = cmd_arg_uint(c, m, "retention", MQHUB_RETENTION_MIN, MQHUB_RETENTION_MAX, &a->retention)))
         return rc;
-    return 0;
+    return filter_type_parse(c, m, a);
 }
 
 int topic_op_create(cmd_t *c)
@@ -490,6 +522,7 @@ int topic_op_create(cmd_t *c)
     t->id = ts->next_tid++;
     t->next_seq = t->first_seq = 1;
     t->a = a;
+    t->created_at = t->modified_at = ts->now;
     if (topic_link(ts, t) != 0) {
         free(t);
         return cmd_fail(c, MQHUB_EINTERNAL, "out of memory");
@@ -527,6 +560,7 @@ int topic_op_set(cmd_t *c)
     if ((rc = tattrs_parse(c, &a, true)))
         return rc;
     t->a = a;
+    t->modified_at = ts->now;
     mark_topic(ts, t);
     return 0;
 }
@@ -543,11 +577,15 @@ int topic_op_get(cmd_t *c)
     const char *hook = ts->hooks.hook_name ? ts->hooks.hook_name(ts->hooks.arg, false, t->name,
                                                                  t->nlen) : NULL;
     cmd_reply_key(c, "attrs");
-    msgpack_pack_map(c->pk, hook ? 3 : 2);
+    msgpack_pack_map(c->pk, hook ? 4 : 3);
     if (hook)
         cmd_pack_kv_str(c->pk, "hook", hook, strlen(hook));
     cmd_pack_kv_uint(c->pk, "max_msg_size", t->a.max_msg_size);
     cmd_pack_kv_uint(c->pk, "retention", t->a.retention);
+    const char *ft = filter_type_name(t->a.filter_type);
+    cmd_pack_kv_str(c->pk, "filter_type", ft, strlen(ft));
+    cmd_reply_uint(c, "created_at", t->created_at);
+    cmd_reply_uint(c, "modified_at", t->modified_at);
     cmd_reply_key(c, "stats");
     msgpack_pack_map(c->pk, 4);
     cmd_pack_kv_uint(c->pk, "retained", t->retained);

@@ -12,7 +12,10 @@
 #define META_SID "#sid"
 #define KEY_LEN 17 /* a message key: prefix + id be64 + seq be64 */
 
-struct tattrs { uint64_t max_msg_size, retention; };
+/* filter_type: which filter its subscriptions are meant to use (CMQ's
+ * filterType, TOPIC_FILTER_*): kept and shown, matching uses both kinds. */
+enum { TOPIC_FILTER_TAGS = 1, TOPIC_FILTER_ROUTING_KEY = 2 };
+struct tattrs { uint64_t max_msg_size, retention, filter_type; };
 
 typedef struct topic topic_t;
 typedef struct sub sub_t;
@@ -22,6 +25,7 @@ struct topic {
     size_t nlen;
     uint64_t id, next_seq, first_seq, retained, published_total;
     uint64_t first_at;         /* published_at of first_seq (memory only) */
+    uint64_t created_at, modified_at; /* entry clock, ms */
     struct tattrs a;
     sub_t *subs;               /* name order (subscription.c) */
     bool dirty;
@@ -33,6 +37,8 @@ struct topics {
     store_t *st;
     queues_t *qs;
     omap_t by_name;            /* name -> topic: lookups and topic.list */
+    omap_t http_subs;          /* "topic\0name" -> sub_t, the http subscriptions
+                                * (subscription.c): subscription.list pages */
     topic_t *first, *last;     /* id order */
     topic_t *dirty;
     sub_t *dirty_subs;

@@ -56,6 +56,7 @@ static const char *const verb_names[] = {
     [OPS_V_NONE] = "",           [OPS_V_ANY] = "any",         [OPS_V_SEND] = "send",
     [OPS_V_RECEIVE] = "receive", [OPS_V_PUBLISH] = "publish", [OPS_V_SUBSCRIBE] = "subscribe",
     [OPS_V_MANAGE] = "manage",   [OPS_V_SCRIPT] = "script",   [OPS_V_ADMIN] = "admin",
+    [OPS_V_MONITOR] = "monitor",
 };
 #define N_VERBS (sizeof verb_names / sizeof verb_names[0])
 
@@ -247,12 +248,21 @@ int user_rebuild(users_t *us)
 
 /* ---- reads for the hub ---- */
 
+/* Whether a grant of verb @held allows @verb: its own verb; any verb for
+ * OPS_V_ANY (seeing a name); and monitor (read-only) for admin, which could
+ * grant itself monitor anyway (docs/security.md "Permissions"). */
+static bool user_verb_covers(enum ops_verb held, enum ops_verb verb)
+{
+    return verb == OPS_V_ANY || held == verb ||
+           (verb == OPS_V_MONITOR && held == OPS_V_ADMIN);
+}
+
 /* The grant of @u for @verb (ANY: any verb) covering @obj, or NULL. */
 static const grant_t *user_grant_for(const user_t *u, enum ops_verb verb, const char *obj,
                                      size_t len)
 {
     for (unsigned i = 0; i < u->n; i++) {
-        if ((verb == OPS_V_ANY || u->g[i].verb == verb) &&
+        if (user_verb_covers(u->g[i].verb, verb) &&
             user_pattern_match(u->g[i].pattern, u->g[i].plen, obj, len))
             return &u->g[i];
     }
@@ -273,6 +283,16 @@ int user_find_by_hash(users_t *us, const unsigned char *hash, char *name, size_t
     if (u == NULL)
         return MQHUB_EUNAUTHORIZED;
     snprintf(name, size, "%.*s", (int)u->nlen, u->name);
+    return 0;
+}
+
+int user_hash_by_name(users_t *us, const char *name, size_t len, unsigned char *hash)
+{
+    const user_t *u = find_name(us, name, len);
+
+    if (u == NULL)
+        return MQHUB_EUNAUTHORIZED;
+    memcpy(hash, u->hash, HASH_LEN);
     return 0;
 }
 
@@ -309,7 +329,7 @@ static int arg_grant(cmd_t *c, const msgpack_object *map, grant_t *g)
     if (g->verb == OPS_V_NONE)
         return cmd_fail(c, MQHUB_EBAD_REQUEST,
                         "field 'verb': '%.*s' is not a verb; use send, receive, publish, "
-                        "subscribe, manage, script or admin",
+                        "subscribe, manage, script, admin or monitor",
                         (int)(vl > 32 ? 32 : vl), verb);
     if (!pattern_valid(pat, pl))
         return cmd_fail(c, MQHUB_EBAD_REQUEST,

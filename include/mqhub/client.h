@@ -219,6 +219,24 @@ MQHUB_EXTERN int mqhub_client_queue_rewind(mqhub_client_t *c, const char *name,
                                            const uint64_t *time_ms, const uint64_t *seq,
                                            uint64_t *rewound);
 
+/* What one queue.redrive command did. */
+typedef struct mqhub_redrive_result {
+    uint64_t moved;     /* messages moved to their source queue (or `to`) */
+    uint64_t kept;      /* ready messages looked at that stay (source gone) */
+    uint64_t remaining; /* ready messages left in the dead-letter queue */
+    uint64_t next;      /* the @from of the next command; 0: the walk is done */
+} mqhub_redrive_result_t;
+
+/* queue.redrive {queue, to?, max?, from?}: one replicated command moving up
+ * to @max (1-10000; 0: the server's default, 1000) ready messages of
+ * dead-letter queue @queue, from seq @from on, back to the queues they were
+ * dead-lettered from, or to @to (NULL: their sources). Loop while
+ * out->next != 0, passing it as @from. 0, MQHUB_ENOT_FOUND (@queue or @to),
+ * MQHUB_EBAD_REQUEST (not a dead-letter queue and no @to), common. */
+MQHUB_EXTERN int mqhub_client_queue_redrive(mqhub_client_t *c, const char *queue,
+                                            const char *to, uint32_t max, uint64_t from,
+                                            mqhub_redrive_result_t *out);
+
 /* --------------------------------------------------------------- messages */
 
 typedef struct mqhub_attr {
@@ -372,6 +390,23 @@ MQHUB_EXTERN const msgpack_object *mqhub_map_get(const msgpack_object *map, cons
 MQHUB_EXTERN int mqhub_client_call(mqhub_client_t *c, const char *op, const msgpack_object *args,
                                    mqhub_response_t *out);
 
+/* queue.peek {queue, max, from?}: up to @max (1-256) ready messages from seq
+ * @from on (0: the first), in seq order, locking and counting nothing. On 0
+ * the caller owns *@out (mqhub_response_free): `msgs` as receive's without
+ * `receipt`, plus `state`; `next`, the seq to pass as @from to go on, when
+ * the peek stopped early. 0, MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST,
+ * MQHUB_EFORBIDDEN (peek needs receive on the queue), common. */
+MQHUB_EXTERN int mqhub_client_queue_peek(mqhub_client_t *c, const char *queue, uint32_t max,
+                                         uint64_t from, mqhub_response_t *out);
+
+/* connection.list {}: the leader's client sessions (docs/protocol.md
+ * "Connections and consumers"); consumer.list {queue?, topic?} (at most one
+ * of them, NULL: absent): its parked long polls and push consumers. On 0 the
+ * caller owns *@out (mqhub_response_free). Need monitor (or admin) on `*`. */
+MQHUB_EXTERN int mqhub_client_connection_list(mqhub_client_t *c, mqhub_response_t *out);
+MQHUB_EXTERN int mqhub_client_consumer_list(mqhub_client_t *c, const char *queue,
+                                            const char *topic, mqhub_response_t *out);
+
 /* ------------------------------------------------------ pipelined calls */
 
 /* Called once per async request: @status 0 with the response map @resp (valid
@@ -496,11 +531,14 @@ MQHUB_EXTERN int mqhub_client_publish_batch(mqhub_client_t *c, const char *topic
 
 /* ------------------------------------------------------- subscriptions */
 
-/* subscription.create options. Endpoint: @queue (a queue name: pull) or,
- * when NULL, push. Retry (push): @retry "backoff" or "exponential" (NULL:
- * the server default), 0 for the server's default max_attempts (16),
- * interval_ms (1000), max_interval_ms (300000). @from: "latest" (NULL),
- * "earliest", or @from_time (ms since epoch) when @has_from_time. */
+/* subscription.create options. Endpoint: @queue (a queue name: pull), @http
+ * (an http:// or https:// URL the webhook plugin posts to, @http_format
+ * "json" (NULL) or "simplified") or, when both are NULL, push. Retry (push
+ * and http): @retry "backoff" or "exponential" (NULL: the server default), 0
+ * for the server's default max_attempts (16), interval_ms (1000),
+ * max_interval_ms (300000). @from: "latest" (NULL), "earliest", or
+ * @from_time (ms since epoch) when @has_from_time. New members are appended
+ * only; zero-initialise the struct. */
 typedef struct mqhub_sub_opts {
     const char *queue;
     const char *const *filter_tags;
@@ -515,6 +553,11 @@ typedef struct mqhub_sub_opts {
     const char *from;
     bool has_from_time;
     uint64_t from_time;
+    const char *http, *http_format;
+    /* create only: a push subscription owned by this connection's session,
+     * deleted by the hub when the session closes (or by a new leader); at
+     * most 64 per session. A reconnect opens another session. */
+    bool ephemeral;
 } mqhub_sub_opts_t;
 
 /* subscription.create {topic, name, endpoint, ...}. 0 (also when equal),
@@ -522,6 +565,17 @@ typedef struct mqhub_sub_opts {
  * MQHUB_EBAD_REQUEST, common. */
 MQHUB_EXTERN int mqhub_client_sub_create(mqhub_client_t *c, const char *topic, const char *name,
                                          const mqhub_sub_opts_t *opts);
+/* subscription.set {topic, name, ...}: change a subscription in place (its
+ * pending messages stay). Only what @opts gives is sent: @filter_tags /
+ * @binding_keys when not NULL (with a count of 0: remove that filter),
+ * @filter_script and @dead_letter_queue when not NULL ("": remove it), the
+ * retry when any retry member is set, the endpoint when @http is set (an
+ * http subscription's new URL and format). @queue and @from are not
+ * changeable and must be NULL / unset (MQHUB_EBAD_REQUEST otherwise, before
+ * anything is sent). 0, MQHUB_ENOT_FOUND (topic, subscription, script or
+ * queue), MQHUB_EBAD_REQUEST (an endpoint changing kind, a bad field), common. */
+MQHUB_EXTERN int mqhub_client_sub_set(mqhub_client_t *c, const char *topic, const char *name,
+                                      const mqhub_sub_opts_t *opts);
 /* subscription.delete {topic, name}. 0, MQHUB_ENOT_FOUND, common. */
 MQHUB_EXTERN int mqhub_client_sub_delete(mqhub_client_t *c, const char *topic, const char *name);
 /* subscription.get {topic, name}: the whole answer (endpoint, filters,

@@ -137,6 +137,18 @@ typedef struct mqhub_host_api {
      * transport that never calls it gets pushes always. Closing a session
      * that stays unwritable too long is the transport's (write_timeout). */
     void (*session_writable)(mqhub_session_t *session, int writable);
+
+    /* Appended after session_writable (MQHUB_HOST_HAS): @session acts as
+     * the named user @user (docs/security.md) from its next request, for a
+     * transport that authenticated its client itself (the CMQ transport's
+     * signed requests): no hello is needed. The user's grants are looked up
+     * by name on every request, so grant, revoke and delete apply at once;
+     * while no user has that name, requests that need an identity
+     * answer UNAUTHORIZED. A hello with a token later replaces it. Only plugins can
+     * do this (it is no wire op): a plugin is trusted code. Returns 0, or
+     * MQHUB_EBAD_REQUEST when @user is empty or longer than
+     * MQHUB_NAME_MAX. */
+    int (*session_identify)(mqhub_session_t *session, const char *user);
 } mqhub_host_api_t;
 
 typedef struct mqhub_plugin {

@@ -61,6 +61,7 @@
 #define MQHUB_RETRY_INTERVAL_MS_MAX 3600000
 #define MQHUB_RETRY_MAX_INTERVAL_MS_DEFAULT 300000 /* the exponential cap, 10-86400000 */
 #define MQHUB_RETRY_MAX_INTERVAL_MS_MAX 86400000
+#define MQHUB_SUB_URL_MAX 1024   /* bytes of an http endpoint's URL (subscription.create/set) */
 
 /* ----------------------------------------------------------------- scripts */
 

@@ -2,8 +2,14 @@
 -- "When a merchant's transaction volume in the last 60 s is five times its
 -- usual rate, block the merchant's further payments and alert risk control."
 --
+-- Try it (runnable: tests/docs/run_docs.py runs these lines after the docs):
 --   mqhub script load merchant_spike scripts/risk/merchant_spike.lua
---   mqhub topic set payments hook=merchant_spike
+--   mqhub topic create risk-alerts                     # where its alerts go
+--   mqhub topic create card-orders --hook merchant_spike
+--   mqhub publish card-orders '{"amount":80}' --attr merchant=m-30 --attr amount=80
+--   mqhub topic set card-orders --hook ""              # detach it
+--
+-- (docs/scripting.md "Quick start" shows a spike blocked on a queue.)
 --
 -- Each payment carries the attribute `merchant` and its amount as the
 -- attribute `amount` (or the JSON body's `amount`). The usual rate is the

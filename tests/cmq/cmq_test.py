@@ -222,7 +222,7 @@ class Topics(Base):
                 endpoint="tc-q", notifyContentFormat="SIMPLIFIED")
         self.err(4490, "Subscribe", topicName="tc", subscriptionName="s", protocol="queue",
                  endpoint="tc-q", notifyContentFormat="SIMPLIFIED")
-        self.err(4000, "Subscribe", topicName="tc", subscriptionName="h", protocol="http",
+        self.err(4000, "Subscribe", topicName="tc", subscriptionName="h", protocol="email",
                  endpoint="http://127.0.0.1:1/")
         self.err(4000, "Subscribe", topicName="tc", subscriptionName="j", protocol="queue",
                  endpoint="tc-q", notifyContentFormat="JSON")
@@ -236,8 +236,8 @@ class Topics(Base):
                          ("queue", "queue", [], []))
         self.ok("SetSubscriptionAttributes", topicName="tc", subscriptionName="s",
                 notifyStrategy="BACKOFF_RETRY")
-        self.err(4000, "SetSubscriptionAttributes", topicName="tc", subscriptionName="s",
-                 **{"filterTag.1": "new"})
+        self.ok("SetSubscriptionAttributes", topicName="tc", subscriptionName="s",
+                **{"filterTag.1": "new"})
         self.ok("clearSubscriptionFiltertags", topicName="tc", subscriptionName="s")
         self.ok("Unsubscribe", topicName="tc", subscriptionName="s")
         self.err(4440, "Unsubscribe", topicName="tc", subscriptionName="s")
@@ -284,7 +284,157 @@ class Topics(Base):
         self.assertEqual(self.drain("tt-red"), ["r"])
         s = self.ok("GetSubscriptionAttributes", topicName="tt", subscriptionName="red")
         self.assertEqual((s["filterTag"], s["filterTags"]), (["red"], ["red"]))
-        self.err(4000, "ClearSubscriptionFilterTags", topicName="tt", subscriptionName="red")
+        self.ok("ClearSubscriptionFilterTags", topicName="tt", subscriptionName="red")
+        s = self.ok("GetSubscriptionAttributes", topicName="tt", subscriptionName="red")
+        self.assertEqual((s["filterTag"], s["filterTags"]), ([], []))
+
+
+class Subscriptions(Base):
+    """Subscriptions that change in place, http endpoints, the times and
+    attributes CMQ returns (docs/cmq.md "Subscriptions")."""
+
+    def drain(self, queue):
+        return Topics.drain(self, queue)
+
+    def test_set_filters_in_place(self):
+        self.ok("CreateTopic", topicName="sf", filterType=1)
+        self.ok("CreateQueue", queueName="sf-q")
+        self.ok("Subscribe", topicName="sf", subscriptionName="s", protocol="queue",
+                endpoint="sf-q", notifyContentFormat="SIMPLIFIED", **{"filterTag.1": "red"})
+        self.ok("PublishMessage", topicName="sf", msgBody="r1", **{"msgTag.1": "red"})
+        self.ok("SetSubscriptionAttributes", topicName="sf", subscriptionName="s",
+                **{"filterTag.1": "blue", "bindingKey.1": "x.#"})
+        s = self.ok("GetSubscriptionAttributes", topicName="sf", subscriptionName="s")
+        self.assertEqual((s["filterTag"], s["bindingKey"]), (["blue"], ["x.#"]))
+        self.err(6030, "PublishMessage", topicName="sf", msgBody="r2", routingKey="x.1",
+                 **{"msgTag.1": "red"})
+        self.ok("PublishMessage", topicName="sf", msgBody="b1", routingKey="x.1",
+                **{"msgTag.1": "blue"})
+        self.ok("ClearSubscriptionFilterTags", topicName="sf", subscriptionName="s")
+        s = self.ok("GetSubscriptionAttributes", topicName="sf", subscriptionName="s")
+        self.assertEqual((s["filterTag"], s["bindingKey"]), ([], ["x.#"]))
+        self.ok("PublishMessage", topicName="sf", msgBody="g1", routingKey="x.2",
+                **{"msgTag.1": "green"})
+        # what was delivered before the change stays; nothing came twice
+        self.assertEqual(self.drain("sf-q"), ["b1", "g1", "r1"])
+        # hostile: a missing subscription, a JSON format for a queue, a bad strategy
+        self.err(4440, "SetSubscriptionAttributes", topicName="sf", subscriptionName="nope",
+                 **{"filterTag.1": "a"})
+        self.err(4440, "ClearSubscriptionFilterTags", topicName="sf", subscriptionName="nope")
+        self.err(4440, "SetSubscriptionAttributes", topicName="nope", subscriptionName="s",
+                 notifyStrategy="BACKOFF_RETRY")
+        r = self.err(4000, "SetSubscriptionAttributes", topicName="sf", subscriptionName="s",
+                     notifyContentFormat="JSON")
+        self.assertIn("(10640)", r["message"])
+        self.err(4000, "SetSubscriptionAttributes", topicName="sf", subscriptionName="s",
+                 notifyStrategy="SOMETIMES")
+        self.err(4000, "SetSubscriptionAttributes", topicName="sf", subscriptionName="s",
+                 **{"filterTag.1": "t" * 65})
+        s = self.ok("GetSubscriptionAttributes", topicName="sf", subscriptionName="s")
+        self.assertEqual((s["filterTag"], s["bindingKey"]), ([], ["x.#"]))
+
+    def test_times_filter_type_notify(self):
+        before = int(time.time())
+        self.ok("CreateTopic", topicName="st", filterType=2)
+        self.ok("CreateQueue", queueName="st-q")
+        self.ok("Subscribe", topicName="st", subscriptionName="s", protocol="queue",
+                endpoint="st-q", notifyContentFormat="SIMPLIFIED",
+                notifyStrategy="BACKOFF_RETRY")
+        after = int(time.time())
+        t = self.ok("GetTopicAttributes", topicName="st")
+        q = self.ok("GetQueueAttributes", queueName="st-q")
+        s = self.ok("GetSubscriptionAttributes", topicName="st", subscriptionName="s")
+        self.assertEqual(t["filterType"], 2)
+        for a in (t, q, s):
+            self.assertTrue(before - 1 <= a["createTime"] <= after + 1, a)
+            self.assertEqual(a["lastModifyTime"], a["createTime"], a)
+        self.assertEqual((s["notifyStrategy"], s["notifyContentFormat"]),
+                         ("BACKOFF_RETRY", "SIMPLIFIED"))
+        self.ok("CreateTopic", topicName="st1")  # filterType absent: 1
+        self.assertEqual(self.ok("GetTopicAttributes", topicName="st1")["filterType"], 1)
+        time.sleep(1.1)
+        self.ok("SetSubscriptionAttributes", topicName="st", subscriptionName="s",
+                notifyStrategy="EXPONENTIAL_DECAY_RETRY")
+        self.ok("SetTopicAttributes", topicName="st", maxMsgSize=2048)
+        self.ok("SetQueueAttributes", queueName="st-q", pollingWaitSeconds=1)
+        s2 = self.ok("GetSubscriptionAttributes", topicName="st", subscriptionName="s")
+        self.assertEqual(s2["notifyStrategy"], "EXPONENTIAL_DECAY_RETRY")
+        self.assertEqual(s2["createTime"], s["createTime"])
+        self.assertGreater(s2["lastModifyTime"], s2["createTime"])
+        t2 = self.ok("GetTopicAttributes", topicName="st")
+        self.assertGreater(t2["lastModifyTime"], t2["createTime"])
+        q2 = self.ok("GetQueueAttributes", queueName="st-q")
+        self.assertGreater(q2["lastModifyTime"], q2["createTime"])
+
+    def test_subscribe_http(self):
+        self.ok("CreateTopic", topicName="sh")
+        self.ok("Subscribe", topicName="sh", subscriptionName="w", protocol="http",
+                endpoint="http://127.0.0.1:9/hook?x=1", notifyStrategy="BACKOFF_RETRY",
+                notifyContentFormat="SIMPLIFIED")
+        s = self.ok("GetSubscriptionAttributes", topicName="sh", subscriptionName="w")
+        self.assertEqual((s["protocol"], s["protocal"], s["endpoint"], s["notifyStrategy"],
+                          s["notifyContentFormat"]),
+                         ("http", "http", "http://127.0.0.1:9/hook?x=1", "BACKOFF_RETRY",
+                          "SIMPLIFIED"))
+        # CMQ's defaults: EXPONENTIAL_DECAY_RETRY and JSON
+        self.ok("Subscribe", topicName="sh", subscriptionName="d", protocol="http",
+                endpoint="https://127.0.0.1:9/d")
+        s = self.ok("GetSubscriptionAttributes", topicName="sh", subscriptionName="d")
+        self.assertEqual((s["notifyStrategy"], s["notifyContentFormat"]),
+                         ("EXPONENTIAL_DECAY_RETRY", "JSON"))
+        self.ok("SetSubscriptionAttributes", topicName="sh", subscriptionName="d",
+                notifyContentFormat="SIMPLIFIED")
+        s = self.ok("GetSubscriptionAttributes", topicName="sh", subscriptionName="d")
+        self.assertEqual((s["endpoint"], s["notifyContentFormat"]),
+                         ("https://127.0.0.1:9/d", "SIMPLIFIED"))
+        r = self.ok("ListSubscriptionByTopic", topicName="sh")
+        self.assertEqual(sorted((x["subscriptionName"], x["protocol"])
+                                for x in r["subscriptionList"]), [("d", "http"), ("w", "http")])
+        # a published message is pending for them (delivered by the webhook plugin)
+        self.ok("PublishMessage", topicName="sh", msgBody="m")
+        s = self.ok("GetSubscriptionAttributes", topicName="sh", subscriptionName="w")
+        self.assertEqual(s["msgCount"], 1)
+        # hostile endpoints and params: refused, nothing created
+        for bad in ("ftp://127.0.0.1/x", "http://", "http://a b/", "http://a/\x01",
+                    "http://a/" + "x" * 1100):
+            r = self.err(4000, "Subscribe", topicName="sh", subscriptionName="bad",
+                         protocol="http", endpoint=bad)
+            self.assertIn("endpoint.http", r["message"])
+        self.err(4000, "Subscribe", topicName="sh", subscriptionName="bad", protocol="http",
+                 endpoint="http://a/", notifyContentFormat="XML")
+        self.err(4000, "Subscribe", topicName="sh", subscriptionName="bad", protocol="http",
+                 endpoint="http://a/", notifyStrategy="NEVER")
+        self.err(4440, "GetSubscriptionAttributes", topicName="sh", subscriptionName="bad")
+        self.err(4490, "Subscribe", topicName="sh", subscriptionName="w", protocol="http",
+                 endpoint="http://127.0.0.1:9/hook?x=1")
+
+    def test_batch_refusal_accepts_nothing(self):
+        self.ok("CreateQueue", queueName="sb-q", maxMsgSize=1024, maxMsgHeapNum=3)
+        r = self.err(4400, "BatchSendMessage", queueName="sb-q",
+                     **{"msgBody.1": "a", "msgBody.2": "x" * 1025, "msgBody.3": "c"})
+        self.assertIn("msgBody.2", r["message"])
+        self.err(7000, "ReceiveMessage", queueName="sb-q", pollingWaitSeconds=0)
+        self.ok("SendMessage", queueName="sb-q", msgBody="one")
+        r = self.err(4410, "BatchSendMessage", queueName="sb-q",
+                     **{"msgBody.1": "a", "msgBody.2": "b", "msgBody.3": "c"})
+        self.assertIn("room for 2", r["message"])
+        self.assertEqual(self.ok("GetQueueAttributes", queueName="sb-q")["activeMsgNum"], 1)
+        self.ok("BatchSendMessage", queueName="sb-q", **{"msgBody.1": "a", "msgBody.2": "b"})
+        self.assertEqual(self.ok("GetQueueAttributes", queueName="sb-q")["activeMsgNum"], 3)
+        self.ok("CreateTopic", topicName="sb", maxMsgSize=1024)
+        self.ok("CreateQueue", queueName="sb-tq")
+        self.ok("Subscribe", topicName="sb", subscriptionName="s", protocol="queue",
+                endpoint="sb-tq", notifyContentFormat="SIMPLIFIED")
+        self.err(4400, "BatchPublishMessage", topicName="sb",
+                 **{"msgBody.1": "a", "msgBody.2": "x" * 1025})
+        self.err(4000, "BatchPublishMessage", topicName="sb", routingKey="k" * 256,
+                 **{"msgBody.1": "a", "msgBody.2": "b"})
+        self.err(4000, "BatchPublishMessage", topicName="sb",
+                 **{"msgBody.1": "a", "msgTag.1": "t" * 65})
+        self.assertEqual(self.ok("GetTopicAttributes", topicName="sb")["msgCount"], 0)
+        self.assertEqual(self.drain("sb-tq"), [])
+        self.ok("BatchPublishMessage", topicName="sb", **{"msgBody.1": "a", "msgBody.2": "b"})
+        self.assertEqual(self.drain("sb-tq"), ["a", "b"])
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ for f in "$bindir/mqhubd" "$bindir/mqhub" "$libdir/mqhub/tcp.so" "$libdir/mqhub/
     "$includedir/mqhub/version.h" "$libdir/libmqhub.so" "$libdir/pkgconfig/mqhub.pc" \
     "$libdir/pkgconfig/mqhub-plugin.pc" "$libdir/cmake/mqhub/mqhubConfig.cmake" \
     "$libdir/cmake/mqhub/mqhubConfigVersion.cmake" "$libdir/cmake/mqhub/mqhubTargets.cmake" \
-    "$sysconfdir/mqhub/mqhub.conf" lib/systemd/system/mqhubd.service; do
+    "$sysconfdir/mqhub/mqhub.conf" lib/systemd/system/mqhubd.service \
+    "$datadir/bash-completion/completions/mqhub"; do
     [ -e "$p/$f" ] || fail "not installed: $f"
 done
 for f in "$libdir/mqhub/good.so" "$libdir/mqhub/noentry.so" "$libdir/mqhub/oldabi.so" \

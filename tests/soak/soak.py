@@ -457,8 +457,8 @@ class Soak:
                             await asyncio.sleep(0.01)
                 except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as e:
                     what = type(e).__name__
-                    if isinstance(e, websockets.ConnectionClosed):
-                        what += " %s %s" % (e.rcvd.code if e.rcvd else "-", e.sent.code if e.sent else "-")
+                    if isinstance(e, websockets.ConnectionClosed):  # codes and reasons: received, sent
+                        what += " %s %s" % (close_text(e.rcvd), close_text(e.sent))
                     with self.lock:
                         self.normal_errors["ws producer: " + what] += 1
                     await asyncio.sleep(0.2)
@@ -872,6 +872,13 @@ end
 """
 
 
+def close_text(frame):
+    """A WebSocket close frame as 'code "reason"' ('-': none)."""
+    if frame is None:
+        return "-"
+    return "%d %r" % (frame.code, frame.reason) if frame.reason else str(frame.code)
+
+
 def body_of(bid, rng):
     return ("%s|" % bid).encode() + b"." * rng.randrange(0, 2048)
 
@@ -996,6 +1003,7 @@ def main():
         soak.join("normal", 20)
         time.sleep(1)  # let the daemon close what the clients closed
         fds1, rss_end, hwm = fd_count(hub.pid), proc_status(hub.pid, "VmRSS"), proc_status(hub.pid, "VmHWM")
+        anon_end, file_end = proc_status(hub.pid, "RssAnon"), proc_status(hub.pid, "RssFile")
         stop_probe.set()
         try:
             pr = probe_out.get(timeout=30)
@@ -1023,6 +1031,8 @@ def main():
             ("prober failures", "%s" % (pr["failures"] or "none")),
             ("RSS start / max / end / VmHWM", "%d / %.0f / %d / %d MiB (bound %.0f MiB)"
              % (rss0 // 1024, max_rss, rss_end // 1024, hwm // 1024, args.max_rss_mib)),
+            ("RssAnon / RssFile at the end", "%d / %d MiB (RssFile: the KC file's 64 MiB map)"
+             % (anon_end // 1024, file_end // 1024)),
             ("open fds start / end", "%d / %d" % (fds0, fds1)),
             ("sends acknowledged (queues)", "%d (%s)" % (sent, ", ".join(
                 "%s %d" % (q, len(s)) for q, s in soak.sent_q.items() if q != "norm.tq"))),

@@ -1,9 +1,11 @@
 """wshub.py: start a real mqhubd for the WebSocket tests — a temp dir, a
-generated config on free loopback ports (TCP, raft, WebSocket), wait until
-/readyz says ready, stop with SIGTERM. Also a strict Prometheus text-format
-parser (parse_prometheus) used by the /metrics tests."""
+generated config on free loopback ports (TCP, raft, WebSocket), optionally
+under a lower open-file limit (nofile), wait until /readyz says ready, stop with
+SIGTERM (a daemon that does not start leaves nothing behind). Also a strict
+Prometheus text-format parser (parse_prometheus) used by the /metrics tests."""
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -21,7 +23,7 @@ def free_port():
 
 
 class Hub:
-    def __init__(self, mqhubd, token=None, ws_extra="", extra=""):
+    def __init__(self, mqhubd, token=None, ws_extra="", extra="", nofile=None):
         self.dir = tempfile.mkdtemp(prefix="mqhub-ws-", dir=os.environ.get("TMPDIR", "/tmp"))
         self.tcp, self.raft, self.ws = free_port(), free_port(), free_port()
         self.token = token
@@ -34,22 +36,31 @@ class Hub:
                 f.write('auth { token = "%s" }\n' % token)
             f.write(extra)
         self.log = open(os.path.join(self.dir, "mqhubd.log"), "w")
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
+            if nofile else None
         self.proc = subprocess.Popen([mqhubd, "--config", os.path.join(self.dir, "config.lua")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=limit)
         self.http_base = "http://127.0.0.1:%d" % self.ws
         self.url = "ws://127.0.0.1:%d/" % self.ws
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                self.log.close()
-                raise RuntimeError("mqhubd exited: " + self.read_log())
+                self.failed("mqhubd exited: ")
             try:
                 if self.http("/readyz")[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("mqhubd not ready: " + self.read_log())
+        self.failed("mqhubd not ready: ")
+
+    def failed(self, why):
+        """Raise RuntimeError with @why and the daemon's log, leaving nothing
+        behind (no process, no temp dir)."""
+        text = why + self.read_log()
+        self.cleanup()
+        raise RuntimeError(text)
 
     def read_log(self):
         with open(os.path.join(self.dir, "mqhubd.log")) as f:

@@ -22,6 +22,7 @@
 
 #include "cmq.h"
 #include "codec.h"
+#include "mqhub/protocol.h"
 
 typedef void (*step_fn)(cmq_call_t *c, const json_t *r);
 
@@ -56,7 +57,7 @@ void cmq_error_map(const char *native, bool topic, int *code, int *module)
         {"BLOCKED", CMQ_EPARAM, 10110, 10110},
         {"UNKNOWN_OP", CMQ_EPARAM, 10430, 10430},
         {"UNAUTHORIZED", CMQ_EAUTH, 10030, 10030},
-        {"FORBIDDEN", CMQ_EAUTH, 10030, 10030},
+        {"FORBIDDEN", CMQ_ENO_ACCESS, 10032, 10032},
         {"TOO_LARGE", CMQ_ETOO_LARGE, 10230, 10230},
         {"FRAME_TOO_LARGE", CMQ_ETOO_LARGE, 10230, 10230},
         {"BACKLOG_FULL", CMQ_EHEAP_FULL, 10240, 10240},
@@ -106,6 +107,12 @@ static const char *jstr(const json_t *o, const char *key)
 static json_int_t jint(const json_t *o, const char *key)
 {
     return json_integer_value(json_object_get(o, key));
+}
+
+/* A native time (ms since the epoch) of @o as CMQ's unix seconds. */
+static json_int_t unix_s(const json_t *o, const char *key)
+{
+    return jint(o, key) / 1000;
 }
 
 static bool native_ok(const json_t *r)
@@ -530,9 +537,10 @@ static void a_get_queue_attributes(cmq_call_t *c, const json_t *r)
     attrs = json_object_get(r, "attrs");
     st = json_object_get(r, "stats");
     age = jint(st, "oldest_age_ms");
-    out = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I}", "queueName",
-                    jstr(r, "name"), "queueId", jstr(r, "name"), "createTime", 0,
-                    "lastModifyTime", 0, "activeMsgNum", jint(st, "ready"), "inactiveMsgNum",
+    out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "queueName",
+                    jstr(r, "name"), "queueId", jstr(r, "name"), "createTime",
+                    unix_s(r, "created_at"), "lastModifyTime", unix_s(r, "modified_at"),
+                    "activeMsgNum", jint(st, "ready"), "inactiveMsgNum",
                     jint(st, "inflight"), "delayMsgNum", jint(st, "delayed"), "rewindMsgNum",
                     jint(st, "retained"), "rewindmsgNum", jint(st, "retained"), "minMsgTime",
                     age > 0 ? (json_int_t)c->now - age / 1000 : 0);
@@ -609,6 +617,86 @@ static void a_send_message(cmq_call_t *c, const json_t *r)
     native(c, req);
 }
 
+/* Batches (docs/cmq.md "Batches"): mqhub checks a whole batch before it
+ * submits any of it — every body against the target's maxMsgSize, a queue's
+ * room for all of them (maxMsgHeapNum) — so a refusal it can foresee
+ * accepts nothing. What only apply can refuse (the room taken meanwhile by
+ * other senders, a script's block) is answered by batch_outcome(). */
+
+/* Step 1 of a batch action: @r answers the queue.get (@queue) or topic.get
+ * of its target; the batch request waits in c->scratch. Sends it when every
+ * message fits, else fails the call with nothing sent. */
+static void batch_checked_send(cmq_call_t *c, const json_t *r, bool queue)
+{
+    const json_t *attrs = json_object_get(r, "attrs"), *st = json_object_get(r, "stats"), *m;
+    json_t *req = c->scratch, *msgs = json_object_get(req, "msgs");
+    json_int_t max = jint(attrs, "max_msg_size"), heap = jint(attrs, "max_backlog");
+    json_int_t held = jint(st, "ready") + jint(st, "inflight") + jint(st, "delayed");
+    size_t i, n = json_array_size(msgs);
+
+    if (!native_ok(r)) {
+        native_error(c, r);
+        return;
+    }
+    json_array_foreach(msgs, i, m) {
+        size_t len = json_string_length(json_object_get(m, "body"));
+        if ((json_int_t)len > max) {
+            fail(c, cmq_error(CMQ_ETOO_LARGE, 10230, "msgBody.%zu has %zu bytes, more than "
+                              "maxMsgSize (%lld): no message of the batch was sent", i + 1, len,
+                              (long long)max));
+            return;
+        }
+    }
+    if (queue && heap > 0 && held + (json_int_t)n > heap) {
+        fail(c, cmq_error(CMQ_EHEAP_FULL, 10240, "queue %s has room for %lld of the %zu "
+                          "messages (maxMsgHeapNum %lld): no message of the batch was sent",
+                          jstr(r, "name"), (long long)(held < heap ? heap - held : 0), n,
+                          (long long)heap));
+        return;
+    }
+    c->scratch = NULL;
+    native(c, req);
+}
+
+/* The outcome of a native send_batch / publish_batch @r: NULL when every
+ * message was accepted. When none was, the first one's error: the client
+ * may send the whole batch again. When some were, 6010 (as BatchDelete's
+ * partial failure) carrying msgList — the accepted ones, {msgId, index} —
+ * and errorList — {code, message, index} — with index the N of msgBody.N:
+ * the SDK raises CMQServerException whose data is this reply, so the client
+ * can send only the refused ones again instead of duplicating the rest. */
+static json_t *batch_outcome(const cmq_call_t *c, const json_t *r)
+{
+    json_t *accepted = json_array(), *errors = json_array(), *e, *out;
+    size_t i, n = json_array_size(json_object_get(r, "results"));
+
+    json_array_foreach(json_object_get(r, "results"), i, e) {
+        if (json_object_get(e, "code") == NULL) {
+            json_array_append_new(accepted, json_pack("{s:s, s:I}", "msgId", jstr(e, "msg_id"),
+                                                      "index", (json_int_t)i + 1));
+        } else {
+            out = mapped(c, e);
+            json_object_set_new(out, "index", json_integer((json_int_t)i + 1));
+            json_array_append_new(errors, out);
+        }
+    }
+    if (json_array_size(errors) == 0) {
+        out = NULL;
+    } else if (json_array_size(accepted) == 0) {
+        out = json_copy(json_array_get(errors, 0));
+        json_object_del(out, "index");
+    } else {
+        out = cmq_error(CMQ_EPARTIAL, 10280, "%zu of %zu messages were accepted (msgList) and "
+                        "%zu refused (errorList): send only the refused ones again",
+                        json_array_size(accepted), n, json_array_size(errors));
+        json_object_set(out, "msgList", accepted);
+        json_object_set(out, "errorList", errors);
+    }
+    json_decref(accepted);
+    json_decref(errors);
+    return out;
+}
+
 /* The first failed item of a native batch's results as a CMQ error (NULL
  * when none failed). */
 static json_t *batch_error(const cmq_call_t *c, const json_t *r)
@@ -634,16 +722,28 @@ static json_t *msg_list(const json_t *r)
     return list;
 }
 
+/* Step 0 of a batch action: keep the batch request @req (stolen) and look
+ * its target up with @get_op. */
+static void batch_lookup(cmq_call_t *c, json_t *req, const char *get_op, const char *key)
+{
+    c->scratch = req;
+    native(c, json_pack("{s:s, s:O}", "op", get_op, "name", json_object_get(req, key)));
+}
+
 static void a_batch_send_message(cmq_call_t *c, const json_t *r)
 {
     json_t *req, *bodies, *msgs, *b, *err;
     long long delay = 0;
     size_t i;
 
+    if (c->step == 1) {
+        batch_checked_send(c, r, true);
+        return;
+    }
     if (r != NULL) {
         if (!native_ok(r))
             native_error(c, r);
-        else if ((err = batch_error(c, r)) != NULL)
+        else if ((err = batch_outcome(c, r)) != NULL)
             fail(c, err);
         else
             finish(c, json_pack("{s:o}", "msgList", msg_list(r)));
@@ -671,7 +771,7 @@ static void a_batch_send_message(cmq_call_t *c, const json_t *r)
     }
     json_decref(bodies);
     json_object_set_new(req, "msgs", msgs);
-    native(c, req);
+    batch_lookup(c, req, "queue.get", "queue");
 }
 
 /* One received message in CMQ's spelling (times in unix seconds). */
@@ -817,7 +917,9 @@ static void a_create_topic(cmq_call_t *c, const json_t *r)
             json_decref(req);
             req = NULL;
         }
-        req = with_attrs(c, req, topic_attrs);
+        if ((req = with_attrs(c, req, topic_attrs)) != NULL)
+            json_object_set_new(json_object_get(req, "attrs"), "filter_type",
+                                json_string(filter == 2 ? "routing_key" : "tags"));
     }
     create_unless_exists(c, r, req, "topic.get", "topic", 10610, "topicId");
 }
@@ -839,10 +941,13 @@ static void a_get_topic_attributes(cmq_call_t *c, const json_t *r)
         native_error(c, r);
         return;
     }
-    out = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i}", "topicName", jstr(r, "name"),
+    out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "topicName", jstr(r, "name"),
                     "topicId", jstr(r, "name"), "msgCount",
-                    jint(json_object_get(r, "stats"), "retained"), "createTime", 0,
-                    "lastModifyTime", 0, "filterType", 1);
+                    jint(json_object_get(r, "stats"), "retained"), "createTime",
+                    unix_s(r, "created_at"), "lastModifyTime", unix_s(r, "modified_at"),
+                    "filterType",
+                    strcmp(jstr(json_object_get(r, "attrs"), "filter_type"), "routing_key") == 0
+                        ? 2 : 1);
     attrs_reply(out, json_object_get(r, "attrs"), topic_attrs);
     finish(c, out);
 }
@@ -874,16 +979,32 @@ static void a_delete_topic(cmq_call_t *c, const json_t *r)
     }
 }
 
-/* The publish fields common to both actions into @m: tags, key. false
- * after failing the call. */
+/* The publish fields common to both actions into @m: tags (1-64 bytes
+ * each), key (at most 255 bytes), checked here so that a batch refused for
+ * them is refused whole. false after failing the call. */
 static bool publish_fields(cmq_call_t *c, json_t *m)
 {
-    json_t *tags = array_param(c, "msgTag", CMQ_TAGS_MAX);
-    size_t klen;
+    json_t *tags = array_param(c, "msgTag", CMQ_TAGS_MAX), *t;
+    size_t klen, i;
     const char *key = cmq_param(c->params, "routingKey", &klen);
 
     if (tags == NULL)
         return false;
+    json_array_foreach(tags, i, t) {
+        size_t n = json_string_length(t);
+        if (n < 1 || n > MQHUB_TAG_LEN_MAX) {
+            json_decref(tags);
+            fail(c, cmq_error(CMQ_EPARAM, 10110, "msgTag.%zu has %zu bytes; a tag has 1-%d",
+                              i + 1, n, MQHUB_TAG_LEN_MAX));
+            return false;
+        }
+    }
+    if (key != NULL && klen > MQHUB_ROUTING_KEY_MAX) {
+        json_decref(tags);
+        fail(c, cmq_error(CMQ_EPARAM, 10110, "routingKey has %zu bytes, at most %d allowed",
+                          klen, MQHUB_ROUTING_KEY_MAX));
+        return false;
+    }
     if (json_array_size(tags) > 0)
         json_object_set_new(m, "tags", tags);
     else
@@ -929,12 +1050,16 @@ static void a_batch_publish_message(cmq_call_t *c, const json_t *r)
     size_t i;
     bool any = false;
 
+    if (c->step == 1) {
+        batch_checked_send(c, r, false);
+        return;
+    }
     if (r != NULL) {
         if (!native_ok(r)) {
             native_error(c, r);
             return;
         }
-        if ((err = batch_error(c, r)) != NULL) {
+        if ((err = batch_outcome(c, r)) != NULL) {
             fail(c, err);
             return;
         }
@@ -971,34 +1096,69 @@ static void a_batch_publish_message(cmq_call_t *c, const json_t *r)
     json_decref(common);
     json_decref(bodies);
     json_object_set_new(req, "msgs", msgs);
-    native(c, req);
+    batch_lookup(c, req, "topic.get", "topic");
 }
 
 /* ---------------------------------------------------------- subscriptions */
 
-static bool strategy_valid(const char *s)
+/* CMQ's notifyStrategy as a native retry (docs/cmq.md "Subscriptions"):
+ * BACKOFF_RETRY retries 3 times 15 s apart; EXPONENTIAL_DECAY_RETRY waits
+ * 1 s, doubling up to 512 s, for about a day (attempts 1-10 take 1023 s,
+ * then 167 more 512 s apart: 86527 s). Subscriptions get the CMQ name back
+ * from the strategy (cmq_subscription). */
+#define CMQ_BACKOFF_ATTEMPTS 4
+#define CMQ_BACKOFF_INTERVAL_MS 15000
+#define CMQ_DECAY_ATTEMPTS 177
+#define CMQ_DECAY_MAX_INTERVAL_MS 512000
+
+static json_t *retry_of(const char *strategy)
 {
-    return s == NULL || *s == '\0' || strcmp(s, "BACKOFF_RETRY") == 0 ||
-           strcmp(s, "EXPONENTIAL_DECAY_RETRY") == 0;
+    if (strcmp(strategy, "BACKOFF_RETRY") == 0)
+        return json_pack("{s:s, s:i, s:i}", "strategy", "backoff", "max_attempts",
+                         CMQ_BACKOFF_ATTEMPTS, "interval_ms", CMQ_BACKOFF_INTERVAL_MS);
+    return json_pack("{s:s, s:i, s:i, s:i}", "strategy", "exponential", "max_attempts",
+                     CMQ_DECAY_ATTEMPTS, "interval_ms", 1000, "max_interval_ms",
+                     CMQ_DECAY_MAX_INTERVAL_MS);
 }
 
-/* notifyStrategy and notifyContentFormat as a queue endpoint allows them;
- * false after failing the call. */
-static bool notify_params(cmq_call_t *c)
+/* notifyStrategy as a native retry into *@out: 1 given, 0 absent (*@out
+ * NULL), -1 after failing the call. */
+static int strategy_param(cmq_call_t *c, json_t **out)
 {
-    const char *strategy = cmq_param(c->params, "notifyStrategy", NULL);
-    const char *format = cmq_param(c->params, "notifyContentFormat", NULL);
+    const char *s = cmq_param(c->params, "notifyStrategy", NULL);
 
-    if (!strategy_valid(strategy)) {
+    *out = NULL;
+    if (s == NULL || *s == '\0')
+        return 0;
+    if (strcmp(s, "BACKOFF_RETRY") != 0 && strcmp(s, "EXPONENTIAL_DECAY_RETRY") != 0) {
         fail(c, cmq_error(CMQ_EPARAM, 10110, "notifyStrategy must be BACKOFF_RETRY or "
                           "EXPONENTIAL_DECAY_RETRY"));
+        return -1;
+    }
+    *out = retry_of(s);
+    return 1;
+}
+
+/* notifyContentFormat for an endpoint of protocol http (@http) or queue:
+ * the native format ("json", "simplified") into *@fmt, NULL when absent.
+ * false after failing the call: an unknown value, or JSON for a queue. */
+static bool format_param(cmq_call_t *c, bool http, const char **fmt)
+{
+    const char *f = cmq_param(c->params, "notifyContentFormat", NULL);
+
+    *fmt = NULL;
+    if (f == NULL || *f == '\0')
+        return true;
+    if (strcmp(f, "JSON") != 0 && strcmp(f, "SIMPLIFIED") != 0) {
+        fail(c, cmq_error(CMQ_EPARAM, 10110, "notifyContentFormat must be JSON or SIMPLIFIED"));
         return false;
     }
-    if (format != NULL && *format != '\0' && strcmp(format, "SIMPLIFIED") != 0) {
+    if (!http && f[0] == 'J') {
         fail(c, cmq_error(CMQ_EPARAM, 10640, "a queue endpoint needs notifyContentFormat "
                           "SIMPLIFIED"));
         return false;
     }
+    *fmt = f[0] == 'J' ? "json" : "simplified";
     return true;
 }
 
@@ -1016,11 +1176,45 @@ static json_t *sub_req(cmq_call_t *c, const char *op)
     return req;
 }
 
+/* Fail with 4440 (10700) when @r is a native NOT_FOUND, else as mapped. */
+static void sub_error(cmq_call_t *c, const json_t *r)
+{
+    if (strcmp(jstr(r, "code"), "NOT_FOUND") == 0)
+        fail(c, cmq_error(CMQ_ENOT_FOUND, 10700, "%s", jstr(r, "error")));
+    else
+        native_error(c, r);
+}
+
+/* filterTag.n and bindingKey.n into @req as filter_tags / binding_keys;
+ * given only (@all: also when empty). false after failing the call. */
+static bool filter_params(cmq_call_t *c, json_t *req, bool all)
+{
+    json_t *tags = array_param(c, "filterTag", CMQ_TAGS_MAX), *keys;
+
+    if (tags == NULL)
+        return false;
+    if ((keys = array_param(c, "bindingKey", CMQ_TAGS_MAX)) == NULL) {
+        json_decref(tags);
+        return false;
+    }
+    if (all || json_array_size(tags) > 0)
+        json_object_set(req, "filter_tags", tags);
+    if (all || json_array_size(keys) > 0)
+        json_object_set(req, "binding_keys", keys);
+    json_decref(tags);
+    json_decref(keys);
+    return true;
+}
+
+/* Subscribe: protocol queue (endpoint a queue name) or http (endpoint a
+ * URL, notifyContentFormat JSON by default), notifyStrategy as a retry
+ * (CMQ's default EXPONENTIAL_DECAY_RETRY when absent). */
 static void a_subscribe(cmq_call_t *c, const json_t *r)
 {
     const char *protocol = cmq_param(c->params, "protocol", NULL);
-    const char *endpoint = cmq_param(c->params, "endpoint", NULL);
-    json_t *req, *tags, *keys;
+    const char *endpoint = cmq_param(c->params, "endpoint", NULL), *fmt;
+    json_t *req, *retry;
+    bool http = protocol != NULL && strcmp(protocol, "http") == 0;
 
     if (c->step == 1) {
         create_if_absent(c, r, CMQ_ESUB_EXISTS, 10470, "subscription", jstr(r, "name"));
@@ -1037,31 +1231,24 @@ static void a_subscribe(cmq_call_t *c, const json_t *r)
     }
     if ((req = sub_req(c, "subscription.create")) == NULL)
         return;
-    if (protocol != NULL && strcmp(protocol, "http") == 0) {
-        json_decref(req);
-        fail(c, cmq_error(CMQ_EPARAM, 10110, "protocol http is not supported yet by mqhub: "
-                          "subscribe a queue (protocol queue)"));
-        return;
-    }
-    if (protocol == NULL || strcmp(protocol, "queue") != 0 || endpoint == NULL ||
+    if ((!http && (protocol == NULL || strcmp(protocol, "queue") != 0)) || endpoint == NULL ||
         *endpoint == '\0') {
         json_decref(req);
-        fail(c, cmq_error(CMQ_EPARAM, 10110, "protocol must be queue and endpoint a queue "
-                          "name"));
+        fail(c, cmq_error(CMQ_EPARAM, 10110, "protocol must be queue (endpoint a queue name) "
+                          "or http (endpoint an http:// or https:// URL)"));
         return;
     }
-    if (!notify_params(c) || (tags = array_param(c, "filterTag", CMQ_TAGS_MAX)) == NULL) {
+    if (!format_param(c, http, &fmt) || strategy_param(c, &retry) < 0 ||
+        !filter_params(c, req, true)) {
         json_decref(req);
         return;
     }
-    if ((keys = array_param(c, "bindingKey", CMQ_TAGS_MAX)) == NULL) {
-        json_decref(tags);
-        json_decref(req);
-        return;
-    }
-    json_object_set_new(req, "endpoint", json_pack("{s:s}", "queue", endpoint));
-    json_object_set_new(req, "filter_tags", tags);
-    json_object_set_new(req, "binding_keys", keys);
+    json_object_set_new(req, "retry", retry != NULL ? retry : retry_of("EXPONENTIAL_DECAY_RETRY"));
+    if (http)
+        json_object_set_new(req, "endpoint", json_pack("{s:s, s:s}", "http", endpoint, "format",
+                                                       fmt != NULL ? fmt : "json"));
+    else
+        json_object_set_new(req, "endpoint", json_pack("{s:s}", "queue", endpoint));
     c->scratch = req;
     native(c, json_pack("{s:s, s:O, s:O}", "op", "subscription.get", "topic",
                         json_object_get(req, "topic"), "name", json_object_get(req, "name")));
@@ -1082,21 +1269,32 @@ static json_t *array_or_empty(const json_t *v)
 }
 
 /* A subscription.get reply in CMQ's spelling (with the Python SDK's
- * spellings protocal and filterTags beside protocol and filterTag). */
+ * spellings protocal and filterTags beside protocol and filterTag):
+ * notifyStrategy from the retry strategy, notifyContentFormat from an http
+ * endpoint's format (a queue's is SIMPLIFIED). */
 static json_t *cmq_subscription(const json_t *s)
 {
-    const char *queue = jstr(json_object_get(s, "endpoint"), "queue");
-    const json_t *st = json_object_get(s, "stats");
+    const json_t *ep = json_object_get(s, "endpoint"), *st = json_object_get(s, "stats");
+    const char *queue = jstr(ep, "queue"), *url = jstr(ep, "http");
+    const char *protocol = *url ? "http" : "queue";
+    bool exp = strcmp(jstr(json_object_get(s, "retry"), "strategy"), "exponential") == 0;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "subscriptionName",
+                            jstr(s, "name"), "subscriptionId", jstr(s, "name"), "topicOwner", "",
+                            "endpoint", *url ? url : *queue ? queue : "(push)", "protocol",
+                            protocol, "protocal", protocol);
 
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:o, s:o, s:o}",
-                     "subscriptionName", jstr(s, "name"), "subscriptionId", jstr(s, "name"),
-                     "topicOwner", "", "endpoint", *queue ? queue : "(push)", "protocol",
-                     "queue", "protocal", "queue", "notifyStrategy", "BACKOFF_RETRY",
-                     "notifyContentFormat", "SIMPLIFIED", "createTime", 0, "lastModifyTime", 0,
-                     "msgCount", jint(st, "pending"), "filterTag",
-                     array_or_empty(json_object_get(s, "filter_tags")), "filterTags",
-                     array_or_empty(json_object_get(s, "filter_tags")), "bindingKey",
-                     array_or_empty(json_object_get(s, "binding_keys")));
+    json_object_set_new(out, "notifyStrategy",
+                        json_string(exp ? "EXPONENTIAL_DECAY_RETRY" : "BACKOFF_RETRY"));
+    json_object_set_new(out, "notifyContentFormat",
+                        json_string(*url && strcmp(jstr(ep, "format"), "json") == 0
+                                        ? "JSON" : "SIMPLIFIED"));
+    json_object_set_new(out, "createTime", json_integer(unix_s(s, "created_at")));
+    json_object_set_new(out, "lastModifyTime", json_integer(unix_s(s, "modified_at")));
+    json_object_set_new(out, "msgCount", json_integer(jint(st, "pending")));
+    json_object_set_new(out, "filterTag", array_or_empty(json_object_get(s, "filter_tags")));
+    json_object_set_new(out, "filterTags", array_or_empty(json_object_get(s, "filter_tags")));
+    json_object_set_new(out, "bindingKey", array_or_empty(json_object_get(s, "binding_keys")));
+    return out;
 }
 
 static void a_get_subscription_attributes(cmq_call_t *c, const json_t *r)
@@ -1108,75 +1306,77 @@ static void a_get_subscription_attributes(cmq_call_t *c, const json_t *r)
             native(c, req);
         return;
     }
-    if (!native_ok(r) && strcmp(jstr(r, "code"), "NOT_FOUND") == 0)
-        fail(c, cmq_error(CMQ_ENOT_FOUND, 10700, "%s", jstr(r, "error")));
-    else if (!native_ok(r))
-        native_error(c, r);
+    if (!native_ok(r))
+        sub_error(c, r);
     else
         finish(c, cmq_subscription(r));
 }
 
-/* Whether the array param @name, when given, equals the native @have. */
-static bool same_list(cmq_call_t *c, const char *name, const json_t *have, bool *failed)
-{
-    json_t *want = array_param(c, name, CMQ_TAGS_MAX);
-    bool same;
-
-    *failed = want == NULL;
-    if (want == NULL)
-        return false;
-    same = json_array_size(want) == 0 || json_equal(want, (json_t *)have) ||
-           (json_array_size(have) == 0 && json_array_size(want) == 0);
-    json_decref(want);
-    return same;
-}
-
-/* SetSubscriptionAttributes and ClearSubscriptionFilterTags: mqhub cannot
- * change a subscription's filters in place (no subscription.set); a
- * request that changes nothing succeeds, any other is refused clearly. */
-static void change_subscription(cmq_call_t *c, const json_t *r, bool clear)
-{
-    json_t *req, *tags, *keys;
-    bool failed = false, same;
-
-    if (r == NULL) {
-        if ((clear || notify_params(c)) && (req = sub_req(c, "subscription.get")) != NULL)
-            native(c, req);
-        return;
-    }
-    if (!native_ok(r)) {
-        if (strcmp(jstr(r, "code"), "NOT_FOUND") == 0)
-            fail(c, cmq_error(CMQ_ENOT_FOUND, 10700, "%s", jstr(r, "error")));
-        else
-            native_error(c, r);
-        return;
-    }
-    tags = array_or_empty(json_object_get(r, "filter_tags"));
-    keys = array_or_empty(json_object_get(r, "binding_keys"));
-    if (clear)
-        same = json_array_size(tags) == 0;
-    else
-        same = same_list(c, "filterTag", tags, &failed) &&
-               (failed || same_list(c, "bindingKey", keys, &failed));
-    json_decref(tags);
-    json_decref(keys);
-    if (failed)
-        return;
-    if (same)
-        finish(c, NULL);
-    else
-        fail(c, cmq_error(CMQ_EPARAM, 10110, "mqhub cannot change a subscription's filterTag "
-                          "or bindingKey yet: Unsubscribe and Subscribe again"));
-}
-
+/* SetSubscriptionAttributes: notifyStrategy, notifyContentFormat,
+ * filterTag.n, bindingKey.n — each given one replaces the subscription's
+ * (subscription.set: in place, pending messages kept). Step 0 checks the
+ * params and reads the subscription (its endpoint decides what
+ * notifyContentFormat may be), step 1 sends the set kept in c->scratch. */
 static void a_set_subscription_attributes(cmq_call_t *c, const json_t *r)
 {
-    change_subscription(c, r, false);
+    json_t *req, *retry, *ep;
+    const char *fmt, *url;
+
+    switch (c->step) {
+    case 0:
+        if ((req = sub_req(c, "subscription.set")) == NULL)
+            return;
+        if (!format_param(c, true, &fmt) || strategy_param(c, &retry) < 0 ||
+            !filter_params(c, req, false)) {
+            json_decref(req);
+            return;
+        }
+        if (retry != NULL)
+            json_object_set_new(req, "retry", retry);
+        c->scratch = req;
+        native(c, json_pack("{s:s, s:O, s:O}", "op", "subscription.get", "topic",
+                            json_object_get(req, "topic"), "name", json_object_get(req, "name")));
+        return;
+    case 1:
+        if (!native_ok(r)) {
+            sub_error(c, r);
+            return;
+        }
+        ep = json_object_get(r, "endpoint");
+        url = jstr(ep, "http");
+        if (!format_param(c, *url != '\0', &fmt))
+            return;
+        if (*url != '\0' && fmt != NULL)
+            json_object_set_new(c->scratch, "endpoint",
+                                json_pack("{s:s, s:s}", "http", url, "format", fmt));
+        req = c->scratch;
+        c->scratch = NULL;
+        native(c, req);
+        return;
+    default:
+        if (!native_ok(r))
+            sub_error(c, r);
+        else
+            finish(c, NULL);
+    }
 }
 
+/* ClearSubscriptionFilterTags: subscription.set {filter_tags: []}. */
 static void a_clear_subscription_filter_tags(cmq_call_t *c, const json_t *r)
 {
-    change_subscription(c, r, true);
+    json_t *req;
+
+    if (r == NULL) {
+        if ((req = sub_req(c, "subscription.set")) != NULL) {
+            json_object_set_new(req, "filter_tags", json_array());
+            native(c, req);
+        }
+        return;
+    }
+    if (!native_ok(r))
+        sub_error(c, r);
+    else
+        finish(c, NULL);
 }
 
 /* subscription.list gives names; each listed one is then read with

@@ -10,10 +10,16 @@
  * (a foreign loop, as in the WebSocket transport). callback() sees each
  * request: req_start() gathers the query params and waits for a body when
  * there is one (req_body(), bounded by max_body), req_dispatch() checks
- * SecretId, Timestamp and Signature and starts the action in the
- * connection's host session (opened on the first request, hello with the
- * daemon's root token), on_done() renders the JSON reply, written by
- * req_writable() (header, then body) with HTTP 200 for API errors too.
+ * SecretId, Timestamp, Nonce, Signature and the replay cache
+ * (authenticate(): creds.c, sign.c, replay.c) and starts the action in the
+ * connection's host session for that SecretId's identity (session(): a
+ * named user through the host's session_identify, or hello with the
+ * daemon's root token; a request signed with another SecretId on the same
+ * connection gets a new session), on_done() renders the JSON reply, written
+ * by req_writable() (header, then body) with HTTP 200 for API errors too.
+ *
+ * TLS (tls_cert, tls_key, optional tls_ca for client certificates) is lws's
+ * own, on the adopted sockets, TLS 1.2 at least (create_context()).
  *
  * Limits: header_timeout for a request's head and body, idle_timeout for an
  * idle keep-alive connection, a long poll at most 30 s (the call's own
@@ -27,7 +33,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #include "cmq.h"
 #include "listen.h"
@@ -37,6 +48,10 @@
 #define CMQ_BACKLOG 511
 #define CMQ_ACCEPTS_PER_WAKE 64
 #define CMQ_CALL_MARGIN 15 /* s beyond the longest poll before lws drops a request */
+#define CMQ_NONCE_MAX 20   /* digits of a Nonce (2^64 has 20) */
+#define CMQ_REPLAY_MAX 200000 /* default replay_cache_max: ~30 MiB when full */
+#define CMQ_KEY_FILE_MAX 1025  /* bytes of a secret_key_file's key, + NUL */
+#define CMQ_TLS_AD_CERT_REQUIRED 116 /* TLS 1.3's alert; OpenSSL 3.0 names it "unknown" */
 
 typedef struct cmq {
     const mqhub_host_api_t *api;
@@ -45,11 +60,16 @@ typedef struct cmq {
     struct lws_context *ctx;
     struct lws_protocols protocols[2];
     void *loops[1];
-    const char *secret_id, *secret_key, *token;
+    cmq_creds_t creds;
+    cmq_replay_t *replay;
+    const char *token;
+    const char *tls_cert, *tls_key, *tls_ca;
     size_t max_body;
-    int64_t max_conns, header_timeout, idle_timeout, time_window;
+    int64_t max_conns, header_timeout, idle_timeout, time_window, replay_max;
     unsigned n_conns;
     uint64_t requests, started;
+    time_t tls_logged;     /* second of the last TLS refusal logged */
+    unsigned tls_unlogged; /* refusals not logged since */
     struct sockaddr_storage addr;
     char bound[64];
     listener_t *listener;
@@ -60,6 +80,7 @@ typedef struct req {
     cmq_t *q;
     struct lws *wsi;
     mqhub_session_t *session; /* the connection's, opened on first use */
+    const cmq_cred_t *cred;   /* whose identity the session has */
     /* The request in progress: */
     char method[8], host[256], path[256];
     cmq_params_t params;
@@ -159,21 +180,16 @@ static void on_hello(void *arg, const char *buf, size_t len)
     (void)len;
 }
 
-/* The connection's host session, opened (with a hello carrying the root
- * token, when the daemon has one) on its first request. */
-static mqhub_session_t *session(req_t *h)
+/* A hello with the daemon's root token on @h's new session (none without
+ * one: a hub with users then answers every action 4100). */
+static void hello_root(req_t *h)
 {
-    char peer[96] = "?";
     msgpack_sbuffer sb;
     msgpack_packer pk;
     const char *token = h->q->token;
 
-    if (h->session != NULL)
-        return h->session;
-    lws_get_peer_simple(h->wsi, peer, sizeof peer);
-    h->session = h->q->api->session_open(h->q->host, peer, NULL, NULL);
-    if (h->session == NULL || token == NULL)
-        return h->session;
+    if (token == NULL)
+        return;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 5);
@@ -189,12 +205,78 @@ static mqhub_session_t *session(req_t *h)
     msgpack_pack_str_with_body(&pk, token, strlen(token));
     h->q->api->request(h->session, sb.data, sb.size, on_hello, h);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* The connection's host session for credential @cred: opened on the first
+ * request, and again when a request is signed with another SecretId (no
+ * call is in flight between two requests of a connection). A named user's
+ * session is identified by name (its grants apply, looked up on every
+ * request); the root form's says hello with the root token. */
+static mqhub_session_t *session(req_t *h, const cmq_cred_t *cred)
+{
+    char peer[96] = "?";
+    const mqhub_host_api_t *api = h->q->api;
+
+    if (h->session != NULL && h->cred == cred)
+        return h->session;
+    if (h->session != NULL)
+        api->session_close(h->session);
+    h->cred = cred;
+    lws_get_peer_simple(h->wsi, peer, sizeof peer);
+    h->session = api->session_open(h->q->host, peer, NULL, NULL);
+    if (h->session == NULL)
+        return NULL;
+    if (cred->user == NULL)
+        hello_root(h);
+    else if (api->session_identify(h->session, cred->user) != 0) {
+        api->session_close(h->session);
+        h->session = NULL;
+    }
     return h->session;
 }
 
-/* SecretId, Timestamp and Signature: NULL when they pass, else the 4100
- * reply (a new reference). */
-static json_t *authenticate(req_t *h)
+/* Whether @s is a Nonce: 1 to CMQ_NONCE_MAX decimal digits. */
+static bool nonce_valid(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (n == 0 || n > CMQ_NONCE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* The replay cache's verdict on @h's request (signed, Timestamp @t): NULL
+ * when it is new, else the 4100 reply (a new reference). */
+static json_t *replay_check(req_t *h, const char *id, long long t, long long now)
+{
+    cmq_t *q = h->q;
+    const char *nonce = cmq_param(&h->params, "Nonce", NULL);
+    const char *ts = cmq_param(&h->params, "Timestamp", NULL);
+    const char *sig = cmq_param(&h->params, "Signature", NULL);
+    int rc = cmq_replay_check(q->replay, id, nonce, ts, sig, t, now, q->time_window);
+
+    if (rc == 0)
+        return NULL;
+    q->api->metric_add(q->host, "replays_refused", 1);
+    if (rc == CMQ_REPLAY_SEEN)
+        return cmq_error(CMQ_EAUTH, 10031, "replayed request: SecretId %s already sent this "
+                         "request (Nonce %s, Timestamp %s) within the last %" PRId64 " s; "
+                         "sign each request with a new Nonce", id, nonce, ts, q->time_window);
+    if (rc == CMQ_REPLAY_TOO_OLD)
+        return cmq_error(CMQ_EAUTH, 10031, "Timestamp %s is older than the replay cache can "
+                         "vouch for under this load (requests signed at or before %" PRId64
+                         " are refused): sign with the current time", ts,
+                         cmq_replay_floor(q->replay));
+    return cmq_error(CMQ_EINTERNAL, 10010, "out of memory");
+}
+
+/* SecretId, Timestamp, Nonce, Signature, then the replay cache: NULL with
+ * the signer's credential in *@cred when they pass, else the 4100 reply (a
+ * new reference). Only a correctly signed request enters the cache. */
+static json_t *authenticate(req_t *h, const cmq_cred_t **cred)
 {
     cmq_t *q = h->q;
     const char *id = cmq_param(&h->params, "SecretId", NULL);
@@ -203,19 +285,24 @@ static json_t *authenticate(req_t *h)
     long long t = ts != NULL ? strtoll(ts, &endp, 10) : 0;
     long long now = (long long)time(NULL);
 
-    if (id == NULL || strcmp(id, q->secret_id) != 0)
+    if ((*cred = cmq_creds_find(&q->creds, id)) == NULL)
         return cmq_error(CMQ_EAUTH, 10270, "secretId is not known to this server");
-    if (ts == NULL || *endp != '\0' || t < now - q->time_window || t > now + q->time_window)
+    if (ts == NULL || *ts == '\0' || *endp != '\0' || t < now - q->time_window ||
+        t > now + q->time_window)
         return cmq_error(CMQ_EAUTH, 10030, "Timestamp must be unix seconds within %" PRId64
                          " s of the server's clock", q->time_window);
-    if (!cmq_sign_verify(&h->params, h->method, h->host, h->path, q->secret_key))
+    if (!nonce_valid(cmq_param(&h->params, "Nonce", NULL)))
+        return cmq_error(CMQ_EAUTH, 10030, "Nonce must be a positive integer of 1 to %d "
+                         "digits, new for each request", CMQ_NONCE_MAX);
+    if (!cmq_sign_verify(&h->params, h->method, h->host, h->path, (*cred)->secret_key))
         return cmq_error(CMQ_EAUTH, 10030, "authentication failed: wrong Signature");
-    return NULL;
+    return replay_check(h, id, t, now);
 }
 
 static void req_dispatch(req_t *h)
 {
-    json_t *err = authenticate(h);
+    const cmq_cred_t *cred = NULL;
+    json_t *err = authenticate(h, &cred);
 
     h->q->api->metric_add(h->q->host, "requests", 1);
     if (err != NULL) {
@@ -223,7 +310,7 @@ static void req_dispatch(req_t *h)
         reply_json(h, err);
         return;
     }
-    if (session(h) == NULL || (h->call = calloc(1, sizeof *h->call)) == NULL) {
+    if (session(h, cred) == NULL || (h->call = calloc(1, sizeof *h->call)) == NULL) {
         reply_json(h, cmq_error(CMQ_EINTERNAL, 10010, "out of memory"));
         return;
     }
@@ -316,7 +403,45 @@ static void req_closed(req_t *h)
     if (h->session != NULL)
         h->q->api->session_close(h->session);
     h->session = NULL;
+    h->cred = NULL;
     req_reset(h);
+}
+
+/* A TLS alert on a connection (ssl_info_event_mask): a fatal one the
+ * server sent ends a handshake it refused — a protocol older than TLS 1.2,
+ * no or an untrusted client certificate, bytes that are no TLS (when lws
+ * saw no TLS record start, it closed without asking OpenSSL). Counted
+ * (tls_failures) and logged at most once a second, with the number of
+ * refusals not logged since the previous line. */
+static void tls_alert(cmq_t *q, struct lws *wsi, const struct lws_ssl_info *si)
+{
+    char peer[INET6_ADDRSTRLEN] = "(gone)";
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    time_t now = time(NULL);
+    int desc = si->ret & 0xff;
+
+    if (!(si->where & SSL_CB_WRITE) || strcmp(SSL_alert_type_string(si->ret), "F") != 0)
+        return;
+    q->api->metric_add(q->host, "tls_failures", 1);
+    if (now == q->tls_logged) {
+        q->tls_unlogged++;
+        return;
+    }
+    /* the peer may have closed already: getpeername, not lws's wording of its failure */
+    if (getpeername(lws_get_socket_fd(wsi), (struct sockaddr *)&sa, &salen) == 0)
+        inet_ntop(sa.ss_family,
+                  sa.ss_family == AF_INET6 ? (void *)&((struct sockaddr_in6 *)&sa)->sin6_addr
+                                           : (void *)&((struct sockaddr_in *)&sa)->sin_addr,
+                  peer, sizeof peer);
+    q->api->log(q->host, MQHUB_LOG_WARN, "TLS from %s refused: %s (%u refusals not logged)",
+                peer,
+                desc == SSL_AD_PROTOCOL_VERSION ? "protocol version (a client older than TLS 1.2?)"
+                : desc == CMQ_TLS_AD_CERT_REQUIRED ? "certificate required (the client sent none)"
+                                                   : SSL_alert_desc_string_long(si->ret),
+                q->tls_unlogged);
+    q->tls_logged = now;
+    q->tls_unlogged = 0;
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -339,6 +464,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (h != NULL && h->wsi != NULL)
             req_closed(h);
         return 0;
+    case LWS_CALLBACK_SSL_INFO:
+        if (q != NULL && in != NULL)
+            tls_alert(q, wsi, in);
+        return 0;
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* With tls_ca, lws's OpenSSL verify callback asks this callback and
+         * accepts the client's certificate when it returns 0, whatever
+         * OpenSSL found: accept only what OpenSSL verified against tls_ca
+         * (its preverify_ok comes in @len). */
+        return len != 0 ? 0 : 1;
     case LWS_CALLBACK_WSI_DESTROY:
         if (q != NULL && lws_get_opaque_user_data(wsi) == q && q->n_conns > 0)
             q->n_conns--;
@@ -351,7 +486,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 /* ---------------------------------------------------------------- listening */
 
 /* A connection accepted by q->listener, given to lws; beyond
- * max_connections it is closed at once. */
+ * max_connections it is closed at once (the listener set TCP_NODELAY: a
+ * reply is two writes, head then body). */
 static void on_accept(void *data, int fd)
 {
     cmq_t *q = data;
@@ -396,20 +532,76 @@ static int config_int(cmq_t *q, const char *key, int64_t def, int64_t lo, int64_
     return 0;
 }
 
+/* Who may sign: secret_id + secret_key or secret_key_file (+ user;
+ * without it the root token), and every line of credentials_file. */
+static int read_credentials(cmq_t *q, char *errmsg, size_t errlen)
+{
+    const mqhub_host_api_t *api = q->api;
+    const char *id = api->config_string(q->host, "secret_id");
+    const char *key = api->config_string(q->host, "secret_key");
+    const char *key_file = api->config_string(q->host, "secret_key_file");
+    const char *user = api->config_string(q->host, "user");
+    const char *file = api->config_string(q->host, "credentials_file");
+    char from_file[CMQ_KEY_FILE_MAX];
+    int rc;
+
+    if ((id == NULL) != (key == NULL && key_file == NULL) || (key != NULL && key_file != NULL) ||
+        (user != NULL && id == NULL)) {
+        snprintf(errmsg, errlen, "secret_id goes with one of secret_key or secret_key_file "
+                 "(user names the user they act as)");
+        return -1;
+    }
+    if (id == NULL && file == NULL) {
+        snprintf(errmsg, errlen, "secret_id and secret_key, or credentials_file, are required "
+                 "(the SecretIds and SecretKeys CMQ clients sign with)");
+        return -1;
+    }
+    if (key_file != NULL) {
+        if (cmq_creds_key_file(key_file, from_file, sizeof from_file, errmsg, errlen) != 0)
+            return -1;
+        key = from_file;
+    }
+    rc = id != NULL ? cmq_creds_add(&q->creds, id, key, user, errmsg, errlen) : 0;
+    OPENSSL_cleanse(from_file, sizeof from_file);
+    if (rc != 0)
+        return -1;
+    if (file != NULL && cmq_creds_load(&q->creds, file, errmsg, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < q->creds.n; i++) {
+        if (q->creds.v[i].user != NULL && !MQHUB_HOST_HAS(api, session_identify)) {
+            snprintf(errmsg, errlen, "this mqhubd cannot run requests as a named user "
+                     "(no session_identify): SecretId %s", q->creds.v[i].secret_id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* tls_cert + tls_key (+ tls_ca: client certificates required). */
+static int read_tls(cmq_t *q, char *errmsg, size_t errlen)
+{
+    q->tls_cert = q->api->config_string(q->host, "tls_cert");
+    q->tls_key = q->api->config_string(q->host, "tls_key");
+    q->tls_ca = q->api->config_string(q->host, "tls_ca");
+    if ((q->tls_cert == NULL) != (q->tls_key == NULL)) {
+        snprintf(errmsg, errlen, "tls_cert and tls_key go together");
+        return -1;
+    }
+    if (q->tls_ca != NULL && q->tls_cert == NULL) {
+        snprintf(errmsg, errlen, "tls_ca (client certificates) needs tls_cert and tls_key");
+        return -1;
+    }
+    return 0;
+}
+
 static int read_config(cmq_t *q, char *errmsg, size_t errlen)
 {
     const mqhub_host_api_t *api = q->api;
     const char *listen = api->config_string(q->host, "listen");
     int64_t max_body;
 
-    q->secret_id = api->config_string(q->host, "secret_id");
-    q->secret_key = api->config_string(q->host, "secret_key");
-    if (q->secret_id == NULL || *q->secret_id == '\0' || q->secret_key == NULL ||
-        *q->secret_key == '\0') {
-        snprintf(errmsg, errlen, "secret_id and secret_key are required (the SecretId and "
-                 "SecretKey CMQ clients sign with)");
+    if (read_credentials(q, errmsg, errlen) != 0 || read_tls(q, errmsg, errlen) != 0)
         return -1;
-    }
     if (listen == NULL)
         listen = CMQ_DEFAULT_LISTEN;
     if (listen_parse(listen, &q->addr) != 0) {
@@ -421,7 +613,9 @@ static int read_config(cmq_t *q, char *errmsg, size_t errlen)
         config_int(q, "header_timeout", 10, 1, 3600, &q->header_timeout, errmsg, errlen) ||
         config_int(q, "idle_timeout", 60, 1, 3600, &q->idle_timeout, errmsg, errlen) ||
         config_int(q, "time_window", CMQ_TIME_WINDOW, 1, 86400 * 366, &q->time_window, errmsg,
-                   errlen))
+                   errlen) ||
+        config_int(q, "replay_cache_max", CMQ_REPLAY_MAX, 1000, 10000000, &q->replay_max,
+                   errmsg, errlen))
         return -1;
     q->max_body = (size_t)max_body;
     if (MQHUB_HOST_HAS(api, auth_token))
@@ -439,6 +633,20 @@ static int create_context(cmq_t *q)
                                              .rx_buffer_size = 65536};
     q->loops[0] = q->loop;
     info.options = LWS_SERVER_OPTION_LIBUV;
+    if (q->tls_cert != NULL) {
+        /* lws's TLS on every adopted socket: a plaintext client fails the
+         * handshake and is closed; TLS 1.0/1.1 are refused. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = q->tls_cert;
+        info.ssl_private_key_filepath = q->tls_key;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 |
+                               SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
+        info.ssl_info_event_mask = SSL_CB_ALERT; /* tls_alert() */
+    }
+    if (q->tls_ca != NULL) {
+        info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+        info.ssl_ca_filepath = q->tls_ca;
+    }
     info.foreign_loops = q->loops;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* q->listener listens */
     info.protocols = q->protocols;
@@ -453,12 +661,20 @@ static int create_context(cmq_t *q)
     return q->ctx != NULL ? 0 : -1;
 }
 
+/* What cmq_init made, undone; after the loop drained, cmq_fini's rest. */
+static void cmq_free(cmq_t *q)
+{
+    cmq_creds_free(&q->creds);
+    cmq_replay_free(q->replay);
+    free(q);
+}
+
 static void init_undo(cmq_t *q)
 {
     if (q->ctx != NULL)
         lws_context_destroy(q->ctx);
     listener_close(q->listener);
-    free(q);
+    cmq_free(q);
 }
 
 static int cmq_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
@@ -478,13 +694,20 @@ static int cmq_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
         init_undo(q);
         return -1;
     }
-    if (create_context(q) != 0) {
-        snprintf(errmsg, errlen, "libwebsockets set-up for %s failed", q->bound);
+    if (cmq_replay_new(&q->replay, (size_t)q->replay_max) != 0) {
+        snprintf(errmsg, errlen, "out of memory");
         init_undo(q);
         return -1;
     }
-    api->log(host, MQHUB_LOG_INFO, "CMQ API listening on http://%s/ (SecretId %s)", q->bound,
-             q->secret_id);
+    if (create_context(q) != 0) {
+        snprintf(errmsg, errlen, "%slibwebsockets set-up for %s failed (see the lws log line "
+                 "above)", q->tls_cert != NULL ? "TLS or " : "", q->bound);
+        init_undo(q);
+        return -1;
+    }
+    api->log(host, MQHUB_LOG_INFO, "CMQ API listening on http%s://%s/ (%zu SecretId%s%s)",
+             q->tls_cert != NULL ? "s" : "", q->bound, q->creds.n, q->creds.n == 1 ? "" : "s",
+             q->tls_ca != NULL ? ", client certificates required" : "");
     *state = q;
     return 0;
 }
@@ -502,7 +725,7 @@ static void cmq_fini(void *state)
     cmq_t *q = state;
 
     lws_context_destroy(q->ctx); /* after the loop drained: frees the rest */
-    free(q);
+    cmq_free(q);
 }
 
 static const mqhub_plugin_t cmq_plugin = {

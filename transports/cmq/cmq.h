@@ -4,11 +4,13 @@
  *              one request's life: params, signature, action, JSON reply
  *   form.c     request parameters: x-www-form-urlencoded bodies, arrays
  *   sign.c     CMQ request signatures (HmacSHA1 / HmacSHA256)
+ *   creds.c    SecretId -> SecretKey and the user it runs as
+ *   replay.c   the replay cache (SecretId, Nonce, Timestamp, Signature)
  *   actions.c  the action table: each CMQ action as native requests, the
  *              replies and error codes in CMQ's spelling
  *   mpjson.c   MessagePack -> JSON for native replies (requests are
  *              packed by the WebSocket transport's codec.c, ws_codec)
- * form.c, sign.c, actions.c and mpjson.c do no I/O and know nothing of lws:
+ * form.c, sign.c, replay.c, actions.c and mpjson.c do no I/O and know nothing of lws:
  * the unit test (tests/cmq/cmq_unit_test.c) links them directly.
  * Everything runs on the daemon's loop thread.
  */
@@ -35,6 +37,7 @@ enum cmq_code {
     CMQ_OK = 0,
     CMQ_EPARAM = 4000,
     CMQ_EAUTH = 4100,
+    CMQ_ENO_ACCESS = 4102, /* Tencent Cloud's "no authorization to access resources" */
     CMQ_ETOO_LARGE = 4400,
     CMQ_EHEAP_FULL = 4410,
     CMQ_ERECEIPT = 4430,
@@ -93,6 +96,57 @@ int cmq_sign_hmac(const char *key, bool sha256, const char *s, size_t len, char 
  * Compared in constant time. */
 bool cmq_sign_verify(const cmq_params_t *p, const char *method, const char *host,
                      const char *path, const char *key);
+
+/* ---- creds.c: who signs (docs/cmq.md "Identity") */
+
+typedef struct cmq_cred {
+    char *secret_id, *secret_key;
+    char *user; /* the mqhub user its requests run as; NULL: the root token */
+} cmq_cred_t;
+
+typedef struct cmq_creds {
+    cmq_cred_t *v;
+    size_t n;
+} cmq_creds_t;
+
+/* Append a copy of one credential (@user NULL: root). 0, or -1 with a
+ * sentence in @errmsg (invalid SecretId or user name, empty key, duplicate
+ * SecretId, out of memory). */
+int cmq_creds_add(cmq_creds_t *c, const char *id, const char *key, const char *user,
+                  char *errmsg, size_t errlen);
+/* Append every "SecretId user SecretKey" line of the file @path; refused
+ * unless a regular file without group/other permissions, and for keys
+ * shorter than 16 characters. 0, or -1 with "path:line: problem". */
+int cmq_creds_load(cmq_creds_t *c, const char *path, char *errmsg, size_t errlen);
+/* The SecretKey in the file @path (secret_key_file: owner-only like the
+ * credentials file, one line, trailing whitespace dropped) into @key
+ * (@size bytes, NUL-terminated). 0, or -1 with a sentence in @errmsg. */
+int cmq_creds_key_file(const char *path, char *key, size_t size, char *errmsg, size_t errlen);
+/* The credential of @secret_id, NULL when unknown (or @secret_id NULL). */
+const cmq_cred_t *cmq_creds_find(const cmq_creds_t *c, const char *secret_id);
+/* Wipe the keys and free everything. */
+void cmq_creds_free(cmq_creds_t *c);
+
+/* ---- replay.c: the replay cache (docs/cmq.md "Replays") */
+
+typedef struct cmq_replay cmq_replay_t;
+
+enum { CMQ_REPLAY_SEEN = 1, CMQ_REPLAY_TOO_OLD = 2 };
+
+/* A cache of at most @max requests. 0, or -1 on out-of-memory. */
+int cmq_replay_new(cmq_replay_t **out, size_t max);
+void cmq_replay_free(cmq_replay_t *r);
+/* Remember the signed request (@id, @nonce, @ts_text, @sig; @ts is
+ * @ts_text's value) at unix time @now with time window @window: 0 when it is
+ * new; CMQ_REPLAY_SEEN when the same request was seen within the window;
+ * CMQ_REPLAY_TOO_OLD when @ts is at or below the floor the cache rose to
+ * when full; -1 on out-of-memory. Forgets requests whose Timestamp is more
+ * than @window before @now. */
+int cmq_replay_check(cmq_replay_t *r, const char *id, const char *nonce, const char *ts_text,
+                     const char *sig, int64_t ts, int64_t now, int64_t window);
+size_t cmq_replay_len(const cmq_replay_t *r);
+/* Timestamps at or below it are refused (INT64_MIN until the cache filled). */
+int64_t cmq_replay_floor(const cmq_replay_t *r);
 
 /* ---- mpjson.c */
 

@@ -28,6 +28,8 @@ static int by_key(const void *a, const void *b)
 /* Append @n bytes of @s to the buffer @b (length *@len, room *@cap). */
 static int append(char **b, size_t *len, size_t *cap, const char *s, size_t n)
 {
+    if (n > SIZE_MAX / 4 - *len) /* c below neither wraps nor becomes 0 */
+        return -1;
     if (*len + n + 1 > *cap) {
         size_t c = *cap ? *cap : 256;
         char *nb;
@@ -70,16 +72,17 @@ char *cmq_sign_string(const cmq_params_t *p, const char *method, const char *hos
     if (v == NULL)
         return NULL;
     n = sorted(p, skip_at, v);
-    rc = append(&b, len, &cap, method, strlen(method)) | append(&b, len, &cap, host, strlen(host)) |
-         append(&b, len, &cap, path, strlen(path)) | append(&b, len, &cap, "?", 1);
+    /* Short-circuit: no append after a failed one (b may then be NULL). */
+    rc = append(&b, len, &cap, method, strlen(method)) || append(&b, len, &cap, host, strlen(host)) ||
+         append(&b, len, &cap, path, strlen(path)) || append(&b, len, &cap, "?", 1);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         size_t start = *len;
-        rc = (i > 0 ? append(&b, len, &cap, "&", 1) : 0) |
+        rc = (i > 0 && append(&b, len, &cap, "&", 1)) ||
              append(&b, len, &cap, v[i]->key, v[i]->klen);
         for (size_t k = start; rc == 0 && k < *len; k++)
             if (b[k] == '_')
                 b[k] = '.';
-        rc |= append(&b, len, &cap, "=", 1) | append(&b, len, &cap, v[i]->val, v[i]->vlen);
+        rc = rc || append(&b, len, &cap, "=", 1) || append(&b, len, &cap, v[i]->val, v[i]->vlen);
     }
     free(v);
     if (rc != 0) {

@@ -3,7 +3,10 @@
  *
  * on_readable() accepts at most accepts_per_wake connections per wake-up
  * and passes each to the owner's callback; a failed accept other than
- * "nothing waits" is logged ("accept on <bound>: <errno text>").
+ * "nothing waits" is logged ("accept on <bound>: <errno text>"). Every
+ * accepted socket has TCP_NODELAY: lws writes an HTTP reply's head and body
+ * (and a WebSocket message's frames) separately, and with Nagle the second
+ * write waits for the client's delayed ACK of the first, ~40 ms per request.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "listen.h"
 #include "listener.h"
@@ -26,6 +31,8 @@ static void on_readable(uv_poll_t *p, int status, int events)
 {
     listener_t *l = p->data;
 
+    int one = 1;
+
     (void)events;
     for (unsigned i = 0; status == 0 && i < l->cfg.accepts_per_wake; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -36,6 +43,7 @@ static void on_readable(uv_poll_t *p, int status, int events)
                                 strerror(errno));
             return;
         }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         l->cfg.on_accept(l->cfg.data, fd);
     }
 }

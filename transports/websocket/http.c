@@ -2,17 +2,21 @@
  *   /healthz  200 "ok" while the process serves requests
  *   /readyz   200 when a leader is known and this node applied what was
  *             committed (within WS_READY_LAG entries), else 503 and why
+ *             ("waiting for quorum (1 of 3 ...)" in a cluster without a leader)
  *   /metrics  Prometheus text format 0.0.4, for an identity that may see
- *             everything (auth_start(): the root token, a user with admin
- *             on *, or anyone on a hub without credentials)
+ *             everything (auth_start(): the root token, a user with monitor
+ *             or admin on *, or anyone on a hub without credentials)
  * The dashboard's static files are served by lws itself (a file mount in
  * ws.c); everything else reaches http_callback().
  *
  * Start with http_callback(): LWS_CALLBACK_HTTP picks the endpoint and asks
  * the collector (stats.c) for a snapshot; on_snapshot() renders the body
  * and asks for a writable callback, where the header and then the body are
- * written. To add a metric, add a family in http_render_metrics() (names
- * and meanings are listed in docs/metrics.md: keep both in step).
+ * written. To add a metric, add a family in http_render_metrics() and its
+ * line in `helps` (every family has # HELP and # TYPE; values are written by
+ * sb_value(), integers without float noise); names and meanings are listed in
+ * docs/metrics.md: keep all three in step. Subscription series are capped
+ * (WS_METRICS_MAX_SUBS, the most pending first: topic_metrics()).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,10 +25,12 @@
 
 #include <msgpack.h>
 
+#include "mqhub/version.h"
 #include "ws.h"
 
 #define WS_READY_LAG 100
 #define WS_MAX_FAMILIES 96
+#define WS_METRICS_MAX_SUBS 500 /* subscriptions with mqhub_subscription_* series */
 
 enum endpoint { EP_NONE, EP_HEALTHZ, EP_READYZ, EP_METRICS };
 
@@ -101,6 +107,25 @@ static void sb_label(sbuf_t *b, const char *v)
     }
 }
 
+/* A sample value without float noise: integers as integers ("5", not
+ * "5.0000000000000001"), fractions with at most 6 decimals (the figures are
+ * milliseconds or microseconds over 1000 or 1e6), trailing zeros dropped. */
+static void sb_value(sbuf_t *b, double v)
+{
+    char buf[64];
+    if (v == (double)(long long)v && v > -9007199254740992.0 && v < 9007199254740992.0) {
+        sb_printf(b, "%lld\n", (long long)v);
+        return;
+    }
+    snprintf(buf, sizeof buf, "%.6f", v);
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == '0')
+        buf[--n] = '\0';
+    if (n > 0 && buf[n - 1] == '.')
+        buf[--n] = '\0';
+    sb_printf(b, "%s\n", buf);
+}
+
 /* ---------------------------------------------------------------- families */
 
 typedef struct family {
@@ -146,7 +171,8 @@ static void sample(families_t *fs, const char *name, const char *type, double va
         sep = ",";
     }
     va_end(ap);
-    sb_printf(&f->samples, "%s %.17g\n", *sep == ',' ? "}" : "", value);
+    sb_printf(&f->samples, "%s ", *sep == ',' ? "}" : "");
+    sb_value(&f->samples, value);
 }
 
 static double num(const json_t *o, const char *key)
@@ -202,10 +228,28 @@ static void queue_metrics(families_t *fs, const json_t *queues)
     }
 }
 
+typedef struct sub_ref {
+    const char *topic, *name;
+    const json_t *stats;
+    double pending;
+} sub_ref_t;
+
+static int sub_by_pending(const void *a, const void *b)
+{
+    double x = ((const sub_ref_t *)a)->pending, y = ((const sub_ref_t *)b)->pending;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Per topic every topic.get figure; per subscription every figure of its
+ * stats (pending = lag) for at most WS_METRICS_MAX_SUBS subscriptions, the
+ * most pending first, so that the series stay bounded however many
+ * subscriptions exist; the rest are counted in
+ * mqhub_subscriptions_not_exported. */
 static void topic_metrics(families_t *fs, const json_t *topics)
 {
-    size_t i, j;
+    size_t i, j, n = 0, cap = 0;
     json_t *t, *sub;
+    sub_ref_t *subs = NULL;
 
     json_array_foreach(topics, i, t) {
         const char *name = json_string_value(json_object_get(t, "name"));
@@ -215,11 +259,37 @@ static void topic_metrics(families_t *fs, const json_t *topics)
         json_array_foreach(json_object_get(t, "subscriptions"), j, sub) {
             const char *sname = json_string_value(json_object_get(sub, "name"));
             const json_t *st = json_object_get(sub, "stats");
-            if (sname != NULL)
-                numeric_stats(fs, "subscription", st != NULL ? st : sub, "topic", name,
-                              "subscription", sname);
+            if (sname == NULL)
+                continue;
+            if (n == cap) {
+                sub_ref_t *more = realloc(subs, (cap = cap ? cap * 2 : 64) * sizeof *subs);
+                if (more == NULL)
+                    break;
+                subs = more;
+            }
+            st = st != NULL ? st : sub;
+            subs[n++] = (sub_ref_t){name, sname, st, num(st, "pending")};
         }
     }
+    if (n > WS_METRICS_MAX_SUBS)
+        qsort(subs, n, sizeof *subs, sub_by_pending);
+    for (i = 0; i < n && i < WS_METRICS_MAX_SUBS; i++)
+        numeric_stats(fs, "subscription", subs[i].stats, "topic", subs[i].topic, "subscription",
+                      subs[i].name);
+    sample(fs, "mqhub_subscriptions_not_exported", "gauge",
+           n > WS_METRICS_MAX_SUBS ? (double)(n - WS_METRICS_MAX_SUBS) : 0, NULL);
+    free(subs);
+}
+
+/* Voters in cluster.status's node list. */
+static unsigned voters(const json_t *cl)
+{
+    size_t i;
+    json_t *n;
+    unsigned v = 0;
+    json_array_foreach(json_object_get(cl, "nodes"), i, n)
+        v += strcmp(json_string_value(json_object_get(n, "role")) ?: "", "voter") == 0;
+    return v;
 }
 
 static void cluster_metrics(families_t *fs, const json_t *cl)
@@ -231,6 +301,8 @@ static void cluster_metrics(families_t *fs, const json_t *cl)
     sample(fs, "mqhub_raft_applied_index", "gauge", num(cl, "last_applied"), NULL);
     sample(fs, "mqhub_raft_is_leader", "gauge",
            strcmp(json_string_value(json_object_get(cl, "role")) ?: "", "leader") == 0, NULL);
+    sample(fs, "mqhub_raft_leader_known", "gauge", num(cl, "leader_id") > 0, NULL);
+    sample(fs, "mqhub_raft_voters", "gauge", voters(cl), NULL);
 }
 
 /* Per transport: sessions open in the hub (the hub's gauge
@@ -238,7 +310,7 @@ static void cluster_metrics(families_t *fs, const json_t *cl)
  * client connections (TCP: one session each; WebSocket: counted here). */
 static void transport_metrics(families_t *fs, ws_t *w)
 {
-    static const char *const transports[] = {"tcp", "websocket"};
+    static const char *const transports[] = {"tcp", "websocket", "cmq"};
     const mqhub_host_api_t *api = w->api;
     char name[64];
 
@@ -268,6 +340,9 @@ static void counter_metrics(families_t *fs, ws_t *w)
         {"plugin_websocket_frames_too_large", "mqhub_websocket_frames_too_large_total"},
         {"plugin_websocket_slow_clients_closed", "mqhub_websocket_slow_clients_closed_total"},
         {"plugin_websocket_origins_refused", "mqhub_websocket_origins_refused_total"},
+        {"plugin_websocket_connections_refused", "mqhub_websocket_connections_refused_total"},
+        {"plugin_websocket_timeout_closes", "mqhub_websocket_timeout_closes_total"},
+        {"plugin_websocket_input_budget_closes", "mqhub_websocket_input_budget_closes_total"},
     };
     const mqhub_host_api_t *api = w->api;
 
@@ -327,9 +402,103 @@ static void latency_metrics(families_t *fs, ws_t *w)
         snprintf(name, sizeof name, "request_seconds_sum_us.%s", tr);
         sum_us = (long long)api->metric_get(w->host, name);
         sb_printf(&f->samples, "%s_bucket{transport=\"%s\",le=\"+Inf\"} %lld\n", h, tr, count);
-        sb_printf(&f->samples, "%s_sum{transport=\"%s\"} %.6f\n", h, tr, (double)sum_us / 1e6);
+        sb_printf(&f->samples, "%s_sum{transport=\"%s\"} ", h, tr);
+        sb_value(&f->samples, (double)sum_us / 1e6);
         sb_printf(&f->samples, "%s_count{transport=\"%s\"} %lld\n", h, tr, count);
     }
+}
+
+/* The # HELP text of every family (docs/metrics.md says more); the
+ * families made from topic.get and subscription.get stats by prefix. */
+static const struct {
+    const char *name, *help;
+} helps[] = {
+    {"mqhub_up", "1 while the hub answers scrapes"},
+    {"mqhub_build_info", "the version of mqhubd and its plugin ABI, as labels; always 1"},
+    {"mqhub_process_resident_memory_bytes", "resident set size of mqhubd"},
+    {"mqhub_process_open_fds", "open file descriptors of mqhubd"},
+    {"mqhub_process_max_fds", "the open-file limit of mqhubd (RLIMIT_NOFILE)"},
+    {"mqhub_process_cpu_seconds_total", "user and system CPU time of mqhubd"},
+    {"mqhub_process_start_time_seconds", "when mqhubd started, seconds since the epoch"},
+    {"mqhub_raft_term", "current raft term"},
+    {"mqhub_raft_commit_index", "raft commit index as this node knows it"},
+    {"mqhub_raft_applied_index", "last raft index applied to this node's state machine"},
+    {"mqhub_raft_is_leader", "1 on the leader"},
+    {"mqhub_raft_leader_known", "1 while this node knows a leader (0: election or no quorum)"},
+    {"mqhub_raft_voters", "voters in the raft configuration"},
+    {"mqhub_queue_messages", "messages of a queue by state"},
+    {"mqhub_queue_oldest_age_seconds", "age of the oldest ready message of a queue"},
+    {"mqhub_queue_sent_total", "messages sent to a queue"},
+    {"mqhub_queue_received_total", "receives of a queue's messages (redeliveries included)"},
+    {"mqhub_queue_deleted_total", "messages deleted from a queue"},
+    {"mqhub_subscriptions_not_exported", "subscriptions left out of the mqhub_subscription_* "
+                                         "series by the cardinality cap (the least pending)"},
+    {"mqhub_blocks_active", "active blocks made by hooks"},
+    {"mqhub_script_calls_total", "calls of a loaded script (since its last load)"},
+    {"mqhub_script_errors_total", "failed calls of a loaded script (since its last load)"},
+    {"mqhub_websocket_messages_in_total", "WebSocket messages received from clients"},
+    {"mqhub_websocket_messages_out_total", "WebSocket messages sent to clients"},
+    {"mqhub_requests_total", "requests of every transport"},
+    {"mqhub_request_errors_total", "requests answered with an error"},
+    {"mqhub_sessions_opened_total", "sessions opened"},
+    {"mqhub_sessions_closed_total", "sessions closed"},
+    {"mqhub_longpoll_parked_total", "receives that waited for messages"},
+    {"mqhub_auth_failures_total", "refused hellos (wrong or unknown token)"},
+    {"mqhub_tcp_frames_too_large_total", "TCP frames over max_frame"},
+    {"mqhub_tcp_tls_failures_total", "refused or timed-out TLS handshakes on the TCP transport"},
+    {"mqhub_websocket_connections_total", "WebSocket connections accepted"},
+    {"mqhub_websocket_frames_too_large_total", "WebSocket messages over max_frame"},
+    {"mqhub_websocket_slow_clients_closed_total", "WebSocket clients closed for not reading"},
+    {"mqhub_websocket_origins_refused_total", "WebSocket upgrades refused for their Origin"},
+    {"mqhub_websocket_connections_refused_total", "WebSocket connections over max_connections"},
+    {"mqhub_websocket_timeout_closes_total", "WebSocket connections closed by frame_timeout"},
+    {"mqhub_websocket_input_budget_closes_total", "WebSocket connections closed by input_budget"},
+    {"mqhub_sessions_open", "sessions open in the hub, per transport"},
+    {"mqhub_connections", "open client connections, per transport"},
+    {"mqhub_request_duration_seconds", "time from a request's entry into the hub to its reply"},
+};
+
+static void family_help(const char *name, char *buf, size_t size)
+{
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
+        if (strcmp(name, helps[i].name) == 0) {
+            snprintf(buf, size, "%s", helps[i].help);
+            return;
+        }
+    if (strncmp(name, "mqhub_topic_", 12) == 0)
+        snprintf(buf, size, "the %s figure of topic.get's stats, per topic", name + 12);
+    else if (strncmp(name, "mqhub_subscription_", 19) == 0)
+        snprintf(buf, size, "the %s figure of subscription.get's stats, per subscription%s",
+                 name + 19, strcmp(name + 19, "pending") == 0 ? " (its lag)" : "");
+    else
+        snprintf(buf, size, "%s", name + 6); /* a family added without help */
+}
+
+/* The process's own figures and the build (metric_get "process.*"). */
+static void process_metrics(families_t *fs, ws_t *w)
+{
+    static const char *const gauges[][2] = {
+        {"process.rss_bytes", "mqhub_process_resident_memory_bytes"},
+        {"process.open_fds", "mqhub_process_open_fds"},
+        {"process.max_fds", "mqhub_process_max_fds"},
+    };
+    const mqhub_host_api_t *api = w->api;
+    char abi[16];
+
+    snprintf(abi, sizeof abi, "%d", MQHUB_PLUGIN_ABI);
+    sample(fs, "mqhub_build_info", "gauge", 1, "version", MQHUB_VERSION_STRING, "abi", abi,
+           NULL);
+    if (!MQHUB_HOST_HAS(api, metric_get))
+        return;
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++) {
+        int64_t v = api->metric_get(w->host, gauges[i][0]);
+        if (v >= 0)
+            sample(fs, gauges[i][1], "gauge", (double)v, NULL);
+    }
+    sample(fs, "mqhub_process_cpu_seconds_total", "counter",
+           (double)api->metric_get(w->host, "process.cpu_us") / 1e6, NULL);
+    sample(fs, "mqhub_process_start_time_seconds", "gauge",
+           (double)api->metric_get(w->host, "process.start_ms") / 1e3, NULL);
 }
 
 char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
@@ -340,6 +509,7 @@ char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
     if (fs == NULL)
         return NULL;
     sample(fs, "mqhub_up", "gauge", 1, NULL);
+    process_metrics(fs, w);
     cluster_metrics(fs, json_object_get(snap, "cluster"));
     queue_metrics(fs, json_object_get(snap, "queues"));
     topic_metrics(fs, json_object_get(snap, "topics"));
@@ -351,6 +521,9 @@ char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
     counter_metrics(fs, w);
     latency_metrics(fs, w);
     for (unsigned i = 0; i < fs->n; i++) {
+        char help[256];
+        family_help(fs->f[i].name, help, sizeof help);
+        sb_printf(&out, "# HELP %s %s\n", fs->f[i].name, help);
         sb_printf(&out, "# TYPE %s %s\n", fs->f[i].name, fs->f[i].type);
         if (fs->f[i].samples.p != NULL)
             sb_printf(&out, "%.*s", (int)fs->f[i].samples.len, fs->f[i].samples.p);
@@ -368,16 +541,30 @@ char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
 
 /* ---------------------------------------------------------------- readyz */
 
+/* Why a member of a multi-node cluster without a leader is not ready: it
+ * waits for a majority of the voters; it knows only of itself as up (a
+ * follower learns of the others from a leader). */
+static const char *quorum_wait(const json_t *cl, char *buf, size_t size)
+{
+    unsigned v = voters(cl);
+    snprintf(buf, size, "waiting for quorum (1 of %u voters known up: this node; %u needed to "
+                        "elect a leader)", v, v / 2 + 1);
+    return buf;
+}
+
 static void render_ready(http_req_t *h, const json_t *snap)
 {
     const json_t *cl = json_object_get(snap, "cluster");
     const json_t *errors = json_object_get(snap, "errors");
     double lag = num(cl, "commit_index") - num(cl, "last_applied");
     const char *why = NULL;
+    char quorum[160];
     sbuf_t b = {0};
 
     if (cl == NULL)
         why = json_string_value(json_object_get(errors, "cluster.status")) ?: "no status";
+    else if (num(cl, "leader_id") == 0 && voters(cl) > 1)
+        why = quorum_wait(cl, quorum, sizeof quorum);
     else if (!json_is_string(json_object_get(cl, "leader")))
         why = "no leader known";
     else if (lag > WS_READY_LAG)
@@ -416,8 +603,8 @@ static void on_snapshot(void *arg, const json_t *snap)
 /* /metrics shows every queue and topic: the request's credential is checked
  * by the hub itself, on a session of its own, as a client's would be
  * (wrong tokens are throttled and logged there): hello with the bearer
- * token (Authorization: Bearer T, or ?token=T), then user.list, which needs
- * admin on *. NOT_LEADER comes after the permission check, so it passes. */
+ * token (Authorization: Bearer T, or ?token=T), then monitor.check, which
+ * needs monitor (or admin) on * and is answered by any node. */
 
 /* The check's result. Its session stays open until the request ends
  * (http_end): this runs inside the session's reply callback. */
@@ -430,8 +617,8 @@ static void auth_done(http_req_t *h, unsigned status)
     h->ready = true;
     h->status = status;
     h->body = strdup(status == 401 ? "a token is needed: Authorization: Bearer TOKEN\n"
-                                   : "this identity may not read /metrics (it needs the admin "
-                                     "grant on *)\n");
+                                   : "this identity may not read /metrics (it needs the "
+                                     "monitor or admin grant on *)\n");
     h->len = h->body != NULL ? strlen(h->body) : 0;
     lws_callback_on_writable(h->wsi);
 }
@@ -442,22 +629,20 @@ static const char *reply_code(const json_t *reply)
     return json_is_true(json_object_get(reply, "ok")) ? "" : code != NULL ? code : "?";
 }
 
-static void on_auth_admin(void *arg, const char *buf, size_t len)
+static void on_auth_monitor(void *arg, const char *buf, size_t len)
 {
     json_t *reply = ws_reply_json(buf, len);
     const char *code = reply_code(reply);
 
-    auth_done(arg, *code == '\0' || strcmp(code, "NOT_LEADER") == 0 ? 200
-                   : strcmp(code, "FORBIDDEN") == 0                ? 403
-                                                                   : 401);
+    auth_done(arg, *code == '\0' ? 200 : strcmp(code, "FORBIDDEN") == 0 ? 403 : 401);
     json_decref(reply);
 }
 
-/* {op, id} (user.list) or, with @hello, {op: hello, id, version[, token]}
+/* {op, id} (monitor.check) or, with @hello, {op: hello, id, version[, token]}
  * (no token when @token is ""). */
 static void auth_request(http_req_t *h, bool hello, const char *token, mqhub_reply_cb cb)
 {
-    const char *op = hello ? "hello" : "user.list";
+    const char *op = hello ? "hello" : "monitor.check";
     bool with_token = hello && *token != '\0';
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -489,7 +674,7 @@ static void on_auth_hello(void *arg, const char *buf, size_t len)
 
     json_decref(reply);
     if (ok)
-        auth_request(h, false, "", on_auth_admin);
+        auth_request(h, false, "", on_auth_monitor);
     else
         auth_done(h, 401);
 }

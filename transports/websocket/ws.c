@@ -18,11 +18,22 @@
  * push_restricted()), replies and pushes are queued by enqueue() and
  * written one per writable event by conn_writable().
  *
- * Limits: a message above max_frame is answered FRAME_TOO_LARGE and the
+ * Limits (docs/websocket.md "Limits", the TCP transport's keys where they
+ * apply): a message above max_frame is answered FRAME_TOO_LARGE and the
  * connection closed (1009); a request the host cannot read closes it after
  * the reply (1007); more than send_buffer bytes queued for a client that
  * reads too slowly drops its queue and closes it (1008, with the reason),
  * killed after a few seconds when even the close cannot be written.
+ * track_blocked() tells the host (session_writable) when the queue passes
+ * half of send_buffer, so pushes stop, and when it drains below a quarter;
+ * sweep() closes, once a second, a connection blocked for write_timeout or
+ * holding an unfinished message for frame_timeout. The buffers of unfinished
+ * messages of all connections stay within input_budget (in_reserve()). A
+ * connection with max_inflight requests unanswered is not read (lws rx flow
+ * control) until half have answered. on_accept() refuses sockets past
+ * max_connections (never closer than WS_FD_RESERVE to the open-file limit),
+ * counted from adoption to LWS_CALLBACK_WSI_DESTROY; refusals and closes are
+ * logged at most once a second (log_limited()).
  * Keepalive: lws pings a connection idle for ping_interval seconds and
  * hangs up one silent for idle_timeout seconds.
  *
@@ -34,6 +45,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +53,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <msgpack.h>
@@ -60,6 +73,12 @@
 #define WS_ACCEPTS_PER_WAKE 64
 #define WS_MAX_ORIGINS 16
 #define WS_ORIGIN_LOG_MS 1000
+/* File descriptors left to the rest of the daemon when the open-file limit
+ * caps max_connections (as the TCP transport's TCP_FD_RESERVE). */
+#define WS_FD_RESERVE 64
+#define WS_SWEEP_MS 1000
+/* RFC 6455 1013 "Try Again Later": input_budget is used up by others. */
+#define WS_CLOSE_TRY_AGAIN 1013
 #define WS_CSP                                                                             \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "     \
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -86,10 +105,15 @@ struct conn {
     mqhub_session_t *session;
     bool json;
     char *in; /* fragments of the message being received */
-    size_t in_len, in_cap;
+    size_t in_len, in_cap; /* in_cap counts in w->input_bytes */
+    uint64_t partial_at; /* loop ms: since when in holds an unfinished message */
     out_t *head, *tail; /* messages not written yet */
     size_t queued;
+    bool blocked;        /* queued above high_water: the host sends no pushes */
+    uint64_t blocked_at; /* loop ms: since when */
     creq_t *reqs; /* requests without a reply */
+    unsigned inflight; /* ...how many */
+    bool rx_paused;    /* inflight reached max_inflight: lws reads no more */
     bool closing;  /* write what is queued, then close with close_code */
     int close_code;
     char close_reason[120];
@@ -128,22 +152,88 @@ typedef struct ws_full {
     bool any_origin, same_host;
     uint64_t origin_logged_at; /* loop ms of the last refusal logged */
     unsigned origin_unlogged;  /* refusals since, not logged */
+    uv_timer_t sweep;          /* once a second: write_timeout, frame_timeout */
+    uint64_t limit_second;     /* log_limited(): the second of the last line */
+    unsigned limit_unlogged;   /* lines not logged since */
 } ws_full_t;
 
 /* lws logs through one process-wide function: the instance it reports to. */
 static ws_t *log_target;
+
+/* The opaque user data of the sockets on_accept() adopted: what n_socks
+ * counts (lws may make other wsi of its own). */
+static char ws_adopted;
 
 uint64_t ws_now(ws_t *w)
 {
     return uv_now(w->loop);
 }
 
+/* A warning at most once a second (a flood of refused or closed clients
+ * must not flood the log); the next line says how many were not logged. */
+static void log_limited(ws_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_limited(ws_t *w, const char *fmt, ...)
+{
+    ws_full_t *f = (ws_full_t *)w;
+    uint64_t second = ws_now(w) / 1000;
+    char line[512];
+    va_list ap;
+
+    if (second == f->limit_second && f->limit_second != 0) {
+        f->limit_unlogged++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (f->limit_unlogged > 0)
+        w->api->log(w->host, MQHUB_LOG_WARN, "%s (%u similar lines not logged)", line,
+                    f->limit_unlogged);
+    else
+        w->api->log(w->host, MQHUB_LOG_WARN, "%s", line);
+    f->limit_second = second;
+    f->limit_unlogged = 0;
+}
+
 /* ---------------------------------------------------------------- output */
 
+/* Tell the host whether @c's session takes pushes (core/node/push.c skips a
+ * session that does not). */
+static void tell_writable(conn_t *c, bool writable)
+{
+    ws_t *w = c->w;
+
+    if (MQHUB_HOST_HAS(w->api, session_writable))
+        w->api->session_writable(c->session, writable);
+}
+
+/* Pushes stop when the queue passes high_water and resume when it drains
+ * below low_water; sweep() closes a connection blocked for write_timeout. */
+static void track_blocked(conn_t *c)
+{
+    ws_t *w = c->w;
+
+    if (c->closing)
+        return;
+    if (!c->blocked && c->queued >= w->high_water) {
+        c->blocked = true;
+        c->blocked_at = ws_now(w);
+        tell_writable(c, false);
+    } else if (c->blocked && c->queued <= w->low_water) {
+        c->blocked = false;
+        tell_writable(c, true);
+    }
+}
+
+/* Write what is queued, then the close frame; lws drops the socket
+ * WS_KILL_SECS later if even that cannot be written. No more pushes meanwhile
+ * (their messages go to other consumers). */
 static void conn_close_after(conn_t *c, int code, const char *reason)
 {
     if (c->closing)
         return;
+    if (!c->blocked)
+        tell_writable(c, false);
     c->closing = true;
     c->close_code = code;
     snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
@@ -194,6 +284,7 @@ static void enqueue(conn_t *c, const void *data, size_t len, bool binary)
     c->tail = o;
     c->queued += len;
     lws_callback_on_writable(c->wsi);
+    track_blocked(c);
 }
 
 /* A hub message (MessagePack map) in the connection's format. */
@@ -275,6 +366,7 @@ static int conn_writable(conn_t *c)
         free(o);
         if (n < 0)
             return -1;
+        track_blocked(c);
         if (c->head != NULL || c->closing) /* the close frame gets its own turn */
             lws_callback_on_writable(c->wsi);
         return 0;
@@ -296,6 +388,16 @@ static void creq_unlink(creq_t *r)
         c->reqs = r->next;
     if (r->next != NULL)
         r->next->prev = r->prev;
+    c->inflight--;
+}
+
+/* Read again once half of max_inflight requests have answered. */
+static void maybe_resume(conn_t *c)
+{
+    if (c->rx_paused && !c->closing && c->inflight <= c->w->max_inflight / 2) {
+        c->rx_paused = false;
+        lws_rx_flow_control(c->wsi, 1);
+    }
 }
 
 static bool reply_ok(const char *buf, size_t len)
@@ -348,6 +450,7 @@ static void on_reply(void *arg, const char *buf, size_t len)
     free(r);
     if (w->api->session_broken(c->session))
         conn_close_after(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "unreadable request");
+    maybe_resume(c);
 }
 
 static void on_push(void *arg, const char *buf, size_t len)
@@ -371,6 +474,10 @@ static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
     if (c->reqs != NULL)
         c->reqs->prev = r;
     c->reqs = r;
+    if (++c->inflight >= c->w->max_inflight && !c->rx_paused) {
+        c->rx_paused = true; /* lws keeps what it read already for later */
+        lws_rx_flow_control(c->wsi, 0);
+    }
     c->w->api->request(c->session, buf, len, on_reply, r);
 }
 
@@ -520,7 +627,9 @@ static json_t *push_restricted(const conn_t *c, const json_t *push)
 void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms)
 {
     for (conn_t *c = w->conns; c != NULL; c = c->next) {
-        if (c->stats_interval == 0 || c->closing ||
+        /* A blocked client skips snapshots as the hub skips its pushes: the
+         * next one supersedes them. */
+        if (c->stats_interval == 0 || c->closing || c->blocked ||
             now_ms + 50 < c->stats_last + c->stats_interval)
             continue;
         c->stats_last = now_ms;
@@ -621,6 +730,51 @@ static void handle(conn_t *c, const char *data, size_t len)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Forget the unfinished message (its bytes leave input_budget). */
+static void in_release(conn_t *c)
+{
+    c->w->input_bytes -= c->in_cap;
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+    c->partial_at = 0;
+}
+
+/* Room in @c->in for @want bytes (at most max_frame), within input_budget.
+ * -1 when over it or out of memory: the connection is then closing. */
+static int in_reserve(conn_t *c, size_t want)
+{
+    ws_t *w = c->w;
+    size_t cap = c->in_cap ? c->in_cap : 8192;
+    char peer[96] = "?", *p;
+
+    if (want <= c->in_cap)
+        return 0;
+    while (cap < want)
+        cap *= 2;
+    if (cap > w->max_frame) /* want <= max_frame: checked by the caller */
+        cap = w->max_frame;
+    if (w->input_bytes - c->in_cap + cap > w->input_budget) {
+        lws_get_peer_simple(c->wsi, peer, sizeof peer);
+        w->api->metric_add(w->host, "input_budget_closes", 1);
+        log_limited(w, "closing %s: its unfinished message of %zu bytes would pass "
+                    "input_budget (%zu bytes held by all connections)", peer, want,
+                    w->input_bytes);
+        in_release(c);
+        conn_close_after(c, WS_CLOSE_TRY_AGAIN, "input_budget used up: try again later");
+        return -1;
+    }
+    if ((p = realloc(c->in, cap)) == NULL) {
+        in_release(c);
+        conn_close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return -1;
+    }
+    w->input_bytes += cap - c->in_cap;
+    c->in = p;
+    c->in_cap = cap;
+    return 0;
+}
+
 static int conn_receive(conn_t *c, const char *in, size_t len)
 {
     ws_t *w = c->w;
@@ -633,6 +787,7 @@ static int conn_receive(conn_t *c, const char *in, size_t len)
         snprintf(msg, sizeof msg, "a message of more than %zu bytes is larger than max_frame",
                  w->max_frame);
         w->api->metric_add(w->host, "frames_too_large", 1);
+        in_release(c);
         send_error(c, "FRAME_TOO_LARGE", msg);
         conn_close_after(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message larger than max_frame");
         return 0;
@@ -641,24 +796,15 @@ static int conn_receive(conn_t *c, const char *in, size_t len)
         handle(c, in, len);
         return 0;
     }
-    if (c->in_len + len > c->in_cap) {
-        size_t cap = c->in_cap ? c->in_cap * 2 : 8192;
-        char *p;
-        while (cap < c->in_len + len)
-            cap *= 2;
-        if ((p = realloc(c->in, cap)) == NULL)
-            return -1;
-        c->in = p;
-        c->in_cap = cap;
-    }
+    if (in_reserve(c, c->in_len + len) != 0)
+        return 0;
     memcpy(c->in + c->in_len, in, len);
     c->in_len += len;
+    if (c->partial_at == 0)
+        c->partial_at = ws_now(w);
     if (last) {
         handle(c, c->in, c->in_len);
-        c->in_len = 0;
-        free(c->in);
-        c->in = NULL;
-        c->in_cap = 0;
+        in_release(c);
     }
     return 0;
 }
@@ -881,7 +1027,7 @@ static void conn_free(conn_t *c)
     }
     drop_queue(c);
     json_decref(c->visible);
-    free(c->in);
+    in_release(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -890,6 +1036,53 @@ static void conn_free(conn_t *c)
         c->next->prev = c->prev;
     w->n_conns--;
     free(c);
+}
+
+/* ---------------------------------------------------------------- timeouts */
+
+/* Why @c is overdue at @now, or NULL. */
+static const char *overdue(const conn_t *c, uint64_t now, uint64_t *secs)
+{
+    const ws_t *w = c->w;
+
+    if (c->blocked && now - c->blocked_at >= w->write_ms) {
+        *secs = w->write_ms / 1000;
+        return "does not read (output above half of send_buffer for write_timeout";
+    }
+    if (c->partial_at != 0 && now - c->partial_at >= w->frame_ms) {
+        *secs = w->frame_ms / 1000;
+        return "left a message unfinished (frame_timeout";
+    }
+    return NULL;
+}
+
+/* Once a second: close the connections past a timeout. One that does not
+ * read loses its queue (the close frame goes right after what lws holds); one
+ * with an unfinished message still gets its replies first. */
+static void sweep(uv_timer_t *timer)
+{
+    ws_t *w = timer->data;
+    uint64_t now = ws_now(w), secs;
+    const char *why;
+    char peer[96];
+
+    for (conn_t *c = w->conns; c != NULL; c = c->next) {
+        if (c->closing || (why = overdue(c, now, &secs)) == NULL)
+            continue;
+        snprintf(peer, sizeof peer, "?");
+        lws_get_peer_simple(c->wsi, peer, sizeof peer);
+        w->api->metric_add(w->host, "timeout_closes", 1);
+        log_limited(w, "closing %s: it %s %llu s)", peer, why, (unsigned long long)secs);
+        if (c->blocked) {
+            drop_queue(c);
+            conn_close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                             "write_timeout: the client does not read");
+        } else {
+            in_release(c);
+            conn_close_after(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                             "frame_timeout: message left unfinished");
+        }
+    }
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -912,6 +1105,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             conn_free(*slot);
         *slot = NULL;
         return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (lws_get_opaque_user_data(wsi) == &ws_adopted)
+            w->n_socks--;
+        /* fall through - http.c sees it too */
     default:
         return http_callback(w, wsi, reason, user, in, len);
     }
@@ -941,6 +1138,41 @@ static int config_int(ws_t *w, const char *key, int64_t def, int64_t *out, char 
     return rc;
 }
 
+/* The limits shared with the TCP transport (docs/operations.md "Limits"),
+ * max_connections capped by the open-file limit. */
+static int read_guards(ws_t *w, char *errmsg, size_t errlen)
+{
+    int64_t wt, ft, ib, mc, mi;
+    struct rlimit rl;
+
+    if (config_int(w, "write_timeout", 60, &wt, errmsg, errlen) != 0 ||
+        config_int(w, "frame_timeout", 30, &ft, errmsg, errlen) != 0 ||
+        config_int(w, "input_budget", 256 << 20, &ib, errmsg, errlen) != 0 ||
+        config_int(w, "max_connections", 10000, &mc, errmsg, errlen) != 0 ||
+        config_int(w, "max_inflight", 4096, &mi, errmsg, errlen) != 0)
+        return -1;
+    if (wt < 1 || wt > 86400 || ft < 1 || ft > 86400 || ib < (int64_t)w->max_frame ||
+        mc < 1 || mc > 1000000 || mi < 1 || mi > 1000000) {
+        snprintf(errmsg, errlen, "write_timeout and frame_timeout (1-86400 s), input_budget "
+                 "(>= max_frame), max_connections and max_inflight (1-1000000) must be in "
+                 "range");
+        return -1;
+    }
+    w->write_ms = (uint64_t)wt * 1000;
+    w->frame_ms = (uint64_t)ft * 1000;
+    w->input_budget = (size_t)ib;
+    w->max_conns = (unsigned)mc;
+    w->max_inflight = (unsigned)mi;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)mc + 2 * WS_FD_RESERVE) {
+        w->max_conns = rl.rlim_cur > 2 * WS_FD_RESERVE ? (unsigned)rl.rlim_cur - WS_FD_RESERVE
+                                                        : (unsigned)rl.rlim_cur / 2;
+        w->api->log(w->host, MQHUB_LOG_WARN, "max_connections %u (the open-file limit is %llu)",
+                    w->max_conns, (unsigned long long)rl.rlim_cur);
+    }
+    return 0;
+}
+
 /* The integer settings, checked: buffers, keepalive, stats, dashboard. */
 static int read_limits(ws_full_t *f, char *errmsg, size_t errlen)
 {
@@ -961,10 +1193,12 @@ static int read_limits(ws_full_t *f, char *errmsg, size_t errlen)
         return -1;
     }
     w->send_limit = (size_t)send_buffer;
+    w->high_water = w->send_limit / 2;
+    w->low_water = w->send_limit / 4;
     f->retry.secs_since_valid_ping = (uint16_t)ping;
     f->retry.secs_since_valid_hangup = (uint16_t)idle;
     f->dashboard = dashboard != 0;
-    return 0;
+    return read_guards(w, errmsg, errlen);
 }
 
 /* The dashboard folder when the config has no `www`, into @out (0, or -1
@@ -1005,6 +1239,7 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
         snprintf(errmsg, errlen, "listen \"%s\" is not host:port", listen);
         return -1;
     }
+    w->max_frame = api->max_frame(w->host) ? api->max_frame(w->host) : MQHUB_DEFAULT_MAX_FRAME;
     if (read_limits(f, errmsg, errlen) != 0)
         return -1;
     if (www != NULL) {
@@ -1015,7 +1250,6 @@ static int read_config(ws_full_t *f, char *errmsg, size_t errlen)
     }
     if (origins != NULL && origins_parse(f, origins, errmsg, errlen) != 0)
         return -1;
-    w->max_frame = api->max_frame(w->host) ? api->max_frame(w->host) : MQHUB_DEFAULT_MAX_FRAME;
     if (MQHUB_HOST_HAS(api, auth_token))
         w->token = api->auth_token(w->host);
     return 0;
@@ -1063,17 +1297,49 @@ static void set_mounts(ws_full_t *f, bool dashboard)
  * configured address, and hands each accepted connection to lws
  * (lws_adopt_socket_vhost; the vhost listens on nothing of its own). */
 
+/* A socket past max_connections: a 503 if the socket takes it at once
+ * (plaintext only), then closed; logged at most once a second. */
+static void refuse(ws_full_t *f, int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+                               "content-length: 25\r\nretry-after: 1\r\nconnection: close"
+                               "\r\n\r\ntoo many connections open\n";
+    ws_t *w = &f->w;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char peer[INET6_ADDRSTRLEN + 8] = "?";
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        listen_name(&ss, peer, sizeof peer);
+    w->api->metric_add(w->host, "connections_refused", 1);
+    log_limited(w, "refusing %s: %u connections open (max_connections %u)", peer, w->n_socks,
+                w->max_conns);
+    if (!f->tls) /* best effort: a full socket just goes without it */
+        send(fd, resp, sizeof resp - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
+}
+
 /* A connection accepted by f->listener, given to lws, which closes it
- * itself when it cannot take it. */
+ * itself when it cannot take it; counted in n_socks until lws destroys it. */
 static void on_accept(void *data, int fd)
 {
     ws_full_t *f = data;
     struct lws_vhost *vh = lws_get_vhost_by_name(f->w.ctx, "mqhub");
+    struct lws *wsi;
 
-    if (vh == NULL)
+    if (vh == NULL) {
         close(fd);
-    else
-        lws_adopt_socket_vhost(vh, fd);
+        return;
+    }
+    if (f->w.n_socks >= f->w.max_conns) {
+        refuse(f, fd);
+        return;
+    }
+    wsi = lws_adopt_socket_vhost(vh, fd);
+    if (wsi != NULL) {
+        lws_set_opaque_user_data(wsi, &ws_adopted);
+        f->w.n_socks++;
+    }
 }
 
 /* The listener, bound to @f->addr; its real address (the port when the
@@ -1179,6 +1445,9 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
         init_undo(f);
         return -1;
     }
+    uv_timer_init(w->loop, &f->sweep);
+    f->sweep.data = w;
+    uv_timer_start(&f->sweep, sweep, WS_SWEEP_MS, WS_SWEEP_MS);
     log_listening(f, cert != NULL);
     *state = f;
     return 0;
@@ -1189,6 +1458,7 @@ static void ws_stop(void *state)
     ws_t *w = state;
 
     listener_close(((ws_full_t *)w)->listener);
+    uv_close((uv_handle_t *)&((ws_full_t *)w)->sweep, NULL);
     stats_stop(w->stats);
     lws_context_destroy(w->ctx); /* inside the loop: closes connections and handles */
 }

@@ -31,9 +31,17 @@ typedef struct ws {
     struct lws_context *ctx;
     stats_t *stats;
     conn_t *conns;
-    unsigned n_conns;
+    unsigned n_conns;      /* WebSocket connections (the mqhub_connections gauge) */
     size_t max_frame;      /* largest message a client may send */
     size_t send_limit;     /* bytes queued to one client before it is closed */
+    /* The limits of docs/websocket.md "Limits", enforced by ws.c. */
+    size_t high_water, low_water; /* send_limit / 2 and / 4: pushes pause, resume */
+    uint64_t write_ms, frame_ms;  /* write_timeout, frame_timeout */
+    size_t input_budget;   /* bytes of unfinished messages, all connections */
+    size_t input_bytes;    /* ...held now (the sum of every conn's buffer) */
+    unsigned max_conns;    /* max_connections: sockets, WebSocket or HTTP */
+    unsigned n_socks;      /* sockets adopted and not destroyed yet */
+    unsigned max_inflight; /* requests of one connection without a reply */
     int64_t stats_interval_ms; /* config, >= 100: the shortest stats interval */
     const char *token;     /* the server's hello token, NULL when none */
     uint64_t messages_in, messages_out;

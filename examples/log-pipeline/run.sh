@@ -1,0 +1,65 @@
+#!/bin/sh
+# run.sh: the log pipeline, start to finish (examples/log-pipeline/README.md).
+#
+# Starts its own mqhubd (client 127.0.0.1:$PORT, dashboard http://127.0.0.1:$((PORT+2))/,
+# data in $DIR) and runs log_pipeline: 8 collectors send $MESSAGES log lines in
+# batches to the queue lp-archive and the topic lp-logs; a stream consumer
+# follows lp-logs' push subscription lp-live and counts ERROR lines; a batch
+# consumer long-polls lp-archive 256 at a time, held to $LAG_RATE lines/s while
+# the collectors run, so the backlog peaks at >= $MIN_BACKLOG and then drains.
+# A progress line every second; exit 0 when every count matches.
+# KEEP=1 leaves the hub running at the end (for the dashboard); stop it with
+# `kill $(cat $DIR/mqhubd.pid)`.
+#
+# Environment: BUILD (default ./build), DIR (default ./mqhub-log-pipeline; wiped
+# first), PORT (default 6460; raft PORT+1, dashboard PORT+2), MESSAGES (default
+# 1048576), MIN_BACKLOG (default 1000000), LAG_RATE (default 256).
+set -eu
+
+BUILD=${BUILD:-./build}
+DIR=${DIR:-./mqhub-log-pipeline}
+PORT=${PORT:-6460}
+MESSAGES=${MESSAGES:-1048576}
+MIN_BACKLOG=${MIN_BACKLOG:-1000000}
+LAG_RATE=${LAG_RATE:-256}
+LP=$BUILD/examples/log-pipeline/log_pipeline
+MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
+
+say() { echo "== $*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cleanup() {
+    if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
+        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+start_hub() {
+    rm -rf "$DIR"
+    mkdir -p "$DIR"
+    DIR=$(cd "$DIR" && pwd)
+    cat > "$DIR/config.lua" <<CONF
+node { id = 1, data = "$DIR/data", raft = "127.0.0.1:$((PORT + 1))" }
+transport "tcp" { listen = "127.0.0.1:$PORT" }
+transport "websocket" { listen = "127.0.0.1:$((PORT + 2))" }
+log { level = "warn" }
+CONF
+    "$BUILD/apps/mqhubd/mqhubd" --config "$DIR/config.lua" > "$DIR/mqhubd.log" 2>&1 &
+    echo $! > "$DIR/mqhubd.pid"
+    i=0
+    until $MQHUB queue list > /dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { cat "$DIR/mqhubd.log"; fail "mqhubd not ready within 10 s"; }
+        sleep 0.1
+    done
+    say "mqhubd on 127.0.0.1:$PORT, dashboard http://127.0.0.1:$((PORT + 2))/, data in $DIR"
+}
+
+[ -x "$LP" ] || fail "build first (make build), or set BUILD"
+start_hub
+$LP --server "127.0.0.1:$PORT" --messages "$MESSAGES" --min-backlog "$MIN_BACKLOG" \
+    --lag-rate "$LAG_RATE" | tee "$DIR/log_pipeline.out"
+grep -q '^RESULT ok$' "$DIR/log_pipeline.out" || fail "log_pipeline did not say RESULT ok"
+say "hub's view: $($MQHUB queue get lp-archive | tr '\n' ' ' | cut -c1-200)"
+say "RESULT ok"
