@@ -64,11 +64,13 @@ set(CPACK_PACKAGE_DESCRIPTION
 string(JOIN "" CPACK_PACKAGE_DESCRIPTION ${CPACK_PACKAGE_DESCRIPTION})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
-# Depends: what dpkg-shlibdeps finds in the binaries, plus two it cannot
-# see: libwebsockets loads its libuv event library at run time, and postinst
-# runs adduser.
+# Depends: what dpkg-shlibdeps finds in the binaries, plus three it cannot
+# see: libwebsockets loads its libuv event library at run time, postinst
+# runs adduser, and the webhook plugin needs libcurl 7.85 or later
+# (CURLOPT_PROTOCOLS_STR; it refuses to start with an older one) where
+# dpkg-shlibdeps only asks for the oldest libcurl4 with the symbols it links.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "libwebsockets-evlib-uv, adduser")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libwebsockets-evlib-uv, adduser, libcurl4 (>= 7.85)")
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 file(WRITE ${CMAKE_BINARY_DIR}/packaging/conffiles
      "${CMAKE_INSTALL_FULL_SYSCONFDIR}/mqhub/mqhub.conf\n")

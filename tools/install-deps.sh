@@ -1,15 +1,24 @@
 #!/bin/sh
 # Installs every Debian 12 package mqhub needs to build, test, run and package
-# (dpkg-dev and file: `make package`'s CPack and dpkg-shlibdeps).
+# (dpkg-dev and file: `make package`'s CPack and dpkg-shlibdeps; jq and curl: the
+# docs' runnable examples, tests/docs).
 # Adds bookworm-backports (same archive as the machine's sources) for libraft-dev 0.22.
-# Idempotent: does nothing when everything is already there. Needs root (or sudo).
+# Then the npm packages the tests use, into .deps/node/ of the source tree (ignored
+# by git; tests never reach a registry, they skip naming this script when it is
+# missing): cmq-sdk 2.1.0 for tests/cmq/cmq_node_sdk_test.py.
+# Idempotent: does nothing when everything is already there. Needs root (or sudo)
+# for the Debian packages.
 set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NODE_DEPS="$ROOT/.deps/node"
+NODE_PKGS="cmq-sdk@2.1.0"
 
 PKGS="build-essential cmake pkg-config git ca-certificates dpkg-dev file
 liblua5.4-dev lua5.4 libwebsockets-dev libwebsockets-evlib-uv libmsgpack-dev
 libkyotocabinet-dev kyotocabinet-utils libuv1-dev libjansson-dev libcmocka-dev
 libssl-dev libcurl4-openssl-dev clang libclang-rt-14-dev python3 python3-websockets
-python3-msgpack chromium nodejs openssl jq"
+python3-msgpack chromium nodejs openssl jq curl"
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -27,7 +36,28 @@ fi
 if dpkg-query -W -f='${Version}' libraft-dev 2>/dev/null | grep -q '^0\.1'; then
     missing="$missing libraft-dev"
 fi
-[ -n "$missing" ] || exit 0
+
+# The npm packages (network needed here, never in the tests), owned by whoever
+# owns the source tree; skipped when each is there at its version.
+install_node_deps() {
+    need=""
+    for spec in $NODE_PKGS; do
+        name=${spec%@*} version=${spec##*@}
+        pj="$NODE_DEPS/node_modules/$name/package.json"
+        grep -qs "\"version\": *\"$version\"" "$pj" || need="$need $spec"
+    done
+    [ -n "$need" ] || return 0
+    echo "install-deps: npm installing into $NODE_DEPS:$need"
+    mkdir -p "$NODE_DEPS"
+    npm install --prefix "$NODE_DEPS" --no-audit --no-fund --no-save --loglevel=error $need
+    owner=$(stat -c %u:%g "$ROOT")
+    [ "$(id -u)" != 0 ] || [ "$owner" = 0:0 ] || chown -R "$owner" "$ROOT/.deps"
+}
+
+if [ -z "$missing" ]; then
+    install_node_deps
+    exit 0
+fi
 echo "install-deps: installing:$missing"
 
 # Find the Debian archive the machine already uses and add bookworm-backports from it.
@@ -41,3 +71,4 @@ fi
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $PKGS
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports libraft-dev
+install_node_deps

@@ -10,9 +10,9 @@
  * BatchDeleteMessage of the receipts it got, until --duration or the queue
  * stays empty. Each connection is one thread with one curl easy handle, so
  * its TCP connection is reused (keep-alive); each request is a POST form
- * signed as CMQ's SDKs sign it (cmq_sign()), with a new Nonce (a random
- * start per thread, then +1: the server refuses a replayed request) and the
- * current Timestamp. Prints requests/s, messages/s and the latency of a
+ * signed as CMQ's SDKs sign it (sign_request(), with the transport's own
+ * sign.c), with a new Nonce (a random start per thread, then +1: the server
+ * refuses a replayed request) and the current Timestamp. Prints requests/s, messages/s and the latency of a
  * request; a reply whose code is not 0 counts as an error (the first one is
  * printed). Start at main(), then worker() and call().
  */
@@ -27,9 +27,9 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+
+#include "cmq.h"
 
 #define BATCH 16           /* CMQ's batch limit */
 #define PARAMS_MAX (8 + BATCH)
@@ -75,11 +75,6 @@ static double now_s(void)
 
 /* ------------------------------------------------------------ signing */
 
-static int by_key(const void *a, const void *b)
-{
-    return strcmp(((const param_t *)a)->key, ((const param_t *)b)->key);
-}
-
 /* Append @s to the growing string *@b (length *@len, room *@cap); -1 on
  * allocation failure. */
 static int append(char **b, size_t *len, size_t *cap, const char *s, size_t n)
@@ -100,34 +95,24 @@ static int append(char **b, size_t *len, size_t *cap, const char *s, size_t n)
     return 0;
 }
 
-/* CMQ's signature of @p (sorted here): base64(HMAC(key, "POST" + host +
- * path + "?" + k=v&...)), keys with '_' written '.', values unencoded
- * (docs/cmq.md "Requests and signatures"). 0, or -1. */
-static int cmq_sign(const cfg_t *c, param_t *p, size_t n, char out[64])
+/* CMQ's signature of @p as the server checks it (transports/cmq/sign.c,
+ * docs/cmq.md "Requests and signatures"): base64(HMAC(key, "POST" + host +
+ * path + "?" + the params sorted, k=v&...)). 0, or -1. */
+static int sign_request(const cfg_t *c, const param_t *p, size_t n, char out[64])
 {
+    cmq_params_t ps = {0};
     char *s = NULL;
-    size_t len = 0, cap = 0;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    int rc;
+    size_t len = 0;
+    int rc = 0;
 
-    qsort(p, n, sizeof *p, by_key);
-    rc = append(&s, &len, &cap, "POST", 4) | append(&s, &len, &cap, c->host, strlen(c->host)) |
-         append(&s, &len, &cap, c->path, strlen(c->path)) | append(&s, &len, &cap, "?", 1);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        char key[sizeof p[i].key];
-        snprintf(key, sizeof key, "%s", p[i].key);
-        for (char *k = key; *k; k++)
-            *k = *k == '_' ? '.' : *k;
-        rc = (i ? append(&s, &len, &cap, "&", 1) : 0) | append(&s, &len, &cap, key, strlen(key)) |
-             append(&s, &len, &cap, "=", 1) | append(&s, &len, &cap, p[i].val, strlen(p[i].val));
-    }
-    if (rc == 0 && HMAC(c->sha256 ? EVP_sha256() : EVP_sha1(), c->secret_key,
-                        (int)strlen(c->secret_key), (unsigned char *)s, len, md, &mdlen) == NULL)
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = cmq_params_add(&ps, p[i].key, strlen(p[i].key), p[i].val, strlen(p[i].val));
+    if (rc == 0 && (s = cmq_sign_string(&ps, "POST", c->host, c->path, false, &len)) == NULL)
         rc = -1;
     if (rc == 0)
-        EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen); /* 28 or 44 bytes + NUL */
+        rc = cmq_sign_hmac(c->secret_key, c->sha256, s, len, out);
     free(s);
+    cmq_params_free(&ps);
     return rc;
 }
 
@@ -170,7 +155,7 @@ static json_t *call(worker_t *w, const char *action, param_t *p, size_t n, int o
     p[n++] = (param_t){"SecretId", c->secret_id};
     if (c->sha256)
         p[n++] = (param_t){"SignatureMethod", "HmacSHA256"};
-    if (cmq_sign(c, p, n, sig) != 0) {
+    if (sign_request(c, p, n, sig) != 0) {
         report_error(w, action, "signing failed");
         return NULL;
     }

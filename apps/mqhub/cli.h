@@ -118,11 +118,18 @@ void out_json_body(json_t *obj, const void *body, size_t len);
 /* A body for a table cell: text cut to @max chars, or "<N bytes>". */
 void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t max);
 bool out_utf8_valid(const unsigned char *p, size_t n);
-/* A MessagePack object as new JSON (bin as a string; "id" and "ok" keys left out). */
+/* A MessagePack object as new JSON (bin as a string); the "id" and "ok" of
+ * the top map (a response's envelope) are left out, deeper keys all kept. */
 json_t *out_msgpack_json(const msgpack_object *o);
 /* The layout of every `get` command: a "KIND  NAME" heading, then one
  * "field  value" row per member of @obj (its "attrs" and "stats" maps spread
  * into rows), numbers with their unit ("30 s", "1048576 B", "12 ms"). */
 void out_fields(const char *kind, const char *name, json_t *obj);
+/* The body of a message map of receive or queue.peek (bin or str), pointing
+ * into @m; NULL and *@len 0 when absent. */
+const char *out_msg_body(const msgpack_object *m, size_t *len);
+/* Such a message as new JSON: every field the server returned, the body as
+ * "body" or "body_base64" (out_json_body). */
+json_t *out_msg_json(const msgpack_object *m);
 
 #endif

@@ -184,30 +184,6 @@ static void msg_str(const msgpack_object *m, const char *key, char *buf, size_t 
         snprintf(buf, size, "%llu", (unsigned long long)v->via.u64);
 }
 
-/* The body of a received message (bin or str); NULL and 0 when absent. */
-static const char *msg_body(const msgpack_object *m, size_t *len)
-{
-    const msgpack_object *b = mqhub_map_get(m, "body");
-    *len = 0;
-    if (b && (b->type == MSGPACK_OBJECT_BIN || b->type == MSGPACK_OBJECT_STR)) {
-        *len = b->via.bin.size; /* str and bin share their layout */
-        return b->via.bin.ptr;
-    }
-    return NULL;
-}
-
-/* Every field the server returned (tags, attrs, group, times ...), the
- * body as "body" or "body_base64" (out_json_body). */
-static json_t *msg_json(const msgpack_object *m)
-{
-    size_t len;
-    const char *body = msg_body(m, &len);
-    json_t *j = out_msgpack_json(m);
-    json_object_del(j, "body");
-    out_json_body(j, body ? body : "", len);
-    return j;
-}
-
 /* "a,b" for tags, "k=v,k=v" for attrs ("" when absent). */
 static void msg_list_cell(const msgpack_object *m, const char *key, char *buf, size_t size)
 {
@@ -245,7 +221,7 @@ static void print_table(const mqhub_response_t *r)
     table_t *t = out_table_new(7, "SEQ", "MSG_ID", "RECEIVES", "TAGS", "ATTRS", "BODY", "RECEIPT");
     for (uint32_t i = 0; i < n; i++) {
         size_t len;
-        const char *b = msg_body(&m[i], &len);
+        const char *b = out_msg_body(&m[i], &len);
         msg_str(&m[i], "seq", seq, sizeof seq);
         msg_str(&m[i], "msg_id", id, sizeof id);
         msg_str(&m[i], "receive_count", count, sizeof count);
@@ -264,7 +240,7 @@ static void print_line(const msgpack_object *m)
 {
     char seq[24], id[MQHUB_MSG_ID_MAX], tags[256], attrs[512], body[256];
     size_t len;
-    const char *b = msg_body(m, &len);
+    const char *b = out_msg_body(m, &len);
     msg_str(m, "seq", seq, sizeof seq);
     msg_str(m, "msg_id", id, sizeof id);
     msg_list_cell(m, "tags", tags, sizeof tags);
@@ -282,11 +258,11 @@ static void print_msgs(const cli_t *cli, const mqhub_response_t *r)
     const msgpack_object *m = msgs_of(r, &n);
     if (cli->json && cli->follow) {
         for (uint32_t i = 0; i < n; i++)
-            out_json(msg_json(&m[i]));
+            out_json(out_msg_json(&m[i]));
     } else if (cli->json) {
         json_t *arr = json_array();
         for (uint32_t i = 0; i < n; i++)
-            json_array_append_new(arr, msg_json(&m[i]));
+            json_array_append_new(arr, out_msg_json(&m[i]));
         out_json(json_pack("{s:o}", "msgs", arr));
     } else if (cli->follow) {
         for (uint32_t i = 0; i < n; i++)

@@ -236,18 +236,6 @@ static int q_rewind(cli_t *cli)
 
 /* ---- peek, redrive ---- */
 
-/* One peeked message as JSON: every field the server returned, the body as
- * text or body_base64 (out_json_body). */
-static json_t *peek_json(const msgpack_object *m)
-{
-    const msgpack_object *b = mqhub_map_get(m, "body");
-    json_t *j = out_msgpack_json(m);
-    json_object_del(j, "body");
-    if (b && b->type == MSGPACK_OBJECT_BIN)
-        out_json_body(j, b->via.bin.ptr, b->via.bin.size);
-    return j;
-}
-
 /* "k=v,k=v" of a JSON object of strings, or "a,b" of an array; "-" when empty. */
 static void join_cell(char *buf, size_t size, json_t *v)
 {
@@ -323,7 +311,7 @@ static int q_peek(cli_t *cli)
     const msgpack_object *ms = mqhub_map_get(&r.map, "msgs");
     json_t *msgs = json_array();
     for (uint32_t i = 0; ms && ms->type == MSGPACK_OBJECT_ARRAY && i < ms->via.array.size; i++)
-        json_array_append_new(msgs, peek_json(&ms->via.array.ptr[i]));
+        json_array_append_new(msgs, out_msg_json(&ms->via.array.ptr[i]));
     const msgpack_object *nx = mqhub_map_get(&r.map, "next");
     if (nx && nx->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         next = nx->via.u64;

@@ -226,9 +226,10 @@ static int parse_from(cli_t *cli, mqhub_sub_opts_t *o)
     return 0;
 }
 
-static int s_create(cli_t *cli)
+/* The subscription options given on the command line (sub create, sub set). */
+static mqhub_sub_opts_t sub_opts(const cli_t *cli)
 {
-    mqhub_sub_opts_t o = {
+    return (mqhub_sub_opts_t){
         .queue = cli->endpoint_queue, .filter_tags = cli->filter_tags,
         .n_filter_tags = cli->n_filter_tags, .binding_keys = cli->bindings,
         .n_binding_keys = cli->n_bindings, .filter_script = cli->filter_script,
@@ -238,6 +239,11 @@ static int s_create(cli_t *cli)
         .max_interval_ms = cli->max_interval_ms > 0 ? (uint64_t)cli->max_interval_ms : 0,
         .http = cli->http, .http_format = cli->http_format,
     };
+}
+
+static int s_create(cli_t *cli)
+{
+    mqhub_sub_opts_t o = sub_opts(cli);
     int rc = need_args(cli, "sub", 2, "TOPIC NAME");
     if (rc != 0 || (rc = parse_from(cli, &o)) != 0)
         return rc;
@@ -259,17 +265,11 @@ static int s_create(cli_t *cli)
 static int s_set(cli_t *cli)
 {
     bool clear = cli->clear_filters;
-    mqhub_sub_opts_t o = {
-        .filter_tags = cli->n_filter_tags > 0 || clear ? cli->filter_tags : NULL,
-        .n_filter_tags = cli->n_filter_tags,
-        .binding_keys = cli->n_bindings > 0 || clear ? cli->bindings : NULL,
-        .n_binding_keys = cli->n_bindings, .filter_script = cli->filter_script,
-        .retry = cli->retry, .dead_letter_queue = cli->dlq,
-        .max_attempts = cli->max_attempts > 0 ? (uint32_t)cli->max_attempts : 0,
-        .interval_ms = cli->interval_ms > 0 ? (uint64_t)cli->interval_ms : 0,
-        .max_interval_ms = cli->max_interval_ms > 0 ? (uint64_t)cli->max_interval_ms : 0,
-        .http = cli->http, .http_format = cli->http_format,
-    };
+    mqhub_sub_opts_t o = sub_opts(cli);
+    if (cli->n_filter_tags == 0 && !clear)
+        o.filter_tags = NULL; /* absent: kept */
+    if (cli->n_bindings == 0 && !clear)
+        o.binding_keys = NULL;
     int rc = need_args(cli, "sub", 2, "TOPIC NAME");
     if (rc != 0)
         return rc;

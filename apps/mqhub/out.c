@@ -3,7 +3,9 @@
  * Start with out_table_new()/out_table_row()/out_table_print(), out_json_body()
  * and out_fields() (the one layout of every `get` command: a KIND NAME
  * heading, then one "field  value" row each, units written after the number).
- * To give a new field a unit: a row in field_units.
+ * Server replies become JSON through out_msgpack_json(), messages of receive
+ * and queue.peek through out_msg_json(). To give a new field a unit: a row
+ * in field_units.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -180,7 +182,16 @@ void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t 
     buf[o] = '\0';
 }
 
-json_t *out_msgpack_json(const msgpack_object *o)
+/* Whether @k is "id" or "ok", the members of a response's envelope. */
+static bool is_envelope_key(const msgpack_object *k)
+{
+    return k->via.str.size == 2 &&
+           (memcmp(k->via.str.ptr, "id", 2) == 0 || memcmp(k->via.str.ptr, "ok", 2) == 0);
+}
+
+/* @o as JSON; @top: @o is the response itself, whose "id" and "ok" are left
+ * out (deeper maps keep every key: a message's attrs may hold "id"). */
+static json_t *msgpack_json(const msgpack_object *o, bool top)
 {
     json_t *j;
     switch (o->type) {
@@ -194,22 +205,24 @@ json_t *out_msgpack_json(const msgpack_object *o)
     case MSGPACK_OBJECT_ARRAY:
         j = json_array();
         for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(j, out_msgpack_json(&o->via.array.ptr[i]));
+            json_array_append_new(j, msgpack_json(&o->via.array.ptr[i], false));
         return j;
     case MSGPACK_OBJECT_MAP:
         j = json_object();
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR)
-                continue;
-            char key[128];
-            snprintf(key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
-            if (strcmp(key, "id") && strcmp(key, "ok"))
-                json_object_set_new(j, key, out_msgpack_json(&o->via.map.ptr[i].val));
+            if (k->type == MSGPACK_OBJECT_STR && !(top && is_envelope_key(k)))
+                json_object_setn_new(j, k->via.str.ptr, k->via.str.size,
+                                     msgpack_json(&o->via.map.ptr[i].val, false));
         }
         return j;
     default: return json_null();
     }
+}
+
+json_t *out_msgpack_json(const msgpack_object *o)
+{
+    return msgpack_json(o, true);
 }
 
 /* Units of the fields the `get` commands show; a field named *_ms is in
@@ -291,4 +304,25 @@ void out_fields(const char *kind, const char *name, json_t *obj)
     table_t *t = out_table_new(2, kind, name);
     field_rows(t, obj, true);
     out_table_print(t, stdout);
+}
+
+const char *out_msg_body(const msgpack_object *m, size_t *len)
+{
+    const msgpack_object *b = mqhub_map_get(m, "body");
+    *len = 0;
+    if (b && (b->type == MSGPACK_OBJECT_BIN || b->type == MSGPACK_OBJECT_STR)) {
+        *len = b->via.bin.size; /* str and bin share their layout */
+        return b->via.bin.ptr;
+    }
+    return NULL;
+}
+
+json_t *out_msg_json(const msgpack_object *m)
+{
+    size_t len;
+    const char *body = out_msg_body(m, &len);
+    json_t *j = out_msgpack_json(m);
+    json_object_del(j, "body");
+    out_json_body(j, body ? body : "", len);
+    return j;
 }

@@ -172,6 +172,23 @@ static bool asked(const msgpack_object *req, const char *key)
     return want && want->type == MSGPACK_OBJECT_BOOLEAN && want->via.boolean;
 }
 
+/* cluster.status's figures of the raft log (docs/protocol.md): six pairs. */
+static void pack_log_stats(msgpack_packer *pk, const replica_stats_t *st)
+{
+    const struct {
+        const char *key;
+        uint64_t value;
+    } pairs[] = {
+        {"last_index", st->last_index},         {"snapshot_index", st->snapshot_index},
+        {"snapshot_age_ms", st->snapshot_age_ms}, {"log_entries", st->log_entries},
+        {"log_bytes", st->log_bytes},           {"leader_changes", st->leader_changes},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        mp_pack_cstr(pk, pairs[i].key);
+        msgpack_pack_uint64(pk, pairs[i].value);
+    }
+}
+
 static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
                       mqhub_reply_cb cb, void *arg)
 {
@@ -189,7 +206,7 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         n = CLUSTER_MAX_NODES;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_pack_head(&pk, true, id, true, 8 + digest + records);
+    wire_pack_head(&pk, true, id, true, 14 + digest + records);
     mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, replica_id(c->replica));
     mp_pack_cstr(&pk, "leader");
@@ -204,6 +221,7 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
     msgpack_pack_uint64(&pk, st.commit_index);
     mp_pack_cstr(&pk, "last_applied");
     msgpack_pack_uint64(&pk, st.last_applied);
+    pack_log_stats(&pk, &st);
     mp_pack_cstr(&pk, "nodes");
     msgpack_pack_array(&pk, n);
     for (unsigned i = 0; i < n; i++)

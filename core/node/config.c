@@ -7,7 +7,9 @@
  * a typo never passes silently. Errors carry "file:line: problem" (luaL_error
  * and luaL_where on the directive's caller). The state stays open after the
  * load: transports' tables live in its registry for plugin lookups
- * (config_transport_string/int).
+ * (config_transport_string/int). Declared queues keep the file's order
+ * (the hub creates dead-letter queues first); dead-letter queues that name
+ * each other in a cycle are refused at the end (check_dead_letters).
  * Start at config_load(); add a directive as one l_config_<name> function and
  * one line in the directives table; docs/operations.md "Configuration" lists
  * them all.
@@ -860,6 +862,96 @@ static int check_exposure(config_t *c, const char *file, char *errmsg, size_t er
     return 0;
 }
 
+/* ---- dead-letter cycles -------------------------------------------------- */
+
+/* One declared queue while check_dead_letters() follows their chains. */
+typedef struct queue_dep {
+    int next;            /* its dead-letter queue's index among the declared, -1: none */
+    unsigned char state; /* 0 not seen, 1 on the current walk, 2 cleared */
+} queue_dep_t;
+
+/* The dead-letter queue @o names into @buf ("" when none). A value of a
+ * wrong type reads as none here: the state machine refuses it. */
+static void dead_letter_of(const config_object_t *o, char *buf, size_t size)
+{
+    msgpack_unpacked u;
+    const msgpack_object *q;
+
+    buf[0] = 0;
+    msgpack_unpacked_init(&u);
+    if (o->attrs_len > 0 &&
+        mp_unpack(&u, o->attrs, o->attrs_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        (q = mp_map_get(mp_map_get(&u.data, "dead_letter"), "queue")) != NULL &&
+        q->type == MSGPACK_OBJECT_STR && q->via.str.size < size) {
+        memcpy(buf, q->via.str.ptr, q->via.str.size);
+        buf[q->via.str.size] = 0;
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+/* "a -> b -> a" into @errmsg: the cycle that starts at @d[@start]. */
+static void cycle_error(const config_t *c, const queue_dep_t *d, int start, const char *file,
+                        char *errmsg, size_t errlen)
+{
+    char path[512];
+    size_t off = 0;
+    int j = start;
+
+    path[0] = 0;
+    do {
+        int w = snprintf(path + off, sizeof path - off, "%s -> ", c->queues[j].name);
+        off = w > 0 && off + (size_t)w < sizeof path ? off + (size_t)w : off;
+        j = d[j].next;
+    } while (j != start);
+    snprintf(errmsg, errlen, "%s: queue \"%s\": the dead-letter queues form a cycle "
+             "(%s%s): a dead-letter queue must exist before the queues that name it, so "
+             "these can never be created", file, c->queues[start].name, path,
+             c->queues[start].name);
+}
+
+/* Refuse dead-letter queues declared in a cycle (a -> b -> a, or a queue
+ * naming itself): a dead-letter queue must exist before a queue names it,
+ * so none of them could ever be created. Any other order works: the hub
+ * creates a declared dead-letter queue before the queues that name it
+ * (declare_queues); one the file does not declare may exist already (the
+ * state machine's to check). */
+static int check_dead_letters(config_t *c, const char *file, char *errmsg, size_t errlen)
+{
+    unsigned n = c->n_queues;
+    queue_dep_t *d = calloc(n + 1, sizeof *d);
+    int rv = 0;
+
+    if (!d)
+        return MQHUB_EINTERNAL;
+    for (unsigned i = 0; i < n; i++) {
+        char dlq[MQHUB_NAME_MAX + 1];
+
+        dead_letter_of(&c->queues[i], dlq, sizeof dlq);
+        d[i].next = -1;
+        for (unsigned k = 0; k < n && dlq[0]; k++)
+            if (strcmp(c->queues[k].name, dlq) == 0)
+                d[i].next = (int)k;
+    }
+    /* Each queue names at most one other: follow the chain from each queue
+     * not yet cleared; meeting the walk itself again is a cycle. */
+    for (unsigned i = 0; i < n && rv == 0; i++) {
+        int j = (int)i;
+
+        while (j >= 0 && d[j].state == 0) {
+            d[j].state = 1;
+            j = d[j].next;
+        }
+        if (j >= 0 && d[j].state == 1) {
+            cycle_error(c, d, j, file, errmsg, errlen);
+            rv = MQHUB_EBAD_REQUEST;
+        }
+        for (j = (int)i; j >= 0 && d[j].state == 1; j = d[j].next)
+            d[j].state = 2;
+    }
+    free(d);
+    return rv;
+}
+
 static int finish(config_t *c, char *errmsg, size_t errlen)
 {
     lua_State *L = c->L;
@@ -914,7 +1006,8 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
             !(c->client_address = strdup(listen)))
             return MQHUB_EINTERNAL;
     }
-    return check_exposure(c, file, errmsg, errlen);
+    int rv = check_dead_letters(c, file, errmsg, errlen);
+    return rv != 0 ? rv : check_exposure(c, file, errmsg, errlen);
 }
 
 int config_load(config_t **out, const char *path, char *errmsg, size_t errlen)

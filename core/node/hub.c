@@ -51,6 +51,13 @@
  * (hub_session_close) and once per term as leader for other owners'
  * (reap_check).
  *
+ * Declarations: when a node first leads, check_leadership() submits what the
+ * config declares (declare(): scripts, then queues — dead-letter queues
+ * first, declare_queues() — then topics); until raft has answered them
+ * all, dispatch() answers every op but the local ones UNAVAILABLE
+ * ("starting: ..."), so no client, nor /readyz, sees a declared queue
+ * missing: clients retry UNAVAILABLE with back-off.
+ *
  * Extending: a new local op is a row in the op table with kind OPS_LOCAL and
  * one branch in dispatch(); ops of the state machine need nothing here.
  */
@@ -188,6 +195,9 @@ struct hub {
     uv_timer_t check; /* periodic: parked waiters of a node no longer leader */
     metrics_t *metrics;
     bool declared; /* the config's queues and topics were submitted */
+    unsigned declaring; /* of them, not answered by raft yet: clients wait */
+    unsigned declare_unsettled; /* answered with no outcome while stopping */
+    uint64_t told_leader; /* the leader the log last named; 0: none (yet) */
     bool stopping;
     unsigned stop_pending;
     void (*stop_cb)(void *arg);
@@ -683,37 +693,67 @@ static void fail_parked(hub_t *h, int status)
     }
 }
 
+/* One declaration in raft: the object, and the hub that counts it. */
+typedef struct hub_decl {
+    hub_t *h;
+    const config_object_t *o;
+} hub_decl_t;
+
+/* The reply of one declaration: the state machine's refusal is logged; one
+ * that raft could not settle because leadership moved is submitted again
+ * when this node next leads; while stopping, those are counted into one
+ * line rather than one warning each. */
 static void on_declared_done(void *arg, int status, const char *reply, size_t len)
 {
-    config_object_t *o = arg;
+    hub_decl_t *d = arg;
+    hub_t *h = d->h;
+    const config_object_t *o = d->o;
     msgpack_unpacked u;
     const msgpack_object *ok, *err;
 
-    if (status != 0) {
-        log_warn("hub", "%s declared in the config: %s", o->name,
-                 mqhub_strerror(status));
-        return;
+    free(d);
+    h->declaring--;
+    if (status != 0 && h->stopping) {
+        h->declare_unsettled++;
+    } else if (status != 0) {
+        if (status == MQHUB_ENOT_LEADER || status == MQHUB_ETIMEOUT)
+            h->declared = false;
+        log_warn("hub", "%s declared in the config: %s%s", o->name, mqhub_strerror(status),
+                 h->declared ? "" : " (submitted again when this node leads)");
+    } else {
+        msgpack_unpacked_init(&u);
+        if (mp_unpack(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            (ok = mp_map_get(&u.data, "ok")) != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN &&
+            !ok->via.boolean && (err = mp_map_get(&u.data, "error")) != NULL &&
+            err->type == MSGPACK_OBJECT_STR)
+            log_warn("hub", "%s declared in the config: %.*s", o->name,
+                     (int)err->via.str.size, err->via.str.ptr);
+        msgpack_unpacked_destroy(&u);
     }
-    msgpack_unpacked_init(&u);
-    if (mp_unpack(&u, reply, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        (ok = mp_map_get(&u.data, "ok")) != NULL && ok->type == MSGPACK_OBJECT_BOOLEAN &&
-        !ok->via.boolean && (err = mp_map_get(&u.data, "error")) != NULL &&
-        err->type == MSGPACK_OBJECT_STR)
-        log_warn("hub", "%s declared in the config: %.*s", o->name,
-                 (int)err->via.str.size, err->via.str.ptr);
-    msgpack_unpacked_destroy(&u);
+    if (h->declaring == 0 && h->declare_unsettled > 0) {
+        log_info("hub", "stopped before %u of the config's declarations were known applied; "
+                 "the next start submits them again", h->declare_unsettled);
+        h->declare_unsettled = 0;
+    }
 }
 
-/* Submit @op (queue.create, topic.create) for each object the config
- * declares. Creating one that exists with equal attributes succeeds. */
+/* Submit @op (script.load, queue.create, topic.create) for each of the @n
+ * objects at @objs, in order; raft applies them in that order. Creating one
+ * that exists with equal attributes succeeds. Until raft has answered them
+ * all (h->declaring), dispatch() asks clients to retry. */
 static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
 {
-    if (n == 0)
-        return;
     for (unsigned i = 0; i < n; i++) {
+        hub_decl_t *d = malloc(sizeof *d);
         msgpack_sbuffer sb;
         msgpack_packer pk;
 
+        if (d == NULL) {
+            log_warn("hub", "%s declared in the config: not submitted (out of memory)",
+                     objs[i].name);
+            continue;
+        }
+        *d = (hub_decl_t){h, &objs[i]};
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_map(&pk, objs[i].attrs_len > 0 ? 4 : 3);
@@ -730,19 +770,68 @@ static void declare(hub_t *h, const char *op, config_object_t *objs, unsigned n)
             mp_pack_cstr(&pk, "attrs");
             msgpack_sbuffer_write(&sb, objs[i].attrs, objs[i].attrs_len);
         }
-        if (replica_submit(h->replica, sb.data, sb.size, on_declared_done, &objs[i]) != 0)
+        h->declaring++;
+        if (replica_submit(h->replica, sb.data, sb.size, on_declared_done, d) != 0) {
+            h->declaring--;
+            free(d);
             log_warn("hub", "%s declared in the config: not submitted", objs[i].name);
+        }
         msgpack_sbuffer_destroy(&sb);
     }
 }
 
-/* From the replica as soon as leadership changes: waiters parked here can
- * no longer be served, so they move to the new leader (NOT_LEADER names it). */
-/* Leadership is checked on every change (on_leadership) and periodically as
- * a safety net (on_check): a node that stops leading fails its parked
- * waiters and closes its push sessions with NOT_LEADER, so clients move to
- * the leader; a node that leads for the first time creates what the config
- * declares. */
+/* The index among the config's queues of the dead-letter queue @o names,
+ * or -1: none, or one the config does not declare (it may exist already). */
+static int declared_dead_letter(const config_t *cfg, const config_object_t *o)
+{
+    msgpack_unpacked u;
+    const msgpack_object *q;
+    int found = -1;
+
+    msgpack_unpacked_init(&u);
+    if (o->attrs_len > 0 &&
+        mp_unpack(&u, o->attrs, o->attrs_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        (q = mp_map_get(mp_map_get(&u.data, "dead_letter"), "queue")) != NULL &&
+        q->type == MSGPACK_OBJECT_STR)
+        for (unsigned k = 0; k < cfg->n_queues && found < 0; k++)
+            if (strlen(cfg->queues[k].name) == q->via.str.size &&
+                memcmp(cfg->queues[k].name, q->via.str.ptr, q->via.str.size) == 0)
+                found = (int)k;
+    msgpack_unpacked_destroy(&u);
+    return found;
+}
+
+/* queue.create for each queue the config declares, whatever the file's
+ * order: a dead-letter queue it declares goes before the queues that name
+ * it (config.c refused cycles at load; the step bound only keeps a loop
+ * finite). */
+static void declare_queues(hub_t *h)
+{
+    config_t *cfg = h->cfg;
+    bool *done = calloc(cfg->n_queues + 1, sizeof *done);
+
+    if (done == NULL) {
+        log_warn("hub", "declared queues: out of memory, submitted in the file's order");
+        declare(h, "queue.create", cfg->queues, cfg->n_queues);
+        return;
+    }
+    for (unsigned i = 0; i < cfg->n_queues; i++) {
+        while (!done[i]) { /* the end of i's chain not yet submitted goes first */
+            unsigned j = i;
+            int k;
+
+            for (unsigned steps = 0; steps < cfg->n_queues &&
+                                     (k = declared_dead_letter(cfg, &cfg->queues[j])) >= 0 &&
+                                     !done[k];
+                 steps++)
+                j = (unsigned)k;
+            declare(h, "queue.create", &cfg->queues[j], 1);
+            done[j] = true;
+        }
+    }
+    free(done);
+}
+
 /* The owner of @s's ephemeral subscriptions into @buf (see hub.boot). */
 static void session_owner(const mqhub_session_t *s, char *buf, size_t size)
 {
@@ -797,8 +886,37 @@ static void reap_check(hub_t *h, bool leader)
     reap_propose(h, "keep", keep);
 }
 
+/* Log once when a leader becomes known (or another takes over) and once
+ * when it is lost, not at every check: followers too say when they are
+ * ready. At start mqhubd's main() tells whether it waits for quorum. */
+static void tell_leader(hub_t *h)
+{
+    replica_stats_t st;
+
+    if (h->stopping)
+        return;
+    replica_stats(h->replica, &st);
+    if (st.leader_id == h->told_leader)
+        return;
+    if (st.leader_id != 0)
+        log_info("hub", "ready: leader node %llu (term %llu)",
+                 (unsigned long long)st.leader_id, (unsigned long long)st.term);
+    else
+        log_warn("hub", "waiting for quorum: leader node %llu lost (term %llu)",
+                 (unsigned long long)h->told_leader, (unsigned long long)st.term);
+    h->told_leader = st.leader_id;
+}
+
+/* From the replica as soon as leadership changes: waiters parked here can
+ * no longer be served, so they move to the new leader (NOT_LEADER names it). */
+/* Leadership is checked on every change (on_leadership) and periodically as
+ * a safety net (on_check): a node that stops leading fails its parked
+ * waiters and closes its push sessions with NOT_LEADER, so clients move to
+ * the leader; a node that leads for the first time creates what the config
+ * declares. */
 static void check_leadership(hub_t *h, bool leader)
 {
+    tell_leader(h);
     if (h->n_parked > 0 && !leader)
         fail_parked(h, MQHUB_ENOT_LEADER);
     push_check(h->push);
@@ -806,7 +924,7 @@ static void check_leadership(hub_t *h, bool leader)
     if (leader && !h->declared) {
         h->declared = true;
         declare(h, "script.load", h->cfg->scripts, h->cfg->n_scripts);
-        declare(h, "queue.create", h->cfg->queues, h->cfg->n_queues);
+        declare_queues(h);
         declare(h, "topic.create", h->cfg->topics, h->cfg->n_topics);
     }
 }
@@ -1769,6 +1887,11 @@ static void dispatch(mqhub_session_t *s, const ops_row_t *o, const wire_request_
 
     if (h->stopping) {
         reply_status(h, cb, arg, v->id, MQHUB_EUNAVAILABLE);
+        return;
+    }
+    if (h->declaring > 0 && o != NULL && o->kind != OPS_LOCAL) { /* see declare() */
+        reply_error(h, cb, arg, true, v->id, MQHUB_EUNAVAILABLE,
+                    "starting: applying the configuration's declarations; retry");
         return;
     }
     if (!(o && (o->flags & OPS_F_PUBLIC)) && !identified(s)) {

@@ -9,7 +9,8 @@
  * "request_seconds_bucket.<transport>.<i>" (cumulative). Loop thread only.
  * The process's own figures are read when asked (process_get: "process.*"
  * names, from /proc/self and getrusage; the start time is taken in
- * metrics_new, when the daemon starts).
+ * metrics_new, when the daemon starts). metrics_each() lists the counters
+ * by prefix (the exporter's plugin counters, "plugin_").
  * To add a histogram family: a prefix in metrics_get() and its reader.
  */
 #include <dirent.h>
@@ -199,6 +200,15 @@ static int64_t process_get(metrics_t *m, const char *name)
     if (strcmp(name, "start_ms") == 0)
         return m->start_ms;
     return 0;
+}
+
+void metrics_each(metrics_t *m, const char *prefix, mqhub_metric_cb cb, void *arg)
+{
+    size_t len = strlen(prefix);
+
+    for (unsigned i = 0; i < m->n; i++)
+        if (strncmp(m->all[i].name, prefix, len) == 0)
+            cb(arg, m->all[i].name, m->all[i].value);
 }
 
 int64_t metrics_get(metrics_t *m, const char *name)

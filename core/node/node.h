@@ -106,6 +106,10 @@ void metrics_add(metrics_t *m, const char *name, int64_t delta);
  * "process.rss_bytes", "process.open_fds", "process.max_fds",
  * "process.cpu_us" (user + system) and "process.start_ms" (-1: unreadable). */
 int64_t metrics_get(metrics_t *m, const char *name);
+/* @cb(@arg, name, value) for every counter whose name begins with @prefix,
+ * in the order they were created (not the histograms or process figures).
+ * @cb must not add counters. */
+void metrics_each(metrics_t *m, const char *prefix, mqhub_metric_cb cb, void *arg);
 /* The histogram of @transport, found or claimed (NULL: all slots taken; such
  * sessions are not timed). */
 metrics_lat_t *metrics_lat_slot(metrics_t *m, const char *transport);

@@ -113,6 +113,12 @@ static int64_t host_metric_get(mqhub_host_t *host, const char *name)
     return metrics_get(hub_metrics(host_plugin(host)->hub), name);
 }
 
+static void host_metric_each(mqhub_host_t *host, const char *prefix, mqhub_metric_cb cb,
+                             void *arg)
+{
+    metrics_each(hub_metrics(host_plugin(host)->hub), prefix, cb, arg);
+}
+
 static const mqhub_host_api_t host_api = {
     .abi_version = MQHUB_PLUGIN_ABI,
     .size = sizeof(mqhub_host_api_t),
@@ -130,6 +136,7 @@ static const mqhub_host_api_t host_api = {
     .metric_get = host_metric_get,
     .session_writable = host_session_writable,
     .session_identify = host_session_identify,
+    .metric_each = host_metric_each,
 };
 
 /* Check the descriptor; on refusal fill @why. */

@@ -14,6 +14,8 @@
  *     while leader (see wrap_apply), so followers never build replies.
  *   - ticks: while leader, an internal {"op":"tick"} every second and at the
  *     fsm's next due time, so delays and lock expiries take effect on time.
+ * on_check() also notes, for replica_stats(), when the newest snapshot
+ * changed and how often the known leader did (track_snapshot_and_leader).
  * Start reading at replica_start(), replica_submit() and on_check().
  * To extend: a new raft knob goes into replica_config_t and replica_start();
  * a new periodic internal command next to submit_tick().
@@ -118,6 +120,9 @@ struct replica {
     batch_list_t failed;    /* to be failed at the next check */
 
     uint64_t entries, commands; /* proposed, for replica_stats() */
+    uint64_t seen_leader, leader_changes; /* track_snapshot_and_leader() */
+    raft_index seen_snap;       /* snapio.snap_index at seen_snap_ms (uv_now) */
+    uint64_t seen_snap_ms;
     bool leader;
     bool tick_inflight;
     bool stopping;
@@ -423,10 +428,29 @@ static void track_leadership(replica_t *r)
         r->state_cb(r->state_arg, leader);
 }
 
+/* For replica_stats(), once per loop turn: when the newest snapshot
+ * changed (taken, installed or loaded: snapshot.c sets snap_index) and how
+ * often the known leader did. */
+static void track_snapshot_and_leader(replica_t *r)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (r->snapio.snap_index != r->seen_snap) {
+        r->seen_snap = r->snapio.snap_index;
+        r->seen_snap_ms = uv_now(r->loop);
+    }
+    raft_leader(&r->raft, &id, &addr);
+    if (id != 0 && id != r->seen_leader)
+        r->leader_changes++;
+    r->seen_leader = id;
+}
+
 static void on_check(uv_check_t *h)
 {
     replica_t *r = h->data;
     track_leadership(r);
+    track_snapshot_and_leader(r);
     flush(r);
     drain_failed(r);
 }
@@ -835,9 +859,15 @@ void replica_stats(replica_t *r, replica_stats_t *out)
         .term = raft_current_term(&r->raft),
         .commit_index = raft_commit_index(&r->raft),
         .last_applied = raft_last_applied(&r->raft),
+        .last_index = r->stopping ? 0 : raft_last_index(&r->raft),
         .leader_id = id,
         .entries = r->entries,
         .commands = r->commands,
+        .snapshot_index = r->seen_snap,
+        .snapshot_age_ms = r->seen_snap != 0 ? uv_now(r->loop) - r->seen_snap_ms : 0,
+        .log_entries = r->snapio.log_entries,
+        .log_bytes = r->snapio.log_bytes,
+        .leader_changes = r->leader_changes,
     };
 }
 

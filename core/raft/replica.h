@@ -68,9 +68,15 @@ typedef struct replica_stats {
     uint64_t term;
     uint64_t commit_index;
     uint64_t last_applied;
+    uint64_t last_index;         /* of the log (appended, maybe not committed) */
     uint64_t leader_id;          /* 0 while unknown */
     uint64_t entries;            /* raft entries this node proposed */
     uint64_t commands;           /* commands in them */
+    uint64_t snapshot_index;     /* the newest snapshot on disk; 0: none */
+    uint64_t snapshot_age_ms;    /* since this process took, installed or loaded it */
+    uint64_t log_entries, log_bytes; /* applied since that snapshot: raft's
+                                      * in-memory log beyond its trailing entries */
+    uint64_t leader_changes;     /* a leader became known, or another took over */
 } replica_stats_t;
 void replica_stats(replica_t *r, replica_stats_t *out);
 

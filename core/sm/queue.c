@@ -1606,17 +1606,19 @@ static int receipt_check(queues_t *qs, cmd_t *c, queue_t *q, const char *r, size
     return 0;
 }
 
-static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
+/* One message of a reply: a receive's (@receipt given: with the receipt and
+ * next_visible_at) or a peek's (@receipt NULL: with state "ready"). */
+static void pack_msg(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m,
+                     const char *receipt)
 {
-    char receipt[64];
     size_t blen = 0;
     char *body = msg_body(qs, q, m, &blen);
-    receipt_make(receipt, sizeof(receipt), q, m);
     bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
-    msgpack_pack_map(pk, 9 + m->has_group + tags);
+    msgpack_pack_map(pk, 7 + (receipt ? 2 : 1) + m->has_group + tags);
     cmd_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
     cmd_pack_kv_uint(pk, "seq", m->seq);
-    cmd_pack_kv_str(pk, "receipt", receipt, strlen(receipt));
+    if (receipt)
+        cmd_pack_kv_str(pk, "receipt", receipt, strlen(receipt));
     mp_pack_str(pk, "body", 4);
     msgpack_pack_bin(pk, blen);
     msgpack_pack_bin_body(pk, body ? body : "", blen);
@@ -1633,9 +1635,19 @@ static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, con
     }
     cmd_pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
     cmd_pack_kv_uint(pk, "first_received_at", m->first_received_at);
-    cmd_pack_kv_uint(pk, "next_visible_at", m->visible_at);
+    if (receipt)
+        cmd_pack_kv_uint(pk, "next_visible_at", m->visible_at);
     cmd_pack_kv_uint(pk, "receive_count", m->rc);
+    if (!receipt)
+        cmd_pack_kv_str(pk, "state", "ready", 5);
     store_free(body);
+}
+
+static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
+{
+    char receipt[64];
+    receipt_make(receipt, sizeof(receipt), q, m);
+    pack_msg(qs, pk, q, m, receipt);
 }
 
 /* The attr a dead-letter move adds: the queue the message came from, where
@@ -1996,6 +2008,7 @@ int queue_op_rewind(cmd_t *c)
 #define PEEK_SCAN 4096
 #define REDRIVE_DEFAULT 1000
 #define REDRIVE_MAX 10000
+#define REDRIVE_BYTES ((size_t)32 << 20) /* bodies and attrs one redrive moves */
 
 /* A walk over M<qid> records from a seq on: the READY ones it gathers (up
  * to @want) among at most @budget records, and where a next walk goes on. */
@@ -2018,8 +2031,10 @@ static int walk_visit(void *arg, const char *k, size_t kl, const char *v, size_t
     }
     w->seen++;
     w->next = seq + 1;
-    if (msg_decode(&m, seq, v, vl) == 0 && m.st == MS_READY && body_seqs_push(&w->ready, k))
+    if (msg_decode(&m, seq, v, vl) == 0 && m.st == MS_READY && body_seqs_push(&w->ready, k)) {
+        w->next = seq; /* out of memory: a next walk starts at this one */
         w->more = true;
+    }
     msg_free(&m);
     return w->more;
 }
@@ -2045,7 +2060,9 @@ static int arg_from(cmd_t *c, const queue_t *q, uint64_t *from)
     snprintf(id, sizeof id, "%.*s", (int)(v->via.str.size < sizeof id ? v->via.str.size : 0),
              v->via.str.ptr);
     dash = strchr(id, '-');
-    if (dash && dash > id && strspn(id, "0123456789abcdef-") == strlen(id)) {
+    /* One dash: strtoull would take a second as a minus sign. */
+    if (dash && dash > id && !strchr(dash + 1, '-') &&
+        strspn(id, "0123456789abcdef-") == strlen(id)) {
         qid = strtoull(id, NULL, 16);
         seq = strtoull(dash + 1, &end, 16);
     }
@@ -2059,36 +2076,6 @@ static int arg_from(cmd_t *c, const queue_t *q, uint64_t *from)
     return 0;
 }
 
-/* One message of a peek: as receive packs it, without a receipt. */
-static void pack_peeked(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
-{
-    size_t blen = 0;
-    char *body = msg_body(qs, q, m, &blen);
-    bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
-    msgpack_pack_map(pk, 8 + m->has_group + tags);
-    cmd_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
-    cmd_pack_kv_uint(pk, "seq", m->seq);
-    mp_pack_str(pk, "body", 4);
-    msgpack_pack_bin(pk, blen);
-    msgpack_pack_bin_body(pk, body ? body : "", blen);
-    mp_pack_str(pk, "attrs", 5);
-    if (m->attrs.type == MSGPACK_OBJECT_MAP)
-        msgpack_pack_object(pk, m->attrs);
-    else
-        msgpack_pack_map(pk, 0);
-    if (m->has_group)
-        cmd_pack_kv_str(pk, "group", m->group, m->glen);
-    if (tags) {
-        mp_pack_str(pk, "tags", 4);
-        msgpack_pack_object(pk, m->tags);
-    }
-    cmd_pack_kv_uint(pk, "enqueued_at", m->enqueued_at);
-    cmd_pack_kv_uint(pk, "first_received_at", m->first_received_at);
-    cmd_pack_kv_uint(pk, "receive_count", m->rc);
-    cmd_pack_kv_str(pk, "state", "ready", 5);
-    store_free(body);
-}
-
 /* queue.peek {queue, max?, from?}: a read. The READY messages from seq
  * `from` on, in seq order, unlocked and uncounted; `next` tells where a
  * following peek goes on when this one stopped early (max, PEEK_SCAN, or
@@ -2099,7 +2086,8 @@ int queue_op_peek(cmd_t *c)
     queue_t *q;
     uint64_t max = 1, from = 0;
     struct walk w = {.budget = PEEK_SCAN};
-    size_t bytes = 0, n = 0;
+    size_t bytes = 0;
+    uint32_t packed = 0; /* a record gone since the walk is skipped, not counted */
     msgpack_sbuffer sb;
     msgpack_packer pk;
     int rc = arg_queue(qs, c, "queue", &q);
@@ -2110,26 +2098,27 @@ int queue_op_peek(cmd_t *c)
     walk_queue(qs, q, from, &w);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    for (; n < w.ready.n; n++) {
+    for (size_t i = 0; i < w.ready.n; i++) {
         struct msg m;
-        if (msg_load(qs, q, w.ready.v[n], &m) != 0) {
+        if (msg_load(qs, q, w.ready.v[i], &m) != 0) {
             msg_free(&m);
             continue;
         }
         /* Stop before the reply outgrows a frame (one message at least). */
         size_t size = msg_reply_size(qs, q, &m);
-        if (n > 0 && bytes + size > RECEIVE_REPLY_MAX) {
+        if (packed > 0 && bytes + size > RECEIVE_REPLY_MAX) {
             msg_free(&m);
-            w.next = w.ready.v[n];
+            w.next = w.ready.v[i];
             w.more = true;
             break;
         }
         bytes += size;
-        pack_peeked(qs, &pk, q, &m);
+        pack_msg(qs, &pk, q, &m, NULL);
+        packed++;
         msg_free(&m);
     }
     cmd_reply_key(c, "msgs");
-    msgpack_pack_array(c->pk, (uint32_t)n);
+    msgpack_pack_array(c->pk, packed);
     c->pk->callback(c->pk->data, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (w.more)
@@ -2167,8 +2156,9 @@ static queue_t *redrive_target(queues_t *qs, const queue_t *q, const struct msg 
 }
 
 /* Take READY @m off @q's ready index for a move. An ordered queue gives up
- * only its groups' heads (a message behind one that stays stays too, so
- * each group keeps its order); false: @m stays. */
+ * only its groups' heads, and none of a group with a message in flight (a
+ * message behind one that stays stays too, so each group keeps its order);
+ * false: @m stays. */
 static bool redrive_take(queue_t *q, const struct msg *m, struct group **gp)
 {
     const uint64_t *top;
@@ -2177,7 +2167,7 @@ static bool redrive_take(queue_t *q, const struct msg *m, struct group **gp)
     if (!q->a.ordered)
         return true; /* its entry in q->ready is skipped once the record is gone */
     g = group_get(q, m, false);
-    if (!g || !(top = heap_top(&g->ready)) || *top != m->seq)
+    if (!g || g->inflight || !(top = heap_top(&g->ready)) || *top != m->seq)
         return false;
     heap_pop(&g->ready, NULL);
     if (g->listed == m->seq) {
@@ -2191,7 +2181,8 @@ static bool redrive_take(queue_t *q, const struct msg *m, struct group **gp)
 /* queue.redrive {queue, to?, max?, from?}: move up to `max` READY messages
  * of dead-letter queue `queue`, in seq order, back to their source queues
  * (or to `to`), as new messages there (receive_count 0). Looks at `max`
- * records at most; `next` tells where the next command goes on. */
+ * records and moves REDRIVE_BYTES at most (one message at least); `next`
+ * tells where the next command goes on. */
 int queue_op_redrive(cmd_t *c)
 {
     queues_t *qs = c->qs;
@@ -2212,15 +2203,26 @@ int queue_op_redrive(cmd_t *c)
                         "'to' to move its messages to a queue", q->name);
     w.want = w.budget = (size_t)max;
     walk_queue(qs, q, from, &w);
-    for (size_t i = 0; i < w.ready.n; i++) {
+    for (size_t i = 0, bytes = 0; i < w.ready.n; i++) {
         struct msg m;
         struct group *g;
-        queue_t *t;
-        if (msg_load(qs, q, w.ready.v[i], &m) == 0 && m.st == MS_READY &&
-            (t = redrive_target(qs, q, &m, to)) && redrive_take(q, &m, &g)) {
+        queue_t *t = NULL;
+        bool go = msg_load(qs, q, w.ready.v[i], &m) == 0 && m.st == MS_READY &&
+                  (t = redrive_target(qs, q, &m, to));
+        size_t size = go ? msg_reply_size(qs, q, &m) : 0;
+        /* Stop before one command copies more than REDRIVE_BYTES (one message
+         * at least): large bodies must not hold every node's loop for long. */
+        if (go && moved > 0 && bytes + size > REDRIVE_BYTES) {
+            msg_free(&m);
+            w.next = w.ready.v[i];
+            w.more = true;
+            break;
+        }
+        if (go && redrive_take(q, &m, &g)) {
             move_msg(qs, q, &m, t, NULL, 0);
             if (g)
                 group_update(q, &m, g);
+            bytes += size;
             moved++;
         } else {
             kept++;

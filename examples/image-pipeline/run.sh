@@ -33,7 +33,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 cleanup() {
     for p in $PIDS; do kill -KILL "$p" 2>/dev/null || true; done
     if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null || true
+        # wait: the test removes $DIR right after, and the hub writes until it exits
+        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
     fi
 }
 trap cleanup EXIT

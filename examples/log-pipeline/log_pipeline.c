@@ -397,8 +397,9 @@ typedef struct watch {
     uint64_t stall_held; /* most lines the stalled consumer was seen holding */
 } watch_t;
 
-/* How many lines the stalled consumer (the one with credit STALL_CREDIT)
- * holds unacknowledged, from consumer.list; 0 when it is not subscribed. */
+/* How many lines the stalled consumer holds unacknowledged, from
+ * consumer.list; 0 when it is not subscribed. It is the consumer whose window
+ * (credit still free + inflight) is STALL_CREDIT. */
 static uint64_t stall_probe(mqhub_client_t *c)
 {
     mqhub_response_t r;
@@ -409,9 +410,9 @@ static uint64_t stall_probe(mqhub_client_t *c)
     for (uint32_t i = 0; a && a->type == MSGPACK_OBJECT_ARRAY && i < a->via.array.size; i++) {
         const msgpack_object *credit = mqhub_map_get(&a->via.array.ptr[i], "credit");
         const msgpack_object *inflight = mqhub_map_get(&a->via.array.ptr[i], "inflight");
-        if (credit && credit->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-            credit->via.u64 == STALL_CREDIT && inflight &&
-            inflight->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if (credit && credit->type == MSGPACK_OBJECT_POSITIVE_INTEGER && inflight &&
+            inflight->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            credit->via.u64 + inflight->via.u64 == STALL_CREDIT)
             held = inflight->via.u64;
     }
     mqhub_response_free(&r);
@@ -528,7 +529,7 @@ static int watch_run(pipe_t *p, mqhub_client_t *c, watch_t *w, pthread_t *cols)
 int main(int argc, char **argv)
 {
     pipe_t p = {.server = "127.0.0.1:6460", .messages = 1048576, .collectors = 8,
-                .lag_rate = 256, .timeout_ms = 900000};
+                .lag_rate = 256, .timeout_ms = 600000};
     uint64_t min_backlog = 1000000;
     static const struct option opts[] = {
         {"server", 1, 0, 's'},      {"messages", 1, 0, 'n'}, {"collectors", 1, 0, 'c'},

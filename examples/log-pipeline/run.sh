@@ -28,9 +28,11 @@ MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
 say() { echo "== $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# Stops the hub and waits for it to exit, so that whoever removes $DIR next
+# does not race its last writes.
 cleanup() {
     if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null || true
+        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
     fi
 }
 trap cleanup EXIT
@@ -61,5 +63,7 @@ start_hub
 $LP --server "127.0.0.1:$PORT" --messages "$MESSAGES" --min-backlog "$MIN_BACKLOG" \
     --lag-rate "$LAG_RATE" | tee "$DIR/log_pipeline.out"
 grep -q '^RESULT ok$' "$DIR/log_pipeline.out" || fail "log_pipeline did not say RESULT ok"
-say "hub's view: $($MQHUB queue get lp-archive | tr '\n' ' ' | cut -c1-200)"
+say "the hub's own counters of lp-archive and lp-live:"
+$MQHUB queue get lp-archive | grep -E '^(ready|inflight|sent_total|deleted_total) '
+$MQHUB sub get lp-logs lp-live | grep -E '^(matched_total|pending|acked_total|dropped_total) '
 say "RESULT ok"

@@ -27,9 +27,11 @@ MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
 say() { echo "== $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# Stops the hub and waits for it to exit, so that whoever removes $DIR next
+# does not race its last writes.
 cleanup() {
     if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null || true
+        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
     fi
 }
 trap cleanup EXIT

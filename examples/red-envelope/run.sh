@@ -34,6 +34,10 @@ cleanup() {
         for f in "$DIR"/n*/pid; do
             [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
         done
+        # wait: the test removes $DIR right after, and the hubs write until they exit
+        for f in "$DIR"/n*/pid; do
+            [ -f "$f" ] && wait "$(cat "$f")" 2>/dev/null || true
+        done
     fi
 }
 trap cleanup EXIT

@@ -229,9 +229,9 @@ typedef struct mqhub_redrive_result {
 
 /* queue.redrive {queue, to?, max?, from?}: one replicated command moving up
  * to @max (1-10000; 0: the server's default, 1000) ready messages of
- * dead-letter queue @queue, from seq @from on, back to the queues they were
- * dead-lettered from, or to @to (NULL: their sources). Loop while
- * out->next != 0, passing it as @from. 0, MQHUB_ENOT_FOUND (@queue or @to),
+ * dead-letter queue @queue (and up to 32 MiB of them), from seq @from on,
+ * back to the queues they were dead-lettered from, or to @to (NULL: their
+ * sources). Loop while out->next != 0, passing it as @from. 0, MQHUB_ENOT_FOUND (@queue or @to),
  * MQHUB_EBAD_REQUEST (not a dead-letter queue and no @to), common. */
 MQHUB_EXTERN int mqhub_client_queue_redrive(mqhub_client_t *c, const char *queue,
                                             const char *to, uint32_t max, uint64_t from,

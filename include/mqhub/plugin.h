@@ -58,6 +58,9 @@ typedef void (*mqhub_reply_cb)(void *arg, const char *msgpack, size_t len);
  * session. @msgpack is valid only during the call. */
 typedef void (*mqhub_push_cb)(void *push_arg, const char *msgpack, size_t len);
 
+/* One daemon counter, listed by metric_each. */
+typedef void (*mqhub_metric_cb)(void *arg, const char *name, int64_t value);
+
 typedef struct mqhub_host_api {
     uint32_t abi_version; /* MQHUB_PLUGIN_ABI of the host */
     uint32_t size;        /* sizeof(mqhub_host_api_t) of the host */
@@ -102,7 +105,8 @@ typedef struct mqhub_host_api {
         __attribute__((format(printf, 3, 4)));
 
     /* Add @delta to the counter @name (created on first use), exported with
-     * the daemon's metrics as mqhub_plugin_<plugin>_<name>. */
+     * the daemon's metrics as mqhub_<plugin>_<name>, with "_total" appended
+     * unless @name ends with it (docs/metrics.md "Plugin counters"). */
     void (*metric_add)(mqhub_host_t *host, const char *name, int64_t delta);
 
     /* The largest frame a client may send, in bytes (config max_frame). */
@@ -149,6 +153,17 @@ typedef struct mqhub_host_api {
      * MQHUB_EBAD_REQUEST when @user is empty or longer than
      * MQHUB_NAME_MAX. */
     int (*session_identify)(mqhub_session_t *session, const char *user);
+
+    /* Appended after session_identify (MQHUB_HOST_HAS): call @cb(@arg, name,
+     * value) at once for every daemon counter whose name begins with @prefix
+     * ("" for all), in the order they were created; not for the latency
+     * histograms and process figures of metric_get. A plugin's counters
+     * (metric_add) are named "plugin_<plugin>_<name>": an exporter lists them
+     * all with the prefix "plugin_" without knowing each plugin's names. A
+     * counter exists from its first metric_add (declare one with a delta of
+     * 0 to have it listed before its first event). @cb must not call
+     * metric_add. Loop thread. */
+    void (*metric_each)(mqhub_host_t *host, const char *prefix, mqhub_metric_cb cb, void *arg);
 } mqhub_host_api_t;
 
 typedef struct mqhub_plugin {

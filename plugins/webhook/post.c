@@ -13,12 +13,20 @@
  * Safety: only http and https are allowed, redirects are not followed, no
  * proxy is taken from the environment, a response body is read up to
  * max_response bytes and then the transfer is cut (its status still
- * counts), and every transfer ends within timeout_ms.
+ * counts), and every transfer ends within timeout_ms. Every socket curl
+ * opens goes through on_open_socket(), which refuses an address that
+ * cfg.reach does not allow: the check is on the address actually connected
+ * to, after name resolution, so DNS answers that change between a check and
+ * the connect (rebinding) cannot get past it.
  */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -33,6 +41,7 @@ struct xfer {
     char *url, *body;
     size_t len, got; /* request body; response bytes read */
     bool capped;     /* the response body went past max_response */
+    char refused[INET6_ADDRSTRLEN]; /* the last address reach refused ("" none) */
     char errbuf[CURL_ERROR_SIZE];
     post_done_cb done;
     void *arg;
@@ -141,24 +150,29 @@ static void reap(post_t *p)
     while (!p->closed && p->refused.head != NULL) {
         xfer_t *x = p->refused.head;
         list_remove(&p->refused, x);
-        x->done(x->arg, 0, x->errbuf);
+        x->done(x->arg, 0, x->errbuf, false);
         xfer_free(x);
     }
     while (!p->closed && (m = curl_multi_info_read(p->multi, &left)) != NULL) {
         xfer_t *x = NULL;
         long status = 0;
         const char *error = "";
+        bool refused;
 
         if (m->msg != CURLMSG_DONE)
             continue;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+        refused = m->data.result == CURLE_COULDNT_CONNECT && x->refused[0] != '\0';
+        if (refused)
+            snprintf(x->errbuf, sizeof x->errbuf, "address %s refused by "
+                     "allow_networks/deny_networks", x->refused);
         if (m->data.result != CURLE_OK &&
             !(m->data.result == CURLE_WRITE_ERROR && x->capped && status != 0))
             error = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(m->data.result);
         curl_multi_remove_handle(p->multi, x->easy);
         list_remove(&p->running, x);
-        x->done(x->arg, status, error);
+        x->done(x->arg, status, error, refused);
         xfer_free(x);
     }
     pump(p);
@@ -262,6 +276,27 @@ static int on_timer_set(CURLM *multi, long ms, void *userp)
     return 0;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: the socket for one connect to @a, unless
+ * reach refuses its address (then CURL_SOCKET_BAD: curl tries the name's
+ * next address, or fails with CURLE_COULDNT_CONNECT). */
+static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    xfer_t *x = arg;
+    const struct sockaddr *sa = &a->addr;
+
+    if (purpose != CURLSOCKTYPE_IPCXN || !reach_allowed(x->p->cfg.reach, sa)) {
+        const void *in = sa->sa_family == AF_INET6
+            ? (const void *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr
+            : (const void *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+        if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+            snprintf(x->refused, sizeof x->refused, "of family %d", sa->sa_family);
+        else
+            inet_ntop(sa->sa_family, in, x->refused, sizeof x->refused);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 /* ------------------------------------------------------------ requests */
 
 static void on_kick(uv_timer_t *t)
@@ -317,6 +352,8 @@ static int easy_setup(post_t *p, xfer_t *x)
     SET(CURLOPT_WRITEDATA, x);
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_PRIVATE, x);
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, x);
 #undef SET
     return rc == CURLE_OK ? 0 : -1;
 }

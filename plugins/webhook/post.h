@@ -9,10 +9,13 @@
 #ifndef MQHUB_WEBHOOK_POST_H
 #define MQHUB_WEBHOOK_POST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
+
+#include "reach.h"
 
 typedef struct post post_t;
 
@@ -24,12 +27,16 @@ typedef struct post_config {
     const char *proxy;      /* NULL: no proxy, whatever the environment says */
     const char *ca_file;    /* PEM CAs for https; NULL: the system's */
     const char *user_agent;
+    const reach_t *reach;   /* checked on every socket opened; not copied: it
+                             * must outlive the post_t */
 } post_config_t;
 
 /* One finished POST. @status is the HTTP status (0 when none was received);
  * @error is curl's sentence when the transfer failed ("" otherwise: a status
- * was received and the body read up to max_response). */
-typedef void (*post_done_cb)(void *arg, long status, const char *error);
+ * was received and the body read up to max_response). @refused: it failed
+ * because every address it could connect to was refused by cfg.reach (then
+ * @error names the last one). */
+typedef void (*post_done_cb)(void *arg, long status, const char *error, bool refused);
 
 /* Create the engine on @loop (@cfg's strings are copied). 0, or -1 with a
  * sentence in @errmsg; nothing to undo then. */

@@ -20,6 +20,11 @@
  * used up). A message redelivered while its POST still runs is not POSTed a
  * second time (delivery_t per follow).
  *
+ * Reach: post.c refuses to connect to an address allow_networks /
+ * deny_networks exclude (reach.c); such a POST is a failure like any other
+ * (retried, then dead-lettered), counted `refused`, and logged at most every
+ * WEBHOOK_REFUSAL_LOG_MS by log_refusal().
+ *
  * Extending: a new config key is one line in read_config(); a new body
  * format one branch in build_payload(), a new header one line in
  * delivery_start().
@@ -44,6 +49,7 @@
 #include "mqhub/protocol.h"
 #include "mqhub/version.h"
 #include "post.h"
+#include "reach.h"
 
 #define WEBHOOK_PAGE MQHUB_LIST_LIMIT_MAX /* subscriptions per list request */
 #define WEBHOOK_MAX_RESPONSE (64 << 10)   /* response body bytes read */
@@ -51,6 +57,7 @@
 /* The tags joined, each escaped (at worst 3 bytes per byte), and a header line. */
 #define WEBHOOK_TAGS_LEN (MQHUB_TAGS_MAX * (3 * MQHUB_TAG_LEN_MAX + 1) + 1)
 #define WEBHOOK_MAX_HEADER (WEBHOOK_TAGS_LEN + 32)
+#define WEBHOOK_REFUSAL_LOG_MS 10000 /* ms between two refused-address lines, at least */
 
 typedef struct webhook webhook_t;
 typedef struct follow follow_t;
@@ -106,6 +113,7 @@ struct webhook {
     /* config */
     int64_t scan_interval, window, timeout, max_inflight;
     const char *token, *owner;
+    reach_t reach;       /* allow_networks / deny_networks */
     /* the host session */
     mqhub_session_t *session;
     bool ready;          /* hello answered ok (or no token needed) */
@@ -127,6 +135,8 @@ struct webhook {
     uv_timer_t ack_timer;
     post_t *post;
     uint64_t started, posts;
+    uint64_t refusal_logged_at; /* uv_now of the last refused-address line */
+    uint64_t refusals_unlogged; /* refusals since that line */
     bool stopping;
 };
 
@@ -436,9 +446,11 @@ static void on_list(webhook_t *w, const msgpack_object *r, uint64_t offset)
     uint32_t n;
 
     if (!reply_ok(r, code, sizeof code, error, sizeof error)) {
-        /* NOT_LEADER on followers is the normal case: logged once per change. */
+        /* NOT_LEADER on followers and UNAVAILABLE while a new leader applies
+         * the config's declarations are normal: logged once per change. */
+        bool normal = strcmp(code, "NOT_LEADER") == 0 || strcmp(code, "UNAVAILABLE") == 0;
         if (strcmp(code, w->list_error) != 0)
-            w->api->log(w->host, strcmp(code, "NOT_LEADER") == 0 ? MQHUB_LOG_DEBUG
+            w->api->log(w->host, normal ? MQHUB_LOG_DEBUG
                         : MQHUB_LOG_WARN, "subscription.list: %s %s (trying again every "
                         "%" PRId64 " s)", code, error, w->scan_interval);
         snprintf(w->list_error, sizeof w->list_error, "%s", code);
@@ -651,7 +663,26 @@ static void ack_queue(webhook_t *w, delivery_t *d)
         uv_timer_start(&w->ack_timer, on_ack_timer, 0, 0);
 }
 
-static void on_posted(void *arg, long status, const char *error)
+/* A POST refused by reach: one line per WEBHOOK_REFUSAL_LOG_MS at most
+ * (a subscription URL is chosen by whoever has `manage` on the topic, so the
+ * log must not be theirs to flood). */
+static void log_refusal(webhook_t *w, const delivery_t *d, const char *error)
+{
+    uint64_t now = uv_now(w->loop);
+
+    if (w->refusal_logged_at != 0 && now - w->refusal_logged_at < WEBHOOK_REFUSAL_LOG_MS) {
+        w->refusals_unlogged++;
+        return;
+    }
+    w->api->log(w->host, MQHUB_LOG_WARN, "%s/%s: POST %s not sent: %s (seq %" PRIu64
+                "; %" PRIu64 " more refusals not logged; retried per the subscription's "
+                "retry policy)", d->topic, d->name, d->f != NULL ? d->f->url : "?", error,
+                d->seq, w->refusals_unlogged);
+    w->refusal_logged_at = now != 0 ? now : 1;
+    w->refusals_unlogged = 0;
+}
+
+static void on_posted(void *arg, long status, const char *error, bool refused)
 {
     delivery_t *d = arg;
     webhook_t *w = d->w;
@@ -665,6 +696,13 @@ static void on_posted(void *arg, long status, const char *error)
                         d->name, f->url);
         }
         ack_queue(w, d);
+    } else if (refused) {
+        w->api->metric_add(w->host, "failed", 1);
+        w->api->metric_add(w->host, "refused", 1);
+        log_refusal(w, d, error);
+        if (f != NULL)
+            f->failing = true;
+        delivery_drop(w, d);
     } else {
         w->api->metric_add(w->host, "failed", 1);
         if (f != NULL && !f->failing) {
@@ -933,6 +971,21 @@ static int config_int(webhook_t *w, const char *key, int64_t def, int64_t lo, in
     return 0;
 }
 
+/* @key, when present, must be a string: a reach setting given as a number
+ * or a table must stop the daemon, not be taken as absent. (config_string
+ * answers NULL for both; config_int tells them apart: it keeps the default
+ * only when the key is absent.) */
+static int config_networks(webhook_t *w, const char *key, char *errmsg, size_t errlen)
+{
+    int64_t v = INT64_MIN;
+
+    if (w->api->config_string(w->host, key) != NULL ||
+        (w->api->config_int(w->host, key, INT64_MIN, &v) == 0 && v == INT64_MIN))
+        return 0;
+    snprintf(errmsg, errlen, "%s must be a string of comma-separated CIDR blocks", key);
+    return -1;
+}
+
 static int read_config(webhook_t *w, char *errmsg, size_t errlen)
 {
     const mqhub_host_api_t *api = w->api;
@@ -947,7 +1000,19 @@ static int read_config(webhook_t *w, char *errmsg, size_t errlen)
         w->owner = "";
     if (MQHUB_HOST_HAS(api, auth_token))
         w->token = api->auth_token(w->host);
-    return 0;
+    if (config_networks(w, "allow_networks", errmsg, errlen) != 0 ||
+        config_networks(w, "deny_networks", errmsg, errlen) != 0)
+        return -1;
+    return reach_parse(&w->reach, api->config_string(w->host, "allow_networks"),
+                       api->config_string(w->host, "deny_networks"), errmsg, errlen);
+}
+
+/* deny_networks as it applies, for the start line. */
+static const char *config_deny(const mqhub_host_api_t *api, mqhub_host_t *host)
+{
+    const char *deny = api->config_string(host, "deny_networks");
+
+    return deny == NULL ? REACH_DEFAULT_DENY " (default)" : deny[0] == '\0' ? "\"\"" : deny;
 }
 
 static void webhook_free(webhook_t *w)
@@ -955,6 +1020,7 @@ static void webhook_free(webhook_t *w)
     hmap_free(&w->by_key);
     hmap_free(&w->running);
     post_free(w->post);
+    reach_free(&w->reach);
     free(w);
 }
 
@@ -994,6 +1060,7 @@ static int webhook_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **
         return -1;
     }
     pc.max_inflight = (unsigned)w->max_inflight;
+    pc.reach = &w->reach;
     pc.timeout_ms = (long)w->timeout * 1000;
     pc.proxy = api->config_string(host, "proxy");
     pc.ca_file = api->config_string(host, "ca_file");
@@ -1013,10 +1080,12 @@ static int webhook_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **
     w->scan_timer.data = w->ack_timer.data = w;
     uv_timer_start(&w->scan_timer, scan, 0, (uint64_t)w->scan_interval * 1000);
     api->log(host, MQHUB_LOG_INFO, "webhook delivery: scan every %" PRId64 " s, window %"
-             PRId64 ", timeout %" PRId64 " s, at most %" PRId64 " POSTs at once%s%s%s%s",
-             w->scan_interval, w->window, w->timeout, w->max_inflight,
-             pc.proxy != NULL ? ", proxy " : "", pc.proxy != NULL ? pc.proxy : "",
-             pc.ca_file != NULL ? ", CAs from " : "", pc.ca_file != NULL ? pc.ca_file : "");
+             PRId64 ", timeout %" PRId64 " s, at most %" PRId64 " POSTs at once%s%s%s%s; "
+             "allow_networks %s, deny_networks %s", w->scan_interval, w->window, w->timeout,
+             w->max_inflight, pc.proxy != NULL ? ", proxy " : "", pc.proxy != NULL ? pc.proxy
+             : "", pc.ca_file != NULL ? ", CAs from " : "", pc.ca_file != NULL ? pc.ca_file : "",
+             w->reach.has_allow ? api->config_string(host, "allow_networks")
+             : "not set (every address)", config_deny(api, host));
     *state = w;
     return 0;
 }

@@ -96,6 +96,9 @@ static void test_creds_refusals(void **state)
         {"AKID1 payments key-one-0123456789abc extra\n", ":1: expected"},
         {"# ok\nAKID1 payments short\n", ":2: the SecretKey of AKID1 is shorter"},
         {"AKID1 pay/ments key-one-0123456789abc\n", "not a valid user name"},
+        /* what user.create refuses could never be a user (4100 on every request) */
+        {"AKID1 .payments key-one-0123456789abc\n", "not a valid user name"},
+        {"AKID1 -ops key-one-0123456789abc\n", "starting with a letter or digit"},
     };
     cmq_creds_t c = {0};
     char path[512], err[512];

@@ -6,10 +6,12 @@ host names; node/redirect.js, loaded with --require, sends this process's
 connections for them to the hub's loopback port (docs/cmq.md "Pointing a CMQ
 program at mqhub").
 
-The package is installed with npm into BUILD_DIR/cmq-node-sdk at test time
-(npm's cache first); the test is skipped, with the reason, when node or npm
-is missing or the registry cannot be reached.
-Usage: python3 cmq_node_sdk_test.py MQHUBD BUILD_DIR [unittest args]."""
+The package is installed by tools/install-deps.sh (the install step, where
+the network is allowed) into NODE_DEPS, the source tree's .deps/node/; the test
+itself never reaches a registry. When node or the package is missing it
+prints SKIP with the command that installs it and exits SKIP_CODE (CTest's
+SKIP_RETURN_CODE: shown as skipped, not passed).
+Usage: python3 cmq_node_sdk_test.py MQHUBD NODE_DEPS [unittest args]."""
 import json
 import os
 import shutil
@@ -22,43 +24,28 @@ from cmqhub import CmqHub, SECRET_ID, SECRET_KEY
 from cmqpki import make_pki
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGE = "cmq-sdk@2.1.0"
+VERSION = "2.1.0"
+SKIP_CODE = 77
+INSTALL = "tools/install-deps.sh"
 MQHUBD = PREFIX = None
-SKIP = None  # why the test cannot run here
 
 
-def install():
-    """cmq-sdk under PREFIX; None, or the reason it is not there."""
+def missing():
+    """None when node and cmq-sdk VERSION under PREFIX are there, else why not."""
     have = os.path.join(PREFIX, "node_modules", "cmq-sdk", "package.json")
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        return "node and npm are not installed (Debian packages nodejs and npm)"
-    if os.path.exists(have):
-        with open(have) as f:
-            if json.load(f).get("version") == "2.1.0":
-                return None
-    os.makedirs(PREFIX, exist_ok=True)
+    if shutil.which("node") is None:
+        return "node is not installed (Debian package nodejs)"
     try:
-        r = subprocess.run(["npm", "install", "--prefix", PREFIX, "--prefer-offline", "--no-audit",
-                            "--no-fund", "--no-save", "--loglevel=error", PACKAGE],
-                           capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        return "npm install %s timed out (registry unreachable?)" % PACKAGE
-    if r.returncode != 0 or not os.path.exists(have):
-        return "npm install %s failed (registry unreachable?): %s" % (
-            PACKAGE, (r.stderr or r.stdout).strip()[-500:])
+        with open(have) as f:
+            version = json.load(f).get("version")
+    except (OSError, ValueError):
+        return "cmq-sdk is not installed in %s" % PREFIX
+    if version != VERSION:
+        return "cmq-sdk %s in %s, want %s" % (version, PREFIX, VERSION)
     return None
 
 
-def setUpModule():
-    global SKIP
-    SKIP = install()
-
-
 class NodeSdk(unittest.TestCase):
-    def setUp(self):
-        if SKIP:
-            self.skipTest(SKIP)
-
     def workload(self, hub, scheme, env=None):
         """Run workload.js against @hub; its JSON result."""
         hosts = ["cmq-%s-gz.api.%s" % (kind, "qcloud.com" if scheme == "https" else "tencentyun.com")
@@ -108,5 +95,10 @@ class NodeSdk(unittest.TestCase):
 
 if __name__ == "__main__":
     MQHUBD = sys.argv.pop(1)
-    PREFIX = os.path.join(sys.argv.pop(1), "cmq-node-sdk")
+    PREFIX = os.path.abspath(sys.argv.pop(1))
+    why = missing()
+    if why:
+        print("SKIP: %s; install it with: %s (as root; the install step is the only "
+              "one that uses the network)" % (why, os.path.normpath(os.path.join(HERE, "..", "..", INSTALL))))
+        sys.exit(SKIP_CODE)
     unittest.main(verbosity=2)

@@ -165,6 +165,20 @@ class Auth(Base):
         g = Client(HUB.cmq_port, method="GET")
         self.err(4100, "SendMessage", client=g, queueName="qa", msgBody="@a", skip_at=True)
         g.close()
+        # a query param longer than 8 KiB is read whole (it once ended the
+        # param list silently: "wrong Signature"), and a later one still counts
+        g = Client(HUB.cmq_port, method="GET")
+        long_body = "L" * 20000
+        self.assertEqual(g.call("SendMessage", queueName="qa", msgBody=long_body)["code"], 0)
+        g.close()
+        got = []
+        for _ in range(50):  # the queue holds the 6 messages sent above
+            r = self.c.call("ReceiveMessage", queueName="qa", pollingWaitSeconds=0)
+            if r["code"] != 0:
+                break
+            got.append(r["msgBody"])
+            self.ok("DeleteMessage", queueName="qa", receiptHandle=r["receiptHandle"])
+        self.assertIn(long_body, got)
         # any path is served, signed as received
         p = Client(HUB.cmq_port, path="/other")
         self.assertEqual(p.call("SendMessage", queueName="qa", msgBody="x")["code"], 0)

@@ -2,7 +2,8 @@
 """run_docs.py: run the documentation's runnable examples in order, the way a
 newcomer meets them, against one fresh mqhubd (CTest docs_examples, label docs).
 
-    run_docs.py SOURCE_DIR BUILD_DIR [--keep] [--list]
+    run_docs.py SOURCE_DIR BUILD_DIR [--keep] [--list] [--block-timeout S]
+                [--cflags FLAGS]
 
 The convention for a runnable block (README.md and docs/*.md): an HTML comment
 on the line just before the opening fence. It does not show when the Markdown
@@ -43,16 +44,25 @@ How it runs (start reading at main()):
   WebSocket and raft ports); MQHUB_SERVER names the hub's TCP port, so the CLI
   without --server finds it.
 - The working directory is a temp folder holding `scripts`, `examples`,
-  `tools` and `include` (links into the source tree) and `build` (a link to BUILD_DIR), so
-  the docs' relative paths (`scripts/risk/...`, `export PATH=$PWD/build/...`)
-  work as in a clone after `make build`; PATH has the build's mqhub and mqhubd.
+  `tools` and `include` (links into the source tree) and `build` (a link to
+  BUILD_DIR), so the docs' relative paths (`scripts/risk/...`,
+  `export PATH=$PWD/build/...`) work as in a clone after `make build`; PATH
+  has the build's mqhub and mqhubd; MQHUB_TOKEN is unset.
+  CFLAGS is empty, or --cflags: a sanitizer build passes its -fsanitize flags,
+  so a program the docs compile (`cc $CFLAGS ...`) can load its libmqhub.
 - Files in a fixed order: README.md, then the docs in the order a reader
   follows the README's links (DOC_ORDER), then any other docs/*.md by name,
-  then the headers of scripts/**/*.lua by path. Blocks in file order. Each block is its own `bash` with `set -eo pipefail`
-  and `set -v` (commands are echoed before their output) and a timeout
-  (BLOCK_TIMEOUT seconds).
-- The first failing block ends the run: its file and line, its exit code, its
-  output and the tail of the hub's log are printed, and the exit code is 1.
+  then the headers of scripts/**/*.lua by path. Blocks in file order.
+- Each block is its own `bash` with `set -eo pipefail` and `set -v`
+  (commands are echoed before their output), so shell variables and `cd` do
+  not carry over from one block to the next (write each block to stand
+  alone; files in the working directory do carry over), and a timeout
+  (BLOCK_TIMEOUT seconds, or --block-timeout). It runs in a process group of
+  its own, killed when the block ends: nothing a block starts in the
+  background outlives it. The hub must still be running after each block.
+- The first failing block ends the run: its file and the line of its
+  opening fence, its exit code, its output and the tail of the hub's log are
+  printed, and the exit code is 1.
   With everything passing it prints the count of runnable blocks per file.
 The temp folder is removed unless --keep (or a failure) keeps it; --list only
 prints the runnable blocks found.
@@ -218,7 +228,12 @@ def start_hub(work, ports, env):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(["mqhubd", "--config", conf], env=env, cwd=work,
                                 stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(proc, ports.map[6200], env, log_path, "the hub")
+    try:
+        wait_ready(proc, ports.map[6200], env, log_path, "the hub")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc, log_path
 
 
@@ -236,14 +251,14 @@ def stop(proc, what, log_path):
         fail(what + " exited with code %d on SIGTERM" % proc.returncode, "", log_path)
 
 
-def run_shell(block, text, work, env, hub_log):
+def run_shell(block, text, work, env, hub_log, timeout):
     """Run one sh block; its output is printed as it comes."""
     script = "set -eo pipefail\nset -v\n" + text
     proc = subprocess.Popen(["bash", "-c", script], cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     interrupt_at = time.time() + int(block.arg) if block.kind == "interrupt" else None
-    deadline = time.time() + BLOCK_TIMEOUT
+    deadline = time.time() + timeout
     os.set_blocking(proc.stdout.fileno(), False)
     out = []
     while True:
@@ -256,17 +271,29 @@ def run_shell(block, text, work, env, hub_log):
             break
         if interrupt_at and time.time() >= interrupt_at:
             print("^C  (the runner presses Ctrl-C)", flush=True)
-            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
             interrupt_at = None
         if time.time() >= deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)
             proc.wait()
-            fail("%s: the block did not finish within %d s" % (block.where(), BLOCK_TIMEOUT),
+            fail("%s: the block did not finish within %d s" % (block.where(), timeout),
                  "".join(out), hub_log)
         time.sleep(0.02)
+    kill_group(proc.pid)
     if proc.returncode != 0:
         fail("%s: the block exited with code %d" % (block.where(), proc.returncode),
              "".join(out), hub_log)
+
+
+def kill_group(pgid):
+    """SIGKILL what is left of a block's process group (its background jobs)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def declared(text, kind):
@@ -296,7 +323,7 @@ def run_config(block, text, work, env):
         checks += [server + ["queue", "get", q] for q in declared(text, "queue")]
         checks += [server + ["topic", "get", t] for t in declared(text, "topic")]
         for argv in checks:
-            r = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True)
+            r = run_until_ok(argv, env, work)
             print("$ " + " ".join(argv[3:]) + "\n" + r.stdout + r.stderr, end="", flush=True)
             if r.returncode != 0:
                 fail("%s: `%s` exited with code %d" % (block.where(), " ".join(argv[3:]),
@@ -304,14 +331,33 @@ def run_config(block, text, work, env):
                      r.stdout + r.stderr, log_path)
         if ws:
             url = "http://127.0.0.1:%s/" % ws.group(1)
-            with urllib.request.urlopen(url, timeout=10) as resp:
-                page = resp.read()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    page = resp.read()
+            except OSError as e:
+                fail("%s: GET %s: %s" % (block.where(), url, e), "", log_path)
             print("$ curl %s -> %d, %d bytes" % (url, resp.status, len(page)), flush=True)
             if resp.status != 200 or b"<html" not in page.lower():
                 fail("%s: the dashboard at %s is not served" % (block.where(), url), "",
                      log_path)
     finally:
         stop(proc, "mqhubd --config " + block.arg, log_path)
+
+
+def run_until_ok(argv, env, work):
+    """Run @argv until it exits 0, for up to 10 s. mqhubd answers clients
+    before it has applied the queues and topics its configuration declares
+    (a race seen as NOT_FOUND a few ms after start), so a declared object may
+    need a moment to appear; the wait is printed when there was one."""
+    t0 = time.time()
+    while True:
+        r = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True)
+        if r.returncode == 0 or time.time() - t0 > 10:
+            break
+        time.sleep(0.05)
+    if time.time() - t0 > 0.05:
+        print("(after %.0f ms)" % ((time.time() - t0) * 1000), flush=True)
+    return r
 
 
 def make_workdir(source, build):
@@ -323,7 +369,14 @@ def make_workdir(source, build):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv, opts = sys.argv[1:], {"--block-timeout": str(BLOCK_TIMEOUT), "--cflags": ""}
+    for name in opts:
+        if name in argv:
+            i = argv.index(name)
+            opts[name] = argv[i + 1]
+            del argv[i:i + 2]
+    timeout = int(opts["--block-timeout"])
+    args = [a for a in argv if not a.startswith("--")]
     if len(args) != 2:
         raise SystemExit(__doc__.split("\n\n")[1])
     source, build = (os.path.abspath(a) for a in args)
@@ -338,6 +391,7 @@ def main():
     work = make_workdir(source, build)
     env = dict(os.environ)
     env.pop("MQHUB_TOKEN", None)
+    env["CFLAGS"] = opts["--cflags"]
     env["PATH"] = "%s/apps/mqhub:%s/apps/mqhubd:%s" % (build, build, env.get("PATH", ""))
     ports = Ports({6200: free_port(), 6280: free_port(), 6300: free_port()})
     env["MQHUB_SERVER"] = "127.0.0.1:%d" % ports.map[6200]
@@ -356,9 +410,12 @@ def main():
                     f.write(ports.substitute(b.text))
                 print("saved as " + b.arg, flush=True)
             else:
-                run_shell(b, ports.substitute(b.text), work, env, hub_log)
+                run_shell(b, ports.substitute(b.text), work, env, hub_log, timeout)
+            if hub.poll() is not None:
+                fail("%s: the hub exited with code %d during the block"
+                     % (b.where(), hub.returncode), "", hub_log)
         stop(hub, "the hub", hub_log)
-    except SystemExit:
+    except BaseException:  # a failed block, a bug here, Ctrl-C: no hub left behind
         if hub.poll() is None:
             hub.kill()
             hub.wait()

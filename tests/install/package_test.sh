@@ -9,7 +9,8 @@
 #     loads the package's plugins and serves the package's dashboard;
 #   - the unit starts the package's mqhubd with the package's configuration
 #     (and passes systemd-analyze verify, where systemd is installed);
-#   - Depends names every package dpkg-shlibdeps finds for the binaries.
+#   - Depends names every package dpkg-shlibdeps finds for the binaries,
+#     and libcurl4 (>= 7.85) for the webhook plugin.
 set -u
 src=$1 work=$2
 . "$src/tests/install/installed.sh"
@@ -88,4 +89,10 @@ for pkg in $(echo "${found#shlibs:Depends=}" | tr ',' '\n' | sed 's/ *(.*//; s/^
     *) fail "Depends lacks $pkg (dpkg-shlibdeps: $found)" ;;
     esac
 done
+# ... and the libcurl the webhook plugin needs, which dpkg-shlibdeps puts
+# lower (7.16.3): the plugin refuses a libcurl before 7.85 at start.
+case ", $depends," in
+*", libcurl4 (>= 7.85),"*) ;;
+*) fail "Depends lacks libcurl4 (>= 7.85): $depends" ;;
+esac
 echo "ok: $deb"

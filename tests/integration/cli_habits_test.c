@@ -374,13 +374,16 @@ static int listener(uint16_t *port)
 static void test_server_addresses(void **state)
 {
     testcli_run_t r;
-    char server[96];
+    char server[sizeof hub.address + 16];
     uint16_t port;
 
+    /* Nothing is expected on port 6200 here; when a hub of the user's answers
+     * there (make run), the address is not in the output and is not checked. */
     testcli_run(&cli, &r, NULL, "--server", "localhost", "--timeout", "2000", "ping", NULL);
-    assert_true(strstr(r.err, "localhost:6200") || strstr(r.out, "localhost:6200"));
+    assert_true(r.status == 0 || strstr(r.err, "localhost:6200") ||
+                strstr(r.out, "localhost:6200"));
     testcli_run(&cli, &r, NULL, "--server", "::1", "--timeout", "2000", "ping", NULL);
-    assert_true(strstr(r.err, "[::1]:6200") || strstr(r.out, "[::1]:6200"));
+    assert_true(r.status == 0 || strstr(r.err, "[::1]:6200") || strstr(r.out, "[::1]:6200"));
     /* a list: each HOST without a port gets one, the others are kept */
     snprintf(server, sizeof server, "localhost,%s", hub.address);
     testcli_run(&cli, &r, NULL, "--server", server, "--timeout", "2000", "cluster", "status",

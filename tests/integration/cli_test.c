@@ -95,7 +95,8 @@ static void test_send_recv_delete(void **state)
 {
     testcli_run_t r;
     testcli_run(&cli, &r, NULL, "queue", "create", "jobs", NULL);
-    testcli_run(&cli, &r, NULL, "send", "jobs", "hello world", "--attr", "k=v", "--json", NULL);
+    testcli_run(&cli, &r, NULL, "send", "jobs", "hello world", "--attr", "k=v", "--attr", "id=7",
+                "--json", NULL);
     assert_int_equal(r.status, 0);
     json_t *j = testcli_json(&r);
     assert_true(json_integer_value(json_object_get(j, "seq")) > 0);
@@ -112,6 +113,9 @@ static void test_send_recv_delete(void **state)
     json_t *m0 = json_array_get(msgs, 0);
     assert_string_equal(json_string_value(json_object_get(m0, "body")), "hello world");
     assert_string_equal(json_string_value(json_object_get(json_object_get(m0, "attrs"), "k")), "v");
+    /* an attr named like the reply's envelope ("id") is the user's: kept */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m0, "attrs"), "id")),
+                        "7");
     char receipt[128];
     snprintf(receipt, sizeof receipt, "%s", json_string_value(json_object_get(m0, "receipt")));
     json_decref(j);

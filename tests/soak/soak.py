@@ -438,8 +438,20 @@ class Soak:
     def ws_producer(self):
         url = "ws://127.0.0.1:%d/?token=%s" % (self.hub.ws, APP_TOKEN)
 
+        lags = collections.deque(maxlen=400)  # (when, how late) of the watch below
+
+        async def watch():
+            """How late this thread's event loop wakes up: a pong that arrives
+            while it is stalled is not seen in time (the client's keepalive
+            then fails the connection itself with 1011)."""
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.1)
+                lags.append((time.monotonic(), time.monotonic() - t - 0.1))
+
         async def go():
             n = 0
+            watcher = asyncio.ensure_future(watch())
             while not self.stop_producers.is_set():
                 try:
                     async with websockets.connect(url, subprotocols=["mqhub.v1.msgpack"],
@@ -459,9 +471,12 @@ class Soak:
                     what = type(e).__name__
                     if isinstance(e, websockets.ConnectionClosed):  # codes and reasons: received, sent
                         what += " %s %s" % (close_text(e.rcvd), close_text(e.sent))
+                    stalled = max([lag for when, lag in lags if when > time.monotonic() - 30] + [0.0])
                     with self.lock:
                         self.normal_errors["ws producer: " + what] += 1
+                    self.note("ws producer: its loop stalled s (30 s before an error)", stalled)
                     await asyncio.sleep(0.2)
+            watcher.cancel()
         asyncio.run(go())
 
     def metrics_scraper(self):

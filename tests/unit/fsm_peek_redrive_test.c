@@ -3,9 +3,10 @@
  * in seq order and goes on with `next`; a dead-letter move records its
  * source (mqhub.source_queue); redrive moves dead letters back in order with
  * receive_count 0, keeps those whose source is gone, is bounded by `max`,
- * and gives the same state on every replica and across a snapshot. Hostile:
- * max 0 and 1000, forged `from`, redrive of a non-DLQ, to a missing queue,
- * to itself. */
+ * and by 32 MiB of bodies a command, and gives the same state on every
+ * replica and across a snapshot; an ordered DLQ keeps a group whose head is
+ * in flight. Hostile: max 0 and 1000, forged `from`, redrive of a non-DLQ,
+ * to a missing queue, to itself. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -123,6 +124,7 @@ static void test_peek_hostile(void **state)
         "{'op':'queue.peek','queue':'q','from':'1-'}",
         "{'op':'queue.peek','queue':'q','from':'-1'}",
         "{'op':'queue.peek','queue':'q','from':' 1-1'}",
+        "{'op':'queue.peek','queue':'q','from':'1--2'}",   /* strtoull's minus sign */
         "{'op':'queue.peek','queue':'q','from':-5}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -354,6 +356,30 @@ static void test_redrive_ordered(void **state)
     json_decref(r);
 }
 
+/* An ordered DLQ keeps a group whose head is in flight: moving the message
+ * behind it would put it ahead of the head once that one is ready again. */
+static void test_redrive_ordered_inflight(void **state)
+{
+    harness_t *h = *state;
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq','attrs':{'ordered':true}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'dead_letter':"
+                    "{'queue':'dlq','max_receives':1}}}");
+    for (int i = 0; i < 2; i++)
+        H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a%d','group':'A'}", i);
+    H_EXPECT(h, "", "{'op':'receive','queue':'q','max':2,'visibility':0}");
+    h_advance(h, 10);
+    H_EXPECT(h, "", "{'op':'receive','queue':'q','max':2}"); /* both -> dlq */
+    assert_int_equal(qstat(h, "dlq", "ready"), 2);
+    json_t *r = h_run(h, "{'op':'receive','queue':'dlq','visibility':60}");
+    assert_string_equal(h_str(msg_at(r, 0), "body"), "a0"); /* in flight */
+    json_decref(r);
+    r = h_run(h, "{'op':'queue.redrive','queue':'dlq'}");
+    assert_int_equal(h_int(r, "moved"), 0);
+    assert_int_equal(h_int(r, "kept"), 1);
+    json_decref(r);
+    assert_int_equal(qstat(h, "q", "ready"), 0);
+}
+
 /* The same commands give the same state; a replica restored from a
  * snapshot taken after the dead-letter moves redrives to the same state. */
 static void run_scenario(harness_t *h)
@@ -425,6 +451,37 @@ static void test_redrive_largest_command(void **state)
     assert_int_equal(qstat(h, "q", "ready"), 10000);
 }
 
+/* 36 bodies of 1 MB: one redrive stops before it would copy more than 32 MiB
+ * and names the seq to go on from; the next moves the rest. */
+static void test_redrive_bytes_bounded(void **state)
+{
+    harness_t *h = *state;
+    size_t big = 1000 * 1000;
+    char *body = malloc(big + 1);
+    memset(body, 'r', big);
+    body[big] = 0;
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq','attrs':{'max_msg_size':1048576}}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'other'}");
+    for (int i = 0; i < 36; i++)
+        H_EXPECT(h, "", "{'op':'send','queue':'dlq','body':'%s'}", body);
+    free(body);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    json_t *r = h_run(h, "{'op':'queue.redrive','queue':'dlq','to':'other'}");
+    int64_t moved = h_int(r, "moved"), next = h_int(r, "next");
+    print_message("redrive of 36 x 1 MB bodies moved %lld in one command: %.1f ms\n",
+                  (long long)moved, ms_since(&t0));
+    assert_true(moved >= 30 && moved < 36);
+    assert_int_equal(next, moved + 1);
+    assert_int_equal(h_int(r, "remaining"), 36 - moved);
+    json_decref(r);
+    r = h_run(h, "{'op':'queue.redrive','queue':'dlq','to':'other','from':%lld}", (long long)next);
+    assert_int_equal(h_int(r, "moved"), 36 - moved);
+    assert_null(json_object_get(r, "next"));
+    json_decref(r);
+    assert_int_equal(qstat(h, "other", "ready"), 36);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -439,6 +496,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redrive_source_gone, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_redrive_hostile, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_redrive_ordered, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_redrive_ordered_inflight, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_redrive_bytes_bounded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_redrive_determinism_snapshot, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_redrive_largest_command, h_setup, h_teardown),
     };

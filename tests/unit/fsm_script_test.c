@@ -4,7 +4,8 @@
  * hooks and blocks on publish and send with expiry and block.delete, the
  * merchant-spike rule of scripts/risk/merchant_spike.lua end to end,
  * script.test changing nothing and matching live decisions, the same in
- * slices (and a script or topic deleted between them), determinism of
+ * slices (and a script or topic deleted between them), an empty window
+ * reading 0, determinism of
  * two state machines (pairs, random, time, state, windows) and across a
  * snapshot restore. */
 #include <dirent.h>
@@ -209,6 +210,29 @@ static void test_msg_escape(void **state)
     /* the next entry has a fresh instance: no global survives */
     r = h_run(h, "{'op':'publish','topic':'t','body':'c'}");
     assert_int_equal(h_int(r, "delivered"), 1);
+    json_decref(r);
+    h_close(h);
+}
+
+/* A window nothing was added to reads 0 for sum, count and rate (found by
+ * examples/payments-risk: rate read an uninitialised struct and gave NaN,
+ * which could also differ between nodes). */
+static void test_empty_window(void **state)
+{
+    harness_t *h = h_open(H_T0);
+    (void)state;
+    load_ok(h, "empty", "function filter(m)\n"
+                        "  return hub.window.rate('never', 'x') == 0 and\n"
+                        "         hub.window.count('never', 'x') == 0 and\n"
+                        "         hub.window.sum('never', 'x') == 0\nend");
+    H_EXPECT(h, "", "{'op':'topic.create','name':'t'}");
+    H_EXPECT(h, "", "{'op':'subscription.create','topic':'t','name':'s','endpoint':{'push':true},"
+                  "'filter_script':'empty'}");
+    json_t *r = h_run(h, "{'op':'publish','topic':'t','body':'a'}");
+    assert_int_equal(h_int(r, "delivered"), 1);
+    json_decref(r);
+    r = h_read(h, "{'op':'script.get','name':'empty'}");
+    assert_int_equal(stat_of(r, "errors"), 0);
     json_decref(r);
     h_close(h);
 }
@@ -731,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_delete_in_use),
         cmocka_unit_test(test_filter_and_fallback),
         cmocka_unit_test(test_msg_escape),
+        cmocka_unit_test(test_empty_window),
         cmocka_unit_test(test_pairs_order),
         cmocka_unit_test(test_sandbox_escapes),
         cmocka_unit_test(test_blocks),

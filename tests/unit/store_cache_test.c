@@ -7,8 +7,8 @@
  * cache, counted as 8 bytes but costing about 680 (node, lock, record
  * vector), until the cache passes pccap — which a small live set never does.
  * The soak (tests/soak) grew ~1 MiB/s that way. store.c now flushes the leaf
- * cache after every STORE_FLUSH_REMOVALS removals (store_del, drains, prefix
- * deletes); this test pushes 400,000 records (1 KiB values) through a live
+ * cache each time its writes spend STORE_FLUSH_BUDGET (puts and removals:
+ * store_del, drains, prefix deletes); this test pushes 400,000 records (1 KiB values) through a live
  * window of 2,000 and checks that the live heap grows by less than 24 MiB
  * (without the flush: +70 MiB; with it +0.6 MiB). The figure is printed.
  */

@@ -7,13 +7,23 @@
   exponents); then the process, build and raft families are checked for
   plausible values, and the per-subscription series stay under their cap
   (500, the most pending first) with the rest counted.
+- The raft families are consistent (applied <= commit <= last index, term
+  >= 1, a leader change counted), and with frequent snapshots the snapshot
+  index, age and the log since it follow (RaftSnapshot).
+- Every plugin's counters are exported without a list in the exporter: the
+  CMQ transport's after a forged request, the TCP transport's after an
+  oversized frame, the webhook plugin's after deliveries (PluginCounters).
 - A member of a 3-node cluster started alone answers /readyz with 503
   "waiting for quorum (1 of 3 ...)", and reports 3 voters and no leader in
-  /metrics.
+  /metrics; in a whole 3-node cluster each follower logs "ready: leader node
+  N" once, the last node left "waiting for quorum" once (FollowerLog).
 Hostile: a scraper that sends a request and never reads the (large)
-answer, next to a well-behaved one that still gets a whole answer.
+answer, next to a well-behaved one that still gets a whole answer; clients
+that use up the open-file limit, so that the WebSocket listener meets EMFILE
+(ListenerAtFdLimit: no busy loop, a bounded log, still serving).
 """
 import asyncio
+import http.server
 import json
 import os
 import re
@@ -23,6 +33,7 @@ import sys
 import tempfile
 import shutil
 import signal
+import threading
 import time
 import unittest
 import urllib.request
@@ -164,6 +175,30 @@ class Metrics(unittest.TestCase):
         conns = {s[1]["transport"] for s in fams["mqhub_connections"]["samples"]}
         self.assertEqual(conns, {"tcp", "websocket"})
         self.assertEqual(value(fams, "mqhub_sessions_open", transport="cmq"), 0)  # not loaded
+        self.check_raft(fams)
+        # a plugin counter, exported without a list: the websocket transport's
+        self.assertGreaterEqual(value(fams, "mqhub_websocket_connections_total"), 1)
+
+    def check_raft(self, fams):
+        """The raft families: present and consistent with each other."""
+        raft = {n: value(fams, n) for n in (
+            "mqhub_raft_term", "mqhub_raft_commit_index", "mqhub_raft_applied_index",
+            "mqhub_raft_last_index", "mqhub_raft_snapshot_index", "mqhub_raft_log_entries",
+            "mqhub_raft_log_bytes", "mqhub_raft_leader_changes_total")}
+        print("raft: %s" % raft)
+        self.assertGreaterEqual(raft["mqhub_raft_term"], 1)
+        self.assertLessEqual(raft["mqhub_raft_applied_index"], raft["mqhub_raft_commit_index"])
+        self.assertLessEqual(raft["mqhub_raft_commit_index"], raft["mqhub_raft_last_index"])
+        self.assertLessEqual(raft["mqhub_raft_snapshot_index"], raft["mqhub_raft_applied_index"])
+        self.assertGreaterEqual(raft["mqhub_raft_leader_changes_total"], 1)
+        self.assertEqual(fams["mqhub_raft_leader_changes_total"]["type"], "counter")
+        # entries since the snapshot: at most those applied, each at least a byte
+        self.assertLessEqual(raft["mqhub_raft_log_entries"], raft["mqhub_raft_applied_index"])
+        self.assertGreaterEqual(raft["mqhub_raft_log_bytes"], raft["mqhub_raft_log_entries"])
+        if raft["mqhub_raft_snapshot_index"] > 0:
+            self.assertTrue(0 <= value(fams, "mqhub_raft_snapshot_age_seconds") < 600)
+        else:
+            self.assertNotIn("mqhub_raft_snapshot_age_seconds", fams)
 
     def test_then_scrapers_that_never_read(self):
         """A scraper that asks and never reads does not stop another's answer."""
@@ -182,6 +217,153 @@ class Metrics(unittest.TestCase):
         finally:
             for s in hogs:
                 s.close()
+
+
+class RaftSnapshot(unittest.TestCase):
+    """With snapshots every 64 entries, the snapshot families follow: an
+    index at most the applied one, an age, and the log since it below the
+    threshold."""
+
+    def test_snapshot_families(self):
+        hub = Hub(MQHUBD, extra="snapshot { threshold = 64, trailing = 16 }\n")
+        try:
+            async def go():
+                async with websockets.connect(hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                    await ws.send(json.dumps({"op": "queue.create", "id": 1, "name": "snap"}))
+                    await asyncio.wait_for(ws.recv(), 10)
+                    for i in range(200):  # one entry each: a reply before the next
+                        await ws.send(json.dumps({"op": "send", "id": i + 2, "queue": "snap",
+                                                  "body": "m%d" % i}))
+                        self.assertTrue(json.loads(await asyncio.wait_for(ws.recv(), 10))["ok"])
+            asyncio.run(asyncio.wait_for(go(), 60))
+            fams = {}
+            deadline = time.time() + 10
+            while time.time() < deadline:  # dumps run off the loop: wait for the last
+                fams = check_text(hub.http("/metrics")[1])
+                snap = value(fams, "mqhub_raft_snapshot_index")
+                if snap > 0 and value(fams, "mqhub_raft_applied_index") - snap < 64:
+                    break
+                time.sleep(0.2)
+            snap = value(fams, "mqhub_raft_snapshot_index")
+            applied = value(fams, "mqhub_raft_applied_index")
+            entries = value(fams, "mqhub_raft_log_entries")
+            age = value(fams, "mqhub_raft_snapshot_age_seconds")
+            print("snapshot at %d of %d applied, %.3f s old, %d entries (%d bytes) since"
+                  % (snap, applied, age, entries, value(fams, "mqhub_raft_log_bytes")))
+            self.assertGreater(snap, 0)
+            self.assertLessEqual(snap, applied)
+            self.assertTrue(0 <= age < 60, age)
+            self.assertLess(entries, 64 * 2)
+            self.assertLess(entries, applied)
+            time.sleep(1.2)  # no writes since: the same snapshot, older
+            later = check_text(hub.http("/metrics")[1])
+            self.assertEqual(value(later, "mqhub_raft_snapshot_index"), snap)
+            self.assertGreaterEqual(value(later, "mqhub_raft_snapshot_age_seconds"), age + 1)
+        finally:
+            hub.cleanup()
+
+
+class PluginCounters(unittest.TestCase):
+    """Every plugin's counters reach /metrics through the host's list
+    (metric_each), with no list of names in the exporter: the CMQ
+    transport's after a forged request (a wrong signature), the TCP
+    transport's after an oversized frame, the webhook plugin's after a
+    delivery to an endpoint that answers 200 and one that answers 500. Each
+    is a counter named mqhub_<plugin>_<name>_total with its own HELP."""
+
+    def test_cmq_and_tcp_counters(self):
+        cmq = free_port()
+        hub = Hub(MQHUBD, extra='transport "cmq" { listen = "127.0.0.1:%d", '
+                                 'secret_id = "AKIDmetrics", secret_key = "k3y-for-metrics" }\n'
+                                 % cmq)
+        try:
+            body = ("Action=ListQueue&SecretId=AKIDmetrics&Nonce=1&Timestamp=%d"
+                    "&Signature=Zm9yZ2Vk" % int(time.time())).encode()
+            req = urllib.request.Request("http://127.0.0.1:%d/v2/index.php" % cmq, data=body,
+                                         headers={"Content-Type":
+                                                  "application/x-www-form-urlencoded"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                answer = json.loads(r.read())
+            self.assertNotEqual(answer.get("code"), 0, answer)  # refused
+            with socket.create_connection(("127.0.0.1", hub.tcp), 5) as s:
+                s.sendall((1 << 30).to_bytes(4, "big"))  # a frame over max_frame
+                s.settimeout(5)
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+            status, text, _ = hub.http("/metrics")
+            self.assertEqual(status, 200, text)
+            fams = check_text(text)
+            for name in ("mqhub_cmq_requests_total", "mqhub_cmq_auth_failures_total",
+                         "mqhub_cmq_connections_total", "mqhub_tcp_frames_too_large_total"):
+                self.assertGreaterEqual(value(fams, name), 1, name)
+            for name, fam in fams.items():
+                if name.startswith(("mqhub_cmq_", "mqhub_tcp_", "mqhub_websocket_")):
+                    self.assertEqual(fam["type"], "counter", name)
+                    self.assertTrue(name.endswith("_total"), name)
+                    help_line = re.search(r"^# HELP %s (.*)$" % name, text, re.M).group(1)
+                    self.assertNotIn("(metric_add)", help_line, name)  # a help of its own
+            self.assertEqual(value(fams, "mqhub_sessions_open", transport="cmq"), 0)
+        finally:
+            hub.cleanup()
+
+    def test_webhook_counters(self):
+        """The webhook plugin's: one endpoint answers 200, one 500."""
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200 if self.path == "/ok" else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        rx = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=rx.serve_forever, daemon=True).start()
+        hub = Hub(MQHUBD, extra='transport "webhook" { scan_interval = 1 }\n')
+        try:
+            async def go():
+                async with websockets.connect(hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                    rid = 0
+
+                    async def req(op, **args):
+                        nonlocal rid
+                        rid += 1
+                        await ws.send(json.dumps(dict(args, op=op, id=rid)))
+                        while True:
+                            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                            if msg.get("id") == rid:
+                                return msg
+                    self.assertTrue((await req("topic.create", name="hooks"))["ok"])
+                    for name in ("ok", "bad"):
+                        r = await req("subscription.create", topic="hooks", name=name,
+                                      endpoint={"http": "http://127.0.0.1:%d/%s"
+                                                % (rx.server_address[1], name)},
+                                      retry={"strategy": "backoff", "interval_ms": 200,
+                                             "max_attempts": 3})
+                        self.assertTrue(r["ok"], r)
+                    self.assertTrue((await req("publish", topic="hooks", body="x"))["ok"])
+            asyncio.run(asyncio.wait_for(go(), 30))
+            names = ("mqhub_webhook_delivered_total", "mqhub_webhook_failed_total",
+                     "mqhub_webhook_retried_total")
+            fams = {}
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                fams = check_text(hub.http("/metrics")[1])
+                if all(n in fams for n in names):
+                    break
+                time.sleep(0.3)
+            print("webhook: %s" % {n: fams.get(n, {}).get("samples") for n in names})
+            self.assertGreaterEqual(value(fams, "mqhub_webhook_delivered_total"), 1)
+            self.assertGreaterEqual(value(fams, "mqhub_webhook_failed_total"), 1)
+            self.assertGreaterEqual(value(fams, "mqhub_webhook_retried_total"), 1)
+        finally:
+            hub.cleanup()
+            rx.shutdown()
+            rx.server_close()
 
 
 class Quorum(unittest.TestCase):
@@ -244,6 +426,167 @@ class Quorum(unittest.TestCase):
             shutil.rmtree(d, ignore_errors=True)
         self.assertNotRegex(self.daemon_log, r'msg="ready', self.daemon_log)
         self.assertIn("waiting for quorum", self.daemon_log)
+
+
+class FollowerLog(unittest.TestCase):
+    """A 3-node cluster: every follower logs `ready: leader node N (term T)`
+    once when it learns of the leader (not at every check); when the last
+    other node is gone the one left logs `waiting for quorum` once."""
+
+    def start(self, d, i, rafts):
+        tcp, ws = free_port(), free_port()
+        with open(os.path.join(d, "n%d.lua" % i), "w") as f:
+            f.write('node { id = %d, data = "%s/data%d", raft = "127.0.0.1:%d", '
+                    'cluster_secret_file = "cluster.secret" }\n' % (i, d, i, rafts[i]))
+            f.write("peers { %s }\n" % ", ".join('[%d] = "127.0.0.1:%d"' % (j, rafts[j])
+                                                for j in rafts if j != i))
+            f.write('transport "tcp" { listen = "127.0.0.1:%d" }\n' % tcp)
+            f.write('transport "websocket" { listen = "127.0.0.1:%d" }\n' % ws)
+            f.write('log { level = "info" }\n')
+        log = open(os.path.join(d, "n%d.log" % i), "w")
+        proc = subprocess.Popen([MQHUBD, "--config", os.path.join(d, "n%d.lua" % i)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return proc
+
+    @staticmethod
+    def log(d, i):
+        with open(os.path.join(d, "n%d.log" % i)) as f:
+            return f.read()
+
+    def wait_log(self, d, i, pattern, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            m = re.search(pattern, self.log(d, i))
+            if m:
+                return m
+            time.sleep(0.1)
+        self.fail("node %d never logged %r:\n%s" % (i, pattern, self.log(d, i)))
+
+    def told(self, log):
+        """The hub's leader lines in order, checked to be changes only: no
+        line repeats the one before it (a line per check would)."""
+        lines = re.findall(r'msg="(ready: leader node \d+ \(term \d+\)|'
+                           r'waiting for quorum: leader node \d+ lost)', log)
+        for a, b in zip(lines, lines[1:]):
+            self.assertNotEqual(a, b, log)
+        return lines
+
+    @staticmethod
+    def stop(proc):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def test_ready_and_lost_logged_once(self):
+        d = tempfile.mkdtemp(prefix="mqhub-follow-", dir=os.environ.get("TMPDIR", "/tmp"))
+        with open(os.path.join(d, "cluster.secret"), "w") as f:
+            f.write("mqhub-test-follower-secret-3f8a1c6e9b2d4a7f0e5c\n")
+        os.chmod(os.path.join(d, "cluster.secret"), 0o600)
+        rafts = {i: free_port() for i in (1, 2, 3)}
+        procs = {}
+        try:
+            for i in (1, 2, 3):
+                procs[i] = self.start(d, i, rafts)
+            ready = {i: self.wait_log(d, i, r"ready: leader node (\d+) \(term (\d+)\)", 30)
+                     for i in (1, 2, 3)}
+            leader = int(ready[1].group(1))  # the first elected (all agree unless re-elected)
+            self.assertIn(leader, (1, 2, 3))
+            followers = [i for i in (1, 2, 3) if i != leader]
+            time.sleep(1.5)  # several leadership checks (every 200 ms) later
+            for i in followers:
+                told = self.told(self.log(d, i))
+                # once, unless a slow machine made another election
+                self.assertTrue(1 <= len(told) <= 3, told)
+                self.assertTrue(told[0].startswith("ready: leader node"), told)
+                self.assertIn("started: listening", self.log(d, i))
+            # the leader and one follower go: the last one loses its leader
+            last = followers[1]
+            self.stop(procs.pop(leader))
+            self.stop(procs.pop(followers[0]))
+            self.wait_log(d, last, r"waiting for quorum: leader node \d+ lost", 15)
+            time.sleep(1.5)
+            log = self.log(d, last)
+            print("node %d (follower of %d, then alone):\n%s" % (
+                last, leader, "\n".join(l for l in log.splitlines()
+                                        if "ready:" in l or "waiting for quorum" in l)),
+                  file=sys.stderr)
+            told = self.told(log)
+            self.assertTrue(told[-1].startswith("waiting for quorum: leader node"), told)
+            self.assertLessEqual(len(told), 5, told)  # a leader or two, each lost once
+            time.sleep(1.0)  # alone: nothing more to tell
+            self.assertEqual(self.told(self.log(d, last)), told)
+        finally:
+            for p in procs.values():
+                self.stop(p)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of @pid (/proc/PID/stat, clock ticks)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ListenerAtFdLimit(unittest.TestCase):
+    """Hostile: clients use up the open-file limit (160: each transport caps
+    itself at 96 connections, together they can take more), so the
+    WebSocket listener's accept() meets EMFILE with connections waiting.
+    The listener pauses (no busy loop: little CPU), logs at most once a
+    second with a count, a connected WebSocket client is still served, and
+    accepting resumes once descriptors are free."""
+
+    def test_emfile_backs_off(self):
+        hub = Hub(MQHUBD, nofile=160)
+        tcp_socks, ws_socks = [], []
+        try:
+            async def ping(ws):
+                await ws.send(json.dumps({"op": "ping", "id": 7}))
+                return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+            async def go():
+                async with websockets.connect(hub.url, subprotocols=["mqhub.v1.json"]) as ws:
+                    self.assertTrue((await ping(ws))["ok"])
+                    for _ in range(96):  # the TCP transport's cap
+                        tcp_socks.append(socket.create_connection(("127.0.0.1", hub.tcp), 5))
+                    for _ in range(60):  # more than the descriptors left
+                        ws_socks.append(socket.create_connection(("127.0.0.1", hub.ws), 5))
+                    await asyncio.sleep(0.5)
+                    log0 = hub.read_log().count("accept on")
+                    cpu0, t0 = cpu_seconds(hub.proc.pid), time.time()
+                    await asyncio.sleep(3.0)
+                    cpu = (cpu_seconds(hub.proc.pid) - cpu0) / (time.time() - t0)
+                    t1 = time.time()
+                    reply = await ping(ws)
+                    print("at the fd limit: %.1f%% CPU, ping in %.3f s, %d accept warnings"
+                          % (cpu * 100, time.time() - t1, hub.read_log().count("accept on")),
+                          file=sys.stderr)
+                    self.assertTrue(reply["ok"], reply)
+                    self.assertLess(cpu, 0.5)  # a busy loop would be ~1.0
+                    return log0
+            log0 = asyncio.run(asyncio.wait_for(go(), 60))
+            log = hub.read_log()
+            self.assertIn("Too many open files", log)
+            self.assertGreaterEqual(log0, 1)
+            self.assertLessEqual(log.count("accept on"), 8, log[-3000:])  # ~4 s at the limit
+            self.assertRegex(log, r"more failed accepts in the last")
+            for s in tcp_socks + ws_socks:
+                s.close()
+            tcp_socks, ws_socks = [], []
+            status = 0
+            deadline = time.time() + 10
+            while time.time() < deadline and status != 200:
+                time.sleep(0.2)
+                status = hub.http("/healthz")[0]
+            self.assertEqual(status, 200)
+        finally:
+            for s in tcp_socks + ws_socks:
+                s.close()
+            hub.cleanup()
 
 
 if __name__ == "__main__":

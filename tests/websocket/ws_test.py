@@ -417,6 +417,13 @@ async def raw_handshake(port):
     return reader, writer
 
 
+def client_frame(opcode, payload):
+    """One final client frame, masked (RFC 6455 5.3); payload under 126 bytes."""
+    mask = os.urandom(4)
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask +
+            bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
 async def read_frame(reader):
     """One server frame (servers do not mask): (opcode, payload)."""
     b0, b1 = await reader.readexactly(2)
@@ -459,6 +466,42 @@ class Keepalive(unittest.TestCase):
         self.assertGreaterEqual(pings, 1, "the server pings a quiet client")
         self.assertGreaterEqual(elapsed, 2.5, "closed before the idle timeout")
         self.assertLess(elapsed, 6, "not closed after the idle timeout")
+
+    def test_busy_client_is_not_pinged(self):
+        """A client that sends all the time is alive: the server does not ping
+        it (and keeps it past idle_timeout although it answers no ping), and
+        each of its own pings, sent nonstop, gets a pong with that ping's
+        payload. lws 4.1.6 builds its pings in the buffer of a pong waiting to
+        be sent: a client's keepalive saw a wrong pong and closed with 1011."""
+        async def go():
+            reader, writer = await raw_handshake(self.hub.ws)
+            server_pings, pongs, bad, n = 0, 0, [], 0
+            t0 = time.monotonic()
+            try:
+                while time.monotonic() - t0 < 4.5:
+                    n += 1
+                    tag = struct.pack("!I", n)
+                    writer.write(client_frame(0x9, tag) +
+                                 client_frame(0x1, json.dumps({"op": "ping", "id": n}).encode()))
+                    got_reply = got_pong = False
+                    while not (got_reply and got_pong):
+                        opcode, payload = await asyncio.wait_for(read_frame(reader), 5)
+                        server_pings += opcode == 0x9
+                        if opcode == 0xA:
+                            got_pong = True
+                            pongs += 1
+                            if payload != tag:
+                                bad.append((n, payload))
+                        got_reply |= opcode == 0x1 and json.loads(payload).get("id") == n
+                        self.assertNotEqual(opcode, 0x8, "closed after %.1f s" % (time.monotonic() - t0))
+                    await asyncio.sleep(0.001)
+            finally:
+                writer.close()
+            return server_pings, pongs, bad
+        server_pings, pongs, bad = run(go())
+        self.assertGreater(pongs, 100)
+        self.assertEqual(bad, [], "pongs without their ping's payload")
+        self.assertEqual(server_pings, 0, "the server pinged a client that sends all the time")
 
     def test_answering_client_is_kept(self):
         async def go():

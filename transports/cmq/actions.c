@@ -1213,7 +1213,7 @@ static void a_subscribe(cmq_call_t *c, const json_t *r)
 {
     const char *protocol = cmq_param(c->params, "protocol", NULL);
     const char *endpoint = cmq_param(c->params, "endpoint", NULL), *fmt;
-    json_t *req, *retry;
+    json_t *req, *retry = NULL;
     bool http = protocol != NULL && strcmp(protocol, "http") == 0;
 
     if (c->step == 1) {
@@ -1240,6 +1240,7 @@ static void a_subscribe(cmq_call_t *c, const json_t *r)
     }
     if (!format_param(c, http, &fmt) || strategy_param(c, &retry) < 0 ||
         !filter_params(c, req, true)) {
+        json_decref(retry); /* a filter refused after the strategy was read */
         json_decref(req);
         return;
     }
@@ -1319,7 +1320,7 @@ static void a_get_subscription_attributes(cmq_call_t *c, const json_t *r)
  * notifyContentFormat may be), step 1 sends the set kept in c->scratch. */
 static void a_set_subscription_attributes(cmq_call_t *c, const json_t *r)
 {
-    json_t *req, *retry, *ep;
+    json_t *req, *retry = NULL, *ep;
     const char *fmt, *url;
 
     switch (c->step) {
@@ -1328,6 +1329,7 @@ static void a_set_subscription_attributes(cmq_call_t *c, const json_t *r)
             return;
         if (!format_param(c, true, &fmt) || strategy_param(c, &retry) < 0 ||
             !filter_params(c, req, false)) {
+            json_decref(retry); /* a filter refused after the strategy was read */
             json_decref(req);
             return;
         }

@@ -43,6 +43,7 @@
 #include "cmq.h"
 #include "listen.h"
 #include "listener.h"
+#include "mqhub/protocol.h"
 
 #define CMQ_DEFAULT_LISTEN "127.0.0.1:6290"
 #define CMQ_BACKLOG 511
@@ -198,7 +199,7 @@ static void hello_root(req_t *h)
     msgpack_pack_str_with_body(&pk, "id", 2);
     msgpack_pack_uint8(&pk, 0);
     msgpack_pack_str_with_body(&pk, "version", 7);
-    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, MQHUB_PROTOCOL_VERSION);
     msgpack_pack_str_with_body(&pk, "client", 6);
     msgpack_pack_str_with_body(&pk, "cmq", 3);
     msgpack_pack_str_with_body(&pk, "token", 5);
@@ -323,20 +324,28 @@ static void req_dispatch(req_t *h)
     cmq_call_start(h->call, (int64_t)time(NULL));
 }
 
-/* The query string's params (decoded by lws) into @h->params. */
+/* The query string's params (decoded by lws) into @h->params. Each is
+ * copied whole, however long (the head is bounded by max_http_header_data):
+ * a fixed buffer would end the list silently at the first longer one. */
 static int query_params(req_t *h)
 {
-    char frag[8192];
-
     for (int i = 0;; i++) {
-        int n = lws_hdr_copy_fragment(h->wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-        char *eq;
-        if (n < 0)
+        int size = lws_hdr_fragment_length(h->wsi, WSI_TOKEN_HTTP_URI_ARGS, i) + 1;
+        char *frag = malloc((size_t)size), *eq;
+        int n, rc;
+
+        if (frag == NULL)
+            return -1;
+        if ((n = lws_hdr_copy_fragment(h->wsi, frag, size, WSI_TOKEN_HTTP_URI_ARGS, i)) < 0) {
+            free(frag);
             return 0;
+        }
         eq = memchr(frag, '=', (size_t)n);
-        if (cmq_params_add(&h->params, frag, eq != NULL ? (size_t)(eq - frag) : (size_t)n,
-                           eq != NULL ? eq + 1 : "",
-                           eq != NULL ? (size_t)(frag + n - eq - 1) : 0) != 0)
+        rc = cmq_params_add(&h->params, frag, eq != NULL ? (size_t)(eq - frag) : (size_t)n,
+                            eq != NULL ? eq + 1 : "",
+                            eq != NULL ? (size_t)(frag + n - eq - 1) : 0);
+        free(frag);
+        if (rc != 0)
             return -1;
     }
 }

@@ -22,25 +22,11 @@
 #include <openssl/crypto.h>
 
 #include "cmq.h"
+#include "wire.h"
 
 #define CRED_LINE_MAX 1024
 #define CRED_ID_MAX 128
 #define CRED_KEY_MIN 16 /* characters of a SecretKey in the file */
-#define CRED_USER_MAX 64
-
-/* An mqhub name: 1-64 of A-Z a-z 0-9 _ - . (docs/protocol.md). */
-static bool name_valid(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > CRED_USER_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-' || s[i] == '.'))
-            return false;
-    return true;
-}
 
 static bool printable(const char *s)
 {
@@ -64,9 +50,10 @@ int cmq_creds_add(cmq_creds_t *c, const char *id, const char *key, const char *u
         snprintf(errmsg, errlen, "SecretId %s has an empty SecretKey", id);
         return -1;
     }
-    if (user != NULL && !name_valid(user)) {
+    /* The names user.create accepts: any other could never be a user. */
+    if (user != NULL && !wire_name_valid(user, strlen(user))) {
         snprintf(errmsg, errlen, "SecretId %s: user \"%.70s\" is not a valid user name "
-                 "(1-64 of A-Z a-z 0-9 _ - .)", id, user);
+                 "(1-64 of A-Z a-z 0-9 _ - ., starting with a letter or digit)", id, user);
         return -1;
     }
     if (cmq_creds_find(c, id) != NULL) {

@@ -33,7 +33,6 @@ struct cmq_replay {
     heap_t order; /* replay_item_t by ts */
     size_t max;
     int64_t floor; /* Timestamps at or below it are refused (evicted early) */
-    uint64_t evicted_early;
 };
 
 static int by_ts(const void *a, const void *b)
@@ -73,11 +72,8 @@ static void drop_oldest(cmq_replay_t *r, bool early)
     if (heap_pop(&r->order, &it) != 0)
         return;
     hmap_del(&r->seen, it.key, sizeof it.key);
-    if (early) {
-        r->evicted_early++;
-        if (it.ts > r->floor)
-            r->floor = it.ts;
-    }
+    if (early && it.ts > r->floor)
+        r->floor = it.ts;
 }
 
 static void digest(const char *id, const char *nonce, const char *ts, const char *sig,

@@ -32,8 +32,8 @@ typedef struct listener_config {
  * @errmsg. */
 int listener_open(listener_t **out, const listener_config_t *cfg, struct sockaddr_storage *addr,
                   char *bound, size_t boundlen, char *errmsg, size_t errlen);
-/* Stop accepting and close the socket; @l's memory goes in the poll
- * handle's close callback (it may outlive the plugin's state). NULL is a
+/* Stop accepting and close the socket; @l's memory goes in the last close
+ * callback of its handles (it may outlive the plugin's state). NULL is a
  * no-op. */
 void listener_close(listener_t *l);
 

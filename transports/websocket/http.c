@@ -16,7 +16,10 @@
  * line in `helps` (every family has # HELP and # TYPE; values are written by
  * sb_value(), integers without float noise); names and meanings are listed in
  * docs/metrics.md: keep all three in step. Subscription series are capped
- * (WS_METRICS_MAX_SUBS, the most pending first: topic_metrics()).
+ * (WS_METRICS_MAX_SUBS, the most pending first: topic_metrics()). Every
+ * plugin's counters (metric_add) are exported without a list here
+ * (plugin_metrics(): the host's metric_each); a new one needs its `helps`
+ * line and its row in docs/metrics.md, nothing else.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,8 +32,9 @@
 #include "ws.h"
 
 #define WS_READY_LAG 100
-#define WS_MAX_FAMILIES 96
+#define WS_MAX_FAMILIES 160
 #define WS_METRICS_MAX_SUBS 500 /* subscriptions with mqhub_subscription_* series */
+#define WS_PLUGIN_PREFIX "plugin_" /* the host's names of plugin counters */
 
 enum endpoint { EP_NONE, EP_HEALTHZ, EP_READYZ, EP_METRICS };
 
@@ -292,13 +296,28 @@ static unsigned voters(const json_t *cl)
     return v;
 }
 
+/* cluster.status's figures (docs/protocol.md): the term, the indexes, the
+ * newest snapshot, the log applied since it, leader changes, voters. */
 static void cluster_metrics(families_t *fs, const json_t *cl)
 {
+    static const char *const gauges[][2] = {
+        {"term", "mqhub_raft_term"},
+        {"commit_index", "mqhub_raft_commit_index"},
+        {"last_applied", "mqhub_raft_applied_index"},
+        {"last_index", "mqhub_raft_last_index"},
+        {"snapshot_index", "mqhub_raft_snapshot_index"},
+        {"log_entries", "mqhub_raft_log_entries"},
+        {"log_bytes", "mqhub_raft_log_bytes"},
+    };
+
     if (cl == NULL)
         return;
-    sample(fs, "mqhub_raft_term", "gauge", num(cl, "term"), NULL);
-    sample(fs, "mqhub_raft_commit_index", "gauge", num(cl, "commit_index"), NULL);
-    sample(fs, "mqhub_raft_applied_index", "gauge", num(cl, "last_applied"), NULL);
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
+        sample(fs, gauges[i][1], "gauge", num(cl, gauges[i][0]), NULL);
+    if (num(cl, "snapshot_index") > 0)
+        sample(fs, "mqhub_raft_snapshot_age_seconds", "gauge", num(cl, "snapshot_age_ms") / 1000,
+               NULL);
+    sample(fs, "mqhub_raft_leader_changes_total", "counter", num(cl, "leader_changes"), NULL);
     sample(fs, "mqhub_raft_is_leader", "gauge",
            strcmp(json_string_value(json_object_get(cl, "role")) ?: "", "leader") == 0, NULL);
     sample(fs, "mqhub_raft_leader_known", "gauge", num(cl, "leader_id") > 0, NULL);
@@ -324,7 +343,37 @@ static void transport_metrics(families_t *fs, ws_t *w)
     sample(fs, "mqhub_connections", "gauge", w->n_conns, "transport", "websocket", NULL);
 }
 
-/* Daemon counters (hub) and this plugin's, by their host names. */
+/* One plugin counter from metric_each: host name "plugin_<plugin>_<name>"
+ * becomes the family mqhub_<plugin>_<name>, "_total" appended unless it
+ * ends so, characters outside [a-zA-Z0-9_] as '_'. A name that a family
+ * already has (a core one) is left out rather than exported twice. */
+static void plugin_counter(void *arg, const char *name, int64_t value)
+{
+    families_t *fs = arg;
+    char fam[96];
+    int n = snprintf(fam, sizeof fam, "mqhub_%s%s", name + sizeof WS_PLUGIN_PREFIX - 1,
+                     ends_with(name, "_total") ? "" : "_total");
+
+    if (n < 0 || (size_t)n >= sizeof fam)
+        return;
+    for (char *c = fam; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
+            *c = '_';
+    for (unsigned i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, fam) == 0)
+            return;
+    sample(fs, fam, "counter", (double)value, NULL);
+}
+
+/* Every plugin's counters (metric_add), whatever plugins are loaded: the
+ * transports' (tcp, websocket, cmq) and others' (webhook). */
+static void plugin_metrics(families_t *fs, ws_t *w)
+{
+    if (MQHUB_HOST_HAS(w->api, metric_each))
+        w->api->metric_each(w->host, WS_PLUGIN_PREFIX, plugin_counter, fs);
+}
+
+/* Daemon counters (hub), by their host names. */
 static void counter_metrics(families_t *fs, ws_t *w)
 {
     static const char *const core[][2] = {
@@ -334,15 +383,6 @@ static void counter_metrics(families_t *fs, ws_t *w)
         {"sessions_closed_total", "mqhub_sessions_closed_total"},
         {"longpoll_parked_total", "mqhub_longpoll_parked_total"},
         {"auth_failures_total", "mqhub_auth_failures_total"},
-        {"plugin_tcp_frames_too_large", "mqhub_tcp_frames_too_large_total"},
-        {"plugin_tcp_tls_failures", "mqhub_tcp_tls_failures_total"},
-        {"plugin_websocket_connections_total", "mqhub_websocket_connections_total"},
-        {"plugin_websocket_frames_too_large", "mqhub_websocket_frames_too_large_total"},
-        {"plugin_websocket_slow_clients_closed", "mqhub_websocket_slow_clients_closed_total"},
-        {"plugin_websocket_origins_refused", "mqhub_websocket_origins_refused_total"},
-        {"plugin_websocket_connections_refused", "mqhub_websocket_connections_refused_total"},
-        {"plugin_websocket_timeout_closes", "mqhub_websocket_timeout_closes_total"},
-        {"plugin_websocket_input_budget_closes", "mqhub_websocket_input_budget_closes_total"},
     };
     const mqhub_host_api_t *api = w->api;
 
@@ -423,6 +463,13 @@ static const struct {
     {"mqhub_raft_term", "current raft term"},
     {"mqhub_raft_commit_index", "raft commit index as this node knows it"},
     {"mqhub_raft_applied_index", "last raft index applied to this node's state machine"},
+    {"mqhub_raft_last_index", "index of the last entry in this node's raft log"},
+    {"mqhub_raft_snapshot_index", "index of the newest raft snapshot on disk (0: none)"},
+    {"mqhub_raft_snapshot_age_seconds", "since this process took, installed or loaded the "
+                                        "newest raft snapshot"},
+    {"mqhub_raft_log_entries", "raft entries applied since the newest snapshot"},
+    {"mqhub_raft_log_bytes", "bytes of raft entries applied since the newest snapshot"},
+    {"mqhub_raft_leader_changes_total", "times a leader became known or another took over"},
     {"mqhub_raft_is_leader", "1 on the leader"},
     {"mqhub_raft_leader_known", "1 while this node knows a leader (0: election or no quorum)"},
     {"mqhub_raft_voters", "voters in the raft configuration"},
@@ -446,6 +493,22 @@ static const struct {
     {"mqhub_auth_failures_total", "refused hellos (wrong or unknown token)"},
     {"mqhub_tcp_frames_too_large_total", "TCP frames over max_frame"},
     {"mqhub_tcp_tls_failures_total", "refused or timed-out TLS handshakes on the TCP transport"},
+    {"mqhub_tcp_connections_refused_total", "TCP connections over max_connections"},
+    {"mqhub_tcp_timeout_closes_total", "TCP connections closed by frame_timeout, "
+                                       "write_timeout or idle_timeout"},
+    {"mqhub_tcp_input_budget_closes_total", "TCP connections closed by input_budget"},
+    {"mqhub_cmq_connections_total", "CMQ HTTP connections accepted"},
+    {"mqhub_cmq_connections_refused_total", "CMQ HTTP connections over max_connections"},
+    {"mqhub_cmq_requests_total", "CMQ HTTP requests (actions)"},
+    {"mqhub_cmq_errors_total", "CMQ requests answered with an error code"},
+    {"mqhub_cmq_auth_failures_total", "CMQ requests refused for their credential or signature"},
+    {"mqhub_cmq_replays_refused_total", "CMQ requests refused as replays (nonce seen, or "
+                                        "timestamp outside the window)"},
+    {"mqhub_cmq_bodies_too_large_total", "CMQ request bodies over the limit"},
+    {"mqhub_cmq_tls_failures_total", "refused or timed-out TLS handshakes on the CMQ transport"},
+    {"mqhub_webhook_delivered_total", "webhook deliveries answered 2xx"},
+    {"mqhub_webhook_failed_total", "webhook delivery attempts that failed"},
+    {"mqhub_webhook_retried_total", "webhook deliveries attempted again"},
     {"mqhub_websocket_connections_total", "WebSocket connections accepted"},
     {"mqhub_websocket_frames_too_large_total", "WebSocket messages over max_frame"},
     {"mqhub_websocket_slow_clients_closed_total", "WebSocket clients closed for not reading"},
@@ -470,6 +533,8 @@ static void family_help(const char *name, char *buf, size_t size)
     else if (strncmp(name, "mqhub_subscription_", 19) == 0)
         snprintf(buf, size, "the %s figure of subscription.get's stats, per subscription%s",
                  name + 19, strcmp(name + 19, "pending") == 0 ? " (its lag)" : "");
+    else if (ends_with(name, "_total"))
+        snprintf(buf, size, "the plugin counter %s (metric_add)", name + 6);
     else
         snprintf(buf, size, "%s", name + 6); /* a family added without help */
 }
@@ -519,6 +584,7 @@ char *http_render_metrics(ws_t *w, const json_t *snap, size_t *len)
     sample(fs, "mqhub_websocket_messages_in_total", "counter", (double)w->messages_in, NULL);
     sample(fs, "mqhub_websocket_messages_out_total", "counter", (double)w->messages_out, NULL);
     counter_metrics(fs, w);
+    plugin_metrics(fs, w);
     latency_metrics(fs, w);
     for (unsigned i = 0; i < fs->n; i++) {
         char help[256];

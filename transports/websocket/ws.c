@@ -35,7 +35,11 @@
  * counted from adoption to LWS_CALLBACK_WSI_DESTROY; refusals and closes are
  * logged at most once a second (log_limited()).
  * Keepalive: lws pings a connection idle for ping_interval seconds and
- * hangs up one silent for idle_timeout seconds.
+ * hangs up one silent for idle_timeout seconds. Every message received counts
+ * as a sign of life (conn_receive), so lws pings only idle connections: lws
+ * 4.1.6 builds its ping in the buffer that holds a client's ping waiting for
+ * its pong, so a ping of ours sent meanwhile corrupted that pong, and the
+ * client (e.g. Python websockets' keepalive) failed the connection with 1011.
  *
  * Shutdown (the libuv foreign-loop rule of lws): ws_stop() calls
  * lws_context_destroy() inside the loop (it closes connections and starts
@@ -780,6 +784,7 @@ static int conn_receive(conn_t *c, const char *in, size_t len)
     ws_t *w = c->w;
     bool last = lws_is_final_fragment(c->wsi) && lws_remaining_packet_payload(c->wsi) == 0;
 
+    lws_validity_confirmed(c->wsi); /* a sign of life: see "Keepalive" above */
     if (c->closing)
         return 0;
     if (c->in_len + len > w->max_frame) {
@@ -1302,7 +1307,7 @@ static void set_mounts(ws_full_t *f, bool dashboard)
 static void refuse(ws_full_t *f, int fd)
 {
     static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
-                               "content-length: 25\r\nretry-after: 1\r\nconnection: close"
+                               "content-length: 26\r\nretry-after: 1\r\nconnection: close"
                                "\r\n\r\ntoo many connections open\n";
     ws_t *w = &f->w;
     struct sockaddr_storage ss;

@@ -382,7 +382,7 @@ static int window_read(lua_State *L, int what)
     scripts_t *sc = script_host(L);
     char k[2 + MQHUB_NAME_MAX + STATE_KEY_MAX];
     size_t kl = win_key(L, k, sizeof(k));
-    struct win w;
+    struct win w = {0}; /* no record: an empty window (rate 0, the same on every node) */
     double sum = 0;
     uint64_t count = 0;
     if (win_load(sc, k, kl, &w)) {
