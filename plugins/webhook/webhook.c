@@ -1024,6 +1024,17 @@ static void webhook_free(webhook_t *w)
     free(w);
 }
 
+/* Every counter of this plugin, exported at 0 from the start (a Prometheus
+ * series that appears only at its first event hides rate() and alerts). */
+static void counters_declare(const mqhub_host_api_t *api, mqhub_host_t *host)
+{
+    static const char *const names[] = {
+        "delivered", "failed", "refused", "retried"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        api->metric_add(host, names[i], 0);
+}
+
 static int webhook_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
                         char *errmsg, size_t errlen)
 {
@@ -1031,6 +1042,7 @@ static int webhook_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **
     post_config_t pc = {.max_response = WEBHOOK_MAX_RESPONSE,
                         .user_agent = "mqhub-webhook/" MQHUB_VERSION_STRING};
 
+    counters_declare(api, host);
     if (w == NULL) {
         snprintf(errmsg, errlen, "out of memory");
         return -1;

@@ -269,7 +269,8 @@ class PluginCounters(unittest.TestCase):
     transport's after a forged request (a wrong signature), the TCP
     transport's after an oversized frame, the webhook plugin's after a
     delivery to an endpoint that answers 200 and one that answers 500. Each
-    is a counter named mqhub_<plugin>_<name>_total with its own HELP."""
+    is a counter named mqhub_<plugin>_<name>_total with its own HELP, there at
+    0 from the start."""
 
     def test_cmq_and_tcp_counters(self):
         cmq = free_port()
@@ -277,6 +278,11 @@ class PluginCounters(unittest.TestCase):
                                  'secret_id = "AKIDmetrics", secret_key = "k3y-for-metrics" }\n'
                                  % cmq)
         try:
+            # declared at 0 by each plugin's init: there before any event
+            fams = check_text(hub.http("/metrics")[1])
+            for name in ("mqhub_cmq_replays_refused_total", "mqhub_tcp_timeout_closes_total",
+                         "mqhub_websocket_connections_refused_total"):
+                self.assertEqual(value(fams, name), 0, name)
             body = ("Action=ListQueue&SecretId=AKIDmetrics&Nonce=1&Timestamp=%d"
                     "&Signature=Zm9yZ2Vk" % int(time.time())).encode()
             req = urllib.request.Request("http://127.0.0.1:%d/v2/index.php" % cmq, data=body,
@@ -353,7 +359,8 @@ class PluginCounters(unittest.TestCase):
             deadline = time.time() + 20
             while time.time() < deadline:
                 fams = check_text(hub.http("/metrics")[1])
-                if all(n in fams for n in names):
+                # declared at 0 from the start: wait until each has counted
+                if all(n in fams and value(fams, n) >= 1 for n in names):
                     break
                 time.sleep(0.3)
             print("webhook: %s" % {n: fams.get(n, {}).get("samples") for n in names})

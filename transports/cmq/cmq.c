@@ -686,11 +686,24 @@ static void init_undo(cmq_t *q)
     cmq_free(q);
 }
 
+/* Every counter of this plugin, exported at 0 from the start (a Prometheus
+ * series that appears only at its first event hides rate() and alerts). */
+static void counters_declare(const mqhub_host_api_t *api, mqhub_host_t *host)
+{
+    static const char *const names[] = {
+        "auth_failures", "bodies_too_large", "connections_refused", "connections_total",
+        "errors", "replays_refused", "requests", "tls_failures"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        api->metric_add(host, names[i], 0);
+}
+
 static int cmq_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
                     size_t errlen)
 {
     cmq_t *q = calloc(1, sizeof *q);
 
+    counters_declare(api, host);
     if (q == NULL) {
         snprintf(errmsg, errlen, "out of memory");
         return -1;

@@ -950,6 +950,18 @@ static int limits_setup(tcp_t *t, char *errmsg, size_t errlen)
     return 0;
 }
 
+/* Every counter of this plugin, exported at 0 from the start (a Prometheus
+ * series that appears only at its first event hides rate() and alerts). */
+static void counters_declare(const mqhub_host_api_t *api, mqhub_host_t *host)
+{
+    static const char *const names[] = {
+        "connections_refused", "frames_too_large", "input_budget_closes", "timeout_closes",
+        "tls_failures"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        api->metric_add(host, names[i], 0);
+}
+
 static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state,
                     char *errmsg, size_t errlen)
 {
@@ -960,6 +972,7 @@ static int tcp_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **stat
     tcp_t *t;
     int rc;
 
+    counters_declare(api, host);
     if (listen == NULL)
         listen = MQHUB_DEFAULT_TCP_ADDRESS;
     if (listen_parse(listen, &ss) != 0) {

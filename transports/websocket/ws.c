@@ -1411,6 +1411,18 @@ static void init_undo(ws_full_t *f)
     free(f);
 }
 
+/* Every counter of this plugin, exported at 0 from the start (a Prometheus
+ * series that appears only at its first event hides rate() and alerts). */
+static void counters_declare(const mqhub_host_api_t *api, mqhub_host_t *host)
+{
+    static const char *const names[] = {
+        "connections_refused", "connections_total", "frames_too_large", "input_budget_closes",
+        "origins_refused", "slow_clients_closed", "timeout_closes"};
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        api->metric_add(host, names[i], 0);
+}
+
 static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state, char *errmsg,
                    size_t errlen)
 {
@@ -1419,6 +1431,7 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
     ws_full_t *f = calloc(1, sizeof *f);
     ws_t *w = &f->w;
 
+    counters_declare(api, host);
     if (f == NULL) {
         snprintf(errmsg, errlen, "out of memory");
         return -1;
