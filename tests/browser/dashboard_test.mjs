@@ -132,6 +132,10 @@ try {
     const row = page.locator('.topic[data-topic="payments"] tr', {has: page.locator('td:text-is("dashboard-tail")')});
     await row.locator('td:nth-child(2):text-is("push")').waitFor({timeout: 5000});
     await row.locator('td:nth-child(4)', {hasText: 'matched_total 1'}).waitFor({timeout: 5000});
+    // an http subscription shows its URL (nothing listens there: no webhook plugin here)
+    cli(hub, 'sub', 'create', 'payments', 'to-ledger', '--http', 'http://127.0.0.1:9/ledger', '--format', 'simplified');
+    const http = page.locator('.topic[data-topic="payments"] tr', {has: page.locator('td:text-is("to-ledger")')});
+    await http.locator('td:nth-child(2):text-is("http http://127.0.0.1:9/ledger (simplified)")').waitFor({timeout: 5000});
     await page.screenshot({path: path.join(ARTIFACTS, 'topics.png')});
   });
 

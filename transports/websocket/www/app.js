@@ -150,6 +150,7 @@ function filterSummary(sub) {
 
 function endpointText(sub) {
   const e = sub.endpoint || {};
+  if (e.http) return `http ${e.http}${e.format === 'simplified' ? ' (simplified)' : ''}`;
   return e.queue ? `queue ${e.queue}` : e.push ? 'push' : '';
 }
 
