@@ -19,57 +19,12 @@
 # first), PORT (default 6410; raft PORT+1, dashboard PORT+2).
 set -eu
 
-BUILD=${BUILD:-./build}
 DIR=${DIR:-./mqhub-image-pipeline}
 PORT=${PORT:-6410}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/hub.sh"
 EX=$BUILD/examples/image-pipeline
-MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
 HUB=127.0.0.1:$PORT
-PIDS=""
-
-say() { echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-    for p in $PIDS; do kill -KILL "$p" 2>/dev/null || true; done
-    if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        # wait: the test removes $DIR right after, and the hub writes until it exits
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
-    fi
-}
-trap cleanup EXIT
-
-# wait_for FILE PATTERN SECONDS: until a line of FILE matches.
-wait_for() {
-    i=0
-    while [ $i -lt $(($3 * 10)) ]; do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        i=$((i + 1))
-        sleep 0.1
-    done
-    fail "no '$2' in $1 within $3 s"
-}
-
-start_hub() {
-    rm -rf "$DIR"
-    mkdir -p "$DIR"
-    DIR=$(cd "$DIR" && pwd)
-    cat > "$DIR/config.lua" <<EOF
-node { id = 1, data = "$DIR/data", raft = "127.0.0.1:$((PORT + 1))" }
-transport "tcp" { listen = "127.0.0.1:$PORT" }
-transport "websocket" { listen = "127.0.0.1:$((PORT + 2))" }
-log { level = "warn" }
-EOF
-    "$BUILD/apps/mqhubd/mqhubd" --config "$DIR/config.lua" > "$DIR/mqhubd.log" 2>&1 &
-    echo $! > "$DIR/mqhubd.pid"
-    i=0
-    until $MQHUB queue list > /dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$DIR/mqhubd.log"; fail "mqhubd not ready within 10 s"; }
-        sleep 0.1
-    done
-    say "mqhubd on $HUB, dashboard http://127.0.0.1:$((PORT + 2))/, data in $DIR"
-}
 
 worker() { # worker NAME WORK_MS
     "$EX/img_worker" --server "$HUB" --name "$1" --work-ms "$2" > "$DIR/$1.log" 2>&1 &

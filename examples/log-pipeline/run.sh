@@ -16,47 +16,14 @@
 # 1048576), MIN_BACKLOG (default 1000000), LAG_RATE (default 256).
 set -eu
 
-BUILD=${BUILD:-./build}
 DIR=${DIR:-./mqhub-log-pipeline}
 PORT=${PORT:-6460}
 MESSAGES=${MESSAGES:-1048576}
 MIN_BACKLOG=${MIN_BACKLOG:-1000000}
 LAG_RATE=${LAG_RATE:-256}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/hub.sh"
 LP=$BUILD/examples/log-pipeline/log_pipeline
-MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
-
-say() { echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# Stops the hub and waits for it to exit, so that whoever removes $DIR next
-# does not race its last writes.
-cleanup() {
-    if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
-    fi
-}
-trap cleanup EXIT
-
-start_hub() {
-    rm -rf "$DIR"
-    mkdir -p "$DIR"
-    DIR=$(cd "$DIR" && pwd)
-    cat > "$DIR/config.lua" <<CONF
-node { id = 1, data = "$DIR/data", raft = "127.0.0.1:$((PORT + 1))" }
-transport "tcp" { listen = "127.0.0.1:$PORT" }
-transport "websocket" { listen = "127.0.0.1:$((PORT + 2))" }
-log { level = "warn" }
-CONF
-    "$BUILD/apps/mqhubd/mqhubd" --config "$DIR/config.lua" > "$DIR/mqhubd.log" 2>&1 &
-    echo $! > "$DIR/mqhubd.pid"
-    i=0
-    until $MQHUB queue list > /dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$DIR/mqhubd.log"; fail "mqhubd not ready within 10 s"; }
-        sleep 0.1
-    done
-    say "mqhubd on 127.0.0.1:$PORT, dashboard http://127.0.0.1:$((PORT + 2))/, data in $DIR"
-}
 
 [ -x "$LP" ] || fail "build first (make build), or set BUILD"
 start_hub

@@ -19,46 +19,13 @@
 # first), PORT (default 6420; raft PORT+1, dashboard PORT+2), TTL (default 8).
 set -eu
 
-BUILD=${BUILD:-./build}
 DIR=${DIR:-./mqhub-payments-risk}
 PORT=${PORT:-6420}
 TTL=${TTL:-8}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/hub.sh"
 RULE=$HERE/../../scripts/risk/merchant_spike.lua
 PR="$BUILD/examples/payments-risk/payments_risk --server 127.0.0.1:$PORT"
-MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
-
-say() { echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-    if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        # wait: the test removes $DIR right after, and the hub writes until it exits
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
-    fi
-}
-trap cleanup EXIT
-
-start_hub() {
-    rm -rf "$DIR"
-    mkdir -p "$DIR"
-    DIR=$(cd "$DIR" && pwd)
-    cat > "$DIR/config.lua" <<EOF
-node { id = 1, data = "$DIR/data", raft = "127.0.0.1:$((PORT + 1))" }
-transport "tcp" { listen = "127.0.0.1:$PORT" }
-transport "websocket" { listen = "127.0.0.1:$((PORT + 2))" }
-log { level = "warn" }
-EOF
-    "$BUILD/apps/mqhubd/mqhubd" --config "$DIR/config.lua" > "$DIR/mqhubd.log" 2>&1 &
-    echo $! > "$DIR/mqhubd.pid"
-    i=0
-    until $MQHUB queue list > /dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$DIR/mqhubd.log"; fail "mqhubd not ready within 10 s"; }
-        sleep 0.1
-    done
-    say "mqhubd on 127.0.0.1:$PORT, dashboard http://127.0.0.1:$((PORT + 2))/, data in $DIR"
-}
 
 [ -x "$BUILD/examples/payments-risk/payments_risk" ] ||
     fail "build first (make build), or set BUILD"

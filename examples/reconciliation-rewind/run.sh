@@ -16,46 +16,13 @@
 # PER_HOUR (default 250).
 set -eu
 
-BUILD=${BUILD:-./build}
 DIR=${DIR:-./mqhub-reconciliation}
 PORT=${PORT:-6470}
 WINDOW=${WINDOW:-10}
 PER_HOUR=${PER_HOUR:-250}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/hub.sh"
 RR=$BUILD/examples/reconciliation-rewind/recon_rewind
-MQHUB="$BUILD/apps/mqhub/mqhub --server 127.0.0.1:$PORT"
-
-say() { echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# Stops the hub and waits for it to exit, so that whoever removes $DIR next
-# does not race its last writes.
-cleanup() {
-    if [ "${KEEP:-0}" != 1 ] && [ -f "$DIR/mqhubd.pid" ]; then
-        kill -TERM "$(cat "$DIR/mqhubd.pid")" 2>/dev/null && wait "$(cat "$DIR/mqhubd.pid")" || true
-    fi
-}
-trap cleanup EXIT
-
-start_hub() {
-    rm -rf "$DIR"
-    mkdir -p "$DIR"
-    DIR=$(cd "$DIR" && pwd)
-    cat > "$DIR/config.lua" <<CONF
-node { id = 1, data = "$DIR/data", raft = "127.0.0.1:$((PORT + 1))" }
-transport "tcp" { listen = "127.0.0.1:$PORT" }
-transport "websocket" { listen = "127.0.0.1:$((PORT + 2))" }
-log { level = "warn" }
-CONF
-    "$BUILD/apps/mqhubd/mqhubd" --config "$DIR/config.lua" > "$DIR/mqhubd.log" 2>&1 &
-    echo $! > "$DIR/mqhubd.pid"
-    i=0
-    until $MQHUB queue list > /dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$DIR/mqhubd.log"; fail "mqhubd not ready within 10 s"; }
-        sleep 0.1
-    done
-    say "mqhubd on 127.0.0.1:$PORT, dashboard http://127.0.0.1:$((PORT + 2))/, data in $DIR"
-}
 
 [ -x "$RR" ] || fail "build first (make build), or set BUILD"
 start_hub

@@ -16,31 +16,14 @@
 # first), PORT (default 6430), COUNT (default 300).
 set -eu
 
-BUILD=${BUILD:-./build}
 DIR=${DIR:-./mqhub-red-envelope}
 PORT=${PORT:-6430}
 COUNT=${COUNT:-300}
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/../lib/hub.sh"
 SEEDS=127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2)),127.0.0.1:$((PORT + 3))
 MQHUB="$BUILD/apps/mqhub/mqhub --server $SEEDS --timeout 3000"
 RE=$BUILD/examples/red-envelope/red_envelope
-PIDS=""
-
-say() { echo "== $*"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-cleanup() {
-    for p in $PIDS; do kill -KILL "$p" 2>/dev/null || true; done
-    if [ "${KEEP:-0}" != 1 ]; then
-        for f in "$DIR"/n*/pid; do
-            [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
-        done
-        # wait: the test removes $DIR right after, and the hubs write until they exit
-        for f in "$DIR"/n*/pid; do
-            [ -f "$f" ] && wait "$(cat "$f")" 2>/dev/null || true
-        done
-    fi
-}
-trap cleanup EXIT
 
 config() { # config N
     n=$1

@@ -27,6 +27,7 @@
 
 #include "mqhub/client.h"
 #include "testhub.h"
+#include "testreq.h"
 
 #define ROOT "root-token-for-backtest-revoke"
 #define BT "backtest-user-token-0123456789"
@@ -35,7 +36,6 @@
 
 static const char *mqhubd_path;
 static testhub_t hub;
-static uint64_t next_id;
 static uint64_t control_ms; /* the control run's duration */
 
 /* A hook with some work per message, so a run takes a second or so. */
@@ -44,26 +44,6 @@ static const char *hook = "function on_message(msg)\n"
                           "  for i = 1, 2000 do s = s + i end\n"
                           "  return true\n"
                           "end\n";
-
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-static void pack_head(msgpack_packer *pk, const char *op, uint32_t n)
-{
-    msgpack_pack_map(pk, 2 + n);
-    pack_str(pk, "op");
-    pack_str(pk, op);
-    pack_str(pk, "id");
-    msgpack_pack_uint64(pk, ++next_id);
-}
-
-static void send_sb(int fd, msgpack_sbuffer *sb)
-{
-    assert_int_equal(testhub_write_frame(fd, sb->data, sb->size), 0);
-    msgpack_sbuffer_destroy(sb);
-}
 
 /* One answer's code ("" when ok) and error sentence. */
 static void answer(int fd, int timeout_ms, char *code, size_t cl, char *err, size_t el)
@@ -94,12 +74,12 @@ static int conn_as(const char *token)
     assert_true(fd >= 0);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, "hello", 2);
-    pack_str(&pk, "version");
+    testreq_head(&pk, "hello", 2);
+    mp_pack_cstr(&pk, "version");
     msgpack_pack_uint8(&pk, 1);
-    pack_str(&pk, "token");
-    pack_str(&pk, token);
-    send_sb(fd, &sb);
+    mp_pack_cstr(&pk, "token");
+    mp_pack_cstr(&pk, token);
+    testreq_send(fd, &sb);
     expect_ok(fd);
     return fd;
 }
@@ -132,17 +112,13 @@ static int setup(void **state)
             msgpack_packer pk;
             msgpack_sbuffer_init(&sb);
             msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            pack_head(&pk, "publish_batch", 2);
-            pack_str(&pk, "topic");
-            pack_str(&pk, "big");
-            pack_str(&pk, "msgs");
-            msgpack_pack_array(&pk, BATCH);
+            testreq_publish_batch_head(&pk, "big", BATCH);
             for (int i = 0; i < BATCH; i++, sent++) {
                 msgpack_pack_map(&pk, 1);
-                pack_str(&pk, "body");
-                pack_str(&pk, "0123456789abcdef");
+                mp_pack_cstr(&pk, "body");
+                mp_pack_cstr(&pk, "0123456789abcdef");
             }
-            send_sb(fd, &sb);
+            testreq_send(fd, &sb);
         }
         for (int i = 0; i < batches; i++)
             expect_ok(fd);
@@ -171,22 +147,6 @@ static void grant_bt(void)
     mqhub_client_close(root);
 }
 
-static void send_test(int fd)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, "script.test", 3);
-    pack_str(&pk, "name");
-    pack_str(&pk, "counter");
-    pack_str(&pk, "topic");
-    pack_str(&pk, "big");
-    pack_str(&pk, "since");
-    msgpack_pack_uint64(&pk, 0);
-    send_sb(fd, &sb);
-}
-
 static void test_completes_with_grants(void **state)
 {
     msgpack_zone zone;
@@ -197,7 +157,7 @@ static void test_completes_with_grants(void **state)
     grant_bt();
     int fd = conn_as(BT);
     uint64_t t0 = testhub_now_ms();
-    send_test(fd);
+    testreq_script_test(fd, "counter", "big");
     msgpack_zone_init(&zone, 65536);
     assert_int_equal(testhub_read_frame(fd, 120000, &zone, &o), 0);
     control_ms = testhub_now_ms() - t0;
@@ -221,7 +181,7 @@ static void test_revoke_stops_it(void **state)
     int fd = conn_as(BT);
     mqhub_client_t *root = root_client();
     uint64_t t0 = testhub_now_ms();
-    send_test(fd);
+    testreq_script_test(fd, "counter", "big");
     testhub_sleep_ms(20);
     assert_int_equal(mqhub_client_user_revoke(root, "bt", "subscribe", "big", &changed), 0);
     assert_true(changed);
@@ -234,7 +194,7 @@ static void test_revoke_stops_it(void **state)
     assert_string_equal(code, "FORBIDDEN");
     assert_non_null(strstr(err, "user 'bt' may not subscribe to 'big'"));
     /* Asked again: refused when it starts. */
-    send_test(fd);
+    testreq_script_test(fd, "counter", "big");
     answer(fd, 10000, code, sizeof code, err, sizeof err);
     assert_string_equal(code, "FORBIDDEN");
     assert_int_equal(mqhub_client_ping(root), 0);
@@ -250,7 +210,7 @@ static void test_delete_stops_it(void **state)
     grant_bt();
     int fd = conn_as(BT);
     mqhub_client_t *root = root_client();
-    send_test(fd);
+    testreq_script_test(fd, "counter", "big");
     testhub_sleep_ms(20);
     assert_int_equal(mqhub_client_user_delete(root, "bt"), 0);
     answer(fd, 120000, code, sizeof code, err, sizeof err);

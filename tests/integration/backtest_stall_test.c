@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "testhub.h"
+#include "testreq.h"
 
 #define STALL_MAX_MS 1000
 #define MESSAGES 100000
@@ -29,7 +30,6 @@
 
 static const char *mqhubd_path;
 static testhub_t hub;
-static uint64_t next_id;
 
 /* A hook with some work per message (a loop of a few thousand
  * instructions: unsliced, the test held the loop for seconds), a counter in
@@ -66,27 +66,6 @@ static int conn(void)
     return fd;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str_with_body(pk, s, strlen(s));
-}
-
-/* The head {op, id, ...} of a request of @n more fields into @pk. */
-static void pack_head(msgpack_packer *pk, const char *op, uint32_t n)
-{
-    msgpack_pack_map(pk, 2 + n);
-    pack_str(pk, "op");
-    pack_str(pk, op);
-    pack_str(pk, "id");
-    msgpack_pack_uint64(pk, ++next_id);
-}
-
-static void send_sb(int fd, msgpack_sbuffer *sb)
-{
-    assert_int_equal(testhub_write_frame(fd, sb->data, sb->size), 0);
-    msgpack_sbuffer_destroy(sb);
-}
-
 /* Request @op with string fields (NULL-terminated key/value list). */
 static void send_req(int fd, const char *op, ...)
 {
@@ -100,30 +79,14 @@ static void send_req(int fd, const char *op, ...)
     va_end(ap);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, op, n / 2);
+    testreq_head(&pk, op, n / 2);
     va_start(ap, op);
     for (const char *k; (k = va_arg(ap, const char *));) {
-        pack_str(&pk, k);
-        pack_str(&pk, va_arg(ap, const char *));
+        mp_pack_cstr(&pk, k);
+        mp_pack_cstr(&pk, va_arg(ap, const char *));
     }
     va_end(ap);
-    send_sb(fd, &sb);
-}
-
-static void send_test(int fd)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pack_head(&pk, "script.test", 3);
-    pack_str(&pk, "name");
-    pack_str(&pk, "counter");
-    pack_str(&pk, "topic");
-    pack_str(&pk, "big");
-    pack_str(&pk, "since");
-    msgpack_pack_uint64(&pk, 0);
-    send_sb(fd, &sb);
+    testreq_send(fd, &sb);
 }
 
 /* Read one answer into @zone/@o; fails the test unless it is ok. */
@@ -175,22 +138,18 @@ static void prepare(int fd)
             char user[16];
             msgpack_sbuffer_init(&sb);
             msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            pack_head(&pk, "publish_batch", 2);
-            pack_str(&pk, "topic");
-            pack_str(&pk, "big");
-            pack_str(&pk, "msgs");
-            msgpack_pack_array(&pk, BATCH);
+            testreq_publish_batch_head(&pk, "big", BATCH);
             for (int i = 0; i < BATCH; i++, sent++) {
                 snprintf(user, sizeof user, "u%d", sent % 1000);
                 msgpack_pack_map(&pk, 2);
-                pack_str(&pk, "body");
-                pack_str(&pk, "0123456789abcdef");
-                pack_str(&pk, "attrs");
+                mp_pack_cstr(&pk, "body");
+                mp_pack_cstr(&pk, "0123456789abcdef");
+                mp_pack_cstr(&pk, "attrs");
                 msgpack_pack_map(&pk, 1);
-                pack_str(&pk, "user");
-                pack_str(&pk, user);
+                mp_pack_cstr(&pk, "user");
+                mp_pack_cstr(&pk, user);
             }
-            send_sb(fd, &sb);
+            testreq_send(fd, &sb);
         }
         for (int i = 0; i < batches; i++)
             expect_ok(fd);
@@ -204,7 +163,7 @@ static void test_pings_during_backtest(void **state)
     int a = conn(), b = conn();
     prepare(a);
     uint64_t worst = 0, pings = 0, t0 = testhub_now_ms();
-    send_test(a);
+    testreq_script_test(a, "counter", "big");
     while (!readable(a)) {
         uint64_t dt = ping(b);
         worst = dt > worst ? dt : worst;
@@ -238,7 +197,7 @@ static void test_close_during_backtest(void **state)
     (void)state;
     int a = conn(), b = conn();
     prepare(a);
-    send_test(a);
+    testreq_script_test(a, "counter", "big");
     testhub_sleep_ms(50);
     close(a);
     for (int i = 0; i < 20; i++)

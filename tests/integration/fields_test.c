@@ -248,6 +248,7 @@ static void test_padded_send(void **state)
     close(fd);
 
     /* and a restart replays the log as before */
+    assert_int_equal(testhub_stop(&hub), 0);
     assert_int_equal(testhub_restart(&hub), 0);
     fd = testhub_connect_raw(&hub);
     assert_true(fd >= 0);

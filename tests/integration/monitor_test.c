@@ -27,6 +27,7 @@
 
 #include "mqhub/client.h"
 #include "testhub.h"
+#include "testusers.h"
 
 #define ROOT "root-token-for-monitor-test"
 #define MON "monitor-token-0123456789"
@@ -57,60 +58,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static mqhub_client_t *connect_as(const char *token)
-{
-    mqhub_client_t *c = NULL;
-    mqhub_client_opts_t o = {.token = token};
-    char err[256] = "";
-    int rc = mqhub_client_connect(&c, hub.address, &o, err, sizeof err);
-    if (rc != 0)
-        fail_msg("connect: %s: %s", mqhub_err_name(rc), err);
-    return c;
-}
-
-/* @op with string fields given as key, value, ..., NULL: its code. */
-static int call(mqhub_client_t *c, const char *op, ...)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_unpacked u;
-    mqhub_response_t resp;
-    const char *kv[16];
-    unsigned n = 0;
-    va_list ap;
-    int rc;
-
-    va_start(ap, op);
-    for (const char *s = va_arg(ap, const char *); s && n < 16; s = va_arg(ap, const char *))
-        kv[n++] = s;
-    va_end(ap);
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, n / 2);
-    for (unsigned i = 0; i < n; i++)
-        mp_pack_cstr(&pk, kv[i]);
-    msgpack_unpacked_init(&u);
-    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
-    rc = mqhub_client_call(c, op, &u.data, &resp);
-    if (rc == 0)
-        mqhub_response_free(&resp);
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
-}
-
-static void add_user(mqhub_client_t *root, const char *name, const char *token,
-                     const char *verb, const char *pattern)
-{
-    mqhub_grant_t g = {verb, pattern};
-    assert_int_equal(mqhub_client_user_create(root, name, token, &g, 1, NULL, 0), 0);
-}
-
 /* The users and objects of both tests (idempotent: the second call finds
  * them made). */
 static void make_world(void)
 {
-    mqhub_client_t *root = connect_as(ROOT);
+    mqhub_client_t *root = testusers_connect(&hub, ROOT);
     mqhub_queue_info_t qi;
     if (mqhub_client_queue_get(root, "payments.in", &qi) == 0) {
         mqhub_client_close(root);
@@ -122,16 +74,16 @@ static void make_world(void)
     assert_int_equal(mqhub_client_send(root, "other", "x", 1, NULL, NULL), 0);
     const char *src = "function filter(m)\n  return true\nend\n";
     assert_int_equal(mqhub_client_script_load(root, "risk1", src, strlen(src), NULL), 0);
-    add_user(root, "mon", MON, "monitor", "*");
-    add_user(root, "narrow", NARROW, "monitor", "payments*");
-    add_user(root, "sender", SENDER, "send", "*");
-    add_user(root, "admin", ADMIN, "admin", "*");
+    testusers_add(root, "mon", MON, "monitor", "*");
+    testusers_add(root, "narrow", NARROW, "monitor", "payments*");
+    testusers_add(root, "sender", SENDER, "send", "*");
+    testusers_add(root, "admin", ADMIN, "admin", "*");
     mqhub_client_close(root);
 }
 
 static uint64_t sent_total(const char *queue)
 {
-    mqhub_client_t *root = connect_as(ROOT);
+    mqhub_client_t *root = testusers_connect(&hub, ROOT);
     mqhub_queue_info_t info;
     assert_int_equal(mqhub_client_queue_get(root, queue, &info), 0);
     mqhub_client_close(root);
@@ -149,15 +101,15 @@ static void test_monitor_row(void **state)
 
     make_world();
     uint64_t before = sent_total("other");
-    mqhub_client_t *c = connect_as(MON);
+    mqhub_client_t *c = testusers_connect(&hub, MON);
     /* the reads of the monitor set */
     assert_int_equal(mqhub_client_ping(c), 0);
-    assert_int_equal(call(c, "monitor.check", NULL), 0);
-    assert_int_equal(call(c, "cluster.status", NULL), 0);
+    assert_int_equal(testusers_call(c, "monitor.check", NULL), 0);
+    assert_int_equal(testusers_call(c, "cluster.status", NULL), 0);
     assert_int_equal(mqhub_client_queue_get(c, "other", &qi), 0);
     assert_int_equal(qi.stats.sent_total, before);
-    assert_int_equal(call(c, "topic.get", "name", "payments.t", NULL), 0);
-    assert_int_equal(call(c, "subscription.list", "topic", "payments.t", NULL), 0);
+    assert_int_equal(testusers_call(c, "topic.get", "name", "payments.t", NULL), 0);
+    assert_int_equal(testusers_call(c, "subscription.list", "topic", "payments.t", NULL), 0);
     assert_int_equal(mqhub_client_queue_list(c, NULL, 0, 0, &ql), 0);
     assert_int_equal(ql.n, 2); /* every queue */
     mqhub_queue_list_free(&ql);
@@ -172,41 +124,44 @@ static void test_monitor_row(void **state)
     assert_int_equal(mqhub_client_publish(c, "payments.t", "p", 1, NULL, NULL), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_queue_create(c, "denied-queue-5f2", NULL), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_queue_purge(c, "other"), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "topic.delete", "name", "payments.t", NULL), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "subscription.delete", "topic", "payments.t", "name", "s", NULL),
+    assert_int_equal(testusers_call(c, "topic.delete", "name", "payments.t", NULL),
                      MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "unsubscribe", "topic", "payments.t", "subscription", "s", NULL),
-                     MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "script.get", "name", "risk1", NULL), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "script.list", NULL), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "block.list", NULL), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "user.list", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(
+        testusers_call(c, "subscription.delete", "topic", "payments.t", "name", "s", NULL),
+        MQHUB_EFORBIDDEN);
+    assert_int_equal(
+        testusers_call(c, "unsubscribe", "topic", "payments.t", "subscription", "s", NULL),
+        MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "script.get", "name", "risk1", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "script.list", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "block.list", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "user.list", NULL), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_user_grant(c, "mon", "admin", "*", &changed), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "cluster.transfer", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "cluster.transfer", NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* nothing changed */
     assert_int_equal(sent_total("other"), before);
-    c = connect_as(ROOT);
+    c = testusers_connect(&hub, ROOT);
     assert_int_equal(mqhub_client_queue_get(c, "denied-queue-5f2", &qi), MQHUB_ENOT_FOUND);
-    assert_int_equal(call(c, "topic.get", "name", "payments.t", NULL), 0);
+    assert_int_equal(testusers_call(c, "topic.get", "name", "payments.t", NULL), 0);
     mqhub_client_close(c);
     /* monitor on a prefix: those names only, not the hub */
-    c = connect_as(NARROW);
+    c = testusers_connect(&hub, NARROW);
     assert_int_equal(mqhub_client_queue_get(c, "payments.in", &qi), 0);
     assert_int_equal(mqhub_client_queue_get(c, "other", &qi), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_queue_list(c, NULL, 0, 0, &ql), 0);
     assert_int_equal(ql.n, 1);
     assert_string_equal(ql.names[0], "payments.in");
     mqhub_queue_list_free(&ql);
-    assert_int_equal(call(c, "monitor.check", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "monitor.check", NULL), MQHUB_EFORBIDDEN);
     assert_non_null(strstr(mqhub_client_errmsg(c), "monitor.check needs monitor on *"));
     mqhub_client_close(c);
     /* a grant of another verb does not pass monitor.check; admin does */
-    c = connect_as(SENDER);
-    assert_int_equal(call(c, "monitor.check", NULL), MQHUB_EFORBIDDEN);
+    c = testusers_connect(&hub, SENDER);
+    assert_int_equal(testusers_call(c, "monitor.check", NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
-    c = connect_as(ADMIN);
-    assert_int_equal(call(c, "monitor.check", NULL), 0);
+    c = testusers_connect(&hub, ADMIN);
+    assert_int_equal(testusers_call(c, "monitor.check", NULL), 0);
     mqhub_client_close(c);
 }
 

@@ -23,6 +23,7 @@
 
 #include "mqhub/client.h"
 #include "testhub.h"
+#include "testusers.h"
 
 #define ROOT "root-token-for-permission-test"
 
@@ -42,55 +43,6 @@ static int teardown(void **state)
     (void)state;
     testhub_cleanup(&hub);
     return 0;
-}
-
-static mqhub_client_t *connect_as(const char *token)
-{
-    mqhub_client_t *c = NULL;
-    mqhub_client_opts_t o = {.token = token};
-    char err[256] = "";
-    int rc = mqhub_client_connect(&c, hub.address, &o, err, sizeof err);
-    if (rc != 0)
-        fail_msg("connect: %s: %s", mqhub_err_name(rc), err);
-    return c;
-}
-
-/* @op with string fields given as key, value, ..., NULL. */
-static int call(mqhub_client_t *c, const char *op, ...)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_unpacked u;
-    mqhub_response_t resp;
-    const char *kv[16];
-    unsigned n = 0;
-    va_list ap;
-    int rc;
-
-    va_start(ap, op);
-    for (const char *s = va_arg(ap, const char *); s && n < 16; s = va_arg(ap, const char *))
-        kv[n++] = s;
-    va_end(ap);
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, n / 2);
-    for (unsigned i = 0; i < n; i++)
-        mp_pack_cstr(&pk, kv[i]);
-    msgpack_unpacked_init(&u);
-    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
-    rc = mqhub_client_call(c, op, &u.data, &resp);
-    if (rc == 0)
-        mqhub_response_free(&resp);
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
-}
-
-static void add_user(mqhub_client_t *root, const char *name, const char *token,
-                     const char *verb, const char *pattern)
-{
-    mqhub_grant_t g = {verb, pattern};
-    assert_int_equal(mqhub_client_user_create(root, name, token, &g, verb ? 1 : 0, NULL, 0), 0);
 }
 
 /* Whether @needle is anywhere in the data directory's files (the raft log). */
@@ -125,7 +77,7 @@ static uint64_t sent_total(mqhub_client_t *root, const char *queue)
 
 static void test_matrix(void **state)
 {
-    mqhub_client_t *root = connect_as(ROOT), *c;
+    mqhub_client_t *root = testusers_connect(&hub, ROOT), *c;
     mqhub_msg_list_t l;
     mqhub_receive_opts_t ro = {.max = 1, .wait = 0, .visibility = -1};
     mqhub_queue_list_t ql;
@@ -136,17 +88,17 @@ static void test_matrix(void **state)
     assert_int_equal(mqhub_client_topic_create(root, "payments.t", NULL), 0);
     assert_int_equal(mqhub_client_topic_create(root, "other.t", NULL), 0);
     assert_int_equal(mqhub_client_send(root, "other", "x", 1, NULL, NULL), 0);
-    add_user(root, "sender", "sender-token-0123456789", "send", "payments*");
-    add_user(root, "receiver", "receiver-token-0123456789", "receive", "payments*");
-    add_user(root, "publisher", "publisher-token-0123456789", "publish", "payments*");
-    add_user(root, "subscriber", "subscriber-token-0123456789", "subscribe", "payments*");
-    add_user(root, "manager", "manager-token-0123456789", "manage", "payments*");
-    add_user(root, "scripter", "scripter-token-0123456789", "script", "risk*");
-    add_user(root, "admin", "admin-token-0123456789", "admin", "*");
+    testusers_add(root, "sender", "sender-token-0123456789", "send", "payments*");
+    testusers_add(root, "receiver", "receiver-token-0123456789", "receive", "payments*");
+    testusers_add(root, "publisher", "publisher-token-0123456789", "publish", "payments*");
+    testusers_add(root, "subscriber", "subscriber-token-0123456789", "subscribe", "payments*");
+    testusers_add(root, "manager", "manager-token-0123456789", "manage", "payments*");
+    testusers_add(root, "scripter", "scripter-token-0123456789", "script", "risk*");
+    testusers_add(root, "admin", "admin-token-0123456789", "admin", "*");
     uint64_t other_sent = sent_total(root, "other");
 
     /* send */
-    c = connect_as("sender-token-0123456789");
+    c = testusers_connect(&hub, "sender-token-0123456789");
     assert_int_equal(mqhub_client_send(c, "payments.in", "allowed-body-5e1", 16, NULL, NULL), 0);
     assert_int_equal(mqhub_client_send(c, "other", "denied-body-5e1", 15, NULL, NULL),
                      MQHUB_EFORBIDDEN);
@@ -155,7 +107,7 @@ static void test_matrix(void **state)
     assert_int_equal(mqhub_client_queue_purge(c, "payments.in"), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* receive (and lists show only what it may see) */
-    c = connect_as("receiver-token-0123456789");
+    c = testusers_connect(&hub, "receiver-token-0123456789");
     assert_int_equal(mqhub_client_receive(c, "payments.in", &ro, &l), 0);
     assert_int_equal(l.n, 1);
     mqhub_msg_list_free(&l);
@@ -167,21 +119,23 @@ static void test_matrix(void **state)
     mqhub_queue_list_free(&ql);
     mqhub_client_close(c);
     /* publish */
-    c = connect_as("publisher-token-0123456789");
+    c = testusers_connect(&hub, "publisher-token-0123456789");
     assert_int_equal(mqhub_client_publish(c, "payments.t", "p", 1, NULL, NULL), 0);
     assert_int_equal(mqhub_client_publish(c, "other.t", "denied-body-5e2", 15, NULL, NULL),
                      MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* subscribe (the push session ops) */
-    c = connect_as("subscriber-token-0123456789");
-    assert_int_not_equal(call(c, "unsubscribe", "topic", "payments.t", "subscription", "s", NULL),
-                         MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "unsubscribe", "topic", "other.t", "subscription", "s", NULL),
-                     MQHUB_EFORBIDDEN);
+    c = testusers_connect(&hub, "subscriber-token-0123456789");
+    assert_int_not_equal(
+        testusers_call(c, "unsubscribe", "topic", "payments.t", "subscription", "s", NULL),
+        MQHUB_EFORBIDDEN);
+    assert_int_equal(
+        testusers_call(c, "unsubscribe", "topic", "other.t", "subscription", "s", NULL),
+        MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_publish(c, "payments.t", "p", 1, NULL, NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* manage, with the second object of a dead-letter queue */
-    c = connect_as("manager-token-0123456789");
+    c = testusers_connect(&hub, "manager-token-0123456789");
     assert_int_equal(mqhub_client_queue_create(c, "payments.new", NULL), 0);
     assert_int_equal(mqhub_client_queue_create(c, "denied-queue-5e3", NULL), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_queue_purge(c, "other"), MQHUB_EFORBIDDEN);
@@ -195,7 +149,7 @@ static void test_matrix(void **state)
     assert_int_equal(mqhub_client_user_delete(c, "sender"), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* script */
-    c = connect_as("scripter-token-0123456789");
+    c = testusers_connect(&hub, "scripter-token-0123456789");
     const char *src = "function filter(m)\n  return true\nend\n";
     assert_int_equal(mqhub_client_script_load(c, "risk1", src, strlen(src), NULL), 0);
     assert_int_equal(mqhub_client_script_load(c, "denied-script-5e4", src, strlen(src), NULL),
@@ -203,17 +157,17 @@ static void test_matrix(void **state)
     assert_int_equal(mqhub_client_queue_create(c, "risk.q", NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
     /* admin */
-    c = connect_as("admin-token-0123456789");
+    c = testusers_connect(&hub, "admin-token-0123456789");
     mqhub_response_t resp;
     assert_int_equal(mqhub_client_user_list(c, &resp), 0);
     mqhub_response_free(&resp);
-    assert_int_equal(call(c, "cluster.remove", NULL) == MQHUB_EFORBIDDEN, 0);
+    assert_int_equal(testusers_call(c, "cluster.remove", NULL) == MQHUB_EFORBIDDEN, 0);
     assert_int_equal(mqhub_client_send(c, "payments.in", "x", 1, NULL, NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
-    c = connect_as("sender-token-0123456789");
+    c = testusers_connect(&hub, "sender-token-0123456789");
     mqhub_response_t r2;
     assert_int_equal(mqhub_client_user_list(c, &r2), MQHUB_EFORBIDDEN);
-    assert_int_equal(call(c, "cluster.remove", "x", "y", NULL), MQHUB_EFORBIDDEN);
+    assert_int_equal(testusers_call(c, "cluster.remove", "x", "y", NULL), MQHUB_EFORBIDDEN);
     mqhub_client_close(c);
 
     /* nothing refused changed anything or reached the log */
@@ -238,13 +192,13 @@ static void test_matrix(void **state)
 
 static void test_open_session_follows_grants(void **state)
 {
-    mqhub_client_t *root = connect_as(ROOT), *c;
+    mqhub_client_t *root = testusers_connect(&hub, ROOT), *c;
     bool changed;
     (void)state;
 
     assert_int_equal(mqhub_client_queue_create(root, "live.q", NULL), 0);
-    add_user(root, "late", "late-token-0123456789", NULL, NULL);
-    c = connect_as("late-token-0123456789");
+    testusers_add(root, "late", "late-token-0123456789", NULL, NULL);
+    c = testusers_connect(&hub, "late-token-0123456789");
     assert_int_equal(mqhub_client_send(c, "live.q", "x", 1, NULL, NULL), MQHUB_EFORBIDDEN);
     assert_int_equal(mqhub_client_user_grant(root, "late", "send", "live*", &changed), 0);
     assert_true(changed);
@@ -261,7 +215,7 @@ static void test_open_session_follows_grants(void **state)
 
 static void test_token_never_in_log(void **state)
 {
-    mqhub_client_t *root = connect_as(ROOT), *c;
+    mqhub_client_t *root = testusers_connect(&hub, ROOT), *c;
     char gen[128] = "";
     mqhub_grant_t g = {"send", "*"};
     (void)state;
@@ -272,7 +226,7 @@ static void test_token_never_in_log(void **state)
     assert_string_equal(gen, ""); /* a given token is not echoed */
     assert_int_equal(mqhub_client_user_create(root, "generated", NULL, &g, 1, gen, sizeof gen), 0);
     assert_int_equal(strlen(gen), 64);
-    c = connect_as(gen); /* the generated token works */
+    c = testusers_connect(&hub, gen); /* the generated token works */
     assert_int_equal(mqhub_client_ping(c), 0);
     mqhub_client_close(c);
     assert_true(in_data_dir("token_sha256"));

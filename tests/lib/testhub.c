@@ -210,6 +210,12 @@ static int wait_ready(testhub_t *h)
 
 int testhub_restart(testhub_t *h)
 {
+    if (h->pid > 0) { /* a second daemon would be refused the dir, and the
+                         first would be forgotten: left running after the test */
+        fprintf(stderr, "testhub: restart while mqhubd %d runs: stop or kill it first\n",
+                (int)h->pid);
+        return -1;
+    }
     h->pid = testhub_spawn_dir(h->mqhubd, h->dir);
     if (h->pid < 0) {
         h->pid = 0;

@@ -38,7 +38,8 @@ const char *testhub_binary(int argc, char **argv);
  * (queue.list answers ok, so a leader exists). 0 or -1 (reason on stderr,
  * the daemon's log printed). */
 int testhub_start(testhub_t *h, const char *mqhubd, const testhub_opts_t *opts);
-/* Start again on the same dir and ports (after stop or kill). 0 or -1. */
+/* Start again on the same dir and ports after stop or kill; -1 (and a line on
+ * stderr) while the hub still runs, or when it does not get ready. */
 int testhub_restart(testhub_t *h);
 /* SIGTERM and wait (up to 10 s, then SIGKILL). Returns the exit status, or
  * -1 when it had to be killed. */
