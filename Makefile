@@ -3,7 +3,7 @@
 #   make test   install what is missing, build, run the whole suite, then again
 #               under AddressSanitizer + UndefinedBehaviorSanitizer, then fuzz the
 #               request decoder with libFuzzer (clang) for 20 s
-# Other targets: deps, build, asan, bench, soak (~12 min, not in make test), package
+# Other targets: deps, build, asan, bench, bench-peers, soak (~12 min, not in make test), package
 # (the .deb), clean.
 
 BUILD   ?= build
@@ -13,7 +13,7 @@ DEB     ?= build-deb
 JOBS    ?= $(shell nproc)
 CTEST_ARGS ?= --output-on-failure -j$(JOBS)
 
-.PHONY: all deps build run test test-release test-asan test-fuzz asan bench soak package clean
+.PHONY: all deps build run test test-release test-asan test-fuzz asan bench bench-peers soak package clean
 
 all: build
 
@@ -54,6 +54,13 @@ test-fuzz: deps $(FUZZ)/Makefile
 
 bench: build
 	$(BUILD)/apps/bench/mqhub-fsm-bench
+
+# mqhub side by side with Redis, RabbitMQ and NATS on this machine (installs
+# them with apt-get when missing; ~8 min at DURATION=10): the tables and chart
+# in docs/benchmarks.md "Side by side" (apps/bench/peers/README.md).
+PEERS_BUILD ?= build-peers
+bench-peers: deps
+	BUILD=$(PEERS_BUILD) ./apps/bench/peers/run.sh
 
 # tests/soak/soak.py on the release build: 10 min of normal traffic and hostile
 # clients, then the table of pings, RSS and messages (docs/operations.md "Soak").

@@ -84,6 +84,11 @@ struct mqhub_client {
     mqhub_client_push_cb push_cb; /* server pushes (subscribe), or NULL */
     void *push_arg;
     char errmsg[512];
+    /* The hello of the current connection was refused: its code and
+     * "hello refused (CODE): sentence", named by the requests refused after
+     * it. */
+    int hello_status;
+    char hello_err[400];
 };
 
 void client_set_errmsg(mqhub_client_t *c, const char *fmt, ...)
@@ -289,8 +294,25 @@ static void hello_done(void *arg, int status, const msgpack_object *resp,
                        msgpack_zone **zone, const char *errmsg)
 {
     mqhub_client_t *c = arg;
-    if (status != 0)
-        client_set_errmsg(c, "hello: %s", errmsg);
+    (void)resp, (void)zone;
+    if (status != 0) {
+        c->hello_status = status;
+        snprintf(c->hello_err, sizeof c->hello_err, "hello refused (%s): %s",
+                 mqhub_err_name(status), errmsg ? errmsg : "");
+        client_set_errmsg(c, "%s", c->hello_err);
+    }
+}
+
+/* The sentence of a request refused UNAUTHORIZED because this connection's
+ * hello was refused ("this server needs a token: send hello first" says
+ * nothing of why): the hello's code and sentence instead, into @buf. */
+static int hello_refusal(const mqhub_client_t *c, const pending_t *p, int err, char *buf,
+                         size_t size)
+{
+    if (err != MQHUB_EUNAUTHORIZED || c->hello_status == 0 || p->fn == hello_done)
+        return err;
+    snprintf(buf, size, "%s", c->hello_err);
+    return c->hello_status;
 }
 
 /* Queue hello {version, client, token} ahead of everything else. */
@@ -376,6 +398,7 @@ static int conn_open(mqhub_client_t *c, int timeout_ms)
     c->fd = fd;
     c->out.off = c->out.len = 0;
     c->in.off = c->in.len = 0;
+    c->hello_status = 0;
     return c->token ? queue_hello(c) : 0;
 }
 
@@ -567,6 +590,7 @@ static int dispatch(mqhub_client_t *c, msgpack_zone *zone, const msgpack_object 
                       ? mqhub_err_from_name(code, cl) : MQHUB_EINTERNAL;
         if (!retry_answer(c, &c->pend[i], err, map)) {
             client_copy_str(map, "error", sentence, sizeof sentence);
+            err = hello_refusal(c, &c->pend[i], err, sentence, sizeof sentence);
             pending_finish(c, i, err, map, &zone, sentence);
             delivered = 1;
         }

@@ -1,5 +1,5 @@
 /* topic_ops.c: libmqhub's topic operations (docs/protocol.md "Topics" and "Push
- * delivery"): topics, publish, subscriptions, and push consumption
+ * delivery"): topics (and topic.peek), publish, subscriptions, and push consumption
  * (subscribe / credit / ack / unsubscribe, and the decoding of pushes for
  * mqhub_client_on_push).
  *
@@ -130,6 +130,20 @@ int mqhub_client_topic_list(mqhub_client_t *c, const char *prefix, uint64_t offs
     client_req_t r;
     client_list_req(c, &r, "topic.list", prefix, offset, limit);
     return client_list_call(c, &r, "topics", out);
+}
+
+int mqhub_client_topic_peek(mqhub_client_t *c, const char *topic, const char *subscription,
+                            uint32_t max, uint64_t from, mqhub_response_t *out)
+{
+    client_req_t r;
+    client_req_init(c, &r, "topic.peek", 2 + (subscription != NULL) + (from != 0));
+    client_pack_kv_str(&r.pk, "topic", topic);
+    if (subscription != NULL)
+        client_pack_kv_str(&r.pk, "subscription", subscription);
+    client_pack_kv_uint(&r.pk, "max", max);
+    if (from != 0)
+        client_pack_kv_uint(&r.pk, "from", from);
+    return client_call(c, &r, out);
 }
 
 /* ------------------------------------------------------------ publish */

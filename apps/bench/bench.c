@@ -5,6 +5,7 @@
  *   (publish|push: the topic modes, topic_bench.c)
  *       [--size B] [--batch N] [--window N] [--duration S | --count N]
  *       [--rate R] [--recv-max M] [--threads T] [--queue Q] [--json]
+ *       [--quiet | --progress]
  *
  * Each connection drives libmqhub's pipelined API: keep --window requests in
  * flight, poll for answers; by default one thread per connection, with
@@ -13,7 +14,12 @@
  * send_batch when --batch > 1) and record send->ack latency per request in a
  * log-linear histogram, optionally paced to --rate messages/s in total;
  * consumers receive up to --recv-max messages per request and delete them. It always stops by itself (duration, count, or a consumer idle for
- * 2 s after the producers finished). Start at main(), then drive(),
+ * 2 s after the producers finished). Every failed request, and every failed
+ * item of a send_batch or delete, is counted by its code (errors_by_code)
+ * and phase. While it runs the main thread prints a progress line a second
+ * on stderr (rates, errors so far) when stderr is a terminal, unless
+ * --quiet (--progress: also when it is not); at the end a summary, or with
+ * --json one object (report()). Start at main(), then drive(),
  * producer_step() and consumer_step(). docs/client.md shows figures.
  */
 #include <getopt.h>
@@ -23,15 +29,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
+#include "bench_common.h"
 #include "mqhub/client.h"
 #include "topic_bench.h"
 
 #define HIST_SUB 32   /* sub-buckets per power of two: ~3% resolution */
 #define HIST_BUCKETS (64 * HIST_SUB)
 #define IDLE_STOP_MS 2000
+enum { PHASE_PRODUCE, PHASE_CONSUME, PHASES };
 
 typedef struct hist {
     uint64_t b[HIST_BUCKETS];
@@ -47,9 +56,12 @@ typedef struct bench {
     double duration;   /* seconds, 0 when --count */
     uint64_t count;    /* messages per role, 0 when --duration */
     bool json;
+    bool quiet, progress; /* progress lines: off / on even when not a terminal */
     uint64_t t_start, t_end; /* ms */
-    atomic_uint_fast64_t produced, consumed, claimed, errors;
-    atomic_int producers_left;
+    atomic_uint_fast64_t produced, consumed, claimed;
+    bench_errors_t errors;                          /* by phase and code */
+    atomic_uint_fast64_t phase_end[PHASES];         /* ms: its last worker finished */
+    atomic_int producers_left, threads_left;
     char *body;
 } bench_t;
 
@@ -170,7 +182,7 @@ static void acked(worker_t *w, uint64_t t0_us, uint64_t n, int status)
 {
     w->inflight--;
     if (status != 0) {
-        atomic_fetch_add(&w->b->errors, 1);
+        bench_errors_count(&w->b->errors, PHASE_PRODUCE, status);
         return;
     }
     hist_add(&w->hist, now_us() - t0_us);
@@ -188,8 +200,7 @@ static void on_send(void *arg, const mqhub_send_result_t *res)
 static void on_batch(void *arg, int status, const msgpack_object *resp, const char *errmsg)
 {
     req_t *r = arg;
-    const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
-    uint64_t n = res && res->type == MSGPACK_OBJECT_ARRAY ? res->via.array.size : 0;
+    uint64_t n = status == 0 ? bench_errors_count_items(&r->w->b->errors, PHASE_PRODUCE, resp) : 0;
     acked(r->w, r->t0_us, n, status);
     free(r);
 }
@@ -269,7 +280,7 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
     worker_t *w = arg;
     w->inflight--;
     if (status != 0) {
-        atomic_fetch_add(&w->b->errors, 1);
+        bench_errors_count(&w->b->errors, PHASE_CONSUME, status);
         return;
     }
     const msgpack_object *msgs = mqhub_map_get(resp, "msgs");
@@ -282,13 +293,10 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
 static void on_delete(void *arg, int status, const msgpack_object *resp, const char *errmsg)
 {
     req_t *r = arg;
-    const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
-    uint64_t n = 0;
+    uint64_t n = status == 0 ? bench_errors_count_items(&r->w->b->errors, PHASE_CONSUME, resp) : 0;
     r->w->inflight--;
-    for (uint32_t i = 0; res && res->type == MSGPACK_OBJECT_ARRAY && i < res->via.array.size; i++)
-        n += mqhub_map_get(&res->via.array.ptr[i], "code") == NULL;
     if (status != 0)
-        atomic_fetch_add(&r->w->b->errors, 1);
+        bench_errors_count(&r->w->b->errors, PHASE_CONSUME, status);
     r->w->done += n;
     atomic_fetch_add(&r->w->b->consumed, n);
     free(r);
@@ -377,6 +385,15 @@ typedef struct group {
     pthread_t tid;
 } group_t;
 
+/* Worker @w has finished: its phase ends no earlier than now. */
+static void phase_done(worker_t *w)
+{
+    atomic_uint_fast64_t *end = &w->b->phase_end[w->producer ? PHASE_PRODUCE : PHASE_CONSUME];
+    uint64_t t = now_us() / 1000, cur = atomic_load(end);
+    while (cur < t && !atomic_compare_exchange_weak(end, &cur, t))
+        ;
+}
+
 static void *drive(void *arg)
 {
     group_t *g = arg;
@@ -398,6 +415,8 @@ static void *drive(void *arg)
                 producer_step(w);
             else
                 consumer_step(w);
+            if (!w->live)
+                phase_done(w);
             live += w->live;
         }
         if (g->n > 1) { /* shared thread: polls do not block, so yield a little */
@@ -405,6 +424,7 @@ static void *drive(void *arg)
             nanosleep(&ts, NULL);
         }
     }
+    atomic_fetch_sub(&g->w[0]->b->threads_left, 1);
     return NULL;
 }
 
@@ -427,7 +447,11 @@ static void usage(FILE *f)
           "  --recv-max M       messages per receive (default: --batch)\n"
           "  --threads T        client threads shared by the connections (default: one each)\n"
           "  --queue Q          queue (default bench; created if missing)\n"
-          "  --json             print one JSON object\n", f);
+          "  --json             print one JSON object: per phase rates, latency\n"
+          "                     percentiles, errors by code\n"
+          "  --quiet            no progress line (printed each second on stderr when it\n"
+          "                     is a terminal)\n"
+          "  --progress         the progress lines even when stderr is not a terminal\n", f);
 }
 
 static int parse(bench_t *b, int argc, char **argv, int *mode)
@@ -438,7 +462,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
         {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},    {"threads", 1, NULL, 't'},
         {"ca", 1, NULL, 'a'},     {"token", 1, NULL, 'k'},       {"help", 0, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"quiet", 0, NULL, 'Q'},  {"progress", 0, NULL, 'P'},    {NULL, 0, NULL, 0},
     };
     const char *env = getenv("MQHUB_SERVER"), *token = getenv("MQHUB_TOKEN");
     int o;
@@ -461,6 +485,8 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         case 'm': b->recv_max = (unsigned)atoi(optarg); break;
         case 't': b->threads = (unsigned)atoi(optarg); break;
         case 'j': b->json = true; break;
+        case 'Q': b->quiet = true; break;
+        case 'P': b->progress = true; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -498,7 +524,18 @@ static int prepare_queue(bench_t *b)
     return rc != 0 && rc != MQHUB_EEXISTS ? 1 : 0;
 }
 
-static void report(bench_t *b, worker_t *w, unsigned n, double secs)
+/* The seconds phase @p took (start to its last worker's end; the whole run
+ * when it had no worker or none finished). */
+static double phase_secs(bench_t *b, int p, double secs)
+{
+    uint64_t end = atomic_load(&b->phase_end[p]);
+    return end > b->t_start ? (double)(end - b->t_start) / 1e3 : secs;
+}
+
+/* The summary: a table for people, or with --json one object (the flat
+ * fields scripts read — produced, produce_msgs_per_s, latency_p99_ms, errors
+ * ... — plus "phases" with each phase's own rate and "errors_by_code"). */
+static void report(bench_t *b, int mode, worker_t *w, unsigned n, double secs)
 {
     hist_t h = {0};
     for (unsigned i = 0; i < n; i++) {
@@ -509,18 +546,34 @@ static void report(bench_t *b, worker_t *w, unsigned n, double secs)
         h.n += w[i].hist.n;
         h.max = w[i].hist.max > h.max ? w[i].hist.max : h.max;
     }
-    double prod = (double)atomic_load(&b->produced), cons = (double)atomic_load(&b->consumed);
-    double p50 = hist_pct(&h, 50) / 1e3, p99 = hist_pct(&h, 99) / 1e3,
-           p999 = hist_pct(&h, 99.9) / 1e3, max = h.max / 1e3;
+    uint64_t prod = atomic_load(&b->produced), cons = atomic_load(&b->consumed);
+    uint64_t errors = bench_errors_total(&b->errors, -1);
+    double psecs = phase_secs(b, PHASE_PRODUCE, secs), csecs = phase_secs(b, PHASE_CONSUME, secs);
+    double p50 = hist_pct(&h, 50) / 1e3, p90 = hist_pct(&h, 90) / 1e3,
+           p99 = hist_pct(&h, 99) / 1e3, p999 = hist_pct(&h, 99.9) / 1e3, max = h.max / 1e3;
     if (b->json) {
-        json_t *j = json_pack("{s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:f,s:f,s:f,s:I,s:i,s:i,s:i,s:i}",
+        json_t *phases = json_object();
+        if (mode & 1) {
+            json_t *pj = bench_phase_json(&b->errors, PHASE_PRODUCE, prod, psecs, b->size);
+            json_object_set_new(pj, "latency_ms",
+                                json_pack("{s:f,s:f,s:f,s:f,s:f}", "p50", p50, "p90", p90, "p99",
+                                          p99, "p999", p999, "max", max));
+            json_object_set_new(phases, "produce", pj);
+        }
+        if (mode & 2)
+            json_object_set_new(phases, "consume",
+                                bench_phase_json(&b->errors, PHASE_CONSUME, cons, csecs, b->size));
+        json_t *j = json_pack("{s:s,s:f,s:I,s:f,s:f,s:I,s:f,s:f,s:f,s:f,s:f,s:I,s:o,s:o,s:i,"
+                              "s:i,s:i,s:i}",
+                              "mode", mode == 1 ? "produce" : mode == 2 ? "consume" : "both",
                               "seconds", secs, "produced", (json_int_t)prod, "produce_msgs_per_s",
-                              prod / secs, "produce_mb_per_s", prod * b->size / secs / 1e6,
-                              "consumed", (json_int_t)cons, "consume_msgs_per_s", cons / secs,
+                              prod / psecs, "produce_mb_per_s", (double)prod * b->size / psecs / 1e6,
+                              "consumed", (json_int_t)cons, "consume_msgs_per_s", cons / csecs,
                               "latency_p50_ms", p50, "latency_p99_ms", p99, "latency_p999_ms",
-                              p999, "latency_max_ms", max, "errors", (json_int_t)atomic_load(&b->errors), "connections",
-                              (int)b->conns, "size", (int)b->size, "batch", (int)b->batch,
-                              "window", (int)b->window);
+                              p999, "latency_max_ms", max, "errors", (json_int_t)errors,
+                              "errors_by_code", bench_errors_json(&b->errors, -1), "phases", phases,
+                              "connections", (int)b->conns, "size", (int)b->size, "batch",
+                              (int)b->batch, "window", (int)b->window);
         json_dumpf(j, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(j);
@@ -529,13 +582,13 @@ static void report(bench_t *b, worker_t *w, unsigned n, double secs)
     printf("%.2f s, %u connections, %u-byte bodies, batch %u, window %u\n", secs, b->conns,
            b->size, b->batch, b->window);
     if (prod > 0)
-        printf("produced  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s   send->ack p50 %.3f ms  "
-               "p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", prod, prod / secs,
-               prod * b->size / secs / 1e6, p50, p99, p999, max);
+        printf("produced  %10llu msgs  %10.0f msgs/s  %8.2f MB/s   send->ack p50 %.3f ms  "
+               "p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", (unsigned long long)prod,
+               prod / psecs, (double)prod * b->size / psecs / 1e6, p50, p99, p999, max);
     if (cons > 0)
-        printf("consumed  %10.0f msgs  %10.0f msgs/s  %8.2f MB/s\n", cons, cons / secs,
-               cons * b->size / secs / 1e6);
-    printf("errors    %llu\n", (unsigned long long)atomic_load(&b->errors));
+        printf("consumed  %10llu msgs  %10.0f msgs/s  %8.2f MB/s\n", (unsigned long long)cons,
+               cons / csecs, (double)cons * b->size / csecs / 1e6);
+    bench_errors_print(&b->errors, stdout);
 }
 
 static int run(bench_t *b, int mode)
@@ -561,6 +614,7 @@ static int run(bench_t *b, int mode)
     }
     b->t_start = now_us() / 1000;
     b->t_end = b->t_start + (uint64_t)(b->duration * 1000);
+    atomic_store(&b->threads_left, rc == 0 ? (int)nt : 0);
     for (unsigned t = 0, k = 0; rc == 0 && t < nt; t++) { /* worker i goes to thread i % nt */
         g[t].w = order + k;
         for (unsigned i = t; i < n; i += nt)
@@ -568,11 +622,15 @@ static int run(bench_t *b, int mode)
         g[t].n = (unsigned)(order + k - g[t].w);
         pthread_create(&g[t].tid, NULL, drive, &g[t]);
     }
+    /* a progress line a second on stderr while the threads run */
+    bench_meter_t meters[] = {{"produced", &b->produced, 0}, {"consumed", &b->consumed, 0}};
+    bench_progress_run(&b->threads_left, bench_progress_wanted(b->quiet, b->progress),
+                       b->t_start, meters, 2, &b->errors);
     for (unsigned t = 0; rc == 0 && t < nt; t++)
         pthread_join(g[t].tid, NULL);
     double secs = (double)(now_us() / 1000 - b->t_start) / 1e3;
     if (rc == 0)
-        report(b, w, n, secs > 0 ? secs : 1e-3);
+        report(b, mode, w, n, secs > 0 ? secs : 1e-3);
     for (unsigned i = 0; i < connected; i++) {
         rc |= w[i].failed;
         mqhub_client_close(w[i].c);

@@ -8,7 +8,9 @@
  * backlog message after the send phase, and the size and time of a snapshot
  * of that backlog (raft keeps it in memory until it is written).
  * --queues: N queue.create instead (names in scrambled order, so name order
- * is not id order), 1000 queue.list pages at spread offsets, and a restart:
+ * is not id order), 1000 queue.list pages at spread offsets, one small send
+ * into each queue and 20 ticks (a second apart: the cost of the periodic
+ * tick with N non-empty queues), and a restart:
  * snapshot, then restore into a fresh state machine (store load + rebuild),
  * timed (queues_main). Start at main(); each phase is one call of
  * run_phase().
@@ -180,6 +182,30 @@ static void make_create(struct bench *b, size_t i, msgpack_packer *pk)
     (void)b;
 }
 
+/* A small message into queue i (its own name). */
+static void make_send_each(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    char name[16];
+    queue_name(name, sizeof(name), i);
+    msgpack_pack_map(pk, 3);
+    pack_str(pk, "op");
+    pack_str(pk, "send");
+    pack_str(pk, "queue");
+    pack_str(pk, name);
+    pack_str(pk, "body");
+    pack_str(pk, "x");
+    (void)b;
+}
+
+static void make_tick(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 1);
+    pack_str(pk, "op");
+    pack_str(pk, "tick");
+    b->now += 1000; /* one tick a second, as the leader proposes them */
+    (void)i;
+}
+
 /* One queue.list read (limit 100 from @offset); 0 when the page is full. */
 static int list_page(fsm_t *f, uint64_t offset)
 {
@@ -226,6 +252,13 @@ static int queues_main(struct bench *b, size_t n, const char *dir2)
         bad |= list_page(b->f, (uint64_t)(i * (n - 100) / 1000));
     printf("list     %10d pages of 100 in %.3f s%s\n", n >= 100 ? 1000 : 0, now_s() - t0,
            bad ? " (some pages short!)" : "");
+    /* The periodic tick over @n queues that each hold a message (none due
+     * to expire): what every node pays once a second. */
+    unsigned batch = b->batch;
+    rc |= run_phase(b, "send", n, make_send_each);
+    b->batch = 1;
+    rc |= run_phase(b, "tick", 20, make_tick);
+    b->batch = batch;
     if (rf->snapshot(rf, &bufs, &nb) != 0 || nb != 1 || fsm_open(&g, dir2, err, sizeof(err)) != 0) {
         fprintf(stderr, "snapshot or open failed\n");
         return 1;

@@ -5,14 +5,18 @@
  *       them match every message)
  *   mqhub-bench push [--credit N] ...               publish, and consume the
  *       same topic through one push subscription (subscribe, ack)
- *   common: [--server H:P] [--connections N] [--size B] [--batch N]
- *       [--window N] [--duration S] [--topic T] [--json]
+ *   common: [--server H:P] [--ca FILE] [--token T] [--connections N] [--size B]
+ *       [--batch N] [--window N] [--duration S] [--topic T] [--json] [--quiet | --progress]
  *   (`--mode publish|push` is accepted as well as the positional word)
  *
  * One thread per connection, pipelined like the queue modes of bench.c:
  * producers keep --window publish (or publish_batch) requests in flight;
  * push consumers subscribe with --credit and acknowledge what arrived after
- * every poll. Start at topic_bench_main(), then publisher() and pusher().
+ * every poll. As in the queue modes (bench_common.c): every failed request
+ * or batch item is counted by phase (publish, push) and code, the main
+ * thread prints a progress line a second on stderr when it is a terminal
+ * (--quiet: never, --progress: always), and --json has errors_by_code and
+ * phases. Start at topic_bench_main(), then publisher() and pusher().
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -24,26 +28,33 @@
 
 #include <jansson.h>
 
+#include "bench_common.h"
 #include "clock.h"
 #include "mqhub/client.h"
 #include "topic_bench.h"
 
 #define IDLE_STOP_MS 2000
+enum { PHASE_PUBLISH, PHASE_PUSH };
 
 typedef struct tbench {
     const char *server, *topic;
+    const char *ca;    /* TLS: the CA of the server's certificate, or NULL */
+    const char *token; /* hello's token (env MQHUB_TOKEN), or NULL */
     unsigned conns, size, batch, window, subs, credit;
     bool filter, push, json;
+    bool quiet, progress; /* progress lines: off / on even when not a terminal */
     double duration;
     uint64_t t0, t_end; /* ms */
     atomic_uint_fast64_t t_pub_done, t_last_ack; /* ms, for the rates */
-    atomic_uint_fast64_t published, delivered, consumed, errors;
-    atomic_int publishers_left;
+    atomic_uint_fast64_t published, delivered, consumed;
+    bench_errors_t errors; /* by phase and code */
+    atomic_int publishers_left, running;
     char *body;
 } tbench_t;
 
 typedef struct tworker {
     tbench_t *b;
+    bool publisher; /* else a push consumer */
     pthread_t tid;
     mqhub_client_t *c;
     unsigned inflight;
@@ -95,7 +106,7 @@ static void on_publish(void *arg, const mqhub_publish_result_t *res)
     tworker_t *w = arg;
     w->inflight--;
     if (res->status != 0) {
-        atomic_fetch_add(&w->b->errors, 1);
+        bench_errors_count(&w->b->errors, PHASE_PUBLISH, res->status);
         return;
     }
     atomic_fetch_add(&w->b->published, 1);
@@ -108,18 +119,17 @@ static void on_publish_batch(void *arg, int status, const msgpack_object *resp,
     tworker_t *w = arg;
     const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
     w->inflight--;
-    if (!res || res->type != MSGPACK_OBJECT_ARRAY) {
-        atomic_fetch_add(&w->b->errors, 1);
+    if (status != 0 || !res || res->type != MSGPACK_OBJECT_ARRAY) {
+        bench_errors_count(&w->b->errors, PHASE_PUBLISH, status ? status : MQHUB_EINTERNAL);
         return;
     }
+    /* items with a code are counted by it; the others were published */
+    atomic_fetch_add(&w->b->published,
+                     bench_errors_count_items(&w->b->errors, PHASE_PUBLISH, resp));
     for (uint32_t i = 0; i < res->via.array.size; i++) {
         const msgpack_object *d = mqhub_map_get(&res->via.array.ptr[i], "delivered");
-        if (!d || d->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            atomic_fetch_add(&w->b->errors, 1);
-            continue;
-        }
-        atomic_fetch_add(&w->b->published, 1);
-        atomic_fetch_add(&w->b->delivered, d->via.u64);
+        if (d && d->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            atomic_fetch_add(&w->b->delivered, d->via.u64);
     }
 }
 
@@ -137,11 +147,13 @@ static void *publisher(void *arg)
 {
     tworker_t *w = arg;
     bool more = true;
+    int rc = 0;
     while (more || w->inflight > 0) {
         while (more && w->inflight < w->b->window) {
             more = clock_mono_ms() < w->b->t_end;
-            if (more && submit_publish(w) != 0) {
+            if (more && (rc = submit_publish(w)) != 0) {
                 fprintf(stderr, "mqhub-bench: publish: %s\n", mqhub_client_errmsg(w->c));
+                bench_errors_count(&w->b->errors, PHASE_PUBLISH, rc);
                 more = false;
             } else if (more) {
                 w->inflight++;
@@ -178,13 +190,12 @@ static void on_push(void *arg, const mqhub_push_t *p)
 static void on_ack(void *arg, int status, const msgpack_object *resp, const char *errmsg)
 {
     tworker_t *w = arg;
-    const msgpack_object *res = status == 0 ? mqhub_map_get(resp, "results") : NULL;
     w->inflight--;
-    if (!res || res->type != MSGPACK_OBJECT_ARRAY) {
-        atomic_fetch_add(&w->b->errors, 1);
+    if (status != 0) {
+        bench_errors_count(&w->b->errors, PHASE_PUSH, status);
         return;
     }
-    atomic_fetch_add(&w->b->consumed, res->via.array.size);
+    atomic_fetch_add(&w->b->consumed, bench_errors_count_items(&w->b->errors, PHASE_PUSH, resp));
     atomic_store(&w->b->t_last_ack, clock_mono_ms());
 }
 
@@ -193,8 +204,10 @@ static void *pusher(void *arg)
     tworker_t *w = arg;
     tbench_t *b = w->b;
     mqhub_client_on_push(w->c, on_push, w);
-    if (mqhub_client_subscribe(w->c, b->topic, "push", b->credit) != 0) {
+    int rc = mqhub_client_subscribe(w->c, b->topic, "push", b->credit);
+    if (rc != 0) {
         fprintf(stderr, "mqhub-bench: subscribe: %s\n", mqhub_client_errmsg(w->c));
+        bench_errors_count(&b->errors, PHASE_PUSH, rc);
         return NULL;
     }
     w->last_msg_ms = clock_mono_ms();
@@ -203,8 +216,11 @@ static void *pusher(void *arg)
             break;
         for (size_t off = 0; off < w->n_acks; off += MQHUB_BATCH_MAX) {
             size_t n = w->n_acks - off < MQHUB_BATCH_MAX ? w->n_acks - off : MQHUB_BATCH_MAX;
-            if (mqhub_client_ack_async(w->c, b->topic, "push", w->acks + off, n, on_ack, w) == 0)
+            rc = mqhub_client_ack_async(w->c, b->topic, "push", w->acks + off, n, on_ack, w);
+            if (rc == 0)
                 w->inflight++;
+            else
+                bench_errors_count(&b->errors, PHASE_PUSH, rc);
         }
         w->n_acks = 0;
         if (atomic_load(&b->publishers_left) == 0 && w->inflight == 0 &&
@@ -225,7 +241,8 @@ static int prepare(tbench_t *b)
     mqhub_topic_attrs_t ta = {.set = MQHUB_TOPIC_MAX_MSG_SIZE | MQHUB_TOPIC_RETENTION,
                               .max_msg_size = b->size > 65536 ? b->size : 65536,
                               .retention = 600};
-    int rc = mqhub_client_connect(&c, b->server, NULL, err, sizeof err);
+    mqhub_client_opts_t co = {.tls_ca = b->ca, .token = b->token};
+    int rc = mqhub_client_connect(&c, b->server, &co, err, sizeof err);
     if (rc != 0) {
         fprintf(stderr, "mqhub-bench: %s\nis mqhubd running? start it with `make run`\n", err);
         return 3;
@@ -265,15 +282,25 @@ static void report(tbench_t *b)
     double secs = (double)(atomic_load(&b->t_pub_done) - b->t0) / 1e3;
     double csecs = last > b->t0 ? (double)(last - b->t0) / 1e3 : secs;
     if (b->json) {
-        json_t *j = json_pack("{s:s,s:f,s:I,s:f,s:f,s:I,s:I,s:f,s:I,s:i,s:i,s:i,s:i,s:b}",
+        /* phases as in the queue modes: publish, and push (acked) */
+        json_t *phases = json_object();
+        json_t *pj = bench_phase_json(&b->errors, PHASE_PUBLISH, (uint64_t)pub, secs, b->size);
+        json_object_set_new(pj, "delivered", json_integer((json_int_t)del));
+        json_object_set_new(phases, "publish", pj);
+        if (b->push)
+            json_object_set_new(phases, "push", bench_phase_json(&b->errors, PHASE_PUSH,
+                                                                 (uint64_t)con, csecs, b->size));
+        json_t *j = json_pack("{s:s,s:f,s:I,s:f,s:f,s:I,s:I,s:f,s:I,s:o,s:o,s:i,s:i,s:i,s:i,"
+                              "s:b}",
                               "mode", b->push ? "push" : "publish", "seconds", secs,
                               "published", (json_int_t)pub, "publish_msgs_per_s", pub / secs,
                               "publish_mb_per_s", pub * b->size / secs / 1e6,
                               "delivered", (json_int_t)del, "consumed", (json_int_t)con,
                               "consume_msgs_per_s", con / csecs, "errors",
-                              (json_int_t)atomic_load(&b->errors), "subs", (int)b->subs,
-                              "connections", (int)b->conns, "size", (int)b->size, "batch",
-                              (int)b->batch, "filter", b->filter);
+                              (json_int_t)bench_errors_total(&b->errors, -1), "errors_by_code",
+                              bench_errors_json(&b->errors, -1), "phases", phases, "subs",
+                              (int)b->subs, "connections", (int)b->conns, "size", (int)b->size,
+                              "batch", (int)b->batch, "filter", b->filter);
         json_dumpf(j, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(j);
@@ -286,31 +313,50 @@ static void report(tbench_t *b)
            pub / secs, pub * b->size / secs / 1e6, pub > 0 ? del / pub : 0);
     if (b->push)
         printf("pushed    %10.0f msgs  %10.0f msgs/s acked\n", con, con / csecs);
-    printf("errors    %llu\n", (unsigned long long)atomic_load(&b->errors));
+    bench_errors_print(&b->errors, stdout);
+}
+
+/* A worker thread: publisher() or pusher(); counts itself out of
+ * b->running (which ends the progress lines) when done. */
+static void *worker_main(void *arg)
+{
+    tworker_t *w = arg;
+    if (w->publisher)
+        publisher(w);
+    else
+        pusher(w);
+    atomic_fetch_sub(&w->b->running, 1);
+    return NULL;
 }
 
 static int run(tbench_t *b)
 {
     unsigned n = b->conns * (b->push ? 2 : 1), started = 0;
     tworker_t *w = calloc(n, sizeof *w);
-    mqhub_client_opts_t o = {.window = b->window * 2, .client_name = "mqhub-bench"};
+    mqhub_client_opts_t o = {.window = b->window * 2, .client_name = "mqhub-bench",
+                             .tls_ca = b->ca, .token = b->token};
     char err[512];
     int rc = 0;
     b->t0 = clock_mono_ms();
     b->t_end = b->t0 + (uint64_t)(b->duration * 1000);
     atomic_store(&b->publishers_left, (int)b->conns);
+    atomic_store(&b->running, (int)n);
     for (unsigned i = 0; i < n && rc == 0; i++) {
-        bool pub = i < b->conns;
         w[i].b = b;
+        w[i].publisher = i < b->conns;
         if (mqhub_client_connect(&w[i].c, b->server, &o, err, sizeof err) != 0 ||
-            (pub && b->batch > 1 && build_batch(&w[i]) != 0)) {
+            (w[i].publisher && b->batch > 1 && build_batch(&w[i]) != 0)) {
             fprintf(stderr, "mqhub-bench: connect %s: %s\n", b->server, err);
             rc = 3;
             break;
         }
-        pthread_create(&w[i].tid, NULL, pub ? publisher : pusher, &w[i]);
+        pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
         started++;
     }
+    atomic_fetch_sub(&b->running, (int)(n - started)); /* those never started */
+    bench_meter_t meters[] = {{"published", &b->published, 0}, {"pushed", &b->consumed, 0}};
+    bench_progress_run(&b->running, bench_progress_wanted(b->quiet, b->progress), b->t0,
+                       meters, b->push ? 2 : 1, &b->errors);
     for (unsigned i = 0; i < started; i++)
         pthread_join(w[i].tid, NULL);
     if (rc == 0)
@@ -332,8 +378,9 @@ static void usage(FILE *f)
           "  --filter           tag filters on the subscriptions; half of them match\n"
           "  --credit N         push: credit window per consumer (default 1000)\n"
           "  --topic T          topic (default bench-topic; recreated)\n"
-          "  --server H:P  --connections N  --size B  --batch N  --window N\n"
-          "  --duration S  --json           as for produce/consume\n", f);
+          "  --server H:P  --ca FILE  --token T  --connections N  --size B  --batch N\n"
+          "  --window N  --duration S  --json  --quiet  --progress   as for produce/consume\n",
+          f);
 }
 
 static int parse(tbench_t *b, int argc, char **argv)
@@ -343,17 +390,20 @@ static int parse(tbench_t *b, int argc, char **argv)
         {"batch", 1, NULL, 'b'},  {"window", 1, NULL, 'w'},      {"duration", 1, NULL, 'd'},
         {"subs", 1, NULL, 'S'},   {"filter", 0, NULL, 'f'},      {"credit", 1, NULL, 'C'},
         {"topic", 1, NULL, 't'},  {"json", 0, NULL, 'j'},        {"mode", 1, NULL, 'M'},
-        {"help", 0, NULL, 'h'},   {NULL, 0, NULL, 0},
+        {"quiet", 0, NULL, 'Q'},  {"progress", 0, NULL, 'P'},    {"help", 0, NULL, 'h'},
+        {"ca", 1, NULL, 'a'},     {"token", 1, NULL, 'k'},       {NULL, 0, NULL, 0},
     };
-    const char *env = getenv("MQHUB_SERVER"), *mode = NULL;
+    const char *env = getenv("MQHUB_SERVER"), *token = getenv("MQHUB_TOKEN"), *mode = NULL;
     int o;
     *b = (tbench_t){.server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS, .topic = "bench-topic",
                     .conns = 4, .size = 1024, .batch = 1, .window = 64, .duration = 5,
-                    .subs = 4, .credit = 1000};
+                    .subs = 4, .credit = 1000, .token = token && *token ? token : NULL};
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 's': b->server = optarg; break;
+        case 'a': b->ca = optarg; break;
+        case 'k': b->token = optarg; break;
         case 'c': b->conns = (unsigned)atoi(optarg); break;
         case 'z': b->size = (unsigned)atoi(optarg); break;
         case 'b': b->batch = (unsigned)atoi(optarg); break;
@@ -364,6 +414,8 @@ static int parse(tbench_t *b, int argc, char **argv)
         case 'C': b->credit = (unsigned)atoi(optarg); break;
         case 't': b->topic = optarg; break;
         case 'j': b->json = true; break;
+        case 'Q': b->quiet = true; break;
+        case 'P': b->progress = true; break;
         case 'M': mode = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;

@@ -1,7 +1,7 @@
 /* cli.h: shared pieces of the mqhub command-line tool (apps/mqhub).
  * cli_* live in main.c (with the command table), the commands cmd_<file>_*
  * in cmd_<file>.c (cmd_queue.c, cmd_messages.c, cmd_topic.c, cmd_cluster.c,
- * cmd_script.c, cmd_user.c), out_* in out.c. */
+ * cmd_script.c, cmd_user.c, cmd_conn.c, cmd_context.c), out_* in out.c. */
 #ifndef MQHUB_CLI_H
 #define MQHUB_CLI_H
 
@@ -21,6 +21,11 @@ enum cli_exit { CLI_OK = 0, CLI_SERVER = 1, CLI_USAGE = 2, CLI_CONNECT = 3 };
 typedef struct cli {
     const char *server;
     const char *token;
+    const char *token_file; /* --token-file: the token is its first line */
+    /* --context NAME; after cmd_context_resolve() the context in use (NULL:
+     * none), and whether --server came from it */
+    const char *context;
+    bool server_from_context;
     /* TLS: --tls, or --ca/--cert (env MQHUB_CA, MQHUB_CERT, MQHUB_KEY) */
     bool tls;
     const char *ca, *cert, *cert_key;
@@ -83,10 +88,19 @@ int cli_unknown_subcommand(const char *group, const char *word);
  * exit code; a group's handler reads its word from cli->subcommand. */
 /* cmd_queue.c: `mqhub queue create|list|get|set|delete|purge|rewind|peek|redrive`. */
 int cmd_queue(cli_t *cli);
-/* cmd_messages.c: `mqhub send`, `mqhub recv`, `mqhub delete`. */
+/* --from SEQ (of `queue peek`, `topic peek`) into *@from (0 when absent);
+ * false when it is not a number. */
+bool cmd_queue_from_seq(const cli_t *cli, uint64_t *from);
+/* The key=value arguments after NAME (visibility_timeout=60, dashes
+ * accepted) into cli->attrs, as the options would: 0 or a usage error of
+ * @cmd (queue create/set, topic create/set). */
+int cmd_queue_kv_attrs(cli_t *cli, const char *cmd);
+/* cmd_messages.c: `mqhub send`, `mqhub recv`, `mqhub delete`,
+ * `mqhub change-visibility`. */
 int cmd_messages_send(cli_t *cli);
 int cmd_messages_recv(cli_t *cli);
 int cmd_messages_delete(cli_t *cli);
+int cmd_messages_change_visibility(cli_t *cli);
 /* All of @f into a malloc'ed buffer (*@len bytes, not NUL-terminated), NULL
  * when out of memory; the caller frees it. */
 char *cmd_messages_read_all(FILE *f, size_t *len);
@@ -100,6 +114,14 @@ int cmd_cluster(cli_t *cli);
 /* cmd_script.c: `mqhub script load|get|list|delete|test`, `mqhub block list|delete`. */
 int cmd_script(cli_t *cli);
 int cmd_script_block(cli_t *cli);
+/* cmd_context.c: `mqhub context add|use|list|show|del`. */
+int cmd_context(cli_t *cli);
+/* Fill the connection options the flags left unset: from the environment,
+ * then the context (--context, $MQHUB_CONTEXT or the selected one), then
+ * the defaults. 0, or CLI_USAGE having said what is wrong (no such context,
+ * a contexts file others may read that holds a token, a token file that
+ * cannot be read). */
+int cmd_context_resolve(cli_t *cli);
 /* cmd_user.c: `mqhub user add|del|list|grant|revoke`. */
 int cmd_user(cli_t *cli);
 /* cmd_conn.c: `mqhub connections`, `mqhub consumers [--queue Q | --topic T]`. */
@@ -115,6 +137,9 @@ void out_table_print(table_t *t, FILE *f);   /* prints (unless @f is NULL), free
 void out_json(json_t *j);
 /* A body as JSON: "body" when valid UTF-8, else "body_base64". */
 void out_json_body(json_t *obj, const void *body, size_t len);
+/* "k=v,k=v" of a JSON object of strings, or "a,b" of an array, into @buf;
+ * "-" when empty (the TAGS and ATTRS cells of recv and peek). */
+void out_join_cell(char *buf, size_t size, json_t *v);
 /* A body for a table cell: text cut to @max chars, or "<N bytes>". */
 void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t max);
 bool out_utf8_valid(const unsigned char *p, size_t n);
@@ -131,5 +156,8 @@ const char *out_msg_body(const msgpack_object *m, size_t *len);
 /* Such a message as new JSON: every field the server returned, the body as
  * "body" or "body_base64" (out_json_body). */
 json_t *out_msg_json(const msgpack_object *m);
+/* The messages of a queue.peek or topic.peek reply as a new JSON array
+ * (out_msg_json each); *@next its "next" (0 when absent). */
+json_t *out_peek_json(const msgpack_object *reply, uint64_t *next);
 
 #endif

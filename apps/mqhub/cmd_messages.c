@@ -1,4 +1,5 @@
-/* cmd_messages.c: `mqhub send`, `mqhub recv` and `mqhub delete`.
+/* cmd_messages.c: `mqhub send`, `mqhub recv`, `mqhub delete` and `mqhub
+ * change-visibility`.
  * send takes one body (argument or stdin) or a batch file (one body per line,
  * sent with send_batch in chunks of MQHUB_BATCH_MAX); recv prints what
  * arrived — every field the server returns, tags and attrs included (it calls
@@ -402,4 +403,38 @@ int cmd_messages_delete(cli_t *cli)
     }
     free(st);
     return bad ? CLI_SERVER : CLI_OK;
+}
+
+/* ----------------------------------------------------- change-visibility */
+
+/* `change-visibility QUEUE RECEIPT SECONDS`: extend (or end, with 0) the
+ * lock of a received message (change_visibility). */
+int cmd_messages_change_visibility(cli_t *cli)
+{
+    const char *cmd = "change-visibility";
+    uint64_t at = 0;
+    char *end;
+    if (cli->n_args != 3)
+        return cli_usage_error(cmd, cli->n_args < 3 ? "give QUEUE, RECEIPT and SECONDS"
+                                                    : "too many arguments");
+    unsigned long long secs = strtoull(cli->args[2], &end, 10);
+    if (cli->args[2][0] < '0' || cli->args[2][0] > '9' || *end != '\0' ||
+        secs > MQHUB_VISIBILITY_TIMEOUT_MAX)
+        return cli_usage_error(cmd, "SECONDS takes 0-%d, not \"%s\"",
+                               MQHUB_VISIBILITY_TIMEOUT_MAX, cli->args[2]);
+    int rc = cli_connect(cli);
+    if (rc != 0)
+        return rc;
+    rc = mqhub_client_change_visibility(cli->client, cli->args[0], cli->args[1], (uint32_t)secs,
+                                        &at);
+    if (rc != 0)
+        return cli_fail(cli, rc, "change-visibility");
+    if (cli->json)
+        out_json(json_pack("{s:b,s:I}", "ok", 1, "next_visible_at", (json_int_t)at));
+    else if (secs == 0)
+        printf("message %s is visible again now\n", cli->args[1]);
+    else
+        printf("message %s stays locked for %llu s (until %llu ms since the epoch)\n",
+               cli->args[1], secs, (unsigned long long)at);
+    return CLI_OK;
 }

@@ -10,8 +10,7 @@
 
 #include "cli.h"
 
-/* Trailing key=value arguments (after NAME) are attributes too. */
-static int kv_attrs(cli_t *cli, const char *cmd)
+int cmd_queue_kv_attrs(cli_t *cli, const char *cmd)
 {
     for (int i = 1; i < cli->n_args; i++) {
         char *eq = strchr(cli->args[i], '=');
@@ -48,7 +47,7 @@ static int q_create_set(cli_t *cli, bool create)
     const char *cmd = create ? "queue create" : "queue set";
     int rc = need_name(cli, cmd, true);
     if (rc == 0)
-        rc = kv_attrs(cli, cmd);
+        rc = cmd_queue_kv_attrs(cli, cmd);
     if (rc != 0)
         return rc;
     if (cli->delay >= 0) {
@@ -236,23 +235,6 @@ static int q_rewind(cli_t *cli)
 
 /* ---- peek, redrive ---- */
 
-/* "k=v,k=v" of a JSON object of strings, or "a,b" of an array; "-" when empty. */
-static void join_cell(char *buf, size_t size, json_t *v)
-{
-    size_t off = 0, i;
-    const char *k;
-    json_t *x;
-    buf[0] = '\0';
-    json_object_foreach(v, k, x) if (off < size)
-        off += (size_t)snprintf(buf + off, size - off, "%s%s=%s", off ? "," : "", k,
-                                json_string_value(x) ? json_string_value(x) : "");
-    json_array_foreach(v, i, x) if (off < size)
-        off += (size_t)snprintf(buf + off, size - off, "%s%s", off ? "," : "",
-                                json_string_value(x) ? json_string_value(x) : "");
-    if (!buf[0])
-        snprintf(buf, size, "-");
-}
-
 static void peek_table(json_t *msgs)
 {
     table_t *t = out_table_new(6, "SEQ", "MSG_ID", "RECEIVES", "TAGS", "ATTRS", "BODY");
@@ -264,8 +246,8 @@ static void peek_table(json_t *msgs)
         snprintf(seq, sizeof seq, "%lld", (long long)json_integer_value(json_object_get(m, "seq")));
         snprintf(rc, sizeof rc, "%lld",
                  (long long)json_integer_value(json_object_get(m, "receive_count")));
-        join_cell(tags, sizeof tags, json_object_get(m, "tags"));
-        join_cell(attrs, sizeof attrs, json_object_get(m, "attrs"));
+        out_join_cell(tags, sizeof tags, json_object_get(m, "tags"));
+        out_join_cell(attrs, sizeof attrs, json_object_get(m, "attrs"));
         if (b)
             out_body_cell(body, sizeof body, json_string_value(b), json_string_length(b), 60);
         else
@@ -276,9 +258,7 @@ static void peek_table(json_t *msgs)
     out_table_print(t, stdout);
 }
 
-/* --from SEQ of `queue peek` into *@from (0 when absent); false when it is
- * not a number. */
-static bool from_seq(const cli_t *cli, uint64_t *from)
+bool cmd_queue_from_seq(const cli_t *cli, uint64_t *from)
 {
     char *end;
     *from = 0;
@@ -298,7 +278,7 @@ static int q_peek(cli_t *cli)
     int rc = need_name(cli, "queue peek", false);
     if (rc != 0)
         return rc;
-    if (!from_seq(cli, &from))
+    if (!cmd_queue_from_seq(cli, &from))
         return cli_usage_error("queue peek", "--from takes a seq (a number)");
     if (cli->max == 0 || cli->max > MQHUB_RECEIVE_MAX)
         return cli_usage_error("queue peek", "--max takes 1-%d", MQHUB_RECEIVE_MAX);
@@ -308,13 +288,7 @@ static int q_peek(cli_t *cli)
                                  cli->max > 0 ? (uint32_t)cli->max : 10, from, &r);
     if (rc != 0)
         return cli_fail(cli, rc, "queue peek");
-    const msgpack_object *ms = mqhub_map_get(&r.map, "msgs");
-    json_t *msgs = json_array();
-    for (uint32_t i = 0; ms && ms->type == MSGPACK_OBJECT_ARRAY && i < ms->via.array.size; i++)
-        json_array_append_new(msgs, out_msg_json(&ms->via.array.ptr[i]));
-    const msgpack_object *nx = mqhub_map_get(&r.map, "next");
-    if (nx && nx->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        next = nx->via.u64;
+    json_t *msgs = out_peek_json(&r.map, &next);
     mqhub_response_free(&r);
     if (cli->json) {
         json_t *j = json_pack("{s:o}", "msgs", msgs);

@@ -1,4 +1,4 @@
-/* cmd_topic.c: `mqhub topic create|list|get|set|delete`, `mqhub publish`,
+/* cmd_topic.c: `mqhub topic create|list|get|set|delete|peek`, `mqhub publish`,
  * `mqhub sub create|set|list|get|delete|rewind` and `mqhub tail`.
  *
  * Like cmd_queue.c: check the arguments (usage error: exit 2), connect, one
@@ -44,8 +44,8 @@ static int topic_attrs(cli_t *cli, mqhub_topic_attrs_t *a)
     *a = (mqhub_topic_attrs_t){0};
     if (cli->attrs.set &
         ~(unsigned)(MQHUB_ATTR_MAX_MSG_SIZE | MQHUB_ATTR_RETENTION | MQHUB_ATTR_HOOK))
-        return cli_usage_error("topic",
-                               "topics take only --max-msg-size, --retention and --hook");
+        return cli_usage_error("topic", "topics take only --max-msg-size, --retention and "
+                                        "--hook (or max_msg_size=, retention=, hook=)");
     if (cli->attrs.set & MQHUB_ATTR_MAX_MSG_SIZE) {
         a->max_msg_size = cli->attrs.max_msg_size;
         a->set |= MQHUB_TOPIC_MAX_MSG_SIZE;
@@ -61,14 +61,17 @@ static int topic_attrs(cli_t *cli, mqhub_topic_attrs_t *a)
     return 0;
 }
 
+/* `topic create|set NAME [options] [key=value...]`: the forms of `queue
+ * create|set`, for the attributes a topic has. */
 static int t_create_set(cli_t *cli, bool create)
 {
+    const char *cmd = create ? "topic create" : "topic set";
     mqhub_topic_attrs_t a;
-    int rc = need_args(cli, "topic", 1, "topic NAME");
-    if (rc != 0 || (rc = topic_attrs(cli, &a)) != 0)
+    int rc = cli->n_args < 1 ? cli_usage_error(cmd, "missing topic NAME") : 0;
+    if (rc != 0 || (rc = cmd_queue_kv_attrs(cli, cmd)) != 0 || (rc = topic_attrs(cli, &a)) != 0)
         return rc;
     if (!create && a.set == 0)
-        return cli_usage_error("topic", "no attribute to set");
+        return cli_usage_error(cmd, "no attribute to set");
     if ((rc = cli_connect(cli)) != 0)
         return rc;
     rc = create ? mqhub_client_topic_create(cli->client, cli->args[0], a.set ? &a : NULL)
@@ -150,6 +153,68 @@ static int t_get(cli_t *cli)
     return CLI_OK;
 }
 
+static void t_peek_table(json_t *msgs)
+{
+    table_t *t = out_table_new(6, "SEQ", "MSG_ID", "TAGS", "KEY", "ATTRS", "BODY");
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        char seq[24], tags[256], attrs[512], body[256];
+        json_t *b = json_object_get(m, "body"), *key = json_object_get(m, "key");
+        snprintf(seq, sizeof seq, "%lld", (long long)json_integer_value(json_object_get(m, "seq")));
+        out_join_cell(tags, sizeof tags, json_object_get(m, "tags"));
+        out_join_cell(attrs, sizeof attrs, json_object_get(m, "attrs"));
+        if (b)
+            out_body_cell(body, sizeof body, json_string_value(b), json_string_length(b), 60);
+        else
+            snprintf(body, sizeof body, "<binary>");
+        out_table_row(t, seq, json_string_value(json_object_get(m, "msg_id")), tags,
+                      json_is_string(key) ? json_string_value(key) : "-", attrs, body);
+    }
+    out_table_print(t, stdout);
+}
+
+/* `topic peek TOPIC [SUB] [--max N] [--from SEQ]`: the retained messages, or
+ * SUB's pending ones, delivering and acking none (topic.peek). */
+static int t_peek(cli_t *cli)
+{
+    mqhub_response_t r;
+    uint64_t from, next = 0;
+    const char *sub = cli->n_args > 1 ? cli->args[1] : NULL;
+    if (cli->n_args < 1 || cli->n_args > 2)
+        return cli_usage_error("topic peek", cli->n_args < 1 ? "missing TOPIC"
+                                                             : "too many arguments");
+    if (!cmd_queue_from_seq(cli, &from))
+        return cli_usage_error("topic peek", "--from takes a seq (a number)");
+    if (cli->max == 0 || cli->max > MQHUB_RECEIVE_MAX)
+        return cli_usage_error("topic peek", "--max takes 1-%d", MQHUB_RECEIVE_MAX);
+    int rc = cli_connect(cli);
+    if (rc != 0)
+        return rc;
+    rc = mqhub_client_topic_peek(cli->client, cli->args[0], sub,
+                                 cli->max > 0 ? (uint32_t)cli->max : 10, from, &r);
+    if (rc != 0)
+        return cli_fail(cli, rc, "topic peek");
+    json_t *msgs = out_peek_json(&r.map, &next);
+    mqhub_response_free(&r);
+    if (cli->json) {
+        json_t *j = json_pack("{s:o}", "msgs", msgs);
+        if (next)
+            json_object_set_new(j, "next", json_integer((json_int_t)next));
+        out_json(j);
+        return CLI_OK;
+    }
+    if (json_array_size(msgs) == 0)
+        printf("no %s messages%s\n", sub ? "pending" : "retained", next ? " in this stretch" : "");
+    else
+        t_peek_table(msgs);
+    if (next)
+        printf("(more may follow: mqhub topic peek %s%s%s --from %llu)\n", cli->args[0],
+               sub ? " " : "", sub ? sub : "", (unsigned long long)next);
+    json_decref(msgs);
+    return CLI_OK;
+}
+
 int cmd_topic(cli_t *cli)
 {
     const char *sub = cli->subcommand;
@@ -163,6 +228,8 @@ int cmd_topic(cli_t *cli)
         return t_list(cli);
     if (!strcmp(sub, "get"))
         return t_get(cli);
+    if (!strcmp(sub, "peek"))
+        return t_peek(cli);
     return cli_unknown_subcommand("topic", sub);
 }
 

@@ -14,6 +14,8 @@
  * has none (server_with_ports()); a failed connection asks the port whether
  * it speaks HTTP (port_probe(): the dashboard's port is named); a server
  * sentence naming a protocol op names the CLI command instead (cli_words()).
+ * Connection options come from flags, env, a saved context (cmd_context.c)
+ * or defaults, filled in by run() for the commands that connect.
  * stdout is line-buffered when it is not a terminal (`recv --follow | jq`).
  * Exit codes: 0 ok, 1 server error, 2 usage error, 3 cannot connect.
  */
@@ -62,7 +64,10 @@ static const struct command {
     {"receive", cmd_messages_recv, false, NULL},
     {"delete", cmd_messages_delete, false,
      "  delete QUEUE RECEIPT...      delete received messages\n"},
-    {"topic", cmd_topic, true, "  topic create|list|get|set|delete ...   manage topics\n"},
+    {"change-visibility", cmd_messages_change_visibility, false,
+     "  change-visibility QUEUE RECEIPT SECONDS   extend or end a message's lock\n"},
+    {"topic", cmd_topic, true,
+     "  topic create|list|get|set|delete|peek ...   manage topics\n"},
     {"publish", cmd_topic_publish, false,
      "  publish TOPIC [BODY|-]       publish one message (--tag, --key, --attr)\n"},
     {"sub", cmd_topic_sub, true,
@@ -79,13 +84,16 @@ static const struct command {
      "  connections                  the leader's client connections\n"},
     {"consumers", cmd_conn_consumers, false,
      "  consumers [--queue Q|--topic T]   waiting receives and push consumers\n"},
+    {"context", cmd_context, true,
+     "  context add|use|list|show|del ...   saved servers and tokens (like nats context)\n"},
     {"help", help, false, "  help [COMMAND]               this overview, or a command's help\n"},
     {"completion", completion, false,
      "  completion bash              a bash completion script (source it)\n"},
 };
 
 static const char usage_head[] =
-    "usage: mqhub [--server HOST[:PORT]] [--token T] [--tls --ca FILE] [--json] COMMAND ...\n"
+    "usage: mqhub [--server HOST[:PORT]] [--token T] [--tls --ca FILE] [--context NAME]\n"
+    "             [--json] COMMAND ...\n"
     "\n"
     "commands:\n";
 
@@ -96,6 +104,9 @@ static const char usage_tail[] =
     "                      hub address (env MQHUB_SERVER, default " MQHUB_DEFAULT_TCP_ADDRESS
     ";\n                      a HOST alone gets port 6200)\n"
     "  --token TOKEN       hello token (env MQHUB_TOKEN)\n"
+    "  --token-file FILE   the token is the first line of FILE\n"
+    "  --context NAME      a saved context (env MQHUB_CONTEXT; default: the selected\n"
+    "                      one); flags and env variables override its fields\n"
     "  --tls               connect with TLS (implied by --ca and --cert)\n"
     "  --ca FILE           CA certificate(s) that sign the server's (env MQHUB_CA;\n"
     "                      default: the system's trusted CAs)\n"
@@ -167,13 +178,28 @@ static const struct {
      "  --delete           delete what was received (after printing it)\n"
      "  --follow           keep receiving until Ctrl-C\n"},
     {"delete", "usage: mqhub delete QUEUE RECEIPT...\n"},
+    {"change-visibility",
+     "usage: mqhub change-visibility QUEUE RECEIPT SECONDS\n"
+     "  Keeps a received message locked for SECONDS more (0-"
+     HELP_NUM(MQHUB_VISIBILITY_TIMEOUT_MAX) ") from now; 0 makes it\n"
+     "  visible again at once. A receipt the message no longer holds (its lock\n"
+     "  expired, it was received again) is INVALID_RECEIPT. Needs receive on QUEUE.\n"},
     {"topic",
-     "usage: mqhub topic create|list|get|set|delete ...\n"
+     "usage: mqhub topic create|list|get|set|delete|peek ...\n"
      "  topic create NAME [--max-msg-size B] [--retention S] [--hook SCRIPT]\n"
      "  topic list [--prefix P] [--offset N] [--limit N]\n"
      "  topic get NAME            attributes, statistics, subscriptions\n"
      "  topic set NAME [--max-msg-size B] [--retention S] [--hook SCRIPT]\n"
-     "  topic delete NAME         with its subscriptions and retained messages\n"},
+     "                            (or key=value: hook=SCRIPT, retention=S; hook= detaches)\n"
+     "  topic delete NAME         with its subscriptions and retained messages\n"
+     "  topic peek TOPIC [SUB] [--max N] [--from SEQ]   retained (or SUB's pending)\n"
+     "                            messages, nothing delivered or acked\n"},
+    {"topic peek",
+     "usage: mqhub topic peek TOPIC [SUB] [--max N] [--from SEQ]\n"
+     "  Shows up to N (1-" HELP_NUM(MQHUB_RECEIVE_MAX) ", default 10) retained messages of TOPIC, or with\n"
+     "  SUB the pending messages of that push subscription, in seq order with\n"
+     "  tags, key, attrs and body, delivering and acknowledging none. Needs\n"
+     "  subscribe on the topic. A line names the --from to go on with.\n"},
     {"publish",
      "usage: mqhub publish TOPIC [BODY|-] [options]\n"
      "  --tag T            message tag (repeatable, at most " HELP_NUM(MQHUB_TAGS_MAX) ")\n"
@@ -197,12 +223,13 @@ static const struct {
      "  sub delete TOPIC NAME\n"
      "  sub rewind TOPIC NAME (--time MS | --ago S | --seq N)\n"},
     {"cluster",
-     "usage: mqhub cluster status [digest] | add ID RAFT_ADDRESS [CLIENT_ADDRESS] |\n"
-     "                     remove ID | transfer [ID]\n"
+     "usage: mqhub cluster status [digest] | add ID RAFT_ADDRESS [CLIENT_ADDRESS]\n"
+     "                     [--http ADDR] | remove ID | transfer [ID]\n"
      "  status    the view of the node --server names (any node answers): leader,\n"
      "            term, commit index, members with role and match index (known\n"
      "            on the leader); `digest` adds the state's SHA-256 (slow when large)\n"
-     "  add       make the new node ID (started with node.join = true) a voter\n"
+     "  add       make the new node ID (started with node.join = true) a voter;\n"
+     "            --http: its dashboard address, shown by status and the dashboard\n"
      "  remove    take node ID out of the cluster\n"
      "  transfer  hand leadership to voter ID (none: raft picks one)\n"
      "  --server accepts a list: HOST:PORT,HOST:PORT,... (tried in turn)\n"},
@@ -246,6 +273,19 @@ static const struct {
      "  many unacknowledged messages may be in flight (default 64). Ctrl-C\n"
      "  unsubscribes and exits 0. --ephemeral instead of --sub: a subscription\n"
      "  of new messages made for this run, deleted by the hub when the CLI exits.\n"},
+    {"context",
+     "usage: mqhub context add|use|list|show|del ...\n"
+     "  context add NAME --server HOST[:PORT] [--token T | --token-file F] [--tls]\n"
+     "              [--ca F] [--cert F --key-file F]   save (or replace) a context;\n"
+     "                             the first one saved is selected\n"
+     "  context use NAME           select it: commands use it without --context\n"
+     "  context list               the contexts (* the selected one), never tokens\n"
+     "  context show [NAME]        the selected context (or NAME), field by field\n"
+     "  context del NAME           forget it\n"
+     "  Kept in $XDG_CONFIG_HOME/mqhub/contexts.json (~/.config/mqhub/...), mode\n"
+     "  0600; a file others may read that holds a token is refused. Each option\n"
+     "  comes from its flag, else its env variable (MQHUB_SERVER, MQHUB_TOKEN, ...),\n"
+     "  else the context (--context NAME, $MQHUB_CONTEXT, the selected one).\n"},
     {"help", "usage: mqhub help [COMMAND [SUBCOMMAND]]\n  The help of a command (as COMMAND --help).\n"},
     {"completion",
      "usage: mqhub completion bash\n"
@@ -288,9 +328,13 @@ static const struct {
     {"user", "mqhub user add prometheus --grant monitor:*"},
     {"queue peek", "mqhub queue peek orders-dlq --max 5 --json | jq .msgs[].attrs"},
     {"queue redrive", "mqhub queue redrive orders-dlq"},
+    {"change-visibility", "mqhub change-visibility orders 1.7.1 300"},
+    {"topic peek", "mqhub topic peek payments notify --max 5"},
     {"connections", "mqhub connections --json | jq '.connections[] | .peer'"},
     {"consumers", "mqhub consumers --queue orders"},
     {"completion", "source <(mqhub completion bash)"},
+    {"context", "mqhub context add prod --server 10.0.0.5 --token-file ~/.mqhub-prod && "
+                "mqhub context use prod"},
 };
 
 static const char *example_of(const char *cmd)
@@ -521,12 +565,23 @@ int cli_connect(cli_t *cli)
         const char *hint = tls_hint(cli, err);
         if (!strstr(err, "refused"))
             hint = port_probe(cli->server, probe, sizeof probe) ?: hint;
+        if (!hint && cli->server_from_context) {
+            snprintf(probe, sizeof probe, "the address is context %s's: is mqhubd running "
+                     "there? `mqhub context add %s --server HOST:PORT` changes it, --server "
+                     "overrides it", cli->context, cli->context);
+            hint = probe;
+        }
         fprintf(stderr, "mqhub: cannot connect to %s: %s\n%s\n", cli->server, err,
                 hint ? hint : "is mqhubd running? start it with `make run` "
                               "(or set --server / MQHUB_SERVER)");
         return CLI_CONNECT;
     }
     fprintf(stderr, "%s: %s\n", mqhub_err_name(rc), err);
+    if (rc == MQHUB_EUNAUTHORIZED && strstr(err, "hello refused"))
+        fprintf(stderr, "check the token (--token, --token-file, MQHUB_TOKEN or the context's); "
+                        "a user created moments ago may not have reached %s yet (a follower "
+                        "knows it once it applied the user's creation): retry in a moment, "
+                        "or ask the leader\n", cli->server);
     return CLI_SERVER;
 }
 
@@ -602,7 +657,7 @@ enum {
     OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
     OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE, OPT_VERSION, OPT_GRANT, OPT_USER_TOKEN,
     OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY_FILE, OPT_HTTP, OPT_FORMAT, OPT_CLEAR_FILTERS,
-    OPT_EPHEMERAL,
+    OPT_EPHEMERAL, OPT_CONTEXT, OPT_TOKEN_FILE,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -614,6 +669,8 @@ static const char *const qattr_names[] = {
 static const struct option options[] = {
     {"server", required_argument, NULL, OPT_SERVER},
     {"token", required_argument, NULL, OPT_TOKEN},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"context", required_argument, NULL, OPT_CONTEXT},
     {"tls", no_argument, NULL, OPT_TLS},
     {"ca", required_argument, NULL, OPT_CA},
     {"cert", required_argument, NULL, OPT_CERT},
@@ -726,6 +783,8 @@ static int one_option(cli_t *cli, int opt, char *arg)
     switch (opt) {
     case OPT_SERVER: cli->server = arg; return 0;
     case OPT_TOKEN: cli->token = arg; return 0;
+    case OPT_TOKEN_FILE: cli->token_file = arg; return 0;
+    case OPT_CONTEXT: cli->context = arg; return 0;
     case OPT_TLS: cli->tls = true; return 0;
     case OPT_CA: cli->ca = arg; return 0;
     case OPT_CERT: cli->cert = arg; return 0;
@@ -851,18 +910,10 @@ static const char *server_with_ports(const char *server, char *buf, size_t size)
     return server;
 }
 
+/* The defaults of the options that are numbers; the connection options are
+ * filled after parsing (cmd_context_resolve()), when the command needs them. */
 static void defaults(cli_t *cli)
 {
-    const char *env = getenv("MQHUB_SERVER");
-    cli->server = env && *env ? env : MQHUB_DEFAULT_TCP_ADDRESS;
-    env = getenv("MQHUB_TOKEN");
-    cli->token = env && *env ? env : NULL;
-    env = getenv("MQHUB_CA");
-    cli->ca = env && *env ? env : NULL;
-    env = getenv("MQHUB_CERT");
-    cli->cert = env && *env ? env : NULL;
-    env = getenv("MQHUB_KEY");
-    cli->cert_key = env && *env ? env : NULL;
     cli->delay = cli->max = cli->wait = cli->visibility = -1;
     cli->rewind_time = cli->rewind_seq = cli->rewind_ago = -1;
     cli->credit = -1;
@@ -1007,9 +1058,13 @@ static const char *shift(cli_t *cli)
 }
 
 /* Find the command's row and call its handler (a group's subcommand word
- * goes to cli->subcommand; a group without one is not a command). */
+ * goes to cli->subcommand; a group without one is not a command). Commands
+ * that talk to a hub get the connection options filled in first (flags, env,
+ * context, defaults) and --server's missing ports; `context`, `help` and
+ * `completion` see the flags as given. */
 static int run(cli_t *cli)
 {
+    static char server[1024];
     const char *name = shift(cli);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         const struct command *c = &commands[i];
@@ -1017,6 +1072,12 @@ static int run(cli_t *cli)
             continue;
         if (c->group)
             cli->subcommand = shift(cli);
+        if (c->handler != cmd_context && c->handler != help && c->handler != completion) {
+            int rc = cmd_context_resolve(cli);
+            if (rc != 0)
+                return rc;
+            cli->server = server_with_ports(cli->server, server, sizeof server);
+        }
         return c->handler(cli);
     }
     return unknown_command(name);
@@ -1025,14 +1086,12 @@ static int run(cli_t *cli)
 int main(int argc, char **argv)
 {
     cli_t cli = {0};
-    char key[96], server[1024];
+    char key[96];
 
     if (!isatty(STDOUT_FILENO))
         setvbuf(stdout, NULL, _IOLBF, 0); /* `recv --follow | jq` sees each line */
     defaults(&cli);
     int rc = parse(&cli, argc, argv);
-    cli.tls = cli.tls || cli.ca || cli.cert;
-    cli.server = server_with_ports(cli.server, server, sizeof server);
     if (rc != 0) {
         fprintf(stderr, "see `mqhub --help`\n");
         return rc;

@@ -4,7 +4,8 @@
  * and out_fields() (the one layout of every `get` command: a KIND NAME
  * heading, then one "field  value" row each, units written after the number).
  * Server replies become JSON through out_msgpack_json(), messages of receive
- * and queue.peek through out_msg_json(). To give a new field a unit: a row
+ * through out_msg_json(), and those of queue.peek and topic.peek through
+ * out_peek_json(). To give a new field a unit: a row
  * in field_units.
  */
 #include <stdarg.h>
@@ -161,6 +162,22 @@ void out_json_body(json_t *obj, const void *body, size_t len)
     char *b = base64(body, len);
     json_object_set_new(obj, "body_base64", json_string(b));
     free(b);
+}
+
+void out_join_cell(char *buf, size_t size, json_t *v)
+{
+    size_t off = 0, i;
+    const char *k;
+    json_t *x;
+    buf[0] = '\0';
+    json_object_foreach(v, k, x) if (off < size)
+        off += (size_t)snprintf(buf + off, size - off, "%s%s=%s", off ? "," : "", k,
+                                json_string_value(x) ? json_string_value(x) : "");
+    json_array_foreach(v, i, x) if (off < size)
+        off += (size_t)snprintf(buf + off, size - off, "%s%s", off ? "," : "",
+                                json_string_value(x) ? json_string_value(x) : "");
+    if (!buf[0])
+        snprintf(buf, size, "-");
 }
 
 void out_body_cell(char *buf, size_t size, const void *body, size_t len, size_t max)
@@ -325,4 +342,15 @@ json_t *out_msg_json(const msgpack_object *m)
     json_object_del(j, "body");
     out_json_body(j, body ? body : "", len);
     return j;
+}
+
+json_t *out_peek_json(const msgpack_object *reply, uint64_t *next)
+{
+    const msgpack_object *ms = mqhub_map_get(reply, "msgs");
+    const msgpack_object *nx = mqhub_map_get(reply, "next");
+    json_t *msgs = json_array();
+    for (uint32_t i = 0; ms && ms->type == MSGPACK_OBJECT_ARRAY && i < ms->via.array.size; i++)
+        json_array_append_new(msgs, out_msg_json(&ms->via.array.ptr[i]));
+    *next = nx && nx->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? nx->via.u64 : 0;
+    return msgs;
 }

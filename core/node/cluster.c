@@ -3,8 +3,8 @@
  *
  *   cluster.status {digest?: bool, records?: bool}  any node: raft's view
  *                                   from here (+ state digest, store records)
- *   cluster.add {id, address, client?}  leader: raft_add, then voter
- *   cluster.remove {id}             leader: raft_remove
+ *   cluster.add {id, address, client?, http?}  leader: raft_add, then voter
+ *   cluster.remove {id}             leader: standby, then raft_remove
  *   cluster.transfer {id?}          leader: raft_transfer (0/absent: raft picks)
  *
  * Start at cluster_request(). Membership changes complete asynchronously:
@@ -119,6 +119,16 @@ static int arg_id(const msgpack_object *req, bool required, uint64_t *out)
     return 0;
 }
 
+/* Printable, without spaces: addresses are kept one line per node, space
+ * separated (replica.c "clients"). */
+static bool printable(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] >= 0x7f)
+            return false;
+    return true;
+}
+
 /* A "host:port" string field copied into @buf; "" when absent. */
 static int arg_address(const msgpack_object *req, const char *key, bool required,
                        char *buf, size_t size)
@@ -128,7 +138,8 @@ static int arg_address(const msgpack_object *req, const char *key, bool required
     if (!o)
         return required ? MQHUB_EBAD_REQUEST : 0;
     if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 || o->via.str.size >= size ||
-        !memchr(o->via.str.ptr, ':', o->via.str.size))
+        !memchr(o->via.str.ptr, ':', o->via.str.size) ||
+        !printable(o->via.str.ptr, o->via.str.size))
         return MQHUB_EBAD_REQUEST;
     memcpy(buf, o->via.str.ptr, o->via.str.size);
     buf[o->via.str.size] = '\0';
@@ -139,7 +150,7 @@ static int arg_address(const msgpack_object *req, const char *key, bool required
 
 static void pack_node(msgpack_packer *pk, const replica_node_t *n)
 {
-    msgpack_pack_map(pk, 5 + (n->client_address != NULL));
+    msgpack_pack_map(pk, 5 + (n->client_address != NULL) + (n->http_address != NULL));
     mp_pack_cstr(pk, "id");
     msgpack_pack_uint64(pk, n->id);
     mp_pack_cstr(pk, "address");
@@ -147,6 +158,10 @@ static void pack_node(msgpack_packer *pk, const replica_node_t *n)
     if (n->client_address) {
         mp_pack_cstr(pk, "client");
         mp_pack_cstr(pk, n->client_address);
+    }
+    if (n->http_address) {
+        mp_pack_cstr(pk, "http");
+        mp_pack_cstr(pk, n->http_address);
     }
     mp_pack_cstr(pk, "role");
     mp_pack_cstr(pk, n->role);
@@ -198,6 +213,9 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
     unsigned n = replica_nodes(c->replica, nodes, CLUSTER_MAX_NODES);
     const char *leader = replica_leader_address(c->replica);
     replica_stats_t st;
+    const char *http = replica_http_address(c->replica, replica_id(c->replica));
+    uint64_t removed_by = 0;
+    bool removed = replica_removed(c->replica, &removed_by);
     msgpack_sbuffer sb;
     msgpack_packer pk;
 
@@ -206,7 +224,7 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         n = CLUSTER_MAX_NODES;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_pack_head(&pk, true, id, true, 14 + digest + records);
+    wire_pack_head(&pk, true, id, true, 14 + digest + records + (http != NULL) + removed);
     mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, replica_id(c->replica));
     mp_pack_cstr(&pk, "leader");
@@ -214,7 +232,16 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
     mp_pack_cstr(&pk, "leader_id");
     msgpack_pack_uint64(&pk, st.leader_id);
     mp_pack_cstr(&pk, "role");
-    mp_pack_cstr(&pk, replica_is_leader(c->replica) ? "leader" : "follower");
+    mp_pack_cstr(&pk, removed ? "removed"
+                      : replica_is_leader(c->replica) ? "leader" : "follower");
+    if (removed) { /* the leader known when this node learned it; 0: none */
+        mp_pack_cstr(&pk, "removed_by");
+        msgpack_pack_uint64(&pk, removed_by);
+    }
+    if (http) { /* this node's own dashboard, /metrics, /readyz */
+        mp_pack_cstr(&pk, "http");
+        mp_pack_cstr(&pk, http);
+    }
     mp_pack_cstr(&pk, "term");
     msgpack_pack_uint64(&pk, st.term);
     mp_pack_cstr(&pk, "commit_index");
@@ -248,7 +275,7 @@ typedef int (*change_fn)(cluster_t *c, const msgpack_object *req, pending_t *p,
 static int op_add(cluster_t *c, const msgpack_object *req, pending_t *p, char *err,
                   size_t errlen)
 {
-    char address[256], client[256];
+    char address[256], client[256], http[256];
     uint64_t node;
 
     if (arg_id(req, true, &node) != 0) {
@@ -256,13 +283,14 @@ static int op_add(cluster_t *c, const msgpack_object *req, pending_t *p, char *e
         return MQHUB_EBAD_REQUEST;
     }
     if (arg_address(req, "address", true, address, sizeof address) != 0 ||
-        arg_address(req, "client", false, client, sizeof client) != 0) {
-        snprintf(err, errlen, "address (its raft address) and client (optional, its "
-                              "client address) must be \"host:port\"");
+        arg_address(req, "client", false, client, sizeof client) != 0 ||
+        arg_address(req, "http", false, http, sizeof http) != 0) {
+        snprintf(err, errlen, "address (its raft address), client and http (optional, its "
+                              "client and HTTP addresses) must be \"host:port\"");
         return MQHUB_EBAD_REQUEST;
     }
-    int rc = replica_add(c->replica, node, address, client[0] ? client : NULL, change_done,
-                         p);
+    int rc = replica_add(c->replica, node, address, client[0] ? client : NULL,
+                         http[0] ? http : NULL, change_done, p);
     if (rc == MQHUB_EEXISTS)
         snprintf(err, errlen, "node %llu is a member already (or its address differs)",
                  (unsigned long long)node);
@@ -283,6 +311,9 @@ static int op_remove(cluster_t *c, const msgpack_object *req, pending_t *p, char
     int rc = replica_remove(c->replica, node, change_done, p);
     if (rc == MQHUB_ENOT_FOUND)
         snprintf(err, errlen, "node %llu is not a member", (unsigned long long)node);
+    else if (rc == MQHUB_EUNAVAILABLE) /* raft makes one change at a time */
+        snprintf(err, errlen, "node %llu: another membership change is under way (or this "
+                 "node is stopping); retry once it has answered", (unsigned long long)node);
     return rc;
 }
 

@@ -109,12 +109,15 @@ static bool opt_int(lua_State *L, int idx, const char *what, const char *key,
     return true;
 }
 
-/* host:port with a port from 1 to 65535. */
+/* host:port with a port from 1 to 65535, printable without spaces. */
 static bool valid_address(const char *a)
 {
     const char *colon = strrchr(a, ':');
     if (!colon || colon == a || colon[1] == '\0')
         return false;
+    for (const char *p = a; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return false;
     char *end;
     errno = 0;
     long port = strtol(colon + 1, &end, 10);
@@ -162,7 +165,7 @@ static void set_beside(lua_State *L, config_t *c, const char *key, char **slot);
 
 static int l_config_node(lua_State *L)
 {
-    static const char *const fields[] = {"id", "data", "raft", "client", "plugin_dir",
+    static const char *const fields[] = {"id", "data", "raft", "client", "http", "plugin_dir",
                                          "join", "cluster_secret_file",
                                          "allow_unauthenticated_peers", "peer_tls_cert",
                                          "peer_tls_key", "peer_tls_ca", NULL};
@@ -176,6 +179,7 @@ static int l_config_node(lua_State *L)
     set_string(&c->data_dir, opt_string(L, 1, "node", "data"));
     set_address(L, 1, "node", "raft", &c->raft_address);
     set_address(L, 1, "node", "client", &c->client_address);
+    set_address(L, 1, "node", "http", &c->http_address);
     set_string(&c->plugin_dir, opt_string(L, 1, "node", "plugin_dir"));
     c->join = opt_bool(L, 1, "node", "join");
     c->allow_unauthenticated_peers = opt_bool(L, 1, "node", "allow_unauthenticated_peers");
@@ -201,8 +205,8 @@ static const char *peek_address(lua_State *L, int idx, const char *what, const c
 
 static void add_peer(lua_State *L, config_t *c, lua_Integer id)
 {
-    static const char *const fields[] = {"raft", "client", NULL};
-    const char *raft = NULL, *client = NULL;
+    static const char *const fields[] = {"raft", "client", "http", NULL};
+    const char *raft = NULL, *client = NULL, *http = NULL;
     char what[48];
 
     snprintf(what, sizeof what, "peers[%lld]", (long long)id);
@@ -218,19 +222,22 @@ static void add_peer(lua_State *L, config_t *c, lua_Integer id)
         check_fields(L, t, what, fields);
         raft = peek_address(L, t, what, "raft");
         client = peek_address(L, t, what, "client");
+        http = peek_address(L, t, what, "http");
         if (!raft)
             luaL_error(L, "%s.raft is required", what);
     } else {
-        luaL_error(L, "%s must be \"host:port\" or { raft = ..., client = ... }", what);
+        luaL_error(L, "%s must be \"host:port\" or { raft = ..., client = ..., http = ... }",
+                   what);
     }
     replica_peer_t *p = realloc(c->peers, (c->n_peers + 1) * sizeof *p);
     if (!p)
         luaL_error(L, "out of memory");
     c->peers = p;
     p = &c->peers[c->n_peers];
-    *p = (replica_peer_t){(uint64_t)id, strdup(raft), client ? strdup(client) : NULL};
+    *p = (replica_peer_t){(uint64_t)id, strdup(raft), client ? strdup(client) : NULL,
+                          http ? strdup(http) : NULL};
     c->n_peers++;
-    if (!p->raft_address || (client && !p->client_address))
+    if (!p->raft_address || (client && !p->client_address) || (http && !p->http_address))
         luaL_error(L, "out of memory");
 }
 
@@ -952,18 +959,83 @@ static int check_dead_letters(config_t *c, const char *file, char *errmsg, size_
     return rv;
 }
 
+static void free_peer(replica_peer_t *p)
+{
+    free((char *)p->raft_address);
+    free((char *)p->client_address);
+    free((char *)p->http_address);
+}
+
+/* node.@key (*@slot) and the same address of this node's peers entry
+ * (@entry, NULL when absent) must agree; the entry is node.@key's default. */
+static int merge_self_address(char **slot, const char *entry, const char *key,
+                              const config_t *c, const char *file, char *errmsg,
+                              size_t errlen)
+{
+    if (!entry)
+        return 0;
+    if (*slot && strcmp(*slot, entry) != 0) {
+        snprintf(errmsg, errlen, "%s: peers[%llu] is this node (node.id = %llu), but its %s = "
+                 "\"%s\" differs from node.%s = \"%s\": give both the same address, or "
+                 "leave node.%s out", file, (unsigned long long)c->node_id,
+                 (unsigned long long)c->node_id, key, entry, key, *slot, key);
+        return MQHUB_EBAD_REQUEST;
+    }
+    if (!*slot && !(*slot = strdup(entry)))
+        return MQHUB_EINTERNAL;
+    return 0;
+}
+
+/* A peers table may list this node too (one table on every node, like
+ * etcd's initial cluster): its entry gives node.raft, node.client and
+ * node.http their defaults (or must agree with them), then leaves c->peers,
+ * which lists the other nodes only. */
+static int take_self_entry(config_t *c, const char *file, char *errmsg, size_t errlen)
+{
+    for (unsigned i = 0; i < c->n_peers; i++) {
+        replica_peer_t *p = &c->peers[i];
+        if (p->id != c->node_id)
+            continue;
+        int rv = merge_self_address(&c->raft_address, p->raft_address, "raft", c, file,
+                                    errmsg, errlen);
+        if (rv == 0)
+            rv = merge_self_address(&c->client_address, p->client_address, "client", c,
+                                    file, errmsg, errlen);
+        if (rv == 0)
+            rv = merge_self_address(&c->http_address, p->http_address, "http", c, file,
+                                    errmsg, errlen);
+        if (rv != 0)
+            return rv;
+        free_peer(p);
+        memmove(p, p + 1, (c->n_peers - i - 1) * sizeof *p);
+        c->n_peers--;
+        return 0;
+    }
+    return 0;
+}
+
+/* The address clients (tcp) and browsers (websocket) reach this node at:
+ * node.client / node.http, else that transport's listen address. */
+static int default_node_address(config_t *c, const config_transport_t *t)
+{
+    const char *listen = config_transport_string(c, t, "listen");
+    char **slot = strcmp(t->name, "tcp") == 0         ? &c->client_address
+                  : strcmp(t->name, "websocket") == 0 ? &c->http_address
+                                                      : NULL;
+    if (!slot || *slot || !listen)
+        return 0;
+    *slot = strdup(listen);
+    return *slot ? 0 : MQHUB_EINTERNAL;
+}
+
 static int finish(config_t *c, char *errmsg, size_t errlen)
 {
     lua_State *L = c->L;
     const char *file = c->path ? c->path : "defaults";
+    int rv = take_self_entry(c, file, errmsg, errlen);
 
-    for (unsigned i = 0; i < c->n_peers; i++) {
-        if (c->peers[i].id == c->node_id) {
-            snprintf(errmsg, errlen, "%s: peers[%llu] has this node's id (node.id)", file,
-                     (unsigned long long)c->node_id);
-            return MQHUB_EBAD_REQUEST;
-        }
-    }
+    if (rv != 0)
+        return rv;
     if ((c->n_peers > 0 || c->join) && !c->cluster_secret && !c->allow_unauthenticated_peers) {
         snprintf(errmsg, errlen, "%s: a cluster (peers or node.join) needs "
                  "node.cluster_secret_file, the same on every node (openssl rand -hex 32 > "
@@ -987,7 +1059,7 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
         return MQHUB_EBAD_REQUEST;
     }
     if (!c->plugin_dir) {
-        int rv = default_plugin_dir(&c->plugin_dir, file, errmsg, errlen);
+        rv = default_plugin_dir(&c->plugin_dir, file, errmsg, errlen);
         if (rv != 0)
             return rv;
     }
@@ -1001,12 +1073,10 @@ static int finish(config_t *c, char *errmsg, size_t errlen)
             t->path = NULL;
             return MQHUB_EINTERNAL;
         }
-        const char *listen = config_transport_string(c, t, "listen");
-        if (!c->client_address && strcmp(t->name, "tcp") == 0 && listen &&
-            !(c->client_address = strdup(listen)))
+        if (default_node_address(c, t) != 0)
             return MQHUB_EINTERNAL;
     }
-    int rv = check_dead_letters(c, file, errmsg, errlen);
+    rv = check_dead_letters(c, file, errmsg, errlen);
     return rv != 0 ? rv : check_exposure(c, file, errmsg, errlen);
 }
 
@@ -1062,10 +1132,8 @@ void config_free(config_t *c)
         return;
     if (c->L)
         lua_close(c->L);
-    for (unsigned i = 0; i < c->n_peers; i++) {
-        free((char *)c->peers[i].raft_address);
-        free((char *)c->peers[i].client_address);
-    }
+    for (unsigned i = 0; i < c->n_peers; i++)
+        free_peer(&c->peers[i]);
     for (unsigned i = 0; i < c->n_transports; i++) {
         free(c->transports[i].name);
         free(c->transports[i].path);
@@ -1085,6 +1153,7 @@ void config_free(config_t *c)
     free(c->peer_tls_ca);
     free(c->path);
     free(c->client_address);
+    free(c->http_address);
     free(c);
 }
 

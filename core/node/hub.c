@@ -267,7 +267,11 @@ static void reply_status(hub_t *h, mqhub_reply_cb cb, void *arg, uint64_t id, in
 {
     const char *leader = leader_address(h);
 
-    if (status == MQHUB_ENOT_LEADER && leader != NULL)
+    if (status == MQHUB_ENOT_LEADER && h->replica && replica_removed(h->replica, NULL))
+        reply_error(h, cb, arg, true, id, status,
+                    "this node was removed from the cluster (cluster.remove); send it to "
+                    "a member%s%s", leader ? ": " : " (none known)", leader ? leader : "");
+    else if (status == MQHUB_ENOT_LEADER && leader != NULL)
         reply_error(h, cb, arg, true, id, status,
                     "this node is not the leader; send it to the leader at %s", leader);
     else if (status == MQHUB_ENOT_LEADER)
@@ -896,8 +900,8 @@ static void tell_leader(hub_t *h)
     if (h->stopping)
         return;
     replica_stats(h->replica, &st);
-    if (st.leader_id == h->told_leader)
-        return;
+    if (st.leader_id == h->told_leader || replica_removed(h->replica, NULL))
+        return; /* a removed node is not ready: the replica said so */
     if (st.leader_id != 0)
         log_info("hub", "ready: leader node %llu (term %llu)",
                  (unsigned long long)st.leader_id, (unsigned long long)st.term);
@@ -2150,6 +2154,7 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .dir = dir,
         .raft_address = h->cfg->raft_address,
         .client_address = h->client_address,
+        .http_address = h->cfg->http_address,
         .peers = h->cfg->peers,
         .n_peers = h->cfg->n_peers,
         .snapshot_threshold = h->cfg->snapshot_threshold,
@@ -2171,7 +2176,7 @@ static int hub_alloc(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, 
     hub_t *h = calloc(1, sizeof *h);
     int rc;
 
-    if (h == NULL || metrics_new(&h->metrics) != 0) {
+    if (h == NULL || metrics_new(&h->metrics, cfg->data_dir) != 0) {
         free(h);
         snprintf(errmsg, errlen, "out of memory");
         return MQHUB_EINTERNAL;
@@ -2182,7 +2187,8 @@ static int hub_alloc(hub_t **out, uv_loop_t *loop, config_t *cfg, char *errmsg, 
     rc = make_dir(cfg->data_dir, errmsg, errlen);
     if (rc == 0)
         rc = fsm_open(&h->fsm, cfg->data_dir, errmsg, errlen);
-    if (rc == 0 && (push_new(&h->push, h->fsm) != 0 || cluster_new(&h->cluster, h->fsm) != 0)) {
+    if (rc == 0 && (push_new(&h->push, h->fsm, h->metrics) != 0 ||
+                    cluster_new(&h->cluster, h->fsm) != 0)) {
         snprintf(errmsg, errlen, "out of memory");
         rc = MQHUB_EINTERNAL;
     }

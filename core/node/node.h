@@ -54,6 +54,7 @@ typedef struct config {
     /* Added by config.c: */
     char *path;              /* the file loaded, NULL for defaults */
     char *client_address;    /* node.client, else the tcp transport's listen */
+    char *http_address;      /* node.http, else the websocket transport's listen */
     unsigned snapshot_trailing;
     uint64_t snapshot_log_bytes; /* snapshot.log_bytes (0: default) */
     config_object_t *queues;
@@ -92,8 +93,10 @@ int config_transport_int(config_t *c, const config_transport_t *t, const char *k
 typedef struct metrics metrics_t;
 typedef struct metrics_lat metrics_lat_t;
 
-/* 0, or MQHUB_EINTERNAL (out of memory). */
-int metrics_new(metrics_t **out);
+/* 0, or MQHUB_EINTERNAL (out of memory). @data_dir (copied) is the
+ * folder whose size and file system "process.data_bytes" and
+ * "process.disk_*" read. */
+int metrics_new(metrics_t **out, const char *data_dir);
 void metrics_free(metrics_t *m);
 /* Add @delta to counter @name, created at 0 on first use (dropped when out
  * of memory). */
@@ -104,7 +107,10 @@ void metrics_add(metrics_t *m, const char *name, int64_t delta);
  * i = 0..11 for the bounds 0.0005 0.001 0.0025 0.005 0.01 0.025 0.05 0.1
  * 0.25 0.5 1 5 s); and the process's own figures, read when asked:
  * "process.rss_bytes", "process.open_fds", "process.max_fds",
- * "process.cpu_us" (user + system) and "process.start_ms" (-1: unreadable). */
+ * "process.cpu_us" (user + system), "process.start_ms",
+ * "process.data_bytes" (bytes of the files under the data dir),
+ * "process.disk_free_bytes" and "process.disk_total_bytes" (its file
+ * system, free to unprivileged users) (-1: unreadable). */
 int64_t metrics_get(metrics_t *m, const char *name);
 /* @cb(@arg, name, value) for every counter whose name begins with @prefix,
  * in the order they were created (not the histograms or process figures).
@@ -216,8 +222,10 @@ const char *plugin_name(const plugin_t *p);
 typedef struct push push_t;
 
 /* A new engine over @fsm (registers the fsm push callback; no loop handle
- * yet, so push_free() alone undoes it). 0 or MQHUB_EINTERNAL. */
-int push_new(push_t **out, fsm_t *fsm);
+ * yet, so push_free() alone undoes it); it counts the messages it pushes in
+ * @metrics ("push_delivered_total", "push_redelivered_total": attempt > 1).
+ * 0 or MQHUB_EINTERNAL. */
+int push_new(push_t **out, fsm_t *fsm, metrics_t *metrics);
 /* Start delivering on @loop: opens the engine's timer; @r is the raft group
  * it proposes sub.dead through and asks about leadership. Once, before any
  * session subscribes; push_stop() closes it. */

@@ -74,6 +74,7 @@ struct push {
     uv_loop_t *loop;
     fsm_t *fsm;
     replica_t *replica;
+    metrics_t *metrics; /* push_delivered_total, push_redelivered_total */
     sub_t *subs;
     uv_timer_t timer;
     bool stopping;
@@ -404,6 +405,7 @@ typedef struct round {
     const fsm_retry_t *r;
     uint64_t now;
     uint64_t free; /* credit left this round */
+    int64_t delivered, redelivered; /* messages pushed, those with attempt > 1 */
 } round_t;
 
 /* Append @m to @c's frame. The frame is packed as the head, then each message
@@ -466,6 +468,8 @@ static int visit(void *arg, const fsm_push_msg_t *m)
     c->free--;
     c->inflight++;
     frame_add(c, m, f->attempt);
+    rd->delivered++;
+    rd->redelivered += f->attempt > 1;
     if (c->n_out >= MQHUB_PUSH_FRAME_MSGS)
         frame_send(c);
     return --rd->free == 0 ? 1 : 0;
@@ -520,6 +524,8 @@ static bool deliver(push_t *p, sub_t *sb)
                               UINT32_MAX, visit, &rd);
         for (consumer_t *c = sb->consumers; c != NULL; c = c->next)
             frame_send(c);
+        metrics_add(p->metrics, "push_delivered_total", rd.delivered);
+        metrics_add(p->metrics, "push_redelivered_total", rd.redelivered);
         if (rc == MQHUB_ENOT_FOUND) {
             sub_close(p, sb, MQHUB_ENOT_FOUND, "the subscription was deleted");
             return false;
@@ -773,13 +779,16 @@ void push_check(push_t *p)
                "this node is no longer the leader; subscribe again at the leader");
 }
 
-int push_new(push_t **out, fsm_t *fsm)
+int push_new(push_t **out, fsm_t *fsm, metrics_t *metrics)
 {
     push_t *p = calloc(1, sizeof *p);
 
     if (p == NULL)
         return MQHUB_EINTERNAL;
     p->fsm = fsm;
+    p->metrics = metrics;
+    metrics_add(metrics, "push_delivered_total", 0);
+    metrics_add(metrics, "push_redelivered_total", 0);
     fsm_set_push_cb(fsm, on_fsm_push, p);
     *out = p;
     return 0;

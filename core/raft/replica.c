@@ -12,10 +12,15 @@
  *   - leadership: tracked at every loop turn (raft has no state callback in its
  *     public API); the fsm encodes replies only for entries this node proposed
  *     while leader (see wrap_apply), so followers never build replies.
- *   - ticks: while leader, an internal {"op":"tick"} every second and at the
- *     fsm's next due time, so delays and lock expiries take effect on time.
+ *   - ticks: while leader, an internal {"op":"tick"} every second (unless the
+ *     fsm says it would change nothing: fsm_tick_idle) and at the fsm's next
+ *     due time, so delays and lock expiries take effect on time.
  * on_check() also notes, for replica_stats(), when the newest snapshot
- * changed and how often the known leader did (track_snapshot_and_leader).
+ * changed and how often the known leader did (track_snapshot_and_leader),
+ * whether this node is still a voter (track_removal: a removed node says so
+ * and never campaigns), and moves a cluster.remove on (remove_standby: a
+ * voter is made a standby first, so that it hears it was removed).
+ * Members' client and HTTP addresses spread in a meta entry (announce()).
  * Start reading at replica_start(), replica_submit() and on_check().
  * To extend: a new raft knob goes into replica_config_t and replica_start();
  * a new periodic internal command next to submit_tick().
@@ -31,6 +36,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "mp.h"
 #include "peer.h"
 #include "replica.h"
 
@@ -48,6 +54,9 @@
 #define DEFAULT_SNAPSHOT_THRESHOLD 8192
 #define DEFAULT_SNAPSHOT_TRAILING 1024
 #define DEFAULT_SNAPSHOT_LOG_BYTES (128u << 20) /* applied since the last snapshot */
+/* replica_remove(): how long a standby may take to receive the entry that
+ * made it one before it is removed anyway (it is down or cut off). */
+#define REMOVE_NOTICE_MS 2000
 
 typedef struct waiter {
     replica_done_cb cb;
@@ -70,7 +79,8 @@ typedef struct batch_list {
 
 typedef struct peer_copy {
     uint64_t id;
-    char *client_address;
+    char *client_address; /* NULL: unknown */
+    char *http_address;   /* NULL: unknown */
 } peer_copy_t;
 
 /* One membership change or leadership transfer in progress. */
@@ -80,6 +90,7 @@ typedef struct change {
     replica_t *r;
     uint64_t id;
     char *client_address;
+    char *http_address;
     replica_change_cb cb;
     void *arg;
 } change_t;
@@ -89,8 +100,9 @@ struct replica {
     fsm_t *fsm;
     uint64_t id;
     char *client_address;
+    char *http_address;
     char *dir;
-    peer_copy_t *peers;     /* client addresses of the other nodes */
+    peer_copy_t *peers;     /* client and HTTP addresses of the other nodes */
     unsigned n_peers;
     void (*state_cb)(void *arg, bool leader);
     void *state_arg;
@@ -124,6 +136,11 @@ struct replica {
     raft_index seen_snap;       /* snapio.snap_index at seen_snap_ms (uv_now) */
     uint64_t seen_snap_ms;
     bool leader;
+    bool removed;               /* track_removal(): no longer a voter here */
+    uint64_t removed_by;        /* the leader known then (0: none) */
+    change_t *removing;         /* a standby waiting for its removal */
+    raft_index removing_index;  /* ... once it has this entry */
+    uint64_t removing_deadline; /* ... or at this uv_now() */
     bool tick_inflight;
     bool stopping;
     void (*stop_cb)(void *arg);
@@ -388,6 +405,15 @@ static void on_tick_timer(uv_timer_t *t)
     submit_tick(t->data);
 }
 
+/* The once-a-second tick, skipped while it would change nothing (an idle
+ * hub writes nothing to its log); what comes due is on due_timer. */
+static void on_periodic_tick(uv_timer_t *t)
+{
+    replica_t *r = t->data;
+    if (!fsm_tick_idle(r->fsm))
+        submit_tick(r);
+}
+
 static void arm_due(replica_t *r)
 {
     if (!r->leader || r->stopping)
@@ -401,8 +427,6 @@ static void arm_due(replica_t *r)
     uint64_t delay = due > now ? due - now : 0;
     if (delay < DUE_MIN_DELAY_MS)
         delay = DUE_MIN_DELAY_MS;
-    if (delay > TICK_INTERVAL_MS)
-        delay = TICK_INTERVAL_MS; /* the periodic tick covers it */
     uv_timer_start(&r->due_timer, on_tick_timer, delay, 0);
 }
 
@@ -416,7 +440,7 @@ static void track_leadership(replica_t *r)
              leader ? "became leader" : "is no longer leader",
              (unsigned long long)raft_current_term(&r->raft));
     if (leader) {
-        uv_timer_start(&r->tick_timer, on_tick_timer, TICK_INTERVAL_MS,
+        uv_timer_start(&r->tick_timer, on_periodic_tick, TICK_INTERVAL_MS,
                        TICK_INTERVAL_MS);
         submit_tick(r); /* promote whatever came due while we were not leader */
         announce(r);
@@ -446,26 +470,66 @@ static void track_snapshot_and_leader(replica_t *r)
     r->seen_leader = id;
 }
 
+static int member_role(replica_t *r, uint64_t id, const char **address);
+static void remove_standby(replica_t *r);
+
+/* Once per loop turn: whether the configuration this node holds still
+ * lists it as a voter (a spare is a node being added). Logged at each
+ * change, so once when it is removed. */
+static void track_removal(replica_t *r)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (r->raft.configuration.n == 0)
+        return; /* node.join: not added yet */
+    int role = member_role(r, r->id, NULL);
+    bool removed = role != RAFT_VOTER && role != RAFT_SPARE;
+    if (removed == r->removed)
+        return;
+    r->removed = removed;
+    if (!removed) {
+        log_info("replica", "node %llu is a member again", (unsigned long long)r->id);
+        return;
+    }
+    raft_leader(&r->raft, &id, &addr);
+    r->removed_by = id;
+    if (id != 0 && id != r->id)
+        log_warn("replica", "removed from the cluster by the leader, node %llu (term %llu): "
+                 "this node no longer votes nor serves; stop it, or add it again with "
+                 "cluster.add", (unsigned long long)id,
+                 (unsigned long long)raft_current_term(&r->raft));
+    else
+        log_warn("replica", "removed from the cluster (term %llu): this node no longer "
+                 "votes nor serves; stop it, or add it again with cluster.add",
+                 (unsigned long long)raft_current_term(&r->raft));
+}
+
 static void on_check(uv_check_t *h)
 {
     replica_t *r = h->data;
     track_leadership(r);
     track_snapshot_and_leader(r);
+    track_removal(r);
+    remove_standby(r);
     flush(r);
     drain_failed(r);
 }
 
 /* ---- client addresses of the members ----------------------------------- */
 
-/* Every node must name the leader's client address in NOT_LEADER, also for
- * members added after the config was written. The leader replicates what it
- * knows (id -> client address) in a meta entry (META_MAGIC + msgpack map)
- * when it takes office and after each membership change; wrap_apply consumes
- * it before the fsm sees it, so the fsm state and digest are untouched. Each
- * node keeps the table in <dir>/clients, one "id address" line per node, so
- * a restart (whose snapshot may cover the meta entry) remembers it. */
+/* Every node must name the leader's client address in NOT_LEADER, and the
+ * dashboard needs every node's HTTP address, also for members added after
+ * the config was written. The leader replicates what it knows (id -> {client,
+ * http}) in a meta entry (META_MAGIC + msgpack map) when it takes office and
+ * after each membership change; wrap_apply consumes it before the fsm sees
+ * it, so the fsm state and digest are untouched. Each node keeps the table in
+ * <dir>/clients, one "id client http" line per node ("-": unknown), so a
+ * restart (whose snapshot may cover the meta entry) remembers it. Entries
+ * written before HTTP addresses existed map an id to the client string. */
 #define META_MAGIC "MQHUBCL1"
 #define META_MAGIC_LEN 8
+#define ADDRESS_MAX 256
 
 static void save_clients(replica_t *r)
 {
@@ -476,53 +540,94 @@ static void save_clients(replica_t *r)
     if (!f)
         return;
     for (unsigned i = 0; i < r->n_peers; i++)
-        if (r->peers[i].client_address)
-            fprintf(f, "%llu %s\n", (unsigned long long)r->peers[i].id,
-                    r->peers[i].client_address);
+        fprintf(f, "%llu %s %s\n", (unsigned long long)r->peers[i].id,
+                r->peers[i].client_address ? r->peers[i].client_address : "-",
+                r->peers[i].http_address ? r->peers[i].http_address : "-");
     if (fclose(f) != 0 || rename(tmp, path) != 0)
         log_warn("replica", "cannot save %s: %s", path, strerror(errno));
 }
 
-/* Remember @client for node @id; @persist writes the file when it changed. */
-static void set_client(replica_t *r, uint64_t id, const char *client, bool persist)
+/* Replace *@slot with a copy of @value unless equal (or @value is NULL);
+ * true when it changed. */
+static bool set_address(char **slot, const char *value)
+{
+    if (!value || (*slot && strcmp(*slot, value) == 0))
+        return false;
+    char *copy = strdup(value);
+    if (!copy)
+        return false;
+    free(*slot);
+    *slot = copy;
+    return true;
+}
+
+/* Remember @client and @http (each may be NULL: unchanged) for node @id;
+ * @persist writes the file when something changed. */
+static void set_client(replica_t *r, uint64_t id, const char *client, const char *http,
+                       bool persist)
 {
     unsigned i = 0;
-    if (id == r->id || !client)
+    if (id == r->id || (!client && !http))
         return;
     while (i < r->n_peers && r->peers[i].id != id)
         i++;
-    if (i < r->n_peers && r->peers[i].client_address &&
-        strcmp(r->peers[i].client_address, client) == 0)
-        return;
-    char *copy = strdup(client);
-    if (!copy)
-        return;
     if (i == r->n_peers) {
         peer_copy_t *p = realloc(r->peers, (r->n_peers + 1) * sizeof *p);
-        if (!p) {
-            free(copy);
+        if (!p)
             return;
-        }
         r->peers = p;
-        r->peers[r->n_peers++] = (peer_copy_t){id, NULL};
+        r->peers[r->n_peers++] = (peer_copy_t){id, NULL, NULL};
     }
-    free(r->peers[i].client_address);
-    r->peers[i].client_address = copy;
-    if (persist)
+    bool changed = set_address(&r->peers[i].client_address, client);
+    changed |= set_address(&r->peers[i].http_address, http);
+    if (changed && persist)
         save_clients(r);
+}
+
+static const char *dash_null(const char *s)
+{
+    return strcmp(s, "-") == 0 ? NULL : s;
 }
 
 static void load_clients(replica_t *r)
 {
-    char path[4200], addr[256];
+    char path[4200], line[2 * ADDRESS_MAX + 32], client[ADDRESS_MAX], http[ADDRESS_MAX];
     unsigned long long id;
     snprintf(path, sizeof path, "%s/clients", r->dir);
     FILE *f = fopen(path, "r");
     if (!f)
         return;
-    while (fscanf(f, "%llu %255s", &id, addr) == 2)
-        set_client(r, id, addr, false);
+    while (fgets(line, sizeof line, f)) {
+        int n = sscanf(line, "%llu %255s %255s", &id, client, http);
+        if (n >= 2)
+            set_client(r, id, dash_null(client), n == 3 ? dash_null(http) : NULL, false);
+    }
     fclose(f);
+}
+
+/* A msgpack string copied into @buf (ADDRESS_MAX); false when it is not one. */
+static bool meta_string(const msgpack_object *o, char *buf)
+{
+    if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= ADDRESS_MAX)
+        return false;
+    memcpy(buf, o->via.str.ptr, o->via.str.size);
+    buf[o->via.str.size] = '\0';
+    return true;
+}
+
+/* One id's value: "client" (older entries) or {client?, http?}. */
+static void meta_apply_node(replica_t *r, uint64_t id, const msgpack_object *v)
+{
+    char client[ADDRESS_MAX], http[ADDRESS_MAX];
+    if (meta_string(v, client)) {
+        set_client(r, id, client, NULL, true);
+        return;
+    }
+    if (v->type != MSGPACK_OBJECT_MAP)
+        return;
+    bool has_client = meta_string(mp_map_get(v, "client"), client);
+    bool has_http = meta_string(mp_map_get(v, "http"), http);
+    set_client(r, id, has_client ? client : NULL, has_http ? http : NULL, true);
 }
 
 static bool meta_apply(replica_t *r, const struct raft_buffer *buf)
@@ -536,14 +641,9 @@ static bool meta_apply(replica_t *r, const struct raft_buffer *buf)
     if (msgpack_unpack_next(&u, buf->base, buf->len, &off) == MSGPACK_UNPACK_SUCCESS &&
         u.data.type == MSGPACK_OBJECT_MAP) {
         for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-            msgpack_object *k = &u.data.via.map.ptr[i].key, *v = &u.data.via.map.ptr[i].val;
-            char addr[256];
-            if (k->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->type != MSGPACK_OBJECT_STR ||
-                v->via.str.size >= sizeof addr)
-                continue;
-            memcpy(addr, v->via.str.ptr, v->via.str.size);
-            addr[v->via.str.size] = '\0';
-            set_client(r, k->via.u64, addr, true);
+            msgpack_object *k = &u.data.via.map.ptr[i].key;
+            if (k->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                meta_apply_node(r, k->via.u64, &u.data.via.map.ptr[i].val);
         }
     }
     msgpack_unpacked_destroy(&u);
@@ -555,31 +655,43 @@ static void announce_done(struct raft_apply *req, int status, void *result)
     free(req);
 }
 
+/* One id of the meta entry: {client?, http?}. */
+static void announce_node(msgpack_packer *pk, uint64_t id, const char *client,
+                          const char *http)
+{
+    msgpack_pack_uint64(pk, id);
+    msgpack_pack_map(pk, (client != NULL) + (http != NULL));
+    if (client) {
+        mp_pack_cstr(pk, "client");
+        mp_pack_cstr(pk, client);
+    }
+    if (http) {
+        mp_pack_cstr(pk, "http");
+        mp_pack_cstr(pk, http);
+    }
+}
+
 /* Propose the table (ourselves included) as one meta entry. */
 static void announce(replica_t *r)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    unsigned n = r->client_address ? 1 : 0;
+    unsigned n = r->client_address || r->http_address;
     struct raft_apply *req = malloc(sizeof *req);
     struct raft_buffer entry;
 
     for (unsigned i = 0; i < r->n_peers; i++)
-        n += r->peers[i].client_address != NULL;
+        n += r->peers[i].client_address || r->peers[i].http_address;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_sbuffer_write(&sb, META_MAGIC, META_MAGIC_LEN);
     msgpack_pack_map(&pk, n);
-    if (r->client_address) {
-        msgpack_pack_uint64(&pk, r->id);
-        msgpack_pack_str_with_body(&pk, r->client_address, strlen(r->client_address));
-    }
+    if (r->client_address || r->http_address)
+        announce_node(&pk, r->id, r->client_address, r->http_address);
     for (unsigned i = 0; i < r->n_peers; i++) {
-        const char *a = r->peers[i].client_address;
-        if (a) {
-            msgpack_pack_uint64(&pk, r->peers[i].id);
-            msgpack_pack_str_with_body(&pk, a, strlen(a));
-        }
+        const peer_copy_t *p = &r->peers[i];
+        if (p->client_address || p->http_address)
+            announce_node(&pk, p->id, p->client_address, p->http_address);
     }
     while (sb.size % 8)
         msgpack_pack_nil(&pk); /* the padding apply ignores */
@@ -610,6 +722,15 @@ static int map_change_status(int rv)
     }
 }
 
+static void change_free(change_t *c)
+{
+    if (!c)
+        return;
+    free(c->client_address);
+    free(c->http_address);
+    free(c);
+}
+
 static void change_finish(change_t *c, int status)
 {
     char msg[256];
@@ -620,8 +741,7 @@ static void change_finish(change_t *c, int status)
         snprintf(msg, sizeof msg, "%s", raft_errmsg(&r->raft)[0] ? raft_errmsg(&r->raft)
                                                                     : raft_strerror(status));
     c->cb(c->arg, map_change_status(status), msg);
-    free(c->client_address);
-    free(c);
+    change_free(c);
 }
 
 static change_t *change_new(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
@@ -642,7 +762,7 @@ static void assigned(struct raft_change *req, int status)
     change_t *c = req->data;
     if (status == 0) {
         log_info("replica", "node %llu is a voter", (unsigned long long)c->id);
-        set_client(c->r, c->id, c->client_address, true);
+        set_client(c->r, c->id, c->client_address, c->http_address, true);
         if (!c->r->stopping)
             announce(c->r);
     }
@@ -677,7 +797,8 @@ static int member_role(replica_t *r, uint64_t id, const char **address)
 }
 
 int replica_add(replica_t *r, uint64_t id, const char *raft_address,
-                const char *client_address, replica_change_cb cb, void *arg)
+                const char *client_address, const char *http_address, replica_change_cb cb,
+                void *arg)
 {
     const char *have = NULL;
     int role, rv;
@@ -692,16 +813,15 @@ int replica_add(replica_t *r, uint64_t id, const char *raft_address,
     if (role >= 0 && strcmp(have, raft_address) != 0)
         return MQHUB_EEXISTS;
     change_t *c = change_new(r, id, cb, arg);
-    if (!c || (client_address && !(c->client_address = strdup(client_address)))) {
-        if (c)
-            free(c);
+    if (!c || (client_address && !(c->client_address = strdup(client_address))) ||
+        (http_address && !(c->http_address = strdup(http_address)))) {
+        change_free(c);
         return MQHUB_EUNAVAILABLE;
     }
     if (role == RAFT_VOTER) { /* already done: say so again */
-        set_client(r, id, client_address, true);
+        set_client(r, id, client_address, http_address, true);
         announce(r);
-        free(c->client_address);
-        free(c);
+        change_free(c);
         return MQHUB_EEXISTS;
     }
     if (role >= 0)
@@ -709,8 +829,7 @@ int replica_add(replica_t *r, uint64_t id, const char *raft_address,
     else
         rv = raft_add(&r->raft, &c->req, id, raft_address, added);
     if (rv != 0) {
-        free(c->client_address);
-        free(c);
+        change_free(c);
         return map_change_status(rv);
     }
     log_info("replica", "adding node %llu at %s", (unsigned long long)id, raft_address);
@@ -725,20 +844,64 @@ static void removed(struct raft_change *req, int status)
     change_finish(c, status);
 }
 
+/* The standby step of replica_remove() is committed: wait in on_check
+ * (remove_standby) until the node has it, so that it learns it is out. */
+static void demoted(struct raft_change *req, int status)
+{
+    change_t *c = req->data;
+    replica_t *r = c->r;
+    if (status != 0 || r->stopping) {
+        change_finish(c, status ? status : RAFT_SHUTDOWN);
+        return;
+    }
+    log_info("replica", "node %llu is a standby, removing it", (unsigned long long)c->id);
+    r->removing = c;
+    r->removing_index = raft_commit_index(&r->raft);
+    r->removing_deadline = uv_now(r->loop) + REMOVE_NOTICE_MS;
+}
+
+/* Once per loop turn: remove the standby of demoted() when it holds the
+ * entry that made it one, or it did not get it in time, or fail the change
+ * when this node no longer leads. */
+static void remove_standby(replica_t *r)
+{
+    change_t *c = r->removing;
+    raft_index match = 0;
+
+    if (!c)
+        return;
+    bool leading = raft_state(&r->raft) == RAFT_LEADER;
+    bool has = raft_match_index(&r->raft, c->id, &match) == 0 && match >= r->removing_index;
+    if (leading && !has && uv_now(r->loop) < r->removing_deadline)
+        return;
+    r->removing = NULL;
+    int rv = leading ? raft_remove(&r->raft, &c->req, c->id, removed) : RAFT_NOTLEADER;
+    if (rv != 0)
+        change_finish(c, rv);
+}
+
 int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
 {
     if (r->stopping)
         return MQHUB_EUNAVAILABLE;
     if (raft_state(&r->raft) != RAFT_LEADER)
         return MQHUB_ENOT_LEADER;
-    if (member_role(r, id, NULL) < 0)
+    int role = member_role(r, id, NULL);
+    if (role < 0)
         return MQHUB_ENOT_FOUND;
+    if (r->removing)
+        return MQHUB_EUNAVAILABLE; /* one change at a time, as raft's own */
     change_t *c = change_new(r, id, cb, arg);
     if (!c)
         return MQHUB_EUNAVAILABLE;
-    int rv = raft_remove(&r->raft, &c->req, id, removed);
+    /* A voter that is removed at once never hears of it: the leader stops
+     * sending to it with the entry that removes it, so it would campaign
+     * for ever. As a standby it still gets the log, and does not vote. */
+    int rv = id != r->id && role == RAFT_VOTER
+                 ? raft_assign(&r->raft, &c->req, id, RAFT_STANDBY, demoted)
+                 : raft_remove(&r->raft, &c->req, id, removed);
     if (rv != 0) {
-        free(c);
+        change_free(c);
         return map_change_status(rv);
     }
     return 0;
@@ -790,6 +953,7 @@ unsigned replica_nodes(replica_t *r, replica_node_t *out, unsigned max)
             .id = s->id,
             .raft_address = s->address,
             .client_address = replica_client_address(r, s->id),
+            .http_address = replica_http_address(r, s->id),
             .role = s->role == RAFT_VOTER ? "voter" : s->role == RAFT_STANDBY ? "standby"
                                                                              : "spare",
             .leader = s->id == leader,
@@ -817,6 +981,20 @@ uint64_t replica_id(replica_t *r)
     return r->id;
 }
 
+/* A removed node that knows no leader (restarted since) still sends its
+ * clients on: to the client address of a voter it knows, which names the
+ * leader in turn. NULL when it knows none. */
+static const char *member_address(replica_t *r)
+{
+    for (unsigned i = 0; i < r->raft.configuration.n; i++) {
+        const struct raft_server *s = &r->raft.configuration.servers[i];
+        const char *a = replica_client_address(r, s->id);
+        if (s->role == RAFT_VOTER && s->id != r->id && a)
+            return a;
+    }
+    return NULL;
+}
+
 const char *replica_leader_address(replica_t *r)
 {
     raft_id id = 0;
@@ -827,6 +1005,8 @@ const char *replica_leader_address(replica_t *r)
     if (raft_state(&r->raft) == RAFT_LEADER)
         return r->client_address;
     raft_leader(&r->raft, &id, &addr);
+    if (id == 0 && r->removed)
+        return member_address(r);
     if (id == 0)
         return NULL;
     return replica_client_address(r, id);
@@ -840,6 +1020,23 @@ const char *replica_client_address(replica_t *r, uint64_t id)
         if (r->peers[i].id == id)
             return r->peers[i].client_address;
     return NULL;
+}
+
+const char *replica_http_address(replica_t *r, uint64_t id)
+{
+    if (id == r->id)
+        return r->http_address;
+    for (unsigned i = 0; i < r->n_peers; i++)
+        if (r->peers[i].id == id)
+            return r->peers[i].http_address;
+    return NULL;
+}
+
+bool replica_removed(replica_t *r, uint64_t *by)
+{
+    if (by)
+        *by = r->removed_by;
+    return r->removed;
 }
 
 void replica_set_state_cb(replica_t *r, void (*cb)(void *arg, bool leader), void *arg)
@@ -875,10 +1072,13 @@ void replica_stats(replica_t *r, replica_stats_t *out)
 
 static void replica_free(replica_t *r)
 {
-    for (unsigned i = 0; i < r->n_peers; i++)
+    for (unsigned i = 0; i < r->n_peers; i++) {
         free(r->peers[i].client_address);
+        free(r->peers[i].http_address);
+    }
     free(r->peers);
     free(r->client_address);
+    free(r->http_address);
     free(r->dir);
     free(r->buf);
     free(r->lens);
@@ -916,6 +1116,11 @@ static void raft_closed(struct raft *raft)
 
     raft_uv_close(&r->io);
     peer_transport_free(&r->transport);
+    if (r->removing) {
+        change_t *c = r->removing;
+        r->removing = NULL;
+        change_finish(c, RAFT_SHUTDOWN);
+    }
     while ((b = r->inflight.head) != NULL) {
         list_remove(&r->inflight, b);
         fail_batch(b, OUTCOME_UNKNOWN);
@@ -977,15 +1182,16 @@ static replica_t *replica_alloc(uv_loop_t *loop, fsm_t *fsm, const replica_confi
     r->fsm = fsm;
     r->id = cfg->id;
     r->client_address = dup_or_null(cfg->client_address);
+    r->http_address = dup_or_null(cfg->http_address);
     r->dir = strdup(cfg->dir);
-    if (!r->dir) {
+    if (!r->dir || (cfg->http_address && !r->http_address)) {
         replica_free(r);
         return NULL;
     }
     load_clients(r); /* learned before; the config below wins */
     for (unsigned i = 0; i < cfg->n_peers; i++)
-        if (cfg->peers[i].client_address)
-            set_client(r, cfg->peers[i].id, cfg->peers[i].client_address, false);
+        set_client(r, cfg->peers[i].id, cfg->peers[i].client_address,
+                   cfg->peers[i].http_address, false);
     r->inner = fsm_raft(fsm);
     wrap_init(r);
     return r;

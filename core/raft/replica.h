@@ -27,6 +27,7 @@ typedef struct replica_peer {
     uint64_t id;
     const char *raft_address;   /* host:port */
     const char *client_address; /* host:port of its TCP transport, or NULL */
+    const char *http_address;   /* host:port of its dashboard and /metrics, or NULL */
 } replica_peer_t;
 
 typedef struct replica_config {
@@ -34,6 +35,7 @@ typedef struct replica_config {
     const char *dir;             /* raft log + snapshots live here */
     const char *raft_address;    /* host:port raft listens on */
     const char *client_address;  /* our TCP transport address, for NOT_LEADER */
+    const char *http_address;    /* our dashboard, /metrics, /readyz (NULL: none) */
     const replica_peer_t *peers; /* the other initial voters */
     unsigned n_peers;
     unsigned snapshot_threshold; /* entries between snapshots (0: default) */
@@ -84,6 +86,15 @@ void replica_stats(replica_t *r, replica_stats_t *out);
  * Client addresses of other nodes: from the config's peers, from
  * replica_add(), and from what the leader replicates (docs/operations.md). */
 const char *replica_client_address(replica_t *r, uint64_t id); /* NULL: unknown */
+/* The same for HTTP addresses (dashboard, /metrics, /readyz): spread like the
+ * client addresses, from node.http / peers[N].http / cluster.add's http. */
+const char *replica_http_address(replica_t *r, uint64_t id); /* NULL: unknown */
+/* Removed from the cluster: the configuration this node holds no longer
+ * lists it as a voter (raft_remove, or the standby step before it that
+ * replica_remove() takes so that the node hears of it). It never campaigns
+ * then. 0 while a member; else the leader known when it learned it (0: none
+ * known). */
+bool replica_removed(replica_t *r, uint64_t *by);
 /* Called on the loop whenever this node gains (true) or loses leadership. */
 void replica_set_state_cb(replica_t *r, void (*cb)(void *arg, bool leader), void *arg);
 /* Completion of add/remove/transfer: 0, or MQHUB_ENOT_LEADER,
@@ -96,7 +107,12 @@ typedef void (*replica_change_cb)(void *arg, int status, const char *errmsg);
  * voter at that address already; MQHUB_EBAD_REQUEST when this node takes no
  * peers: no cluster secret). Leader only. */
 int replica_add(replica_t *r, uint64_t id, const char *raft_address,
-                const char *client_address, replica_change_cb cb, void *arg);
+                const char *client_address, const char *http_address, replica_change_cb cb,
+                void *arg);
+/* Remove node @id. Another voter is first made a standby (it still receives
+ * the log, so it learns it is out and stops campaigning: replica_removed()),
+ * then, once it has that entry or after REMOVE_NOTICE_MS, removed. Leader
+ * only; same returns as replica_add(). */
 int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
 /* Hand leadership to voter @id (0: raft picks the most up to date). */
 int replica_transfer(replica_t *r, uint64_t id, replica_change_cb cb, void *arg);
@@ -104,6 +120,7 @@ typedef struct replica_node {
     uint64_t id;
     const char *raft_address;   /* valid until the next loop turn */
     const char *client_address; /* NULL when unknown */
+    const char *http_address;   /* NULL when unknown */
     const char *role;           /* "voter", "standby", "spare" */
     bool leader;
     bool has_match;             /* match_index known (we lead) */

@@ -504,6 +504,11 @@ uint64_t fsm_next_due(fsm_t *f)
     return q < t ? q : t;
 }
 
+bool fsm_tick_idle(fsm_t *f)
+{
+    return queue_tick_idle(f->qs) && script_tick_idle(f->sc);
+}
+
 void fsm_set_push_cb(fsm_t *f, fsm_push_cb cb, void *arg)
 {
     topic_set_push_cb(f->ts, cb, arg);

@@ -78,6 +78,8 @@ static const ops_row_t rows[] = {
     {"topic.list", OPS_READ, 0, NODE, topic_op_list, P(), NOF}, /* lists what it may see */
     {"subscription.get", OPS_READ, 0, NODE, sub_op_get, P(ON(ANY, "topic")), NOF},
     {"subscription.list", OPS_READ, 0, NODE, sub_op_list, P(ON(ANY, "topic")), NOF},
+    /* peek shows bodies: subscribe (what tail needs), not a read verb */
+    {"topic.peek", OPS_READ, 0, NODE, sub_op_peek, P(ON(SUBSCRIBE, "topic")), NOF},
     {"topic.create", OPS_WRITE, HOOK_T, NODE, topic_op_create, P(T_SET), F("name attrs")},
     {"topic.delete", OPS_WRITE, HOOK_T, NODE, topic_op_delete, P(ON(MANAGE, "name")), F("name")},
     {"topic.set", OPS_WRITE, HOOK_T, NODE, topic_op_set, P(T_SET), F("name attrs")},

@@ -5,9 +5,11 @@
  *   #qid                      next queue id (u64be)
  *   Q<name>                   queue record: id, attrs, next_seq, counters,
  *                             created_at, modified_at
- *   M<qid be64><seq be64>     message record (small msgpack array, see msg_pack)
- *   B<qid be64><seq be64>     message body (none when the record refers
- *                             to a topic message's body: see "Shared bodies")
+ *   M<qid be64><seq be64>     message record (msgpack array, see msg_decode);
+ *                             a body of at most MSG_INLINE_MAX bytes is in it
+ *   B<qid be64><seq be64>     a larger message body (none when the record
+ *                             refers to a topic message's body: see "Shared
+ *                             bodies")
  *   D<qid be64><dedup_id>     dedup entry [at, seq, msg_id]
  * In memory there are only indexes, rebuilt from the store by queue_rebuild():
  * per queue the ready heap (seqs; for ordered queues the head of each
@@ -58,6 +60,12 @@
 #define ID_MAX_LEN 128        /* group and dedup_id */
 #define TICK_BUDGET 10000     /* removals per tick */
 #define RECLAIM_BUDGET 2048   /* records of deleted/purged queues a tick removes */
+/* Bodies up to this size live inside the message record: a message then
+ * costs one record write per send and receive, one read per receive and
+ * delete, and one removal, instead of a second record for the body
+ * (docs/benchmarks.md "Bodies in the record"). Larger bodies get their own B
+ * record so that a state change does not rewrite them. */
+#define MSG_INLINE_MAX 4096
 #define RECLAIM_SCAN 64       /* reclaim records a tick looks at */
 #define KEY_LEN 17            /* prefix + qid + seq */
 
@@ -78,6 +86,9 @@ static const struct attrs attrs_default = {
 
 struct stats {
     uint64_t ready, inflight, delayed, retained, sent_total, received_total, deleted_total;
+    /* Receives of a message received before; messages moved to the
+     * dead-letter queue. Kept in Q records since QREC_N 23. */
+    uint64_t redelivered_total, dead_lettered_total;
 };
 
 struct group {
@@ -100,6 +111,8 @@ typedef struct queue {
     heap_t dedup;      /* struct dedup_ref */
     uint64_t floor;    /* messages below this seq were purged (Z record):
                         * absent to every read, reclaimed by tick */
+    uint64_t retain_due; /* no message expires by retention before this (a
+                          * lower bound; 0: tick looks, UINT64_MAX: none can) */
     bool dirty, woke;
     struct queue *next, *prev; /* id order */
     struct queue *dirty_next; /* this entry's dirty list */
@@ -118,6 +131,8 @@ struct queues {
     queue_t *dirty;
     uint64_t next_qid, now;
     bool failed, tick_more;
+    bool idle; /* the last tick found nothing retention, the rewind window or
+                * dedup expiry will remove, and nothing was stored since */
     fsm_ready_cb cb;
     void *cb_arg;
     fsm_gate_fn gate;          /* script.c: blocks and hooks, or NULL */
@@ -138,6 +153,10 @@ struct msg {
     msgpack_object tags;  /* NIL or an array of str (messages from a topic) */
     bool has_ref;         /* the body is topic message [ref_tid, ref_seq]'s */
     uint64_t ref_tid, ref_seq;
+    bool blen_known;      /* blen is set (records from before it was kept: not) */
+    bool body_inline;     /* the body is in the record: body, blen */
+    const char *body;     /* with body_inline: into raw (or the sender's buffer) */
+    size_t blen;          /* the body's length */
     msgpack_unpacked u;   /* its strings point into raw */
     char *raw;            /* the stored record (store_free), or NULL */
 };
@@ -204,8 +223,10 @@ static void qrec_key(unsigned char *k, const queue_t *q)
     memcpy(k + 1, q->name, q->nlen);
 }
 
-/* Items of a Q record: 19 before created_at and modified_at. */
-#define QREC_N 21
+/* Items of a Q record: 19 before created_at and modified_at, 21 before
+ * redelivered_total and dead_lettered_total. */
+#define QREC_N 23
+#define QREC_N_V2 21
 #define QREC_N_V1 19
 
 static void queue_save(queues_t *qs, queue_t *q)
@@ -231,6 +252,8 @@ static void queue_save(queues_t *qs, queue_t *q)
         msgpack_pack_false(&pk);
     msgpack_pack_uint64(&pk, q->created_at);
     msgpack_pack_uint64(&pk, q->modified_at);
+    msgpack_pack_uint64(&pk, s->redelivered_total);
+    msgpack_pack_uint64(&pk, s->dead_lettered_total);
     qrec_key(k, q);
     qput(qs, k, 1 + q->nlen, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -244,10 +267,15 @@ static int queue_decode(queue_t *q, const char *v, size_t vl)
     msgpack_unpacked_init(&u);
     if (msgpack_unpack_next(&u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_ARRAY ||
-        (u.data.via.array.size != QREC_N && u.data.via.array.size != QREC_N_V1))
+        (u.data.via.array.size != QREC_N && u.data.via.array.size != QREC_N_V2 &&
+         u.data.via.array.size != QREC_N_V1))
         goto out;
     const msgpack_object *o = u.data.via.array.ptr;
-    if (u.data.via.array.size == QREC_N) {
+    if (u.data.via.array.size == QREC_N &&
+        (o[21].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+         o[22].type != MSGPACK_OBJECT_POSITIVE_INTEGER))
+        goto out;
+    if (u.data.via.array.size >= QREC_N_V2) {
         if (o[19].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
             o[20].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             goto out;
@@ -266,7 +294,12 @@ static int queue_decode(queue_t *q, const char *v, size_t vl)
     q->a = (struct attrs){nums[2], nums[3], nums[4], nums[5], nums[6], nums[7], nums[8],
                           nums[9], "", o[18].via.boolean};
     memcpy(q->a.dlq, o[17].via.str.ptr, o[17].via.str.size);
-    q->s = (struct stats){nums[10], nums[11], nums[12], nums[13], nums[14], nums[15], nums[16]};
+    q->s = (struct stats){nums[10], nums[11], nums[12], nums[13], nums[14], nums[15], nums[16],
+                          0, 0};
+    if (u.data.via.array.size == QREC_N) {
+        q->s.redelivered_total = o[21].via.u64;
+        q->s.dead_lettered_total = o[22].via.u64;
+    }
     rc = 0;
 out:
     msgpack_unpacked_destroy(&u);
@@ -382,8 +415,28 @@ static bool obj_opt_str(const msgpack_object *o, const char **s, size_t *len)
 
 /* Record: [state, msg_id, enqueued_at, visible_at, receive_count,
  *          first_received_at, deleted_at, group|nil, dedup_id|nil, attrs|nil,
- *          tags|nil, ref]; records written before tags existed have 10
- * fields; ref ([topic id, topic seq]) is there only when the body is shared. */
+ *          tags|nil, ref|nil, body|blen]: ref is [topic id, topic seq] when the
+ * body is shared; the last field is the body itself (bin, at most
+ * MSG_INLINE_MAX bytes) or its length (uint: the body is in B or shared).
+ * Older records end earlier: 10 fields (before tags), 11, or 12 with ref;
+ * their body is in B or shared and its length is not recorded. */
+/* The record's last field: the body (bin) or its length (uint). */
+static bool msg_decode_body(struct msg *m, const msgpack_object *o)
+{
+    uint64_t n;
+    m->blen_known = true;
+    if (o->type == MSGPACK_OBJECT_BIN && !m->has_ref && o->via.bin.size <= MSG_INLINE_MAX) {
+        m->body_inline = true;
+        m->body = o->via.bin.ptr;
+        m->blen = o->via.bin.size;
+        return true;
+    }
+    if (!obj_uint(o, &n) || n > SIZE_MAX)
+        return false;
+    m->blen = (size_t)n;
+    return true;
+}
+
 static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
 {
     uint64_t st;
@@ -392,7 +445,7 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     m->seq = seq;
     if (msgpack_unpack_next(&m->u, v, vl, NULL) != MSGPACK_UNPACK_SUCCESS ||
         m->u.data.type != MSGPACK_OBJECT_ARRAY || m->u.data.via.array.size < 10 ||
-        m->u.data.via.array.size > 12)
+        m->u.data.via.array.size > 13)
         goto bad;
     o = m->u.data.via.array.ptr;
     if (!obj_uint(&o[0], &st) || st > MS_DELETED || o[1].type != MSGPACK_OBJECT_STR ||
@@ -407,10 +460,15 @@ static int msg_decode(struct msg *m, uint64_t seq, const char *v, size_t vl)
     m->has_group = m->group != NULL;
     m->attrs = o[9];
     m->tags = m->u.data.via.array.size > 10 ? o[10] : (msgpack_object){.type = MSGPACK_OBJECT_NIL};
-    m->has_ref = m->u.data.via.array.size > 11;
+    m->has_ref = m->u.data.via.array.size > 11 && o[11].type != MSGPACK_OBJECT_NIL;
     if (m->has_ref && (o[11].type != MSGPACK_OBJECT_ARRAY || o[11].via.array.size != 2 ||
                        !obj_uint(&o[11].via.array.ptr[0], &m->ref_tid) ||
                        !obj_uint(&o[11].via.array.ptr[1], &m->ref_seq)))
+        goto bad;
+    m->blen_known = m->body_inline = false;
+    m->body = NULL;
+    m->blen = 0;
+    if (m->u.data.via.array.size > 12 && !msg_decode_body(m, &o[12]))
         goto bad;
     return 0;
 bad:
@@ -438,7 +496,7 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
     unsigned char k[KEY_LEN];
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, m->has_ref ? 12 : 11);
+    msgpack_pack_array(&pk, m->blen_known ? 13 : m->has_ref ? 12 : 11);
     msgpack_pack_uint8(&pk, (uint8_t)m->st);
     mp_pack_str(&pk, m->msg_id, strlen(m->msg_id));
     msgpack_pack_uint64(&pk, m->enqueued_at);
@@ -460,6 +518,14 @@ static void msg_save(queues_t *qs, const queue_t *q, const struct msg *m)
         msgpack_pack_array(&pk, 2);
         msgpack_pack_uint64(&pk, m->ref_tid);
         msgpack_pack_uint64(&pk, m->ref_seq);
+    } else if (m->blen_known) {
+        msgpack_pack_nil(&pk);
+    }
+    if (m->body_inline) {
+        msgpack_pack_bin(&pk, m->blen);
+        msgpack_pack_bin_body(&pk, m->body, m->blen);
+    } else if (m->blen_known) {
+        msgpack_pack_uint64(&pk, m->blen);
     }
     store_key_id_seq(k, 'M', q->id, m->seq);
     qput(qs, k, KEY_LEN, sb.data, sb.size);
@@ -473,22 +539,29 @@ static void msg_remove(queues_t *qs, const queue_t *q, const struct msg *m, bool
     unsigned char k[KEY_LEN];
     store_key_id_seq(k, 'M', q->id, m->seq);
     store_del(qs->st, k, KEY_LEN);
-    if (!m->has_ref) {
+    if (!m->has_ref && !m->body_inline) {
         store_key_id_seq(k, 'B', q->id, m->seq);
         store_del(qs->st, k, KEY_LEN);
-    } else if (!keep_ref && body_release(qs->st, m->ref_tid, m->ref_seq) != 0) {
+    } else if (m->has_ref && !keep_ref && body_release(qs->st, m->ref_tid, m->ref_seq) != 0) {
         qs->failed = true;
     }
 }
 
-/* The body of @m (store_free), NULL when absent. */
-static char *msg_body(queues_t *qs, const queue_t *q, const struct msg *m, size_t *blen)
+/* The body of @m, NULL when absent: in its record, or read from the store
+ * into *@owned, which the caller frees with store_free (NULL when inline). */
+static const char *msg_body(queues_t *qs, const queue_t *q, const struct msg *m, size_t *blen,
+                            char **owned)
 {
     unsigned char k[KEY_LEN];
+    *owned = NULL;
+    if (m->body_inline) {
+        *blen = m->blen;
+        return m->body;
+    }
     if (m->has_ref)
-        return body_get(qs->st, m->ref_tid, m->ref_seq, blen);
+        return *owned = body_get(qs->st, m->ref_tid, m->ref_seq, blen);
     store_key_id_seq(k, 'B', q->id, m->seq);
-    return store_get(qs->st, k, KEY_LEN, blen);
+    return *owned = store_get(qs->st, k, KEY_LEN, blen);
 }
 
 static uint64_t *state_counter(queue_t *q, int st)
@@ -773,7 +846,7 @@ int queue_rebuild(queues_t *qs)
     if ((v = store_get(qs->st, META_QID, strlen(META_QID), &vl)) && vl == 8)
         qs->next_qid = store_be64_get(v);
     store_free(v);
-    qs->tick_more = false;
+    qs->tick_more = qs->idle = false;
     store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
     rebuild_link(&r);
     store_scan(qs->st, "Z", 1, NULL, 0, rebuild_dead, qs);
@@ -835,6 +908,11 @@ uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len)
     if (!q)
         return 0;
     return q->a.ordered ? q->n_listed : q->s.ready;
+}
+
+bool queue_tick_idle(const queues_t *qs)
+{
+    return qs->idle;
 }
 
 uint64_t queue_next_due(queues_t *qs, uint64_t now)
@@ -952,6 +1030,7 @@ int queue_op_create(cmd_t *c)
     q->id = qs->next_qid++;
     q->next_seq = 1;
     q->a = a;
+    q->retain_due = UINT64_MAX; /* empty */
     q->created_at = q->modified_at = c->now;
     if (queue_link(qs, q) != 0) {
         queue_destroy(q);
@@ -1111,16 +1190,20 @@ static void reclaim_msg(queues_t *qs, unsigned char *k)
 {
     struct msg m = {.raw = NULL};
     size_t vl;
+    bool b_record = true; /* unless the record says otherwise */
     if ((m.raw = store_get(qs->st, k, KEY_LEN, &vl)) &&
-        msg_decode(&m, store_be64_get(k + 9), m.raw, vl) == 0 && m.has_ref &&
-        body_release(qs->st, m.ref_tid, m.ref_seq) != 0)
-        qs->failed = true;
+        msg_decode(&m, store_be64_get(k + 9), m.raw, vl) == 0) {
+        b_record = !m.has_ref && !m.body_inline;
+        if (m.has_ref && body_release(qs->st, m.ref_tid, m.ref_seq) != 0)
+            qs->failed = true;
+    }
     if (!m.raw)
         msgpack_unpacked_init(&m.u);
     msg_free(&m);
     store_del(qs->st, k, KEY_LEN);
     k[0] = 'B';
-    store_del(qs->st, k, KEY_LEN);
+    if (b_record)
+        store_del(qs->st, k, KEY_LEN);
 }
 
 /* Remove a dead retained topic message @k, keeping its body in G while
@@ -1209,6 +1292,8 @@ int queue_op_set(cmd_t *c)
         return rc;
     q->a = a;
     q->modified_at = c->now;
+    q->retain_due = 0; /* the retention may have changed: tick looks again */
+    qs->idle = false;
     mark_dirty(qs, q);
     return 0;
 }
@@ -1242,7 +1327,7 @@ static int first_live(void *arg, const char *k, size_t kl, const char *v, size_t
 {
     struct msg m = {.raw = NULL};
     int found = 0;
-    if (msg_decode(&m, 0, v, vl) == 0 && m.st != MS_DELETED) {
+    if (msg_decode(&m, 0, v, vl) == 0 && m.st != MS_DELETED && m.st != MS_DELAYED) {
         *(uint64_t *)arg = m.enqueued_at;
         found = 1;
     }
@@ -1250,8 +1335,9 @@ static int first_live(void *arg, const char *k, size_t kl, const char *v, size_t
     return found;
 }
 
-/* now - enqueued_at of the oldest undeleted message (a scan past the
- * deleted-but-kept ones at the front), 0 when there is none. */
+/* now - enqueued_at of the oldest message ready or in flight (a scan past
+ * the deleted-but-kept and the delayed ones at the front: a delayed message
+ * is not waiting for a consumer yet), 0 when there is none. */
 static uint64_t oldest_age(queues_t *qs, const queue_t *q, uint64_t now)
 {
     unsigned char from[KEY_LEN];
@@ -1277,7 +1363,7 @@ int queue_op_get(cmd_t *c)
     cmd_reply_uint(c, "created_at", q->created_at);
     cmd_reply_uint(c, "modified_at", q->modified_at);
     cmd_reply_key(c, "stats");
-    msgpack_pack_map(c->pk, 8);
+    msgpack_pack_map(c->pk, 10);
     cmd_pack_kv_uint(c->pk, "ready", q->s.ready);
     cmd_pack_kv_uint(c->pk, "inflight", q->s.inflight);
     cmd_pack_kv_uint(c->pk, "delayed", q->s.delayed);
@@ -1286,13 +1372,77 @@ int queue_op_get(cmd_t *c)
     cmd_pack_kv_uint(c->pk, "sent_total", q->s.sent_total);
     cmd_pack_kv_uint(c->pk, "received_total", q->s.received_total);
     cmd_pack_kv_uint(c->pk, "deleted_total", q->s.deleted_total);
+    cmd_pack_kv_uint(c->pk, "redelivered_total", q->s.redelivered_total);
+    cmd_pack_kv_uint(c->pk, "dead_lettered_total", q->s.dead_lettered_total);
     return 0;
 }
 
+/* queue.list's sorts (listing.c), in LIST_* order; "name" first. */
+static const char *const list_sorts[] = {"name",   "ready", "inflight", "delayed",  "retained",
+                                         "oldest", "dead",  "sent",     "received", NULL};
+enum { LIST_NAME, LIST_READY, LIST_INFLIGHT, LIST_DELAYED, LIST_RETAINED, LIST_OLDEST, LIST_DEAD,
+       LIST_SENT, LIST_RECEIVED };
+
+/* The dead-letter queue of @q, when it names one that exists. */
+static const queue_t *list_dlq(queues_t *qs, const queue_t *q)
+{
+    return q->a.dlq[0] ? omap_get(&qs->by_name, q->a.dlq, strlen(q->a.dlq)) : NULL;
+}
+
+static uint64_t list_key(void *arg, const void *obj, int sort)
+{
+    cmd_t *c = arg;
+    const queue_t *q = obj, *dlq;
+    switch (sort) {
+    case LIST_READY: return q->s.ready;
+    case LIST_INFLIGHT: return q->s.inflight;
+    case LIST_DELAYED: return q->s.delayed;
+    case LIST_RETAINED: return q->s.retained;
+    case LIST_OLDEST: return oldest_age(c->qs, q, c->now);
+    case LIST_DEAD: return (dlq = list_dlq(c->qs, q)) ? dlq->s.ready : 0;
+    case LIST_SENT: return q->s.sent_total;
+    default: return q->s.received_total;
+    }
+}
+
+/* One row: the counters of queue.get's stats, flat, with the dead-letter
+ * queue's name and its ready count when it has one. */
+static void list_row(void *arg, cmd_t *c, const void *obj)
+{
+    const queue_t *q = obj;
+    const queue_t *dlq = list_dlq(c->qs, q);
+    (void)arg; /* c itself */
+    msgpack_pack_map(c->pk, 11 + (q->a.dlq[0] ? 1 : 0) + (dlq ? 1 : 0));
+    cmd_pack_kv_str(c->pk, "name", q->name, q->nlen);
+    cmd_pack_kv_uint(c->pk, "ready", q->s.ready);
+    cmd_pack_kv_uint(c->pk, "inflight", q->s.inflight);
+    cmd_pack_kv_uint(c->pk, "delayed", q->s.delayed);
+    cmd_pack_kv_uint(c->pk, "retained", q->s.retained);
+    cmd_pack_kv_uint(c->pk, "oldest_age_ms", oldest_age(c->qs, q, c->now));
+    cmd_pack_kv_uint(c->pk, "sent_total", q->s.sent_total);
+    cmd_pack_kv_uint(c->pk, "received_total", q->s.received_total);
+    cmd_pack_kv_uint(c->pk, "deleted_total", q->s.deleted_total);
+    cmd_pack_kv_uint(c->pk, "redelivered_total", q->s.redelivered_total);
+    cmd_pack_kv_uint(c->pk, "dead_lettered_total", q->s.dead_lettered_total);
+    if (q->a.dlq[0])
+        cmd_pack_kv_str(c->pk, "dead_letter_queue", q->a.dlq, strlen(q->a.dlq));
+    if (dlq)
+        cmd_pack_kv_uint(c->pk, "dead", dlq->s.ready);
+}
+
+/* The old form (names) through cmd_list_names; with stats, match, sort or
+ * desc through listing.c. */
 int queue_op_list(cmd_t *c)
 {
     queues_t *qs = c->qs;
-    return cmd_list_names(c, &qs->by_name, "queues");
+    listing_t l;
+    bool extended;
+    int rc = listing_args(c, list_sorts, &l, &extended);
+    if (rc)
+        return rc;
+    if (!extended)
+        return cmd_list_names(c, &qs->by_name, "queues");
+    return listing_run(c, &l, &qs->by_name, "queues", list_key, list_row, c);
 }
 
 /* ---- send ---- */
@@ -1368,7 +1518,8 @@ static void dedup_store(queues_t *qs, queue_t *q, const char *id, size_t len, ui
 }
 
 /* Store a new message: @m carries msg_id (or "" to make one), group, dedup,
- * attrs; state and times are set here from @delay_ms. */
+ * attrs, and for a shared body its ref and blen; state and times are set here
+ * from @delay_ms, the body (@body, @blen) kept inline or in a B record. */
 static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, size_t blen,
                     uint64_t delay_ms)
 {
@@ -1380,6 +1531,9 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
     m->enqueued_at = qs->now;
     m->visible_at = qs->now + delay_ms;
     m->rc = m->first_received_at = m->deleted_at = 0;
+    if (q->retain_due > qs->now + q->a.retention * 1000)
+        q->retain_due = qs->now + q->a.retention * 1000;
+    qs->idle = false;
     if (!q->a.ordered)
         m->has_group = false;
     m->st = -1;
@@ -1390,8 +1544,14 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
     } else {
         ready_add(qs, q, m);
     }
+    if (!m->has_ref) {
+        m->blen = blen;
+        m->blen_known = true;
+        m->body_inline = blen <= MSG_INLINE_MAX;
+        m->body = m->body_inline ? body : NULL;
+    }
     msg_save(qs, q, m);
-    if (m->has_ref)
+    if (m->has_ref || m->body_inline)
         return;
     store_key_id_seq(k, 'B', q->id, m->seq);
     qput(qs, k, KEY_LEN, body, blen);
@@ -1493,6 +1653,8 @@ static int append_topic(queues_t *qs, cmd_t *c, const char *name, size_t len,
     if (ref) {
         m.ref_tid = ref[0];
         m.ref_seq = ref[1];
+        m.blen = blen;
+        m.blen_known = true;
     }
     enqueue(qs, q, &m, body, blen, q->a.delay * 1000);
     return 0;
@@ -1612,7 +1774,8 @@ static void pack_msg(queues_t *qs, msgpack_packer *pk, const queue_t *q, const s
                      const char *receipt)
 {
     size_t blen = 0;
-    char *body = msg_body(qs, q, m, &blen);
+    char *owned;
+    const char *body = msg_body(qs, q, m, &blen, &owned);
     bool tags = m->tags.type == MSGPACK_OBJECT_ARRAY;
     msgpack_pack_map(pk, 7 + (receipt ? 2 : 1) + m->has_group + tags);
     cmd_pack_kv_str(pk, "msg_id", m->msg_id, strlen(m->msg_id));
@@ -1640,7 +1803,7 @@ static void pack_msg(queues_t *qs, msgpack_packer *pk, const queue_t *q, const s
     cmd_pack_kv_uint(pk, "receive_count", m->rc);
     if (!receipt)
         cmd_pack_kv_str(pk, "state", "ready", 5);
-    store_free(body);
+    store_free(owned);
 }
 
 static void pack_message(queues_t *qs, msgpack_packer *pk, const queue_t *q, const struct msg *m)
@@ -1701,25 +1864,24 @@ static const msgpack_object *attrs_with_source(msgpack_sbuffer *sb, msgpack_unpa
 static void move_msg(queues_t *qs, queue_t *q, struct msg *m, queue_t *t, const char *src,
                      size_t srclen)
 {
-    unsigned char k[KEY_LEN];
     size_t blen = 0;
-    char *body = NULL;
+    char *owned = NULL;
+    const char *body = NULL;
     struct msg nm = {.raw = NULL};
     msgpack_sbuffer sb;
     msgpack_unpacked u;
-    if (!m->has_ref) {
-        store_key_id_seq(k, 'B', q->id, m->seq);
-        body = store_get(qs->st, k, KEY_LEN, &blen);
-    }
+    if (!m->has_ref)
+        body = msg_body(qs, q, m, &blen, &owned);
     memcpy(nm.msg_id, m->msg_id, sizeof(nm.msg_id));
     nm.group = m->group, nm.glen = m->glen, nm.has_group = m->has_group;
     nm.attrs = *attrs_with_source(&sb, &u, &m->attrs, src, srclen);
     nm.tags = m->tags;
     nm.has_ref = m->has_ref, nm.ref_tid = m->ref_tid, nm.ref_seq = m->ref_seq;
+    nm.blen = m->blen, nm.blen_known = m->blen_known;
     enqueue(qs, t, &nm, body ? body : "", blen, 0);
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&sb);
-    store_free(body);
+    store_free(owned);
     set_state(qs, q, m, -1);
     msg_remove(qs, q, m, true);
 }
@@ -1742,16 +1904,21 @@ static void dead_letter(queues_t *qs, queue_t *q, struct msg *m, queue_t *t)
 /* What a receive reply holds besides its messages: id, ok, the msgs key and
  * the array's header. */
 #define RECEIVE_ENVELOPE 64
+/* Dead-letter moves one receive makes at most (they do not count toward its
+ * max): a queue full of exhausted messages is moved over several receives,
+ * never in one long apply. */
+#define RECEIVE_DEAD_MAX 1000
 
-/* The bytes @m takes in a receive reply, at most (the body's size is asked
- * of the store, so followers, which pack no reply, compute the same). */
+/* The bytes @m takes in a receive reply, at most (the body's size is in
+ * the record, or asked of the store for an older record, so followers, which
+ * pack no reply, compute the same). */
 static size_t msg_reply_size(queues_t *qs, const queue_t *q, const struct msg *m)
 {
     unsigned char k[KEY_LEN];
-    size_t blen = 0;
-    if (m->has_ref) {
+    size_t blen = m->blen;
+    if (!m->blen_known && m->has_ref) {
         store_free(body_get(qs->st, m->ref_tid, m->ref_seq, &blen));
-    } else {
+    } else if (!m->blen_known) {
         store_key_id_seq(k, 'B', q->id, m->seq);
         int64_t n = store_size(qs->st, k, KEY_LEN);
         blen = n > 0 ? (size_t)n : 0;
@@ -1805,7 +1972,7 @@ int queue_op_receive(cmd_t *c)
     uint64_t max = 1, vis, reply_max = 0;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    uint32_t n = 0;
+    uint32_t n = 0, moved = 0;
     size_t bytes = 0, limit = RECEIVE_REPLY_MAX;
     int rc = arg_queue(qs, c, "queue", &q);
     if (rc)
@@ -1830,10 +1997,14 @@ int queue_op_receive(cmd_t *c)
         if (q->a.dlq[0] && m.rc >= q->a.dlq_max && (t = queue_find(qs, q->a.dlq, strlen(q->a.dlq))) &&
             t != q) {
             dead_letter(qs, q, &m, t);
+            q->s.dead_lettered_total++;
             if (g)
                 group_update(q, &m, g);
             msg_free(&m);
-            continue;
+            if (++moved < RECEIVE_DEAD_MAX)
+                continue;
+            q->woke = true; /* the rest on the next receive: long polls retry */
+            break;
         }
         /* Stop before the reply outgrows a frame; the rest stay ready. */
         size_t size = msg_reply_size(qs, q, &m);
@@ -1854,6 +2025,7 @@ int queue_op_receive(cmd_t *c)
         }
         bytes += size;
         set_state(qs, q, &m, MS_INFLIGHT);
+        q->s.redelivered_total += m.rc > 0;
         m.rc++;
         if (!m.first_received_at)
             m.first_received_at = c->now;
@@ -1893,6 +2065,7 @@ static void delete_one(queues_t *qs, queue_t *q, struct msg *m, uint64_t now)
     m->deleted_at = now;
     msg_save(qs, q, m);
     heap_push(&q->deleted, &s);
+    qs->idle = false;
 }
 
 static int delete_item(void *arg, cmd_t *c, const msgpack_object *r)
@@ -2243,6 +2416,7 @@ int queue_op_redrive(cmd_t *c)
 struct expired {
     uint64_t now, retention_ms, budget;
     heap_t seqs;
+    uint64_t next_due; /* when the first message left expires; 0: unknown */
 };
 
 static int expired_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
@@ -2250,11 +2424,15 @@ static int expired_visit(void *arg, const char *k, size_t kl, const char *v, siz
     struct expired *e = arg;
     struct msg m = {.raw = NULL};
     int stop = 1;
-    if (heap_len(&e->seqs) < e->budget &&
-        msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) == 0 &&
-        m.enqueued_at + e->retention_ms <= e->now) {
+    if (heap_len(&e->seqs) >= e->budget)
+        return 1;
+    if (msg_decode(&m, store_be64_get((const unsigned char *)k + 9), v, vl) != 0) {
+        e->next_due = 0; /* look again next time */
+    } else if (m.enqueued_at + e->retention_ms <= e->now) {
         heap_push(&e->seqs, &m.seq);
         stop = 0;
+    } else {
+        e->next_due = m.enqueued_at + e->retention_ms;
     }
     msg_free(&m);
     return stop;
@@ -2265,9 +2443,19 @@ static uint64_t expire_retention(queues_t *qs, queue_t *q, uint64_t now, uint64_
     struct expired e = {.now = now, .retention_ms = q->a.retention * 1000, .budget = budget};
     unsigned char from[KEY_LEN];
     uint64_t seq, n = 0;
+    if (q->s.ready + q->s.inflight + q->s.delayed + q->s.retained == 0) {
+        q->retain_due = UINT64_MAX; /* the next enqueue sets it */
+        return 0;
+    }
+    if (q->retain_due > now)
+        return 0;
     store_key_id_seq(from, 'M', q->id, q->floor);
     heap_init(&e.seqs, sizeof(uint64_t), cmp_u64);
+    e.next_due = UINT64_MAX; /* the scan may end without a record left */
     store_scan(qs->st, from, 9, from, KEY_LEN, expired_visit, &e);
+    if (heap_len(&e.seqs) == budget)
+        e.next_due = 0; /* the budget is spent: the next tick goes on */
+    q->retain_due = e.next_due;
     while (heap_pop(&e.seqs, &seq) == 0) {
         struct msg m;
         if (msg_load(qs, q, seq, &m) == 0) {
@@ -2331,12 +2519,16 @@ int queue_op_tick(cmd_t *c)
 {
     queues_t *qs = c->qs;
     uint64_t budget = TICK_BUDGET;
+    bool idle = true;
     for (queue_t *q = qs->first; q && budget; q = q->next) {
         budget -= expire_retention(qs, q, c->now, budget);
         budget -= expire_deleted(qs, q, c->now, budget);
         budget -= expire_dedup(qs, q, c->now, budget);
+        idle = idle && q->retain_due == UINT64_MAX && heap_len(&q->deleted) == 0 &&
+               heap_len(&q->dedup) == 0;
     }
     qs->tick_more = budget == 0;
+    qs->idle = idle && !qs->tick_more;
     reclaim_tick(qs);
     return 0;
 }

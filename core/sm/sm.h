@@ -259,6 +259,11 @@ void fsm_read_free(fsm_read_t *cur);
  * visible (UINT64_MAX when none). */
 uint64_t fsm_queue_ready(fsm_t *f, const char *queue, size_t len);
 uint64_t fsm_next_due(fsm_t *f);
+/* True when the periodic tick would change nothing until something is
+ * written (queue_tick_idle, script_tick_idle; topics' retention is in
+ * fsm_next_due): the leader may skip it, so an idle hub writes nothing to its
+ * log. */
+bool fsm_tick_idle(fsm_t *f);
 /* The clock of the last applied entry. */
 uint64_t fsm_now(fsm_t *f);
 /* SHA-256 of the whole state (store content), for determinism checks. */

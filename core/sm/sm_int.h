@@ -105,6 +105,30 @@ int cmd_batch(cmd_t *c, const char *key, const char *what, uint32_t max,
 int cmd_list_names(cmd_t *c, const omap_t *names, const char *key);
 
 /* ======================================================================
+ * listing.c — queue.list / topic.list with stats, match, sort, desc.
+ * ====================================================================== */
+typedef struct listing {
+    const char *match, *prefix;
+    size_t mlen, plen;
+    bool stats, desc;
+    int sort;                /* index into the caller's sort names; 0: name */
+    uint64_t offset, limit;
+} listing_t;
+/* The sort key of @obj (an omap value) for sort @sort (>= 1). */
+typedef uint64_t (*listing_key_fn)(void *arg, const void *obj, int sort);
+/* Pack @obj's row (one map) into c->pk. */
+typedef void (*listing_row_fn)(void *arg, cmd_t *c, const void *obj);
+/* Parse a list request. *extended is false for the old form (none of stats,
+ * match, sort, desc: answer it with cmd_list_names). @sorts: the sort names,
+ * "name" first, NULL-terminated. 0 or MQHUB_EBAD_REQUEST. */
+int listing_args(cmd_t *c, const char *const *sorts, listing_t *l, bool *extended);
+/* Reply field @key (rows, or names without stats) and "total" for the
+ * names of @names (name -> object) that @l selects, in its order. 0, or
+ * MQHUB_EINTERNAL when out of memory. */
+int listing_run(cmd_t *c, const listing_t *l, const omap_t *names, const char *key,
+                listing_key_fn sort_key, listing_row_fn pack_row, void *arg);
+
+/* ======================================================================
  * queue.c — queues and their messages (docs/architecture.md "Messages").
  * ====================================================================== */
 /* queue.c: the queues of one state machine over @st (not owned). */
@@ -120,6 +144,10 @@ void queue_begin(queues_t *qs, uint64_t now);
 int queue_end(queues_t *qs);
 uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len);
 uint64_t queue_next_due(queues_t *qs, uint64_t now);
+/* True when the last tick found nothing that retention, a rewind window or
+ * dedup expiry could remove and nothing was stored since: the periodic tick
+ * has nothing to do (fsm_tick_idle). Not part of the replicated state. */
+bool queue_tick_idle(const queues_t *qs);
 /* Handlers (see PROTOCOL.md for each op). */
 int queue_op_create(cmd_t *c);
 int queue_op_delete(cmd_t *c);
@@ -263,6 +291,9 @@ int sub_op_delete(cmd_t *c);
 int sub_op_get(cmd_t *c);
 int sub_op_list(cmd_t *c);
 int sub_op_rewind(cmd_t *c);
+/* topic.peek {topic, subscription?, max?, from?}: a read of the topic's
+ * retained messages, or of a push subscription's pending ones. */
+int sub_op_peek(cmd_t *c);
 int sub_op_ack(cmd_t *c);
 int sub_op_dead(cmd_t *c);
 /* The internal op `sub.reap {owner | keep}`: ephemeral subscriptions whose
@@ -355,6 +386,9 @@ int block_op_list(cmd_t *c);
 int block_op_delete(cmd_t *c);
 /* The script half of `tick`: expired blocks and idle windows go. */
 int script_op_tick(cmd_t *c);
+/* True when no block and no hub.window state exists: tick has nothing of the
+ * scripts' to expire (fsm_tick_idle). */
+bool script_tick_idle(scripts_t *sc);
 
 /* ======================================================================
  * user.c — identities and grants (docs/security.md). Records U<name>.

@@ -1,7 +1,8 @@
 /* subscription.c: the subscriptions of topics — PROTOCOL.md "Topics". Called
  * by fsm.c (handlers sub_op_*: subscription.create/set/delete/get/list/rewind,
- * ack, and the internal op `sub.dead {topic, subscription, seq, attempts}`
- * the leader proposes when it gave up on a push message), by topic.c
+ * ack, topic.peek (a read of retained or pending messages), and the
+ * internal op `sub.dead {topic, subscription, seq, attempts}` the leader
+ * proposes when it gave up on a push message), by topic.c
  * (fan-out, retention, rebuild, end of entry: topic_int.h), and by the push
  * engine's reads (sub_push_*, behind fsm_push_* in sm.h).
  *
@@ -1262,6 +1263,137 @@ int sub_op_rewind(cmd_t *c)
                         "give field 'time' (ms since epoch) or 'seq' to rewind from");
     cmd_reply_uint(c, "rewound", replay(ts, c, s, seq, time));
     push_event(ts, s, FSM_PUSH_REWOUND, 0);
+    return 0;
+}
+
+/* ---- topic.peek: a bounded read of retained or pending messages ---- */
+
+/* What a peek's reply may hold (as queue.peek's: receive's bound in
+ * queue.c); a message counts its body, attrs and key plus a fixed allowance
+ * (ids, tags, numbers, field names). Every record a peek walks is one it
+ * shows (retained and pending records are live), so max bounds the walk. */
+#define PEEK_REPLY_MAX (MQHUB_DEFAULT_MAX_FRAME - (64u << 10))
+#define PEEK_MSG_OVERHEAD 768
+
+/* A peek's walk: the seqs of up to @want records, where a next peek goes
+ * on (@next), and whether it stopped before the end. */
+struct peek {
+    body_seqs_t seqs;
+    size_t want;
+    uint64_t next;
+    bool more;
+};
+
+static int peek_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct peek *p = arg;
+    (void)v, (void)vl;
+    if (kl != KEY_LEN)
+        return 0;
+    if (p->seqs.n == p->want) {
+        p->more = true;
+        return 1;
+    }
+    p->next = store_be64_get((const unsigned char *)k + 9) + 1;
+    if (body_seqs_push(&p->seqs, k) != 0) {
+        p->next--; /* out of memory: a next peek starts at this one */
+        p->more = true;
+        return 1;
+    }
+    return 0;
+}
+
+/* One retained message as a peek shows it: a push's fields without attempt. */
+static void peek_pack_msg(msgpack_packer *pk, const fsm_push_msg_t *m)
+{
+    msgpack_pack_map(pk, 7);
+    cmd_pack_kv_str(pk, "msg_id", m->msg_id, m->msg_id_len);
+    cmd_pack_kv_uint(pk, "seq", m->seq);
+    mp_pack_str(pk, "body", 4);
+    msgpack_pack_bin(pk, m->body_len);
+    msgpack_pack_bin_body(pk, m->body, m->body_len);
+    mp_pack_str(pk, "tags", 4);
+    msgpack_pack_object(pk, *m->tags);
+    mp_pack_str(pk, "key", 3);
+    msgpack_pack_object(pk, *m->key);
+    mp_pack_str(pk, "attrs", 5);
+    if (m->attrs->type == MSGPACK_OBJECT_MAP)
+        msgpack_pack_object(pk, *m->attrs);
+    else
+        msgpack_pack_map(pk, 0);
+    cmd_pack_kv_uint(pk, "published_at", m->published_at);
+}
+
+static size_t peek_msg_size(const fsm_push_msg_t *m)
+{
+    size_t n = m->body_len + cmd_attrs_size(m->attrs) + PEEK_MSG_OVERHEAD;
+    if (m->key->type == MSGPACK_OBJECT_STR)
+        n += m->key->via.str.size;
+    return n;
+}
+
+/* topic.peek {topic, subscription?, max?, from?}: a read. Without a
+ * subscription the topic's retained messages (P<tid>), with one the pending
+ * messages of that push subscription (W<sid>), from seq `from` on, in seq
+ * order; nothing is delivered, acked or counted. `next` tells where a
+ * following peek goes on when this one stopped early (max or the reply's
+ * size). */
+int sub_op_peek(cmd_t *c)
+{
+    topics_t *ts = c->ts;
+    topic_t *t;
+    sub_t *s = NULL;
+    uint64_t max = 1, from = 0;
+    struct peek p = {.want = 0};
+    unsigned char k[KEY_LEN];
+    size_t bytes = 0;
+    uint32_t packed = 0;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    int rc = mp_map_get(c->req, "subscription") ? arg_sub(ts, c, "subscription", &t, &s)
+                                                : topic_arg(ts, c, "topic", &t);
+    if (rc || (rc = cmd_arg_uint(c, c->req, "max", 1, MQHUB_RECEIVE_MAX, &max)) ||
+        (rc = cmd_arg_uint(c, c->req, "from", 0, UINT64_MAX, &from)))
+        return rc;
+    if (s && !sub_is_push(s))
+        return cmd_fail(c, MQHUB_EBAD_REQUEST,
+                        "subscription '%s' of topic '%s' delivers to queue '%.*s' and has no "
+                        "pending messages; peek at the queue with queue.peek", s->name, t->name,
+                        (int)s->cf[CF_QUEUE].via.str.size, s->cf[CF_QUEUE].via.str.ptr);
+    if (!c->pk)
+        return 0;
+    p.want = (size_t)max;
+    p.next = from > t->first_seq || s ? from : t->first_seq;
+    if (s)
+        pending_key(k, s, p.next);
+    else
+        store_key_id_seq(k, 'P', t->id, p.next);
+    store_scan(ts->st, k, 9, k, KEY_LEN, peek_visit, &p);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (size_t i = 0; i < p.seqs.n; i++) {
+        struct tmsg tm;
+        if (topic_msg_load(ts, t, p.seqs.v[i], &tm) == 0) {
+            size_t size = peek_msg_size(&tm.m);
+            if (packed > 0 && bytes + size > PEEK_REPLY_MAX) {
+                topic_msg_free(&tm);
+                p.next = p.seqs.v[i];
+                p.more = true;
+                break;
+            }
+            bytes += size;
+            peek_pack_msg(&pk, &tm.m);
+            packed++;
+        }
+        topic_msg_free(&tm);
+    }
+    cmd_reply_key(c, "msgs");
+    msgpack_pack_array(c->pk, packed);
+    c->pk->callback(c->pk->data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (p.more)
+        cmd_reply_uint(c, "next", p.next);
+    free(p.seqs.v);
     return 0;
 }
 

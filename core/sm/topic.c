@@ -597,10 +597,43 @@ int topic_op_get(cmd_t *c)
     return 0;
 }
 
+/* topic.list's sorts (listing.c): "name" first, then the counters. */
+static const char *const list_sorts[] = {"name", "retained", "published", NULL};
+
+static uint64_t list_key(void *arg, const void *obj, int sort)
+{
+    const topic_t *t = obj;
+    (void)arg;
+    return sort == 1 ? t->retained : t->published_total;
+}
+
+/* One row: topic.get's stats, flat. */
+static void list_row(void *arg, cmd_t *c, const void *obj)
+{
+    const topic_t *t = obj;
+    (void)arg;
+    msgpack_pack_map(c->pk, 6);
+    cmd_pack_kv_str(c->pk, "name", t->name, t->nlen);
+    cmd_pack_kv_uint(c->pk, "retained", t->retained);
+    cmd_pack_kv_uint(c->pk, "published_total", t->published_total);
+    cmd_pack_kv_uint(c->pk, "first_seq", t->first_seq);
+    cmd_pack_kv_uint(c->pk, "last_seq", t->next_seq - 1);
+    cmd_pack_kv_uint(c->pk, "created_at", t->created_at);
+}
+
+/* The old form (names) through cmd_list_names; with stats, match, sort or
+ * desc through listing.c. */
 int topic_op_list(cmd_t *c)
 {
     topics_t *ts = c->ts;
-    return cmd_list_names(c, &ts->by_name, "topics");
+    listing_t l;
+    bool extended;
+    int rc = listing_args(c, list_sorts, &l, &extended);
+    if (rc)
+        return rc;
+    if (!extended)
+        return cmd_list_names(c, &ts->by_name, "topics");
+    return listing_run(c, &l, &ts->by_name, "topics", list_key, list_row, NULL);
 }
 
 /* ---- publish ---- */

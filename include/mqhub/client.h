@@ -95,7 +95,10 @@ typedef struct mqhub_client_opts {
  * Returns 0; MQHUB_ECONN (bad address, refused, unreachable, no answer within
  * the timeout; TLS: a file that does not load, a handshake refused either
  * way, e.g. "TLS handshake: certificate verify failed: ..."); MQHUB_EUNAUTHORIZED
- * (token refused); MQHUB_ETIMEOUT. On failure *@out is NULL and @err (may
+ * (token refused); MQHUB_ETIMEOUT. A refused hello is named, in @err and in
+ * the errmsg of later calls on the handle it makes fail: "hello refused
+ * (UNAUTHORIZED): token: missing or wrong; ..." with the hello's code (a user
+ * created on the leader is unknown to a follower until it applied it). On failure *@out is NULL and @err (may
  * be NULL) receives a sentence. */
 MQHUB_EXTERN int mqhub_client_connect(mqhub_client_t **out, const char *address,
                                       const mqhub_client_opts_t *opts, char *err, size_t errlen);
@@ -717,6 +720,61 @@ MQHUB_EXTERN int mqhub_client_user_grant(mqhub_client_t *c, const char *name, co
                                          const char *pattern, bool *changed);
 MQHUB_EXTERN int mqhub_client_user_revoke(mqhub_client_t *c, const char *name, const char *verb,
                                           const char *pattern, bool *changed);
+
+/* topic.peek {topic, subscription?, max, from?}: up to @max (1-256) messages
+ * from seq @from on (0: the first), in seq order, delivering, acking and
+ * counting nothing. @subscription NULL: the topic's retained messages; else
+ * the pending messages of that push (or http) subscription. On 0 the caller
+ * owns *@out (mqhub_response_free): `msgs` [{msg_id, seq, body, tags, key,
+ * attrs, published_at}]; `next`, the seq to pass as @from to go on, when the
+ * peek stopped early (max, or the reply's size). 0,
+ * MQHUB_ENOT_FOUND, MQHUB_EBAD_REQUEST (max; a queue subscription),
+ * MQHUB_EFORBIDDEN (peek needs subscribe on the topic), common. */
+MQHUB_EXTERN int mqhub_client_topic_peek(mqhub_client_t *c, const char *topic,
+                                         const char *subscription, uint32_t max, uint64_t from,
+                                         mqhub_response_t *out);
+
+/* The raft log's figures of cluster.status (docs/protocol.md "Cluster ops"),
+ * as the node that answered sees them. A struct of its own, so that
+ * mqhub_cluster_status_t, which callers allocate, keeps its size. */
+typedef struct mqhub_cluster_raft {
+    uint64_t last_index;      /* last entry of its log, maybe not committed */
+    uint64_t snapshot_index;  /* newest snapshot on disk, 0: none */
+    uint64_t snapshot_age_ms; /* since it took, installed or loaded it */
+    uint64_t log_entries, log_bytes; /* applied since that snapshot */
+    uint64_t leader_changes;  /* leaders this process saw become known */
+} mqhub_cluster_raft_t;
+
+/* cluster.status as mqhub_client_cluster_status(), also filling *@raft (may
+ * be NULL; all 0 from a server that does not send them). Same returns. */
+MQHUB_EXTERN int mqhub_client_cluster_status_raft(mqhub_client_t *c, bool digest,
+                                                  mqhub_cluster_status_t *out,
+                                                  mqhub_cluster_raft_t *raft);
+
+/* The fields cluster.status gained after mqhub_cluster_status_t was fixed
+ * (docs/protocol.md "Cluster ops"): HTTP addresses and removed_by. A struct
+ * of its own for the same reason as mqhub_cluster_raft_t. */
+typedef struct mqhub_cluster_more {
+    char http[128];       /* the answering node's HTTP address, "" when unknown */
+    uint64_t removed_by;  /* role "removed": the leader it knew then (0: none) */
+    /* node_http[i]: the HTTP address of out->nodes[i], "" when unknown */
+    char node_http[MQHUB_CLUSTER_MAX_NODES][128];
+} mqhub_cluster_more_t;
+
+/* cluster.status as mqhub_client_cluster_status_raft(), also filling *@more
+ * (may be NULL; "" and 0 from a server that does not send them). Same
+ * returns. Blocking, on the handle's thread. */
+MQHUB_EXTERN int mqhub_client_cluster_status_more(mqhub_client_t *c, bool digest,
+                                                  mqhub_cluster_status_t *out,
+                                                  mqhub_cluster_raft_t *raft,
+                                                  mqhub_cluster_more_t *more);
+/* cluster.add {node, address, client?, http?} as mqhub_client_cluster_add(),
+ * with @http the new node's HTTP address ("host:port", may be NULL), listed
+ * by cluster.status. Same returns; an address that is not a printable
+ * "host:port" is MQHUB_EBAD_REQUEST from the server. */
+MQHUB_EXTERN int mqhub_client_cluster_add_http(mqhub_client_t *c, uint64_t node,
+                                               const char *address, const char *client,
+                                               const char *http);
 
 #ifdef __cplusplus
 }

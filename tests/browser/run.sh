@@ -1,14 +1,15 @@
 #!/bin/sh
-# run.sh MQHUBD MQHUB_CLI BUILD_DIR: install playwright-core into
+# run.sh MQHUBD MQHUB_CLI BUILD_DIR [TEST]: install playwright-core into
 # BUILD_DIR/npm-cache/node_modules (once; npm's download cache is kept in
 # BUILD_DIR/npm-cache/.npm, so nothing is written outside the build tree),
-# then run dashboard_test.mjs against Debian's chromium. Screenshots land in
+# then run TEST (default dashboard_test.mjs; console_test.mjs) against
+# Debian's chromium. Screenshots land in
 # BUILD_DIR/artifacts.
 # Exit 77 (skipped) only when node, npm or chromium is not installed; a
 # failing npm install (no registry, no cached copy) is a failure.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-mqhubd=$1 cli=$2 out=$3
+mqhubd=$1 cli=$2 out=$3 test=${4:-dashboard_test.mjs}
 for tool in node npm; do
     command -v "$tool" >/dev/null ||
         { echo "skip: $tool is not installed (tools/install-deps.sh installs it)"; exit 77; }
@@ -28,4 +29,4 @@ if [ ! -f "$deps/node_modules/playwright-core/package.json" ]; then
 fi
 mkdir -p "$out/artifacts"
 NODE_PATH="$deps/node_modules" MQHUBD="$mqhubd" MQHUB_CLI="$cli" CHROMIUM="$chromium" \
-    ARTIFACTS="$out/artifacts" node "$here/dashboard_test.mjs"
+    ARTIFACTS="$out/artifacts" node "$here/$test"

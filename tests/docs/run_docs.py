@@ -47,7 +47,9 @@ How it runs (start reading at main()):
   `tools` and `include` (links into the source tree) and `build` (a link to
   BUILD_DIR), so the docs' relative paths (`scripts/risk/...`,
   `export PATH=$PWD/build/...`) work as in a clone after `make build`; PATH
-  has the build's mqhub and mqhubd; MQHUB_TOKEN is unset.
+  has the build's mqhub and mqhubd; MQHUB_TOKEN and MQHUB_CONTEXT are unset
+  and XDG_CONFIG_HOME is the folder .config in it, so the CLI's saved
+  contexts (docs/cli.md) are the docs' own, never the developer's.
   CFLAGS is empty, or --cflags: a sanitizer build passes its -fsanitize flags,
   so a program the docs compile (`cc $CFLAGS ...`) can load its libmqhub.
 - Files in a fixed order: README.md, then the docs in the order a reader
@@ -391,6 +393,8 @@ def main():
     work = make_workdir(source, build)
     env = dict(os.environ)
     env.pop("MQHUB_TOKEN", None)
+    env.pop("MQHUB_CONTEXT", None)
+    env["XDG_CONFIG_HOME"] = os.path.join(work, ".config")
     env["CFLAGS"] = opts["--cflags"]
     env["PATH"] = "%s/apps/mqhub:%s/apps/mqhubd:%s" % (build, build, env.get("PATH", ""))
     ports = Ports({6200: free_port(), 6280: free_port(), 6300: free_port()})

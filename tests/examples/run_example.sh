@@ -5,8 +5,10 @@
 #
 # Gives the example a fresh temporary data directory (removed when it passes,
 # kept and named when it fails) and a base port PORT such that PORT..PORT+PORTS-1
-# are free on loopback now, then runs it with BUILD, DIR and PORT set. The
-# example's exit code is the test's.
+# are free on loopback now, then runs it with BUILD, DIR and PORT set, and
+# XDG_CONFIG_HOME in its temporary folder (MQHUB_CONTEXT unset): the mqhub
+# CLI it runs never reads the developer's saved contexts. The example's exit
+# code is the test's.
 set -eu
 BUILD=$1
 RUN=$2
@@ -42,7 +44,8 @@ PY
 )
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/mqhub-example.XXXXXX")
 echo "example $RUN: BUILD=$BUILD DIR=$DIR/data PORT=$PORT"
-if BUILD=$BUILD DIR=$DIR/data PORT=$PORT "$RUN"; then
+unset MQHUB_CONTEXT
+if BUILD=$BUILD DIR=$DIR/data PORT=$PORT XDG_CONFIG_HOME=$DIR/config-home "$RUN"; then
     rm -rf "$DIR"
 else
     rc=$?

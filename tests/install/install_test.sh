@@ -10,9 +10,11 @@
 #      in ports and data folder (installed.sh): it finds the prefix's plugins
 #      (tcp, websocket and that plugin, by name) and the prefix's dashboard
 #      by itself;
-#   4. the installed mqhub CLI pings, creates a queue, sends and receives;
-#      tcp.so and websocket.so were loaded from the prefix, the dashboard is
-#      served from the prefix;
+#   4. the installed mqhub CLI pings, creates a queue, sends and receives
+#      (with XDG_CONFIG_HOME in the temp dir: no saved context of the user's
+#      applies); the installed mqhub-bench runs (--help); tcp.so and
+#      websocket.so were loaded from the prefix, the dashboard is served from
+#      the prefix;
 #   5. tiny_client.c, built with the installed mqhub.pc and with
 #      find_package(mqhub), sends to it through the installed libmqhub;
 #   6. SIGTERM stops mqhubd with exit status 0.
@@ -36,12 +38,14 @@ fail() {
     exit 1
 }
 export PKG_CONFIG_PATH="$p/$libdir/pkgconfig"
+export XDG_CONFIG_HOME="$tmp/config"
 
 # 1. The layout.
 cmake --install "$build" --prefix "$p" >"$tmp/install.log" 2>&1 ||
     { cat "$tmp/install.log"; fail "cmake --install"; }
-for f in "$bindir/mqhubd" "$bindir/mqhub" "$libdir/mqhub/tcp.so" "$libdir/mqhub/websocket.so" \
-    "$datadir/mqhub/www/index.html" "$includedir/mqhub/client.h" "$includedir/mqhub/plugin.h" \
+for f in "$bindir/mqhubd" "$bindir/mqhub" "$bindir/mqhub-bench" "$libdir/mqhub/tcp.so" \
+    "$libdir/mqhub/websocket.so" "$datadir/mqhub/www/index.html" "$includedir/mqhub/client.h" \
+    "$includedir/mqhub/plugin.h" \
     "$includedir/mqhub/version.h" "$libdir/libmqhub.so" "$libdir/pkgconfig/mqhub.pc" \
     "$libdir/pkgconfig/mqhub-plugin.pc" "$libdir/cmake/mqhub/mqhubConfig.cmake" \
     "$libdir/cmake/mqhub/mqhubConfigVersion.cmake" "$libdir/cmake/mqhub/mqhubTargets.cmake" \
@@ -65,7 +69,11 @@ cc -shared -fPIC $(pkg-config --cflags mqhub-plugin) -o "$plugindir/heartbeat.so
 extra_conf='transport "heartbeat" { interval = 1 }'
 installed_start "$p/$bindir" "$p/$sysconfdir/mqhub/mqhub.conf" "$tmp"
 
-# 4. The CLI and the dashboard.
+# 4. The CLI, mqhub-bench and the dashboard.
+"$p/$bindir/mqhub-bench" --help >"$tmp/bench-help.out" 2>&1 ||
+    { cat "$tmp/bench-help.out"; fail "installed mqhub-bench --help does not exit 0"; }
+grep -q "usage: mqhub-bench" "$tmp/bench-help.out" ||
+    fail "installed mqhub-bench --help printed: $(head -3 "$tmp/bench-help.out")"
 cli queue create install-q || fail "mqhub queue create"
 cli send install-q 'hello from the install test' || fail "mqhub send"
 out=$(cli recv install-q --visibility 30) || fail "mqhub recv"

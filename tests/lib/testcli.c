@@ -3,7 +3,9 @@
  * testcli_run() is what tests call; testcli_spawn() + testcli_collect() are
  * for a CLI that must be signalled while it runs (--follow, tail), with
  * testcli_wait_out() to know when it got there. stdin, stdout and stderr are
- * the files cli.in, cli.out, cli.err of the hub's dir.
+ * the files cli.in, cli.out, cli.err of the hub's dir; XDG_CONFIG_HOME is its
+ * folder config-home (testcli_config_home()), so the saved contexts of the
+ * developer running the tests never reach them.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -35,9 +37,14 @@ static void io_path(const testcli_t *c, const char *name, char *out, size_t size
     snprintf(out, size, "%s/%s", c->hub->dir, name);
 }
 
+void testcli_config_home(const testcli_t *c, char *out, size_t size)
+{
+    io_path(c, "config-home", out, size);
+}
+
 pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *input)
 {
-    char out[320], err[320], in[320];
+    char out[320], err[320], in[320], home[320];
     const char *args[ARGS_MAX] = {c->path};
     size_t n = 1;
     while (argv[n - 1] && n < ARGS_MAX - 1) {
@@ -48,6 +55,7 @@ pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *inp
     io_path(c, "cli.out", out, sizeof out);
     io_path(c, "cli.err", err, sizeof err);
     io_path(c, "cli.in", in, sizeof in);
+    testcli_config_home(c, home, sizeof home);
     FILE *f = fopen(in, "w");
     assert_non_null(f);
     if (input)
@@ -64,6 +72,7 @@ pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *inp
         dup2(fo, 1);
         dup2(fe, 2);
         setenv("MQHUB_SERVER", c->hub->address, 1);
+        setenv("XDG_CONFIG_HOME", home, 1);
         execv(c->path, (char *const *)args);
         _exit(127);
     }

@@ -2,7 +2,8 @@
  * spawn it with arguments and stdin, wait, read back its exit status, stdout
  * and stderr; parse --json output with jansson, failing the test when it is
  * not what was expected. Output goes through files in the hub's temp dir, so
- * one CLI at a time per hub.
+ * one CLI at a time per hub. Every CLI runs with XDG_CONFIG_HOME in that dir
+ * too (testcli_config_home()): a developer's saved contexts never apply.
  */
 #ifndef MQHUB_TESTCLI_H
 #define MQHUB_TESTCLI_H
@@ -26,6 +27,9 @@ typedef struct testcli_run {
     char out[16384], err[4096];
 } testcli_run_t;
 
+/* The folder the CLIs of @c get as XDG_CONFIG_HOME ("<hub dir>/config-home",
+ * created by the CLI when it saves a context) into @out. */
+void testcli_config_home(const testcli_t *c, char *out, size_t size);
 /* Start the CLI with @argv (NULL-ended, argv[0] excluded, at most 30),
  * stdin from @input (NULL: empty). Returns the child's pid. */
 pid_t testcli_spawn(const testcli_t *c, const char *const *argv, const char *input);

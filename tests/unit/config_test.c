@@ -221,6 +221,8 @@ static void test_wrong_type(void **state)
                         "mqhub.conf:1: node.id must be a positive integer");
     assert_string_equal(load_bad("node { raft = \"localhost\" }\n"),
                         "mqhub.conf:1: node.raft must be \"host:port\"");
+    assert_string_equal(load_bad("peers { [2] = { raft = \"h:1\", http = \"a b:1\" } }\n"),
+                        "mqhub.conf:1: peers[2].http must be \"host:port\"");
     assert_string_equal(load_bad("log { level = \"loud\" }\n"),
                         "mqhub.conf:1: log.level must be one of debug, info, warn, error");
     assert_string_equal(load_bad("limits { max_frame = 1.5 }\n"),
@@ -228,7 +230,7 @@ static void test_wrong_type(void **state)
                         "1073741824");
     assert_string_equal(load_bad("peers { [2] = 42 }\n"),
                         "mqhub.conf:1: peers[2] must be \"host:port\" or { raft = ..., "
-                        "client = ... }");
+                        "client = ..., http = ... }");
     assert_string_equal(load_bad("peers { [2] = { raft = \"h:1\", client = 7 } }\n"),
                         "mqhub.conf:1: peers[2].client must be \"host:port\"");
     assert_string_equal(load_bad("queue \"q\" { visibility_timeout = print }\n"),
@@ -252,8 +254,47 @@ static void test_unknown_names(void **state)
                         "mqhub.conf:2: transport needs a table: transport \"name\" { ... }");
     assert_string_equal(load_bad("queue \"a\" {}\nqueue \"a\" {}\n"),
                         "mqhub.conf:2: queue \"a\" is declared twice");
-    assert_string_equal(load_bad("node { id = 2 }\npeers { [2] = \"h:1\" }\n"),
-                        "mqhub.conf: peers[2] has this node's id (node.id)");
+    assert_string_equal(load_bad("node { id = 2, raft = \"h:2\" }\npeers { [2] = \"h:1\" }\n"),
+                        "mqhub.conf: peers[2] is this node (node.id = 2), but its raft = "
+                        "\"h:1\" differs from node.raft = \"h:2\": give both the same "
+                        "address, or leave node.raft out");
+}
+
+static void write_file(const char *name, const char *text);
+
+/* One peers table on every node (etcd's initial cluster): the entry of
+ * node.id gives node.raft/client/http their defaults and leaves the list. */
+static void test_peers_self(void **state)
+{
+    config_t *c = NULL;
+    char err[512];
+    write_file("cluster.secret", "0123456789abcdef0123456789abcdef\n");
+    write_conf("node { id = 2, client = \"c:2\", cluster_secret_file = \"cluster.secret\" }\n"
+               "transport \"websocket\" { listen = \"127.0.0.1:6280\" }\n"
+               "peers {\n"
+               "  [1] = { raft = \"r:1\", client = \"c:1\", http = \"h:1\" },\n"
+               "  [2] = { raft = \"r:2\", client = \"c:2\", http = \"h:2\" },\n"
+               "  [3] = { raft = \"r:3\" },\n"
+               "}\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_string_equal(c->raft_address, "r:2");
+    assert_string_equal(c->client_address, "c:2");
+    assert_string_equal(c->http_address, "h:2"); /* the entry before the listen */
+    assert_int_equal(c->n_peers, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        const replica_peer_t *p = &c->peers[i];
+        assert_true(p->id == 1 || p->id == 3);
+        if (p->id == 1)
+            assert_string_equal(p->http_address, "h:1");
+        else
+            assert_null(p->http_address);
+    }
+    config_free(c);
+    assert_string_equal(load_bad("node { id = 1, http = \"x:1\" }\n"
+                                 "peers { [1] = { raft = \"r:1\", http = \"h:1\" } }\n"),
+                        "mqhub.conf: peers[1] is this node (node.id = 1), but its http = "
+                        "\"h:1\" differs from node.http = \"x:1\": give both the same "
+                        "address, or leave node.http out");
 }
 
 static void test_runtime_error(void **state)
@@ -368,6 +409,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_peers_self, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_refused, setup, teardown),

@@ -1,6 +1,7 @@
 /* fsm_message_test.c: message semantics through the FSM with a fake clock —
  * send/receive/delete, locks and receipts, delays, dead letters, ordered
- * groups, dedup, rewind, retention, batches, limits, the ready callback. */
+ * groups, dedup, rewind, retention, batches, limits, the ready callback,
+ * where bodies are stored (in the record or beside it; older records). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -109,6 +110,131 @@ static void test_send_receive_delete(void **state)
     H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':0}");
     H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','max':257}");
     H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','visibility':43201}");
+}
+
+static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(int64_t *)arg;
+    return 0;
+}
+
+/* How many keys start with @prefix. */
+static int64_t keys(harness_t *h, char prefix)
+{
+    int64_t n = 0;
+    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
+    return n;
+}
+
+static int first_key(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)v, (void)vl;
+    memcpy(arg, k, kl);
+    return 1;
+}
+
+/* Rewrite the only message record of the store in the format of the
+ * releases before bodies went into the record: its first 11 fields, the
+ * body in a B record of the same key. */
+static void make_old_record(harness_t *h)
+{
+    unsigned char k[17];
+    size_t vl;
+    char p = 'M';
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    store_scan(fsm_store(h->f), &p, 1, NULL, 0, first_key, k);
+    char *v = store_get(fsm_store(h->f), k, sizeof(k), &vl);
+    assert_non_null(v);
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, v, vl, NULL), MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object_array *a = &u.data.via.array;
+    assert_int_equal(a->size, 13);
+    assert_int_equal(a->ptr[12].type, MSGPACK_OBJECT_BIN);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 11);
+    for (uint32_t i = 0; i < 11; i++)
+        msgpack_pack_object(&pk, a->ptr[i]);
+    assert_int_equal(store_put(fsm_store(h->f), k, sizeof(k), sb.data, sb.size), 0);
+    k[0] = 'B';
+    assert_int_equal(store_put(fsm_store(h->f), k, sizeof(k), a->ptr[12].via.bin.ptr,
+                               a->ptr[12].via.bin.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&u);
+    store_free(v);
+}
+
+/* Bodies up to 4096 bytes live in the message record, larger ones in a B
+ * record; either kind is gone after its delete. A record written by an older
+ * release (body in B, no length) is still received, and deleted with its B
+ * record. */
+static void test_body_storage(void **state)
+{
+    harness_t *h = *state;
+    char big[5001];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'small'}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'%s'}", big);
+    assert_int_equal(keys(h, 'M'), 2);
+    assert_int_equal(keys(h, 'B'), 1);
+    json_t *m = recv_msgs(h, "q", 10, NULL);
+    assert_int_equal(json_array_size(m), 2);
+    assert_string_equal(h_str(json_array_get(m, 0), "body"), "small");
+    assert_string_equal(h_str(json_array_get(m, 1), "body"), big);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *d = delete1(h, "q", h_str(json_array_get(m, i), "receipt"));
+        assert_true(h_ok(d));
+        json_decref(d);
+    }
+    json_decref(m);
+    assert_int_equal(keys(h, 'M') + keys(h, 'B'), 0);
+
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'from an older release'}");
+    make_old_record(h);
+    m = recv_msgs(h, "q", 10, NULL);
+    assert_int_equal(json_array_size(m), 1);
+    assert_string_equal(h_str(json_array_get(m, 0), "body"), "from an older release");
+    json_t *d = delete1(h, "q", h_str(json_array_get(m, 0), "receipt"));
+    assert_true(h_ok(d));
+    json_decref(d);
+    json_decref(m);
+    assert_int_equal(keys(h, 'M') + keys(h, 'B'), 0);
+}
+
+/* The periodic tick is idle (fsm_tick_idle) only while nothing stored could
+ * expire: messages, deleted-but-kept ones, dedup entries, blocks. */
+static void test_tick_idle(void **state)
+{
+    harness_t *h = *state;
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_true(fsm_tick_idle(h->f));
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q','attrs':{'retention':60}}");
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'a'}");
+    assert_false(fsm_tick_idle(h->f));
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_false(fsm_tick_idle(h->f)); /* the message expires in 60 s */
+    h_advance(h, 61000);
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_int_equal(qstat(h, "q", "ready"), 0); /* retention removed it */
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_true(fsm_tick_idle(h->f));
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'b','dedup_id':'d1'}");
+    json_t *m = recv_msgs(h, "q", 1, NULL);
+    json_decref(delete1(h, "q", h_str(json_array_get(m, 0), "receipt")));
+    json_decref(m);
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_false(fsm_tick_idle(h->f)); /* the dedup entry lives 5 minutes */
+    h_advance(h, 301000);
+    H_EXPECT(h, "", "{'op':'tick'}");
+    H_EXPECT(h, "", "{'op':'tick'}");
+    assert_true(fsm_tick_idle(h->f));
+    H_EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'rewind_window':30}}");
+    assert_false(fsm_tick_idle(h->f));
 }
 
 static void test_lock_expiry(void **state)
@@ -221,6 +347,43 @@ static void test_dead_letter(void **state)
     assert_int_equal(h_int(m0, "seq"), 1);
     assert_int_equal(h_int(m0, "receive_count"), 1);
     json_decref(m);
+    /* The second receive of "poison" was a redelivery, the third moved it;
+     * the counts are in the Q record: a snapshot restored elsewhere has them. */
+    assert_int_equal(qstat(h, "q", "redelivered_total"), 1);
+    assert_int_equal(qstat(h, "q", "dead_lettered_total"), 1);
+    assert_int_equal(qstat(h, "dlq", "redelivered_total"), 0);
+    harness_t *copy = h_open(0);
+    h_snapshot_restore(h, copy);
+    assert_int_equal(qstat(copy, "q", "redelivered_total"), 1);
+    assert_int_equal(qstat(copy, "q", "dead_lettered_total"), 1);
+    h_close(copy);
+}
+
+/* A receive moves at most 1000 exhausted messages to the dead-letter queue
+ * (they do not count toward its max); the next receives move the rest. */
+static void test_dead_letter_bounded(void **state)
+{
+    harness_t *h = *state;
+    H_EXPECT(h, "", "{'op':'queue.create','name':'dlq'}");
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
+    for (int i = 0; i < 2500; i++)
+        H_EXPECT(h, "", "{'op':'send','queue':'q','body':'m%d'}", i);
+    for (int i = 0; i < 10; i++) {
+        json_t *m = recv_msgs(h, "q", 256, ",'visibility':1");
+        json_decref(m);
+    }
+    h_advance(h, 2000);
+    H_EXPECT(h, "", "{'op':'queue.set','name':'q','attrs':{'dead_letter':{'queue':'dlq','max_receives':1}}}");
+    const int64_t moved[] = {1000, 2000, 2500};
+    for (int i = 0; i < 3; i++) {
+        json_t *m = recv_msgs(h, "q", 10, NULL);
+        assert_int_equal(json_array_size(m), 0);
+        json_decref(m);
+        assert_int_equal(qstat(h, "dlq", "ready"), moved[i]);
+        assert_int_equal(qstat(h, "q", "ready"), 2500 - moved[i]);
+    }
+    H_EXPECT(h, "", "{'op':'send','queue':'q','body':'fresh'}");
+    expect_recv(h, "q", 10, 1, "fresh");
 }
 
 static void test_dead_letter_gone_keeps_delivering(void **state)
@@ -525,10 +688,13 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_send_receive_delete, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_body_storage, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_tick_idle, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_lock_expiry, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_change_visibility, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_delay, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_letter_bounded, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_dead_letter_gone_keeps_delivering, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_ordered_groups, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_group_ignored_when_not_ordered, h_setup, h_teardown),

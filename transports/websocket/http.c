@@ -229,6 +229,10 @@ static void queue_metrics(families_t *fs, const json_t *queues)
                name, NULL);
         sample(fs, "mqhub_queue_deleted_total", "counter", num(st, "deleted_total"), "queue",
                name, NULL);
+        sample(fs, "mqhub_queue_redelivered_total", "counter", num(st, "redelivered_total"),
+               "queue", name, NULL);
+        sample(fs, "mqhub_queue_dead_lettered_total", "counter",
+               num(st, "dead_lettered_total"), "queue", name, NULL);
     }
 }
 
@@ -383,6 +387,8 @@ static void counter_metrics(families_t *fs, ws_t *w)
         {"sessions_closed_total", "mqhub_sessions_closed_total"},
         {"longpoll_parked_total", "mqhub_longpoll_parked_total"},
         {"auth_failures_total", "mqhub_auth_failures_total"},
+        {"push_delivered_total", "mqhub_push_delivered_total"},
+        {"push_redelivered_total", "mqhub_push_redelivered_total"},
     };
     const mqhub_host_api_t *api = w->api;
 
@@ -478,6 +484,14 @@ static const struct {
     {"mqhub_queue_sent_total", "messages sent to a queue"},
     {"mqhub_queue_received_total", "receives of a queue's messages (redeliveries included)"},
     {"mqhub_queue_deleted_total", "messages deleted from a queue"},
+    {"mqhub_queue_redelivered_total", "receives of a queue's messages received before"},
+    {"mqhub_queue_dead_lettered_total", "messages a queue moved to its dead-letter queue"},
+    {"mqhub_push_delivered_total", "messages this node pushed to push consumers"},
+    {"mqhub_push_redelivered_total", "of them, deliveries after the first (attempt > 1)"},
+    {"mqhub_data_dir_bytes", "bytes the files of the data dir take on disk"},
+    {"mqhub_disk_free_bytes", "bytes free (to unprivileged users) on the data dir's "
+                              "file system"},
+    {"mqhub_disk_size_bytes", "size of the data dir's file system"},
     {"mqhub_subscriptions_not_exported", "subscriptions left out of the mqhub_subscription_* "
                                          "series by the cardinality cap (the least pending)"},
     {"mqhub_blocks_active", "active blocks made by hooks"},
@@ -546,6 +560,9 @@ static void process_metrics(families_t *fs, ws_t *w)
         {"process.rss_bytes", "mqhub_process_resident_memory_bytes"},
         {"process.open_fds", "mqhub_process_open_fds"},
         {"process.max_fds", "mqhub_process_max_fds"},
+        {"process.data_bytes", "mqhub_data_dir_bytes"},
+        {"process.disk_free_bytes", "mqhub_disk_free_bytes"},
+        {"process.disk_total_bytes", "mqhub_disk_size_bytes"},
     };
     const mqhub_host_api_t *api = w->api;
     char abi[16];
@@ -629,6 +646,10 @@ static void render_ready(http_req_t *h, const json_t *snap)
 
     if (cl == NULL)
         why = json_string_value(json_object_get(errors, "cluster.status")) ?: "no status";
+    else if (json_is_string(json_object_get(cl, "role")) &&
+             strcmp(json_string_value(json_object_get(cl, "role")), "removed") == 0)
+        why = "removed from the cluster (cluster.remove): this node no longer votes nor "
+              "serves; stop it, or add it again with cluster.add";
     else if (num(cl, "leader_id") == 0 && voters(cl) > 1)
         why = quorum_wait(cl, quorum, sizeof quorum);
     else if (!json_is_string(json_object_get(cl, "leader")))

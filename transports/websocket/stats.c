@@ -1,10 +1,10 @@
 /* stats.c: the collector behind stats pushes, /metrics and /readyz.
  *
  * A snapshot is gathered with ordinary requests on the collector's own host
- * session, exactly as a client would: cluster.status, queue.list then
- * queue.get per queue, topic.list then topic.get per topic and
- * subscription.get per subscription (topic.get names them only), block.list,
- * script.list.
+ * session, exactly as a client would: cluster.status, one queue.list
+ * {stats: true} (a row of figures per queue, made {name, stats} here),
+ * topic.list then topic.get per topic and subscription.get per subscription
+ * (topic.get names them only), block.list, script.list.
  * An op the hub does not know (yet) or refuses is recorded under
  * "errors": {op: "CODE: sentence"} and the rest of the snapshot is still
  * served. The snapshot is a JSON object, the body of a {"push": "stats"}
@@ -12,9 +12,12 @@
  *
  * Start with collect(): it sends the first requests; on_reply() handles
  * each answer (sending the per-name gets) and finish() publishes the
- * snapshot to stats subscribers (ws_broadcast_stats) and to waiters
- * (stats_want: /metrics, /readyz). A timer gathers one snapshot per
- * interval while any client subscribed to stats.
+ * snapshot to stats subscribers (ws_broadcast_stats), to waiters
+ * (stats_want: /metrics, /readyz) and to the history rings (history.c,
+ * served by stats_history). A timer gathers one snapshot per interval,
+ * subscribers or not, so the rings are full when a page opens.
+ * stats_node_info() answers node.info from the process's figures and the
+ * latest snapshot's cluster.status.
  *
  * To add a section: send its request in collect() with a new kind, store
  * its answer in on_reply().
@@ -22,24 +25,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <msgpack.h>
 
 #include "codec.h"
+#include "mqhub/version.h"
 #include "ws.h"
 
 enum kind {
-    K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_SCRIPTS, K_QUEUE, K_TOPIC, K_SUB
+    K_HELLO, K_CLUSTER, K_QUEUES, K_TOPICS, K_BLOCKS, K_SCRIPTS, K_TOPIC, K_SUB
 };
 
 static const char *const kind_op[] = {"hello",      "cluster.status", "queue.list",
                                       "topic.list", "block.list",     "script.list",
-                                      "queue.get",  "topic.get",      "subscription.get"};
+                                      "topic.get",  "subscription.get"};
 
 typedef struct sreq {
     struct stats *s;
     enum kind kind;
-    json_t *target; /* K_QUEUE / K_TOPIC / K_SUB: the entry to fill (borrowed) */
+    json_t *target; /* K_TOPIC / K_SUB: the entry to fill (borrowed) */
     struct sreq *prev, *next;
 } sreq_t;
 
@@ -56,6 +62,7 @@ struct stats {
     json_t *snap;     /* the latest snapshot, or NULL */
     uint64_t snap_at; /* loop ms when it was finished */
     json_t *building; /* the snapshot being gathered, or NULL */
+    history_t *history;
     unsigned pending; /* requests of `building` without an answer (+1 while sending) */
     sreq_t *reqs;     /* those requests, freed at stop when unanswered */
     waiter_t *waiters;
@@ -68,6 +75,46 @@ static void collect(stats_t *s);
 
 /* ------------------------------------------------------------- finishing */
 
+/* Wall clock, ms since the epoch: the history's time axis. */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A subscription with a queue endpoint has no pending or acked figures of
+ * its own (its messages are in that queue at once, consumers delete them
+ * there): its entry gets endpoint_queue {name, ready, inflight, delayed,
+ * deleted_total}, that queue's figures from the same snapshot. */
+static void endpoint_queues(json_t *snap)
+{
+    json_t *by_name = json_object(), *q, *t, *sub;
+    size_t i, j;
+
+    json_array_foreach(json_object_get(snap, "queues"), i, q) {
+        const char *name = json_string_value(json_object_get(q, "name"));
+        if (name != NULL)
+            json_object_set(by_name, name, json_object_get(q, "stats"));
+    }
+    json_array_foreach(json_object_get(snap, "topics"), i, t) {
+        json_array_foreach(json_object_get(t, "subscriptions"), j, sub) {
+            const char *name = json_string_value(
+                json_object_get(json_object_get(sub, "endpoint"), "queue"));
+            const json_t *st = name != NULL ? json_object_get(by_name, name) : NULL;
+            if (st != NULL)
+                json_object_set_new(
+                    sub, "endpoint_queue",
+                    json_pack("{s:s, s:O?, s:O?, s:O?, s:O?}", "name", name, "ready",
+                              json_object_get(st, "ready"), "inflight",
+                              json_object_get(st, "inflight"), "delayed",
+                              json_object_get(st, "delayed"), "deleted_total",
+                              json_object_get(st, "deleted_total")));
+        }
+    }
+    json_decref(by_name);
+}
+
 static void finish(stats_t *s)
 {
     ws_t *w = s->w;
@@ -79,11 +126,16 @@ static void finish(stats_t *s)
     json_object_set_new(t, "messages_in", json_integer((json_int_t)w->messages_in));
     json_object_set_new(t, "messages_out", json_integer((json_int_t)w->messages_out));
     json_object_set_new(s->building, "transport", t);
+    endpoint_queues(s->building);
     json_object_set_new(s->building, "ts", json_integer((json_int_t)(uv_now(w->loop))));
     json_decref(s->snap);
     s->snap = s->building;
     s->snap_at = ws_now(w);
     s->building = NULL;
+    ws_csp_members(w, json_object_get(s->snap, "cluster"));
+    history_sample(s->history, s->snap, wall_ms(),
+                   w->api->metric_get(w->host, "push_delivered_total"),
+                   w->api->metric_get(w->host, "push_redelivered_total"));
     if (s->active)
         ws_broadcast_stats(w, s->snap, s->snap_at);
     s->waiters = NULL;
@@ -133,7 +185,7 @@ static void submit(stats_t *s, enum kind kind, const char *name, const char *sub
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 2 + (name != NULL) + (sub != NULL) +
                               (kind == K_HELLO ? 2 + (token != NULL) : 0) +
-                              (kind == K_QUEUES || kind == K_TOPICS));
+                              (kind == K_QUEUES || kind == K_TOPICS) + (kind == K_QUEUES));
     pack_cstr(&pk, "op");
     pack_cstr(&pk, kind_op[kind]);
     pack_cstr(&pk, "id");
@@ -161,6 +213,10 @@ static void submit(stats_t *s, enum kind kind, const char *name, const char *sub
         pack_cstr(&pk, "limit");
         msgpack_pack_uint32(&pk, MQHUB_LIST_LIMIT_MAX); /* as many as one page holds */
     }
+    if (kind == K_QUEUES) {
+        pack_cstr(&pk, "stats");
+        msgpack_pack_true(&pk);
+    }
     s->pending++;
     s->w->api->request(s->session, sb.data, sb.size, on_reply, r);
     msgpack_sbuffer_destroy(&sb);
@@ -186,8 +242,8 @@ static void record_error(stats_t *s, const sreq_t *r, const json_t *reply)
         json_object_set_new(r->target, "error", json_string(text));
 }
 
-/* queue.list / topic.list answered: one entry and one get per name. */
-static void fan_out(stats_t *s, enum kind get, const char *section, const json_t *names)
+/* topic.list answered: one entry and one topic.get per name. */
+static void fan_out(stats_t *s, const char *section, const json_t *names)
 {
     json_t *list = json_array();
     size_t i;
@@ -201,7 +257,28 @@ static void fan_out(stats_t *s, enum kind get, const char *section, const json_t
         entry = json_object();
         json_object_set(entry, "name", n);
         json_array_append_new(list, entry);
-        submit(s, get, json_string_value(n), NULL, entry);
+        submit(s, K_TOPIC, json_string_value(n), NULL, entry);
+    }
+}
+
+/* queue.list {stats: true} answered: each row {name, figures...} becomes
+ * {name, stats: {figures...}}, the shape of a queue.get answer's parts
+ * (docs/protocol.md "Stats pushes"). */
+static void queue_rows(stats_t *s, const json_t *rows)
+{
+    json_t *list = json_array();
+    size_t i;
+    json_t *row;
+
+    json_object_set_new(s->building, "queues", list);
+    json_array_foreach(rows, i, row) {
+        json_t *name = json_object_get(row, "name"), *st = json_copy(row);
+        if (!json_is_string(name) || st == NULL) {
+            json_decref(st);
+            continue;
+        }
+        json_object_del(st, "name");
+        json_array_append_new(list, json_pack("{s:O, s:o}", "name", name, "stats", st));
     }
 }
 
@@ -237,10 +314,10 @@ static void store(stats_t *s, sreq_t *r, json_t *reply)
         json_object_set(s->building, "cluster", reply);
         break;
     case K_QUEUES:
-        fan_out(s, K_QUEUE, "queues", json_object_get(reply, "queues"));
+        queue_rows(s, json_object_get(reply, "queues"));
         break;
     case K_TOPICS:
-        fan_out(s, K_TOPIC, "topics", json_object_get(reply, "topics"));
+        fan_out(s, "topics", json_object_get(reply, "topics"));
         break;
     case K_BLOCKS:
         json_object_set(s->building, "blocks", json_object_get(reply, "blocks"));
@@ -248,7 +325,6 @@ static void store(stats_t *s, sreq_t *r, json_t *reply)
     case K_SCRIPTS:
         json_object_set(s->building, "scripts", json_object_get(reply, "scripts"));
         break;
-    case K_QUEUE:
     case K_SUB:
         json_object_update(r->target, reply);
         break;
@@ -313,10 +389,7 @@ static void collect(stats_t *s)
 
 static void on_tick(uv_timer_t *t)
 {
-    stats_t *s = t->data;
-
-    if (s->active)
-        collect(s);
+    collect(t->data);
 }
 
 int stats_new(stats_t **out, ws_t *w)
@@ -327,8 +400,13 @@ int stats_new(stats_t **out, ws_t *w)
     if (s == NULL)
         return -1;
     s->w = w;
+    if (history_new(&s->history) != 0) {
+        free(s);
+        return -1;
+    }
     s->session = w->api->session_open(w->host, "websocket-stats", NULL, NULL);
     if (s->session == NULL) {
+        history_free(s->history);
         free(s);
         return -1;
     }
@@ -356,6 +434,7 @@ static void on_timer_closed(uv_handle_t *handle)
     }
     json_decref(s->snap);
     json_decref(s->building);
+    history_free(s->history);
     free(s);
 }
 
@@ -404,4 +483,58 @@ void stats_cancel(stats_t *s, void *ticket)
             return;
         }
     }
+}
+
+json_t *stats_history(stats_t *s, const char *queue)
+{
+    return history_json(s->history, queue);
+}
+
+/* @origin is @scheme ("http://", "https://") followed by @addr. */
+static bool origin_is(const char *origin, const char *scheme, const char *addr)
+{
+    size_t n = strlen(scheme);
+    return addr != NULL && strncmp(origin, scheme, n) == 0 && strcasecmp(origin + n, addr) == 0;
+}
+
+bool stats_member_origin(stats_t *s, const char *origin, bool tls)
+{
+    const char *scheme = tls ? "https://" : "http://";
+    const json_t *cluster = json_object_get(s->snap, "cluster");
+    size_t i;
+    json_t *n;
+
+    json_array_foreach(json_object_get(cluster, "nodes"), i, n) {
+        if (origin_is(origin, scheme, json_string_value(json_object_get(n, "http"))))
+            return true;
+    }
+    return false;
+}
+
+json_t *stats_node_info(stats_t *s)
+{
+    static const char *const process[] = {"rss_bytes", "open_fds", "max_fds", "cpu_us",
+                                          "data_bytes", "disk_free_bytes", "disk_total_bytes"};
+    static const char *const raft[] = {"node", "role", "leader_id", "term", "commit_index",
+                                       "last_applied", "last_index", "snapshot_index"};
+    ws_t *w = s->w;
+    const json_t *cluster = json_object_get(s->snap, "cluster");
+    int64_t start = w->api->metric_get(w->host, "process.start_ms");
+    json_t *info = json_pack("{s:s, s:I, s:I}", "version", MQHUB_VERSION_STRING, "start_ms",
+                             (json_int_t)start, "uptime_ms", (json_int_t)(wall_ms() - start));
+    char name[64];
+
+    for (size_t i = 0; info != NULL && i < sizeof process / sizeof process[0]; i++) {
+        snprintf(name, sizeof name, "process.%s", process[i]);
+        json_object_set_new(info, process[i],
+                            json_integer((json_int_t)w->api->metric_get(w->host, name)));
+    }
+    /* The latest snapshot's cluster.status (at most stats_interval_ms old):
+     * this node's raft view. Absent before the first snapshot. */
+    for (size_t i = 0; info != NULL && i < sizeof raft / sizeof raft[0]; i++) {
+        json_t *v = json_object_get(cluster, raft[i]);
+        if (v != NULL)
+            json_object_set(info, raft[i], v);
+    }
+    return info;
 }

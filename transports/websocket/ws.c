@@ -13,8 +13,9 @@
  * origin_check() refuses upgrades from foreign web pages (allowed_origins).
  * callback() dispatches lws events: conn_open() opens one
  * host session per WebSocket, conn_receive() gathers a message's fragments
- * and handle() submits it (requests go to api->request; stats.subscribe is
- * answered here, its pushes restricted for a named user without admin by
+ * and handle() submits it (requests go to api->request; stats.subscribe,
+ * stats.history and node.info are answered here (the hub checks the right
+ * first: local_check), stats pushes restricted for a named user without admin by
  * push_restricted()), replies and pushes are queued by enqueue() and
  * written one per writable event by conn_writable().
  *
@@ -83,9 +84,11 @@
 #define WS_SWEEP_MS 1000
 /* RFC 6455 1013 "Try Again Later": input_budget is used up by others. */
 #define WS_CLOSE_TRY_AGAIN 1013
-#define WS_CSP                                                                             \
+#define WS_CSP_HEAD                                                                        \
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "     \
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'"
+#define WS_CSP_TAIL "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+#define WS_CSP WS_CSP_HEAD WS_CSP_TAIL
 
 typedef struct out {
     struct out *next;
@@ -94,13 +97,14 @@ typedef struct out {
     unsigned char buf[]; /* LWS_PRE bytes of room, then the message */
 } out_t;
 
-enum creq_kind { CREQ_CLIENT, CREQ_TOKEN, CREQ_STATS, CREQ_LIST };
+enum creq_kind { CREQ_CLIENT, CREQ_TOKEN, CREQ_STATS, CREQ_LIST, CREQ_HISTORY, CREQ_NODE_INFO };
 
 typedef struct creq {
     conn_t *c;
     enum creq_kind kind;
     uint64_t interval_ms;
     struct creq *prev, *next;
+    char queue[]; /* CREQ_HISTORY: the queue asked for, "" for the hub */
 } creq_t;
 
 struct conn {
@@ -139,6 +143,9 @@ typedef struct ws_full {
     struct lws_protocols protocols[4];
     struct lws_http_mount mounts[4];
     struct lws_protocol_vhost_options headers[3];
+    /* The CSP served (headers[0] points here; lws reads it per response):
+     * WS_CSP, connect-src widened to the cluster members' dashboards. */
+    char csp[4096];
     lws_retry_bo_t retry;
     void *loops[1];
     unsigned n_stats; /* connections subscribed to stats */
@@ -154,6 +161,7 @@ typedef struct ws_full {
     char origins[WS_MAX_ORIGINS][128];
     unsigned n_origins;
     bool any_origin, same_host;
+    bool member_origins; /* the default: the cluster members' dashboards too */
     uint64_t origin_logged_at; /* loop ms of the last refusal logged */
     unsigned origin_unlogged;  /* refusals since, not logged */
     uv_timer_t sweep;          /* once a second: write_timeout, frame_timeout */
@@ -426,6 +434,7 @@ static bool reply_ok(const char *buf, size_t len)
 
 static void stats_subscribed(conn_t *c, const creq_t *r, const char *buf, size_t len);
 static void visible_update(conn_t *c, const char *buf, size_t len);
+static void local_answer(conn_t *c, const creq_t *r, const char *buf, size_t len);
 
 static void on_reply(void *arg, const char *buf, size_t len)
 {
@@ -450,6 +459,10 @@ static void on_reply(void *arg, const char *buf, size_t len)
     case CREQ_LIST:
         visible_update(c, buf, len);
         break;
+    case CREQ_HISTORY:
+    case CREQ_NODE_INFO:
+        local_answer(c, r, buf, len);
+        break;
     }
     free(r);
     if (w->api->session_broken(c->session))
@@ -462,10 +475,11 @@ static void on_push(void *arg, const char *buf, size_t len)
     send_msgpack(arg, buf, len);
 }
 
-static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
-                   uint64_t interval_ms)
+/* Submit @buf for @c; @queue (@qlen bytes) is kept in the request. */
+static void submit_for(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
+                       uint64_t interval_ms, const char *queue, size_t qlen)
 {
-    creq_t *r = calloc(1, sizeof *r);
+    creq_t *r = calloc(1, sizeof *r + qlen + 1);
 
     if (r == NULL) {
         conn_close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
@@ -474,6 +488,7 @@ static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
     r->c = c;
     r->kind = kind;
     r->interval_ms = interval_ms;
+    memcpy(r->queue, queue, qlen);
     r->next = c->reqs;
     if (c->reqs != NULL)
         c->reqs->prev = r;
@@ -483,6 +498,12 @@ static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
         lws_rx_flow_control(c->wsi, 0);
     }
     c->w->api->request(c->session, buf, len, on_reply, r);
+}
+
+static void submit(conn_t *c, enum creq_kind kind, const char *buf, size_t len,
+                   uint64_t interval_ms)
+{
+    submit_for(c, kind, buf, len, interval_ms, "", 0);
 }
 
 /* ------------------------------------------------------------ stats pushes */
@@ -671,8 +692,81 @@ static uint64_t stats_interval(const ws_t *w, const wire_request_t *v)
     return iv < MQHUB_STATS_INTERVAL_MS_MAX ? iv : MQHUB_STATS_INTERVAL_MS_MAX;
 }
 
+/* ------------------------------------------- stats.history, node.info */
+
+/* stats.history {queue?} and node.info {}: the hub checks the right first,
+ * with the client's id: queue.get {name: queue} for a queue's history (so
+ * NOT_FOUND, BAD_NAME and FORBIDDEN are the queue's own), else
+ * monitor.check (the right /metrics needs: monitor or admin on *). Its
+ * answer goes to local_answer(). */
+static void local_check(conn_t *c, const wire_request_t *v, enum creq_kind kind)
+{
+    const msgpack_object *q = kind == CREQ_HISTORY ? mp_map_get(v->map, "queue") : NULL;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    if (q != NULL && q->type == MSGPACK_OBJECT_NIL)
+        q = NULL;
+    if (q != NULL && (q->type != MSGPACK_OBJECT_STR || q->via.str.size == 0 ||
+                      q->via.str.size > MQHUB_NAME_MAX)) {
+        json_t *e = json_pack("{s:I, s:b, s:s, s:s}", "id", (json_int_t)v->id, "ok", 0, "code",
+                              "BAD_REQUEST", "error", "queue: a queue name of 1-255 bytes");
+        if (e != NULL)
+            send_json(c, e);
+        json_decref(e);
+        return;
+    }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2 + (q != NULL));
+    msgpack_pack_str_with_body(&pk, "op", 2);
+    if (q != NULL)
+        msgpack_pack_str_with_body(&pk, "queue.get", 9);
+    else
+        msgpack_pack_str_with_body(&pk, "monitor.check", 13);
+    msgpack_pack_str_with_body(&pk, "id", 2);
+    msgpack_pack_uint64(&pk, v->id);
+    if (q != NULL) {
+        msgpack_pack_str_with_body(&pk, "name", 4);
+        msgpack_pack_str_with_body(&pk, q->via.str.ptr, q->via.str.size);
+    }
+    submit_for(c, kind, sb.data, sb.size, 0, q != NULL ? q->via.str.ptr : "",
+               q != NULL ? q->via.str.size : 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The check of local_check() answered: refused, the client gets the hub's
+ * error; passed (a follower's NOT_LEADER for queue.get included: the right
+ * is checked before it), the history or the node's figures. */
+static void local_answer(conn_t *c, const creq_t *r, const char *buf, size_t len)
+{
+    json_t *reply = ws_reply_json(buf, len), *body;
+    const char *code = json_string_value(json_object_get(reply, "code"));
+
+    if (reply == NULL)
+        return;
+    if (!reply_ok(buf, len) && (code == NULL || strcmp(code, "NOT_LEADER") != 0)) {
+        send_json(c, reply);
+        json_decref(reply);
+        return;
+    }
+    body = r->kind == CREQ_HISTORY
+               ? stats_history(c->w->stats, r->queue[0] != '\0' ? r->queue : NULL)
+               : stats_node_info(c->w->stats);
+    if (body == NULL) {
+        conn_close_after(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+    } else {
+        json_object_set_new(body, "ok", json_true());
+        json_object_set(body, "id", json_object_get(reply, "id"));
+        send_json(c, body);
+    }
+    json_decref(body);
+    json_decref(reply);
+}
+
 /* stats.subscribe {interval_ms} / stats.unsubscribe {}: answered by the
- * transport. Returns true when @buf was one of them. Anything else, a frame
+ * transport, as are stats.history and node.info (local_check). Returns true
+ * when @buf was one of them. Anything else, a frame
  * that is not one readable request included, goes to the host, which
  * answers it. wire_decode_request runs the size guard (mp_extent) before
  * msgpack-c builds anything: a 5-byte frame announcing 2^32 elements must
@@ -682,14 +776,18 @@ static bool handle_local(conn_t *c, const char *buf, size_t len)
     msgpack_unpacked u;
     wire_request_t v;
     char err[128];
-    bool read, sub, unsub, mine;
+    bool read, sub, unsub, history, info, mine;
 
     msgpack_unpacked_init(&u);
     read = wire_decode_request(&u, buf, len, &v, err, sizeof err) == 0;
     sub = read && op_is(&v, "stats.subscribe");
     unsub = read && op_is(&v, "stats.unsubscribe");
-    mine = sub || unsub;
-    if (mine) {
+    history = read && op_is(&v, "stats.history");
+    info = read && op_is(&v, "node.info");
+    mine = sub || unsub || history || info;
+    if (history || info)
+        local_check(c, &v, history ? CREQ_HISTORY : CREQ_NODE_INFO);
+    if (sub || unsub) {
         /* Answered by a user.list with the client's id: it fails as any
          * other op would (UNAUTHORIZED before the token's hello), and tells
          * an identity that sees everything (admin on *) from a named user
@@ -902,6 +1000,12 @@ static bool origin_allowed(const ws_full_t *f, struct lws *wsi, const char *orig
     for (unsigned i = 0; i < f->n_origins; i++)
         if (strcasecmp(f->origins[i], origin) == 0)
             return true;
+    /* By default, a page of another member's dashboard too (the
+     * cluster.status `http` addresses, this transport's scheme): the
+     * dashboard follows the leader (www/follow.js). */
+    if (f->member_origins && f->w.stats != NULL &&
+        stats_member_origin(f->w.stats, origin, f->tls))
+        return true;
     if (!f->same_host || lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0)
         return false;
     snprintf(own, sizeof own, "%s://%s", f->tls ? "https" : "http", host);
@@ -1285,11 +1389,41 @@ static void set_mounts(ws_full_t *f, bool dashboard)
                                            .def = "index.html", .origin_protocol = LWSMPRO_FILE,
                                            .mountpoint_len = 1, .cache_max_age = 0};
     f->headers[0] = (struct lws_protocol_vhost_options){
-        &f->headers[1], NULL, "content-security-policy:", WS_CSP};
+        &f->headers[1], NULL, "content-security-policy:", f->csp};
+    snprintf(f->csp, sizeof f->csp, "%s", WS_CSP);
     f->headers[1] = (struct lws_protocol_vhost_options){
         &f->headers[2], NULL, "x-content-type-options:", "nosniff"};
     f->headers[2] = (struct lws_protocol_vhost_options){
         NULL, NULL, "referrer-policy:", "no-referrer"};
+}
+
+/* An address fit for a header: host:port characters only. */
+static bool csp_safe(const char *addr)
+{
+    return addr != NULL && addr[0] != '\0' &&
+           strspn(addr, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-[]") ==
+               strlen(addr) &&
+           strlen(addr) < 200;
+}
+
+void ws_csp_members(ws_t *w, const json_t *cluster)
+{
+    ws_full_t *f = (ws_full_t *)w;
+    char csp[sizeof f->csp];
+    size_t len = (size_t)snprintf(csp, sizeof csp, "%s", WS_CSP_HEAD), i;
+    json_t *n;
+
+    if (cluster == NULL) /* cluster.status failed this time: keep the last list */
+        return;
+    json_array_foreach(json_object_get(cluster, "nodes"), i, n) {
+        const char *http = json_string_value(json_object_get(n, "http"));
+        if (!csp_safe(http) || len + 2 * strlen(http) + 16 + sizeof WS_CSP_TAIL >= sizeof csp)
+            continue;
+        len += (size_t)snprintf(csp + len, sizeof csp - len, " ws://%s wss://%s", http, http);
+    }
+    snprintf(csp + len, sizeof csp - len, "%s", WS_CSP_TAIL);
+    if (strcmp(csp, f->csp) != 0)
+        memcpy(f->csp, csp, sizeof csp);
 }
 
 /* ---------------------------------------------------------------- listening */
@@ -1447,8 +1581,10 @@ static int ws_init(const mqhub_host_api_t *api, mqhub_host_t *host, void **state
         return -1;
     }
     f->tls = cert != NULL;
-    if (f->n_origins == 0 && !f->any_origin)
+    if (f->n_origins == 0 && !f->any_origin) {
         origins_default(f);
+        f->member_origins = true;
+    }
     set_protocols(f);
     set_mounts(f, f->dashboard);
     f->loops[0] = w->loop;

@@ -4,6 +4,8 @@
  *   http.c   HTTP endpoints on the same listener: /metrics, /healthz, /readyz
  *   stats.c  the collector: a snapshot of cluster, queues, topics and blocks
  *            gathered by ordinary requests, for stats pushes and /metrics
+ *   history.c  rings of per-second and per-minute points of those snapshots
+ *            (stats.history) for the dashboard's charts
  *   codec.c  JSON <-> MessagePack (codec.h; the static ws_codec, also linked
  *            by the CMQ transport)
  * Everything runs on the daemon's loop thread.
@@ -51,6 +53,10 @@ typedef struct ws {
 /* Send @json (a stats push) to every connection subscribed to stats whose
  * interval has passed at @now_ms. */
 void ws_broadcast_stats(ws_t *w, const json_t *push, uint64_t now_ms);
+/* Widen the dashboard's Content-Security-Policy connect-src to the `http`
+ * addresses of @cluster's nodes (a cluster.status answer), so a page may
+ * follow the leader and ask every node (www/follow.js, pages/nodes.js). */
+void ws_csp_members(ws_t *w, const json_t *cluster);
 /* Milliseconds of the loop clock. */
 uint64_t ws_now(ws_t *w);
 /* A hub reply (MessagePack map) as JSON: a new reference, NULL when it does
@@ -79,5 +85,29 @@ void stats_set_active(stats_t *s, bool on);
  * Returns a ticket for stats_cancel(), valid until @cb was called. */
 void *stats_want(stats_t *s, uint64_t max_age_ms, stats_cb cb, void *arg);
 void stats_cancel(stats_t *s, void *ticket);
+/* The rings of the hub (@queue NULL) or of queue @queue, for stats.history:
+ * a new reference ({fields, seconds, minutes}), NULL on out-of-memory. */
+json_t *stats_history(stats_t *s, const char *queue);
+/* Whether @origin is "http://ADDR" ("https://ADDR" when @tls) for the
+ * `http` address of a member of the cluster (the latest snapshot's
+ * cluster.status). */
+bool stats_member_origin(stats_t *s, const char *origin, bool tls);
+/* This node's own figures for node.info (docs/protocol.md): a new
+ * reference, NULL on out-of-memory. */
+json_t *stats_node_info(stats_t *s);
+
+/* ---- history.c: rings fed by every snapshot the collector finishes. */
+typedef struct history history_t;
+/* 0, or -1 when out of memory. */
+int history_new(history_t **out);
+void history_free(history_t *h);
+/* One point from @snap taken at @ts_ms (ms since the epoch); @delivered and
+ * @redelivered are this node's push counters. */
+void history_sample(history_t *h, const json_t *snap, int64_t ts_ms, int64_t delivered,
+                    int64_t redelivered);
+/* {fields: [name], seconds: [[ts, value...]], minutes: [...]}, oldest
+ * first, of the hub (@queue NULL) or of @queue (empty lists when it has no
+ * rings): a new reference, NULL on out-of-memory. */
+json_t *history_json(const history_t *h, const char *queue);
 
 #endif

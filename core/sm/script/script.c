@@ -940,6 +940,18 @@ static int expired_visit(void *arg, const char *k, size_t kl, const char *v, siz
     return gone ? expired_add(x, k, kl) : 0;
 }
 
+static int found(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)arg, (void)k, (void)kl, (void)v, (void)vl;
+    return 1;
+}
+
+bool script_tick_idle(scripts_t *sc)
+{
+    return store_scan(sc->st, "K", 1, NULL, 0, found, NULL) == 0 &&
+           store_scan(sc->st, "Y", 1, NULL, 0, found, NULL) == 0;
+}
+
 int script_op_tick(cmd_t *c)
 {
     scripts_t *sc = c->sc;

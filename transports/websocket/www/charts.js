@@ -1,5 +1,10 @@
-// charts.js — small canvas charts drawn from the stats pushes: a sparkline per
-// queue and a line chart of rates. No library: plain 2D canvas.
+// charts.js — small canvas charts, no library (plain 2D canvas): a sparkline,
+// a line chart of the last N samples (lineChart), and a chart on a time axis
+// (timeChart) for the hub's history rings. historyRates() turns a
+// stats.history answer (docs/protocol.md: {fields, seconds, minutes}, counters
+// as they are) into per-second rates and gauges a chart can draw.
+// Numbers are formatted by format.js.
+import {formatNumber, formatRate} from './format.js';
 
 function prepare(canvas) {
   const ratio = globalThis.devicePixelRatio || 1;
@@ -31,11 +36,9 @@ export function sparkline(canvas, values, color = '#2563eb', slots = 120) {
   path(ctx, values, max, 1, 2, w - 2, h - 4, slots);
 }
 
-// series: [{label, color, values}]; the y axis starts at 0.
-export function lineChart(canvas, series, slots = 120) {
-  const {ctx, w, h} = prepare(canvas);
-  const pad = {l: 48, r: 10, t: 22, b: 18};
-  const max = Math.max(1, ...series.flatMap((s) => s.values));
+// The y grid with @max's labels; returns the plot area.
+function grid(ctx, w, h, max, fmt) {
+  const pad = {l: 52, r: 10, t: 22, b: 18};
   ctx.font = '11px system-ui, sans-serif';
   ctx.fillStyle = '#6b7280';
   ctx.strokeStyle = '#e5e7eb';
@@ -43,42 +46,83 @@ export function lineChart(canvas, series, slots = 120) {
   for (let i = 0; i <= 4; i++) {
     const y = pad.t + (h - pad.t - pad.b) * i / 4;
     ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(w - pad.r, y); ctx.stroke();
-    ctx.fillText(formatNumber(max * (4 - i) / 4), 4, y + 4);
+    ctx.fillText(fmt(max * (4 - i) / 4), 4, y + 4);
   }
-  ctx.fillText(`last ${slots} s`, pad.l, h - 4);
-  let lx = pad.l;
+  return {x: pad.l, y: pad.t, w: w - pad.l - pad.r, h: h - pad.t - pad.b, bottom: h - 4};
+}
+
+// The legend across the top: "■ label: last value".
+function legend(ctx, series, fmt, x0) {
+  let lx = x0;
   for (const s of series) {
     ctx.fillStyle = s.color;
-    ctx.fillText(`■ ${s.label}: ${formatNumber(s.values.at(-1) ?? 0)}/s`, lx, 14);
-    lx += 150;
-    ctx.strokeStyle = s.color;
-    ctx.lineWidth = 2;
-    if (s.values.length) path(ctx, s.values, max, pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b, slots);
+    const text = `■ ${s.label}: ${fmt(s.last ?? 0)}`;
+    ctx.fillText(text, lx, 14);
+    lx += Math.max(110, ctx.measureText(text).width + 16);
   }
 }
 
-export function formatNumber(v) {
-  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (v >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+// series: [{label, color, values}], one value per second; the y axis starts at 0.
+export function lineChart(canvas, series, slots = 120) {
+  const {ctx, w, h} = prepare(canvas);
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const area = grid(ctx, w, h, max, formatNumber);
+  ctx.fillText(`last ${slots} s`, area.x, area.bottom);
+  legend(ctx, series.map((s) => ({...s, last: s.values.at(-1)})), formatRate, area.x);
+  for (const s of series) {
+    ctx.strokeStyle = s.color;
+    ctx.lineWidth = 2;
+    if (s.values.length) path(ctx, s.values, max, area.x, area.y, area.w, area.h, slots);
+  }
 }
 
-export function formatAge(ms) {
-  if (!ms) return '–';
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 86400) return `${(s / 3600).toFixed(1)} h`;
-  return `${(s / 86400).toFixed(1)} d`;
+// A chart on a time axis: series [{label, color, points: [[t ms, value]]}]
+// over the @spanMs before @now; @fmt formats the axis and legend (formatRate
+// for rates, formatNumber for gauges). The canvas gets data-points = the
+// number of points drawn (what a test can read).
+export function timeChart(canvas, series, {spanMs, now = Date.now(), fmt = formatRate, label = ''} = {}) {
+  const {ctx, w, h} = prepare(canvas);
+  const from = now - spanMs;
+  const shown = series.map((s) => ({...s, points: s.points.filter(([t]) => t >= from && t <= now)}));
+  const max = Math.max(1, ...shown.flatMap((s) => s.points.map(([, v]) => v)));
+  const area = grid(ctx, w, h, max, fmt === formatRate ? formatNumber : fmt);
+  ctx.fillText(label, area.x, area.bottom);
+  const clock = (t) => new Date(t).toTimeString().slice(0, 5);
+  ctx.fillText(clock(from), area.x + 120, area.bottom);
+  ctx.fillText(clock(now), area.x + area.w - 32, area.bottom);
+  legend(ctx, shown.map((s) => ({...s, last: s.points.at(-1)?.[1]})), fmt, area.x);
+  let drawn = 0;
+  for (const s of shown) {
+    ctx.strokeStyle = s.color;
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    s.points.forEach(([t, v], i) => {
+      const x = area.x + (t - from) / spanMs * area.w;
+      const y = area.y + area.h - v / max * area.h;
+      if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+    drawn += s.points.length;
+  }
+  canvas.dataset.points = String(drawn);
 }
 
-// A countdown to an end @ms away, ticking by the second: "4:59", "1:02:03",
-// "3 d 4 h" beyond a day, "ended" once it is over.
-export function formatCountdown(ms) {
-  if (ms <= 0) return 'ended';
-  const s = Math.ceil(ms / 1000);
-  const two = (n) => String(n).padStart(2, '0');
-  if (s >= 86400) return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-  if (s >= 3600) return `${Math.floor(s / 3600)}:${two(Math.floor((s % 3600) / 60))}:${two(s % 60)}`;
-  return `${Math.floor(s / 60)}:${two(s % 60)}`;
+// From a stats.history answer, the rows of @which ('seconds' | 'minutes') as
+// {field: [[t, value]]}: counters (names in @counters) become per-second
+// rates between consecutive points (a counter that went down — a restart, a
+// new leader — gives no point), the other fields are kept as they are.
+export function historyRates(hist, which, counters) {
+  const rows = (hist && hist[which]) || [];
+  const out = {};
+  (hist ? hist.fields : []).forEach((f, k) => {
+    const col = k + 1;
+    out[f] = [];
+    rows.forEach((row, i) => {
+      if (!counters.includes(f)) { out[f].push([row[0], row[col]]); return; }
+      if (i === 0) return;
+      const prev = rows[i - 1], dt = (row[0] - prev[0]) / 1000;
+      if (dt > 0 && row[col] >= prev[col]) out[f].push([row[0], (row[col] - prev[col]) / dt]);
+    });
+  });
+  return out;
 }
