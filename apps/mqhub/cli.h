@@ -159,5 +159,10 @@ json_t *out_msg_json(const msgpack_object *m);
 /* The messages of a queue.peek or topic.peek reply as a new JSON array
  * (out_msg_json each); *@next its "next" (0 when absent). */
 json_t *out_peek_json(const msgpack_object *reply, uint64_t *next);
+/* Print a peek reply: one JSON object with --json, else @table of its
+ * messages (or @empty) and, when it stopped early, the command that goes on
+ * (@again, "--from N" appended). CLI_OK. */
+int out_peek(const cli_t *cli, const msgpack_object *reply, void (*table)(json_t *msgs),
+             const char *empty, const char *again);
 
 #endif

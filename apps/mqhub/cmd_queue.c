@@ -274,7 +274,7 @@ bool cmd_queue_from_seq(const cli_t *cli, uint64_t *from)
 static int q_peek(cli_t *cli)
 {
     mqhub_response_t r;
-    uint64_t from, next = 0;
+    uint64_t from;
     int rc = need_name(cli, "queue peek", false);
     if (rc != 0)
         return rc;
@@ -288,24 +288,11 @@ static int q_peek(cli_t *cli)
                                  cli->max > 0 ? (uint32_t)cli->max : 10, from, &r);
     if (rc != 0)
         return cli_fail(cli, rc, "queue peek");
-    json_t *msgs = out_peek_json(&r.map, &next);
+    char again[MQHUB_NAME_MAX + 32];
+    snprintf(again, sizeof again, "mqhub queue peek %s", cli->args[0]);
+    rc = out_peek(cli, &r.map, peek_table, "no ready messages", again);
     mqhub_response_free(&r);
-    if (cli->json) {
-        json_t *j = json_pack("{s:o}", "msgs", msgs);
-        if (next)
-            json_object_set_new(j, "next", json_integer((json_int_t)next));
-        out_json(j);
-        return CLI_OK;
-    }
-    if (json_array_size(msgs) == 0)
-        printf("no ready messages%s\n", next ? " in this stretch" : "");
-    else
-        peek_table(msgs);
-    if (next)
-        printf("(more may follow: mqhub queue peek %s --from %llu)\n", cli->args[0],
-               (unsigned long long)next);
-    json_decref(msgs);
-    return CLI_OK;
+    return rc;
 }
 
 /* `queue redrive DLQ [TO] [--max N]`: one command per chunk of --max (default

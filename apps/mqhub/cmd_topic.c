@@ -179,7 +179,7 @@ static void t_peek_table(json_t *msgs)
 static int t_peek(cli_t *cli)
 {
     mqhub_response_t r;
-    uint64_t from, next = 0;
+    uint64_t from;
     const char *sub = cli->n_args > 1 ? cli->args[1] : NULL;
     if (cli->n_args < 1 || cli->n_args > 2)
         return cli_usage_error("topic peek", cli->n_args < 1 ? "missing TOPIC"
@@ -195,24 +195,13 @@ static int t_peek(cli_t *cli)
                                  cli->max > 0 ? (uint32_t)cli->max : 10, from, &r);
     if (rc != 0)
         return cli_fail(cli, rc, "topic peek");
-    json_t *msgs = out_peek_json(&r.map, &next);
+    char again[2 * MQHUB_NAME_MAX + 32];
+    snprintf(again, sizeof again, "mqhub topic peek %s%s%s", cli->args[0], sub ? " " : "",
+             sub ? sub : "");
+    rc = out_peek(cli, &r.map, t_peek_table, sub ? "no pending messages" : "no retained messages",
+                  again);
     mqhub_response_free(&r);
-    if (cli->json) {
-        json_t *j = json_pack("{s:o}", "msgs", msgs);
-        if (next)
-            json_object_set_new(j, "next", json_integer((json_int_t)next));
-        out_json(j);
-        return CLI_OK;
-    }
-    if (json_array_size(msgs) == 0)
-        printf("no %s messages%s\n", sub ? "pending" : "retained", next ? " in this stretch" : "");
-    else
-        t_peek_table(msgs);
-    if (next)
-        printf("(more may follow: mqhub topic peek %s%s%s --from %llu)\n", cli->args[0],
-               sub ? " " : "", sub ? sub : "", (unsigned long long)next);
-    json_decref(msgs);
-    return CLI_OK;
+    return rc;
 }
 
 int cmd_topic(cli_t *cli)

@@ -354,3 +354,25 @@ json_t *out_peek_json(const msgpack_object *reply, uint64_t *next)
     *next = nx && nx->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? nx->via.u64 : 0;
     return msgs;
 }
+
+int out_peek(const cli_t *cli, const msgpack_object *reply, void (*table)(json_t *msgs),
+             const char *empty, const char *again)
+{
+    uint64_t next = 0;
+    json_t *msgs = out_peek_json(reply, &next);
+    if (cli->json) {
+        json_t *j = json_pack("{s:o}", "msgs", msgs);
+        if (next)
+            json_object_set_new(j, "next", json_integer((json_int_t)next));
+        out_json(j);
+        return CLI_OK;
+    }
+    if (json_array_size(msgs) == 0)
+        printf("%s%s\n", empty, next ? " in this stretch" : "");
+    else
+        table(msgs);
+    if (next)
+        printf("(more may follow: %s --from %llu)\n", again, (unsigned long long)next);
+    json_decref(msgs);
+    return CLI_OK;
+}

@@ -310,3 +310,17 @@ void h_digest(harness_t *h, char out[65])
     for (int i = 0; i < 32; i++)
         sprintf(out + 2 * i, "%02x", d[i]);
 }
+
+static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(int64_t *)arg;
+    return 0;
+}
+
+int64_t h_keys(harness_t *h, char prefix)
+{
+    int64_t n = 0;
+    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
+    return n;
+}

@@ -47,6 +47,8 @@ int64_t h_int(const json_t *r, const char *key);
 const char *h_str(const json_t *r, const char *key);
 /* Digest as a 64-char hex string into @out. */
 void h_digest(harness_t *h, char out[65]);
+/* How many store keys start with @prefix ('M' message records, 'B' bodies...). */
+int64_t h_keys(harness_t *h, char prefix);
 
 /* Shared by the fsm_*_test programs: the clock they start at (ms); cmocka
  * setup/teardown giving each test *state = h_open(H_T0), closed after. */

@@ -228,21 +228,6 @@ static uint64_t tick_until_reclaimed(harness_t *h, int *ticks)
     return worst;
 }
 
-static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    (void)k, (void)kl, (void)v, (void)vl;
-    ++*(int64_t *)arg;
-    return 0;
-}
-
-/* How many keys start with @prefix. */
-static int64_t keys(harness_t *h, char prefix)
-{
-    int64_t n = 0;
-    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
-    return n;
-}
-
 #define BIG 100000
 
 static void test_delete_is_o1(void **state)
@@ -277,7 +262,7 @@ static void test_delete_is_o1(void **state)
     assert_string_equal(a, b);
     H_EXPECT(h, "", "{'op':'queue.delete','name':'big'}");
     tick_until_reclaimed(h, &ticks);
-    assert_int_equal(keys(h, 'M') + keys(h, 'B') + keys(h, 'D') + keys(h, 'Z'), 0);
+    assert_int_equal(h_keys(h, 'M') + h_keys(h, 'B') + h_keys(h, 'D') + h_keys(h, 'Z'), 0);
     assert_int_equal(store_count(fsm_store(h->f)), empty + 2); /* + #now, #qid */
     h_close(h2);
 }
@@ -350,7 +335,7 @@ static void test_topic_delete_is_o1(void **state)
     H_EXPECT(h, "", "{'op':'subscription.create','topic':'big','name':'sp2',"
                     "'endpoint':{'push':true}}");
     publish_fast(h, "big", BIG);
-    assert_int_equal(keys(h, 'W'), 2 * BIG);
+    assert_int_equal(h_keys(h, 'W'), 2 * BIG);
     uint64_t w = writes_of(h, "{'op':'subscription.delete','topic':'big','name':'sp'}");
     print_message("subscription.delete of %d pending: %llu store writes in apply\n", BIG,
                   (unsigned long long)w);
@@ -376,16 +361,16 @@ static void test_topic_delete_is_o1(void **state)
     h_digest(h, a);
     h_digest(h2, b);
     assert_string_equal(a, b);
-    assert_int_equal(keys(h, 'P') + keys(h, 'W') + keys(h, 'Z') + keys(h, 'S'), 0);
+    assert_int_equal(h_keys(h, 'P') + h_keys(h, 'W') + h_keys(h, 'Z') + h_keys(h, 'S'), 0);
     /* the queue's messages kept their bodies (G), released as they go */
-    assert_int_equal(keys(h, 'G'), BIG);
+    assert_int_equal(h_keys(h, 'G'), BIG);
     r = h_run(h, "{'op':'receive','queue':'qq','max':1}");
     assert_string_equal(h_str(json_array_get(json_object_get(r, "msgs"), 0), "body"), "m");
     json_decref(r);
     H_EXPECT(h, "", "{'op':'queue.delete','name':'qq'}");
     H_EXPECT(h, "", "{'op':'topic.delete','name':'big'}");
     tick_until_reclaimed(h, &ticks);
-    assert_int_equal(keys(h, 'G') + keys(h, 'R') + keys(h, 'M') + keys(h, 'Z'), 0);
+    assert_int_equal(h_keys(h, 'G') + h_keys(h, 'R') + h_keys(h, 'M') + h_keys(h, 'Z'), 0);
     assert_int_equal(store_count(fsm_store(h->f)), empty + 4); /* #now #qid #tid #sid */
     h_close(h2);
 }

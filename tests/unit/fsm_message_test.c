@@ -112,21 +112,6 @@ static void test_send_receive_delete(void **state)
     H_EXPECT(h, "BAD_REQUEST", "{'op':'receive','queue':'q','visibility':43201}");
 }
 
-static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    (void)k, (void)kl, (void)v, (void)vl;
-    ++*(int64_t *)arg;
-    return 0;
-}
-
-/* How many keys start with @prefix. */
-static int64_t keys(harness_t *h, char prefix)
-{
-    int64_t n = 0;
-    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
-    return n;
-}
-
 static int first_key(void *arg, const char *k, size_t kl, const char *v, size_t vl)
 {
     (void)v, (void)vl;
@@ -180,8 +165,8 @@ static void test_body_storage(void **state)
     H_EXPECT(h, "", "{'op':'queue.create','name':'q'}");
     H_EXPECT(h, "", "{'op':'send','queue':'q','body':'small'}");
     H_EXPECT(h, "", "{'op':'send','queue':'q','body':'%s'}", big);
-    assert_int_equal(keys(h, 'M'), 2);
-    assert_int_equal(keys(h, 'B'), 1);
+    assert_int_equal(h_keys(h, 'M'), 2);
+    assert_int_equal(h_keys(h, 'B'), 1);
     json_t *m = recv_msgs(h, "q", 10, NULL);
     assert_int_equal(json_array_size(m), 2);
     assert_string_equal(h_str(json_array_get(m, 0), "body"), "small");
@@ -192,7 +177,7 @@ static void test_body_storage(void **state)
         json_decref(d);
     }
     json_decref(m);
-    assert_int_equal(keys(h, 'M') + keys(h, 'B'), 0);
+    assert_int_equal(h_keys(h, 'M') + h_keys(h, 'B'), 0);
 
     H_EXPECT(h, "", "{'op':'send','queue':'q','body':'from an older release'}");
     make_old_record(h);
@@ -203,7 +188,7 @@ static void test_body_storage(void **state)
     assert_true(h_ok(d));
     json_decref(d);
     json_decref(m);
-    assert_int_equal(keys(h, 'M') + keys(h, 'B'), 0);
+    assert_int_equal(h_keys(h, 'M') + h_keys(h, 'B'), 0);
 }
 
 /* The periodic tick is idle (fsm_tick_idle) only while nothing stored could

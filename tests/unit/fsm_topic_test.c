@@ -654,21 +654,6 @@ static void test_determinism_and_snapshot(void **state)
 
 /* ---- shared bodies: queue messages refer to the topic message's body ---- */
 
-static int count_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    (void)k, (void)kl, (void)v, (void)vl;
-    (*(int64_t *)arg)++;
-    return 0;
-}
-
-/* How many store keys start with @prefix. */
-static int64_t keys(harness_t *h, char prefix)
-{
-    int64_t n = 0;
-    store_scan(fsm_store(h->f), &prefix, 1, NULL, 0, count_visit, &n);
-    return n;
-}
-
 /* The reference count of topic 'pay' (id 1) message @seq. */
 static uint64_t refs(harness_t *h, uint64_t seq)
 {
@@ -716,22 +701,22 @@ static void test_shared_body_retention(void **state)
     assert_int_equal(h_int(r, "delivered"), 4);
     json_decref(r);
     /* one body (in the retained message), no queue copies */
-    assert_int_equal(keys(h, 'B'), 0);
-    assert_int_equal(keys(h, 'P'), 1);
-    assert_int_equal(keys(h, 'M'), 4);
+    assert_int_equal(h_keys(h, 'B'), 0);
+    assert_int_equal(h_keys(h, 'P'), 1);
+    assert_int_equal(h_keys(h, 'M'), 4);
     assert_int_equal(refs(h, 1), 4);
     /* the topic drops it; the body moves to G for the queue messages */
     h_advance(h, 61000);
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'P'), 0);
-    assert_int_equal(keys(h, 'G'), 1);
+    assert_int_equal(h_keys(h, 'P'), 0);
+    assert_int_equal(h_keys(h, 'G'), 1);
     for (int i = 1; i <= 3; i++) {
         char q[8];
         snprintf(q, sizeof(q), "q%d", i);
         snprintf(receipt, sizeof(receipt), "%s", recv_one(h, q, "shared"));
         H_EXPECT(h, "", "{'op':'delete','queue':'%s','receipts':['%s']}", q, receipt);
         assert_int_equal(refs(h, 1), (uint64_t)(3 - i + 1));
-        assert_int_equal(keys(h, 'G'), 1);
+        assert_int_equal(h_keys(h, 'G'), 1);
     }
     /* q4 keeps a deleted message for its rewind window: still referenced */
     snprintf(receipt, sizeof(receipt), "%s", recv_one(h, "q4", "shared"));
@@ -742,9 +727,9 @@ static void test_shared_body_retention(void **state)
     H_EXPECT(h, "", "{'op':'delete','queue':'q4','receipts':['%s']}", receipt);
     h_advance(h, 31000);
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'G'), 0);
-    assert_int_equal(keys(h, 'R'), 0);
-    assert_int_equal(keys(h, 'M'), 0);
+    assert_int_equal(h_keys(h, 'G'), 0);
+    assert_int_equal(h_keys(h, 'R'), 0);
+    assert_int_equal(h_keys(h, 'M'), 0);
 }
 
 static void test_shared_body_purge_delete(void **state)
@@ -766,17 +751,17 @@ static void test_shared_body_purge_delete(void **state)
     /* topic.delete is O(1): tick reclaims P, keeping the bodies the queues
      * still refer to */
     H_EXPECT(h, "", "{'op':'topic.delete','name':'pay'}");
-    assert_int_equal(keys(h, 'P'), 2);
+    assert_int_equal(h_keys(h, 'P'), 2);
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'P'), 0);
-    assert_int_equal(keys(h, 'G'), 2);
+    assert_int_equal(h_keys(h, 'P'), 0);
+    assert_int_equal(h_keys(h, 'G'), 2);
     recv_one(h, "q3", "b");
     H_EXPECT(h, "", "{'op':'queue.purge','name':'q3'}");
     H_EXPECT(h, "", "{'op':'queue.delete','name':'q4'}");
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'R'), 0);
-    assert_int_equal(keys(h, 'G'), 0);
-    assert_int_equal(keys(h, 'B'), 0);
+    assert_int_equal(h_keys(h, 'R'), 0);
+    assert_int_equal(h_keys(h, 'G'), 0);
+    assert_int_equal(h_keys(h, 'B'), 0);
 }
 
 static void test_shared_body_dead_letter(void **state)
@@ -793,7 +778,7 @@ static void test_shared_body_dead_letter(void **state)
     H_EXPECT(h, "", "{'op':'tick'}"); /* the topic drops it */
     H_EXPECT(h, "", "{'op':'receive','queue':'q4','max':1}"); /* moves it to dlq */
     assert_int_equal(refs(h, 1), 4);
-    assert_int_equal(keys(h, 'B'), 0);
+    assert_int_equal(h_keys(h, 'B'), 0);
     r = h_run(h, "{'op':'receive','queue':'dlq','max':1}");
     json_t *m = json_array_get(json_object_get(r, "msgs"), 0);
     assert_non_null(m);
@@ -803,11 +788,11 @@ static void test_shared_body_dead_letter(void **state)
     for (int i = 1; i <= 3; i++)
         H_EXPECT(h, "", "{'op':'queue.purge','name':'q%d'}", i);
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'G'), 1);
+    assert_int_equal(h_keys(h, 'G'), 1);
     H_EXPECT(h, "", "{'op':'queue.delete','name':'dlq'}");
     H_EXPECT(h, "", "{'op':'tick'}");
-    assert_int_equal(keys(h, 'G'), 0);
-    assert_int_equal(keys(h, 'R'), 0);
+    assert_int_equal(h_keys(h, 'G'), 0);
+    assert_int_equal(h_keys(h, 'R'), 0);
 }
 
 /* Apply the same shared-body history to @a and @b, with @c restored from
@@ -839,7 +824,7 @@ static void test_shared_body_determinism(void **state)
     setup_shared(b, ",'attrs':{'rewind_window':20}");
     shared_steps(a, 0, 20);
     shared_steps(b, 0, 20);
-    assert_true(keys(a, 'G') > 0);
+    assert_true(h_keys(a, 'G') > 0);
     h_digest(a, da);
     h_digest(b, db);
     assert_string_equal(da, db);
@@ -850,7 +835,7 @@ static void test_shared_body_determinism(void **state)
     h_digest(a, da);
     h_digest(c, db);
     assert_string_equal(da, db);
-    assert_int_equal(keys(a, 'R'), keys(c, 'R'));
+    assert_int_equal(h_keys(a, 'R'), h_keys(c, 'R'));
     h_close(a);
     h_close(c);
 }
