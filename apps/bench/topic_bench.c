@@ -425,7 +425,7 @@ static int parse(tbench_t *b, int argc, char **argv)
         mode = argv[optind++];
     if (!mode || optind != argc || b->conns < 1 || b->conns > 256 || b->batch < 1 ||
         b->batch > MQHUB_BATCH_MAX || b->window < 1 || b->duration <= 0 ||
-        b->duration > 3600 || b->subs > 64 || b->credit < 1)
+        b->duration > 3600 || b->subs > 1000 || b->credit < 1)
         return -1;
     b->push = strcmp(mode, "push") == 0;
     return b->push || strcmp(mode, "publish") == 0 ? 0 : -1;
