@@ -610,6 +610,11 @@ static bool meta_string(const msgpack_object *o, char *buf)
 {
     if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= ADDRESS_MAX)
         return false;
+    /* printable, no space: the clients file keeps one "id client http" line
+     * per node, so an address must never split or end a line */
+    for (uint32_t i = 0; i < o->via.str.size; i++)
+        if (o->via.str.ptr[i] <= ' ' || o->via.str.ptr[i] == 0x7f)
+            return false;
     memcpy(buf, o->via.str.ptr, o->via.str.size);
     buf[o->via.str.size] = '\0';
     return true;
