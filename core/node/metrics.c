@@ -10,8 +10,9 @@
  * The process's own figures are read when asked (process_get: "process.*"
  * names, from /proc/self and getrusage; the start time is taken in
  * metrics_new, when the daemon starts; the data dir's size and free space
- * from a walk of it and statvfs). metrics_each() lists the counters
- * by prefix (the exporter's plugin counters, "plugin_").
+ * from a bounded walk of it, reused for a second, and statvfs).
+ * metrics_each() lists the counters by prefix (the exporter's plugin
+ * counters, "plugin_").
  * To add a histogram family: a prefix in metrics_get() and its reader.
  */
 #include <dirent.h>
@@ -30,6 +31,12 @@
 #define LAT_BUCKETS 12   /* upper bounds in lat_bounds_ns */
 #define LAT_TRANSPORTS 8 /* histograms; sessions of further transports are not timed */
 #define LAT_PREFIX "request_seconds_"
+/* The data dir walk (process.data_bytes): at most this many entries (a data
+ * dir holds some hundreds; a bigger tree is not summed: -1), and a walk
+ * less than DATA_WALK_AGE_MS old is reused (node.info and /metrics may be
+ * asked in a loop; the walk runs on the loop thread). */
+#define DATA_WALK_MAX 10000
+#define DATA_WALK_AGE_MS 1000
 
 typedef struct metric {
     char *name;
@@ -51,6 +58,8 @@ struct metrics {
     metrics_lat_t lat[LAT_TRANSPORTS];
     int64_t start_ms; /* wall clock when the daemon made its metrics */
     char *data_dir;   /* process.data_bytes, process.disk_* */
+    int64_t data_bytes;  /* the latest walk's sum (or -1)... */
+    uint64_t data_at_ms; /* ...made at this uv_hrtime() ms; 0: none yet */
 };
 
 int metrics_new(metrics_t **out, const char *data_dir)
@@ -192,28 +201,42 @@ static int64_t rss_bytes(void)
     return ok ? resident * (int64_t)sysconf(_SC_PAGESIZE) : -1;
 }
 
-/* nftw() has no argument for its callback: the sum of the walk in progress
- * (loop thread only, like the rest of this file). */
+/* nftw() has no argument for its callback: the sum and the entries of the
+ * walk in progress (loop thread only, like the rest of this file). */
 static int64_t walk_bytes;
+static unsigned walk_entries;
 
 static int add_file(const char *path, const struct stat *st, int type, struct FTW *f)
 {
     (void)path, (void)f;
+    if (++walk_entries > DATA_WALK_MAX)
+        return 1; /* stops the walk: nftw() returns 1 */
     if (type == FTW_F)
         walk_bytes += (int64_t)st->st_blocks * 512; /* allocated: sparse files count less */
     return 0;
 }
 
 /* Bytes the files under @dir take on disk (no symlink followed, no other
- * file system entered); -1 when @dir cannot be read. Some hundreds of files
- * in a data dir: a walk per call is cheap enough for a page asking once a
- * second. */
+ * file system entered); -1 when @dir cannot be read or holds more than
+ * DATA_WALK_MAX entries. */
 static int64_t dir_bytes(const char *dir)
 {
     walk_bytes = 0;
+    walk_entries = 0;
     if (nftw(dir, add_file, 16, FTW_PHYS | FTW_MOUNT) != 0)
         return -1;
     return walk_bytes;
+}
+
+/* dir_bytes() of the data dir, walked at most once per DATA_WALK_AGE_MS. */
+static int64_t data_bytes(metrics_t *m)
+{
+    uint64_t now = uv_hrtime() / 1000000 + 1; /* + 1: never 0 */
+    if (m->data_at_ms == 0 || now - m->data_at_ms >= DATA_WALK_AGE_MS) {
+        m->data_bytes = dir_bytes(m->data_dir);
+        m->data_at_ms = now;
+    }
+    return m->data_bytes;
 }
 
 /* The data dir's file system: bytes free to unprivileged users (@free) or
@@ -246,7 +269,7 @@ static int64_t process_get(metrics_t *m, const char *name)
     if (strcmp(name, "start_ms") == 0)
         return m->start_ms;
     if (strcmp(name, "data_bytes") == 0)
-        return dir_bytes(m->data_dir);
+        return data_bytes(m);
     if (strcmp(name, "disk_free_bytes") == 0 || strcmp(name, "disk_total_bytes") == 0)
         return disk_bytes(m->data_dir, name[5] == 'f');
     return 0;

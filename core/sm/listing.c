@@ -160,8 +160,8 @@ int listing_run(cmd_t *c, const listing_t *l, const omap_t *names, const char *k
     if (!c->pk)
         return 0;
     prefix_range(names, l, &from, &to);
-    cmd_reply_key(c, key);
     if (l->sort == 0 && l->mlen == 0 && c->viewer == NULL) {
+        cmd_reply_key(c, key);
         run_by_rank(c, l, names, from, to, &total, pack_row, arg);
         cmd_reply_uint(c, "total", total);
         return 0;
@@ -188,6 +188,7 @@ int listing_run(cmd_t *c, const listing_t *l, const omap_t *names, const char *k
     uint64_t shown = l->offset < n ? n - l->offset : 0;
     if (shown > l->limit)
         shown = l->limit;
+    cmd_reply_key(c, key); /* only now: a failed malloc above leaves no half reply */
     msgpack_pack_array(c->pk, (uint32_t)shown);
     for (uint64_t i = 0; i < shown; i++) {
         const struct cand *x = &v[l->offset + i];

@@ -1383,10 +1383,14 @@ static const char *const list_sorts[] = {"name",   "ready", "inflight", "delayed
 enum { LIST_NAME, LIST_READY, LIST_INFLIGHT, LIST_DELAYED, LIST_RETAINED, LIST_OLDEST, LIST_DEAD,
        LIST_SENT, LIST_RECEIVED };
 
-/* The dead-letter queue of @q, when it names one that exists. */
-static const queue_t *list_dlq(queues_t *qs, const queue_t *q)
+/* The dead-letter queue of @q, when it names one that exists and @c's
+ * viewer (a named user) sees: its backlog is that queue's figure. */
+static const queue_t *list_dlq(cmd_t *c, const queue_t *q)
 {
-    return q->a.dlq[0] ? omap_get(&qs->by_name, q->a.dlq, strlen(q->a.dlq)) : NULL;
+    size_t len = strlen(q->a.dlq);
+    if (len == 0 || (c->viewer && !user_sees(c->us, c->viewer, q->a.dlq, len)))
+        return NULL;
+    return omap_get(&c->qs->by_name, q->a.dlq, len);
 }
 
 static uint64_t list_key(void *arg, const void *obj, int sort)
@@ -1399,7 +1403,7 @@ static uint64_t list_key(void *arg, const void *obj, int sort)
     case LIST_DELAYED: return q->s.delayed;
     case LIST_RETAINED: return q->s.retained;
     case LIST_OLDEST: return oldest_age(c->qs, q, c->now);
-    case LIST_DEAD: return (dlq = list_dlq(c->qs, q)) ? dlq->s.ready : 0;
+    case LIST_DEAD: return (dlq = list_dlq(c, q)) ? dlq->s.ready : 0;
     case LIST_SENT: return q->s.sent_total;
     default: return q->s.received_total;
     }
@@ -1410,7 +1414,7 @@ static uint64_t list_key(void *arg, const void *obj, int sort)
 static void list_row(void *arg, cmd_t *c, const void *obj)
 {
     const queue_t *q = obj;
-    const queue_t *dlq = list_dlq(c->qs, q);
+    const queue_t *dlq = list_dlq(c, q);
     (void)arg; /* c itself */
     msgpack_pack_map(c->pk, 11 + (q->a.dlq[0] ? 1 : 0) + (dlq ? 1 : 0));
     cmd_pack_kv_str(c->pk, "name", q->name, q->nlen);

@@ -4,7 +4,9 @@
  * total); rows carry the counters of queue.get (and the dead-letter queue's
  * backlog); match is a substring, sort orders by a counter with ties by name,
  * desc reverses, paging walks the sorted list; a named user sees only its
- * names; hostile arguments are BAD_REQUEST. Prints the time of a sorted page
+ * names (and not the backlog of a dead-letter queue it cannot see); hostile
+ * arguments are BAD_REQUEST, hostile pages (offset near 2^63, overlong
+ * prefix or match) empty. Prints the time of a sorted page
  * of 10,000 queues (a figure, not an assertion). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -234,6 +236,60 @@ static void test_bad_arguments(void **state)
     json_decref(r);
 }
 
+/* Hostile pages: an offset near 2^63 in every path (name order, reversed,
+ * matched, sorted), a prefix and a match longer than any name: answered,
+ * empty pages, the right totals (no wrap of offset + limit). */
+static void test_hostile_pages(void **state)
+{
+    harness_t *h = *state;
+    five_queues(h);
+    const char *paths[] = {"", ",'desc':true", ",'match':'q-'", ",'sort':'ready','desc':true",
+                           ",'sort':'oldest'"};
+    const int totals[] = {6, 6, 5, 6, 6};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        for (int k = 0; k < 2; k++) {
+            json_t *r;
+            LIST_OK(r, h, "{'op':'queue.list','stats':true,'offset':%s,'limit':1000%s}",
+                    k ? "9223372036854775807" : "9223372036854775000", paths[i]);
+            assert_int_equal(n_rows(r, "queues"), 0);
+            assert_int_equal(h_int(r, "total"), totals[i]);
+            json_decref(r);
+        }
+    }
+    char long_name[301];
+    memset(long_name, 'q', 300);
+    long_name[300] = '\0';
+    json_t *r;
+    LIST_OK(r, h, "{'op':'queue.list','stats':true,'prefix':'%s'}", long_name);
+    assert_int_equal(h_int(r, "total"), 0);
+    json_decref(r);
+    LIST_OK(r, h, "{'op':'queue.list','match':'%s','sort':'ready'}", long_name);
+    assert_int_equal(h_int(r, "total"), 0);
+    assert_int_equal(n_rows(r, "queues"), 0);
+    json_decref(r);
+}
+
+/* @req (a format, as h_read's) read as the user of token hash @hash. */
+static json_t *read_as(harness_t *h, const unsigned char *hash, const char *req)
+{
+    size_t rlen;
+    char *buf = h_pack(&rlen, "%s", req);
+    msgpack_unpacked u, r;
+    msgpack_sbuffer out;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, buf, rlen, NULL), MSGPACK_UNPACK_SUCCESS);
+    msgpack_sbuffer_init(&out);
+    assert_int_equal(fsm_read_as(h->f, &u.data, hash, &out), 0);
+    msgpack_unpacked_init(&r);
+    assert_int_equal(msgpack_unpack_next(&r, out.data, out.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    json_t *j = h_to_json(&r.data);
+    msgpack_unpacked_destroy(&r);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&out);
+    free(buf);
+    return j;
+}
+
 /* A named user's list: only the names it holds a grant on, also when sorted. */
 static void test_viewer(void **state)
 {
@@ -283,6 +339,23 @@ static void test_viewer(void **state)
     msgpack_sbuffer_destroy(&out);
     msgpack_sbuffer_destroy(&sb);
     free(req);
+    /* q-z's dead-letter queue is "secret": the user sees q-z's row and the
+     * dlq's name (as queue.get's attrs), not the backlog of a queue it
+     * holds no grant on, nor an order by it. */
+    H_EXPECT(h, "", "{'op':'queue.create','name':'q-z','attrs':{'dead_letter':{'queue':'secret','max_receives':1}}}");
+    j = read_as(h, hash, "{'op':'queue.list','stats':true,'match':'q-z'}");
+    assert_int_equal(h_int(j, "total"), 1);
+    json_t *row = json_array_get(json_object_get(j, "queues"), 0);
+    assert_string_equal(h_str(row, "dead_letter_queue"), "secret");
+    assert_null(json_object_get(row, "dead"));
+    json_decref(j);
+    j = read_as(h, hash, "{'op':'queue.list','stats':true,'sort':'dead','desc':true,'limit':1}");
+    assert_true(h_ok(j));
+    assert_string_equal(name_at(j, "queues", 0), "q-a"); /* all 0: name order */
+    json_decref(j);
+    j = h_read(h, "{'op':'queue.list','stats':true,'match':'q-z'}"); /* root sees it */
+    assert_int_equal(h_int(json_array_get(json_object_get(j, "queues"), 0), "dead"), 9);
+    json_decref(j);
 }
 
 static double ms_since(const struct timespec *t0)
@@ -344,6 +417,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_match_sort_page, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_topics, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, h_setup, h_teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_pages, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_viewer, h_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand, h_setup, h_teardown),
     };

@@ -3,9 +3,10 @@ dashboard ops (docs/protocol.md "Stats pushes"), against a real mqhubd
 (wshub.py): the hub's rings fill once a second with no page open, carry every
 rate (sent, received, deleted, published, delivered, acked, redelivered,
 dead-lettered) and gauge; a queue's own rings; queue.get's redelivered_total
-and dead_lettered_total; node.info's figures; and hostile requests (a missing
-queue, a forged or huge queue name, before the token's hello, a user without
-the grant, 300 history requests pipelined).
+and dead_lettered_total; node.info's figures (also over a hostile data dir:
+symlink loop, link to /, sparse file, a tree past the walk's cap); and hostile
+requests (a missing queue, a forged or huge queue name, before the token's
+hello, a user without the grant, 300 history requests pipelined).
 Usage: python3 history_test.py MQHUBD [unittest args]."""
 import asyncio
 import json
@@ -254,6 +255,62 @@ class History(unittest.TestCase):
             self.assertGreaterEqual(r["commit_index"], r["last_applied"])
             await c.ws.close()
         run(go())
+
+    def test_node_info_hostile_data_dir(self):
+        """node.info's data_bytes over a data dir an attacker (or a careless
+        operator) filled: a symlink loop and a symlink to / are not followed,
+        a sparse file counts what it takes, a tree past 10,000 entries is not
+        walked (-1, and mqhub_data_dir_bytes absent), 200 node.info pipelined
+        reuse one walk a second."""
+        hub = Hub(MQHUBD, token=TOKEN)
+        try:
+            data = os.path.join(hub.dir, "data")
+            os.symlink(".", os.path.join(data, "loop"))
+            os.symlink("/", os.path.join(data, "root"))
+            with open(os.path.join(data, "sparse"), "wb") as f:
+                f.truncate(1 << 40)  # 1 TiB long, a few blocks on disk
+
+            async def info():
+                c = await connect(hub)
+                r = await c.req("node.info")
+                self.assertTrue(r["ok"], r)
+                await c.ws.close()
+                return r
+
+            time.sleep(1.1)  # past the walk the hub made at start, if any
+            small = run(info())["data_bytes"]
+            print("data_bytes with a loop, a link to / and a 1 TiB sparse file:", small)
+            self.assertGreater(small, 0)
+            self.assertLess(small, 1 << 30)
+            tree = os.path.join(data, "tree")
+            os.mkdir(tree)
+            for i in range(10001):
+                open(os.path.join(tree, "f%05d" % i), "w").close()
+            time.sleep(1.1)
+
+            async def many():
+                c = await connect(hub)
+                t0 = time.time()
+                for i in range(200):
+                    await c.ws.send(json.dumps({"op": "node.info", "id": 5000 + i}))
+                got = []
+                while len(got) < 200:
+                    msg = json.loads(await asyncio.wait_for(c.ws.recv(), 30))
+                    if msg.get("id", 0) >= 5000:
+                        got.append(msg)
+                print("200 node.info pipelined over 10,001 files: %.2f s" % (time.time() - t0))
+                await c.ws.close()
+                return got
+            for r in run(many()):
+                self.assertTrue(r["ok"], r)
+                self.assertEqual(r["data_bytes"], -1, r)
+            time.sleep(1.1)
+            status, text, _ = hub.http("/metrics", {"Authorization": "Bearer " + TOKEN})
+            self.assertEqual(status, 200)
+            self.assertNotIn("mqhub_data_dir_bytes ", text)
+            self.assertIn("mqhub_disk_free_bytes ", text)
+        finally:
+            hub.cleanup()
 
     def test_hostile(self):
         """A missing queue, forged and huge names, before the hello, a user
