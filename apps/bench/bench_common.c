@@ -92,9 +92,9 @@ void bench_errors_print(bench_errors_t *e, FILE *f)
 json_t *bench_phase_json(bench_errors_t *e, int phase, uint64_t msgs, double secs,
                          unsigned size)
 {
+    double per_s = secs > 0 ? (double)msgs / secs : 0; /* a phase too short to time: 0 */
     return json_pack("{s:I,s:f,s:f,s:f,s:I,s:o}", "msgs", (json_int_t)msgs, "seconds", secs,
-                     "msgs_per_s", (double)msgs / secs, "mb_per_s",
-                     (double)msgs * size / secs / 1e6, "errors",
+                     "msgs_per_s", per_s, "mb_per_s", per_s * size / 1e6, "errors",
                      (json_int_t)bench_errors_total(e, phase), "errors_by_code",
                      bench_errors_json(e, phase));
 }

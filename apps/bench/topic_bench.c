@@ -279,7 +279,9 @@ static void report(tbench_t *b)
     double pub = (double)atomic_load(&b->published), del = (double)atomic_load(&b->delivered),
            con = (double)atomic_load(&b->consumed);
     uint64_t last = atomic_load(&b->t_last_ack);
+    /* at least a millisecond: a rate over 0 s would be infinite (and not JSON) */
     double secs = (double)(atomic_load(&b->t_pub_done) - b->t0) / 1e3;
+    secs = secs > 1e-3 ? secs : 1e-3;
     double csecs = last > b->t0 ? (double)(last - b->t0) / 1e3 : secs;
     if (b->json) {
         /* phases as in the queue modes: publish, and push (acked) */
