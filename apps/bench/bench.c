@@ -34,6 +34,7 @@
 #include <jansson.h>
 
 #include "bench_common.h"
+#include "receipts.h"
 #include "mqhub/client.h"
 #include "topic_bench.h"
 
@@ -78,8 +79,7 @@ typedef struct worker {
     msgpack_zone zone;
     msgpack_object args; /* the request arguments, built once */
     /* consumer: receipts waiting for a delete */
-    char **receipts;
-    size_t n_receipts, cap_receipts;
+    receipts_t receipts;
     uint64_t last_msg_ms;
     int failed;
 } worker_t;
@@ -261,20 +261,6 @@ static void producer_step(worker_t *w)
 
 /* ------------------------------------------------------------- consumer */
 
-static void keep_receipts(worker_t *w, const msgpack_object *msgs)
-{
-    for (uint32_t i = 0; msgs && i < msgs->via.array.size; i++) {
-        const msgpack_object *r = mqhub_map_get(&msgs->via.array.ptr[i], "receipt");
-        if (!r || r->type != MSGPACK_OBJECT_STR)
-            continue;
-        if (w->n_receipts == w->cap_receipts) {
-            w->cap_receipts = w->cap_receipts ? w->cap_receipts * 2 : 256;
-            w->receipts = realloc(w->receipts, w->cap_receipts * sizeof *w->receipts);
-        }
-        w->receipts[w->n_receipts++] = strndup(r->via.str.ptr, r->via.str.size);
-    }
-}
-
 static void on_receive(void *arg, int status, const msgpack_object *resp, const char *errmsg)
 {
     worker_t *w = arg;
@@ -285,7 +271,8 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
     }
     const msgpack_object *msgs = mqhub_map_get(resp, "msgs");
     if (msgs && msgs->type == MSGPACK_OBJECT_ARRAY && msgs->via.array.size > 0) {
-        keep_receipts(w, msgs);
+        if (receipts_keep(&w->receipts, msgs) != 0)
+            bench_errors_count(&w->b->errors, PHASE_CONSUME, MQHUB_EINTERNAL);
         w->last_msg_ms = now_us() / 1000;
     }
 }
@@ -305,32 +292,12 @@ static void on_delete(void *arg, int status, const msgpack_object *resp, const c
 /* Delete every kept receipt (chunks of MQHUB_BATCH_MAX). */
 static int submit_deletes(worker_t *w)
 {
-    while (w->n_receipts > 0) {
-        size_t n = w->n_receipts < MQHUB_BATCH_MAX ? w->n_receipts : MQHUB_BATCH_MAX;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_zone zone;
-        msgpack_object args;
-        size_t off = 0;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_map(&pk, 2);
-        msgpack_pack_str_with_body(&pk, "queue", 5);
-        msgpack_pack_str_with_body(&pk, w->b->queue, strlen(w->b->queue));
-        msgpack_pack_str_with_body(&pk, "receipts", 8);
-        msgpack_pack_array(&pk, n);
-        for (size_t i = 0; i < n; i++) {
-            char *rc = w->receipts[--w->n_receipts];
-            msgpack_pack_str_with_body(&pk, rc, strlen(rc));
-            free(rc);
-        }
-        msgpack_zone_init(&zone, 4096);
-        msgpack_unpack(sb.data, sb.size, &off, &zone, &args);
+    while (w->receipts.n > 0) {
         req_t *r = malloc(sizeof *r);
+        if (!r)
+            return -1;
         *r = (req_t){w, now_us()};
-        int rc = mqhub_client_call_async(w->c, "delete", &args, on_delete, r);
-        msgpack_zone_destroy(&zone);
-        msgpack_sbuffer_destroy(&sb);
+        int rc = receipts_delete(&w->receipts, w->c, w->b->queue, on_delete, r, NULL);
         if (rc != 0) {
             free(r);
             return rc;
@@ -345,7 +312,7 @@ static bool consume_more(worker_t *w)
     bench_t *b = w->b;
     uint64_t t = now_us() / 1000;
     if (b->count)
-        return atomic_load(&b->consumed) + w->n_receipts < b->count &&
+        return atomic_load(&b->consumed) + w->receipts.n < b->count &&
                !(atomic_load(&b->producers_left) == 0 && t - w->last_msg_ms > IDLE_STOP_MS &&
                  atomic_load(&b->consumed) >= atomic_load(&b->produced));
     if (t >= b->t_end)
@@ -373,8 +340,8 @@ static void consumer_step(worker_t *w)
         w->inflight++;
     }
     if (w->inflight > 0 && mqhub_client_poll(w->c, w->poll_ms) < 0)
-        w->inflight = 0, w->more = false, w->n_receipts = 0;
-    if (!w->more && w->inflight == 0 && w->n_receipts == 0)
+        w->inflight = 0, w->more = false, receipts_free(&w->receipts);
+    if (!w->more && w->inflight == 0 && w->receipts.n == 0)
         w->live = false;
 }
 
@@ -636,7 +603,7 @@ static int run(bench_t *b, int mode)
         mqhub_client_close(w[i].c);
         if (w[i].c)
             msgpack_zone_destroy(&w[i].zone);
-        free(w[i].receipts);
+        receipts_free(&w[i].receipts);
     }
     free(g);
     free(order);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../receipts.h"
 #include "mqhub/client.h"
 #include "peer.h"
 
@@ -22,8 +23,7 @@ typedef struct mq_worker {
     mqhub_client_t *c;
     unsigned inflight; /* requests: sends, or receives + deletes */
     unsigned receives; /* of them, receives */
-    char **receipts; /* received, waiting for their delete */
-    size_t n_receipts, cap_receipts;
+    receipts_t receipts; /* received, waiting for their delete */
     msgpack_zone zone;
     msgpack_object recv_args;
 } mq_worker_t;
@@ -97,32 +97,6 @@ static void produce(peer_worker_t *w)
 
 /* ------------------------------------------------------------ consumer */
 
-/* Out of memory: the message is left undeleted (it comes back), an error. */
-static void keep_receipts(mq_worker_t *m, const msgpack_object *msgs)
-{
-    for (uint32_t i = 0; i < msgs->via.array.size; i++) {
-        const msgpack_object *r = mqhub_map_get(&msgs->via.array.ptr[i], "receipt");
-        if (!r || r->type != MSGPACK_OBJECT_STR)
-            continue;
-        if (m->n_receipts == m->cap_receipts) {
-            size_t cap = m->cap_receipts ? m->cap_receipts * 2 : 256;
-            char **grown = realloc(m->receipts, cap * sizeof *grown);
-            if (!grown) {
-                peer_error(m->w, "out of memory");
-                return;
-            }
-            m->receipts = grown;
-            m->cap_receipts = cap;
-        }
-        char *copy = strndup(r->via.str.ptr, r->via.str.size);
-        if (!copy) {
-            peer_error(m->w, "out of memory");
-            return;
-        }
-        m->receipts[m->n_receipts++] = copy;
-    }
-}
-
 static void on_receive(void *arg, int status, const msgpack_object *resp, const char *errmsg)
 {
     mq_worker_t *m = arg;
@@ -131,8 +105,8 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
     const msgpack_object *msgs = status == 0 ? mqhub_map_get(resp, "msgs") : NULL;
     if (status != 0)
         peer_error(m->w, errmsg);
-    else if (msgs && msgs->type == MSGPACK_OBJECT_ARRAY)
-        keep_receipts(m, msgs);
+    else if (receipts_keep(&m->receipts, msgs) != 0)
+        peer_error(m->w, "out of memory"); /* those messages come back */
 }
 
 static void on_delete(void *arg, int status, const msgpack_object *resp, const char *errmsg)
@@ -172,32 +146,10 @@ static int build_recv_args(mq_worker_t *m)
     return rc == MSGPACK_UNPACK_SUCCESS ? 0 : -1;
 }
 
-/* One delete request for every receipt kept (at most MQHUB_BATCH_MAX). */
+/* One delete request for the receipts kept (at most MQHUB_BATCH_MAX). */
 static int submit_delete(mq_worker_t *m)
 {
-    size_t n = m->n_receipts < MQHUB_BATCH_MAX ? m->n_receipts : MQHUB_BATCH_MAX;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_zone zone;
-    msgpack_object args;
-    size_t off = 0;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "queue", 5);
-    msgpack_pack_str_with_body(&pk, m->w->p->queue, strlen(m->w->p->queue));
-    msgpack_pack_str_with_body(&pk, "receipts", 8);
-    msgpack_pack_array(&pk, n);
-    for (size_t i = 0; i < n; i++) {
-        char *r = m->receipts[--m->n_receipts];
-        msgpack_pack_str_with_body(&pk, r, strlen(r));
-        free(r);
-    }
-    msgpack_zone_init(&zone, 4096);
-    msgpack_unpack(sb.data, sb.size, &off, &zone, &args);
-    int rc = mqhub_client_call_async(m->c, "delete", &args, on_delete, m);
-    msgpack_zone_destroy(&zone);
-    msgpack_sbuffer_destroy(&sb);
+    int rc = receipts_delete(&m->receipts, m->c, m->w->p->queue, on_delete, m, NULL);
     if (rc == 0)
         m->inflight++;
     return rc;
@@ -213,8 +165,8 @@ static void consume(peer_worker_t *w)
         return;
     }
     bool more = true, ok = true;
-    while (ok && (more || m.inflight > 0 || m.n_receipts > 0)) {
-        while (ok && m.n_receipts > 0)
+    while (ok && (more || m.inflight > 0 || m.receipts.n > 0)) {
+        while (ok && m.receipts.n > 0)
             ok = submit_delete(&m) == 0;
         more = more && peer_consume_more(w);
         for (; ok && more && m.receives < MQHUB_PEER_RECEIVES; m.receives++) {
@@ -226,9 +178,7 @@ static void consume(peer_worker_t *w)
     }
     if (!ok)
         peer_error(w, mqhub_client_errmsg(m.c));
-    for (size_t i = 0; i < m.n_receipts; i++)
-        free(m.receipts[i]);
-    free(m.receipts);
+    receipts_free(&m.receipts);
     msgpack_zone_destroy(&m.zone);
     mqhub_client_close(m.c);
 }
