@@ -133,20 +133,6 @@ static int teardown(void **state)
     return 0;
 }
 
-#define RUN(c, r, want, ...)                                                                  \
-    do {                                                                                      \
-        testcli_run((c), (r), NULL, __VA_ARGS__, NULL);                                       \
-        if ((r)->status != (want))                                                            \
-            fail_msg("exit %d (want %d): out %s err %s", (r)->status, want, (r)->out,         \
-                     (r)->err);                                                               \
-    } while (0)
-
-static void expect_in(const char *text, const char *want)
-{
-    if (!strstr(text, want))
-        fail_msg("\"%s\" not in: %s", want, text);
-}
-
 /* The entry of node @id in a status JSON's nodes (the test fails without). */
 static json_t *node_entry(json_t *st, json_int_t id)
 {
@@ -163,7 +149,7 @@ static json_t *node_entry(json_t *st, json_int_t id)
 static json_t *status_of(unsigned i)
 {
     testcli_run_t r;
-    RUN(&cli[i], &r, 0, "cluster", "status", "--json");
+    TESTCLI_RUN(&cli[i], &r, 0, "cluster", "status", "--json");
     return testcli_json(&r);
 }
 
@@ -171,9 +157,9 @@ static void test_add_with_http(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&cli[0], &r, 0, "cluster", "add", "2", tc.nodes[1].raft, tc.nodes[1].address,
+    TESTCLI_RUN(&cli[0], &r, 0, "cluster", "add", "2", tc.nodes[1].raft, tc.nodes[1].address,
         "--http", http[1]);
-    expect_in(r.out, "added (a voter now) node 2");
+    testcli_expect_in(r.out, "added (a voter now) node 2");
 
     for (unsigned i = 0; i < NODES; i++) {
         /* node 2 learns node 1's table entry from the leader: wait for it */
@@ -196,12 +182,12 @@ static void test_add_with_http(void **state)
         assert_null(json_object_get(st, "removed_by"));
         json_decref(st);
     }
-    RUN(&cli[0], &r, 0, "cluster", "status");
-    expect_in(r.out, "HTTP");
-    expect_in(r.out, http[1]);
+    TESTCLI_RUN(&cli[0], &r, 0, "cluster", "status");
+    testcli_expect_in(r.out, "HTTP");
+    testcli_expect_in(r.out, http[1]);
     char own[64];
     snprintf(own, sizeof own, "http://%s/", http[0]);
-    expect_in(r.out, own);
+    testcli_expect_in(r.out, own);
     printf("%s", r.out);
 
     /* the library call, directly */
@@ -234,10 +220,10 @@ static void test_add_hostile_http(void **state)
     memcpy(big + sizeof big - 6, ":6280", 6);
     const char *bad[] = {"bad host:6280", "no-port", big, "127.0.0.1:62\x01" "80", ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        RUN(&cli[0], &r, 1, "cluster", "add", "3", "127.0.0.1:1", "127.0.0.1:2", "--http",
+        TESTCLI_RUN(&cli[0], &r, 1, "cluster", "add", "3", "127.0.0.1:1", "127.0.0.1:2", "--http",
             bad[i]);
-        expect_in(r.err, "BAD_REQUEST");
-        expect_in(r.err, "host:port");
+        testcli_expect_in(r.err, "BAD_REQUEST");
+        testcli_expect_in(r.err, "host:port");
         /* one line, and none of the forged bytes echoed back */
         assert_ptr_equal(strchr(r.err, '\n'), r.err + strlen(r.err) - 1);
         assert_null(strchr(r.err, '\x01'));
@@ -253,7 +239,7 @@ static void test_removed(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&cli[0], &r, 0, "cluster", "remove", "2");
+    TESTCLI_RUN(&cli[0], &r, 0, "cluster", "remove", "2");
     json_t *st = NULL;
     for (int k = 0; k < 100; k++) {
         st = status_of(1);
@@ -267,8 +253,8 @@ static void test_removed(void **state)
     assert_int_equal(json_integer_value(testcli_field(st, "removed_by")), 1);
     assert_string_equal(json_string_value(testcli_field(st, "http")), http[1]);
     json_decref(st);
-    RUN(&cli[1], &r, 0, "cluster", "status");
-    expect_in(r.out, "(removed by leader 1");
+    TESTCLI_RUN(&cli[1], &r, 0, "cluster", "status");
+    testcli_expect_in(r.out, "(removed by leader 1");
     printf("%s", r.out);
     st = status_of(0);
     assert_string_equal(json_string_value(testcli_field(st, "role")), "leader");

@@ -63,30 +63,15 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Run @c and expect exit status @want. */
-#define RUN(c, r, want, ...)                                                                  \
-    do {                                                                                      \
-        testcli_run((c), (r), NULL, __VA_ARGS__, NULL);                                       \
-        if ((r)->status != (want))                                                            \
-            fail_msg("exit %d (want %d): out %s err %s", (r)->status, want, (r)->out,         \
-                     (r)->err);                                                               \
-    } while (0)
-
-static void expect_in(const char *text, const char *want)
-{
-    if (!strstr(text, want))
-        fail_msg("\"%s\" not in: %s", want, text);
-}
-
 static void test_add_list_use(void **state)
 {
     testcli_run_t r;
     struct stat st;
     (void)state;
-    RUN(&cli_bare, &r, 0, "context", "list");
-    expect_in(r.out, "no contexts");
-    RUN(&cli_bare, &r, 0, "context", "add", "local", "--server", hub.address, "--token", ROOT);
-    expect_in(r.out, "selected");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "list");
+    testcli_expect_in(r.out, "no contexts");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "add", "local", "--server", hub.address, "--token", ROOT);
+    testcli_expect_in(r.out, "selected");
     assert_int_equal(stat(file, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     char dir[400];
@@ -95,16 +80,16 @@ static void test_add_list_use(void **state)
     assert_int_equal(st.st_mode & 0777, 0700);
 
     /* the selected context reaches the hub: server and token */
-    RUN(&cli_bare, &r, 0, "queue", "create", "ctx-q");
-    RUN(&cli_bare, &r, 0, "ping");
-    expect_in(r.out, hub.address);
+    TESTCLI_RUN(&cli_bare, &r, 0, "queue", "create", "ctx-q");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
+    testcli_expect_in(r.out, hub.address);
 
     /* list and show never print the token */
-    RUN(&cli_bare, &r, 0, "context", "list");
-    expect_in(r.out, "local");
-    expect_in(r.out, "(saved)");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "list");
+    testcli_expect_in(r.out, "local");
+    testcli_expect_in(r.out, "(saved)");
     assert_null(strstr(r.out, ROOT));
-    RUN(&cli_bare, &r, 0, "context", "list", "--json");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "list", "--json");
     assert_null(strstr(r.out, ROOT));
     json_t *j = testcli_json(&r);
     assert_string_equal(json_string_value(testcli_field(j, "selected")), "local");
@@ -112,43 +97,43 @@ static void test_add_list_use(void **state)
     assert_string_equal(json_string_value(testcli_field(c0, "server")), hub.address);
     assert_true(json_is_true(testcli_field(c0, "selected")));
     json_decref(j);
-    RUN(&cli_bare, &r, 0, "context", "show");
-    expect_in(r.out, "CONTEXT");
-    expect_in(r.out, hub.address);
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "show");
+    testcli_expect_in(r.out, "CONTEXT");
+    testcli_expect_in(r.out, hub.address);
     assert_null(strstr(r.out, ROOT));
 
     /* a second one is not selected until `use`; del of the selected one */
-    RUN(&cli_bare, &r, 0, "context", "add", "other", "--server", "127.0.0.1:1");
-    RUN(&cli_bare, &r, 0, "ping");
-    RUN(&cli_bare, &r, 0, "context", "use", "other");
-    RUN(&cli_bare, &r, 0, "context", "show", "--json");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "add", "other", "--server", "127.0.0.1:1");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "use", "other");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "show", "--json");
     j = testcli_json(&r);
     assert_string_equal(json_string_value(testcli_field(j, "name")), "other");
     json_decref(j);
-    RUN(&cli_bare, &r, 0, "context", "use", "local");
-    RUN(&cli_bare, &r, 0, "context", "del", "other");
-    RUN(&cli_bare, &r, 1, "context", "del", "other");
-    expect_in(r.err, "no context \"other\"");
-    RUN(&cli_bare, &r, 1, "context", "use", "nope");
-    RUN(&cli_bare, &r, 2, "context", "add", "bad/name", "--server", hub.address);
-    RUN(&cli_bare, &r, 2, "context", "add", "noserver");
-    expect_in(r.err, "--server");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "use", "local");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "del", "other");
+    TESTCLI_RUN(&cli_bare, &r, 1, "context", "del", "other");
+    testcli_expect_in(r.err, "no context \"other\"");
+    TESTCLI_RUN(&cli_bare, &r, 1, "context", "use", "nope");
+    TESTCLI_RUN(&cli_bare, &r, 2, "context", "add", "bad/name", "--server", hub.address);
+    TESTCLI_RUN(&cli_bare, &r, 2, "context", "add", "noserver");
+    testcli_expect_in(r.err, "--server");
     /* TLS files are saved by absolute path (and imply tls); a missing one
      * is refused */
     char cwd[512], rel[600];
     assert_non_null(getcwd(cwd, sizeof cwd));
     assert_int_equal(chdir(hub.dir), 0);
-    RUN(&cli_bare, &r, 2, "context", "add", "tls", "--server", hub.address, "--ca", "none.pem");
-    expect_in(r.err, "none.pem");
-    RUN(&cli_bare, &r, 0, "context", "add", "tls", "--server", hub.address, "--ca", "config.lua");
+    TESTCLI_RUN(&cli_bare, &r, 2, "context", "add", "tls", "--server", hub.address, "--ca", "none.pem");
+    testcli_expect_in(r.err, "none.pem");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "add", "tls", "--server", hub.address, "--ca", "config.lua");
     assert_int_equal(chdir(cwd), 0);
-    RUN(&cli_bare, &r, 0, "context", "show", "tls", "--json");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "show", "tls", "--json");
     j = testcli_json(&r);
     snprintf(rel, sizeof rel, "%s/config.lua", hub.dir);
     assert_string_equal(json_string_value(testcli_field(j, "ca")), rel);
     assert_true(json_is_true(testcli_field(j, "tls")));
     json_decref(j);
-    RUN(&cli_bare, &r, 0, "context", "del", "tls");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "del", "tls");
     /* the file is whole JSON after every change */
     FILE *f = fopen(file, "r");
     json_error_t err;
@@ -165,30 +150,30 @@ static void test_precedence(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&cli_bare, &r, 0, "context", "add", "dead", "--server", "127.0.0.1:1", "--token", ROOT);
-    RUN(&cli_bare, &r, 0, "context", "use", "dead");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "add", "dead", "--server", "127.0.0.1:1", "--token", ROOT);
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "use", "dead");
     /* the context's dead server fails, and the message names the context */
-    RUN(&cli_bare, &r, 3, "ping");
-    expect_in(r.err, "cannot connect to 127.0.0.1:1");
-    expect_in(r.err, "context dead");
-    expect_in(r.err, "mqhub context add dead --server");
+    TESTCLI_RUN(&cli_bare, &r, 3, "ping");
+    testcli_expect_in(r.err, "cannot connect to 127.0.0.1:1");
+    testcli_expect_in(r.err, "context dead");
+    testcli_expect_in(r.err, "mqhub context add dead --server");
     /* --server overrides it, and the context's token, saved for another
      * server, is not sent there (a hostile --server never sees it) */
-    RUN(&cli_bare, &r, 1, "--server", hub.address, "queue", "get", "ctx-q");
-    expect_in(r.err, "context dead's token is for 127.0.0.1:1, so it is not sent to");
-    RUN(&cli_bare, &r, 0, "--server", hub.address, "--token", ROOT, "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli_bare, &r, 1, "--server", hub.address, "queue", "get", "ctx-q");
+    testcli_expect_in(r.err, "context dead's token is for 127.0.0.1:1, so it is not sent to");
+    TESTCLI_RUN(&cli_bare, &r, 0, "--server", hub.address, "--token", ROOT, "queue", "get", "ctx-q");
     /* so does MQHUB_SERVER (cli sets it to the hub), with the same rule */
-    RUN(&cli, &r, 1, "queue", "get", "ctx-q");
-    expect_in(r.err, "is not sent to");
-    RUN(&cli, &r, 0, "--token", ROOT, "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli, &r, 1, "queue", "get", "ctx-q");
+    testcli_expect_in(r.err, "is not sent to");
+    TESTCLI_RUN(&cli, &r, 0, "--token", ROOT, "queue", "get", "ctx-q");
     /* a flag overrides the context's token: a wrong one is refused */
-    RUN(&cli, &r, 1, "--token", "wrong-token-wrong-token", "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli, &r, 1, "--token", "wrong-token-wrong-token", "queue", "get", "ctx-q");
     /* --context picks another than the selected one */
-    RUN(&cli_bare, &r, 0, "--context", "local", "queue", "get", "ctx-q");
-    RUN(&cli_bare, &r, 2, "--context", "nope", "ping");
-    expect_in(r.err, "no context \"nope\"");
+    TESTCLI_RUN(&cli_bare, &r, 0, "--context", "local", "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli_bare, &r, 2, "--context", "nope", "ping");
+    testcli_expect_in(r.err, "no context \"nope\"");
     setenv("MQHUB_CONTEXT", "local", 1);
-    RUN(&cli_bare, &r, 0, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
     unsetenv("MQHUB_CONTEXT");
     /* a token file, given to a context or as a flag */
     char tf[400];
@@ -196,12 +181,12 @@ static void test_precedence(void **state)
     FILE *f = fopen(tf, "w");
     fprintf(f, "%s\n", ROOT);
     fclose(f);
-    RUN(&cli_bare, &r, 0, "context", "add", "viafile", "--server", hub.address, "--token-file",
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "add", "viafile", "--server", hub.address, "--token-file",
         tf);
-    RUN(&cli_bare, &r, 0, "--context", "viafile", "queue", "get", "ctx-q");
-    RUN(&cli, &r, 0, "--token-file", tf, "queue", "get", "ctx-q");
-    RUN(&cli, &r, 2, "--token-file", tf, "--token", ROOT, "ping");
-    RUN(&cli_bare, &r, 0, "context", "use", "local");
+    TESTCLI_RUN(&cli_bare, &r, 0, "--context", "viafile", "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli, &r, 0, "--token-file", tf, "queue", "get", "ctx-q");
+    TESTCLI_RUN(&cli, &r, 2, "--token-file", tf, "--token", ROOT, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "context", "use", "local");
 }
 
 /* A contexts file that others may read and that holds a token is refused;
@@ -210,16 +195,16 @@ static void test_unsafe_file(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&cli_bare, &r, 0, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
     assert_int_equal(chmod(file, 0644), 0);
-    RUN(&cli_bare, &r, 2, "ping");
-    expect_in(r.err, "holds a token");
-    expect_in(r.err, "chmod 600");
-    RUN(&cli_bare, &r, 2, "context", "list");
+    TESTCLI_RUN(&cli_bare, &r, 2, "ping");
+    testcli_expect_in(r.err, "holds a token");
+    testcli_expect_in(r.err, "chmod 600");
+    TESTCLI_RUN(&cli_bare, &r, 2, "context", "list");
     /* flags do not make the CLI read it anyway */
-    RUN(&cli, &r, 2, "--token", ROOT, "ping");
+    TESTCLI_RUN(&cli, &r, 2, "--token", ROOT, "ping");
     assert_int_equal(chmod(file, 0600), 0);
-    RUN(&cli_bare, &r, 0, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
 
     char saved[420];
     snprintf(saved, sizeof saved, "%s.saved", file);
@@ -228,10 +213,10 @@ static void test_unsafe_file(void **state)
     fputs("{\"contexts\": [oops", f);
     fclose(f);
     chmod(file, 0600);
-    RUN(&cli_bare, &r, 2, "ping");
-    expect_in(r.err, "contexts.json");
+    TESTCLI_RUN(&cli_bare, &r, 2, "ping");
+    testcli_expect_in(r.err, "contexts.json");
     assert_int_equal(rename(saved, file), 0);
-    RUN(&cli_bare, &r, 0, "ping");
+    TESTCLI_RUN(&cli_bare, &r, 0, "ping");
 }
 
 /* A refused hello is named, with its code and sentence, not "send hello
@@ -243,14 +228,14 @@ static void test_hello_refused(void **state)
     mqhub_client_t *c = NULL;
     mqhub_client_opts_t o = {.token = "not-the-token-at-all"};
     (void)state;
-    RUN(&cli, &r, 1, "--token", "not-the-token-at-all", "ping");
-    expect_in(r.err, "hello refused (UNAUTHORIZED): token");
-    expect_in(r.err, "may not have reached");
+    TESTCLI_RUN(&cli, &r, 1, "--token", "not-the-token-at-all", "ping");
+    testcli_expect_in(r.err, "hello refused (UNAUTHORIZED): token");
+    testcli_expect_in(r.err, "may not have reached");
     assert_null(strstr(r.err, "send hello"));
     int rc = mqhub_client_connect(&c, hub.address, &o, err, sizeof err);
     assert_int_equal(rc, MQHUB_EUNAUTHORIZED);
     assert_null(c);
-    expect_in(err, "hello refused (UNAUTHORIZED)");
+    testcli_expect_in(err, "hello refused (UNAUTHORIZED)");
 }
 
 int main(int argc, char **argv)

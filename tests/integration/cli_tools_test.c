@@ -54,24 +54,10 @@ static int teardown(void **state)
     return 0;
 }
 
-#define RUN(c, r, want, ...)                                                                  \
-    do {                                                                                      \
-        testcli_run((c), (r), NULL, __VA_ARGS__, NULL);                                       \
-        if ((r)->status != (want))                                                            \
-            fail_msg("exit %d (want %d): out %s err %s", (r)->status, want, (r)->out,         \
-                     (r)->err);                                                               \
-    } while (0)
-
-static void expect_in(const char *text, const char *want)
-{
-    if (!strstr(text, want))
-        fail_msg("\"%s\" not in: %s", want, text);
-}
-
 static json_int_t sub_stat(const char *key)
 {
     testcli_run_t r;
-    RUN(&cli, &r, 0, "sub", "get", "feed", "s", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "sub", "get", "feed", "s", "--json");
     json_t *j = testcli_json(&r);
     json_int_t v = json_integer_value(testcli_field(testcli_field(j, "stats"), key));
     json_decref(j);
@@ -83,11 +69,11 @@ static void test_topic_peek(void **state)
     testcli_run_t r;
     char body[32];
     (void)state;
-    RUN(&cli, &r, 0, "topic", "create", "feed");
-    RUN(&cli, &r, 0, "sub", "create", "feed", "s", "--push");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "create", "feed");
+    TESTCLI_RUN(&cli, &r, 0, "sub", "create", "feed", "s", "--push");
     for (int i = 1; i <= 5; i++) {
         snprintf(body, sizeof body, "msg-%d", i);
-        RUN(&cli, &r, 0, "publish", "feed", body, "--tag", "card", "--key", "pay.eu", "--attr",
+        TESTCLI_RUN(&cli, &r, 0, "publish", "feed", body, "--tag", "card", "--key", "pay.eu", "--attr",
             "n=7");
     }
     mqhub_client_t *c = NULL;
@@ -99,12 +85,12 @@ static void test_topic_peek(void **state)
     assert_int_equal(pending, 4);
 
     /* the retained log: all five, tags, key, attrs */
-    RUN(&cli, &r, 0, "topic", "peek", "feed");
-    expect_in(r.out, "msg-2");
-    expect_in(r.out, "pay.eu");
-    expect_in(r.out, "n=7");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "peek", "feed");
+    testcli_expect_in(r.out, "msg-2");
+    testcli_expect_in(r.out, "pay.eu");
+    testcli_expect_in(r.out, "n=7");
     /* the subscription's pending ones: seq 2 was acked */
-    RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--json");
     json_t *j = testcli_json(&r);
     json_t *msgs = testcli_field(j, "msgs");
     assert_int_equal(json_array_size(msgs), 4);
@@ -119,34 +105,34 @@ static void test_topic_peek(void **state)
     assert_int_equal(sub_stat("acked_total"), acked);
 
     /* paging */
-    RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--max", "2");
-    expect_in(r.out, "--from 4");
-    RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--max", "2", "--from", "4", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--max", "2");
+    testcli_expect_in(r.out, "--from 4");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "peek", "feed", "s", "--max", "2", "--from", "4", "--json");
     j = testcli_json(&r);
     assert_int_equal(json_array_size(testcli_field(j, "msgs")), 2);
     assert_null(json_object_get(j, "next"));
     json_decref(j);
 
     /* hostile and missing */
-    RUN(&cli, &r, 2, "topic", "peek", "feed", "--max", "1000");
-    expect_in(r.err, "--max takes 1-256");
+    TESTCLI_RUN(&cli, &r, 2, "topic", "peek", "feed", "--max", "1000");
+    testcli_expect_in(r.err, "--max takes 1-256");
     mqhub_response_t resp;
     assert_int_equal(mqhub_client_topic_peek(c, "feed", NULL, 1000, 0, &resp),
                      MQHUB_EBAD_REQUEST);
     assert_int_equal(mqhub_client_topic_peek(c, "feed", "s", 0, 0, &resp), MQHUB_EBAD_REQUEST);
-    RUN(&cli, &r, 1, "topic", "peek", "nope");
-    expect_in(r.err, "NOT_FOUND");
-    RUN(&cli, &r, 1, "topic", "peek", "feed", "nope");
-    expect_in(r.err, "NOT_FOUND");
+    TESTCLI_RUN(&cli, &r, 1, "topic", "peek", "nope");
+    testcli_expect_in(r.err, "NOT_FOUND");
+    TESTCLI_RUN(&cli, &r, 1, "topic", "peek", "feed", "nope");
+    testcli_expect_in(r.err, "NOT_FOUND");
 
     /* permissions: subscribe on the topic, monitor is not enough */
-    RUN(&cli, &r, 0, "user", "add", "watcher", "--grant", "monitor:*", "--grant", "publish:feed",
+    TESTCLI_RUN(&cli, &r, 0, "user", "add", "watcher", "--grant", "monitor:*", "--grant", "publish:feed",
         "--user-token", "watcher-token-0123456789");
-    RUN(&cli, &r, 1, "--token", "watcher-token-0123456789", "topic", "peek", "feed");
-    expect_in(r.err, "FORBIDDEN");
-    RUN(&cli, &r, 0, "user", "grant", "watcher", "subscribe", "feed");
-    RUN(&cli, &r, 0, "--token", "watcher-token-0123456789", "topic", "peek", "feed", "s");
-    expect_in(r.out, "msg-5");
+    TESTCLI_RUN(&cli, &r, 1, "--token", "watcher-token-0123456789", "topic", "peek", "feed");
+    testcli_expect_in(r.err, "FORBIDDEN");
+    TESTCLI_RUN(&cli, &r, 0, "user", "grant", "watcher", "subscribe", "feed");
+    TESTCLI_RUN(&cli, &r, 0, "--token", "watcher-token-0123456789", "topic", "peek", "feed", "s");
+    testcli_expect_in(r.out, "msg-5");
     mqhub_client_close(c);
 }
 
@@ -155,37 +141,37 @@ static void test_change_visibility(void **state)
     testcli_run_t r;
     char receipt[64];
     (void)state;
-    RUN(&cli, &r, 0, "queue", "create", "cv", "--visibility-timeout", "30");
-    RUN(&cli, &r, 0, "send", "cv", "hello");
-    RUN(&cli, &r, 0, "recv", "cv", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "queue", "create", "cv", "--visibility-timeout", "30");
+    TESTCLI_RUN(&cli, &r, 0, "send", "cv", "hello");
+    TESTCLI_RUN(&cli, &r, 0, "recv", "cv", "--json");
     json_t *j = testcli_json(&r);
     snprintf(receipt, sizeof receipt, "%s",
              json_string_value(testcli_field(json_array_get(testcli_field(j, "msgs"), 0),
                                              "receipt")));
     json_decref(j);
-    RUN(&cli, &r, 0, "change-visibility", "cv", receipt, "600", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "change-visibility", "cv", receipt, "600", "--json");
     j = testcli_json(&r);
     assert_true(json_integer_value(testcli_field(j, "next_visible_at")) > 0);
     json_decref(j);
     /* still locked: nothing to receive */
-    RUN(&cli, &r, 0, "recv", "cv", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "recv", "cv", "--json");
     j = testcli_json(&r);
     assert_int_equal(json_array_size(testcli_field(j, "msgs")), 0);
     json_decref(j);
     /* 0: visible again at once; the old receipt is then stale */
-    RUN(&cli, &r, 0, "change-visibility", "cv", receipt, "0");
-    expect_in(r.out, "visible again");
-    RUN(&cli, &r, 0, "recv", "cv", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "change-visibility", "cv", receipt, "0");
+    testcli_expect_in(r.out, "visible again");
+    TESTCLI_RUN(&cli, &r, 0, "recv", "cv", "--json");
     j = testcli_json(&r);
     assert_int_equal(json_array_size(testcli_field(j, "msgs")), 1);
     json_decref(j);
-    RUN(&cli, &r, 1, "change-visibility", "cv", receipt, "60");
-    expect_in(r.err, "INVALID_RECEIPT");
-    RUN(&cli, &r, 1, "change-visibility", "cv", "1.1.999999", "60");
-    expect_in(r.err, "INVALID_RECEIPT");
-    RUN(&cli, &r, 2, "change-visibility", "cv", receipt, "99999");
-    RUN(&cli, &r, 2, "change-visibility", "cv", receipt, "-5");
-    RUN(&cli, &r, 2, "change-visibility", "cv", receipt);
+    TESTCLI_RUN(&cli, &r, 1, "change-visibility", "cv", receipt, "60");
+    testcli_expect_in(r.err, "INVALID_RECEIPT");
+    TESTCLI_RUN(&cli, &r, 1, "change-visibility", "cv", "1.1.999999", "60");
+    testcli_expect_in(r.err, "INVALID_RECEIPT");
+    TESTCLI_RUN(&cli, &r, 2, "change-visibility", "cv", receipt, "99999");
+    TESTCLI_RUN(&cli, &r, 2, "change-visibility", "cv", receipt, "-5");
+    TESTCLI_RUN(&cli, &r, 2, "change-visibility", "cv", receipt);
 }
 
 static void test_topic_set_kv(void **state)
@@ -197,36 +183,36 @@ static void test_topic_set_kv(void **state)
     FILE *f = fopen(path, "w");
     fputs("function on_message(msg) return \"pass\" end\n", f);
     fclose(f);
-    RUN(&cli, &r, 0, "script", "load", "gate", path);
-    RUN(&cli, &r, 0, "topic", "create", "hooked", "retention=3600");
-    RUN(&cli, &r, 0, "topic", "set", "hooked", "hook=gate");
-    RUN(&cli, &r, 0, "topic", "get", "hooked", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "script", "load", "gate", path);
+    TESTCLI_RUN(&cli, &r, 0, "topic", "create", "hooked", "retention=3600");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "set", "hooked", "hook=gate");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "get", "hooked", "--json");
     json_t *j = testcli_json(&r);
     json_t *a = testcli_field(j, "attrs");
     assert_string_equal(json_string_value(testcli_field(a, "hook")), "gate");
     assert_int_equal(json_integer_value(testcli_field(a, "retention")), 3600);
     json_decref(j);
-    RUN(&cli, &r, 0, "topic", "set", "hooked", "max-msg-size=2048", "hook=");
-    RUN(&cli, &r, 0, "topic", "get", "hooked", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "set", "hooked", "max-msg-size=2048", "hook=");
+    TESTCLI_RUN(&cli, &r, 0, "topic", "get", "hooked", "--json");
     j = testcli_json(&r);
     a = testcli_field(j, "attrs");
     assert_null(json_string_value(json_object_get(a, "hook")));
     assert_int_equal(json_integer_value(testcli_field(a, "max_msg_size")), 2048);
     json_decref(j);
-    RUN(&cli, &r, 2, "topic", "set", "hooked", "visibility_timeout=3");
-    expect_in(r.err, "topics take only");
-    RUN(&cli, &r, 2, "topic", "set", "hooked", "nonsense");
-    RUN(&cli, &r, 2, "topic", "set", "hooked", "bogus=1");
+    TESTCLI_RUN(&cli, &r, 2, "topic", "set", "hooked", "visibility_timeout=3");
+    testcli_expect_in(r.err, "topics take only");
+    TESTCLI_RUN(&cli, &r, 2, "topic", "set", "hooked", "nonsense");
+    TESTCLI_RUN(&cli, &r, 2, "topic", "set", "hooked", "bogus=1");
 }
 
 static void test_cluster_status(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&cli, &r, 0, "cluster", "status");
-    expect_in(r.out, "last log index");
-    expect_in(r.out, "leader changes seen");
-    RUN(&cli, &r, 0, "cluster", "status", "--json");
+    TESTCLI_RUN(&cli, &r, 0, "cluster", "status");
+    testcli_expect_in(r.out, "last log index");
+    testcli_expect_in(r.out, "leader changes seen");
+    TESTCLI_RUN(&cli, &r, 0, "cluster", "status", "--json");
     json_t *j = testcli_json(&r);
     assert_true(json_integer_value(testcli_field(j, "last_index")) >=
                 json_integer_value(testcli_field(j, "commit_index")));
@@ -260,7 +246,7 @@ static void test_bench(void **state)
 {
     testcli_run_t r;
     (void)state;
-    RUN(&bench, &r, 0, "both", "--count", "300", "--connections", "1", "--queue", "bq",
+    TESTCLI_RUN(&bench, &r, 0, "both", "--count", "300", "--connections", "1", "--queue", "bq",
         "--json");
     python_parses(r.out, "produce");
     json_t *j = testcli_json(&r);
@@ -288,8 +274,8 @@ static void test_bench(void **state)
 
     /* sends the queue refuses are counted by their code */
     testcli_run_t q;
-    RUN(&cli, &q, 0, "queue", "create", "small", "--max-msg-size", "1024");
-    RUN(&bench, &r, 0, "produce", "--count", "20", "--connections", "1", "--queue", "small",
+    TESTCLI_RUN(&cli, &q, 0, "queue", "create", "small", "--max-msg-size", "1024");
+    TESTCLI_RUN(&bench, &r, 0, "produce", "--count", "20", "--connections", "1", "--queue", "small",
         "--size", "2000", "--json");
     python_parses(r.out, "produce");
     j = testcli_json(&r);
@@ -300,16 +286,16 @@ static void test_bench(void **state)
     assert_int_equal(json_integer_value(testcli_field(pr, "errors")), 20);
     assert_int_equal(json_integer_value(testcli_field(pr, "msgs")), 0);
     json_decref(j);
-    RUN(&bench, &r, 0, "produce", "--count", "20", "--connections", "1", "--queue", "small",
+    TESTCLI_RUN(&bench, &r, 0, "produce", "--count", "20", "--connections", "1", "--queue", "small",
         "--size", "2000", "--batch", "4");
-    expect_in(r.out, "TOO_LARGE 20");
+    testcli_expect_in(r.out, "TOO_LARGE 20");
 
     /* a progress line a second, on stderr */
-    RUN(&bench, &r, 0, "both", "--duration", "2.5", "--connections", "1", "--queue", "bq",
+    TESTCLI_RUN(&bench, &r, 0, "both", "--duration", "2.5", "--connections", "1", "--queue", "bq",
         "--rate", "200", "--progress");
-    expect_in(r.err, "mqhub-bench:   1 s  produced");
-    expect_in(r.err, "errors 0");
-    expect_in(r.out, "errors    0");
+    testcli_expect_in(r.err, "mqhub-bench:   1 s  produced");
+    testcli_expect_in(r.err, "errors 0");
+    testcli_expect_in(r.out, "errors    0");
 }
 
 /* The topic modes: phases, errors by code and progress lines as the queue
@@ -318,7 +304,7 @@ static void test_topic_bench(void **state)
 {
     testcli_run_t r, q;
     (void)state;
-    RUN(&bench, &r, 0, "publish", "--duration", "1.5", "--connections", "1", "--subs", "2",
+    TESTCLI_RUN(&bench, &r, 0, "publish", "--duration", "1.5", "--connections", "1", "--subs", "2",
         "--topic", "tb", "--window", "8", "--json", "--progress");
     python_parses(r.out, "publish");
     json_t *j = testcli_json(&r);
@@ -331,12 +317,12 @@ static void test_topic_bench(void **state)
     assert_int_equal(json_integer_value(testcli_field(j, "errors")), 0);
     assert_int_equal(json_object_size(testcli_field(j, "errors_by_code")), 0);
     assert_int_equal(json_object_size(testcli_field(pj, "errors_by_code")), 0);
-    expect_in(r.err, "mqhub-bench:   1 s  published");
+    testcli_expect_in(r.err, "mqhub-bench:   1 s  published");
     print_message("topic bench publish: %lld msgs, %.0f msgs/s, fan-out 2\n", (long long)pub,
                   json_real_value(testcli_field(pj, "msgs_per_s")));
     json_decref(j);
 
-    RUN(&bench, &r, 0, "push", "--duration", "1", "--connections", "1", "--subs", "0",
+    TESTCLI_RUN(&bench, &r, 0, "push", "--duration", "1", "--connections", "1", "--subs", "0",
         "--topic", "tp", "--window", "8", "--json");
     python_parses(r.out, "push");
     j = testcli_json(&r);
@@ -354,7 +340,7 @@ static void test_topic_bench(void **state)
 
     /* hostile: a user who may manage the topic but not publish to it; every
      * refused publish is counted by its code */
-    RUN(&cli, &q, 0, "user", "add", "bench-user", "--grant", "manage:tbf", "--user-token",
+    TESTCLI_RUN(&cli, &q, 0, "user", "add", "bench-user", "--grant", "manage:tbf", "--user-token",
         BENCH_USER_TOKEN);
     setenv("MQHUB_TOKEN", BENCH_USER_TOKEN, 1);
     testcli_run(&bench, &r, NULL, "publish", "--duration", "1", "--connections", "1", "--subs",
@@ -382,7 +368,7 @@ static void test_topic_bench(void **state)
     print_message("refused publishes: %lld, FORBIDDEN %lld\n", (long long)errors,
                   (long long)json_integer_value(testcli_field(by, "FORBIDDEN")));
     json_decref(j);
-    expect_in(q.out, "(by code: FORBIDDEN ");
+    testcli_expect_in(q.out, "(by code: FORBIDDEN ");
 }
 
 int main(int argc, char **argv)

@@ -137,3 +137,15 @@ json_t *testcli_field(json_t *j, const char *k)
     assert_non_null(v);
     return v;
 }
+
+void testcli_expect_status(const testcli_run_t *r, int want)
+{
+    if (r->status != want)
+        fail_msg("exit %d (want %d): out %s err %s", r->status, want, r->out, r->err);
+}
+
+void testcli_expect_in(const char *text, const char *want)
+{
+    if (!strstr(text, want))
+        fail_msg("\"%s\" not in: %s", want, text);
+}

@@ -44,5 +44,15 @@ void testcli_run(const testcli_t *c, testcli_run_t *r, const char *input, ...);
 json_t *testcli_json(const testcli_run_t *r);
 /* Member @k of object @j (the test fails when absent); borrowed. */
 json_t *testcli_field(json_t *j, const char *k);
+/* The test fails unless @r exited with @want (its output in the message). */
+void testcli_expect_status(const testcli_run_t *r, int want);
+/* The test fails unless @want is in @text. */
+void testcli_expect_in(const char *text, const char *want);
+/* testcli_run(@c, @r, no input, the CLI's arguments...) expecting exit @want. */
+#define TESTCLI_RUN(c, r, want, ...)                                                          \
+    do {                                                                                      \
+        testcli_run((c), (r), NULL, __VA_ARGS__, NULL);                                       \
+        testcli_expect_status((r), (want));                                                   \
+    } while (0)
 
 #endif
