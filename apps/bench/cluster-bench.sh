@@ -8,6 +8,8 @@
 #   AUTH=1        a root token, and the bench says hello as a named user with
 #                 send, receive and manage on its queue only
 #   SECURE=1      all three (docs/benchmarks.md "TLS + auth")
+#   LOG_LEVEL=info    each node's log level (default warn)
+#   EXTRA_CONFIG='snapshot { threshold = 65536 }'   appended to each config
 # Certificates come from a throwaway CA (one key and certificate, for
 # 127.0.0.1, serves both the peers and the clients). Everything lives in a
 # temporary folder removed at the end (docs/benchmarks.md "Peer TLS").
@@ -47,7 +49,8 @@ for n in $(seq 1 "$nodes"); do
         echo "node { id = $n, data = \"$D/n$n/data\", raft = \"127.0.0.1:$((base + 100 + n))\","
         echo "       client = \"127.0.0.1:$((base + n))\", cluster_secret_file = \"$D/cluster.secret\"$tls }"
         echo "transport \"tcp\" { listen = \"127.0.0.1:$((base + n))\"$tcp_tls }"
-        echo "log { level = \"warn\" }"
+        echo "log { level = \"${LOG_LEVEL:-warn}\" }"
+        echo "${EXTRA_CONFIG:-}"
         [ -z "$root" ] || echo "auth { token = \"$root\" }"
         if [ "$nodes" -gt 1 ]; then
             echo "peers {"

@@ -187,7 +187,7 @@ static bool asked(const msgpack_object *req, const char *key)
     return want && want->type == MSGPACK_OBJECT_BOOLEAN && want->via.boolean;
 }
 
-/* cluster.status's figures of the raft log (docs/protocol.md): six pairs. */
+/* cluster.status's figures of the raft log (docs/protocol.md): ten pairs. */
 static void pack_log_stats(msgpack_packer *pk, const replica_stats_t *st)
 {
     const struct {
@@ -197,6 +197,8 @@ static void pack_log_stats(msgpack_packer *pk, const replica_stats_t *st)
         {"last_index", st->last_index},         {"snapshot_index", st->snapshot_index},
         {"snapshot_age_ms", st->snapshot_age_ms}, {"log_entries", st->log_entries},
         {"log_bytes", st->log_bytes},           {"leader_changes", st->leader_changes},
+        {"entries_answered", st->answered},     {"entries_answered_us", st->answered_us},
+        {"entries_applied", st->applied},       {"apply_us", st->apply_us},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         mp_pack_cstr(pk, pairs[i].key);
@@ -224,7 +226,7 @@ static void op_status(cluster_t *c, const msgpack_object *req, uint64_t id,
         n = CLUSTER_MAX_NODES;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_pack_head(&pk, true, id, true, 14 + digest + records + (http != NULL) + removed);
+    wire_pack_head(&pk, true, id, true, 18 + digest + records + (http != NULL) + removed);
     mp_pack_cstr(&pk, "node");
     msgpack_pack_uint64(&pk, replica_id(c->replica));
     mp_pack_cstr(&pk, "leader");

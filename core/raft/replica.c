@@ -70,6 +70,7 @@ typedef struct batch {
     struct batch *prev, *next;
     int status;            /* failure to deliver, for the failed list */
     unsigned n;
+    uint64_t t0;           /* uv_hrtime() at raft_apply */
     waiter_t waiters[];
 } batch_t;
 
@@ -132,6 +133,7 @@ struct replica {
     batch_list_t failed;    /* to be failed at the next check */
 
     uint64_t entries, commands; /* proposed, for replica_stats() */
+    uint64_t answered, answered_ns, applied, apply_ns; /* replica_stats() */
     uint64_t seen_leader, leader_changes; /* track_snapshot_and_leader() */
     raft_index seen_snap;       /* snapio.snap_index at seen_snap_ms (uv_now) */
     uint64_t seen_snap_ms;
@@ -228,7 +230,10 @@ static int wrap_apply(struct raft_fsm *w, const struct raft_buffer *buf, void **
     bool ours = raft_state(&r->raft) == RAFT_LEADER &&
                 is_ours(r, raft_last_applied(&r->raft) + 1);
     fsm_set_emit(r->fsm, ours);
+    uint64_t t0 = uv_hrtime();
     int rv = r->inner->apply(r->inner, buf, result);
+    r->apply_ns += uv_hrtime() - t0;
+    r->applied++;
     if (rv == 0)
         arm_due(r);
     return rv;
@@ -265,6 +270,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         fail_batch(b, OUTCOME_UNKNOWN);
         return;
     }
+    r->answered++;
+    r->answered_ns += uv_hrtime() - b->t0;
     for (unsigned i = 0; i < b->n; i++) {
         if (res && i < res->n)
             b->waiters[i].cb(b->waiters[i].arg, 0, res->data + res->off[i],
@@ -299,6 +306,7 @@ static void flush(replica_t *r)
     b->r = r;
     b->n = r->n;
     b->req.data = b;
+    b->t0 = uv_hrtime();
     memcpy(b->waiters, r->waiters, r->n * sizeof(waiter_t));
     for (size_t i = 0, off = 0; i < r->n; off += r->lens[i], i++)
         cmds[i] = r->buf + off;
@@ -1070,6 +1078,10 @@ void replica_stats(replica_t *r, replica_stats_t *out)
         .log_entries = r->snapio.log_entries,
         .log_bytes = r->snapio.log_bytes,
         .leader_changes = r->leader_changes,
+        .answered = r->answered,
+        .answered_us = r->answered_ns / 1000,
+        .applied = r->applied,
+        .apply_us = r->apply_ns / 1000,
     };
 }
 

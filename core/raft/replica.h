@@ -79,6 +79,12 @@ typedef struct replica_stats {
     uint64_t log_entries, log_bytes; /* applied since that snapshot: raft's
                                       * in-memory log beyond its trailing entries */
     uint64_t leader_changes;     /* a leader became known, or another took over */
+    /* Where an entry's time goes (sums in microseconds, since start): from
+     * raft_apply() of an entry this node proposed to its replies (written,
+     * fsync'd on a majority, applied), and the state machine's apply of
+     * every entry this node applied (theirs too). */
+    uint64_t answered, answered_us;
+    uint64_t applied, apply_us;
 } replica_stats_t;
 void replica_stats(replica_t *r, replica_stats_t *out);
 

@@ -195,10 +195,29 @@ class Metrics(unittest.TestCase):
         # entries since the snapshot: at most those applied, each at least a byte
         self.assertLessEqual(raft["mqhub_raft_log_entries"], raft["mqhub_raft_applied_index"])
         self.assertGreaterEqual(raft["mqhub_raft_log_bytes"], raft["mqhub_raft_log_entries"])
+        self.check_entry_times(fams)
         if raft["mqhub_raft_snapshot_index"] > 0:
             self.assertTrue(0 <= value(fams, "mqhub_raft_snapshot_age_seconds") < 600)
         else:
             self.assertNotIn("mqhub_raft_snapshot_age_seconds", fams)
+
+    def check_entry_times(self, fams):
+        """Where an entry's time goes: counted on this (leading) node, which
+        answered the test's writes and applied every entry it answered."""
+        names = ("mqhub_raft_entries_answered_total", "mqhub_raft_entry_seconds_total",
+                 "mqhub_raft_entries_applied_total", "mqhub_raft_apply_seconds_total")
+        t = {n: value(fams, n) for n in names}
+        print("entry times: %s" % t)
+        for n in names:
+            self.assertEqual(fams[n]["type"], "counter")
+        self.assertGreaterEqual(t["mqhub_raft_entries_answered_total"], 1)
+        self.assertGreaterEqual(t["mqhub_raft_entries_applied_total"],
+                                t["mqhub_raft_entries_answered_total"])
+        self.assertGreater(t["mqhub_raft_entry_seconds_total"], 0)
+        self.assertGreater(t["mqhub_raft_apply_seconds_total"], 0)
+        # a mean of an hour per entry would mean microseconds read as seconds
+        self.assertLess(t["mqhub_raft_entry_seconds_total"] / t["mqhub_raft_entries_answered_total"],
+                        60)
 
     def test_then_scrapers_that_never_read(self):
         """A scraper that asks and never reads does not stop another's answer."""

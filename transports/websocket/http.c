@@ -322,6 +322,11 @@ static void cluster_metrics(families_t *fs, const json_t *cl)
         sample(fs, "mqhub_raft_snapshot_age_seconds", "gauge", num(cl, "snapshot_age_ms") / 1000,
                NULL);
     sample(fs, "mqhub_raft_leader_changes_total", "counter", num(cl, "leader_changes"), NULL);
+    sample(fs, "mqhub_raft_entries_answered_total", "counter", num(cl, "entries_answered"), NULL);
+    sample(fs, "mqhub_raft_entry_seconds_total", "counter", num(cl, "entries_answered_us") / 1e6,
+           NULL);
+    sample(fs, "mqhub_raft_entries_applied_total", "counter", num(cl, "entries_applied"), NULL);
+    sample(fs, "mqhub_raft_apply_seconds_total", "counter", num(cl, "apply_us") / 1e6, NULL);
     sample(fs, "mqhub_raft_is_leader", "gauge",
            strcmp(json_string_value(json_object_get(cl, "role")) ?: "", "leader") == 0, NULL);
     sample(fs, "mqhub_raft_leader_known", "gauge", num(cl, "leader_id") > 0, NULL);
@@ -476,6 +481,11 @@ static const struct {
     {"mqhub_raft_log_entries", "raft entries applied since the newest snapshot"},
     {"mqhub_raft_log_bytes", "bytes of raft entries applied since the newest snapshot"},
     {"mqhub_raft_leader_changes_total", "times a leader became known or another took over"},
+    {"mqhub_raft_entries_answered_total", "raft entries this node proposed and answered"},
+    {"mqhub_raft_entry_seconds_total", "time from proposing an entry to its replies (written, "
+                                       "fsync'd on a majority, applied), summed"},
+    {"mqhub_raft_entries_applied_total", "raft entries applied to this node's state machine"},
+    {"mqhub_raft_apply_seconds_total", "time this node's state machine spent applying entries"},
     {"mqhub_raft_is_leader", "1 on the leader"},
     {"mqhub_raft_leader_known", "1 while this node knows a leader (0: election or no quorum)"},
     {"mqhub_raft_voters", "voters in the raft configuration"},
