@@ -502,7 +502,8 @@ static double phase_secs(bench_t *b, int p, double secs)
 /* The summary: a table for people, or with --json one object (the flat
  * fields scripts read — produced, produce_msgs_per_s, latency_p99_ms, errors
  * ... — plus "phases" with each phase's own rate and "errors_by_code"). */
-static void report(bench_t *b, int mode, worker_t *w, unsigned n, double secs)
+static void report(bench_t *b, int mode, worker_t *w, unsigned n, double secs,
+                   const bench_raft_t *raft)
 {
     hist_t h = {0};
     for (unsigned i = 0; i < n; i++) {
@@ -541,6 +542,9 @@ static void report(bench_t *b, int mode, worker_t *w, unsigned n, double secs)
                               "errors_by_code", bench_errors_json(&b->errors, -1), "phases", phases,
                               "connections", (int)b->conns, "size", (int)b->size, "batch",
                               (int)b->batch, "window", (int)b->window);
+        json_t *rj = bench_raft_json(&raft[0], &raft[1], secs);
+        if (rj != NULL) /* the leader's raft entries meanwhile */
+            json_object_set_new(j, "raft", rj);
         json_dumpf(j, stdout, JSON_COMPACT);
         putchar('\n');
         json_decref(j);
@@ -555,6 +559,7 @@ static void report(bench_t *b, int mode, worker_t *w, unsigned n, double secs)
     if (cons > 0)
         printf("consumed  %10llu msgs  %10.0f msgs/s  %8.2f MB/s\n", (unsigned long long)cons,
                cons / csecs, (double)cons * b->size / csecs / 1e6);
+    bench_raft_print(&raft[0], &raft[1], secs, stdout);
     bench_errors_print(&b->errors, stdout);
 }
 
@@ -579,6 +584,9 @@ static int run(bench_t *b, int mode)
             rc = 3;
         }
     }
+    bench_raft_t raft[2] = {{0}};
+    if (rc == 0)
+        bench_raft_sample(w[0].c, &raft[0]);
     b->t_start = now_us() / 1000;
     b->t_end = b->t_start + (uint64_t)(b->duration * 1000);
     atomic_store(&b->threads_left, rc == 0 ? (int)nt : 0);
@@ -596,8 +604,10 @@ static int run(bench_t *b, int mode)
     for (unsigned t = 0; rc == 0 && t < nt; t++)
         pthread_join(g[t].tid, NULL);
     double secs = (double)(now_us() / 1000 - b->t_start) / 1e3;
-    if (rc == 0)
-        report(b, mode, w, n, secs > 0 ? secs : 1e-3);
+    if (rc == 0) {
+        bench_raft_sample(w[0].c, &raft[1]);
+        report(b, mode, w, n, secs > 0 ? secs : 1e-3, raft);
+    }
     for (unsigned i = 0; i < connected; i++) {
         rc |= w[i].failed;
         mqhub_client_close(w[i].c);

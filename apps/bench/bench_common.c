@@ -127,3 +127,54 @@ void bench_progress_run(atomic_int *running, bool show, uint64_t t_start_ms,
         next += 1000;
     }
 }
+
+void bench_raft_sample(mqhub_client_t *c, bench_raft_t *out)
+{
+    static const char *const keys[] = {"entries_answered", "entries_answered_us",
+                                       "entries_applied", "apply_us"};
+    uint64_t *fields[] = {&out->answered, &out->answered_us, &out->applied, &out->apply_us};
+    mqhub_response_t r;
+    *out = (bench_raft_t){0};
+    if (mqhub_client_call(c, "cluster.status", NULL, &r) != 0)
+        return;
+    out->ok = true;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const msgpack_object *v = mqhub_map_get(&r.map, keys[i]);
+        if (v == NULL || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            out->ok = false; /* a server from before these figures */
+        else
+            *fields[i] = v->via.u64;
+    }
+    mqhub_response_free(&r);
+}
+
+/* Entries answered between @a and @b, 0 when there is nothing to report. */
+static uint64_t raft_entries(const bench_raft_t *a, const bench_raft_t *b)
+{
+    return a->ok && b->ok && b->answered > a->answered && b->applied > a->applied
+               ? b->answered - a->answered
+               : 0;
+}
+
+json_t *bench_raft_json(const bench_raft_t *a, const bench_raft_t *b, double secs)
+{
+    uint64_t n = raft_entries(a, b);
+    if (n == 0)
+        return NULL;
+    return json_pack("{s:I,s:f,s:f,s:f}", "entries", (json_int_t)n, "entries_per_s", n / secs,
+                     "entry_ms", (double)(b->answered_us - a->answered_us) / 1e3 / n, "apply_ms",
+                     (double)(b->apply_us - a->apply_us) / 1e3 / (b->applied - a->applied));
+}
+
+void bench_raft_print(const bench_raft_t *a, const bench_raft_t *b, double secs, FILE *f)
+{
+    json_t *j = bench_raft_json(a, b, secs);
+    if (j == NULL)
+        return;
+    fprintf(f, "raft      %10lld entries %9.0f entries/s   mean entry %.2f ms (apply %.2f ms)\n",
+            (long long)json_integer_value(json_object_get(j, "entries")),
+            json_real_value(json_object_get(j, "entries_per_s")),
+            json_real_value(json_object_get(j, "entry_ms")),
+            json_real_value(json_object_get(j, "apply_ms")));
+    json_decref(j);
+}

@@ -1,8 +1,9 @@
 /* bench_common.h: what mqhub-bench's queue modes (bench.c) and topic modes
  * (topic_bench.c) share (bench_common.c): failed requests counted by phase
  * and wire code, their JSON and text forms, a phase's JSON object, and the
- * progress line a second on stderr. Every function may be called from any
- * thread (the counters are atomic) unless it says otherwise.
+ * progress line a second on stderr, and the leader's raft entry times around
+ * a run. Every function may be called from any thread (the counters are
+ * atomic) unless it says otherwise.
  */
 #ifndef MQHUB_BENCH_COMMON_H
 #define MQHUB_BENCH_COMMON_H
@@ -63,5 +64,24 @@ bool bench_progress_wanted(bool quiet, bool progress);
  * thread while the workers run. */
 void bench_progress_run(atomic_int *running, bool show, uint64_t t_start_ms,
                         bench_meter_t *meters, size_t n, bench_errors_t *e);
+
+/* The raft entry figures of cluster.status (docs/protocol.md) of the node a
+ * connection talks to — the leader: entries answered and applied, and the
+ * microseconds they took. ok is false when the call failed (e.g. a user
+ * without the grant): the figures are then left out of the report. */
+typedef struct bench_raft {
+    bool ok;
+    uint64_t answered, answered_us, applied, apply_us;
+} bench_raft_t;
+
+/* Ask now. Synchronous: call it while nothing else uses @c. */
+void bench_raft_sample(mqhub_client_t *c, bench_raft_t *out);
+/* What happened between @a and @b: {entries, entries_per_s, entry_ms,
+ * apply_ms} over @secs (a new reference), or NULL when either sample
+ * failed or no entry was answered. */
+json_t *bench_raft_json(const bench_raft_t *a, const bench_raft_t *b, double secs);
+/* The same as a line: "raft  N entries (R/s)  mean entry X ms, apply Y ms";
+ * nothing when there is nothing to say. */
+void bench_raft_print(const bench_raft_t *a, const bench_raft_t *b, double secs, FILE *f);
 
 #endif

@@ -9,6 +9,7 @@
 #                 send, receive and manage on its queue only
 #   SECURE=1      all three (docs/benchmarks.md "TLS + auth")
 #   LOG_LEVEL=info    each node's log level (default warn)
+#   HTTP=1        each node's WebSocket transport (/metrics) on BASEPORT+201..203
 #   EXTRA_CONFIG='snapshot { threshold = 65536 }'   appended to each config
 # Certificates come from a throwaway CA (one key and certificate, for
 # 127.0.0.1, serves both the peers and the clients). Everything lives in a
@@ -49,6 +50,7 @@ for n in $(seq 1 "$nodes"); do
         echo "node { id = $n, data = \"$D/n$n/data\", raft = \"127.0.0.1:$((base + 100 + n))\","
         echo "       client = \"127.0.0.1:$((base + n))\", cluster_secret_file = \"$D/cluster.secret\"$tls }"
         echo "transport \"tcp\" { listen = \"127.0.0.1:$((base + n))\"$tcp_tls }"
+        [ "${HTTP:-0}" = 1 ] && echo "transport \"websocket\" { listen = \"127.0.0.1:$((base + 200 + n))\" }"
         echo "log { level = \"${LOG_LEVEL:-warn}\" }"
         echo "${EXTRA_CONFIG:-}"
         [ -z "$root" ] || echo "auth { token = \"$root\" }"

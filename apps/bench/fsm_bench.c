@@ -1,6 +1,7 @@
 /* fsm_bench.c: mqhub-fsm-bench — the state machine alone, no raft, no network.
  *
  *   mqhub-fsm-bench [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues] [--no-snapshot]
+ *                   [--consume M]
  *
  * Applies N sends (BYTES each), then N receives, then N deletes, K commands
  * per entry, through fsm_entry_encode + fsm_apply_entry exactly as raft would
@@ -8,6 +9,9 @@
  * backlog message after the send phase, and the size and time of a snapshot
  * of that backlog (raft keeps it in memory until it is written; --no-snapshot
  * skips it: at 10M messages of 1 KiB the copy alone is ~11 GB of RAM).
+ * --consume M replaces the receive and delete phases by M messages received
+ * and deleted batch by batch, as a consumer does (consume_phase): the rate
+ * of consuming from a backlog of N (docs/benchmarks.md "Flat as work grows").
  * --queues: N queue.create instead (names in scrambled order, so name order
  * is not id order), 1000 queue.list pages at spread offsets, one small send
  * into each queue and 20 ticks (a second apart: the cost of the periodic
@@ -124,43 +128,85 @@ static void note_reply(struct bench *b, const char *data, size_t len, size_t *fa
     msgpack_unpacked_destroy(&u);
 }
 
-static int run_phase(struct bench *b, const char *name, size_t n, make_cmd_fn make)
+/* Commands @first .. @first + @k - 1 (k <= batch) of @make as one entry,
+ * applied; failed replies counted in @failed. */
+static int apply_cmds(struct bench *b, size_t first, unsigned k, make_cmd_fn make,
+                      size_t *failed)
 {
-    char **cmds = calloc(b->batch, sizeof(*cmds));
-    size_t *lens = calloc(b->batch, sizeof(*lens)), failed = 0;
-    double t0 = now_s();
-    for (size_t done = 0; done < n;) {
-        unsigned k = 0;
-        for (; k < b->batch && done + k < n; k++) {
-            msgpack_sbuffer sb;
-            msgpack_packer pk;
-            msgpack_sbuffer_init(&sb);
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            make(b, done + k, &pk);
-            lens[k] = sb.size;
-            cmds[k] = msgpack_sbuffer_release(&sb);
-        }
-        struct raft_buffer buf;
-        fsm_result_t *r = NULL;
-        b->now += 1;
-        if (fsm_entry_encode(b->now, (const char *const *)cmds, lens, k, &buf) != 0 ||
-            fsm_apply_entry(b->f, buf.base, buf.len, &r) != 0) {
-            fprintf(stderr, "%s: apply failed\n", name);
-            return 1;
-        }
-        raft_free(buf.base);
-        for (unsigned i = 0; i < k; i++) {
-            note_reply(b, r->data + r->off[i], r->off[i + 1] - r->off[i], &failed);
-            free(cmds[i]);
-        }
-        fsm_result_free(r);
-        done += k;
+    char **cmds = calloc(k, sizeof *cmds);
+    size_t *lens = calloc(k, sizeof *lens);
+    if (!cmds || !lens)
+        abort();
+    for (unsigned i = 0; i < k; i++) {
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        make(b, first + i, &pk);
+        lens[i] = sb.size;
+        cmds[i] = msgpack_sbuffer_release(&sb);
     }
+    struct raft_buffer buf;
+    fsm_result_t *r = NULL;
+    int rc = 0;
+    b->now += 1;
+    if (fsm_entry_encode(b->now, (const char *const *)cmds, lens, k, &buf) != 0)
+        rc = -1;
+    else if (fsm_apply_entry(b->f, buf.base, buf.len, &r) != 0)
+        rc = -1, raft_free(buf.base);
+    else
+        raft_free(buf.base);
+    for (unsigned i = 0; i < k; i++) {
+        if (r)
+            note_reply(b, r->data + r->off[i], r->off[i + 1] - r->off[i], failed);
+        free(cmds[i]);
+    }
+    fsm_result_free(r);
+    free(cmds);
+    free(lens);
+    return rc;
+}
+
+static void print_rate(const char *name, size_t n, double t0, size_t failed)
+{
     double dt = now_s() - t0;
     printf("%-8s %10zu ops %8.3f s %12.0f ops/s%s\n", name, n, dt, (double)n / dt,
            failed ? " (some replies failed!)" : "");
-    free(cmds);
-    free(lens);
+}
+
+static int run_phase(struct bench *b, const char *name, size_t n, make_cmd_fn make)
+{
+    size_t failed = 0;
+    double t0 = now_s();
+    for (size_t done = 0; done < n; done += b->batch) {
+        unsigned k = n - done < b->batch ? (unsigned)(n - done) : b->batch;
+        if (apply_cmds(b, done, k, make, &failed) != 0) {
+            fprintf(stderr, "%s: apply failed\n", name);
+            return 1;
+        }
+    }
+    print_rate(name, n, t0, failed);
+    return failed ? 1 : 0;
+}
+
+/* --consume M: M messages received and deleted as a consumer does, one entry
+ * of K receives, then one entry deleting what it got, until M are gone (the
+ * backlog shrinks from N to N - M). Counts messages deleted per second. */
+static int consume_phase(struct bench *b, size_t m)
+{
+    size_t failed = 0, done = 0;
+    double t0 = now_s();
+    while (done < m) {
+        size_t from = b->n_receipts;
+        unsigned k = m - done < b->batch ? (unsigned)(m - done) : b->batch;
+        if (apply_cmds(b, 0, k, make_receive, &failed) != 0 || b->n_receipts == from ||
+            apply_cmds(b, from, (unsigned)(b->n_receipts - from), make_delete, &failed) != 0) {
+            fprintf(stderr, "consume: apply failed or the queue ran dry\n");
+            return 1;
+        }
+        done += b->n_receipts - from;
+    }
+    print_rate("consume", m, t0, failed);
     return failed ? 1 : 0;
 }
 
@@ -309,9 +355,10 @@ int main(int argc, char **argv)
                                          {"dir", required_argument, 0, 'd'},
                                          {"queues", no_argument, 0, 'q'},
                                          {"no-snapshot", no_argument, 0, 'S'},
+                                         {"consume", required_argument, 0, 'c'},
                                          {0, 0, 0, 0}};
     struct bench b = {.now = 1700000000000ULL, .size = 1024, .batch = 64};
-    size_t n = 100000;
+    size_t n = 100000, consume = 0;
     char dir[256] = "", err[256];
     int c, rc = 0;
     bool queues = false, snapshot = true;
@@ -323,16 +370,17 @@ int main(int argc, char **argv)
         case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
         case 'q': queues = true; break;
         case 'S': snapshot = false; break;
+        case 'c': consume = strtoull(optarg, NULL, 10); break;
         default:
             fprintf(stderr,
                     "usage: %s [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues] "
-                    "[--no-snapshot]\n",
+                    "[--no-snapshot] [--consume M]\n",
                     argv[0]);
             return 2;
         }
     }
-    if (!b.batch || b.size > 1048576 || !n) {
-        fprintf(stderr, "need -n >= 1, --batch >= 1, --size <= 1048576\n");
+    if (!b.batch || b.size > 1048576 || !n || consume > n) {
+        fprintf(stderr, "need -n >= 1, --batch >= 1, --size <= 1048576, --consume <= n\n");
         return 2;
     }
     bool own_dir = !dir[0];
@@ -377,8 +425,12 @@ int main(int argc, char **argv)
            rss1 - rss0, (double)(rss1 - rss0) * 1024.0 / (double)n);
     if (snapshot)
         snapshot_cost(&b, n);
-    rc |= run_phase(&b, "receive", n, make_receive);
-    rc |= run_phase(&b, "delete", n, make_delete);
+    if (consume) {
+        rc |= consume_phase(&b, consume);
+    } else {
+        rc |= run_phase(&b, "receive", n, make_receive);
+        rc |= run_phase(&b, "delete", n, make_delete);
+    }
     for (size_t i = 0; i < b.n_receipts; i++)
         free(b.receipts[i]);
     fsm_close(b.f);
