@@ -14,9 +14,11 @@
  * In memory there are only indexes, rebuilt from the store by queue_rebuild():
  * per queue the ready heap (seqs; for ordered queues the head of each
  * deliverable group, with one heap per group), the heap of deleted-but-kept
- * messages and the dedup heap (both expired by tick), and one global timer
- * heap (due, qid, seq) for delayed and locked messages. Index entries are
- * validated lazily against the stored record, so stale ones are skipped.
+ * messages and the dedup heap (both expired by tick), one global timer
+ * heap (due, qid, seq) for delayed and locked messages, and the tick index
+ * (due, qid): the queues in which tick may find something to remove, so a
+ * tick visits only those. Index entries are validated lazily (against the
+ * stored record, or the queue's tick_due), so stale ones are skipped.
  *
  * A message is in one state: READY, DELAYED, INFLIGHT (locked until
  * visible_at) or DELETED (kept for the rewind window). Every transition goes
@@ -45,8 +47,10 @@
  *
  * Start reading at queue_op_send() and queue_op_receive(). To add a queue op:
  * a handler here, one line in fsm.c's op table. Iterate queues only through
- * the id-ordered list (never a hash map): tick's work budget must pick the
- * same messages on every node.
+ * the id-ordered list (never a hash map) and visit tick's due queues in id
+ * order: tick's work budget must pick the same messages on every node. A new
+ * path that makes something expire sooner must lower the queue's tick due
+ * (tick_index_lower).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +63,7 @@
 #define META_QID "#qid"
 #define ID_MAX_LEN 128        /* group and dedup_id */
 #define TICK_BUDGET 10000     /* removals per tick */
+#define TICK_INDEX_SLACK 1024 /* stale tick_index entries kept beyond 1 a queue */
 #define RECLAIM_BUDGET 2048   /* records of deleted/purged queues a tick removes */
 /* Bodies up to this size live inside the message record: a message then
  * costs one record write per send and receive, one read per receive and
@@ -113,6 +118,8 @@ typedef struct queue {
                         * absent to every read, reclaimed by tick */
     uint64_t retain_due; /* no message expires by retention before this (a
                           * lower bound; 0: tick looks, UINT64_MAX: none can) */
+    uint64_t tick_due; /* this queue's live entry in the tick index (at most
+                        * tick_due_of(q)), UINT64_MAX when not in it */
     bool dirty, woke;
     struct queue *next, *prev; /* id order */
     struct queue *dirty_next; /* this entry's dirty list */
@@ -120,6 +127,7 @@ typedef struct queue {
 
 struct stamp { uint64_t at, seq; };
 struct timer { uint64_t due, qid, seq; };
+struct tick_ref { uint64_t due, qid; }; /* an entry of the tick index */
 struct dedup_ref { uint64_t at; char *id; size_t len; };
 
 struct queues {
@@ -128,11 +136,12 @@ struct queues {
     hmap_t by_id;
     queue_t *first, *last; /* id order */
     heap_t timers;
+    heap_t tick_index; /* struct tick_ref: the queues tick may find work in */
+    uint64_t n_tick_due; /* queues with a live tick_index entry */
+    bool tick_walk;      /* the next tick rebuilds tick_index from the list */
     queue_t *dirty;
     uint64_t next_qid, now;
     bool failed, tick_more;
-    bool idle; /* the last tick found nothing retention, the rewind window or
-                * dedup expiry will remove, and nothing was stored since */
     fsm_ready_cb cb;
     void *cb_arg;
     fsm_gate_fn gate;          /* script.c: blocks and hooks, or NULL */
@@ -185,15 +194,81 @@ static int cmp_timer(const void *a, const void *b)
     return cmp_u64(&x->seq, &y->seq);
 }
 
+/* By time, then by id as the D keys sort: entries of equal time leave in
+ * the same order on every node, however each built its heap (a restored one
+ * pushes in key order), so tick's budget picks the same ones. */
 static int cmp_dedup(const void *a, const void *b)
 {
-    return cmp_u64(&((const struct dedup_ref *)a)->at, &((const struct dedup_ref *)b)->at);
+    const struct dedup_ref *x = a, *y = b;
+    int c = cmp_u64(&x->at, &y->at);
+    if (c == 0 && (c = memcmp(x->id, y->id, x->len < y->len ? x->len : y->len)) == 0)
+        c = (x->len > y->len) - (x->len < y->len);
+    return c;
+}
+
+static int cmp_tick_ref(const void *a, const void *b)
+{
+    const struct tick_ref *x = a, *y = b;
+    if (x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    return cmp_u64(&x->qid, &y->qid);
 }
 
 static void qput(queues_t *qs, const void *k, size_t kl, const void *v, size_t vl)
 {
     if (store_put(qs->st, k, kl, v, vl) != 0)
         qs->failed = true;
+}
+
+/* ---- the tick index ----
+ * qs->tick_index holds (due, qid) for every queue in which tick may find
+ * something to remove, due being at most tick_due_of(q): so tick visits only
+ * the queues whose due has come (tick_due_queues), not all of them. Entries
+ * are checked lazily like the timer heap's: the live one of a queue equals
+ * its tick_due; lowering a due pushes a new entry and leaves the old one to
+ * be skipped; a deleted queue's id is never found again. Every change that
+ * can make something expire sooner lowers the due (enqueue, a kept delete, a
+ * dedup entry, queue.set, rebuild); one that empties the queue asks for a
+ * visit (tick drops it from the index then, which makes the hub idle). */
+
+/* When tick may next find work in @q: retention, rewind window, dedup. */
+static uint64_t tick_due_of(const queue_t *q)
+{
+    const struct stamp *del = heap_top(&q->deleted);
+    const struct dedup_ref *dd = heap_top(&q->dedup);
+    uint64_t due = q->retain_due;
+    if (del && del->at + q->a.rewind_window * 1000 < due)
+        due = del->at + q->a.rewind_window * 1000;
+    if (dd && dd->at + MQHUB_DEDUP_WINDOW_MS < due)
+        due = dd->at + MQHUB_DEDUP_WINDOW_MS;
+    return due;
+}
+
+/* Push @q's live entry; if that fails the next tick walks every queue. */
+static void tick_index_push(queues_t *qs, const queue_t *q)
+{
+    struct tick_ref e = {q->tick_due, q->id};
+    if (heap_push(&qs->tick_index, &e) != 0)
+        qs->tick_walk = true;
+}
+
+/* Make tick visit @q by @due (UINT64_MAX: changes nothing). */
+static void tick_index_lower(queues_t *qs, queue_t *q, uint64_t due)
+{
+    if (due >= q->tick_due)
+        return;
+    if (q->tick_due == UINT64_MAX)
+        qs->n_tick_due++;
+    q->tick_due = due;
+    tick_index_push(qs, q);
+}
+
+/* @q leaves the index: its entries turn stale. */
+static void tick_index_drop(queues_t *qs, queue_t *q)
+{
+    if (q->tick_due != UINT64_MAX)
+        qs->n_tick_due--;
+    q->tick_due = UINT64_MAX;
 }
 
 /* ---- queue records ---- */
@@ -317,6 +392,7 @@ static queue_t *queue_alloc(const char *name, size_t len)
     hmap_init(&q->groups);
     heap_init(&q->deleted, sizeof(struct stamp), cmp_stamp);
     heap_init(&q->dedup, sizeof(struct dedup_ref), cmp_dedup);
+    q->tick_due = UINT64_MAX;
     return q;
 }
 
@@ -375,6 +451,7 @@ static void queue_unlink(queues_t *qs, queue_t *q)
     hmap_del(&qs->by_id, &q->id, sizeof(q->id));
     *(q->prev ? &q->prev->next : &qs->first) = q->next;
     *(q->next ? &q->next->prev : &qs->last) = q->prev;
+    tick_index_drop(qs, q);
     for (queue_t **pp = &qs->dirty; q->dirty && *pp; pp = &(*pp)->dirty_next) {
         if (*pp == q) {
             *pp = q->dirty_next;
@@ -583,6 +660,8 @@ static void set_state(queues_t *qs, queue_t *q, struct msg *m, int st)
         (*state_counter(q, st))++;
     m->st = st;
     mark_dirty(qs, q);
+    if (st < 0 && q->s.ready + q->s.inflight + q->s.delayed + q->s.retained == 0)
+        tick_index_lower(qs, q, 0); /* emptied: the next tick may drop it */
 }
 
 /* ---- ready index and ordered groups ---- */
@@ -684,6 +763,7 @@ int queue_state_new(queues_t **out, store_t *st)
     omap_init(&qs->by_name);
     hmap_init(&qs->by_id);
     heap_init(&qs->timers, sizeof(struct timer), cmp_timer);
+    heap_init(&qs->tick_index, sizeof(struct tick_ref), cmp_tick_ref);
     *out = qs;
     return 0;
 }
@@ -699,6 +779,9 @@ static void free_all_queues(queues_t *qs)
     omap_free(&qs->by_name);
     hmap_free(&qs->by_id);
     heap_clear(&qs->timers);
+    heap_clear(&qs->tick_index);
+    qs->n_tick_due = 0;
+    qs->tick_walk = false;
     qs->dirty = NULL;
 }
 
@@ -708,6 +791,7 @@ void queue_state_free(queues_t *qs)
         return;
     free_all_queues(qs);
     heap_free(&qs->timers);
+    heap_free(&qs->tick_index);
     free(qs);
 }
 
@@ -778,6 +862,8 @@ static int rebuild_msg(void *arg, const char *k, size_t kl, const char *v, size_
         r->rc = MQHUB_EINTERNAL;
         return 1;
     }
+    if (q->retain_due == UINT64_MAX) /* the first record: what retention's scan reads */
+        q->retain_due = m.enqueued_at + q->a.retention * 1000;
     switch (m.st) {
     case MS_READY:
         if (!q->a.ordered) {
@@ -846,19 +932,21 @@ int queue_rebuild(queues_t *qs)
     if ((v = store_get(qs->st, META_QID, strlen(META_QID), &vl)) && vl == 8)
         qs->next_qid = store_be64_get(v);
     store_free(v);
-    qs->tick_more = qs->idle = false;
+    qs->tick_more = false;
     store_scan(qs->st, "Q", 1, NULL, 0, rebuild_queue, &r);
     rebuild_link(&r);
     store_scan(qs->st, "Z", 1, NULL, 0, rebuild_dead, qs);
     for (queue_t *q = qs->first; q && r.rc == 0; q = q->next) {
         unsigned char p[KEY_LEN];
         r.q = q;
+        q->retain_due = UINT64_MAX; /* until rebuild_msg reads a record */
         store_key_id_seq(p, 'M', q->id, q->floor);
         store_scan(qs->st, p, 9, p, KEY_LEN, rebuild_msg, &r);
         p[0] = 'D';
         store_scan(qs->st, p, 9, NULL, 0, rebuild_dedup, &r);
         if (q->a.ordered)
             list_groups(q);
+        tick_index_lower(qs, q, tick_due_of(q));
     }
     return r.rc;
 }
@@ -912,7 +1000,7 @@ uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len)
 
 bool queue_tick_idle(const queues_t *qs)
 {
-    return qs->idle;
+    return qs->n_tick_due == 0 && !qs->tick_more;
 }
 
 uint64_t queue_next_due(queues_t *qs, uint64_t now)
@@ -1104,6 +1192,7 @@ int queue_op_purge(cmd_t *c)
     queue_reclaim_mark(qs, 'M', q->id, q->floor, false);
     queue_clear_indexes(q);
     q->s.ready = q->s.inflight = q->s.delayed = q->s.retained = 0;
+    tick_index_lower(qs, q, 0); /* emptied: the next tick may drop it */
     mark_dirty(qs, q);
     return 0;
 }
@@ -1293,7 +1382,7 @@ int queue_op_set(cmd_t *c)
     q->a = a;
     q->modified_at = c->now;
     q->retain_due = 0; /* the retention may have changed: tick looks again */
-    qs->idle = false;
+    tick_index_lower(qs, q, 0);
     mark_dirty(qs, q);
     return 0;
 }
@@ -1519,6 +1608,7 @@ static void dedup_store(queues_t *qs, queue_t *q, const char *id, size_t len, ui
         if (heap_push(&q->dedup, &d) != 0)
             free(d.id);
     }
+    tick_index_lower(qs, q, now + MQHUB_DEDUP_WINDOW_MS);
 }
 
 /* Store a new message: @m carries msg_id (or "" to make one), group, dedup,
@@ -1537,7 +1627,7 @@ static void enqueue(queues_t *qs, queue_t *q, struct msg *m, const void *body, s
     m->rc = m->first_received_at = m->deleted_at = 0;
     if (q->retain_due > qs->now + q->a.retention * 1000)
         q->retain_due = qs->now + q->a.retention * 1000;
-    qs->idle = false;
+    tick_index_lower(qs, q, q->retain_due);
     if (!q->a.ordered)
         m->has_group = false;
     m->st = -1;
@@ -2069,7 +2159,7 @@ static void delete_one(queues_t *qs, queue_t *q, struct msg *m, uint64_t now)
     m->deleted_at = now;
     msg_save(qs, q, m);
     heap_push(&q->deleted, &s);
-    qs->idle = false;
+    tick_index_lower(qs, q, now + q->a.rewind_window * 1000);
 }
 
 static int delete_item(void *arg, cmd_t *c, const msgpack_object *r)
@@ -2519,20 +2609,81 @@ static uint64_t expire_dedup(queues_t *qs, queue_t *q, uint64_t now, uint64_t bu
     return n;
 }
 
+/* Remove what has expired in @q, spending *budget, and index it again. */
+static void tick_visit(queues_t *qs, queue_t *q, uint64_t now, uint64_t *budget)
+{
+    *budget -= expire_retention(qs, q, now, *budget);
+    *budget -= expire_deleted(qs, q, now, *budget);
+    *budget -= expire_dedup(qs, q, now, *budget);
+    tick_index_drop(qs, q);
+    tick_index_lower(qs, q, tick_due_of(q));
+}
+
+/* Visit every queue due by @now in list (id) order and rebuild the index
+ * from the queues' tick_due: after a failed push, or to shed stale entries. */
+static void tick_walk(queues_t *qs, uint64_t now, uint64_t *budget)
+{
+    heap_clear(&qs->tick_index);
+    qs->tick_walk = false;
+    for (queue_t *q = qs->first; q; q = q->next) {
+        if (*budget && q->tick_due <= now)
+            tick_visit(qs, q, now, budget);
+        else if (q->tick_due != UINT64_MAX)
+            tick_index_push(qs, q);
+    }
+}
+
+/* Visit the queues whose entries are due by @now, in id order: a queue
+ * not due has nothing to remove, so the budget picks the same records as a
+ * walk over all queues would, on every node, whatever early or stale
+ * entries a node holds. The queues the budget does not reach stay due. */
+static void tick_due_queues(queues_t *qs, uint64_t now, uint64_t *budget)
+{
+    const struct tick_ref *top;
+    queue_t **v = NULL, *q;
+    size_t n = 0, cap = 0;
+    while ((top = heap_top(&qs->tick_index)) && top->due <= now) {
+        struct tick_ref e;
+        heap_pop(&qs->tick_index, &e);
+        if (!(q = queue_by_id(qs, e.qid)) || q->tick_due != e.due)
+            continue; /* stale */
+        if (n == cap) {
+            queue_t **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+            if (!nv) {
+                free(v); /* the popped queues keep their tick_due: */
+                tick_walk(qs, now, budget); /* the walk finds them */
+                return;
+            }
+            v = nv;
+        }
+        v[n++] = q;
+    }
+    if (n > 1)
+        qsort(v, n, sizeof(*v), cmp_queue_id);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && v[i] == v[i - 1])
+            continue; /* two entries with the same due */
+        if (*budget)
+            tick_visit(qs, v[i], now, budget);
+        else
+            tick_index_push(qs, v[i]);
+    }
+    free(v);
+}
+
 int queue_op_tick(cmd_t *c)
 {
     queues_t *qs = c->qs;
     uint64_t budget = TICK_BUDGET;
-    bool idle = true;
-    for (queue_t *q = qs->first; q && budget; q = q->next) {
-        budget -= expire_retention(qs, q, c->now, budget);
-        budget -= expire_deleted(qs, q, c->now, budget);
-        budget -= expire_dedup(qs, q, c->now, budget);
-        idle = idle && q->retain_due == UINT64_MAX && heap_len(&q->deleted) == 0 &&
-               heap_len(&q->dedup) == 0;
-    }
+    /* Stale entries outnumber the queues: shed them with a walk, O(queues)
+     * after at least as many pushes. */
+    if (heap_len(&qs->tick_index) > 2 * hmap_len(&qs->by_id) + TICK_INDEX_SLACK)
+        qs->tick_walk = true;
+    if (qs->tick_walk)
+        tick_walk(qs, c->now, &budget);
+    else
+        tick_due_queues(qs, c->now, &budget);
     qs->tick_more = budget == 0;
-    qs->idle = idle && !qs->tick_more;
     reclaim_tick(qs);
     return 0;
 }

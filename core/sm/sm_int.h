@@ -144,9 +144,10 @@ void queue_begin(queues_t *qs, uint64_t now);
 int queue_end(queues_t *qs);
 uint64_t queue_ready_count(queues_t *qs, const char *name, size_t len);
 uint64_t queue_next_due(queues_t *qs, uint64_t now);
-/* True when the last tick found nothing that retention, a rewind window or
- * dedup expiry could remove and nothing was stored since: the periodic tick
- * has nothing to do (fsm_tick_idle). Not part of the replicated state. */
+/* True when no queue is in queue.c's tick index (so none holds anything
+ * that retention, a rewind window or dedup expiry could remove) and no
+ * reclaim is pending: the periodic tick has nothing to do (fsm_tick_idle).
+ * Never true while something can expire. Not part of the replicated state. */
 bool queue_tick_idle(const queues_t *qs);
 /* Handlers (see PROTOCOL.md for each op). */
 int queue_op_create(cmd_t *c);
