@@ -1,7 +1,7 @@
 /* fsm_bench.c: mqhub-fsm-bench — the state machine alone, no raft, no network.
  *
  *   mqhub-fsm-bench [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues] [--no-snapshot]
- *                   [--consume M]
+ *                   [--consume M] [--spread K]
  *
  * Applies N sends (BYTES each), then N receives, then N deletes, K commands
  * per entry, through fsm_entry_encode + fsm_apply_entry exactly as raft would
@@ -12,6 +12,9 @@
  * --consume M replaces the receive and delete phases by M messages received
  * and deleted batch by batch, as a consumer does (consume_phase): the rate
  * of consuming from a backlog of N (docs/benchmarks.md "Flat as work grows").
+ * --spread K sends, receives and deletes round-robin over K queues b0..bK-1
+ * (created first): many busy queues, so Kyoto Cabinet's leaf cache holds the
+ * heads and tails of all of them (docs/benchmarks.md "Kyoto Cabinet").
  * --queues: N queue.create instead (names in scrambled order, so name order
  * is not id order), 1000 queue.list pages at spread offsets, one small send
  * into each queue and 20 ticks (a second apart: the cost of the periodic
@@ -38,6 +41,7 @@ struct bench {
     uint64_t now;
     size_t size;
     unsigned batch;
+    unsigned spread; /* --spread K: messages go round-robin over K queues */
     char **receipts; /* one per message, from the receive phase */
     size_t n_receipts;
 };
@@ -70,6 +74,31 @@ static void pack_str(msgpack_packer *pk, const char *s)
 /* Pack command @i of a phase into @sb. */
 typedef void (*make_cmd_fn)(struct bench *b, size_t i, msgpack_packer *pk);
 
+/* The queue of message @i: "bench", or with --spread K "b<i mod K>". Send,
+ * receive and delete i all name the same queue: each receive takes one
+ * message, so receipt i is the message of receive i. */
+static void pack_queue(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    char name[16];
+    if (b->spread)
+        snprintf(name, sizeof name, "b%zu", i % b->spread);
+    pack_str(pk, "queue");
+    pack_str(pk, b->spread ? name : "bench");
+}
+
+static void make_create_spread(struct bench *b, size_t i, msgpack_packer *pk)
+{
+    msgpack_pack_map(pk, 2);
+    pack_str(pk, "op");
+    pack_str(pk, "queue.create");
+    msgpack_pack_str(pk, 4);
+    msgpack_pack_str_body(pk, "name", 4);
+    char name[16];
+    snprintf(name, sizeof name, "b%zu", i);
+    pack_str(pk, name);
+    (void)b;
+}
+
 static void make_send(struct bench *b, size_t i, msgpack_packer *pk)
 {
     static char *body;
@@ -78,8 +107,7 @@ static void make_send(struct bench *b, size_t i, msgpack_packer *pk)
     msgpack_pack_map(pk, 3);
     pack_str(pk, "op");
     pack_str(pk, "send");
-    pack_str(pk, "queue");
-    pack_str(pk, "bench");
+    pack_queue(b, i, pk);
     pack_str(pk, "body");
     msgpack_pack_bin(pk, b->size);
     msgpack_pack_bin_body(pk, body, b->size);
@@ -91,8 +119,7 @@ static void make_receive(struct bench *b, size_t i, msgpack_packer *pk)
     msgpack_pack_map(pk, 3);
     pack_str(pk, "op");
     pack_str(pk, "receive");
-    pack_str(pk, "queue");
-    pack_str(pk, "bench");
+    pack_queue(b, i, pk);
     pack_str(pk, "visibility");
     msgpack_pack_uint32(pk, 43200);
     (void)b, (void)i;
@@ -103,8 +130,7 @@ static void make_delete(struct bench *b, size_t i, msgpack_packer *pk)
     msgpack_pack_map(pk, 3);
     pack_str(pk, "op");
     pack_str(pk, "delete");
-    pack_str(pk, "queue");
-    pack_str(pk, "bench");
+    pack_queue(b, i, pk);
     pack_str(pk, "receipts");
     msgpack_pack_array(pk, 1);
     pack_str(pk, i < b->n_receipts ? b->receipts[i] : "none");
@@ -199,7 +225,7 @@ static int consume_phase(struct bench *b, size_t m)
     while (done < m) {
         size_t from = b->n_receipts;
         unsigned k = m - done < b->batch ? (unsigned)(m - done) : b->batch;
-        if (apply_cmds(b, 0, k, make_receive, &failed) != 0 || b->n_receipts == from ||
+        if (apply_cmds(b, from, k, make_receive, &failed) != 0 || b->n_receipts == from ||
             apply_cmds(b, from, (unsigned)(b->n_receipts - from), make_delete, &failed) != 0) {
             fprintf(stderr, "consume: apply failed or the queue ran dry\n");
             return 1;
@@ -356,6 +382,7 @@ int main(int argc, char **argv)
                                          {"queues", no_argument, 0, 'q'},
                                          {"no-snapshot", no_argument, 0, 'S'},
                                          {"consume", required_argument, 0, 'c'},
+                                         {"spread", required_argument, 0, 'p'},
                                          {0, 0, 0, 0}};
     struct bench b = {.now = 1700000000000ULL, .size = 1024, .batch = 64};
     size_t n = 100000, consume = 0;
@@ -371,10 +398,11 @@ int main(int argc, char **argv)
         case 'q': queues = true; break;
         case 'S': snapshot = false; break;
         case 'c': consume = strtoull(optarg, NULL, 10); break;
+        case 'p': b.spread = (unsigned)strtoul(optarg, NULL, 10); break;
         default:
             fprintf(stderr,
                     "usage: %s [-n N] [--size BYTES] [--batch K] [--dir DIR] [--queues] "
-                    "[--no-snapshot] [--consume M]\n",
+                    "[--no-snapshot] [--consume M] [--spread K]\n",
                     argv[0]);
             return 2;
         }
@@ -418,6 +446,8 @@ int main(int argc, char **argv)
         rmdir(dir2);
         goto out;
     }
+    if (b.spread)
+        rc |= run_phase(&b, "create", b.spread, make_create_spread);
     long rss0 = rss_kib();
     rc |= run_phase(&b, "send", n, make_send);
     long rss1 = rss_kib();

@@ -64,19 +64,15 @@
  * cache's share of RSS. Past it KC evicts one leaf per operation. A larger
  * one measured no faster (benchmarks.md: the OS page cache holds the file). */
 #define STORE_PAGE_CACHE ((size_t)4 << 20)
-/* A leaf's size (KC's psiz; its default is 8192). A leaf of 32 KiB holds ~28
- * messages of 1 KiB instead of ~7: a queue's messages (consecutive keys) cost
- * a quarter of the leaf loads, saves and inner-node entries. Measured with
- * mqhub-fsm-bench, 1 KiB: send +60 %, receive +50 %, delete +40 %; 100 B and
- * 8000 B gain too; 64 KiB gained no more (benchmarks.md "Kyoto Cabinet leaf
- * size"). What one flush writes stays bounded by the cache, not the leaf. */
-#define STORE_LEAF_SIZE 32768
 /* Buckets of the hash file under the tree (KC's bnum; its default for a
- * TreeDB is 65,536), where each leaf and inner node is one record: 10M
- * messages of 1 KiB make ~360,000 leaves, whose bucket chains were 6 deep,
- * each step a pread. With 2^20 buckets (6 MiB of the file, sparse until
- * used) a consume from a 10M backlog runs at 73k msgs/s against 58k, within
- * 20 % of a 100k backlog's (benchmarks.md "Flat as work grows"). */
+ * TreeDB is 65,536), where each leaf (8 KiB of records, KC's default psiz)
+ * and inner node is one record: 10M messages of 1 KiB make ~1.4M leaves,
+ * chains of ~20 records per bucket, each step a pread. With 2^20 buckets
+ * (6 MiB of the file, sparse until used) a consume from a 10M backlog runs
+ * at 69k msgs/s instead of 48k and the fill at 149k instead of 76k; at 100k
+ * messages nothing changes measurably (benchmarks.md "Kyoto Cabinet: buckets
+ * and leaves"). Larger leaves were tried and left: 32 KiB made 1000 busy
+ * queues 27 % dearer in CPU for a gain on one queue within the noise. */
 #define STORE_BUCKETS 1048576
 
 struct store {
@@ -101,8 +97,8 @@ int store_open(store_t **out, const char *path, char *errmsg, size_t errlen)
         return MQHUB_EINTERNAL;
     }
     char *spec = NULL;
-    if (asprintf(&spec, "%s#type=kct#pccap=%zu#psiz=%d#bnum=%d", path, STORE_PAGE_CACHE,
-                 STORE_LEAF_SIZE, STORE_BUCKETS) < 0)
+    if (asprintf(&spec, "%s#type=kct#pccap=%zu#bnum=%d", path, STORE_PAGE_CACHE,
+                 STORE_BUCKETS) < 0)
         spec = NULL;
     if (!spec || !kcdbopen(s->db, spec, KCOWRITER | KCOCREATE | KCOTRUNCATE)) {
         snprintf(errmsg, errlen, "store %s: %s", path, spec ? kcdbemsg(s->db) : "out of memory");
