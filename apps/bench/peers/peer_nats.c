@@ -123,7 +123,12 @@ static void produce(peer_worker_t *w)
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 10000;
-    js_PublishAsyncComplete(js, &po);
+    /* Publishes still unconfirmed after 10 s were never counted (only the ack
+     * handler counts); say so rather than end quietly. */
+    natsStatus s = js_PublishAsyncComplete(js, &po);
+    if (s != NATS_OK)
+        peer_error(w, s == NATS_TIMEOUT ? "publishes unconfirmed 10 s after the phase"
+                                        : natsStatus_GetText(s));
 out:
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
