@@ -52,6 +52,7 @@ typedef struct cli {
     size_t n_tags, n_filter_tags, n_bindings;
     const char *key, *sub, *endpoint_queue, *filter_script, *retry, *dlq, *from;
     const char *http, *http_format; /* sub create/set --http URL --format F */
+    const char *client_address;     /* cluster add --client ADDR */
     long long max_attempts, interval_ms, max_interval_ms, credit;
     bool push, clear_filters;
     bool ephemeral; /* tail --ephemeral: its own ephemeral push subscription */

@@ -149,12 +149,16 @@ static int c_add(cli_t *cli)
     int rc;
     if (cli->n_args < 2 || cli->n_args > 3)
         return cli_usage_error("cluster", "usage: cluster add ID RAFT_ADDRESS [CLIENT_ADDRESS] "
-                                          "[--http HTTP_ADDRESS]");
+                                          "[--client CLIENT_ADDRESS] [--http HTTP_ADDRESS]");
+    if (cli->n_args == 3 && cli->client_address)
+        return cli_usage_error("cluster", "cluster add: give the client address once, as the "
+                                          "third argument or with --client");
     if ((rc = node_id("cluster", cli->args[0], &id)) != 0 || (rc = cli_connect(cli)) != 0)
         return rc;
-    /* --http is the new node's dashboard address; the server checks its form */
+    /* --http is the new node's dashboard address; the server checks both forms */
     rc = mqhub_client_cluster_add_http(cli->client, id, cli->args[1],
-                                       cli->n_args == 3 ? cli->args[2] : NULL, cli->http);
+                                       cli->n_args == 3 ? cli->args[2] : cli->client_address,
+                                       cli->http);
     if (rc != 0)
         return cli_fail(cli, rc, "cluster add");
     print_done(cli, "added (a voter now)", id);

@@ -224,12 +224,14 @@ static const struct {
      "  sub rewind TOPIC NAME (--time MS | --ago S | --seq N)\n"},
     {"cluster",
      "usage: mqhub cluster status [digest] | add ID RAFT_ADDRESS [CLIENT_ADDRESS]\n"
-     "                     [--http ADDR] | remove ID | transfer [ID]\n"
+     "                     [--client ADDR] [--http ADDR] | remove ID | transfer [ID]\n"
      "  status    the view of the node --server names (any node answers): leader,\n"
      "            term, commit index, members with role and match index (known\n"
      "            on the leader); `digest` adds the state's SHA-256 (slow when large)\n"
      "  add       make the new node ID (started with node.join = true) a voter;\n"
-     "            --http: its dashboard address, shown by status and the dashboard\n"
+     "            --client (or the third argument): its client address, which\n"
+     "            NOT_LEADER replies name; --http: its dashboard address, shown by\n"
+     "            status and the dashboard\n"
      "  remove    take node ID out of the cluster\n"
      "  transfer  hand leadership to voter ID (none: raft picks one)\n"
      "  --server accepts a list: HOST:PORT,HOST:PORT,... (tried in turn)\n"},
@@ -657,7 +659,7 @@ enum {
     OPT_FILTER_SCRIPT, OPT_RETRY, OPT_MAX_ATTEMPTS, OPT_INTERVAL, OPT_MAX_INTERVAL, OPT_DLQ,
     OPT_FROM, OPT_CREDIT, OPT_TOPIC, OPT_SINCE, OPT_VERSION, OPT_GRANT, OPT_USER_TOKEN,
     OPT_TLS, OPT_CA, OPT_CERT, OPT_KEY_FILE, OPT_HTTP, OPT_FORMAT, OPT_CLEAR_FILTERS,
-    OPT_EPHEMERAL, OPT_CONTEXT, OPT_TOKEN_FILE,
+    OPT_EPHEMERAL, OPT_CONTEXT, OPT_TOKEN_FILE, OPT_CLIENT,
     OPT_QATTR, /* + index into qattr_names */
 };
 
@@ -703,6 +705,7 @@ static const struct option options[] = {
     {"push", no_argument, NULL, OPT_PUSH},
     {"ephemeral", no_argument, NULL, OPT_EPHEMERAL},
     {"http", required_argument, NULL, OPT_HTTP},
+    {"client", required_argument, NULL, OPT_CLIENT},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"clear-filters", no_argument, NULL, OPT_CLEAR_FILTERS},
     {"filter-tag", required_argument, NULL, OPT_FILTER_TAG},
@@ -809,6 +812,7 @@ static int one_option(cli_t *cli, int opt, char *arg)
     case OPT_PUSH: cli->push = true; return 0;
     case OPT_EPHEMERAL: cli->ephemeral = true; return 0;
     case OPT_HTTP: cli->http = arg; return 0;
+    case OPT_CLIENT: cli->client_address = arg; return 0;
     case OPT_FORMAT: cli->http_format = arg; return 0;
     case OPT_CLEAR_FILTERS: cli->clear_filters = true; return 0;
     case OPT_FILTER_SCRIPT: cli->filter_script = arg; return 0;

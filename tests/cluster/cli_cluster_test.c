@@ -2,7 +2,8 @@
  * ($MQHUB_CLI) and libmqhub against two real mqhubd processes (issue 16
  * follow-ups):
  *   - http: node 1 bootstraps alone with a WebSocket transport; node 2
- *     (node.join) is added with `cluster add 2 RAFT CLIENT --http ADDR`;
+ *     (node.join) is added with `cluster add 2 RAFT --client CLIENT --http ADDR`
+ *     (the client address given twice: a usage error);
  *     `cluster status` (table and --json) and
  *     mqhub_client_cluster_status_more() show each node's http and the
  *     answering node's own;
@@ -157,8 +158,12 @@ static void test_add_with_http(void **state)
 {
     testcli_run_t r;
     (void)state;
-    TESTCLI_RUN(&cli[0], &r, 0, "cluster", "add", "2", tc.nodes[1].raft, tc.nodes[1].address,
-        "--http", http[1]);
+    /* the client address given twice is refused before anything is asked */
+    TESTCLI_RUN(&cli[0], &r, 2, "cluster", "add", "2", tc.nodes[1].raft, tc.nodes[1].address,
+        "--client", tc.nodes[1].address);
+    testcli_expect_in(r.err, "give the client address once");
+    TESTCLI_RUN(&cli[0], &r, 0, "cluster", "add", "2", tc.nodes[1].raft, "--client",
+        tc.nodes[1].address, "--http", http[1]);
     testcli_expect_in(r.out, "added (a voter now) node 2");
 
     for (unsigned i = 0; i < NODES; i++) {
