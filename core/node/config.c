@@ -1014,17 +1014,43 @@ static int take_self_entry(config_t *c, const char *file, char *errmsg, size_t e
     return 0;
 }
 
+/* The length of @addr's host part ("h:p", "[v6]:p"); its port after it. */
+static size_t address_host_len(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    return colon ? (size_t)(colon - addr) : strlen(addr);
+}
+
+/* True when @addr listens on every interface: 0.0.0.0, [::] or no host. */
+static bool address_is_wildcard(const char *addr)
+{
+    size_t hl = address_host_len(addr);
+    return hl == 0 || (hl == 7 && strncmp(addr, "0.0.0.0", 7) == 0) ||
+           (hl == 4 && strncmp(addr, "[::]", 4) == 0);
+}
+
 /* The address clients (tcp) and browsers (websocket) reach this node at:
- * node.client / node.http, else that transport's listen address. */
+ * node.client / node.http, else that transport's listen address — but a
+ * listen on every interface names no host another machine can reach (and
+ * 0.0.0.0 means this machine to a client), so then the host of node.raft,
+ * which the peers reach, with the listen's port (docs/operations.md). */
 static int default_node_address(config_t *c, const config_transport_t *t)
 {
     const char *listen = config_transport_string(c, t, "listen");
     char **slot = strcmp(t->name, "tcp") == 0         ? &c->client_address
                   : strcmp(t->name, "websocket") == 0 ? &c->http_address
                                                       : NULL;
+    const char *raft = c->raft_address;
     if (!slot || *slot || !listen)
         return 0;
-    *slot = strdup(listen);
+    if (address_is_wildcard(listen) && raft && !address_is_wildcard(raft) &&
+        strchr(listen, ':')) {
+        int hl = (int)address_host_len(raft);
+        if (asprintf(slot, "%.*s%s", hl, raft, listen + address_host_len(listen)) < 0)
+            *slot = NULL;
+    } else {
+        *slot = strdup(listen);
+    }
     return *slot ? 0 : MQHUB_EINTERNAL;
 }
 

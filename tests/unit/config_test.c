@@ -264,6 +264,39 @@ static void write_file(const char *name, const char *text);
 
 /* One peers table on every node (etcd's initial cluster): the entry of
  * node.id gives node.raft/client/http their defaults and leaves the list. */
+/* A listen on every interface is not an address to hand out: the node's
+ * client and http addresses take node.raft's host with the listen's port;
+ * given ones, and specific listens, are kept as they are. */
+static void test_wildcard_listen(void **state)
+{
+    char err[256];
+    config_t *c = NULL;
+    (void)state;
+    write_conf("node { id = 1, raft = \"10.0.0.1:6300\" }\n"
+               "auth { token = \"0123456789abcdef0123456789abcdef\" }\n"
+               "transport \"tcp\" { listen = \"0.0.0.0:6200\" }\n"
+               "transport \"websocket\" { listen = \"[::]:6280\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_string_equal(c->client_address, "10.0.0.1:6200");
+    assert_string_equal(c->http_address, "10.0.0.1:6280");
+    config_free(c);
+    write_conf("node { id = 1, raft = \"[fd00::1]:6300\", http = \"dash.example:80\" }\n"
+               "auth { token = \"0123456789abcdef0123456789abcdef\" }\n"
+               "transport \"tcp\" { listen = \":6200\" }\n"
+               "transport \"websocket\" { listen = \"0.0.0.0:6280\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_string_equal(c->client_address, "[fd00::1]:6200");
+    assert_string_equal(c->http_address, "dash.example:80");
+    config_free(c);
+    /* a wildcard raft address is no better: the listen stays */
+    write_conf("node { id = 1, raft = \"0.0.0.0:6300\" }\n"
+               "auth { token = \"0123456789abcdef0123456789abcdef\" }\n"
+               "transport \"tcp\" { listen = \"0.0.0.0:6200\" }\n");
+    assert_int_equal(config_load(&c, "mqhub.conf", err, sizeof err), 0);
+    assert_string_equal(c->client_address, "0.0.0.0:6200");
+    config_free(c);
+}
+
 static void test_peers_self(void **state)
 {
     config_t *c = NULL;
@@ -410,6 +443,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peers_self, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wildcard_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_refused, setup, teardown),
