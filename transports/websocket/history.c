@@ -88,10 +88,13 @@ static void ring_push(ring_t *r, const int64_t *point)
 
 /* A per-second ring: @point replaces the newest one while it is less than
  * HIST_MIN_GAP_MS after the point before the newest (so points stay about
- * that far apart however often snapshots come). */
+ * that far apart however often snapshots come). A point before that one
+ * (the wall clock stepped back) starts afresh instead of replacing the
+ * newest until the clock has caught up: the chart would stall that long. */
 static void ring_second(ring_t *r, const int64_t *point)
 {
-    if (r->n > 1 && point[0] - ring_at(r, r->n - 2)[0] < HIST_MIN_GAP_MS)
+    int64_t gap = r->n > 1 ? point[0] - ring_at(r, r->n - 2)[0] : HIST_MIN_GAP_MS;
+    if (gap >= 0 && gap < HIST_MIN_GAP_MS)
         memcpy(ring_at(r, r->n - 1), point, (1 + r->nf) * sizeof *point);
     else
         ring_push(r, point);
