@@ -91,8 +91,7 @@ static void make_create_spread(struct bench *b, size_t i, msgpack_packer *pk)
     msgpack_pack_map(pk, 2);
     pack_str(pk, "op");
     pack_str(pk, "queue.create");
-    msgpack_pack_str(pk, 4);
-    msgpack_pack_str_body(pk, "name", 4);
+    pack_str(pk, "name");
     char name[16];
     snprintf(name, sizeof name, "b%zu", i);
     pack_str(pk, name);
@@ -122,7 +121,6 @@ static void make_receive(struct bench *b, size_t i, msgpack_packer *pk)
     pack_queue(b, i, pk);
     pack_str(pk, "visibility");
     msgpack_pack_uint32(pk, 43200);
-    (void)b, (void)i;
 }
 
 static void make_delete(struct bench *b, size_t i, msgpack_packer *pk)
@@ -176,12 +174,12 @@ static int apply_cmds(struct bench *b, size_t first, unsigned k, make_cmd_fn mak
     fsm_result_t *r = NULL;
     int rc = 0;
     b->now += 1;
-    if (fsm_entry_encode(b->now, (const char *const *)cmds, lens, k, &buf) != 0)
+    if (fsm_entry_encode(b->now, (const char *const *)cmds, lens, k, &buf) != 0) {
         rc = -1;
-    else if (fsm_apply_entry(b->f, buf.base, buf.len, &r) != 0)
-        rc = -1, raft_free(buf.base);
-    else
+    } else {
+        rc = fsm_apply_entry(b->f, buf.base, buf.len, &r) != 0 ? -1 : 0;
         raft_free(buf.base);
+    }
     for (unsigned i = 0; i < k; i++) {
         if (r)
             note_reply(b, r->data + r->off[i], r->off[i + 1] - r->off[i], failed);
