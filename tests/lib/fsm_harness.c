@@ -118,7 +118,9 @@ static void pack_json(msgpack_packer *pk, const json_t *j)
     }
 }
 
-static char *vpack(size_t *len, const char *fmt, va_list ap)
+/* The format is checked where h_pack/h_run/h_read are called (fsm_harness.h). */
+__attribute__((format(printf, 2, 0))) static char *vpack(size_t *len, const char *fmt,
+                                                         va_list ap)
 {
     char *spec = NULL;
     json_error_t err;

@@ -127,8 +127,8 @@ static void setup_queues(harness_t *h)
 {
     const char *specs[] = {
         "{'op':'queue.create','name':'dlq'}",
-        "{'op':'queue.create','name':'a','attrs':{'rewind_window':30,'retention':120,"
-        "'dead_letter':{'queue':'dlq','max_receives':3}}}",
+        ("{'op':'queue.create','name':'a','attrs':{'rewind_window':30,'retention':120,"
+         "'dead_letter':{'queue':'dlq','max_receives':3}}}"),
         "{'op':'queue.create','name':'b'}",
         "{'op':'queue.create','name':'ord','attrs':{'ordered':true,'rewind_window':20}}",
     };
