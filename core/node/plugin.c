@@ -65,7 +65,8 @@ static mqhub_session_t *host_session_open(mqhub_host_t *host, const char *peer,
     return hub_session_open(p->hub, plugin_name(p), peer, push, push_arg);
 }
 
-static void host_log(mqhub_host_t *host, int level, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void host_log(mqhub_host_t *host, int level,
+                                                          const char *fmt, ...)
 {
     va_list ap;
 
