@@ -42,7 +42,8 @@ typedef struct listener {
 
 /* ---------------------------------------------------------------- daemon */
 
-static void write_config(daemon_t *d, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void write_config(daemon_t *d, const char *fmt,
+                                                              ...)
 {
     char path[300];
     va_list ap;
