@@ -387,8 +387,9 @@ int block_op_list(cmd_t *c);
 int block_op_delete(cmd_t *c);
 /* The script half of `tick`: expired blocks and idle windows go. */
 int script_op_tick(cmd_t *c);
-/* True when no block and no hub.window state exists: tick has nothing of the
- * scripts' to expire (fsm_tick_idle). */
+/* True when script.c's expiry index is empty (so no block and no hub.window
+ * state exists; stale entries of removed ones keep it false until tick drops
+ * them): tick has nothing of the scripts' to expire (fsm_tick_idle). */
 bool script_tick_idle(scripts_t *sc);
 
 /* ======================================================================

@@ -4,12 +4,14 @@
  * (block_add, through the call's overlay); the gate (script.c) checks them
  * before any hook runs (block_check: one lookup per message attribute,
  * skipped while there is no block); block.list shows the active ones,
- * block.delete lifts one, and tick removes the expired ones (block_expired,
- * asked by script_op_tick).
+ * block.delete lifts one, and tick removes the expired ones (block_due,
+ * asked by script.c's expiry index).
  *
  * Store key (docs/architecture.md "Key layout"):
  *   K<attr>\0<value>       block [until_ms, reason, script]
- * script_store_write() keeps the count of K records (sc->n_blocks).
+ * script_store_write() keeps the count of K records (sc->n_blocks);
+ * block_add() hands the until to tick's expiry index (script.c) with the
+ * record (script_ov_put_expiring), block_due() reads it back.
  *
  * Start reading at block_check(). To add a field to blocks: block_add()
  * writes the record, block_decode() accepts it, pack_block() shows it.
@@ -58,7 +60,8 @@ void block_add(scripts_t *sc, const char *attr, size_t al, const char *value, si
     msgpack_pack_uint64(&pk, sc->now + ttl_s * 1000);
     mp_pack_str(&pk, reason ? reason : "", rl);
     mp_pack_str(&pk, sc->cur->name, sc->cur->nlen);
-    script_ov_put(sc, k, script_key2(k, sizeof(k), 'K', attr, al, value, vl), sb.data, sb.size);
+    script_ov_put_expiring(sc, k, script_key2(k, sizeof(k), 'K', attr, al, value, vl), sb.data,
+                           sb.size, sc->now + ttl_s * 1000);
     msgpack_sbuffer_destroy(&sb);
     sc->call_blocks++;
 }
@@ -100,13 +103,13 @@ bool block_check(scripts_t *sc, const msgpack_object *attrs, char *why, size_t w
     return false;
 }
 
-bool block_expired(const char *v, size_t vl, uint64_t now)
+uint64_t block_due(const char *v, size_t vl)
 {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    bool gone = !block_decode(&u, v, vl) || u.data.via.array.ptr[0].via.u64 <= now;
+    uint64_t due = block_decode(&u, v, vl) ? u.data.via.array.ptr[0].via.u64 : 0;
     msgpack_unpacked_destroy(&u);
-    return gone;
+    return due;
 }
 
 void block_pack_record(msgpack_packer *pk, const char *k, size_t kl, const char *v, size_t vl)

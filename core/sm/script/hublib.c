@@ -20,7 +20,8 @@
  *
  * To extend the hub API: an l_<module>_<fn> in the luaL_Reg arrays below; a
  * function with side effects must check writes_allowed() and write through
- * script_ov_put()/script_ov_del() so the overlay sees it.
+ * script_ov_put()/script_ov_del() so the overlay sees it (a record tick
+ * expires, like Y, through script_ov_put_expiring() with its due).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -296,6 +297,18 @@ static bool win_load(scripts_t *sc, const char *k, size_t kl, struct win *w)
     return ok;
 }
 
+/* When win_trim drops every bucket of @w: once the clock reaches the
+ * latest bucket's end (bucket ends computed as win_trim does, wrapping
+ * alike). */
+static uint64_t win_due(const struct win *w)
+{
+    uint64_t due = 0;
+    for (unsigned i = 0; i < w->n; i++)
+        if (w->b[i].start + w->bucket_ms + w->window_ms > due)
+            due = w->b[i].start + w->bucket_ms + w->window_ms;
+    return due;
+}
+
 static void win_save(scripts_t *sc, const char *k, size_t kl, const struct win *w)
 {
     msgpack_sbuffer sb;
@@ -310,7 +323,7 @@ static void win_save(scripts_t *sc, const char *k, size_t kl, const struct win *
         msgpack_pack_uint64(&pk, w->b[i].count);
         msgpack_pack_double(&pk, w->b[i].sum);
     }
-    script_ov_put(sc, k, kl, sb.data, sb.size);
+    script_ov_put_expiring(sc, k, kl, sb.data, sb.size, win_due(w));
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -324,13 +337,10 @@ static void win_trim(struct win *w, uint64_t now)
     w->n -= drop;
 }
 
-bool hublib_window_idle(const char *v, size_t vl, uint64_t now)
+uint64_t hublib_window_due(const char *v, size_t vl)
 {
     struct win w;
-    if (!win_decode(v, vl, &w))
-        return true;
-    win_trim(&w, now);
-    return w.n == 0;
+    return win_decode(v, vl, &w) ? win_due(&w) : 0;
 }
 
 static size_t win_key(lua_State *L, char *k, size_t cap)

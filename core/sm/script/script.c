@@ -18,6 +18,12 @@
  * the call succeeds (commit); script.test keeps a second overlay that is
  * never committed.
  *
+ * tick removes expired blocks and idle windows without scanning them: the
+ * expiry index (a node-local min-heap of (due, key) fed by record_write(),
+ * rebuilt by script_rebuild) gives the ones due; a new path that writes K
+ * or Y records must go through record_write() (script_store_write, the
+ * overlay's commit).
+ *
  * Store keys (docs/architecture.md "Key layout"):
  *   X<name>                script [version, source]
  *   J<name>                its counters (calls, errors, ...; flushed per entry)
@@ -37,6 +43,7 @@
 
 #define SOURCE_MAX (256 * 1024)
 #define TICK_BUDGET 10000             /* records tick removes */
+#define EXPIRY_SLACK 1024             /* stale expiry entries kept beyond 1 a record */
 
 /* ---- store access through the overlays ---- */
 
@@ -66,12 +73,14 @@ char *script_ov_get(scripts_t *sc, const void *k, size_t kl, size_t *vl)
     return v;
 }
 
-static void ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl, bool del)
+static void ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl, bool del,
+                   uint64_t due)
 {
     struct ov *o = malloc(sizeof(*o) + vl);
     if (!o)
         return;
     o->vl = vl;
+    o->due = due;
     o->del = del;
     memcpy(o->v, v, vl);
     free(hmap_get(m, k, kl));
@@ -79,36 +88,238 @@ static void ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl
         free(o);
 }
 
-void script_store_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
-                        bool del)
+/* ---- the expiry index ----
+ * sc->expiry holds (due, key) for every K and Y record, due being the time
+ * from which tick removes the value written (block_due, hublib_window_due;
+ * a record expires exactly when the clock reaches it): record_write()
+ * pushes an entry on every write of such a record, and a walk over the
+ * store (script_rebuild, or a tick after a failed push or when stale
+ * entries pile up) pushes one per record. So a tick reads only the records
+ * due (script_op_tick), not all. Entries are validated lazily: one is live
+ * while its record exists with a value of the same due; the entries of a
+ * deleted record, and the older ones of a rewritten record (which pushed
+ * its own), are skipped when they come up. */
+
+struct expiry_ref {
+    uint64_t due;
+    char *key; /* malloc'ed */
+    size_t kl;
+};
+
+/* As the store orders keys: bytes, then the shorter first. */
+static int cmp_key(const char *a, size_t al, const char *b, size_t bl)
 {
-    if (kl && ((const char *)k)[0] == 'K') {
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static int cmp_expiry_key(const void *a, const void *b)
+{
+    const struct expiry_ref *x = a, *y = b;
+    return cmp_key(x->key, x->kl, y->key, y->kl);
+}
+
+static int cmp_expiry(const void *a, const void *b)
+{
+    const struct expiry_ref *x = a, *y = b;
+    if (x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    return cmp_expiry_key(a, b);
+}
+
+/* When tick may remove the K or Y record @k = @v. */
+static uint64_t record_due(const char *k, const char *v, size_t vl)
+{
+    return k[0] == 'K' ? block_due(v, vl) : hublib_window_due(v, vl);
+}
+
+/* Push an entry that owns @k (freed on failure). */
+static void expiry_push_owned(scripts_t *sc, uint64_t due, char *k, size_t kl)
+{
+    struct expiry_ref e = {due, k, kl};
+    if (heap_push(&sc->expiry, &e) != 0) {
+        free(k);
+        sc->expiry_walk = true; /* the walk finds the record */
+    }
+}
+
+static void expiry_push(scripts_t *sc, uint64_t due, const char *k, size_t kl)
+{
+    char *key = malloc(kl);
+    if (!key) {
+        sc->expiry_walk = true;
+        return;
+    }
+    memcpy(key, k, kl);
+    expiry_push_owned(sc, due, key, kl);
+}
+
+static void expiry_clear(scripts_t *sc)
+{
+    struct expiry_ref *e = (struct expiry_ref *)(void *)sc->expiry.items;
+    for (size_t i = 0; i < heap_len(&sc->expiry); i++)
+        free(e[i].key);
+    heap_clear(&sc->expiry);
+}
+
+/* The records a tick removes, in key order. */
+struct expired {
+    uint64_t now;
+    struct expiry_ref *v; /* owning their keys */
+    size_t n, cap;
+};
+
+/* Append @e to @x (its key then owned by @x): false when out of memory. */
+static bool expired_add(struct expired *x, struct expiry_ref e)
+{
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 64;
+        struct expiry_ref *nv = realloc(x->v, cap * sizeof(*nv));
+        if (!nv)
+            return false;
+        x->v = nv;
+        x->cap = cap;
+    }
+    x->v[x->n++] = e;
+    return true;
+}
+
+/* Index @e again, or (when @x has budget left) take it for removal. */
+static void expiry_route(scripts_t *sc, struct expired *x, struct expiry_ref e)
+{
+    if (!x || e.due > x->now || x->n >= TICK_BUDGET || !expired_add(x, e))
+        expiry_push_owned(sc, e.due, e.key, e.kl);
+}
+
+struct walk {
+    scripts_t *sc;
+    struct expired *x;
+};
+
+static int walk_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
+{
+    struct walk *w = arg;
+    struct expiry_ref e = {record_due(k, v, vl), malloc(kl), kl};
+    *(k[0] == 'K' ? &w->sc->n_blocks : &w->sc->n_windows) += 1;
+    if (!e.key) {
+        w->sc->expiry_walk = true;
+        return 0;
+    }
+    memcpy(e.key, k, kl);
+    expiry_route(w->sc, w->x, e);
+    return 0;
+}
+
+/* Rebuild the index and the counts from the store, in key order (K, then
+ * Y), taking for @x (NULL: none) the first expired records as a scan for
+ * them would. */
+static void expiry_walk(scripts_t *sc, struct expired *x)
+{
+    struct walk w = {sc, x};
+    expiry_clear(sc);
+    sc->expiry_walk = false;
+    sc->n_blocks = sc->n_windows = 0;
+    store_scan(sc->st, "K", 1, NULL, 0, walk_visit, &w);
+    store_scan(sc->st, "Y", 1, NULL, 0, walk_visit, &w);
+}
+
+/* Whether @e is its record's live entry (the record exists with a value of
+ * that due). */
+static bool expiry_live(scripts_t *sc, const struct expiry_ref *e)
+{
+    size_t vl;
+    void *v = store_get(sc->st, e->key, e->kl, &vl);
+    bool live = v && record_due(e->key, v, vl) == e->due;
+    store_free(v);
+    return live;
+}
+
+/* Pop the live entries due by x->now, and take the first of them in key
+ * order for @x: a record not due has not expired, so these are the ones a
+ * scan of every record would take. The rest go back to the index. */
+static void expiry_due(scripts_t *sc, struct expired *x)
+{
+    const struct expiry_ref *top;
+    struct expired due = {.now = x->now};
+    struct expiry_ref e;
+    while ((top = heap_top(&sc->expiry)) && top->due <= x->now) {
+        heap_pop(&sc->expiry, &e);
+        if (!expiry_live(sc, &e)) {
+            free(e.key);
+        } else if (!expired_add(&due, e)) { /* out of memory: walk instead */
+            free(e.key);
+            while (due.n)
+                free(due.v[--due.n].key);
+            free(due.v);
+            expiry_walk(sc, x);
+            return;
+        }
+    }
+    if (due.n > 1)
+        qsort(due.v, due.n, sizeof(*due.v), cmp_expiry_key);
+    for (size_t i = 0; i < due.n; i++) {
+        if (i > 0 && cmp_expiry_key(&due.v[i], &due.v[i - 1]) == 0)
+            free(due.v[i].key); /* two entries of one write's due */
+        else
+            expiry_route(sc, x, due.v[i]);
+    }
+    free(due.v);
+}
+
+/* Write or delete a record, @due being record_due() of a K or Y value. */
+static void record_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
+                        bool del, uint64_t due)
+{
+    char kind = kl ? ((const char *)k)[0] : 0;
+    if (kind == 'K' || (kind == 'Y' && del)) {
+        int64_t *count = kind == 'K' ? &sc->n_blocks : &sc->n_windows;
         size_t ol;
         void *old = store_get(sc->st, k, kl, &ol);
         bool had = old != NULL;
         store_free(old);
         if (del && !had)
             return;
-        sc->n_blocks += del ? -1 : had ? 0 : 1;
+        *count += del ? -1 : had ? 0 : 1;
     }
+    if ((kind == 'K' || kind == 'Y') && !del)
+        expiry_push(sc, due, k, kl);
     if (del)
         store_del(sc->st, k, kl);
     else if (store_put(sc->st, k, kl, v, vl) != 0)
         sc->failed = true;
 }
 
-void script_ov_put(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl)
+/* record_due() when @k is a K or Y record written with @v, else 0. */
+static uint64_t due_of_write(const void *k, size_t kl, const void *v, size_t vl, bool del)
+{
+    const char *key = k;
+    return kl && !del && (key[0] == 'K' || key[0] == 'Y') ? record_due(key, v, vl) : 0;
+}
+
+void script_store_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
+                        bool del)
+{
+    record_write(sc, k, kl, v, vl, del, due_of_write(k, kl, v, vl, del));
+}
+
+void script_ov_put_expiring(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
+                            uint64_t due)
 {
     if (sc->in_call)
-        ov_set(&sc->call_ov, k, kl, v, vl, false);
+        ov_set(&sc->call_ov, k, kl, v, vl, false, due);
     else
-        script_store_write(sc, k, kl, v, vl, false);
+        record_write(sc, k, kl, v, vl, false, due);
+}
+
+void script_ov_put(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl)
+{
+    script_ov_put_expiring(sc, k, kl, v, vl, due_of_write(k, kl, v, vl, false));
 }
 
 void script_ov_del(scripts_t *sc, const void *k, size_t kl)
 {
     if (sc->in_call)
-        ov_set(&sc->call_ov, k, kl, "", 0, true);
+        ov_set(&sc->call_ov, k, kl, "", 0, true, 0);
     else
         script_store_write(sc, k, kl, NULL, 0, true);
 }
@@ -144,9 +355,9 @@ static void commit(scripts_t *sc)
         if (!s->key)
             continue;
         if (sc->testing)
-            ov_set(&sc->test_ov, s->key, s->klen, o->v, o->vl, o->del);
+            ov_set(&sc->test_ov, s->key, s->klen, o->v, o->vl, o->del, o->due);
         else
-            script_store_write(sc, s->key, s->klen, o->v, o->vl, o->del);
+            record_write(sc, s->key, s->klen, o->v, o->vl, o->del, o->due);
     }
     script_ov_clear(m);
     if (sc->testing) {
@@ -402,12 +613,6 @@ static int rebuild_hook(void *arg, const char *k, size_t kl, const char *v, size
     return 0;
 }
 
-static int count_block(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    ((scripts_t *)arg)->n_blocks++;
-    return 0;
-}
-
 static void free_hooks(scripts_t *sc)
 {
     for (size_t i = 0; i < sc->hooks.cap; i++)
@@ -422,10 +627,9 @@ int script_rebuild(scripts_t *sc)
     while (sc->list)
         sentry_unlink(sc, sc->list);
     free_hooks(sc);
-    sc->n_blocks = 0;
     store_scan(sc->st, "X", 1, NULL, 0, rebuild_script, sc);
     store_scan(sc->st, "H", 1, NULL, 0, rebuild_hook, sc);
-    store_scan(sc->st, "K", 1, NULL, 0, count_block, sc);
+    expiry_walk(sc, NULL);
     return 0;
 }
 
@@ -534,6 +738,7 @@ int script_state_new(scripts_t **out, store_t *st, queues_t *qs, topics_t *ts)
     hmap_init(&sc->hooks);
     hmap_init(&sc->call_ov);
     hmap_init(&sc->test_ov);
+    heap_init(&sc->expiry, sizeof(struct expiry_ref), cmp_expiry);
     sc->outbox_tail = &sc->outbox;
     sc->gen = 1; /* entries start at inst_gen 0: not instantiated, even before an apply */
     if (sandbox_open(sc) != 0) {
@@ -560,6 +765,8 @@ void script_state_free(scripts_t *sc)
     hmap_free(&sc->call_ov);
     hmap_free(&sc->test_ov);
     pubq_free(sc->outbox);
+    expiry_clear(sc);
+    heap_free(&sc->expiry);
     lua_close(sc->L);
     free(sc);
 }
@@ -903,67 +1110,35 @@ int script_op_delete(cmd_t *c)
     return 0;
 }
 
-/* ---- tick: expired blocks (block_expired), idle windows (hublib_window_idle) ---- */
+/* ---- tick: expired blocks and idle windows (block_due, hublib_window_due) ---- */
 
-struct expired {
-    scripts_t *sc;
-    char **keys;
-    size_t *lens;
-    size_t n, cap;
-};
-
-static int expired_add(struct expired *x, const char *k, size_t kl)
-{
-    if (x->n == x->cap) {
-        size_t cap = x->cap ? x->cap * 2 : 64;
-        char **nk = realloc(x->keys, cap * sizeof(*nk));
-        if (nk)
-            x->keys = nk;
-        size_t *nl = nk ? realloc(x->lens, cap * sizeof(*nl)) : NULL;
-        if (!nl)
-            return 1;
-        x->lens = nl;
-        x->cap = cap;
-    }
-    if (!(x->keys[x->n] = malloc(kl)))
-        return 1;
-    memcpy(x->keys[x->n], k, kl);
-    x->lens[x->n++] = kl;
-    return x->n >= TICK_BUDGET;
-}
-
-static int expired_visit(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    struct expired *x = arg;
-    bool gone = k[0] == 'K' ? block_expired(v, vl, x->sc->now)
-                            : hublib_window_idle(v, vl, x->sc->now);
-    return gone ? expired_add(x, k, kl) : 0;
-}
-
-static int found(void *arg, const char *k, size_t kl, const char *v, size_t vl)
-{
-    (void)arg, (void)k, (void)kl, (void)v, (void)vl;
-    return 1;
-}
-
+/* Every K and Y record has an entry: none means nothing can expire (stale
+ * entries make this a conservative false until tick drops them). */
 bool script_tick_idle(scripts_t *sc)
 {
-    return store_scan(sc->st, "K", 1, NULL, 0, found, NULL) == 0 &&
-           store_scan(sc->st, "Y", 1, NULL, 0, found, NULL) == 0;
+    return heap_len(&sc->expiry) == 0 && !sc->expiry_walk;
 }
 
+/* Remove the expired K and Y records, at most TICK_BUDGET, the first in key
+ * order (so K before Y): the same on every node, whatever early or stale
+ * entries its index holds. */
 int script_op_tick(cmd_t *c)
 {
     scripts_t *sc = c->sc;
-    struct expired x = {.sc = sc};
-    store_scan(sc->st, "K", 1, NULL, 0, expired_visit, &x);
-    if (x.n < TICK_BUDGET)
-        store_scan(sc->st, "Y", 1, NULL, 0, expired_visit, &x);
+    struct expired x = {.now = sc->now};
+    /* Stale entries outnumber the records: shed them with a walk, O(records)
+     * after at least as many pushes (n_windows is a lower bound, so this
+     * comes no later than with the exact count). */
+    if (heap_len(&sc->expiry) > 2 * (size_t)(sc->n_blocks + sc->n_windows) + EXPIRY_SLACK)
+        sc->expiry_walk = true;
+    if (sc->expiry_walk)
+        expiry_walk(sc, &x);
+    else
+        expiry_due(sc, &x);
     for (size_t i = 0; i < x.n; i++) {
-        script_store_write(sc, x.keys[i], x.lens[i], NULL, 0, true);
-        free(x.keys[i]);
+        script_store_write(sc, x.v[i].key, x.v[i].kl, NULL, 0, true);
+        free(x.v[i].key);
     }
-    free(x.keys);
-    free(x.lens);
+    free(x.v);
     return 0;
 }

@@ -17,6 +17,7 @@
 
 #include <lua.h>
 
+#include "heap.h"
 #include "hmap.h"
 #include "sm/sm_int.h"
 
@@ -45,6 +46,7 @@ typedef struct sentry {
 /* An overlay record: a value or a deletion. */
 struct ov {
     size_t vl;
+    uint64_t due;            /* a K or Y value's block_due / hublib_window_due */
     bool del;
     char v[];
 };
@@ -66,6 +68,13 @@ struct scripts {
     sentry_t *list;
     hmap_t hooks;            /* "q"/"t" + name -> malloc'ed script name */
     int64_t n_blocks;        /* K records in the store */
+    int64_t n_windows;       /* Y records as the last walk of the expiry index
+                              * counted them, less those deleted since: a lower
+                              * bound (writes skip the read that would tell a
+                              * new record from a rewrite) */
+    heap_t expiry;           /* script.c: (due, key) of the K and Y records,
+                              * what tick may remove by when */
+    bool expiry_walk;        /* the next tick rebuilds expiry from the store */
     uint64_t now, gen, call_gen, rng;
     bool failed;
     /* the call in progress */
@@ -109,11 +118,17 @@ char *script_ov_get(scripts_t *sc, const void *k, size_t kl, size_t *vl);
 /* Write or delete through the call's overlay (committed only when the call
  * succeeds); outside a call, straight to the store. */
 void script_ov_put(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl);
+/* The same for a K or Y record whose value @v expires at @due (block_due or
+ * hublib_window_due of @v, which the writer knows: not decoded again). */
+void script_ov_put_expiring(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
+                            uint64_t due);
 void script_ov_del(scripts_t *sc, const void *k, size_t kl);
 /* Free every record of overlay @m and empty it. */
 void script_ov_clear(hmap_t *m);
-/* Write (or, @del, delete) a record in the store, keeping the block count;
- * a failed write fails the entry (script_end). */
+/* Write (or, @del, delete) a record in the store, keeping the block count
+ * (and n_windows) and feeding tick's expiry index (this and the commit of a
+ * call's overlay are the only ways K and Y records reach the store); a
+ * failed write fails the entry (script_end). */
 void script_store_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
                         bool del);
 /* The script's instance of this generation (its chunk run once in a fresh
@@ -173,9 +188,9 @@ void sandbox_meter(lua_State *L, int kind, int fixed);
 void hublib_open(scripts_t *sc);
 /* Push the msg view of the call in progress (valid during that call only). */
 void hublib_push_msg(scripts_t *sc);
-/* Whether the hub.window record @v has no bucket left in its window at
- * @now (or is corrupt): tick removes it. */
-bool hublib_window_idle(const char *v, size_t vl, uint64_t now);
+/* When the hub.window record @v has no bucket left in its window (0 when
+ * corrupt or empty): from then on tick removes it. */
+uint64_t hublib_window_due(const char *v, size_t vl);
 
 /* ---- block.c: blocks (K records) ---- */
 
@@ -189,7 +204,8 @@ bool block_check(scripts_t *sc, const msgpack_object *attrs, char *why, size_t w
 /* Pack block record @k / @v as block.list shows it (nil when corrupt). */
 void block_pack_record(msgpack_packer *pk, const char *k, size_t kl, const char *v,
                        size_t vl);
-/* Whether block record @v has expired at @now (or is corrupt). */
-bool block_expired(const char *v, size_t vl, uint64_t now);
+/* When block record @v expires, its until (0 when corrupt): from then on
+ * tick removes it. */
+uint64_t block_due(const char *v, size_t vl);
 
 #endif
