@@ -264,6 +264,13 @@ static void test_bench(void **state)
     testcli_field(lat, "max");
     assert_int_equal(json_integer_value(testcli_field(j, "errors")), 0);
     assert_int_equal(json_object_size(testcli_field(j, "errors_by_code")), 0);
+    /* the leader's raft entries during the run: at least one, each taking
+     * longer than its apply (proposal to replies includes it) */
+    json_t *raft = testcli_field(j, "raft");
+    assert_true(json_integer_value(testcli_field(raft, "entries")) >= 1);
+    assert_true(json_real_value(testcli_field(raft, "entries_per_s")) > 0);
+    assert_true(json_real_value(testcli_field(raft, "entry_ms")) >=
+                json_real_value(testcli_field(raft, "apply_ms")));
     print_message("bench 300 msgs: produce %.0f msgs/s, consume %.0f msgs/s, p99 %.3f ms\n",
                   json_real_value(testcli_field(pr, "msgs_per_s")),
                   json_real_value(testcli_field(co, "msgs_per_s")),
@@ -296,6 +303,7 @@ static void test_bench(void **state)
     testcli_expect_in(r.err, "mqhub-bench:   1 s  produced");
     testcli_expect_in(r.err, "errors 0");
     testcli_expect_in(r.out, "errors    0");
+    testcli_expect_in(r.out, "mean entry");
 }
 
 /* The topic modes: phases, errors by code and progress lines as the queue
