@@ -6,8 +6,11 @@
  *      returns it again (no rewind in these tests);
  *   3. locks survive failover: a message is not delivered again before the
  *      visibility timeout of its previous delivery ran out;
- *   4. receive counts survive failover: each delivery of a message carries a
- *      higher receive_count than the one before.
+ *   4. receive counts survive failover: no count repeats, and a delivery
+ *      answered before another receive was issued has the lower count.
+ * Deliveries are ordered by receive_count, the order the hub committed them
+ * in: answers may arrive in another order (a leader stalled by SIGSTOP still
+ * answers, late, for an entry that was committed while it was stopped).
  * Messages are identified by a uint64 key (the body is its 16 hex digits).
  * Thread-safe.
  */
