@@ -167,15 +167,22 @@ static long check_deliveries(checker_t *k, size_t from, size_t to, FILE *out)
     return bad;
 }
 
+/* qsort with an empty array: its pointer may be NULL, which qsort does not take. */
+static void sort(events_t *v, int (*cmp)(const void *, const void *))
+{
+    if (v->n > 0)
+        qsort(v->e, v->n, sizeof(event_t), cmp);
+}
+
 long checker_verify(checker_t *k, FILE *out)
 {
     long bad = 0;
     size_t r = 0, d = 0;
 
     pthread_mutex_lock(&k->mu);
-    qsort(k->sent.e, k->sent.n, sizeof(event_t), by_key_time);
-    qsort(k->received.e, k->received.n, sizeof(event_t), by_key_count);
-    qsort(k->deleted.e, k->deleted.n, sizeof(event_t), by_key_time);
+    sort(&k->sent, by_key_time);
+    sort(&k->received, by_key_count);
+    sort(&k->deleted, by_key_time);
     for (size_t s = 0; s < k->sent.n; s++)
         if (!seek(&k->received, &r, k->sent.e[s].key)) {
             fprintf(out, "key %016llx: acknowledged send never delivered\n",
