@@ -304,7 +304,7 @@ static int l_config_limits(lua_State *L)
 
 static int l_config_snapshot(lua_State *L)
 {
-    static const char *const fields[] = {"threshold", "trailing", "log_bytes", NULL};
+    static const char *const fields[] = {"threshold", "trailing", "log_bytes", "growth", NULL};
     config_t *c = get_loader(L)->c;
     lua_Integer v;
 
@@ -316,6 +316,8 @@ static int l_config_snapshot(lua_State *L)
         c->snapshot_trailing = (unsigned)v;
     if (opt_int(L, 1, "snapshot", "log_bytes", 1 << 20, (lua_Integer)1 << 40, &v))
         c->snapshot_log_bytes = (uint64_t)v;
+    if (opt_int(L, 1, "snapshot", "growth", 0, 10000, &v))
+        c->snapshot_growth = (int)v;
     return 0;
 }
 
@@ -1123,6 +1125,7 @@ int config_load(config_t **out, const char *path, char *errmsg, size_t errlen)
     c->node_id = 1;
     c->max_frame = MQHUB_DEFAULT_MAX_FRAME;
     c->log_level = MQHUB_LOG_INFO;
+    c->snapshot_growth = -1;
     luaL_openlibs(L);
     loader_t ld = {.c = c};
     install_directives(L, &ld);

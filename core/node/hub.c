@@ -2160,6 +2160,7 @@ static int start_replica(hub_t *h, char *errmsg, size_t errlen)
         .snapshot_threshold = h->cfg->snapshot_threshold,
         .snapshot_trailing = h->cfg->snapshot_trailing,
         .snapshot_log_bytes = h->cfg->snapshot_log_bytes,
+        .snapshot_growth = h->cfg->snapshot_growth,
         .join = h->cfg->join,
         .cluster_secret = h->cfg->cluster_secret,
         .allow_unauthenticated_peers = h->cfg->allow_unauthenticated_peers,

@@ -57,6 +57,7 @@ typedef struct config {
     char *http_address;      /* node.http, else the websocket transport's listen */
     unsigned snapshot_trailing;
     uint64_t snapshot_log_bytes; /* snapshot.log_bytes (0: default) */
+    int snapshot_growth;         /* snapshot.growth, percent (< 0: default) */
     config_object_t *queues;
     unsigned n_queues;
     config_object_t *topics;

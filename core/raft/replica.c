@@ -54,6 +54,7 @@
 #define DEFAULT_SNAPSHOT_THRESHOLD 8192
 #define DEFAULT_SNAPSHOT_TRAILING 1024
 #define DEFAULT_SNAPSHOT_LOG_BYTES (128u << 20) /* applied since the last snapshot */
+#define DEFAULT_SNAPSHOT_GROWTH 100 /* % of the newest snapshot, before the next one */
 /* replica_remove(): how long a standby may take to receive the entry that
  * made it one before it is removed anyway (it is down or cut off). */
 #define REMOVE_NOTICE_MS 2000
@@ -1290,12 +1291,13 @@ int replica_start(replica_t **out, uv_loop_t *loop, fsm_t *fsm,
     raft_set_heartbeat_timeout(&r->raft, HEARTBEAT_MS);
     raft_set_election_timeout(&r->raft, ELECTION_MS);
     raft_set_pre_vote(&r->raft, true);
-    unsigned threshold = cfg->snapshot_threshold ? cfg->snapshot_threshold
-                                                 : DEFAULT_SNAPSHOT_THRESHOLD;
-    raft_set_snapshot_threshold(&r->raft, threshold);
-    snapshot_io_limit_log(&r->snapio, &r->raft, threshold,
+    snapshot_io_limit_log(&r->snapio, &r->raft,
+                          cfg->snapshot_threshold ? cfg->snapshot_threshold
+                                                  : DEFAULT_SNAPSHOT_THRESHOLD,
                           cfg->snapshot_log_bytes ? cfg->snapshot_log_bytes
-                                                  : DEFAULT_SNAPSHOT_LOG_BYTES);
+                                                  : DEFAULT_SNAPSHOT_LOG_BYTES,
+                          cfg->snapshot_growth < 0 ? DEFAULT_SNAPSHOT_GROWTH
+                                                   : (unsigned)cfg->snapshot_growth);
     raft_set_snapshot_trailing(&r->raft, cfg->snapshot_trailing ? cfg->snapshot_trailing
                                                                 : DEFAULT_SNAPSHOT_TRAILING);
     rv = bootstrap(r, cfg);

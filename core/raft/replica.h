@@ -41,6 +41,8 @@ typedef struct replica_config {
     unsigned snapshot_threshold; /* entries between snapshots (0: default) */
     unsigned snapshot_trailing;  /* entries kept after one (0: default) */
     uint64_t snapshot_log_bytes; /* bytes applied before one at the latest (0: default) */
+    int snapshot_growth;         /* percent of the newest snapshot's bytes the entries
+                                    after it must reach first (0: off; < 0: default) */
     bool join;                   /* never bootstrap: wait to be added */
     const char *cluster_secret;  /* peers prove it (peer.h); NULL: none */
     bool allow_unauthenticated_peers; /* no secret: take peers anyway (else none) */
@@ -187,13 +189,16 @@ typedef struct snapshot_io {
     bool get_timer_init, get_timer_closed, inner_closing;
     snapshot_peer_t peers[SNAPSHOT_PEERS];
     raft_index snap_index;       /* the newest snapshot on disk (0: none) */
-    /* The byte budget of raft's in-memory log (snapshot_io_limit_log()):
-     * raft snapshots every `threshold` entries, which holds threshold x 16
-     * MiB in memory at worst; past log_budget bytes applied since the last
-     * snapshot the threshold is lowered until the next one completes. */
+    /* When to snapshot (snapshot_io_limit_log()): after `threshold`
+     * entries — once their bytes also reach `growth` % of the newest
+     * snapshot's (snap_bytes), when growth is on — or at the latest after
+     * log_budget bytes. Raft's own threshold is then lowered until the next
+     * snapshot completes (with growth on, raft never starts one itself). */
     struct raft *raft;           /* NULL: no budget */
     unsigned threshold;          /* the configured one */
+    unsigned growth;             /* percent; 0: off */
     uint64_t log_budget, log_bytes, log_entries;
+    uint64_t snap_bytes;         /* the newest snapshot taken, installed or loaded (0: none) */
     bool lowered;
 } snapshot_io_t;
 /* Wrap @inner (raft_uv, initialised, not yet given to raft_init) and
@@ -203,11 +208,13 @@ typedef struct snapshot_io {
  * @w lives until raft's close callback. Loop thread. */
 void snapshot_io_wrap(snapshot_io_t *w, struct raft_io *inner, struct raft_fsm *inner_fsm,
                       store_t *st, uv_loop_t *loop);
-/* After raft_init(): snapshot at the latest once @budget bytes of entries
- * were applied since the last snapshot, besides raft's own @threshold
- * entries (docs/operations.md "Limits"). */
+/* After raft_init(): snapshot after @threshold entries applied since the
+ * last snapshot — with @growth > 0 only once their bytes are also @growth %
+ * of that snapshot's size, so that a large state is not rewritten every
+ * @threshold entries — and at the latest once they hold @budget bytes
+ * (docs/operations.md "Snapshot tuning"). */
 void snapshot_io_limit_log(snapshot_io_t *w, struct raft *raft, unsigned threshold,
-                           uint64_t budget);
+                           uint64_t budget, unsigned growth);
 /* A snapshot written through the wrapper ends with a checksum trailer of
  * SNAPSHOT_TRAILER_LEN bytes: u32be crc32_raft() of every byte before it, 4
  * zero bytes, "MQSNCRC1". True when @tail (the last SNAPSHOT_TRAILER_LEN

@@ -173,23 +173,41 @@ static int fsm_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[]
 
 /* ---- the byte budget of raft's in-memory log ---- */
 
+/* Raft's threshold between our decisions: the configured one, or never
+ * when the growth rule decides. */
+static unsigned raft_threshold(const snapshot_io_t *w)
+{
+    return w->growth ? UINT_MAX : w->threshold;
+}
+
 void snapshot_io_limit_log(snapshot_io_t *w, struct raft *raft, unsigned threshold,
-                           uint64_t budget)
+                           uint64_t budget, unsigned growth)
 {
     w->raft = raft;
     w->threshold = threshold;
     w->log_budget = budget;
+    w->growth = growth;
+    raft_set_snapshot_threshold(raft, raft_threshold(w));
 }
 
-/* One more entry applied: past the budget, raft's threshold becomes the
- * entries applied since the last snapshot, so raft takes one after this
+/* Whether the entries since the last snapshot call for the next one. */
+static bool snapshot_due(const snapshot_io_t *w)
+{
+    if (w->log_bytes >= w->log_budget)
+        return true;
+    return w->growth && w->log_entries >= w->threshold &&
+           w->log_bytes >= w->snap_bytes / 100 * w->growth;
+}
+
+/* One more entry applied: once a snapshot is due, raft's threshold becomes
+ * the entries applied since the last snapshot, so raft takes one after this
  * apply (its own count, which also holds entries that are not commands, is
  * never below ours). */
 static void log_count(snapshot_io_t *w, size_t len)
 {
     w->log_bytes += len;
     w->log_entries++;
-    if (w->raft == NULL || w->lowered || w->log_bytes < w->log_budget)
+    if (w->raft == NULL || w->lowered || !snapshot_due(w))
         return;
     raft_set_snapshot_threshold(w->raft, (unsigned)(w->log_entries < w->threshold
                                                         ? w->log_entries : w->threshold));
@@ -197,13 +215,13 @@ static void log_count(snapshot_io_t *w, size_t len)
 }
 
 /* A snapshot completed (taken or installed): count afresh, and give raft
- * back its configured threshold. */
+ * back its threshold. */
 static void log_reset(snapshot_io_t *w)
 {
     w->log_bytes = 0;
     w->log_entries = 0;
     if (w->raft != NULL && w->lowered)
-        raft_set_snapshot_threshold(w->raft, w->threshold);
+        raft_set_snapshot_threshold(w->raft, raft_threshold(w));
     w->lowered = false;
 }
 
@@ -265,6 +283,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         }
         buf->len -= SNAPSHOT_TRAILER_LEN;
     }
+    w->snap_bytes = buf->len; /* loaded at start, or installed */
     return w->inner_fsm->restore(w->inner_fsm, buf);
 }
 
@@ -309,9 +328,9 @@ static void put_finish(struct snapshot_put *p, int status)
 {
     snapshot_io_t *w = p->w;
     uint64_t t = uv_hrtime();
+    size_t bytes = 0;
     store_unfreeze(p->st);
     if (p->snap.bufs && status == 0) {
-        size_t bytes = 0;
         for (unsigned i = 0; i < p->snap.n_bufs; i++)
             bytes += p->snap.bufs[i].len;
         log_info("snapshot", "index %llu: %zu bytes, dump %.0f ms (worker), write %.0f ms, "
@@ -325,6 +344,7 @@ static void put_finish(struct snapshot_put *p, int status)
     if (status == 0) {
         w->put_epoch++;
         w->snap_index = p->snap.index;
+        w->snap_bytes = bytes;
         log_reset(w);
     }
     if (w->close_cb) {

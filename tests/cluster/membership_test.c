@@ -204,7 +204,7 @@ static void test_grow_transfer_shrink(void **state)
      * up by snapshot install, then the log after it. */
     snprintf(attrs, sizeof attrs,
              "queue \"%s\" { visibility_timeout = %d }\n"
-             "snapshot { threshold = 64, trailing = 16 }", QUEUE, VISIBILITY_S);
+             "snapshot { threshold = 64, trailing = 16, growth = 0 }", QUEUE, VISIBILITY_S);
     assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 5, 1, attrs), 0);
     mqhub_client_t *cl = connect_all(&g_cluster);
     assert_non_null(cl);

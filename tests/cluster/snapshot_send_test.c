@@ -149,7 +149,7 @@ static void test_join_bounded(void **state)
     uint64_t mb = mb_env && atoi(mb_env) > 0 ? (uint64_t)atoi(mb_env) : 128;
     uint64_t n = mb * 1024 * 1024 / BODY;
     assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 2, 1,
-                                       "snapshot { threshold = 64, trailing = 16 }"), 0);
+                                       "snapshot { threshold = 64, trailing = 16, growth = 0 }"), 0);
     mqhub_client_opts_t o = {.timeout_ms = 10000};
     mqhub_client_t *cl = NULL;
     for (int i = 0; i < 100 && !cl; i++)

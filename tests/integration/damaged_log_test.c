@@ -218,7 +218,7 @@ static void test_snapshot(void **state)
     struct stat st;
     unsigned seen[N_MSGS + 1] = {0};
 
-    setup(d, "snapshot { threshold = 8, trailing = 2 }");
+    setup(d, "snapshot { threshold = 8, trailing = 2, growth = 0 }");
     /* Two snapshots at least (a busy machine may still be writing the
      * first): more entries, to another queue, until there are. */
     mqhub_client_t *c = connect_hub(d);

@@ -76,6 +76,7 @@ static void test_defaults(void **state)
     assert_string_equal(config_transport_string(c, &c->transports[0], "listen"),
                         "127.0.0.1:6200");
     assert_string_equal(c->client_address, "127.0.0.1:6200");
+    assert_int_equal(c->snapshot_growth, -1); /* the replica's default */
     assert_non_null(strstr(c->transports[0].path, "/tcp.so"));
     assert_null(c->token);
     assert_null(c->cluster_secret); /* a single node takes no peers */
@@ -107,7 +108,7 @@ static void test_full_file(void **state)
         "auth { token = \"s3cret\" }\n"
         "log { level = \"debug\" }\n"
         "limits { max_frame = 1048576 }\n"
-        "snapshot { threshold = 100, trailing = 10, log_bytes = 4194304 }\n");
+        "snapshot { threshold = 100, trailing = 10, log_bytes = 4194304, growth = 0 }\n");
     assert_int_equal(config_load(&c, path, err, sizeof err), 0);
     assert_int_equal(c->node_id, 2);
     assert_string_equal(c->data_dir, "/var/lib/mqhub");
@@ -144,6 +145,7 @@ static void test_full_file(void **state)
     assert_int_equal(c->snapshot_threshold, 100);
     assert_int_equal(c->snapshot_trailing, 10);
     assert_int_equal(c->snapshot_log_bytes, 4194304);
+    assert_int_equal(c->snapshot_growth, 0);
 
     /* Declared queues carry their attrs as a msgpack map. */
     assert_int_equal(c->n_queues, 2);
@@ -228,6 +230,8 @@ static void test_wrong_type(void **state)
     assert_string_equal(load_bad("limits { max_frame = 1.5 }\n"),
                         "mqhub.conf:1: limits.max_frame must be an integer from 1024 to "
                         "1073741824");
+    assert_string_equal(load_bad("snapshot { growth = -1 }\n"),
+                        "mqhub.conf:1: snapshot.growth must be an integer from 0 to 10000");
     assert_string_equal(load_bad("peers { [2] = 42 }\n"),
                         "mqhub.conf:1: peers[2] must be \"host:port\" or { raft = ..., "
                         "client = ..., http = ... }");

@@ -244,7 +244,7 @@ class RaftSnapshot(unittest.TestCase):
     threshold."""
 
     def test_snapshot_families(self):
-        hub = Hub(MQHUBD, extra="snapshot { threshold = 64, trailing = 16 }\n")
+        hub = Hub(MQHUBD, extra="snapshot { threshold = 64, trailing = 16, growth = 0 }\n")
         try:
             async def go():
                 async with websockets.connect(hub.url, subprotocols=["mqhub.v1.json"]) as ws:
