@@ -291,17 +291,24 @@ json_t *codec_msgpack_to_json(const msgpack_object *o)
     }
 }
 
-char *codec_msgpack_text(const char *buf, size_t len, size_t *outlen)
+json_t *codec_msgpack_value(const char *buf, size_t len)
 {
     msgpack_unpacked u;
     size_t off = 0;
     json_t *j = NULL;
-    char *text = NULL;
 
     msgpack_unpacked_init(&u);
     if (mp_unpack(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len)
         j = codec_msgpack_to_json(&u.data);
     msgpack_unpacked_destroy(&u);
+    return j;
+}
+
+char *codec_msgpack_text(const char *buf, size_t len, size_t *outlen)
+{
+    json_t *j = codec_msgpack_value(buf, len);
+    char *text = NULL;
+
     if (j != NULL)
         text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(j);

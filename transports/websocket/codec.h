@@ -36,6 +36,10 @@ int codec_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *out, ch
 /* A new JSON value for @o (rules above); NULL on out-of-memory. */
 json_t *codec_msgpack_to_json(const msgpack_object *o);
 
+/* A new JSON value for the one MessagePack value in @buf (@len bytes); NULL
+ * when @buf is not one value or out of memory. */
+json_t *codec_msgpack_value(const char *buf, size_t len);
+
 /* The compact JSON text of the one MessagePack value in @buf (@len bytes),
  * malloc'ed, NUL-terminated, length in *outlen; NULL when @buf is not one
  * value or out of memory. */

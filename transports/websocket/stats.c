@@ -89,9 +89,12 @@ static int64_t wall_ms(void)
  * deleted_total}, that queue's figures from the same snapshot. */
 static void endpoint_queues(json_t *snap)
 {
-    json_t *by_name = json_object(), *q, *t, *sub;
+    json_t *by_name, *q, *t, *sub;
     size_t i, j;
 
+    if (json_array_size(json_object_get(snap, "topics")) == 0)
+        return; /* no subscription: no name index to build */
+    by_name = json_object();
     json_array_foreach(json_object_get(snap, "queues"), i, q) {
         const char *name = json_string_value(json_object_get(q, "name"));
         if (name != NULL)
@@ -263,8 +266,9 @@ static void fan_out(stats_t *s, const char *section, const json_t *names)
 
 /* queue.list {stats: true} answered: each row {name, figures...} becomes
  * {name, stats: {figures...}}, the shape of a queue.get answer's parts
- * (docs/protocol.md "Stats pushes"). */
-static void queue_rows(stats_t *s, const json_t *rows)
+ * (docs/protocol.md "Stats pushes"). The rows are taken over, not copied:
+ * the reply is dropped after this. */
+static void queue_rows(stats_t *s, json_t *rows)
 {
     json_t *list = json_array();
     size_t i;
@@ -272,13 +276,11 @@ static void queue_rows(stats_t *s, const json_t *rows)
 
     json_object_set_new(s->building, "queues", list);
     json_array_foreach(rows, i, row) {
-        json_t *name = json_object_get(row, "name"), *st = json_copy(row);
-        if (!json_is_string(name) || st == NULL) {
-            json_decref(st);
-            continue;
-        }
-        json_object_del(st, "name");
-        json_array_append_new(list, json_pack("{s:O, s:o}", "name", name, "stats", st));
+        json_t *name = json_incref(json_object_get(row, "name"));
+        if (json_is_string(name) && json_object_del(row, "name") == 0)
+            json_array_append_new(list, json_pack("{s:o, s:O}", "name", name, "stats", row));
+        else
+            json_decref(name);
     }
 }
 
@@ -341,11 +343,8 @@ static void on_reply(void *arg, const char *msgpack, size_t len)
 {
     sreq_t *r = arg;
     stats_t *s = r->s;
-    size_t n;
-    char *text = codec_msgpack_text(msgpack, len, &n);
-    json_t *reply = text != NULL ? json_loadb(text, n, 0, NULL) : NULL;
+    json_t *reply = codec_msgpack_value(msgpack, len);
 
-    free(text);
     if (r->prev != NULL)
         r->prev->next = r->next;
     else
