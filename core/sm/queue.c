@@ -120,6 +120,12 @@ typedef struct queue {
                           * lower bound; 0: tick looks, UINT64_MAX: none can) */
     uint64_t tick_due; /* this queue's live entry in the tick index (at most
                         * tick_due_of(q)), UINT64_MAX when not in it */
+    uint64_t oldest_at; /* enqueued_at of the first ready or in-flight message
+                         * (UINT64_MAX: none), valid while oldest_known: a cache of
+                         * oldest_age()'s scan for reads, cleared by every
+                         * change of a message's state (mark_dirty); never
+                         * read by apply, so it needs no place in the state */
+    bool oldest_known;
     bool dirty, woke;
     struct queue *next, *prev; /* id order */
     struct queue *dirty_next; /* this entry's dirty list */
@@ -285,6 +291,7 @@ static queue_t *queue_by_id(queues_t *qs, uint64_t id)
 
 static void mark_dirty(queues_t *qs, queue_t *q)
 {
+    q->oldest_known = false;
     if (!q->dirty) {
         q->dirty = true;
         q->dirty_next = qs->dirty;
@@ -1426,15 +1433,19 @@ static int first_live(void *arg, const char *k, size_t kl, const char *v, size_t
 
 /* now - enqueued_at of the oldest message ready or in flight (a scan past
  * the deleted-but-kept and the delayed ones at the front: a delayed message
- * is not waiting for a consumer yet), 0 when there is none. */
-static uint64_t oldest_age(queues_t *qs, const queue_t *q, uint64_t now)
+ * is not waiting for a consumer yet), 0 when there is none. The scan's
+ * result is kept until the queue's messages change, so a list sorted by
+ * age over many idle queues reads the store once per changed queue. */
+static uint64_t oldest_age(queues_t *qs, queue_t *q, uint64_t now)
 {
     unsigned char from[KEY_LEN];
-    uint64_t at = 0;
-    store_key_id_seq(from, 'M', q->id, q->floor);
-    if (!store_scan(qs->st, from, 9, from, KEY_LEN, first_live, &at))
-        return 0;
-    return now > at ? now - at : 0;
+    if (!q->oldest_known) {
+        q->oldest_at = UINT64_MAX;
+        store_key_id_seq(from, 'M', q->id, q->floor);
+        store_scan(qs->st, from, 9, from, KEY_LEN, first_live, &q->oldest_at);
+        q->oldest_known = true;
+    }
+    return now > q->oldest_at ? now - q->oldest_at : 0;
 }
 
 int queue_op_get(cmd_t *c)
@@ -1485,7 +1496,8 @@ static const queue_t *list_dlq(cmd_t *c, const queue_t *q)
 static uint64_t list_key(void *arg, const void *obj, int sort)
 {
     cmd_t *c = arg;
-    const queue_t *q = obj, *dlq;
+    queue_t *q = (queue_t *)obj; /* oldest_age() fills its cache */
+    const queue_t *dlq;
     switch (sort) {
     case LIST_READY: return q->s.ready;
     case LIST_INFLIGHT: return q->s.inflight;
@@ -1502,7 +1514,7 @@ static uint64_t list_key(void *arg, const void *obj, int sort)
  * queue's name and its ready count when it has one. */
 static void list_row(void *arg, cmd_t *c, const void *obj)
 {
-    const queue_t *q = obj;
+    queue_t *q = (queue_t *)obj; /* oldest_age() fills its cache */
     const queue_t *dlq = list_dlq(c, q);
     (void)arg; /* c itself */
     msgpack_pack_map(c->pk, 11 + (q->a.dlq[0] ? 1 : 0) + (dlq ? 1 : 0));
