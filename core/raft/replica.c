@@ -19,7 +19,9 @@
  * changed and how often the known leader did (track_snapshot_and_leader),
  * whether this node is still a voter (track_removal: a removed node says so
  * and never campaigns), and moves a cluster.remove on (remove_standby: a
- * voter is made a standby first, so that it hears it was removed).
+ * voter is made a standby first, so that it hears it was removed; a new
+ * leader finishes a removal its predecessor left at that step:
+ * finish_removals).
  * Members' client and HTTP addresses spread in a meta entry (announce()).
  * Start reading at replica_start(), replica_submit() and on_check().
  * To extend: a new raft knob goes into replica_config_t and replica_start();
@@ -144,6 +146,7 @@ struct replica {
     change_t *removing;         /* a standby waiting for its removal */
     raft_index removing_index;  /* ... once it has this entry */
     uint64_t removing_deadline; /* ... or at this uv_now() */
+    bool finishing;             /* finish_removals(): a removal in flight */
     bool tick_inflight;
     bool stopping;
     void (*stop_cb)(void *arg);
@@ -481,6 +484,7 @@ static void track_snapshot_and_leader(replica_t *r)
 
 static int member_role(replica_t *r, uint64_t id, const char **address);
 static void remove_standby(replica_t *r);
+static void finish_removals(replica_t *r);
 
 /* Once per loop turn: whether the configuration this node holds still
  * lists it as a voter (a spare is a node being added). Logged at each
@@ -521,6 +525,7 @@ static void on_check(uv_check_t *h)
     track_snapshot_and_leader(r);
     track_removal(r);
     remove_standby(r);
+    finish_removals(r);
     flush(r);
     drain_failed(r);
 }
@@ -892,6 +897,41 @@ static void remove_standby(replica_t *r)
     int rv = leading ? raft_remove(&r->raft, &c->req, c->id, removed) : RAFT_NOTLEADER;
     if (rv != 0)
         change_finish(c, rv);
+}
+
+static void finished_removal(void *arg, int status, const char *errmsg)
+{
+    replica_t *r = arg;
+    r->finishing = false;
+    if (status != 0 && !r->stopping)
+        log_warn("replica", "finishing an earlier removal failed: %s; the next loop turn "
+                 "tries again", errmsg);
+}
+
+/* Once per loop turn while leading: a standby is a node whose removal was
+ * cut short by a leader change (its demotion committed, the removal never
+ * proposed; cluster.remove makes the only standbys), so finish it. raft
+ * refuses while another change is uncommitted (a new leader's first turns
+ * included): then the next turn tries again. */
+static void finish_removals(replica_t *r)
+{
+    const struct raft_configuration *cf = &r->raft.configuration;
+    if (!r->leader || r->removing || r->finishing || r->stopping)
+        return;
+    for (unsigned i = 0; i < cf->n; i++) {
+        uint64_t id = cf->servers[i].id;
+        if (cf->servers[i].role != RAFT_STANDBY || id == r->id)
+            continue;
+        change_t *c = change_new(r, id, finished_removal, r);
+        if (!c || raft_remove(&r->raft, &c->req, id, removed) != 0) {
+            change_free(c);
+            return;
+        }
+        r->finishing = true;
+        log_info("replica", "node %llu is a standby left by an interrupted removal, "
+                 "removing it", (unsigned long long)id);
+        return;
+    }
 }
 
 int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)

@@ -4,7 +4,9 @@
  * removing the two first nodes (the bootstrap node included), all under a
  * light load checked by checker.h; then the three remaining digests must be
  * equal. Also: the error answers of cluster.*, and that a follower added
- * later names the new leader's client address in NOT_LEADER.
+ * later names the new leader's client address in NOT_LEADER. And a removal
+ * cut short by a leader change (the node already a standby, the leader
+ * killed before it removed it) is finished by the next leader.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -271,6 +273,76 @@ static void test_grow_transfer_shrink(void **state)
 }
 
 /* Teardown, also after a failed assertion: no daemon outlives the test. */
+static void on_remove_answer(void *arg, int status, const msgpack_object *resp,
+                             const char *errmsg)
+{
+    (void)arg, (void)status, (void)resp, (void)errmsg; /* the leader dies first */
+}
+
+/* Four voters; node X is stopped (SIGSTOP) so that the leader, having made
+ * it a standby, waits its 2 s notice before removing it; the leader is
+ * killed in that window. The next leader must remove the standby by
+ * itself: before, it stayed a standby until someone ran remove again. */
+static void test_interrupted_removal(void **state)
+{
+    tc_status_t st;
+    (void)state;
+    assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 4, 4, ""), 0);
+    int l = testcluster_leader(&g_cluster, 20000);
+    assert_true(l >= 0);
+    unsigned x = ((unsigned)l + 1) % 4;
+    testcluster_pause(&g_cluster, x);
+
+    mqhub_client_t *cl = NULL;
+    mqhub_client_opts_t o = {.timeout_ms = 4000};
+    assert_int_equal(mqhub_client_connect(&cl, g_cluster.nodes[l].address, &o, NULL, 0), 0);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "node", 4);
+    msgpack_pack_uint64(&pk, g_cluster.nodes[x].id);
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(mqhub_client_call_async(cl, "cluster.remove", &u.data, on_remove_answer,
+                                             NULL), 0);
+    mqhub_client_poll(cl, 0); /* write it */
+    uint64_t t0 = testcluster_now_ms();
+    do { /* the demotion is committed: 3 voters of 4 members */
+        assert_int_equal(testcluster_status(&g_cluster, (unsigned)l, false, 2000, &st), 0);
+        if (st.n_voters == 3)
+            break;
+        testhub_sleep_ms(20);
+    } while (testcluster_now_ms() - t0 < 1500);
+    assert_int_equal(st.n_voters, 3);
+    assert_int_equal(st.n_members, 4);
+    testcluster_kill(&g_cluster, (unsigned)l);
+    printf("node %llu a standby after %llu ms; leader node %llu killed\n",
+           (unsigned long long)g_cluster.nodes[x].id,
+           (unsigned long long)(testcluster_now_ms() - t0), (unsigned long long)g_cluster.nodes[l].id);
+    mqhub_client_close(cl);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+
+    int nl = testcluster_leader(&g_cluster, 20000);
+    assert_true(nl >= 0 && nl != l);
+    t0 = testcluster_now_ms();
+    do {
+        if (testcluster_status(&g_cluster, (unsigned)nl, false, 2000, &st) == 0 &&
+            st.n_members == 3)
+            break;
+        testhub_sleep_ms(50);
+    } while (testcluster_now_ms() - t0 < 10000);
+    printf("new leader node %llu: %u members, %u voters after %llu ms\n",
+           (unsigned long long)g_cluster.nodes[nl].id, st.n_members, st.n_voters,
+           (unsigned long long)(testcluster_now_ms() - t0));
+    assert_int_equal(st.n_members, 3);
+    assert_int_equal(st.n_voters, 3); /* the dead leader is still a voter */
+    testcluster_resume(&g_cluster, x);
+}
+
 static int stop_cluster(void **state)
 {
     testcluster_cleanup(&g_cluster);
@@ -280,7 +352,8 @@ static int stop_cluster(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_grow_transfer_shrink, stop_cluster)};
+        cmocka_unit_test_teardown(test_grow_transfer_shrink, stop_cluster),
+        cmocka_unit_test_teardown(test_interrupted_removal, stop_cluster)};
     g_mqhubd = getenv("MQHUBD");
     if ((!g_mqhubd || !*g_mqhubd) && argc > 1)
         g_mqhubd = argv[1];
