@@ -280,11 +280,11 @@ class Receiver:
                     count = rx.counts[path]
                     rx.active[path] += 1
                     rx.max_active[path] = max(rx.max_active[path], rx.active[path])
+                    self.counted = True
                 try:
                     rx.answer(self, path, count)
                 finally:
-                    with rx.lock:
-                        rx.active[path] -= 1
+                    rx.leave(self, path)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -301,6 +301,15 @@ class Receiver:
     def url(self, path):
         return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
 
+    def leave(self, h, path):
+        """@h's request stops counting as active (once). Called before its
+        answer is written: the client may send its next request as soon as it
+        reads the answer, before this thread runs again."""
+        with self.lock:
+            if getattr(h, "counted", False):
+                h.counted = False
+                self.active[path] -= 1
+
     def answer(self, h, path, count):
         if path.startswith("/flaky"):
             self.reply(h, 500 if count <= 2 else 200)
@@ -308,6 +317,7 @@ class Receiver:
             self.reply(h, 500)
         elif path.startswith("/hold"):
             time.sleep(0.3)
+            self.leave(h, path)
             self.reply(h, 200)
         elif path.startswith("/slow"):
             self.never_answer(h)
