@@ -54,7 +54,7 @@ typedef struct pending {
     bool sent;          /* written to the current connection */
     bool async;         /* counts against the window */
     client_done_fn fn;
-    void *arg;
+    void *arg;          /* async: client_submit_async's client_async_t (owned) */
 } pending_t;
 
 typedef struct buf {
@@ -1023,8 +1023,11 @@ void mqhub_client_close(mqhub_client_t *c)
     client_tls_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
-    while (c->n_pend)
+    while (c->n_pend) { /* dropped without their callbacks (client.h) */
+        if (c->pend[c->n_pend - 1].async)
+            free(c->pend[c->n_pend - 1].arg);
         pending_remove(c, c->n_pend - 1);
+    }
     free(c->pend);
     free(c->out.p);
     free(c->in.p);

@@ -741,6 +741,18 @@ static int map_change_status(int rv)
     }
 }
 
+/* Whether raft takes a membership change now. raft 0.22.1 refuses one
+ * while another is uncommitted or a node is being promoted, and then leaks
+ * the configuration it encoded for it (clientChangeConfiguration returns
+ * without freeing the entry's buffer): so every raft_add, raft_assign and
+ * raft_remove asks this first. Leader only. */
+static bool change_allowed(replica_t *r)
+{
+    return raft_state(&r->raft) == RAFT_LEADER &&
+           r->raft.configuration_uncommitted_index == 0 &&
+           r->raft.leader_state.promotee_id == 0;
+}
+
 static void change_free(change_t *c)
 {
     if (!c)
@@ -831,6 +843,8 @@ int replica_add(replica_t *r, uint64_t id, const char *raft_address,
     role = member_role(r, id, &have);
     if (role >= 0 && strcmp(have, raft_address) != 0)
         return MQHUB_EEXISTS;
+    if (role != RAFT_VOTER && !change_allowed(r))
+        return MQHUB_EUNAVAILABLE; /* one change at a time, as raft's own */
     change_t *c = change_new(r, id, cb, arg);
     if (!c || (client_address && !(c->client_address = strdup(client_address))) ||
         (http_address && !(c->http_address = strdup(http_address)))) {
@@ -891,7 +905,7 @@ static void remove_standby(replica_t *r)
         return;
     bool leading = raft_state(&r->raft) == RAFT_LEADER;
     bool has = raft_match_index(&r->raft, c->id, &match) == 0 && match >= r->removing_index;
-    if (leading && !has && uv_now(r->loop) < r->removing_deadline)
+    if (leading && ((!has && uv_now(r->loop) < r->removing_deadline) || !change_allowed(r)))
         return;
     r->removing = NULL;
     int rv = leading ? raft_remove(&r->raft, &c->req, c->id, removed) : RAFT_NOTLEADER;
@@ -916,7 +930,7 @@ static void finished_removal(void *arg, int status, const char *errmsg)
 static void finish_removals(replica_t *r)
 {
     const struct raft_configuration *cf = &r->raft.configuration;
-    if (!r->leader || r->removing || r->finishing || r->stopping)
+    if (!r->leader || r->removing || r->finishing || r->stopping || !change_allowed(r))
         return;
     for (unsigned i = 0; i < cf->n; i++) {
         uint64_t id = cf->servers[i].id;
@@ -943,7 +957,7 @@ int replica_remove(replica_t *r, uint64_t id, replica_change_cb cb, void *arg)
     int role = member_role(r, id, NULL);
     if (role < 0)
         return MQHUB_ENOT_FOUND;
-    if (r->removing)
+    if (r->removing || r->finishing || !change_allowed(r))
         return MQHUB_EUNAVAILABLE; /* one change at a time, as raft's own */
     change_t *c = change_new(r, id, cb, arg);
     if (!c)
