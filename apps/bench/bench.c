@@ -5,7 +5,7 @@
  *   (publish|push: the topic modes, topic_bench.c)
  *       [--size B] [--batch N] [--window N] [--duration S | --count N]
  *       [--rate R] [--recv-max M] [--threads T] [--queue Q] [--json]
- *       [--quiet | --progress]
+ *       [--quiet | --progress] [--idle-queues N]
  *
  * Each connection drives libmqhub's pipelined API: keep --window requests in
  * flight, poll for answers; by default one thread per connection, with
@@ -41,6 +41,7 @@
 #define HIST_SUB 32   /* sub-buckets per power of two: ~3% resolution */
 #define HIST_BUCKETS (64 * HIST_SUB)
 #define IDLE_STOP_MS 2000
+#define IDLE_QUEUES_MAX 1000000 /* --idle-queues */
 enum { PHASE_PRODUCE, PHASE_CONSUME, PHASES };
 
 typedef struct hist {
@@ -53,6 +54,7 @@ typedef struct bench {
     const char *ca; /* TLS: the CA of the server's certificate, or NULL */
     const char *token; /* hello's token (env MQHUB_TOKEN), or NULL */
     unsigned conns, size, batch, window, recv_max, threads;
+    unsigned idle_queues; /* created before the run, one message each */
     double rate;       /* produced msgs/s over all producers, 0: unpaced */
     double duration;   /* seconds, 0 when --count */
     uint64_t count;    /* messages per role, 0 when --duration */
@@ -414,6 +416,8 @@ static void usage(FILE *f)
           "  --recv-max M       messages per receive (default: --batch)\n"
           "  --threads T        client threads shared by the connections (default: one each)\n"
           "  --queue Q          queue (default bench; created if missing)\n"
+          "  --idle-queues N    first create N more queues Q.idle-0000000 ... with one\n"
+          "                     message each (at most 1000000; kept for later runs)\n"
           "  --json             print one JSON object: per phase rates, latency\n"
           "                     percentiles, errors by code\n"
           "  --quiet            no progress line (printed each second on stderr when it\n"
@@ -429,7 +433,8 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         {"count", 1, NULL, 'n'},  {"queue", 1, NULL, 'q'},       {"json", 0, NULL, 'j'},
         {"rate", 1, NULL, 'r'},   {"recv-max", 1, NULL, 'm'},    {"threads", 1, NULL, 't'},
         {"ca", 1, NULL, 'a'},     {"token", 1, NULL, 'k'},       {"help", 0, NULL, 'h'},
-        {"quiet", 0, NULL, 'Q'},  {"progress", 0, NULL, 'P'},    {NULL, 0, NULL, 0},
+        {"quiet", 0, NULL, 'Q'},  {"progress", 0, NULL, 'P'},    {"idle-queues", 1, NULL, 'I'},
+        {NULL, 0, NULL, 0},
     };
     const char *env = getenv("MQHUB_SERVER"), *token = getenv("MQHUB_TOKEN");
     int o;
@@ -454,6 +459,7 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         case 'j': b->json = true; break;
         case 'Q': b->quiet = true; break;
         case 'P': b->progress = true; break;
+        case 'I': b->idle_queues = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -462,11 +468,69 @@ static int parse(bench_t *b, int argc, char **argv, int *mode)
         b->recv_max = b->batch;
     if (optind != argc - 1 || b->recv_max > MQHUB_RECEIVE_MAX || b->rate < 0 || b->conns < 1 ||
         b->conns > 256 || b->batch < 1 || b->batch > MQHUB_BATCH_MAX || b->window < 1 ||
-        (b->duration <= 0 && !b->count) || b->duration > 3600)
+        (b->duration <= 0 && !b->count) || b->duration > 3600 || b->idle_queues > IDLE_QUEUES_MAX)
         return -1;
     const char *m = argv[optind];
     *mode = !strcmp(m, "produce") ? 1 : !strcmp(m, "consume") ? 2 : !strcmp(m, "both") ? 3 : 0;
     return *mode ? 0 : -1;
+}
+
+/* --idle-queues: a failed create or send, EEXISTS aside (a queue kept from an
+ * earlier run, which then gets one more message). */
+static void on_idle(void *arg, int status, const msgpack_object *resp, const char *errmsg)
+{
+    unsigned *failed = arg;
+    (void)resp;
+    if (status != 0 && status != MQHUB_EEXISTS && (*failed)++ == 0)
+        fprintf(stderr, "mqhub-bench: idle queues: %s\n", errmsg);
+}
+
+static void on_idle_send(void *arg, const mqhub_send_result_t *res)
+{
+    on_idle(arg, res->status, NULL, res->error);
+}
+
+/* queue.create {name: @name}, pipelined. */
+static int create_async(mqhub_client_t *c, const char *name, unsigned *failed)
+{
+    msgpack_object_kv kv = {
+        .key = {.type = MSGPACK_OBJECT_STR, .via.str = {.size = 4, .ptr = "name"}},
+        .val = {.type = MSGPACK_OBJECT_STR,
+                .via.str = {.size = (uint32_t)strlen(name), .ptr = name}}};
+    msgpack_object args = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = 1, .ptr = &kv}};
+    return mqhub_client_call_async(c, "queue.create", &args, on_idle, failed);
+}
+
+/* Create b->idle_queues queues "<queue>.idle-%07u" and send one message to
+ * each, pipelined on @c: the many idle queues a busy one runs beside. 0, or
+ * -1 after the first failure was printed. */
+static int idle_queues(bench_t *b, mqhub_client_t *c)
+{
+    unsigned failed = 0;
+    uint64_t t0 = now_us();
+    for (int round = 0; round < 2 && !failed; round++) {
+        for (unsigned i = 0; i < b->idle_queues && !failed; i++) {
+            char name[MQHUB_NAME_MAX + 1];
+            int n = snprintf(name, sizeof name, "%s.idle-%07u", b->queue, i);
+            if (n < 0 || (size_t)n >= sizeof name) {
+                fprintf(stderr, "mqhub-bench: --queue is too long for idle queue names\n");
+                return -1;
+            }
+            int rc = round == 0 ? create_async(c, name, &failed)
+                                : mqhub_client_send_async(c, name, "idle", 4, NULL, on_idle_send,
+                                                          &failed);
+            if (rc != 0) {
+                fprintf(stderr, "mqhub-bench: idle queues: %s\n", mqhub_client_errmsg(c));
+                return -1;
+            }
+        }
+        while (mqhub_client_pending(c) > 0 && mqhub_client_poll(c, 1000) >= 0)
+            ;
+    }
+    if (!failed && !b->quiet)
+        fprintf(stderr, "mqhub-bench: %u idle queues with a message each in %.1f s\n",
+                b->idle_queues, (double)(now_us() - t0) / 1e6);
+    return failed ? -1 : 0;
 }
 
 static int prepare_queue(bench_t *b)
@@ -487,6 +551,8 @@ static int prepare_queue(bench_t *b)
     rc = mqhub_client_queue_create(c, b->queue, a.set ? &a : NULL);
     if (rc != 0 && rc != MQHUB_EEXISTS)
         fprintf(stderr, "mqhub-bench: queue.create %s: %s\n", b->queue, mqhub_client_errmsg(c));
+    else if (b->idle_queues && idle_queues(b, c) != 0)
+        rc = MQHUB_EINTERNAL;
     mqhub_client_close(c);
     return rc != 0 && rc != MQHUB_EEXISTS ? 1 : 0;
 }

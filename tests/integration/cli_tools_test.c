@@ -297,6 +297,20 @@ static void test_bench(void **state)
         "--size", "2000", "--batch", "4");
     testcli_expect_in(r.out, "TOO_LARGE 20");
 
+    /* --idle-queues: that many more queues, a message each, before the run;
+     * a second run finds them (one more message each); out of range: usage */
+    TESTCLI_RUN(&bench, &r, 0, "produce", "--count", "10", "--connections", "1", "--queue", "iq",
+        "--idle-queues", "30");
+    testcli_expect_in(r.err, "30 idle queues with a message each");
+    TESTCLI_RUN(&bench, &r, 0, "produce", "--count", "10", "--connections", "1", "--queue", "iq",
+        "--idle-queues", "30", "--quiet");
+    TESTCLI_RUN(&cli, &q, 0, "--json", "queue", "get", "iq.idle-0000029");
+    j = testcli_json(&q);
+    assert_int_equal(json_integer_value(testcli_field(testcli_field(j, "stats"), "ready")), 2);
+    json_decref(j);
+    TESTCLI_RUN(&cli, &q, 1, "queue", "get", "iq.idle-0000030");
+    TESTCLI_RUN(&bench, &r, 2, "produce", "--count", "10", "--idle-queues", "1000001");
+
     /* a progress line a second, on stderr */
     TESTCLI_RUN(&bench, &r, 0, "both", "--duration", "2.5", "--connections", "1", "--queue", "bq",
         "--rate", "200", "--progress");

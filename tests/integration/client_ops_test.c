@@ -381,6 +381,24 @@ static void on_receive(void *arg, int status, const msgpack_object *resp, const 
 }
 
 /* A waiting receive returns as soon as another connection sends. */
+/* {queue: @q, wait: 10} into @args, held by @sb and @zone (the caller
+ * destroys both). */
+static void long_poll_args(const char *q, msgpack_sbuffer *sb, msgpack_zone *zone,
+                           msgpack_object *args)
+{
+    msgpack_packer pk;
+    size_t off = 0;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "queue", 5);
+    msgpack_pack_str_with_body(&pk, q, strlen(q));
+    msgpack_pack_str_with_body(&pk, "wait", 4);
+    msgpack_pack_uint32(&pk, 10);
+    msgpack_zone_init(zone, 1024);
+    assert_int_equal(msgpack_unpack(sb->data, sb->size, &off, zone, args), MSGPACK_UNPACK_SUCCESS);
+}
+
 static void test_long_poll_wakeup(void **state)
 {
     fixture_t *f = *state;
@@ -388,20 +406,10 @@ static void test_long_poll_wakeup(void **state)
     msgpack_zone zone;
     msgpack_object args;
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    size_t off = 0;
     got_t g = {0};
 
     must(f->c, mqhub_client_queue_create(f->c, "lp-wake", NULL));
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "queue", 5);
-    msgpack_pack_str_with_body(&pk, "lp-wake", 7);
-    msgpack_pack_str_with_body(&pk, "wait", 4);
-    msgpack_pack_uint32(&pk, 10);
-    msgpack_zone_init(&zone, 1024);
-    assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &zone, &args), MSGPACK_UNPACK_SUCCESS);
+    long_poll_args("lp-wake", &sb, &zone, &args);
     must(f->c, mqhub_client_call_async(f->c, "receive", &args, on_receive, &g));
     assert_int_equal(mqhub_client_pending(f->c), 1);
     mqhub_client_poll(f->c, 300); /* writes it; nothing arrives yet */
@@ -430,20 +438,10 @@ static void test_close_in_flight(void **state)
     msgpack_zone zone;
     msgpack_object args;
     msgpack_sbuffer sb;
-    msgpack_packer pk;
-    size_t off = 0;
     got_t g = {0};
 
     must(f->c, mqhub_client_queue_create(f->c, "lp-close", NULL));
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "queue", 5);
-    msgpack_pack_str_with_body(&pk, "lp-close", 8);
-    msgpack_pack_str_with_body(&pk, "wait", 4);
-    msgpack_pack_uint32(&pk, 10);
-    msgpack_zone_init(&zone, 1024);
-    assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &zone, &args), MSGPACK_UNPACK_SUCCESS);
+    long_poll_args("lp-close", &sb, &zone, &args);
     must(c, mqhub_client_call_async(c, "receive", &args, on_receive, &g));
     mqhub_client_poll(c, 100); /* written, parked on the server */
     must(c, mqhub_client_call_async(c, "receive", &args, on_receive, &g)); /* not written */
