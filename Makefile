@@ -41,8 +41,14 @@ $(ASAN)/Makefile: | deps
 asan: deps $(ASAN)/Makefile
 	cmake --build $(ASAN) -j$(JOBS)
 
+# intercept_tls_get_addr=0: GCC 12's sanitizer runtime takes a dynamic TLS
+# block that malloc happens to place 16 bytes past a page boundary for a
+# pre-2.25 glibc header and reads a start and size from before it; the leak
+# check at exit then dies in its tracer ("Tracer caught signal 11"), about one
+# run in 256 per block (later runtimes dropped the guess). glibc 2.36 mallocs those
+# blocks, reachable from the thread's own TLS, so the leak check still sees them.
 test-asan: asan
-	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:intercept_tls_get_addr=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest $(CTEST_ARGS) -LE nosan
 
 $(FUZZ)/Makefile: | deps
