@@ -10,72 +10,16 @@
 // source, backtest and delete; a block is lifted; a user without the right is
 // shown "not allowed"; a 400 px wide window has no page-wide horizontal
 // scroll; no console errors. Screenshots go to $ARTIFACTS (console-*.png).
-import {createRequire} from 'node:module';
-import {spawn} from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const {chromium} = require('playwright-core');
-const {MQHUBD, CHROMIUM, ARTIFACTS} = process.env;
+import {check, expect, finish, openBrowser, startHub, stopHub} from './lib.mjs';
+
+const {ARTIFACTS} = process.env;
 const RISK_SCRIPT = fs.readFileSync(fileURLToPath(new URL('../../scripts/risk/merchant_spike.lua', import.meta.url)), 'utf8');
 const HOSTILE = '<img src=x onerror="window.__pwned=1">';
 const N_QUEUES = 1200;
-let passed = 0, failed = 0;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const {port} = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startHub(extra = '') {
-  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'mqhub-console-'));
-  const [tcp, raft, ws] = [await freePort(), await freePort(), await freePort()];
-  fs.writeFileSync(path.join(dir, 'config.lua'),
-    `node { id = 1, data = "${dir}/data", raft = "127.0.0.1:${raft}" }\n` +
-    `transport "tcp" { listen = "127.0.0.1:${tcp}" }\n` +
-    `transport "websocket" { listen = "127.0.0.1:${ws}", dashboard = true }\n` +
-    `log { level = "warn" }\n` + extra);
-  const log = fs.openSync(path.join(dir, 'mqhubd.log'), 'w');
-  const proc = spawn(MQHUBD, ['--config', path.join(dir, 'config.lua')], {stdio: ['ignore', log, log]});
-  const base = `http://127.0.0.1:${ws}`;
-  for (let i = 0; i < 150; i++) {
-    try {
-      if ((await fetch(`${base}/readyz`)).status === 200) return {dir, proc, base};
-    } catch { /* not listening yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`mqhubd not ready: ${fs.readFileSync(path.join(dir, 'mqhubd.log'), 'utf8')}`);
-}
-
-async function stopHub(hub) {
-  hub.proc.kill('SIGTERM');
-  await new Promise((r) => hub.proc.on('exit', r));
-  fs.rmSync(hub.dir, {recursive: true, force: true});
-}
-
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err.stack || err}`);
-  }
-}
-
-function expect(cond, what) {
-  if (!cond) throw new Error(what);
-}
 
 // A driver tab on the hub's origin with its own MqhubClient (www/mqhub.js):
 // requests the test makes itself (setup, and checking what the page did).
@@ -101,17 +45,9 @@ async function driver(context, hub, token = null) {
   };
 }
 
-const hub = await startHub();
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mqhub-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 900},
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = context.pages()[0] || await context.newPage();
-const consoleErrors = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
+const hub = await startHub('console');
+const browser = await openBrowser(900);
+const {context, page, consoleErrors} = browser;
 const sentOps = []; // every request the dashboard tab sends: [op, args]
 page.on('websocket', (ws) => ws.on('framesent', (f) => {
   try { const m = JSON.parse(f.payload); if (m.op) sentOps.push(m); } catch { /* not JSON */ }
@@ -414,7 +350,7 @@ try {
 
   await check('a user without the right sees "not allowed" from the server', async () => {
     const root = 'root-token-for-the-console-test';
-    const secured = await startHub(`auth { token = "${root}" }\n`);
+    const secured = await startHub('console', `auth { token = "${root}" }\n`);
     const other = await context.newPage(); // UNAUTHORIZED before login is expected: not counted
     try {
       const admin = await driver(context, secured, root);
@@ -475,9 +411,7 @@ try {
     expect(consoleErrors.length === 0, consoleErrors.join('\n'));
   });
 } finally {
-  await context.close();
+  await browser.close();
   await stopHub(hub);
-  fs.rmSync(profile, {recursive: true, force: true});
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

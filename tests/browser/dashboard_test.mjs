@@ -9,49 +9,16 @@
 // hub with a root token the dashboard asks for a token, and a user's token
 // shows only that user's queues.
 // Screenshots go to $ARTIFACTS.
-import {createRequire} from 'node:module';
-import {execFileSync, spawn} from 'node:child_process';
+import {execFileSync} from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const {chromium} = require('playwright-core');
-const {MQHUBD, MQHUB_CLI, CHROMIUM, ARTIFACTS} = process.env;
+import {check, finish, freePort, openBrowser, startHub, stopHub} from './lib.mjs';
+
+const {MQHUB_CLI, ARTIFACTS} = process.env;
 const RISK_SCRIPT = fileURLToPath(new URL('../../scripts/risk/merchant_spike.lua', import.meta.url));
-let passed = 0, failed = 0;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const {port} = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startHub(extra = '') {
-  const dir = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'mqhub-browser-'));
-  const [tcp, raft, ws] = [await freePort(), await freePort(), await freePort()];
-  fs.writeFileSync(path.join(dir, 'config.lua'),
-    `node { id = 1, data = "${dir}/data", raft = "127.0.0.1:${raft}" }\n` +
-    `transport "tcp" { listen = "127.0.0.1:${tcp}" }\n` +
-    `transport "websocket" { listen = "127.0.0.1:${ws}", dashboard = true }\n` +
-    `log { level = "warn" }\n` + extra);
-  const log = fs.openSync(path.join(dir, 'mqhubd.log'), 'w');
-  const proc = spawn(MQHUBD, ['--config', path.join(dir, 'config.lua')], {stdio: ['ignore', log, log]});
-  const base = `http://127.0.0.1:${ws}`;
-  for (let i = 0; i < 150; i++) {
-    try {
-      if ((await fetch(`${base}/readyz`)).status === 200) return {dir, proc, base, server: `127.0.0.1:${tcp}`};
-    } catch { /* not listening yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`mqhubd not ready: ${fs.readFileSync(path.join(dir, 'mqhubd.log'), 'utf8')}`);
-}
 
 function cli(hub, ...args) {
   const auth = hub.token ? ['--token', hub.token] : [];
@@ -69,28 +36,9 @@ function cliFails(hub, ...args) {
   throw new Error(`mqhub ${args.join(' ')} succeeded`);
 }
 
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name}`);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err.stack || err}`);
-  }
-}
-
-const hub = await startHub();
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mqhub-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 800},
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = context.pages()[0] || await context.newPage();
-const consoleErrors = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
+const hub = await startHub('browser');
+const browser = await openBrowser(800);
+const {context, page, consoleErrors} = browser;
 
 try {
   await check('dashboard loads and connects', async () => {
@@ -201,7 +149,7 @@ try {
 
   await check('login: a user token shows only that user\'s queues', async () => {
     const root = 'root-token-for-the-browser-test';
-    const secured = await startHub(`auth { token = "${root}" }\n`);
+    const secured = await startHub('browser', `auth { token = "${root}" }\n`);
     secured.token = root;
     const other = await context.newPage(); // UNAUTHORIZED before login is expected
     try {
@@ -224,9 +172,7 @@ try {
       await other.screenshot({path: path.join(ARTIFACTS, 'login-user.png')});
     } finally {
       await other.close();
-      secured.proc.kill('SIGTERM');
-      await new Promise((r) => secured.proc.on('exit', r));
-      fs.rmSync(secured.dir, {recursive: true, force: true});
+      await stopHub(secured);
     }
   });
 
@@ -234,11 +180,7 @@ try {
     if (consoleErrors.length) throw new Error(consoleErrors.join('\n'));
   });
 } finally {
-  await context.close();
-  hub.proc.kill('SIGTERM');
-  await new Promise((r) => hub.proc.on('exit', r));
-  fs.rmSync(hub.dir, {recursive: true, force: true});
-  fs.rmSync(profile, {recursive: true, force: true});
+  await browser.close();
+  await stopHub(hub);
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();

@@ -15,29 +15,14 @@
 // - no console errors.
 // Screenshots go to $ARTIFACTS (nodes.png, overview-history.png,
 // follower.png, nodes-down.png, nodes-connections.png).
-import {createRequire} from 'node:module';
-import {spawn} from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-const require = createRequire(path.join(process.env.NODE_PATH, 'x.js'));
-const {chromium} = require('playwright-core');
-const {MQHUBD, CHROMIUM, ARTIFACTS} = process.env;
+import {check, finish, freePort, openBrowser, sleep, spawnHub} from './lib.mjs';
+
+const {ARTIFACTS} = process.env;
 const LOAD_SECONDS = 20;
-let passed = 0, failed = 0;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const {port} = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function startCluster() {
   const root = fs.mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'mqhub-nodes-'));
@@ -56,8 +41,7 @@ async function startCluster() {
       `transport "tcp" { listen = "127.0.0.1:${n.tcp}" }\n` +
       `transport "websocket" { listen = "127.0.0.1:${n.ws}", dashboard = true }\n` +
       `peers {\n${peers.join('\n')}\n}\nlog { level = "warn" }\n`);
-    const log = fs.openSync(path.join(n.dir, 'mqhubd.log'), 'w');
-    n.proc = spawn(MQHUBD, ['--config', path.join(n.dir, 'config.lua')], {stdio: ['ignore', log, log]});
+    n.proc = spawnHub(n.dir, path.join(n.dir, 'config.lua'));
     n.base = `http://127.0.0.1:${n.ws}`;
     n.server = `127.0.0.1:${n.tcp}`;
   }
@@ -69,17 +53,6 @@ async function startCluster() {
   }
   throw new Error(`cluster not ready: ${nodes.map((n) =>
     fs.readFileSync(path.join(n.dir, 'mqhubd.log'), 'utf8')).join('\n---\n')}`);
-}
-
-async function check(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok   ${name}`);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err.stack || err}`);
-  }
 }
 
 // The leader: /readyz of any node names its client address.
@@ -128,16 +101,8 @@ async function load(tab, leader, seconds) {
 }
 
 const cluster = await startCluster();
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'mqhub-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM, headless: true, viewport: {width: 1280, height: 900},
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = context.pages()[0] || await context.newPage();
-const consoleErrors = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
+const browser = await openBrowser(900);
+const {context, page, consoleErrors} = browser;
 const loader = await context.newPage();
 
 try {
@@ -254,14 +219,12 @@ try {
     if (other.length) throw new Error(other.join('\n'));
   });
 } finally {
-  await context.close();
+  await browser.close();
   // A process killed by a signal has signalCode set and exitCode null.
   const running = cluster.nodes.filter((n) => n.proc.exitCode === null && n.proc.signalCode === null);
   const exited = running.map((n) => new Promise((r) => n.proc.on('exit', r)));
   for (const n of running) n.proc.kill('SIGTERM');
   await Promise.all(exited);
   fs.rmSync(cluster.root, {recursive: true, force: true});
-  fs.rmSync(profile, {recursive: true, force: true});
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish();
