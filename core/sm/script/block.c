@@ -61,7 +61,7 @@ void block_add(scripts_t *sc, const char *attr, size_t al, const char *value, si
     mp_pack_str(&pk, reason ? reason : "", rl);
     mp_pack_str(&pk, sc->cur->name, sc->cur->nlen);
     script_ov_put_expiring(sc, k, script_key2(k, sizeof(k), 'K', attr, al, value, vl), sb.data,
-                           sb.size, sc->now + ttl_s * 1000);
+                           sb.size, sc->now + ttl_s * 1000, 0);
     msgpack_sbuffer_destroy(&sb);
     sc->call_blocks++;
 }

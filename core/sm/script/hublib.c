@@ -309,7 +309,9 @@ static uint64_t win_due(const struct win *w)
     return due;
 }
 
-static void win_save(scripts_t *sc, const char *k, size_t kl, const struct win *w)
+/* Write @w, which replaces a value of due @read_due (0: none). */
+static void win_save(scripts_t *sc, const char *k, size_t kl, const struct win *w,
+                     uint64_t read_due)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -323,7 +325,7 @@ static void win_save(scripts_t *sc, const char *k, size_t kl, const struct win *
         msgpack_pack_uint64(&pk, w->b[i].count);
         msgpack_pack_double(&pk, w->b[i].sum);
     }
-    script_ov_put_expiring(sc, k, kl, sb.data, sb.size, win_due(w));
+    script_ov_put_expiring(sc, k, kl, sb.data, sb.size, win_due(w), read_due);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -361,9 +363,12 @@ static int l_window_add(lua_State *L)
     double amount = luaL_checknumber(L, 3);
     lua_Integer win_s = luaL_checkinteger(L, 4);
     struct win w;
+    uint64_t read_due = 0;
     luaL_argcheck(L, win_s >= 1 && win_s <= WINDOW_MAX_S, 4, "window is 1-604800 s");
     luaL_argcheck(L, isfinite(amount), 3, "amount must be finite");
-    if (!win_load(sc, k, kl, &w))
+    if (win_load(sc, k, kl, &w))
+        read_due = win_due(&w);
+    else
         w = (struct win){.window_ms = (uint64_t)win_s * 1000,
                          .bucket_ms = (uint64_t)win_s * 1000 / WINDOW_BUCKETS};
     if (w.bucket_ms == 0)
@@ -382,7 +387,7 @@ static int l_window_add(lua_State *L)
     }
     w.b[w.n - 1].count++;
     w.b[w.n - 1].sum += amount;
-    win_save(sc, k, kl, &w);
+    win_save(sc, k, kl, &w, read_due);
     return 0;
 }
 

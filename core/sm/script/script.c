@@ -73,26 +73,39 @@ char *script_ov_get(scripts_t *sc, const void *k, size_t kl, size_t *vl)
     return v;
 }
 
-static void ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl, bool del,
-                   uint64_t due)
+/* Set @k in overlay @m, replacing a value of due @read_due (0: none or
+ * unknown) that the writer read through script_ov_get: it came from @m
+ * when @m has the key, else from the store, so the new value is indexed
+ * when it keeps that due and that value was (the store's always is).
+ * False when out of memory (the entry then fails: a write dropped on one
+ * node only would make its state differ). */
+static bool ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl, bool del,
+                   uint64_t due, uint64_t read_due)
 {
     struct ov *o = malloc(sizeof(*o) + vl);
     if (!o)
-        return;
+        return false;
+    struct ov *old = hmap_get(m, k, kl);
     o->vl = vl;
     o->due = due;
     o->del = del;
+    o->indexed = !del && due && due == read_due && (!old || old->indexed);
     memcpy(o->v, v, vl);
-    free(hmap_get(m, k, kl));
-    if (hmap_put(m, k, kl, o) != 0)
+    if (hmap_put(m, k, kl, o) != 0) { /* the old value stays in @m */
         free(o);
+        return false;
+    }
+    free(old);
+    return true;
 }
 
 /* ---- the expiry index ----
  * sc->expiry holds (due, key) for every K and Y record, due being the time
  * from which tick removes the value written (block_due, hublib_window_due;
  * a record expires exactly when the clock reaches it): record_write()
- * pushes an entry on every write of such a record, and a walk over the
+ * pushes an entry on every write of such a record but those that keep the
+ * due of the value the writer read (script_ov_put_expiring: a window hit
+ * in its newest bucket, whose live entry is there already), and a walk over the
  * store (script_rebuild, or a tick after a failed push or when stale
  * entries pile up) pushes one per record. So a tick reads only the records
  * due (script_op_tick), not all. Entries are validated lazily: one is live
@@ -266,9 +279,11 @@ static void expiry_due(scripts_t *sc, struct expired *x)
     free(due.v);
 }
 
-/* Write or delete a record, @due being record_due() of a K or Y value. */
+/* Write or delete a record, @due being record_due() of a K or Y value;
+ * @indexed: the store holds @k with a value of that due already (its index
+ * entry is there). */
 static void record_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
-                        bool del, uint64_t due)
+                         bool del, uint64_t due, bool indexed)
 {
     char kind = kl ? ((const char *)k)[0] : 0;
     if (kind == 'K' || (kind == 'Y' && del)) {
@@ -281,7 +296,7 @@ static void record_write(scripts_t *sc, const void *k, size_t kl, const void *v,
             return;
         *count += del ? -1 : had ? 0 : 1;
     }
-    if ((kind == 'K' || kind == 'Y') && !del)
+    if ((kind == 'K' || kind == 'Y') && !del && !indexed)
         expiry_push(sc, due, k, kl);
     if (del)
         store_del(sc->st, k, kl);
@@ -299,29 +314,29 @@ static uint64_t due_of_write(const void *k, size_t kl, const void *v, size_t vl,
 void script_store_write(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
                         bool del)
 {
-    record_write(sc, k, kl, v, vl, del, due_of_write(k, kl, v, vl, del));
+    record_write(sc, k, kl, v, vl, del, due_of_write(k, kl, v, vl, del), false);
 }
 
 void script_ov_put_expiring(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
-                            uint64_t due)
+                            uint64_t due, uint64_t read_due)
 {
-    if (sc->in_call)
-        ov_set(&sc->call_ov, k, kl, v, vl, false, due);
-    else
-        record_write(sc, k, kl, v, vl, false, due);
+    if (!sc->in_call) /* what was read is the store's, unless script.test's overlay had it */
+        record_write(sc, k, kl, v, vl, false, due, due && due == read_due && !sc->testing);
+    else if (!ov_set(&sc->call_ov, k, kl, v, vl, false, due, read_due))
+        sc->failed = true;
 }
 
 void script_ov_put(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl)
 {
-    script_ov_put_expiring(sc, k, kl, v, vl, due_of_write(k, kl, v, vl, false));
+    script_ov_put_expiring(sc, k, kl, v, vl, due_of_write(k, kl, v, vl, false), 0);
 }
 
 void script_ov_del(scripts_t *sc, const void *k, size_t kl)
 {
-    if (sc->in_call)
-        ov_set(&sc->call_ov, k, kl, "", 0, true, 0);
-    else
+    if (!sc->in_call)
         script_store_write(sc, k, kl, NULL, 0, true);
+    else if (!ov_set(&sc->call_ov, k, kl, "", 0, true, 0, 0))
+        sc->failed = true;
 }
 
 void script_ov_clear(hmap_t *m)
@@ -354,10 +369,10 @@ static void commit(scripts_t *sc)
         struct ov *o = s->val;
         if (!s->key)
             continue;
-        if (sc->testing)
-            ov_set(&sc->test_ov, s->key, s->klen, o->v, o->vl, o->del, o->due);
-        else
-            record_write(sc, s->key, s->klen, o->v, o->vl, o->del, o->due);
+        if (!sc->testing) /* into the store: what the overlay read came from it */
+            record_write(sc, s->key, s->klen, o->v, o->vl, o->del, o->due, o->indexed);
+        else if (!ov_set(&sc->test_ov, s->key, s->klen, o->v, o->vl, o->del, o->due, 0))
+            sc->failed = true;
     }
     script_ov_clear(m);
     if (sc->testing) {

@@ -48,6 +48,8 @@ struct ov {
     size_t vl;
     uint64_t due;            /* a K or Y value's block_due / hublib_window_due */
     bool del;
+    bool indexed;            /* the store holds the key with a value of this due,
+                              * so tick's expiry index has its entry already */
     char v[];
 };
 
@@ -119,9 +121,12 @@ char *script_ov_get(scripts_t *sc, const void *k, size_t kl, size_t *vl);
  * succeeds); outside a call, straight to the store. */
 void script_ov_put(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl);
 /* The same for a K or Y record whose value @v expires at @due (block_due or
- * hublib_window_due of @v, which the writer knows: not decoded again). */
+ * hublib_window_due of @v, which the writer knows: not decoded again).
+ * @read_due is the due of the value this one replaces as the writer read it
+ * (script_ov_get), 0 when none or not read: an unchanged due adds no entry
+ * to tick's expiry index (a window hit in its newest bucket). */
 void script_ov_put_expiring(scripts_t *sc, const void *k, size_t kl, const void *v, size_t vl,
-                            uint64_t due);
+                            uint64_t due, uint64_t read_due);
 void script_ov_del(scripts_t *sc, const void *k, size_t kl);
 /* Free every record of overlay @m and empty it. */
 void script_ov_clear(hmap_t *m);
