@@ -349,8 +349,10 @@ void testcluster_cleanup(testcluster_t *c)
     char cmd[600];
     for (unsigned i = 0; i < c->n; i++) {
         int status = testcluster_stop(c, i);
-        if (status != 0) /* e.g. a sanitizer report at exit: see its log */
+        if (status != 0) { /* e.g. a sanitizer report at exit: in its log */
             fprintf(stderr, "testcluster: node %u exited with status %d\n", i + 1, status);
+            print_log(&c->nodes[i]);
+        }
     }
     if (!c->dir[0] || getenv("MQHUB_KEEP_TEST_DIR") || !strstr(c->dir, "/mqhub-test-"))
         return;
