@@ -189,6 +189,12 @@ typedef struct snapshot_io {
     bool get_timer_init, get_timer_closed, inner_closing;
     snapshot_peer_t peers[SNAPSHOT_PEERS];
     raft_index snap_index;       /* the newest snapshot on disk (0: none) */
+    /* An InstallSnapshot that arrived during our deferred put, handed to
+     * raft once the put's callback ran (snapshot.c "Installs"): */
+    raft_io_recv_cb recv;        /* raft's */
+    struct raft_message held;    /* owns its data and configuration */
+    char *held_address;          /* held.server_address, malloc'ed */
+    bool holding;
     /* When to snapshot (snapshot_io_limit_log()): after `threshold`
      * entries — once their bytes also reach `growth` % of the newest
      * snapshot's (snap_bytes), when growth is on — or at the latest after

@@ -45,6 +45,18 @@
  * a load only as old as itself (put_epoch), because raft asserts that the
  * snapshot it gets is at least as recent as the one it asked for.
  *
+ * Installs. raft 0.22.1 crashes when an InstallSnapshot arrives while it
+ * takes a snapshot: legacy.c parks the install, and when the snapshot is
+ * written (takeSnapshotCb) clears the parked pointer before reading it and
+ * starts a put of NULL. With the deferred put that window lasts the whole
+ * dump, and a follower that lags past the leader's trailing entries (a
+ * node catching up, under load) is sent an install in it. So io_recv holds
+ * an install that arrives while our put is in flight (a newer one replaces
+ * it) and put_finish hands it to raft after raft's callback: raft then
+ * installs it as if it had just arrived. And raft 0.22.1 leaks an install
+ * that arrives while it persists another (it ignores it unfreed): to_raft
+ * frees it.
+ *
  * Start at snapshot_io_wrap(), io_snapshot_put() and io_send(). To wrap
  * another raft_io member, replace its pass-through in snapshot_io_wrap().
  */
@@ -322,8 +334,84 @@ static void on_timer(uv_timer_t *t)
     uv_timer_stop(t);
 }
 
+/* ---- installs held during our put ("Installs" above) ---- */
+
+/* Free what an install message owns, as raft would. */
+static void install_free(struct raft_message *m)
+{
+    raft_configuration_close(&m->install_snapshot.conf);
+    raft_free(m->install_snapshot.data.base);
+}
+
+static void held_free(snapshot_io_t *w)
+{
+    if (!w->holding)
+        return;
+    install_free(&w->held);
+    free(w->held_address);
+    w->held_address = NULL;
+    w->holding = false;
+}
+
+/* Hand @m to raft's receive callback. raft 0.22.1 ignores an install that
+ * arrives while it persists another one (replicationInstallSnapshot: the
+ * leader sends it again) and never frees it — the whole snapshot each
+ * time: freed here then. It does free one of an older term (it answers
+ * that) and any while closing. */
+static void to_raft(snapshot_io_t *w, struct raft_io *inner, struct raft_message *m)
+{
+    struct raft *r = inner->data;
+    struct raft_message copy = *m;
+    bool ignored = m->type == RAFT_INSTALL_SNAPSHOT && r->snapshot.installing &&
+                   !r->legacy.closing && m->install_snapshot.term >= r->current_term;
+    w->recv(inner, m);
+    if (ignored)
+        install_free(&copy);
+}
+
+/* raft_uv's receive callback: everything goes to raft's, but an install
+ * while our put is in flight, which is held. */
+static void io_recv(struct raft_io *inner, struct raft_message *m)
+{
+    struct raft *r = inner->data;
+    snapshot_io_t *w = r->io->impl;
+    if (m->type != RAFT_INSTALL_SNAPSHOT || !w->put || w->close_cb) {
+        to_raft(w, inner, m);
+        return;
+    }
+    char *address = strdup(m->server_address ? m->server_address : "");
+    held_free(w);
+    if (!address) { /* dropped: the leader sends it again */
+        install_free(m);
+        return;
+    }
+    w->held = *m;
+    w->held.server_address = w->held_address = address;
+    w->holding = true;
+    log_info("snapshot", "install of the snapshot at %llu from node %llu held until this "
+             "node's own snapshot is written", (unsigned long long)m->install_snapshot.last_index,
+             (unsigned long long)m->server_id);
+}
+
+/* After our put: the held install to raft (it owns the message's data). */
+static void held_deliver(snapshot_io_t *w)
+{
+    if (!w->holding || w->put)
+        return;
+    if (w->close_cb) {
+        held_free(w);
+        return;
+    }
+    struct raft_message m = w->held;
+    char *address = w->held_address;
+    w->holding = false;
+    w->held_address = NULL;
+    to_raft(w, w->inner, &m);
+    free(address);
+}
+
 /* Unfreeze (the drain follows on the timer), free our chunks, hand @status
- * to raft. */
+ * to raft, then any install held meanwhile. */
 static void put_finish(struct snapshot_put *p, int status)
 {
     snapshot_io_t *w = p->w;
@@ -356,6 +444,7 @@ static void put_finish(struct snapshot_put *p, int status)
     }
     p->cb(p->req, status);
     free(p);
+    held_deliver(w);
 }
 
 static void inner_put_done(struct raft_io_snapshot_put *req, int status)
@@ -862,6 +951,7 @@ static void io_close(struct raft_io *io, raft_io_close_cb cb)
     }
     snapshot_io_t *w = io->impl;
     w->close_cb = cb;
+    held_free(w);
     if (w->draining && !w->put) { /* with a put in flight, put_finish() thaws */
         store_thaw(w->draining);
         w->draining = NULL;
@@ -887,8 +977,10 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
 static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick,
                     raft_io_recv_cb recv)
 {
+    snapshot_io_t *w = io->impl;
     INNER(io)->data = io->data;
-    return pass(io, INNER(io)->start(INNER(io), msecs, tick, recv));
+    w->recv = recv;
+    return pass(io, INNER(io)->start(INNER(io), msecs, tick, io_recv));
 }
 
 static int io_bootstrap(struct raft_io *io, const struct raft_configuration *conf)
