@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "mqhub/client.h"
+#include "testclient.h"
 #include "testcluster.h"
 #include "testdamage.h"
 #include "testhub.h"
@@ -30,17 +31,6 @@
 #define EXIT_DATAERR 65
 
 static const char *g_mqhubd;
-
-static mqhub_client_t *connect_all(testcluster_t *c)
-{
-    mqhub_client_opts_t o = {.timeout_ms = 10000};
-    mqhub_client_t *cl = NULL;
-    for (int i = 0; i < 100 && !cl; i++)
-        if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
-            testhub_sleep_ms(100);
-    assert_non_null(cl);
-    return cl;
-}
 
 static void send_range(mqhub_client_t *cl, unsigned from, unsigned to)
 {
@@ -109,7 +99,8 @@ static void test_damaged_follower(void **state)
 {
     testcluster_t *c = *state;
     assert_int_equal(testcluster_start(c, g_mqhubd, 3, 3, NULL), 0);
-    mqhub_client_t *cl = connect_all(c);
+    mqhub_client_t *cl = testclient_connect(c, 10000);
+    assert_non_null(cl);
     assert_int_equal(mqhub_client_queue_create(cl, "q", NULL), 0);
     send_range(cl, 1, BEFORE);
 

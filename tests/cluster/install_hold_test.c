@@ -24,12 +24,12 @@
 #include <cmocka.h>
 
 #include "mqhub/client.h"
+#include "testclient.h"
 #include "testcluster.h"
 #include "testhub.h"
 
 #define QUEUE "big"
 #define BODY 1024
-#define BATCH 256
 #define FILL_MB 16
 #define THRESHOLD 64
 #define ROUNDS 60
@@ -45,40 +45,10 @@ typedef struct load {
     unsigned long sent;
 } load_t;
 
-static mqhub_client_t *connect_all(testcluster_t *c)
-{
-    mqhub_client_opts_t o = {.timeout_ms = 10000};
-    mqhub_client_t *cl = NULL;
-    for (int i = 0; i < 100 && !cl; i++)
-        if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
-            testhub_sleep_ms(100);
-    return cl;
-}
-
-static void fill(mqhub_client_t *cl, uint64_t n)
-{
-    static char bodies[BATCH][BODY];
-    mqhub_batch_msg_t msgs[BATCH];
-    mqhub_send_result_t res[BATCH];
-    uint64_t x = 0x9e3779b97f4a7c15ull;
-    for (unsigned i = 0; i < BATCH; i++) { /* incompressible-ish bodies */
-        for (unsigned j = 0; j < BODY; j++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            bodies[i][j] = (char)x;
-        }
-        msgs[i] = (mqhub_batch_msg_t){.body = bodies[i], .len = BODY};
-    }
-    for (uint64_t sent = 0; sent < n; sent += BATCH) {
-        size_t k = n - sent < BATCH ? (size_t)(n - sent) : BATCH;
-        assert_int_equal(mqhub_client_send_batch(cl, QUEUE, msgs, k, res), 0);
-        assert_int_equal(res[0].status, 0);
-    }
-}
-
 static void *produce(void *arg)
 {
     load_t *l = arg;
-    mqhub_client_t *cl = connect_all(l->c);
+    mqhub_client_t *cl = testclient_connect(l->c, 10000);
     while (cl && !l->stop) {
         if (mqhub_client_send(cl, QUEUE, "x", 1, NULL, NULL) == 0)
             l->sent++;
@@ -105,20 +75,6 @@ static bool snapshot_writing(testcluster_t *c, unsigned i)
     return writing;
 }
 
-/* How many installs node @i held ("held until this node's own snapshot"). */
-static unsigned held(testcluster_t *c, unsigned i)
-{
-    char path[400], line[1024];
-    unsigned n = 0;
-    snprintf(path, sizeof path, "%s/mqhubd.log", c->nodes[i].dir);
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, "held until this node's own snapshot is written") != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
 static void test_install_during_snapshot(void **state)
 {
     (void)state;
@@ -126,10 +82,10 @@ static void test_install_during_snapshot(void **state)
     snprintf(config, sizeof config, "snapshot { threshold = %d, trailing = 8, growth = 0 }",
              THRESHOLD);
     assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 3, 3, config), 0);
-    mqhub_client_t *cl = connect_all(&g_cluster);
+    mqhub_client_t *cl = testclient_connect(&g_cluster, 10000);
     assert_non_null(cl);
     assert_int_equal(mqhub_client_queue_create(cl, QUEUE, NULL), 0);
-    fill(cl, (uint64_t)FILL_MB * 1024 * 1024 / BODY);
+    testclient_fill(cl, QUEUE, (uint64_t)FILL_MB * 1024 * 1024 / BODY, BODY);
     load_t l = {.c = &g_cluster};
     pthread_t producer;
     pthread_create(&producer, NULL, produce, &l);
@@ -149,7 +105,7 @@ static void test_install_during_snapshot(void **state)
         rounds++;
         holds = 0;
         for (unsigned i = 0; i < 3; i++) {
-            holds += held(&g_cluster, i);
+            holds += testcluster_log_count(&g_cluster, i, "held until this node's own snapshot");
             alive &= testcluster_running(&g_cluster, i);
         }
     }

@@ -21,6 +21,7 @@
 
 #include "checker.h"
 #include "mqhub/client.h"
+#include "testclient.h"
 #include "testcluster.h"
 #include "testhub.h"
 
@@ -37,20 +38,10 @@ typedef struct load {
     pthread_t producer, consumer;
 } load_t;
 
-static mqhub_client_t *connect_all(testcluster_t *c)
-{
-    mqhub_client_opts_t o = {.timeout_ms = 4000};
-    mqhub_client_t *cl = NULL;
-    for (int i = 0; i < 100 && !cl; i++)
-        if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
-            testhub_sleep_ms(100);
-    return cl;
-}
-
 static void *produce(void *arg)
 {
     load_t *l = arg;
-    mqhub_client_t *cl = connect_all(l->c);
+    mqhub_client_t *cl = testclient_connect(l->c, 4000);
     for (uint64_t seq = 0; cl && !l->stop; seq++) {
         char body[17];
         snprintf(body, sizeof body, "%016llx", (unsigned long long)seq);
@@ -100,7 +91,7 @@ static bool consume_once(load_t *l, mqhub_client_t *cl)
 static void *consume(void *arg)
 {
     load_t *l = arg;
-    mqhub_client_t *cl = connect_all(l->c);
+    mqhub_client_t *cl = testclient_connect(l->c, 4000);
     while (cl && !l->stop)
         consume_once(l, cl);
     mqhub_client_close(cl);
@@ -208,7 +199,7 @@ static void test_grow_transfer_shrink(void **state)
              "queue \"%s\" { visibility_timeout = %d }\n"
              "snapshot { threshold = 64, trailing = 16, growth = 0 }", QUEUE, VISIBILITY_S);
     assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 5, 1, attrs), 0);
-    mqhub_client_t *cl = connect_all(&g_cluster);
+    mqhub_client_t *cl = testclient_connect(&g_cluster, 4000);
     assert_non_null(cl);
     mqhub_queue_info_t qi;
     for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "mqhub/client.h"
+#include "testclient.h"
 #include "testcluster.h"
 #include "testhub.h"
 #include "tls_pki.h"
@@ -27,31 +28,6 @@
 static const char *g_mqhubd;
 static testcluster_t g_cluster;
 static tls_pki_t g_pki;
-
-static mqhub_client_t *connect_all(testcluster_t *c)
-{
-    mqhub_client_opts_t o = {.timeout_ms = 4000};
-    mqhub_client_t *cl = NULL;
-    for (int i = 0; i < 100 && !cl; i++)
-        if (mqhub_client_connect(&cl, c->seeds, &o, NULL, 0) != 0)
-            testhub_sleep_ms(100);
-    return cl;
-}
-
-/* Whether node @i's log holds @text. */
-static bool log_has(testcluster_t *c, unsigned i, const char *text)
-{
-    char path[400], line[2048];
-    bool found = false;
-    snprintf(path, sizeof path, "%s/mqhubd.log", c->nodes[i].dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, text) != NULL;
-    fclose(f);
-    return found;
-}
 
 /* Kill the leader with SIGKILL, wait for another one, start it again. */
 static void kill_leader(testcluster_t *c)
@@ -108,9 +84,10 @@ static void test_peer_tls_failover(void **state)
              tls_pki_path(&g_pki, "ca.pem", ca, sizeof ca), QUEUE);
     assert_int_equal(testcluster_start(&g_cluster, g_mqhubd, 3, 3, extra), 0);
     for (unsigned i = 0; i < 3; i++)
-        assert_true(log_has(&g_cluster, i, "inside TLS with a certificate of the cluster CA"));
+        assert_true(testcluster_log_count(&g_cluster, i,
+                                          "inside TLS with a certificate of the cluster CA") > 0);
 
-    mqhub_client_t *cl = connect_all(&g_cluster);
+    mqhub_client_t *cl = testclient_connect(&g_cluster, 4000);
     assert_non_null(cl);
     mqhub_queue_info_t qi;
     for (int i = 0; i < 100 && mqhub_client_queue_get(cl, QUEUE, &qi) != 0; i++)
@@ -133,7 +110,7 @@ static void test_peer_tls_failover(void **state)
     printf("%u of %d sends acknowledged, %u of them lost; digests %s\n", n_acked, SENDS, lost,
            conv == 0 ? "equal" : "DIFFER");
     for (unsigned i = 0; i < 3; i++)
-        if (log_has(&g_cluster, i, "refused"))
+        if (testcluster_log_count(&g_cluster, i, "refused") > 0)
             printf("node %u logged a refused peer connection\n", i + 1);
     if (lost || conv)
         testcluster_dump_logs(&g_cluster);

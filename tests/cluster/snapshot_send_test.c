@@ -23,11 +23,11 @@
 #include <cmocka.h>
 
 #include "mqhub/client.h"
+#include "testclient.h"
 #include "testcluster.h"
 
 #define QUEUE "big"
 #define BODY 1024
-#define BATCH 256
 #define SEND_BOUND 1.5 /* copies of the snapshot the join may add to the RSS */
 
 static const char *g_mqhubd;
@@ -108,40 +108,6 @@ static uint64_t settle_snapshot(testcluster_t *c, mqhub_client_t *cl)
     return bytes;
 }
 
-/* How many InstallSnapshot sends node @i logged. */
-static unsigned snapshot_sends(testcluster_t *c, unsigned i)
-{
-    char path[400], line[1024];
-    unsigned n = 0;
-    snprintf(path, sizeof path, "%s/mqhubd.log", c->nodes[i].dir);
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f))
-        n += strstr(line, "comp=snapshot msg=\"sent the snapshot") != NULL;
-    if (f)
-        fclose(f);
-    return n;
-}
-
-static void fill(mqhub_client_t *cl, uint64_t n)
-{
-    static char bodies[BATCH][BODY];
-    mqhub_batch_msg_t msgs[BATCH];
-    mqhub_send_result_t res[BATCH];
-    uint64_t x = 0x9e3779b97f4a7c15ull;
-    for (unsigned i = 0; i < BATCH; i++) { /* incompressible-ish bodies */
-        for (unsigned j = 0; j < BODY; j++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            bodies[i][j] = (char)x;
-        }
-        msgs[i] = (mqhub_batch_msg_t){.body = bodies[i], .len = BODY};
-    }
-    for (uint64_t sent = 0; sent < n; sent += BATCH) {
-        size_t k = n - sent < BATCH ? (size_t)(n - sent) : BATCH;
-        assert_int_equal(mqhub_client_send_batch(cl, QUEUE, msgs, k, res), 0);
-        assert_int_equal(res[0].status, 0);
-    }
-}
-
 static void test_join_bounded(void **state)
 {
     (void)state;
@@ -158,7 +124,7 @@ static void test_join_bounded(void **state)
     assert_non_null(cl);
     assert_int_equal(mqhub_client_queue_create(cl, QUEUE, NULL), 0);
     uint64_t t0 = testcluster_now_ms();
-    fill(cl, n);
+    testclient_fill(cl, QUEUE, n, BODY);
     printf("filled %llu x %d B in %llu ms\n", (unsigned long long)n, BODY,
            (unsigned long long)(testcluster_now_ms() - t0));
 
@@ -183,7 +149,8 @@ static void test_join_bounded(void **state)
     double copies = (double)(peak > before ? peak - before : 0) / (double)snap;
     printf("snapshot %.1f MB; leader RSS before the join %.1f MB, peak during it %.1f MB "
            "(+%.2f x the snapshot); %u send(s); voter after %llu ms; digests %s\n",
-           snap / 1e6, before / 1e6, peak / 1e6, copies, snapshot_sends(&g_cluster, 0),
+           snap / 1e6, before / 1e6, peak / 1e6, copies,
+           testcluster_log_count(&g_cluster, 0, "comp=snapshot msg=\"sent the snapshot"),
            (unsigned long long)joined, conv ? "DIFFER" : "equal");
     if (conv || copies > SEND_BOUND)
         testcluster_dump_logs(&g_cluster);

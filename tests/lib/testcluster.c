@@ -104,6 +104,20 @@ void testcluster_dump_logs(testcluster_t *c)
         print_log(&c->nodes[i]);
 }
 
+unsigned testcluster_log_count(testcluster_t *c, unsigned i, const char *text)
+{
+    char path[400], line[2048];
+    unsigned n = 0;
+    snprintf(path, sizeof path, "%s/mqhubd.log", c->nodes[i].dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, text) != NULL;
+    fclose(f);
+    return n;
+}
+
 /* Wait until node @i answers cluster.status. */
 static int wait_up(testcluster_t *c, unsigned i)
 {

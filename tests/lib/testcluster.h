@@ -70,6 +70,8 @@ int testcluster_leader(testcluster_t *c, int timeout_ms);
 int testcluster_converged(testcluster_t *c, int timeout_ms);
 /* Print every node's log on stderr (after a failure). */
 void testcluster_dump_logs(testcluster_t *c);
+/* How many lines of node @i's log hold @text. */
+unsigned testcluster_log_count(testcluster_t *c, unsigned i, const char *text);
 /* Stop every node, remove the temp dir (kept with MQHUB_KEEP_TEST_DIR). */
 void testcluster_cleanup(testcluster_t *c);
 uint64_t testcluster_now_ms(void); /* monotonic */
