@@ -75,8 +75,9 @@ char *script_ov_get(scripts_t *sc, const void *k, size_t kl, size_t *vl)
 
 /* Set @k in overlay @m, replacing a value of due @read_due (0: none or
  * unknown) that the writer read through script_ov_get: it came from @m
- * when @m has the key, else from the store, so the new value is indexed
- * when it keeps that due and that value was (the store's always is).
+ * when @m has the key, else from the store (or script.test's overlay,
+ * whose commit never looks at this), so the new value is indexed when it
+ * keeps that due and that value was (the store's always is).
  * False when out of memory (the entry then fails: a write dropped on one
  * node only would make its state differ). */
 static bool ov_set(hmap_t *m, const void *k, size_t kl, const void *v, size_t vl, bool del,
