@@ -41,7 +41,10 @@ peers_start_redis() {
         --logfile "$PEERS_DIR/redis/redis.log" &
     echo $! >"$PEERS_DIR/redis/pid"
     REDIS_URL=127.0.0.1:$port
-    peers_wait "redis-cli -p $port ping | grep -q PONG" 100 ||
+    # timeout: a redis-cli ping never returns from a server that accepted
+    # and then stopped (smoke_signal_test freezes it as soon as it starts),
+    # and sh runs the caller's TERM trap only between commands.
+    peers_wait "timeout 2 redis-cli -p $port ping | grep -q PONG" 100 ||
         { peers_log "redis did not start"; cat "$PEERS_DIR/redis/redis.log" >&2; return 1; }
 }
 

@@ -5,6 +5,8 @@
 # mid-phase), must still stop that Redis and remove its temp folder: sh runs
 # an EXIT trap on a signal only when the signal is trapped, and a stopped
 # daemon acts on SIGTERM only once continued (servers.sh peers_stop_all).
+# Redis may be frozen while smoke.sh still waits for its first PONG: that
+# wait gives up on each ping after 2 s (servers.sh peers_start_redis).
 # Skipped (77) without redis-server or peer_redis.
 set -u
 BUILD=$1
