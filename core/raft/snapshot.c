@@ -361,12 +361,14 @@ static void held_free(snapshot_io_t *w)
 static void to_raft(snapshot_io_t *w, struct raft_io *inner, struct raft_message *m)
 {
     struct raft *r = inner->data;
-    struct raft_message copy = *m;
-    bool ignored = m->type == RAFT_INSTALL_SNAPSHOT && r->snapshot.installing &&
-                   !r->legacy.closing && m->install_snapshot.term >= r->current_term;
+    if (m->type != RAFT_INSTALL_SNAPSHOT || !r->snapshot.installing || r->legacy.closing ||
+        m->install_snapshot.term < r->current_term) {
+        w->recv(inner, m);
+        return;
+    }
+    struct raft_message ignored = *m; /* what it owns, whatever raft does to *m */
     w->recv(inner, m);
-    if (ignored)
-        install_free(&copy);
+    install_free(&ignored);
 }
 
 /* raft_uv's receive callback: everything goes to raft's, but an install

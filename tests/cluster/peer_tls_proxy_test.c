@@ -348,21 +348,6 @@ static int stop_all(void **state)
     return 0;
 }
 
-/* Whether node @i's log holds @text. */
-static bool log_has(unsigned i, const char *text)
-{
-    char path[400], line[2048];
-    bool found = false;
-    snprintf(path, sizeof path, "%s/mqhubd.log", g_cluster.nodes[i].dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, text) != NULL;
-    fclose(f);
-    return found;
-}
-
 /* ----------------------------------------------------------- the traffic */
 
 static mqhub_client_t *connect_all(void)
@@ -483,7 +468,8 @@ static void test_tls_hides_bodies(void **state)
 
     assert_int_equal(cluster_start(true), 0);
     for (unsigned i = 0; i < NODES; i++)
-        assert_true(log_has(i, "inside TLS with a certificate of the cluster CA"));
+        assert_true(testcluster_log_count(&g_cluster, i,
+                                          "inside TLS with a certificate of the cluster CA") > 0);
     mqhub_client_t *cl = connect_all();
     send_range(cl, 0, SENDS, acked);
     drain(cl, seen);
@@ -517,7 +503,7 @@ static void test_tls_tamper(void **state)
     assert_int_equal(atomic_load(&g_relay.tampered), 1);
     for (int i = 0; i < 100 && logged == 0; i++) {
         for (unsigned n = 0; n < NODES; n++)
-            logged += log_has(n, "closed: TLS:");
+            logged += testcluster_log_count(&g_cluster, n, "closed: TLS:") > 0;
         if (logged == 0)
             testhub_sleep_ms(100);
     }

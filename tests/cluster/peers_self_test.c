@@ -204,21 +204,6 @@ static int http_get(cluster_t *c, unsigned i, const char *path, char *body, size
     return code;
 }
 
-/* Lines of node @i's log that contain @needle. */
-static unsigned log_count(cluster_t *c, unsigned i, const char *needle)
-{
-    char path[340], line[2048];
-    unsigned n = 0;
-    snprintf(path, sizeof path, "%s/mqhubd.log", c->tc.nodes[i].dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* Wait until node @i's /readyz body contains @needle; its status code. */
 static int wait_readyz(cluster_t *c, unsigned i, const char *needle, char *body, size_t size)
 {
@@ -277,8 +262,9 @@ static void start_all(cluster_t *c)
     assert_int_equal(testcluster_start_node(&c->tc, 0), 0);
     assert_int_equal(wait_readyz(c, 0, "waiting for quorum (1 of 3 voters", body, sizeof body),
                      503);
-    assert_int_equal(log_count(c, 0, "waiting for quorum (1 of 3 voters known up"), 1);
-    assert_int_equal(log_count(c, 0, "ready: leader"), 0);
+    assert_int_equal(
+        testcluster_log_count(&c->tc, 0, "waiting for quorum (1 of 3 voters known up"), 1);
+    assert_int_equal(testcluster_log_count(&c->tc, 0, "ready: leader"), 0);
     printf("node 1 alone: /readyz 503 %s", body);
     for (unsigned i = 1; i < N; i++)
         assert_int_equal(testcluster_start_node(&c->tc, i), 0);
@@ -296,7 +282,7 @@ static void shared_table(void **state)
     start_all(c);
     for (unsigned i = 0; i < N; i++)
         check_http_of_all(c, i);
-    assert_true(log_count(c, 0, "ready: leader node") >= 1);
+    assert_true(testcluster_log_count(&c->tc, 0, "ready: leader node") >= 1);
 }
 
 /* ---- removed_node ------------------------------------------------------ */
@@ -388,19 +374,19 @@ static void removed_node(void **state)
     cluster_remove(c, (unsigned)leader, gone + 1, code, sizeof code);
     assert_string_equal(code, "");
     check_removed(c, gone, (unsigned)leader, term);
-    assert_int_equal(log_count(c, gone, "msg=\"removed from the cluster by the leader, node"),
-                     1);
+    const char *removed = "msg=\"removed from the cluster by the leader, node";
+    assert_int_equal(testcluster_log_count(&c->tc, gone, removed), 1);
     char expect[64];
     snprintf(expect, sizeof expect, "node %u is a standby, removing it", gone + 1);
-    assert_int_equal(log_count(c, (unsigned)leader, expect), 1);
+    assert_int_equal(testcluster_log_count(&c->tc, (unsigned)leader, expect), 1);
 
     /* Restarted, it still says removed and stays quiet: no "ready" line. */
-    unsigned ready = log_count(c, gone, "msg=\"ready: leader node");
+    unsigned ready = testcluster_log_count(&c->tc, gone, "msg=\"ready: leader node");
     assert_int_equal(testcluster_stop(&c->tc, gone), 0);
     assert_int_equal(testcluster_start_node(&c->tc, gone), 0);
     check_removed(c, gone, (unsigned)leader, term);
-    assert_int_equal(log_count(c, gone, "msg=\"removed from the cluster"), 2);
-    assert_int_equal(log_count(c, gone, "msg=\"ready: leader node"), ready);
+    assert_int_equal(testcluster_log_count(&c->tc, gone, "msg=\"removed from the cluster"), 2);
+    assert_int_equal(testcluster_log_count(&c->tc, gone, "msg=\"ready: leader node"), ready);
     assert_int_equal(term_of(c, gone), term);
 }
 
@@ -596,9 +582,9 @@ static void refused(cluster_t *c, const char *node_fields, const char *needle)
     assert_int_equal(waitpid(pid, &wstatus, 0), pid);
     assert_true(WIFEXITED(wstatus));
     assert_int_equal(WEXITSTATUS(wstatus), 78);
-    if (log_count(c, 0, needle) != 1)
+    if (testcluster_log_count(&c->tc, 0, needle) != 1)
         testhub_print_log(c->tc.nodes[0].dir, "node 1");
-    assert_int_equal(log_count(c, 0, needle), 1);
+    assert_int_equal(testcluster_log_count(&c->tc, 0, needle), 1);
 }
 
 static void bad_tables(void **state)
@@ -620,7 +606,8 @@ static void bad_tables(void **state)
              c->tc.nodes[0].address);
     write_node1(c, fields);
     assert_int_equal(testcluster_start_node(&c->tc, 0), 0);
-    assert_int_equal(log_count(c, 0, "waiting for quorum (1 of 3 voters known up"), 1);
+    assert_int_equal(
+        testcluster_log_count(&c->tc, 0, "waiting for quorum (1 of 3 voters known up"), 1);
 }
 
 /* ---- main -------------------------------------------------------------- */
